@@ -1,0 +1,1 @@
+"""Property-based testing helpers for passes (see strategies and checks)."""

@@ -1,0 +1,54 @@
+"""mapc's intermediate representation: an editable ONNX model built on onnx-graphsurgeon.
+
+* :func:`load` / :func:`save` / :class:`Model`: files, bytes and ModelProtos in, atomic and
+  deterministic files out; external data stays inside the model's folder and on disk.
+* graph helpers: :func:`producer`, :func:`consumers`, :func:`replace_all_uses`,
+  :func:`remove_nodes`, :func:`toposort`, :func:`remove_dead_nodes`, :func:`constant_value`.
+* :func:`infer_shapes`: onnx shape inference keeping symbolic dims.
+* :func:`run`, :func:`run_nodes`, :func:`seeded_inputs`: evaluation in onnxruntime.
+"""
+
+from .evaluate import OnnxRuntimeError, make_session, run, run_nodes, seeded_inputs
+from .graph import (
+    can_take_name,
+    constant_nbytes,
+    constant_value,
+    consumers,
+    count_nodes,
+    is_graph_input,
+    is_graph_output,
+    is_lazy,
+    producer,
+    remove_dead_nodes,
+    remove_nodes,
+    replace_all_uses,
+    toposort,
+)
+from .model import Model, load, save
+from .shapes import infer_shapes, is_static
+
+__all__ = [
+    "Model",
+    "can_take_name",
+    "OnnxRuntimeError",
+    "constant_nbytes",
+    "constant_value",
+    "consumers",
+    "count_nodes",
+    "infer_shapes",
+    "is_graph_input",
+    "is_graph_output",
+    "is_lazy",
+    "is_static",
+    "load",
+    "make_session",
+    "producer",
+    "remove_dead_nodes",
+    "remove_nodes",
+    "replace_all_uses",
+    "run",
+    "run_nodes",
+    "save",
+    "seeded_inputs",
+    "toposort",
+]

@@ -1,0 +1,187 @@
+"""Running a model, or a handful of its nodes, in onnxruntime.
+
+* :func:`run` evaluates a :class:`~mapc.ir.Model` (or a ModelProto) on given inputs and can expose
+  any intermediate tensor as an extra output. External weights are read by onnxruntime straight
+  from the model's folder; nothing is copied into Python.
+* :func:`run_nodes` evaluates a set of nodes extracted from a graph, with their inputs given as
+  arrays: constant folding evaluates a whole batch of foldable nodes in one session this way.
+* :func:`seeded_inputs` makes reproducible random inputs for a model's graph inputs.
+
+Sessions run with graph optimizations disabled, so what is measured is the model as written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import onnxruntime as ort
+from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+
+from ..errors import ModelError
+from .model import Model
+
+#: Value used for a symbolic dim nobody fixed when inputs are generated.
+DEFAULT_DIM = 2
+
+
+class OnnxRuntimeError(ModelError):
+    """onnxruntime refused to load or to run a model."""
+
+
+def session_options(base_dir: Path | None = None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if base_dir is not None:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(base_dir))
+    return options
+
+
+def make_session(model: Model | onnx.ModelProto, *, base_dir: Path | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session for ``model``; raises :class:`OnnxRuntimeError` if it will not load."""
+    if isinstance(model, Model):
+        base_dir = model.base_dir if base_dir is None else base_dir
+        model = model.to_proto()
+    try:
+        return ort.InferenceSession(
+            model.SerializeToString(), session_options(base_dir), providers=["CPUExecutionProvider"]
+        )
+    except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        raise OnnxRuntimeError(f"onnxruntime cannot load the model: {_first_line(error)}") from None
+
+
+def run(
+    model: Model | onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    outputs: Sequence[str] | None = None,
+    *,
+    base_dir: Path | None = None,
+) -> dict[str, np.ndarray]:
+    """Run ``model`` on ``feeds``; return the graph outputs, or the named tensors in ``outputs``
+    (any tensor of the graph, intermediate ones included)."""
+    if isinstance(model, Model):
+        base_dir = model.base_dir if base_dir is None else base_dir
+        proto = model.to_proto()
+    else:
+        proto = model
+    if outputs is not None:
+        proto = _with_outputs(proto, outputs)
+    session = make_session(proto, base_dir=base_dir)
+    wanted = list(outputs) if outputs is not None else [o.name for o in session.get_outputs()]
+    needed = {i.name for i in session.get_inputs()}
+    try:
+        values = session.run(wanted, {name: value for name, value in feeds.items() if name in needed})
+    except Exception as error:
+        raise OnnxRuntimeError(f"onnxruntime failed to run the model: {_first_line(error)}") from None
+    return dict(zip(wanted, values))
+
+
+def _with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    existing = {o.name for o in proto.graph.output}
+    extra = [name for name in names if name not in existing]
+    if not extra:
+        return proto
+    widened = onnx.ModelProto()
+    widened.CopyFrom(proto)
+    known = {v.name: v for v in widened.graph.value_info}
+    for name in extra:
+        info = known.get(name)
+        if info is not None and info.type.tensor_type.elem_type:
+            widened.graph.output.append(info)
+        else:
+            widened.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return widened
+
+
+def run_nodes(
+    nodes: Iterable[gs.Node],
+    feeds: Mapping[str, np.ndarray],
+    outputs: Sequence[str],
+    *,
+    opset_imports: Mapping[str, int],
+    ir_version: int,
+    functions: Sequence[onnx.FunctionProto] = (),
+) -> dict[str, np.ndarray]:
+    """Evaluate ``nodes`` (from any graph) with ``feeds`` bound to the tensors they read.
+
+    Every tensor a node reads must be in ``feeds`` or produced by another of ``nodes``. Returns
+    the tensors named in ``outputs``. One session evaluates the whole batch.
+    """
+    node_protos = [OnnxExporter.export_node(node) for node in nodes]
+    graph = onnx.helper.make_graph(
+        node_protos,
+        "mapc_subgraph",
+        inputs=[],
+        outputs=[onnx.helper.make_empty_tensor_value_info(name) for name in outputs],
+        initializer=[onnx.numpy_helper.from_array(np.asarray(value), name) for name, value in feeds.items()],
+    )
+    proto = onnx.helper.make_model(
+        graph,
+        opset_imports=[onnx.helper.make_opsetid(domain, version) for domain, version in opset_imports.items()],
+        ir_version=ir_version,
+        functions=list(functions),
+    )
+    session = make_session(proto)
+    try:
+        values = session.run(list(outputs), {})
+    except Exception as error:
+        raise OnnxRuntimeError(f"onnxruntime failed to evaluate nodes: {_first_line(error)}") from None
+    return dict(zip(outputs, values))
+
+
+def seeded_inputs(
+    model: Model,
+    *,
+    seed: int = 0,
+    dims: Mapping[str, int] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, np.ndarray]:
+    """Reproducible inputs for every graph input that is not also an initializer.
+
+    Symbolic dims take their value from ``dims`` (by dim name) or :data:`DEFAULT_DIM`;
+    ``shapes`` fixes whole inputs by name. Floats are standard normal, integers are 0 or 1
+    (valid as token ids, masks, positions and indices into any non-empty axis), booleans random.
+    """
+    dims = dict(dims or {})
+    shapes = dict(shapes or {})
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for tensor in model.graph.inputs:
+        if isinstance(tensor, gs.Constant):
+            continue
+        if tensor.name in shapes:
+            shape = [int(d) for d in shapes[tensor.name]]
+        else:
+            shape = [_concrete(d, dims) for d in (tensor.shape or [])]
+        feeds[tensor.name] = random_array(rng, np.dtype(tensor.dtype or np.float32), shape)
+    return feeds
+
+
+def _concrete(dim: int | str | None, dims: Mapping[str, int]) -> int:
+    if isinstance(dim, (int, np.integer)) and dim >= 0:
+        return int(dim)
+    if isinstance(dim, str) and dim in dims:
+        return int(dims[dim])
+    return DEFAULT_DIM
+
+
+def random_array(rng: np.random.Generator, dtype: np.dtype, shape: Sequence[int]) -> np.ndarray:
+    """A random array of ``dtype``: normal floats, ints in {0, 1}, random booleans."""
+    if dtype == np.bool_:
+        return rng.random(shape) < 0.5
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape).astype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        return rng.integers(0, 2, size=shape).astype(dtype)
+    if dtype.kind in ("U", "S", "O"):
+        return np.array(rng.choice(["a", "b"], size=shape), dtype=object)
+    return np.zeros(shape, dtype=dtype)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,171 @@
+"""Graph editing helpers every pass uses.
+
+onnx-graphsurgeon keeps producer/consumer links in sync (``tensor.inputs`` are its producers,
+``tensor.outputs`` its consumers, including nodes of subgraphs that read it from the outer
+scope). These helpers add what passes need on top: rewiring uses while graph-output names stay
+fixed, removing nodes, a stable topological order, dead-node removal, and reading constants
+whether they are initializers or ``Constant`` nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import networkx as nx
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.ir.tensor import LazyValues
+
+if TYPE_CHECKING:
+    from .model import Model
+
+
+def producer(tensor: gs.Tensor) -> gs.Node | None:
+    """The node that computes ``tensor``, or None for graph inputs and constants."""
+    return tensor.inputs[0] if tensor.inputs else None
+
+
+def consumers(tensor: gs.Tensor) -> list[gs.Node]:
+    """Nodes that read ``tensor`` (subgraph nodes reading it from an outer scope included)."""
+    return list(tensor.outputs)
+
+
+def is_graph_output(graph: gs.Graph, tensor: gs.Tensor) -> bool:
+    return any(output is tensor for output in graph.outputs)
+
+
+def is_graph_input(graph: gs.Graph, tensor: gs.Tensor) -> bool:
+    return any(inp is tensor for inp in graph.inputs)
+
+
+def replace_all_uses(model: Model, old: gs.Tensor, new: gs.Tensor, graph: gs.Graph | None = None) -> None:
+    """Make every reader of ``old`` read ``new`` instead.
+
+    Graph outputs keep their names: when ``old`` is a graph output, ``new`` takes over the name
+    if it is an ordinary node output; otherwise (a graph input, a constant, another output)
+    ``old`` is kept and recomputed as ``Identity(new)``. Afterwards ``old``'s producer, if any,
+    usually has no readers left and can be removed.
+    """
+    graph = model.graph if graph is None else graph
+    if old is new:
+        return
+    for node in consumers(old):
+        for index, tensor in enumerate(node.inputs):
+            if tensor is old:
+                node.inputs[index] = new
+    positions = [index for index, output in enumerate(graph.outputs) if output is old]
+    if not positions:
+        return
+    if can_take_name(graph, new):
+        name = old.name
+        old.name = model.fresh_name(f"{name}_replaced")
+        new.name = name
+        if isinstance(new, gs.Variable) and isinstance(old, gs.Variable):
+            new.dtype = new.dtype if new.dtype is not None else old.dtype
+            new.shape = new.shape if new.shape is not None else old.shape
+        for index in positions:
+            graph.outputs[index] = new
+        return
+    source = producer(old)
+    if source is not None:
+        slot = next(i for i, out in enumerate(source.outputs) if out is old)
+        source.outputs[slot] = gs.Variable(model.fresh_name(f"{old.name}_unused"))
+    graph.nodes.append(gs.Node("Identity", name=model.fresh_name(f"{old.name}_identity"), inputs=[new], outputs=[old]))
+
+
+def can_take_name(graph: gs.Graph, tensor: gs.Tensor) -> bool:
+    """True if ``tensor`` may be renamed to become one of ``graph``'s outputs: it is computed by a
+    node of ``graph`` itself and is neither a graph input nor already a graph output."""
+    source = producer(tensor)
+    return (
+        isinstance(tensor, gs.Variable)
+        and source is not None
+        and any(node is source for node in graph.nodes)
+        and not is_graph_input(graph, tensor)
+        and not is_graph_output(graph, tensor)
+    )
+
+
+def remove_nodes(graph: gs.Graph, nodes: Iterable[gs.Node]) -> int:
+    """Detach ``nodes`` from their tensors and drop them from ``graph``; return how many.
+
+    The caller must first rewire any remaining reader of their outputs.
+    """
+    doomed = {id(node): node for node in nodes}
+    for node in doomed.values():
+        node.inputs.clear()
+        node.outputs.clear()
+    before = len(graph.nodes)
+    graph.nodes = [node for node in graph.nodes if id(node) not in doomed]
+    return before - len(graph.nodes)
+
+
+def toposort(graph: gs.Graph) -> None:
+    """Order ``graph``'s nodes (and its subgraphs') topologically, keeping the current order
+    wherever it is already valid. Raises ``ValueError`` naming a cycle if there is one."""
+    for node in graph.nodes:
+        for subgraph in node.subgraphs():
+            toposort(subgraph)
+    index_of = {id(node): index for index, node in enumerate(graph.nodes)}
+    dependencies = nx.DiGraph()
+    dependencies.add_nodes_from(range(len(graph.nodes)))
+    for index, node in enumerate(graph.nodes):
+        for tensor in _read_tensors(node):
+            for source in tensor.inputs:
+                if id(source) in index_of:
+                    dependencies.add_edge(index_of[id(source)], index)
+    try:
+        order = list(nx.lexicographical_topological_sort(dependencies))
+    except nx.NetworkXUnfeasible:
+        cycle = nx.find_cycle(dependencies)
+        names = " -> ".join(graph.nodes[src].name or graph.nodes[src].op for src, _ in cycle)
+        raise ValueError(f"graph has a cycle: {names}") from None
+    if order != list(range(len(graph.nodes))):
+        graph.nodes = [graph.nodes[index] for index in order]
+
+
+def _read_tensors(node: gs.Node) -> list[gs.Tensor]:
+    tensors = list(node.inputs)
+    for subgraph in node.subgraphs():
+        tensors.extend(subgraph._foreign_tensors().values())
+    return tensors
+
+
+def remove_dead_nodes(graph: gs.Graph) -> int:
+    """Remove nodes (also inside subgraphs) that do not contribute to any graph output.
+
+    Graph inputs are kept even when unused: they are the model's interface. Returns the number
+    of nodes removed.
+    """
+    before = count_nodes(graph)
+    graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=True, remove_unused_graph_inputs=False, recurse_functions=False)
+    return before - count_nodes(graph)
+
+
+def count_nodes(graph: gs.Graph) -> int:
+    """Nodes of ``graph`` including those of its subgraphs."""
+    return len(graph.nodes) + sum(len(sub.nodes) for sub in graph.subgraphs(recursive=True))
+
+
+def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
+    """The value of ``tensor`` if it is an initializer or the output of a ``Constant`` node."""
+    if isinstance(tensor, gs.Constant):
+        return tensor.values
+    source = producer(tensor)
+    if source is not None and source.op == "Constant" and not source.domain and "value" in source.attrs:
+        value = source.attrs["value"]
+        if isinstance(value, gs.Constant):
+            return value.values
+    return None
+
+
+def constant_nbytes(tensor: gs.Constant) -> int:
+    """Bytes a constant's values occupy, without loading them."""
+    values = tensor._values
+    return int(values.nbytes) if isinstance(values, LazyValues) else int(np.asarray(values).nbytes)
+
+
+def is_lazy(tensor: gs.Constant) -> bool:
+    """True if the constant's values have not been read yet (a weight no pass has touched)."""
+    return isinstance(tensor._values, LazyValues)

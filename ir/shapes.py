@@ -1,0 +1,92 @@
+"""Shape and type inference with onnx, keeping symbolic dimensions.
+
+:func:`infer_shapes` runs ``onnx.shape_inference`` (with data propagation, so shape arithmetic
+on constants is followed) on a weight-free skeleton of the model and writes the element type
+and shape it finds onto every tensor of the graph. Named dims (``batch_size``) flow through;
+dims onnx cannot name come back as ``unk__N``. Nothing is copied from the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+import onnx.shape_inference
+import onnx_graphsurgeon as gs
+
+from .model import Model
+
+#: Initializers up to this size travel with the skeleton, so data propagation can read them.
+SKELETON_INLINE_BYTES = 1 << 16
+
+Dim = int | str | None
+
+
+def infer_shapes(model: Model, *, forget_existing: bool = False, data_prop: bool = True) -> bool:
+    """Annotate every tensor of ``model.graph`` with the dtype and shape onnx infers.
+
+    ``forget_existing`` first clears the shapes of intermediate tensors (stale value_info after a
+    shape change). Graph outputs keep a declared dim wherever inference knows less. Returns False
+    (leaving the model unchanged) if onnx's inference itself fails on this model.
+    """
+    if forget_existing:
+        forget_intermediate_shapes(model.graph)
+    skeleton = model.to_proto(weights_above=SKELETON_INLINE_BYTES)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=data_prop)
+    except Exception:  # onnx raises a variety of errors (InferenceError, RuntimeError, ...)
+        return False
+    tensors = model.graph.tensors()
+    output_names = {t.name for t in model.graph.outputs}
+    for value in [*inferred.graph.value_info, *inferred.graph.output]:
+        tensor = tensors.get(value.name)
+        if not isinstance(tensor, gs.Variable) or not value.type.HasField("tensor_type"):
+            continue
+        dtype, shape = _from_type(value.type.tensor_type)
+        if dtype is not None:
+            tensor.dtype = dtype
+        if shape is not None:
+            tensor.shape = _merge(tensor.shape, shape) if value.name in output_names else shape
+    return True
+
+
+def forget_intermediate_shapes(graph: gs.Graph) -> None:
+    """Clear dtype/shape of every tensor that is neither a graph input, output nor constant."""
+    keep = {id(t) for t in graph.inputs} | {id(t) for t in graph.outputs}
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Variable) and id(tensor) not in keep:
+            tensor.dtype = None
+            tensor.shape = None
+
+
+def _from_type(tensor_type: onnx.TypeProto.Tensor) -> tuple[np.dtype | None, list[Dim] | None]:
+    dtype = None
+    if tensor_type.elem_type:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+    if not tensor_type.HasField("shape"):
+        return dtype, None
+    dims: list[Dim] = []
+    for dim in tensor_type.shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_param"):
+            dims.append(dim.dim_param)
+        else:
+            dims.append(None)
+    return dtype, dims
+
+
+def _merge(declared: Sequence[Dim] | None, inferred: list[Dim]) -> list[Dim]:
+    if declared is None or len(declared) != len(inferred):
+        return inferred
+    merged: list[Dim] = []
+    for old, new in zip(declared, inferred):
+        weaker_new = new is None or (isinstance(new, str) and new.startswith("unk__"))
+        merged.append(old if weaker_new and old is not None else new)
+    return merged
+
+
+def is_static(shape: Sequence[Dim] | None) -> bool:
+    """True if ``shape`` is known and every dim is a non-negative integer."""
+    return shape is not None and all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape)

@@ -1,0 +1,233 @@
+"""Load-time validation of a ModelProto, with one precise sentence per problem.
+
+mapc refuses a model before any pass touches it when it is not a usable ONNX model: no graph,
+an IR version or opset onnxruntime cannot run, an unknown operator, a tensor used but never
+defined, a tensor defined twice, a cycle, an initializer whose bytes do not match its shape,
+external data that is missing or escapes the model's folder, or an absurd shape. Each failure is
+a :class:`~mapc.errors.ModelError` whose message names the tensor, node or opset at fault.
+The onnx checker runs last, on a skeleton of the model that never reads external weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import onnx
+import onnx.checker
+import onnx.defs
+
+from ..errors import ModelError
+from .external import external_ref, tensor_nbytes, uses_external_data
+
+#: ai.onnx opsets onnxruntime (>= 1.31) loads and runs; see pyproject.toml for the tested version.
+MIN_OPSET = 7
+MAX_OPSET = 26
+#: Highest model IR version onnxruntime 1.31 loads.
+MAX_IR_VERSION = 13
+#: A dimension above this is not a real tensor (2**40 elements of one byte is a terabyte).
+MAX_DIM = 1 << 40
+MAX_ELEMENTS = 1 << 40
+
+
+def validate_model(proto: onnx.ModelProto, base_dir: Path | None) -> None:
+    """Raise :class:`ModelError` unless ``proto`` is an ONNX model mapc can compile."""
+    if not proto.HasField("graph") or proto.ir_version <= 0:
+        raise ModelError("not an ONNX model: no graph or no IR version")
+    if proto.ir_version > MAX_IR_VERSION:
+        raise ModelError(
+            f"IR version {proto.ir_version} is newer than onnxruntime supports (at most {MAX_IR_VERSION})"
+        )
+    opsets = _check_opsets(proto)
+    local_functions = {(f.domain, f.name) for f in proto.functions}
+    _check_graph(proto.graph, opsets, local_functions, base_dir, outer_scope=frozenset())
+    _run_onnx_checker(proto)
+
+
+def _check_opsets(proto: onnx.ModelProto) -> dict[str, int]:
+    opsets: dict[str, int] = {}
+    for entry in proto.opset_import:
+        domain = "" if entry.domain == "ai.onnx" else entry.domain
+        if domain in opsets:
+            raise ModelError(f"opset for domain {domain or 'ai.onnx'!r} is declared twice")
+        opsets[domain] = entry.version
+    if "" not in opsets:
+        raise ModelError("model declares no ai.onnx opset")
+    version = opsets[""]
+    if not MIN_OPSET <= version <= MAX_OPSET:
+        raise ModelError(
+            f"unsupported opset: ai.onnx {version} (mapc supports {MIN_OPSET} to {MAX_OPSET}, what onnxruntime runs)"
+        )
+    known = onnx.defs.C.schema_version_map()
+    if "ai.onnx.ml" in opsets and not 1 <= opsets["ai.onnx.ml"] <= known["ai.onnx.ml"][1]:
+        raise ModelError(f"unsupported opset: ai.onnx.ml {opsets['ai.onnx.ml']}")
+    for domain, domain_version in opsets.items():
+        if domain_version < 1:
+            raise ModelError(f"opset version {domain_version} for domain {domain!r} is not valid")
+    return opsets
+
+
+def _check_graph(
+    graph: onnx.GraphProto,
+    opsets: dict[str, int],
+    local_functions: set[tuple[str, str]],
+    base_dir: Path | None,
+    outer_scope: frozenset[str],
+) -> None:
+    defined: dict[str, str] = {name: "outer scope" for name in outer_scope}
+    for value in graph.input:
+        _check_value_info_dims(value, "input")
+        defined[value.name] = "graph input"
+    for tensor in graph.initializer:
+        _check_initializer(tensor, base_dir)
+        defined[tensor.name] = "initializer"
+    for sparse in graph.sparse_initializer:
+        defined[sparse.values.name] = "initializer"
+    for value in graph.output:
+        _check_value_info_dims(value, "output")
+
+    producer: dict[str, int] = {}
+    for index, node in enumerate(graph.node):
+        for output in node.output:
+            if not output:
+                continue
+            if output in producer:
+                raise ModelError(f"tensor {output!r} is produced by two nodes ({_describe(graph.node[producer[output]])} and {_describe(node)})")
+            producer[output] = index
+        _check_operator(node, opsets, local_functions)
+
+    every_name = set(defined) | set(producer)
+    for node in graph.node:
+        for name in _used_names(node):
+            if name and name not in every_name:
+                raise ModelError(
+                    f"tensor {name!r} used by node {_describe(node)} is not produced by any node, initializer or graph input"
+                )
+    for value in graph.output:
+        if value.name not in every_name:
+            raise ModelError(f"graph output {value.name!r} is not produced by any node, initializer or graph input")
+
+    _check_acyclic(graph, producer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            for subgraph in _subgraphs(attribute):
+                _check_graph(subgraph, opsets, local_functions, base_dir, frozenset(every_name))
+
+
+def _used_names(node: onnx.NodeProto) -> Iterator[str]:
+    """Names ``node`` reads: its inputs and the outer-scope names its subgraphs read."""
+    yield from node.input
+    for attribute in node.attribute:
+        for subgraph in _subgraphs(attribute):
+            yield from _outer_names(subgraph)
+
+
+def _outer_names(graph: onnx.GraphProto) -> set[str]:
+    local = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    local |= {out for node in graph.node for out in node.output}
+    used = {name for node in graph.node for name in _used_names(node)}
+    return {name for name in used if name and name not in local}
+
+
+def _subgraphs(attribute: onnx.AttributeProto) -> Iterable[onnx.GraphProto]:
+    if attribute.type == onnx.AttributeProto.GRAPH:
+        return [attribute.g]
+    if attribute.type == onnx.AttributeProto.GRAPHS:
+        return list(attribute.graphs)
+    return []
+
+
+def _check_operator(node: onnx.NodeProto, opsets: dict[str, int], local_functions: set[tuple[str, str]]) -> None:
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    if (node.domain, node.op_type) in local_functions:
+        return
+    if domain not in opsets:
+        raise ModelError(f"node {_describe(node)} uses domain {domain!r}, which the model does not import")
+    if domain in ("", "ai.onnx.ml") and not onnx.defs.has(node.op_type, opsets[domain], domain):
+        label = "ai.onnx" if domain == "" else domain
+        raise ModelError(f"unknown operator {node.op_type!r} in {label} opset {opsets[domain]} (node {_describe(node)})")
+
+
+def _check_acyclic(graph: onnx.GraphProto, producer: dict[str, int]) -> None:
+    dependencies = nx.DiGraph()
+    dependencies.add_nodes_from(range(len(graph.node)))
+    for index, node in enumerate(graph.node):
+        for name in _used_names(node):
+            if name in producer:
+                dependencies.add_edge(producer[name], index)
+    try:
+        cycle = nx.find_cycle(dependencies)
+    except nx.NetworkXNoCycle:
+        return
+    members = " -> ".join(_describe(graph.node[src]) for src, _ in cycle)
+    raise ModelError(f"graph has a cycle: {members} -> {_describe(graph.node[cycle[0][0]])}")
+
+
+def _check_initializer(tensor: onnx.TensorProto, base_dir: Path | None) -> None:
+    for dim in tensor.dims:
+        if dim < 0 or dim > MAX_DIM:
+            raise ModelError(f"initializer {tensor.name!r} has an absurd dimension {dim}")
+    if len(tensor.dims) and int(np.prod([int(d) for d in tensor.dims], dtype=object)) > MAX_ELEMENTS:
+        raise ModelError(f"initializer {tensor.name!r} has an absurd shape {list(tensor.dims)}")
+    if tensor.data_type not in onnx.TensorProto.DataType.values() or tensor.data_type == onnx.TensorProto.UNDEFINED:
+        raise ModelError(f"initializer {tensor.name!r} has no valid element type ({tensor.data_type})")
+    if uses_external_data(tensor):
+        if base_dir is None:
+            raise ModelError(
+                f"initializer {tensor.name!r} keeps its data in an external file, "
+                "but the model was not loaded from a path; load it from its file"
+            )
+        external_ref(tensor, base_dir)
+        return
+    if tensor.HasField("raw_data"):
+        expected = tensor_nbytes(tensor)
+        if len(tensor.raw_data) != expected:
+            raise ModelError(
+                f"initializer {tensor.name!r} holds {len(tensor.raw_data)} bytes but its shape and type need {expected}"
+            )
+
+
+def _check_value_info_dims(value: onnx.ValueInfoProto, role: str) -> None:
+    if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+        return
+    for dim in value.type.tensor_type.shape.dim:
+        if dim.HasField("dim_value") and not 0 <= dim.dim_value <= MAX_DIM:
+            raise ModelError(f"graph {role} {value.name!r} has an absurd dimension {dim.dim_value}")
+
+
+def _run_onnx_checker(proto: onnx.ModelProto) -> None:
+    try:
+        onnx.checker.check_model(_checker_skeleton(proto))
+    except (onnx.checker.ValidationError, onnx.defs.SchemaError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"invalid ONNX model: {first_line}") from None
+
+
+def _checker_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` with external initializers turned into typed graph inputs.
+
+    The onnx checker resolves external files against the working directory and insists on
+    data for every initializer; mapc has already validated those bytes itself, so the skeleton
+    lets the checker judge the rest without reading any weight.
+    """
+    external = [t for t in proto.graph.initializer if uses_external_data(t)]
+    if not external:
+        return proto
+    skeleton = onnx.ModelProto()
+    skeleton.CopyFrom(proto)
+    kept = [t for t in skeleton.graph.initializer if not uses_external_data(t)]
+    del skeleton.graph.initializer[:]
+    skeleton.graph.initializer.extend(kept)
+    input_names = {v.name for v in skeleton.graph.input}
+    for tensor in external:
+        if tensor.name not in input_names:
+            skeleton.graph.input.append(
+                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+            )
+    return skeleton
+
+
+def _describe(node: onnx.NodeProto) -> str:
+    return f"{node.name!r} ({node.op_type})" if node.name else f"<unnamed {node.op_type} -> {list(node.output)}>"

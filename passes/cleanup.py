@@ -1,0 +1,213 @@
+"""``cleanup``: remove what contributes nothing to the outputs."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
+from onnx_graphsurgeon.ir.tensor import LazyValues
+
+from ..ir import Model, can_take_name, constant_value, infer_shapes, is_graph_output, remove_dead_nodes, replace_all_uses
+from ..ir.external import ExternalValues, iter_chunks
+from .base import Pass, PassContext, PassResult
+from .registry import register_pass
+
+#: Ops whose result depends on more than their inputs: never merged, never assumed idempotent.
+NONDETERMINISTIC_OPS = frozenset(
+    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
+)
+
+
+@register_pass
+class Cleanup(Pass):
+    """Remove dead nodes, no-ops, unused or duplicate initializers and common subexpressions.
+
+    Matches, in every graph and subgraph:
+      * nodes none of whose outputs reach a graph output;
+      * inference no-ops: ``Identity``; ``Dropout`` when not training (no ``training_mode``, or a
+        constant false one) and its mask is unused; ``Cast``/``CastLike`` to the type the input
+        already has;
+    and in the main graph:
+      * initializers no node reads (and value_info of tensors that no longer exist);
+      * initializers with identical type, shape and bytes: readers share the first one;
+      * common subexpressions: nodes with the same op, domain, attributes and inputs (random ops
+        and nodes holding subgraphs excepted) are computed once.
+    Produces the same computation with fewer nodes and initializers. Graph inputs, graph outputs
+    and their names never change; an Identity that keeps an output's name is kept.
+    """
+
+    name = "cleanup"
+
+    @dataclass
+    class Options:
+        #: Merge nodes that compute the same thing.
+        cse: bool = True
+        #: Share initializers with identical contents.
+        dedupe_initializers: bool = True
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        counters = {"noops_removed": 0, "dead_nodes_removed": 0, "initializers_removed": 0, "duplicates_merged": 0, "cse_merged": 0}
+        initializers_before = _count_initializers(model.graph)
+        counters["noops_removed"] = _remove_noops(model)
+        counters["dead_nodes_removed"] = remove_dead_nodes(model.graph)
+        if self.options.dedupe_initializers:
+            counters["duplicates_merged"] = _merge_duplicate_initializers(model)
+        if self.options.cse:
+            counters["cse_merged"] = _eliminate_common_subexpressions(model)
+        if counters["duplicates_merged"] or counters["cse_merged"]:
+            counters["dead_nodes_removed"] += remove_dead_nodes(model.graph)
+        counters["initializers_removed"] = initializers_before - _count_initializers(model.graph)
+        return PassResult(changed=any(counters.values()), counters=counters)
+
+
+# -- no-ops --------------------------------------------------------------------------------------
+
+
+def _remove_noops(model: Model) -> int:
+    graphs = [model.graph, *model.graph.subgraphs(recursive=True)]
+    if any(node.op in ("Cast", "CastLike") and node.inputs[0].dtype is None for g in graphs for node in g.nodes):
+        infer_shapes(model)
+    removed = 0
+    for graph in graphs:
+        bypassed = [node for node in graph.nodes if _is_noop(node) and _bypass(model, graph, node)]
+        if bypassed:
+            bypassed_ids = {id(node) for node in bypassed}
+            for node in bypassed:
+                node.inputs.clear()
+                node.outputs.clear()
+            graph.nodes = [node for node in graph.nodes if id(node) not in bypassed_ids]
+            removed += len(bypassed)
+    return removed
+
+
+def _is_noop(node: gs.Node) -> bool:
+    if (node.domain or "") not in ("", "ai.onnx") or not node.inputs or not node.outputs:
+        return False
+    if node.op == "Identity":
+        return True
+    if node.op == "Dropout":
+        mask_used = len(node.outputs) > 1 and not node.outputs[1].is_empty() and bool(node.outputs[1].outputs)
+        if mask_used:
+            return False
+        if len(node.inputs) < 3 or node.inputs[2].is_empty():
+            return True
+        training = constant_value(node.inputs[2])
+        return training is not None and not bool(np.asarray(training).any())
+    if node.op == "Cast":
+        source = node.inputs[0].dtype
+        target = node.attrs.get("to")
+        return source is not None and target is not None and dtype_to_onnx(np.dtype(source)) == target
+    if node.op == "CastLike":
+        source, like = node.inputs[0].dtype, node.inputs[1].dtype
+        return source is not None and like is not None and np.dtype(source) == np.dtype(like)
+    return False
+
+
+def _bypass(model: Model, graph: gs.Graph, node: gs.Node) -> bool:
+    """Rewire readers of a no-op's output to its input; False if the node must stay."""
+    source, result = node.inputs[0], node.outputs[0]
+    if is_graph_output(graph, result) and not can_take_name(graph, source):
+        return False
+    replace_all_uses(model, result, source, graph)
+    return True
+
+
+# -- duplicate initializers ----------------------------------------------------------------------
+
+
+def _count_initializers(graph: gs.Graph) -> int:
+    return sum(isinstance(t, gs.Constant) for t in graph.tensors().values())
+
+
+def _merge_duplicate_initializers(model: Model) -> int:
+    graph = model.graph
+    interface = {id(t) for t in graph.inputs} | {id(t) for t in graph.outputs}
+    groups: dict[tuple[str, tuple[int, ...]], list[gs.Constant]] = {}
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Constant) and id(tensor) not in interface:
+            groups.setdefault((str(tensor.dtype), tuple(tensor.shape)), []).append(tensor)
+    merged = 0
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        first_by_digest: dict[bytes, gs.Constant] = {}
+        for tensor in members:
+            digest = _digest(tensor)
+            kept = first_by_digest.setdefault(digest, tensor)
+            if kept is not tensor:
+                replace_all_uses(model, tensor, kept)
+                merged += 1
+    return merged
+
+
+def _digest(tensor: gs.Constant) -> bytes:
+    """A 256-bit BLAKE2 digest of a constant's bytes, read without loading lazy weights."""
+    hasher = hashlib.blake2b(digest_size=32)
+    values = tensor._values
+    if isinstance(values, ExternalValues):
+        for chunk in iter_chunks(values.ref):
+            hasher.update(chunk)
+    elif isinstance(values, LazyValues) and values.tensor.HasField("raw_data"):
+        hasher.update(values.tensor.raw_data)
+    else:
+        array = np.ascontiguousarray(tensor.values)
+        if array.dtype == object:
+            hasher.update(repr(array.tolist()).encode())
+        else:
+            hasher.update(memoryview(array.reshape(-1).view(np.uint8)))
+    return hasher.digest()
+
+
+# -- common subexpressions ------------------------------------------------------------------------
+
+
+def _eliminate_common_subexpressions(model: Model) -> int:
+    graph = model.graph
+    seen: dict[tuple[Any, ...], gs.Node] = {}
+    merged = 0
+    for node in list(graph.nodes):
+        key = _cse_key(node)
+        if key is None:
+            continue
+        kept = seen.setdefault(key, node)
+        if kept is node:
+            continue
+        for duplicate_output, kept_output in zip(node.outputs, kept.outputs):
+            if not duplicate_output.is_empty():
+                replace_all_uses(model, duplicate_output, kept_output)
+        merged += 1
+    return merged
+
+
+def _cse_key(node: gs.Node) -> tuple[Any, ...] | None:
+    if node.op in NONDETERMINISTIC_OPS or node.op == "Dropout" or any(True for _ in node.subgraphs()):
+        return None
+    attributes = []
+    for name in sorted(node.attrs):
+        value = _attribute_key(node.attrs[name])
+        if value is None:
+            return None
+        attributes.append((name, value))
+    inputs = tuple("" if t.is_empty() else id(t) for t in node.inputs)
+    return (node.op, node.domain or "", inputs, len(node.outputs), tuple(attributes))
+
+
+def _attribute_key(value: Any) -> Any:
+    if isinstance(value, gs.Constant):
+        return ("tensor", str(value.dtype), tuple(value.shape), _digest(value))
+    if isinstance(value, (gs.Graph, gs.Node.AttributeRef)):
+        return None
+    if isinstance(value, (list, tuple)):
+        items = [_attribute_key(v) for v in value]
+        return None if any(i is None for i in items) else ("list", tuple(items))
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and value != value:
+        return ("nan",)
+    if isinstance(value, type) or isinstance(value, np.dtype):
+        return ("dtype", str(np.dtype(value)))
+    return value
