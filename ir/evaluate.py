@@ -41,6 +41,12 @@ def session_options(base_dir: Path | None = None) -> ort.SessionOptions:
     return options
 
 
+def _quiet_run() -> ort.RunOptions:
+    options = ort.RunOptions()
+    options.log_severity_level = 3
+    return options
+
+
 def make_session(model: Model | onnx.ModelProto, *, base_dir: Path | None = None) -> ort.InferenceSession:
     """An onnxruntime CPU session for ``model``; raises :class:`OnnxRuntimeError` if it will not load."""
     if isinstance(model, Model):
@@ -74,7 +80,7 @@ def run(
     wanted = list(outputs) if outputs is not None else [o.name for o in session.get_outputs()]
     needed = {i.name for i in session.get_inputs()}
     try:
-        values = session.run(wanted, {name: value for name, value in feeds.items() if name in needed})
+        values = session.run(wanted, {name: value for name, value in feeds.items() if name in needed}, _quiet_run())
     except Exception as error:
         raise OnnxRuntimeError(f"onnxruntime failed to run the model: {_first_line(error)}") from None
     return dict(zip(wanted, values))
@@ -127,7 +133,7 @@ def run_nodes(
     )
     session = make_session(proto)
     try:
-        values = session.run(list(outputs), {})
+        values = session.run(list(outputs), {}, _quiet_run())
     except Exception as error:
         raise OnnxRuntimeError(f"onnxruntime failed to evaluate nodes: {_first_line(error)}") from None
     return dict(zip(outputs, values))

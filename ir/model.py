@@ -29,10 +29,12 @@ from onnx_graphsurgeon.logger import G_LOGGER
 
 from ..errors import ModelError, OutputError
 from .graph import constant_nbytes, toposort
+from .gs_compat import copy_lost_parts, remember_lost_parts
 from .external import ExternalRef, ExternalValues, copy_bytes, external_ref, same_file, uses_external_data
 from .validate import validate_model
 
 G_LOGGER.severity = G_LOGGER.CRITICAL + 1  # mapc reports problems itself; keep gs quiet
+
 
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
 
@@ -82,8 +84,8 @@ class Model:
 
     @property
     def opset(self) -> int:
-        """The ai.onnx opset version."""
-        return self.opset_imports[""]
+        """The ai.onnx opset version (0 for a model that imports only other domains)."""
+        return self.opset_imports.get("", 0)
 
     @property
     def ir_version(self) -> int:
@@ -92,6 +94,11 @@ class Model:
     @ir_version.setter
     def ir_version(self, version: int) -> None:
         self._header.ir_version = version
+
+    @property
+    def producer(self) -> str | None:
+        """``producer_name producer_version`` as written by the exporter, if any."""
+        return " ".join(filter(None, [self._header.producer_name, self._header.producer_version])) or None
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -142,6 +149,7 @@ class Model:
             duplicate = onnx.FunctionProto()
             duplicate.CopyFrom(function)
             functions.append(duplicate)
+        copy_lost_parts(self.graph, graph)
         return Model(
             graph,
             opset_imports=self.opset_imports,
@@ -160,7 +168,8 @@ class Model:
         checking that never copies weights.
         """
         self._restore_untouched_weights()
-        self.graph.opset = self.opset
+        if self.opset:
+            self.graph.opset = self.opset
         model = onnx.ModelProto()
         model.CopyFrom(self._header)
         _export_graph_into(self.graph, model.graph, weights_above)
@@ -257,6 +266,7 @@ def _from_proto(proto: onnx.ModelProto, base_dir: Path | None, source_path: Path
     except Exception as error:  # onnx-graphsurgeon raises bare exceptions on malformed graphs
         raise ModelError(f"cannot import the graph: {str(error).strip().splitlines()[0]}") from None
     graph.functions = []
+    remember_lost_parts(proto.graph, graph)
     proto.ClearField("graph")
     del proto.functions[:]
     del proto.opset_import[:]

@@ -23,7 +23,7 @@ from ..errors import ModelError
 from .external import external_ref, tensor_nbytes, uses_external_data
 
 #: ai.onnx opsets onnxruntime (>= 1.31) loads and runs; see pyproject.toml for the tested version.
-MIN_OPSET = 7
+MIN_OPSET = 1
 MAX_OPSET = 26
 #: Highest model IR version onnxruntime 1.31 loads.
 MAX_IR_VERSION = 13
@@ -54,7 +54,7 @@ def _check_opsets(proto: onnx.ModelProto) -> dict[str, int]:
             raise ModelError(f"opset for domain {domain or 'ai.onnx'!r} is declared twice")
         opsets[domain] = entry.version
     if "" not in opsets:
-        raise ModelError("model declares no ai.onnx opset")
+        return opsets  # e.g. a model of ai.onnx.ml operators only; nodes are checked against it
     version = opsets[""]
     if not MIN_OPSET <= version <= MAX_OPSET:
         raise ModelError(

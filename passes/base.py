@@ -15,6 +15,7 @@ A pass is a :class:`Pass` subclass (or a function wrapped by
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -100,7 +101,7 @@ class Pass:
     @classmethod
     def description(cls) -> str:
         """The whole docstring: what the pass matches and what it produces."""
-        return typing.cast(str, (cls.__doc__ or "").strip())
+        return inspect.cleandoc(cls.__doc__ or "")
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:  # pragma: no cover - abstract
         raise NotImplementedError

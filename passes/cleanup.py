@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 from onnx_graphsurgeon.ir.tensor import LazyValues
@@ -153,6 +154,11 @@ def _digest(tensor: gs.Constant) -> bytes:
             hasher.update(chunk)
     elif isinstance(values, LazyValues) and values.tensor.HasField("raw_data"):
         hasher.update(values.tensor.raw_data)
+    elif isinstance(values, LazyValues):
+        unnamed = onnx.TensorProto()
+        unnamed.CopyFrom(values.tensor)
+        unnamed.ClearField("name")
+        hasher.update(unnamed.SerializeToString(deterministic=True))
     else:
         array = np.ascontiguousarray(tensor.values)
         if array.dtype == object:

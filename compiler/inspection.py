@@ -1,0 +1,68 @@
+"""``mapc inspect``: what a model is made of and which of its dims are still dynamic."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .ir import Model, constant_nbytes, count_nodes
+from .ir.external import ExternalValues
+
+
+def summarize(model: Model) -> dict[str, Any]:
+    """A JSON-able summary: opsets, inputs/outputs with dims, op histogram, parameters,
+    external data, and which input dims are dynamic (the inputs that need a fixed shape)."""
+    graphs = [model.graph, *model.graph.subgraphs(recursive=True)]
+    histogram = Counter(_op_name(node) for graph in graphs for node in graph.nodes)
+    constants = [t for graph in graphs for t in graph.tensors().values() if isinstance(t, gs.Constant)]
+    unique = {id(c): c for c in constants}.values()
+    external = [c for c in unique if isinstance(c._values, ExternalValues)]
+    inputs = [_describe_io(t) for t in model.graph.inputs if not isinstance(t, gs.Constant)]
+    dynamic = [
+        {"input": entry["name"], "axis": axis, "dim": dim}
+        for entry in inputs
+        for axis, dim in enumerate(entry["shape"] or [])
+        if not isinstance(dim, int)
+    ]
+    return {
+        "file": str(model.source_path) if model.source_path else None,
+        "ir_version": model.ir_version,
+        "producer": model.producer,
+        "opsets": {domain or "ai.onnx": version for domain, version in model.opset_imports.items()},
+        "inputs": inputs,
+        "outputs": [_describe_io(t) for t in model.graph.outputs],
+        "nodes": count_nodes(model.graph),
+        "op_types": dict(sorted(histogram.items(), key=lambda item: (-item[1], item[0]))),
+        "functions": [f"{f.domain}::{f.name}" for f in model.functions],
+        "parameters": {
+            "tensors": len(unique),
+            "elements": int(sum(int(np.prod(c.shape, dtype=np.int64)) for c in unique)),
+            "bytes": int(sum(constant_nbytes(c) for c in unique)),
+        },
+        "external_data": {
+            "files": [str(path.name) for path in model.external_sources],
+            "tensors": len(external),
+            "bytes": int(sum(value._values.ref.length for value in external)),
+        },
+        "dynamic_dims": dynamic,
+        "inputs_needing_shapes": sorted({d["input"] for d in dynamic}),
+        "metadata": model.metadata,
+    }
+
+
+def _op_name(node: gs.Node) -> str:
+    return f"{node.domain}::{node.op}" if node.domain not in (None, "", "ai.onnx") else node.op
+
+
+def _describe_io(tensor: gs.Tensor) -> dict[str, Any]:
+    shape = None if tensor.shape is None else [_dim(d) for d in tensor.shape]
+    return {"name": tensor.name, "dtype": str(np.dtype(tensor.dtype)) if tensor.dtype is not None else None, "shape": shape}
+
+
+def _dim(dim: Any) -> int | str | None:
+    if isinstance(dim, (int, np.integer)) and dim >= 0:
+        return int(dim)
+    return str(dim) if dim not in (None, -1) else None

@@ -1,0 +1,114 @@
+"""Closing onnx-graphsurgeon 0.6's round-trip gaps, so loading and saving loses nothing.
+
+gs drops or cannot export some legal ONNX constructs:
+
+* the full type of non-tensor values (optional, map, opaque, sequence with shapes): gs keeps
+  only the kind's name and crashes exporting an optional;
+* attributes of type TYPE_PROTO(S) and SPARSE_TENSOR(S) (e.g. ``Optional``'s ``type``):
+  gs silently drops them on import.
+
+:func:`remember_lost_parts` runs right after ``gs.import_onnx`` and stores what gs would lose
+on its objects; the exporter hooks installed here (gs calls its exporter by class name, also for
+subgraphs, so the hooks wrap those static methods) write it back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import onnx
+import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+
+#: Attribute holding the full TypeProto of a value whose type gs only names.
+TYPE_PROTO_ATTRIBUTE = "_mapc_type_proto"
+_KEPT_ATTRIBUTE_TYPES = {
+    onnx.AttributeProto.TYPE_PROTO,
+    onnx.AttributeProto.TYPE_PROTOS,
+    onnx.AttributeProto.SPARSE_TENSOR,
+    onnx.AttributeProto.SPARSE_TENSORS,
+}
+
+
+def remember_lost_parts(proto_graph: onnx.GraphProto, graph: gs.Graph) -> None:
+    """Store on ``graph``'s tensors and nodes what gs dropped when importing ``proto_graph``."""
+    _keep_dropped_attributes(proto_graph, graph)
+    types: dict[str, onnx.TypeProto] = {}
+    for current in _graphs(proto_graph):
+        for info in [*current.input, *current.output, *current.value_info]:
+            if info.type.WhichOneof("value") not in (None, "tensor_type"):
+                types[info.name] = info.type
+    if not types:
+        return
+    for each in (graph, *graph.subgraphs(recursive=True)):
+        for tensor in [*each.tensors().values(), *each.inputs, *each.outputs]:
+            if tensor.name in types and isinstance(tensor, gs.Variable):
+                type_proto = onnx.TypeProto()
+                type_proto.CopyFrom(types[tensor.name])
+                setattr(tensor, TYPE_PROTO_ATTRIBUTE, type_proto)
+
+
+def copy_lost_parts(source: gs.Graph, target: gs.Graph) -> None:
+    """Carry remembered types over to ``target``, a gs copy of ``source`` (copies drop them)."""
+    remembered = {
+        tensor.name: getattr(tensor, TYPE_PROTO_ATTRIBUTE)
+        for each in (source, *source.subgraphs(recursive=True))
+        for tensor in each.tensors().values()
+        if hasattr(tensor, TYPE_PROTO_ATTRIBUTE)
+    }
+    if remembered:
+        for each in (target, *target.subgraphs(recursive=True)):
+            for tensor in each.tensors().values():
+                if tensor.name in remembered:
+                    setattr(tensor, TYPE_PROTO_ATTRIBUTE, remembered[tensor.name])
+
+
+def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    found, pending = [], [graph]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        for node in current.node:
+            for attribute in node.attribute:
+                pending.extend([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs)
+    return found
+
+
+def _keep_dropped_attributes(proto_graph: onnx.GraphProto, graph: gs.Graph) -> None:
+    # gs imports nodes in file order, so proto and gs nodes pair up one to one.
+    for proto_node, node in zip(proto_graph.node, graph.nodes):
+        for attribute in proto_node.attribute:
+            if attribute.type in _KEPT_ATTRIBUTE_TYPES and attribute.name not in node.attrs:
+                kept = onnx.AttributeProto()
+                kept.CopyFrom(attribute)
+                node.attrs[attribute.name] = kept
+            elif attribute.type == onnx.AttributeProto.GRAPH and isinstance(node.attrs.get(attribute.name), gs.Graph):
+                _keep_dropped_attributes(attribute.g, node.attrs[attribute.name])
+
+
+_export_value_info_with_gs = OnnxExporter.export_value_info_proto
+_export_attributes_with_gs = OnnxExporter.export_attributes
+
+
+def _export_value_info(tensor: gs.Tensor, do_type_check: bool) -> onnx.ValueInfoProto:
+    type_proto = getattr(tensor, TYPE_PROTO_ATTRIBUTE, None)
+    if type_proto is not None and getattr(tensor, "type", "tensor_type") != "tensor_type":
+        info = onnx.ValueInfoProto(name=tensor.name)
+        info.type.CopyFrom(type_proto)
+        return info
+    return _export_value_info_with_gs(tensor, do_type_check)
+
+
+def _export_attributes(attrs: dict[str, Any]) -> list[onnx.AttributeProto]:
+    kept = [value for value in attrs.values() if isinstance(value, onnx.AttributeProto)]
+    rest = {key: value for key, value in attrs.items() if not isinstance(value, onnx.AttributeProto)}
+    exported = _export_attributes_with_gs(rest)
+    for value in kept:
+        duplicate = onnx.AttributeProto()
+        duplicate.CopyFrom(value)
+        exported.append(duplicate)
+    return exported
+
+
+OnnxExporter.export_value_info_proto = staticmethod(_export_value_info)
+OnnxExporter.export_attributes = staticmethod(_export_attributes)
