@@ -178,11 +178,11 @@ def _concrete(dim: int | str | None, dims: Mapping[str, int]) -> int:
 def random_array(rng: np.random.Generator, dtype: np.dtype, shape: Sequence[int]) -> np.ndarray:
     """A random array of ``dtype``: normal floats, ints in {0, 1}, random booleans."""
     if dtype == np.bool_:
-        return rng.random(shape) < 0.5
+        return np.asarray(rng.random(shape) < 0.5)
     if np.issubdtype(dtype, np.floating):
-        return rng.standard_normal(shape).astype(dtype)
+        return np.asarray(rng.standard_normal(shape), dtype=dtype)
     if np.issubdtype(dtype, np.integer):
-        return rng.integers(0, 2, size=shape).astype(dtype)
+        return np.asarray(rng.integers(0, 2, size=shape), dtype=dtype)
     if dtype.kind in ("U", "S", "O"):
         return np.array(rng.choice(["a", "b"], size=shape), dtype=object)
     return np.zeros(shape, dtype=dtype)

@@ -30,9 +30,9 @@ from .strategies import ALL_FAMILIES, onnx_models
 _QUIET_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
 #: CI: reproducible, bounded run time.
-settings.register_profile("ci", max_examples=120, derandomize=True, deadline=None, suppress_health_check=_QUIET_CHECKS, print_blob=True)
+settings.register_profile("ci", max_examples=200, derandomize=True, deadline=None, suppress_health_check=_QUIET_CHECKS, print_blob=True)
 #: Local development: more examples, fresh randomness every run.
-settings.register_profile("dev", max_examples=300, deadline=None, suppress_health_check=_QUIET_CHECKS, print_blob=True)
+settings.register_profile("dev", max_examples=500, deadline=None, suppress_health_check=_QUIET_CHECKS, print_blob=True)
 
 
 def load_profile() -> str:

@@ -1,0 +1,31 @@
+"""Shared test setup: hypothesis profile (ci when CI is set, else dev) and small helpers."""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+import pytest
+from onnx import helper
+
+from mapc.testing import load_profile
+
+PROFILE = load_profile()
+IR_VERSION = 10
+
+
+def make_model(nodes, inputs, outputs, initializers=(), opset: int = 18, **kwargs) -> onnx.ModelProto:
+    """A ModelProto from onnx.helper parts, stamped with an IR version onnxruntime loads."""
+    graph = helper.make_graph(list(nodes), "test", list(inputs), list(outputs), list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION, **kwargs)
+
+
+@pytest.fixture
+def tmp_cwd(tmp_path, monkeypatch):
+    """Run a test inside a fresh temporary directory."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
