@@ -33,7 +33,10 @@ MAX_ELEMENTS = 1 << 40
 
 
 def validate_model(proto: onnx.ModelProto, base_dir: Path | None) -> None:
-    """Raise :class:`ModelError` unless ``proto`` is an ONNX model mapc can compile."""
+    """Raise :class:`ModelError` unless ``proto`` is an ONNX model mapc can compile.
+
+    Nodes listed out of topological order (but acyclic) are put in order, in place.
+    """
     if not proto.HasField("graph") or proto.ir_version <= 0:
         raise ModelError("not an ONNX model: no graph or no IR version")
     if proto.ir_version > MAX_IR_VERSION:
@@ -109,7 +112,13 @@ def _check_graph(
         if value.name not in every_name:
             raise ModelError(f"graph output {value.name!r} is not produced by any node, initializer or graph input")
 
-    _check_acyclic(graph, producer)
+    order = _topological_order(graph, producer)
+    if order != list(range(len(graph.node))):
+        nodes = [onnx.NodeProto() for _ in order]
+        for target, index in zip(nodes, order):
+            target.CopyFrom(graph.node[index])
+        del graph.node[:]
+        graph.node.extend(nodes)
     for node in graph.node:
         for attribute in node.attribute:
             for subgraph in _subgraphs(attribute):
@@ -150,7 +159,8 @@ def _check_operator(node: onnx.NodeProto, opsets: dict[str, int], local_function
         raise ModelError(f"unknown operator {node.op_type!r} in {label} opset {opsets[domain]} (node {_describe(node)})")
 
 
-def _check_acyclic(graph: onnx.GraphProto, producer: dict[str, int]) -> None:
+def _topological_order(graph: onnx.GraphProto, producer: dict[str, int]) -> list[int]:
+    """Node indices in a topological order (the file order where valid); a cycle is an error."""
     dependencies = nx.DiGraph()
     dependencies.add_nodes_from(range(len(graph.node)))
     for index, node in enumerate(graph.node):
@@ -158,9 +168,9 @@ def _check_acyclic(graph: onnx.GraphProto, producer: dict[str, int]) -> None:
             if name in producer:
                 dependencies.add_edge(producer[name], index)
     try:
+        return list(nx.lexicographical_topological_sort(dependencies))
+    except nx.NetworkXUnfeasible:
         cycle = nx.find_cycle(dependencies)
-    except nx.NetworkXNoCycle:
-        return
     members = " -> ".join(_describe(graph.node[src]) for src, _ in cycle)
     raise ModelError(f"graph has a cycle: {members} -> {_describe(graph.node[cycle[0][0]])}")
 
