@@ -79,6 +79,7 @@ def _check_graph(
     base_dir: Path | None,
     outer_scope: frozenset[str],
 ) -> None:
+    _check_text_fields(graph)
     defined: dict[str, str] = {name: "outer scope" for name in outer_scope}
     for value in graph.input:
         _check_value_info_dims(value, "input")
@@ -123,6 +124,20 @@ def _check_graph(
         for attribute in node.attribute:
             for subgraph in _subgraphs(attribute):
                 _check_graph(subgraph, opsets, local_functions, base_dir, frozenset(every_name))
+
+
+def _check_text_fields(graph: onnx.GraphProto) -> None:
+    """Names and op types must be text; protobuf hands back bytes for invalid UTF-8."""
+    named = [*graph.input, *graph.output, *graph.value_info, *graph.initializer]
+    for item in named:
+        if not isinstance(item.name, str):
+            raise ModelError(f"graph has a tensor name that is not valid UTF-8: {item.name!r}")
+    for node in graph.node:
+        fields = [node.op_type, node.domain, node.name, *node.input, *node.output]
+        if not all(isinstance(field, str) for field in fields):
+            raise ModelError(f"node {node.name!r} has an operator, domain or tensor name that is not valid UTF-8")
+        if not node.op_type:
+            raise ModelError(f"node {node.name!r} has no operator type")
 
 
 def _used_names(node: onnx.NodeProto) -> Iterator[str]:

@@ -1,0 +1,80 @@
+"""Conformance: ONNX's own backend node tests through ``mapc.compile``.
+
+onnx generates its ~1,900 node test cases in-process (model, inputs, expected outputs). Every
+case that onnxruntime passes on the original model must still pass, with the same tolerance
+(rtol 1e-3, atol 1e-7, as onnx's backend runner uses), on the model mapc compiles with the
+default pipeline. Cases onnxruntime itself fails are skipped with its reason.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import cache
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import mapc
+from mapc.ir.evaluate import session_options
+
+RTOL, ATOL = 1e-3, 1e-7
+
+
+@cache
+def _cases():
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return {case.name: case for case in collect_testcases(None)}
+
+
+def _run(model: onnx.ModelProto, inputs: list) -> list:
+    session = ort.InferenceSession(model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return session.run(None, dict(zip(names, inputs)))
+
+
+def _matches(actual: list, expected: list) -> str | None:
+    """None if ``actual`` equals ``expected`` as onnx's backend runner judges it, else why not."""
+    if len(actual) != len(expected):
+        return f"{len(actual)} outputs, expected {len(expected)}"
+    for index, (value, reference) in enumerate(zip(actual, expected)):
+        if isinstance(reference, list) or isinstance(value, list):
+            if len(value) != len(reference):
+                return f"output {index}: sequence length differs"
+            pairs = zip(value, reference)
+        elif reference is None or value is None:
+            if (reference is None) != (value is None):
+                return f"output {index}: optional presence differs"
+            continue
+        else:
+            pairs = [(value, reference)]
+        for got, want in pairs:
+            got, want = np.asarray(got), np.asarray(want)
+            if want.dtype.kind in "OUS":
+                if not np.array_equal(got.astype(object), want.astype(object)):
+                    return f"output {index}: strings differ"
+                continue
+            try:
+                np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+            except AssertionError as error:
+                return f"output {index}: {str(error).strip().splitlines()[0]}"
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(_cases()))
+def test_node_case_survives_default_pipeline(name):
+    case = _cases()[name]
+    inputs, expected = case.data_sets[0]
+    try:
+        reference = _run(case.model, inputs)
+    except Exception as error:  # onnxruntime cannot run the original: not mapc's concern
+        pytest.skip(f"onnxruntime fails the original: {str(error).strip().splitlines()[0][:120]}")
+    problem = _matches(reference, expected)
+    if problem:
+        pytest.skip(f"onnxruntime gives a different result on the original: {problem[:120]}")
+    compiled = mapc.compile(case.model).model.to_proto()
+    assert _matches(_run(compiled, inputs), expected) is None
