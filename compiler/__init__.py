@@ -18,11 +18,11 @@ The Python API in brief::
 
 __version__ = "0.1.0"
 
-from .errors import CheckFailed, MapcError, ModelError, OutputError, UsageError, VerificationError  # noqa: E402
-from .ir import Model, load, save  # noqa: E402
-from .passes import Note, Pass, PassContext, PassResult, register_pass, registered_passes  # noqa: E402
-from .api import CompileResult, compile, default_pipeline  # noqa: E402
-from .pipeline import Fixpoint, PassManager  # noqa: E402
+from .errors import CheckFailed, MapcError, ModelError, OutputError, UsageError, VerificationError
+from .ir import Model, load, save
+from .passes import Note, Pass, PassContext, PassResult, register_pass, registered_passes
+from .api import CompileResult, compile, default_pipeline
+from .pipeline import Fixpoint, PassManager
 
 __all__ = [
     "CheckFailed",

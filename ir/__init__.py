@@ -29,8 +29,8 @@ from .shapes import infer_shapes, is_static
 
 __all__ = [
     "Model",
-    "can_take_name",
     "OnnxRuntimeError",
+    "can_take_name",
     "constant_nbytes",
     "constant_value",
     "consumers",

@@ -144,9 +144,8 @@ def convert_option(kind: Any, raw: Any) -> Any:
     origin = typing.get_origin(kind)
     args = typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
-        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
+        if type(None) in args and (raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null"))):
+            return None
         errors = []
         for arg in args:
             if arg is type(None):

@@ -214,6 +214,6 @@ def _attribute_key(value: Any) -> Any:
         return value.item()
     if isinstance(value, float) and value != value:
         return ("nan",)
-    if isinstance(value, type) or isinstance(value, np.dtype):
+    if isinstance(value, (type, np.dtype)):
         return ("dtype", str(np.dtype(value)))
     return value

@@ -61,7 +61,7 @@ class ModelBuilder:
         self._counter += 1
         return f"{prefix}{self._counter}"
 
-    def add_input(self, shape: tuple[int, ...], dtype: np.dtype = np.dtype(np.float32), symbolic: dict[int, str] | None = None) -> TensorInfo:
+    def add_input(self, shape: tuple[int, ...], dtype: type = np.float32, symbolic: dict[int, str] | None = None) -> TensorInfo:
         """A graph input; ``symbolic`` maps axes to dim names (their concrete value is ``shape``'s)."""
         symbolic = symbolic or {}
         name = self.fresh("input")
