@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import onnx
 import pytest
@@ -25,6 +27,11 @@ def tmp_cwd(tmp_path, monkeypatch):
     """Run a test inside a fresh temporary directory."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+#: The installed ``mapc`` console script of the interpreter running the tests (the venv need
+#: not be activated, as in CI).
+MAPC_SCRIPT = str(Path(sys.executable).parent / "mapc")
 
 
 def in_ci() -> bool:

@@ -11,17 +11,24 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from mapc.cli import main
-from mapc.errors import EXIT_BAD_MODEL, EXIT_CHECK_FAILED, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE
+from mapc.errors import (
+    EXIT_BAD_MODEL,
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    EXIT_USAGE,
+)
 from mapc.ir import load, run, seeded_inputs
+
+from tests.conftest import MAPC_SCRIPT
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def mapc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the installed console script, as a user would."""
-    return subprocess.run([shutil.which("mapc") or "mapc", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([MAPC_SCRIPT, *args], capture_output=True, text=True, cwd=cwd)
 
 
 def assert_one_line_error(done: subprocess.CompletedProcess, code: int, fragment: str) -> None:
@@ -174,7 +181,6 @@ def test_unknown_flag_is_a_usage_error():
 
 def test_verification_failure_exits_1_and_writes_no_model(tmp_path, monkeypatch, capsys):
     import onnx_graphsurgeon as gs
-
     from mapc.passes import register_pass
     from mapc.passes.registry import _REGISTRY
 

@@ -7,7 +7,6 @@ runs in a child process whose peak resident memory is read with ``wait4``.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
+
+from tests.conftest import MAPC_SCRIPT
 
 N = 16384  # a [N, N] float32 weight is exactly 1 GiB
 SHAPES = {"w1": (N, N), "w2": (N, N), "w3": (N // 2, N)}
@@ -78,7 +79,7 @@ def test_model_over_two_gigabytes_compiles_with_bounded_memory(tmp_path):
     weight_bytes = (source_dir / "weights.bin").stat().st_size
     assert weight_bytes > 2 << 30
 
-    code, peak, stderr = run_with_peak_rss([shutil.which("mapc") or "mapc", "compile", str(source), "-o", str(out_dir / "big.mapc.onnx"), "-q"])
+    code, peak, stderr = run_with_peak_rss([MAPC_SCRIPT, "compile", str(source), "-o", str(out_dir / "big.mapc.onnx"), "-q"])
     assert code == 0, stderr
     assert peak < weight_bytes // 4, f"peak RSS {peak / 2**20:.0f} MiB for {weight_bytes / 2**20:.0f} MiB of weights"
 
