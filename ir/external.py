@@ -149,30 +149,23 @@ class ExternalValues(LazyValues):
         return onnx.numpy_helper.to_array(proto)
 
 
-def copy_bytes(ref: ExternalRef, destination: BinaryIO) -> None:
-    """Append the bytes ``ref`` names to ``destination`` in bounded chunks."""
-    remaining = ref.length
-    with open(ref.path, "rb") as source:
-        source.seek(ref.offset)
-        while remaining:
-            chunk = source.read(min(CHUNK_BYTES, remaining))
-            if not chunk:
-                raise ModelError(f"external data file {ref.path.name!r} ended early while copying")
-            destination.write(chunk)
-            remaining -= len(chunk)
-
-
 def iter_chunks(ref: ExternalRef):
-    """Yield ``ref``'s bytes in bounded chunks (for hashing and comparison without loading)."""
+    """Yield ``ref``'s bytes in bounded chunks (for copies and hashes without loading)."""
     remaining = ref.length
     with open(ref.path, "rb") as source:
         source.seek(ref.offset)
         while remaining:
             chunk = source.read(min(CHUNK_BYTES, remaining))
             if not chunk:
-                return
+                raise ModelError(f"external data file {ref.path.name!r} ended early")
             remaining -= len(chunk)
             yield chunk
+
+
+def copy_bytes(ref: ExternalRef, destination: BinaryIO) -> None:
+    """Append the bytes ``ref`` names to ``destination`` in bounded chunks."""
+    for chunk in iter_chunks(ref):
+        destination.write(chunk)
 
 
 def same_file(a: Path, b: Path) -> bool:

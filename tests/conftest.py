@@ -8,9 +8,8 @@ from pathlib import Path
 
 import onnx
 import pytest
-from onnx import helper
-
 from mapc.testing import load_profile
+from onnx import helper
 
 PROFILE = load_profile()
 IR_VERSION = 10
@@ -23,10 +22,14 @@ def make_model(nodes, inputs, outputs, initializers=(), opset: int = 18, **kwarg
 
 
 @pytest.fixture
-def tmp_cwd(tmp_path, monkeypatch):
-    """Run a test inside a fresh temporary directory."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def registry():
+    """Let a test register passes of its own; the registry is restored afterwards."""
+    from mapc.passes.registry import _REGISTRY
+
+    saved = dict(_REGISTRY)
+    yield
+    _REGISTRY.clear()
+    _REGISTRY.update(saved)
 
 
 #: The installed ``mapc`` console script of the interpreter running the tests (the venv need

@@ -5,29 +5,25 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import mapc
 import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
-from onnx import TensorProto, helper
-
-import mapc
 from mapc.errors import UsageError, VerificationError
 from mapc.ir import load
 from mapc.passes import Pass, PassResult, register_pass
-from mapc.passes.registry import _REGISTRY
-from mapc.pipeline import Fixpoint, PassCrashed, PassManager, build_pipeline, pipeline_text
+from mapc.pipeline import (
+    Fixpoint,
+    PassCrashed,
+    PassManager,
+    build_pipeline,
+    pipeline_text,
+)
+from onnx import TensorProto, helper
+
 from tests.conftest import make_model
 
 F = TensorProto.FLOAT
-
-
-@pytest.fixture
-def registry():
-    """Let a test register passes; restore the registry afterwards."""
-    saved = dict(_REGISTRY)
-    yield
-    _REGISTRY.clear()
-    _REGISTRY.update(saved)
 
 
 def small_model():

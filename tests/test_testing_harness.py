@@ -10,21 +10,12 @@ import onnx_graphsurgeon as gs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper
-
 from mapc.ir import load, run, seeded_inputs
 from mapc.passes import register_pass
-from mapc.passes.registry import _REGISTRY
 from mapc.testing import ALL_FAMILIES, assert_pass_preserves, onnx_models
+from onnx import TensorProto, helper
+
 from tests.conftest import make_model
-
-
-@pytest.fixture
-def registry():
-    saved = dict(_REGISTRY)
-    yield
-    _REGISTRY.clear()
-    _REGISTRY.update(saved)
 
 
 @given(onnx_models())

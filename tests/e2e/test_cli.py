@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 from mapc.cli import main
 from mapc.errors import (
@@ -20,6 +21,7 @@ from mapc.errors import (
     EXIT_USAGE,
 )
 from mapc.ir import load, run, seeded_inputs
+from mapc.passes import register_pass
 
 from tests.conftest import MAPC_SCRIPT
 
@@ -179,13 +181,7 @@ def test_unknown_flag_is_a_usage_error():
     assert done.returncode == EXIT_USAGE and "Traceback" not in done.stderr
 
 
-def test_verification_failure_exits_1_and_writes_no_model(tmp_path, monkeypatch, capsys):
-    import onnx_graphsurgeon as gs
-    from mapc.passes import register_pass
-    from mapc.passes.registry import _REGISTRY
-
-    saved = dict(_REGISTRY)
-
+def test_verification_failure_exits_1_and_writes_no_model(tmp_path, capsys, registry):
     @register_pass(name="negate-everything")
     def negate(model, ctx, options):
         """A broken pass for this test."""
@@ -195,13 +191,9 @@ def test_verification_failure_exits_1_and_writes_no_model(tmp_path, monkeypatch,
         model.graph.nodes.append(gs.Node("Neg", inputs=[hidden], outputs=[output]))
         return True
 
-    try:
-        out = tmp_path / "o.onnx"
-        report = tmp_path / "r.json"
-        code = main(["compile", str(EXAMPLES / "cnn.onnx"), "-o", str(out), "--passes", "negate-everything", "--verify", "--report", str(report)])
-    finally:
-        _REGISTRY.clear()
-        _REGISTRY.update(saved)
+    out = tmp_path / "o.onnx"
+    report = tmp_path / "r.json"
+    code = main(["compile", str(EXAMPLES / "cnn.onnx"), "-o", str(out), "--passes", "negate-everything", "--verify", "--report", str(report)])
     assert code == EXIT_CHECK_FAILED
     assert not out.exists()
     assert json.loads(report.read_text())["verification"]["ok"] is False
