@@ -32,6 +32,16 @@ def registry():
     _REGISTRY.update(saved)
 
 
+def append_to_first_output(model, op: str) -> None:
+    """Recompute the model's first output as ``op(old output)`` (for deliberately broken passes)."""
+    import onnx_graphsurgeon as gs
+
+    output = model.graph.outputs[0]
+    hidden = gs.Variable(model.fresh_name("hidden"), dtype=output.dtype, shape=output.shape)
+    output.inputs[0].outputs[0] = hidden
+    model.graph.nodes.append(gs.Node(op, inputs=[hidden], outputs=[output]))
+
+
 #: The installed ``mapc`` console script of the interpreter running the tests (the venv need
 #: not be activated, as in CI).
 MAPC_SCRIPT = str(Path(sys.executable).parent / "mapc")

@@ -21,7 +21,7 @@ from mapc.pipeline import (
 )
 from onnx import TensorProto, helper
 
-from tests.conftest import make_model
+from tests.conftest import append_to_first_output, make_model
 
 F = TensorProto.FLOAT
 
@@ -133,12 +133,7 @@ def test_verify_each_names_the_first_pass_that_breaks_the_model(registry):
     @register_pass(name="negate-outputs")
     def negate_outputs(model, ctx, options):
         """Wrongly negates the first output (a broken pass)."""
-        graph = model.graph
-        output = graph.outputs[0]
-        hidden = gs.Variable(model.fresh_name("hidden"), dtype=output.dtype, shape=output.shape)
-        producer = output.inputs[0]
-        producer.outputs[0] = hidden
-        graph.nodes.append(gs.Node("Neg", inputs=[hidden], outputs=[output]))
+        append_to_first_output(model, "Neg")
         return True
 
     with pytest.raises(VerificationError, match="after pass 'negate-outputs'") as info:

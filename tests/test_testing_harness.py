@@ -15,7 +15,7 @@ from mapc.passes import register_pass
 from mapc.testing import ALL_FAMILIES, assert_pass_preserves, onnx_models
 from onnx import TensorProto, helper
 
-from tests.conftest import make_model
+from tests.conftest import append_to_first_output, make_model
 
 
 @given(onnx_models())
@@ -62,10 +62,7 @@ def test_checker_catches_a_pass_that_is_not_idempotent(registry):
     @register_pass(name="append-identity")
     def append_identity(model, ctx, options):
         """Adds an Identity before the output every time (never reaches a fixed point)."""
-        output = model.graph.outputs[0]
-        hidden = gs.Variable(model.fresh_name("h"), dtype=output.dtype, shape=output.shape)
-        output.inputs[0].outputs[0] = hidden
-        model.graph.nodes.append(gs.Node("Identity", inputs=[hidden], outputs=[output]))
+        append_to_first_output(model, "Identity")
         return True
 
     with pytest.raises(AssertionError, match="not idempotent"):

@@ -11,12 +11,11 @@ from __future__ import annotations
 import warnings
 from functools import cache
 
+import mapc
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-
-import mapc
 from mapc.ir.evaluate import session_options
 
 RTOL, ATOL = 1e-3, 1e-7

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
 import pytest
 from mapc.cli import main
 from mapc.errors import (
@@ -23,7 +22,7 @@ from mapc.errors import (
 from mapc.ir import load, run, seeded_inputs
 from mapc.passes import register_pass
 
-from tests.conftest import MAPC_SCRIPT
+from tests.conftest import MAPC_SCRIPT, append_to_first_output
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -185,10 +184,7 @@ def test_verification_failure_exits_1_and_writes_no_model(tmp_path, capsys, regi
     @register_pass(name="negate-everything")
     def negate(model, ctx, options):
         """A broken pass for this test."""
-        output = model.graph.outputs[0]
-        hidden = gs.Variable(model.fresh_name("h"), dtype=output.dtype, shape=output.shape)
-        output.inputs[0].outputs[0] = hidden
-        model.graph.nodes.append(gs.Node("Neg", inputs=[hidden], outputs=[output]))
+        append_to_first_output(model, "Neg")
         return True
 
     out = tmp_path / "o.onnx"

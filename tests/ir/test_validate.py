@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 from mapc.errors import ModelError
 from mapc.ir import load
+from onnx import TensorProto, helper, numpy_helper
+
 from tests.conftest import make_model
 
 F = TensorProto.FLOAT
