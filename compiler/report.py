@@ -23,19 +23,25 @@ def passes_table(result: CompileResult) -> Table:
     table.add_column("nodes", justify="right")
     table.add_column("ms", justify="right")
     table.add_column("did")
+    verified = any(record.verification is not None for record in result.passes)
+    if verified:
+        table.add_column("verified (max err)", justify="right")
     for index, record in enumerate(result.passes, start=1):
         did = ", ".join(f"{name}={count}" for name, count in record.counters.items() if count) or "-"
-        table.add_row(
+        row = [
             str(index),
             record.name,
             "" if record.iteration is None else str(record.iteration),
             f"{record.nodes_before} -> {record.nodes_after}",
             f"{record.seconds * 1000:.1f}",
             did,
-        )
+        ]
+        if verified:
+            row.append(f"ok ({record.verification['max_abs_error']:.2g})" if record.verification else "-")
+        table.add_row(*row)
     total_ms = sum(record.seconds for record in result.passes) * 1000
     table.add_section()
-    table.add_row("", "total", "", f"{result.nodes_before} -> {result.nodes_after}", f"{total_ms:.1f}", "")
+    table.add_row("", "total", "", f"{result.nodes_before} -> {result.nodes_after}", f"{total_ms:.1f}", "", *([""] if verified else []))
     return table
 
 
