@@ -32,8 +32,9 @@ from ..errors import OutputError
 from ..ir import Model, constant_nbytes, remove_nodes, save, toposort
 from .partition import Plan, Segment
 
-#: Constants up to this size are copied into the function body as Constant nodes.
-INLINE_CONSTANT_BYTES = 4096
+#: Constants up to this size (scalars, shapes, axes, a few scales) are copied into the function
+#: body as Constant nodes; anything larger is a weight and is passed in.
+INLINE_CONSTANT_BYTES = 256
 #: Lowest IR version that allows model-local functions.
 FUNCTIONS_IR_VERSION = 8
 
@@ -62,7 +63,7 @@ def lower_partitions(model: Model, plan: Plan) -> list[LoweredPartition]:
     for number, segment in enumerate(plan.partitions):
         function_name = _fresh_function_name(target.domain, number, taken)
         members = [nodes[i] for i in segment.nodes]
-        call, function, record = _outline(model, plan, segment, members, function_name)
+        call, function, record = _outline(model, plan, segment, members, function_name, number)
         remove_nodes(model.graph, members)
         model.graph.nodes.append(call)
         model.functions.append(function)
@@ -87,7 +88,7 @@ def _fresh_function_name(domain: str, number: int, taken: set[tuple[str, str]]) 
 
 
 def _outline(
-    model: Model, plan: Plan, segment: Segment, members: list[gs.Node], function_name: str
+    model: Model, plan: Plan, segment: Segment, members: list[gs.Node], function_name: str, number: int
 ) -> tuple[gs.Node, onnx.FunctionProto, LoweredPartition]:
     target = plan.target
     passed: list[gs.Tensor] = []
@@ -104,7 +105,7 @@ def _outline(
         opsets.setdefault(domain, 1)
     macs = sum(plan.work[i].macs for i in segment.nodes)
     summary = (
-        f"mapc partition {segment.id} for {target.name}: {len(members)} nodes, {macs:,} MACs, "
+        f"mapc partition {number} for {target.name}: {len(members)} nodes, {macs:,} MACs, "
         f"estimated {segment.seconds * 1e3:.3g} ms on {target.name} + {segment.transfer_seconds * 1e3:.3g} ms transfers "
         f"(vs {segment.cpu_seconds * 1e3:.3g} ms on the CPU)"
     )
@@ -117,7 +118,7 @@ def _outline(
         opset_imports=[helper.make_opsetid(domain, version) for domain, version in sorted(opsets.items())],
         doc_string=summary,
     )
-    node_name = model.fresh_name(f"{target.name}_partition_{segment.id}")
+    node_name = model.fresh_name(f"{target.name}_partition_{number}")
     call = gs.Node(
         op=function_name,
         name=node_name,
@@ -198,7 +199,9 @@ def _standalone(model: Model, call: gs.Node, function: onnx.FunctionProto) -> Mo
         if placeholder is None:
             continue
         for reader in list(placeholder.outputs):
-            reader.inputs[:] = [weight if t is placeholder else t for t in reader.inputs]
+            for position, tensor in enumerate(reader.inputs):
+                if tensor is placeholder:
+                    reader.inputs[position] = weight
     standalone = model.copy()
     standalone.graph = imported
     standalone.functions = [f for f in model.functions if f.domain != function.domain]

@@ -110,6 +110,7 @@ class Plan:
     segments: list[Segment]
     reasons: dict[int, list[Reason]]
     work: list[Work]
+    readers: list[list[int]]
     estimate: Estimate
     rounds: int
 
@@ -163,7 +164,7 @@ def plan_partitions(
 
     segments = _segments(unit_graph, groups, pinned, units, graph, target)
     estimate = _estimate(segments, graph, target)
-    return Plan(target, options, facts, verdicts, units, segments, reasons, graph.work, estimate, rounds)
+    return Plan(target, options, facts, verdicts, units, segments, reasons, graph.work, graph.readers, estimate, rounds)
 
 
 # -- graph bookkeeping --------------------------------------------------------------------------------
