@@ -23,7 +23,7 @@ def target_markdown(target: Target) -> str:
     lines += [target.description, ""]
     lines += [
         "Generated from the target record and its rules by `python -m mapc.targets.docs docs/targets`;",
-        f"`mapc targets --show {target.name}` prints the same. Origin: {target.origin}.",
+        f"`mapc targets --show {target}` prints the same. Origin: {target.origin}.",
         "",
     ]
     if target.sources:

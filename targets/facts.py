@@ -75,7 +75,11 @@ WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {"Conv": (1, 2), "ConvTranspose": (1
 
 @dataclass
 class TensorFacts:
-    """One tensor as a rule sees it."""
+    """One tensor as a rule sees it.
+
+    ``dtype`` is the effective type (see the module docstring), ``stored_dtype`` the graph's;
+    ``weight`` marks constants, also behind a DequantizeLinear.
+    """
 
     name: str
     dtype: str | None
@@ -257,13 +261,15 @@ def _describe_tensor(graph: gs.Graph, tensor: gs.Tensor, graph_input: bool) -> T
     source = producer(tensor)
     weight = constant
     effective = stored
+    leaves_graph = is_graph_output(graph, tensor)
     if source is not None and source.op == "DequantizeLinear" and source.inputs:
         quantized = source.inputs[0]
-        effective = dtype_name(quantized.dtype) or stored
         weight = is_constant(quantized)
-    elif stored is not None and stored.startswith(("float", "bfloat")):
+        if not leaves_graph:  # a dequantized graph output really is float
+            effective = dtype_name(quantized.dtype) or stored
+    elif source is not None and stored is not None and stored.startswith(("float", "bfloat")):
         readers = list(tensor.outputs)
-        if readers and all(r.op == "QuantizeLinear" for r in readers) and not is_graph_output(graph, tensor):
+        if readers and all(r.op == "QuantizeLinear" for r in readers) and not leaves_graph:
             quantized_types = {dtype_name(r.outputs[0].dtype) for r in readers if r.outputs}
             if len(quantized_types) == 1 and None not in quantized_types:
                 effective = quantized_types.pop()
@@ -271,6 +277,7 @@ def _describe_tensor(graph: gs.Graph, tensor: gs.Tensor, graph_input: bool) -> T
 
 
 def dims_text(shape: Sequence[Dim] | None) -> str:
+    """``[N, 3, ?, 224]``: named dims by name, dims inference could not name as ``?``."""
     if shape is None:
         return "unknown"
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+    return "[" + ", ".join("?" if d is None or (isinstance(d, str) and d.startswith("unk__")) else str(d) for d in shape) + "]"
