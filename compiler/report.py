@@ -104,10 +104,10 @@ def print_target_summary(report: dict[str, Any], console: Console) -> None:
 def partitions_table(partitions: list[dict[str, Any]], target: str) -> Table:
     """Segments in execution order: device, size, MACs, boundary traffic, estimated time."""
     count = sum(p["device"] != "cpu" for p in partitions)
-    table = Table(title=f"{count} partitions on {target}, in execution order with the CPU runs between", title_justify="left")
-    for column in ("#", "device", "nodes", "MACs", "in/out KB", "est. ms"):
-        table.add_column(column, justify="left" if column == "device" else "right", no_wrap=True)
-    table.add_column("ops", no_wrap=True, overflow="ellipsis")
+    plural = "partition" if count == 1 else "partitions"
+    table = Table(title=f"{count} {plural} on {target}, in execution order with the CPU runs between", title_justify="left")
+    for column in ("#", "device", "nodes", "MACs", "in/out KB", "est. ms", "ops"):
+        table.add_column(column, justify="left" if column in ("device", "ops") else "right")
     for part in partitions[:MAX_SEGMENT_ROWS]:
         on_target = part["device"] != "cpu"
         ops = ", ".join(f"{op} {n}" for op, n in sorted(part["ops"].items(), key=lambda item: -item[1]))
@@ -115,14 +115,22 @@ def partitions_table(partitions: list[dict[str, Any]], target: str) -> Table:
             str(part["id"]),
             part["device"],
             str(part["nodes"]),
-            f"{part['macs']:,}",
+            _compact(part["macs"]),
             f"{part['inputs_bytes'] / 1024:.1f}/{part['outputs_bytes'] / 1024:.1f}" if on_target else "",
             f"{part['estimated_ms'] + part['transfer_ms']:.3g}",
-            Text(ops),
+            Text(ops if len(ops) <= 40 else ops[:39] + "…"),
         )
     if len(partitions) > MAX_SEGMENT_ROWS:
         table.add_row("", f"... {len(partitions) - MAX_SEGMENT_ROWS} more (see --report)", "", "", "", "", "")
     return table
+
+
+def _compact(count: int) -> str:
+    """1234567 -> '1.23M'."""
+    for limit, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if count >= limit:
+            return f"{count / limit:.3g}{suffix}"
+    return str(count)
 
 
 def fallback_table(groups: list[dict[str, Any]], nodes: int) -> Table:

@@ -40,6 +40,7 @@ FIX_BY_OP = {
     "If": "fold-constants removes an If whose condition is a constant",
     "Erf": "fuse the erf-based GELU into Gelu (fuse pass)",
     "IsNaN": "drop the NaN guard of the attention mask (attention-mask pass)",
+    "BatchNormalization": "fold BatchNormalization into the Conv or Gemm before it (fuse pass)",
 }
 
 

@@ -80,3 +80,6 @@ def qdq_pair(tensor: str, scale: float = 0.05, dtype: type = np.int8) -> tuple[l
         helper.make_node("DequantizeLinear", [f"{tensor}_q", s, z], [f"{tensor}_dq"], name=f"{tensor}_DQ"),
     ]
     return nodes, [const(s, scale), numpy_helper.from_array(np.array(0, dtype=dtype), z)], f"{tensor}_dq"
+
+#: Ops every toy target in the tests runs.
+TOY_OPS = ("Relu", "Neg", "Add", "Mul", "Abs", "Conv", "MatMul", "QuantizeLinear", "DequantizeLinear", "Identity")
