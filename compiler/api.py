@@ -33,6 +33,9 @@ from .targets import Plan, Target, emit_partitions, get_target, plan_report
 from .targets.passes import PLAN_FACT, Partition
 from .verify import Tolerance, Verifier
 
+#: Version of the report's keys (docs/report-schema.md); bumped only if a key is removed or changes meaning.
+REPORT_SCHEMA_VERSION = 1
+
 ProgressCallback = Callable[[str, "int | None", "int | None"], None]
 
 
@@ -66,6 +69,7 @@ class CompileResult:
     def report(self) -> dict[str, Any]:
         """A JSON-able report: input, pipeline, per-pass records, totals and verification."""
         report: dict[str, Any] = {
+            "schema_version": REPORT_SCHEMA_VERSION,
             "mapc_version": __version__,
             "input": self.source,
             "pipeline": self.pipeline,

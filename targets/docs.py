@@ -26,6 +26,8 @@ def target_markdown(target: Target) -> str:
         f"`mapc targets --show {target}` prints the same. Origin: {target.origin}.",
         "",
     ]
+    if target.notes:
+        lines += ["## What it models", "", target.notes, ""]
     if target.sources:
         lines += ["Sources:", ""] + [f"- {source}" for source in target.sources] + [""]
     lines += ["## Limits", "", "| setting | value |", "|---|---|"]

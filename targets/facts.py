@@ -9,6 +9,7 @@ output's type. Weights are never read: constness and sizes come from the graph a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,7 +90,7 @@ class TensorFacts:
     weight: bool
     graph_input: bool = False
 
-    @property
+    @functools.cached_property
     def static(self) -> bool:
         return is_static(self.shape)
 
@@ -235,7 +236,9 @@ def is_constant(tensor: gs.Tensor) -> bool:
     return source is not None and source.op == "Constant" and source.domain in ("", None)
 
 
+@functools.lru_cache(maxsize=None)
 def dtype_name(dtype: Any) -> str | None:
+    """``float32`` for any spelling of a dtype onnx-graphsurgeon holds."""
     if dtype is None:
         return None
     try:

@@ -29,7 +29,7 @@ from onnx import helper, numpy_helper
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from ..errors import OutputError
-from ..ir import Model, constant_nbytes, remove_nodes, save, toposort
+from ..ir import Model, constant_nbytes, save, toposort
 from .partition import Plan, Segment
 
 #: Constants up to this size (scalars, shapes, axes, a few scales) are copied into the function
@@ -60,14 +60,16 @@ def lower_partitions(model: Model, plan: Plan) -> list[LoweredPartition]:
     nodes = list(model.graph.nodes)
     taken = {(f.domain, f.name) for f in model.functions}
     lowered = []
+    calls = []
     for number, segment in enumerate(plan.partitions):
         function_name = _fresh_function_name(target.domain, number, taken)
         members = [nodes[i] for i in segment.nodes]
         call, function, record = _outline(model, plan, segment, members, function_name, number)
-        remove_nodes(model.graph, members)
-        model.graph.nodes.append(call)
+        calls.append((members, call))
         model.functions.append(function)
         lowered.append(record)
+    _detach(model.graph, [member for members, _ in calls for member in members])
+    model.graph.nodes.extend(call for _, call in calls)
     if lowered:
         model.opset_imports[target.domain] = 1
         if model.ir_version < FUNCTIONS_IR_VERSION:
@@ -75,6 +77,26 @@ def lower_partitions(model: Model, plan: Plan) -> list[LoweredPartition]:
         toposort(model.graph)
         model.forget_names()
     return lowered
+
+
+def _detach(graph: gs.Graph, doomed: list[gs.Node]) -> None:
+    """Remove ``doomed`` from ``graph`` and from their tensors' producer/reader lists.
+
+    onnx-graphsurgeon unlinks one node at a time with ``list.remove`` and ``Node.__eq__``, which
+    is quadratic in the readers of a shared tensor (a weight read by thousands of nodes); here
+    every touched list is filtered once.
+    """
+    gone = {id(node) for node in doomed}
+    touched = {id(t): t for node in doomed for t in (*node.inputs, *node.outputs)}
+    for tensor in touched.values():
+        for links in (tensor.inputs, tensor.outputs):
+            kept = [node for node in links if id(node) not in gone]
+            list.clear(links)  # the plain list methods skip gs's per-element synchronisation
+            list.extend(links, kept)
+    for node in doomed:
+        list.clear(node.inputs)
+        list.clear(node.outputs)
+    graph.nodes = [node for node in graph.nodes if id(node) not in gone]
 
 
 def _fresh_function_name(domain: str, number: int, taken: set[tuple[str, str]]) -> str:

@@ -37,7 +37,7 @@ from .facts import ModelFacts, collect_facts, is_constant
 from .rules import Reason
 from .spec import Target
 from .support import NodeSupport, check_support
-from .units import Unit, atomic_units, dependencies
+from .units import Unit, atomic_units
 
 #: Above this many candidate partitions the merge step is skipped (the schedule is already acyclic).
 MERGE_LIMIT = 4096
@@ -177,40 +177,33 @@ class _Graph:
         self.graph = graph
         self.facts = facts
         self.dims = dims
-        self.readers = dependencies(graph)
         self.work = [node_work(node, dims) for node in facts.nodes]
         host = target.host_performance
         self.cpu_seconds = [node_seconds(work, host) for work in self.work]
         accelerator = None if target.is_host else target
         self.target_seconds = [node_seconds(work, target.performance, accelerator) for work in self.work]
-        self.reads: list[list[gs.Tensor]] = [[] for _ in graph.nodes]
+        self.reads: list[list[gs.Tensor]] = []
         self.producer: dict[int, int] = {}
         self.readers_of: dict[int, set[int]] = {}
-        self.tensors: dict[int, gs.Tensor] = {}
-        owner: dict[int, int] = {}
+        nested: list[list[gs.Node]] = []
         for index, node in enumerate(graph.nodes):
-            owner[id(node)] = index
-            for subgraph in node.subgraphs():
-                for inner in _nested_nodes(subgraph):
-                    owner[id(inner)] = index
+            nested.append([inner for subgraph in node.subgraphs() for inner in _nested_nodes(subgraph)])
             for tensor in node.outputs:
                 self.producer[id(tensor)] = index
-                self.tensors[id(tensor)] = tensor
-        top_level = {id(t) for t in graph.inputs} | set(self.producer)
+        outer = {id(t) for t in graph.inputs} | set(self.producer) | {id(t) for t in graph.tensors().values() if isinstance(t, gs.Constant)}
         for index, node in enumerate(graph.nodes):
-            seen: dict[int, gs.Tensor] = {}
-            for tensor in node.inputs:
-                if tensor.name:
-                    seen[id(tensor)] = tensor
-            for subgraph in node.subgraphs():
-                for inner in _nested_nodes(subgraph):
-                    for tensor in inner.inputs:
-                        if id(tensor) in top_level or isinstance(tensor, gs.Constant) and tensor.name in graph.tensors():
-                            seen[id(tensor)] = tensor
-            self.reads[index] = list(seen.values())
-            for key, tensor in seen.items():
+            seen: dict[int, gs.Tensor] = {id(t): t for t in node.inputs if t.name}
+            for inner in nested[index]:  # tensors a subgraph reads from this scope
+                seen.update((id(t), t) for t in inner.inputs if id(t) in outer)
+            self.reads.append(list(seen.values()))
+            for key in seen:
                 self.readers_of.setdefault(key, set()).add(index)
-                self.tensors[key] = tensor
+        following: list[set[int]] = [set() for _ in graph.nodes]
+        for key, readers in self.readers_of.items():
+            source = self.producer.get(key)
+            if source is not None:
+                following[source].update(r for r in readers if r != source)
+        self.readers = [sorted(f) for f in following]
         self.graph_outputs = {id(t) for t in graph.outputs}
 
     def boundary(self, members: Iterable[int]) -> tuple[list[gs.Tensor], list[gs.Tensor]]:

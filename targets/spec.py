@@ -160,6 +160,7 @@ class Target:
     )
     host: Performance | None = None
     sources: tuple[str, ...] = ()
+    notes: str = ""
     origin: str = "built-in"
 
     def __post_init__(self) -> None:

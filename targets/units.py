@@ -1,7 +1,4 @@
-"""The graph the partitioner works on: node dependencies and atomic units.
-
-:func:`dependencies` gives, for each top-level node, the nodes that read its outputs (a node
-whose subgraph reads a tensor from the outer scope counts as a reader).
+"""Atomic units: the nodes the partitioner never splits.
 
 :func:`atomic_units` groups nodes that must land on the same device, never split:
 
@@ -33,34 +30,6 @@ class Unit:
     members: list[int]
     kind: str
     anchor: int
-
-
-def dependencies(graph: gs.Graph) -> list[list[int]]:
-    """``readers[i]``: indices of the top-level nodes that read an output of node ``i``."""
-    owner: dict[int, int] = {}
-    for index, node in enumerate(graph.nodes):
-        owner[id(node)] = index
-        for subgraph in node.subgraphs():
-            for inner in _all_nodes(subgraph):
-                owner[id(inner)] = index
-    readers: list[list[int]] = []
-    for index, node in enumerate(graph.nodes):
-        found: dict[int, None] = {}
-        for tensor in node.outputs:
-            for reader in tensor.outputs:
-                target = owner.get(id(reader))
-                if target is not None and target != index:
-                    found[target] = None
-        readers.append(list(found))
-    return readers
-
-
-def _all_nodes(graph: gs.Graph) -> list[gs.Node]:
-    nodes = list(graph.nodes)
-    for node in graph.nodes:
-        for subgraph in node.subgraphs():
-            nodes.extend(_all_nodes(subgraph))
-    return nodes
 
 
 class _UnionFind:

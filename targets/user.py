@@ -1,7 +1,8 @@
 """Targets described in a TOML file: ``mapc compile model.onnx --target my_npu.toml``.
 
 The file uses the record's own vocabulary (:mod:`mapc.targets.spec`): top-level ``name``,
-``description``, optional ``domain`` and ``base`` (a built-in target to start from), ``sources``,
+``description``, optional ``domain``, ``base`` (a built-in target to start from), ``sources``
+and ``notes``,
 and one table per section: ``[tensors]``, ``[ops]`` (with ``[ops.dtypes]``), ``[conv]``, ``[pool]``,
 ``[limits]``, ``[performance]`` and ``[host]``. Every key is checked: an unknown key, a value of
 the wrong type, an unknown dtype or operator, or a missing required key is a
@@ -35,7 +36,7 @@ SECTIONS: dict[str, type] = {
     "performance": Performance,
     "host": Performance,
 }
-TOP_LEVEL = {"name", "description", "domain", "base", "sources"}
+TOP_LEVEL = {"name", "description", "domain", "base", "sources", "notes"}
 DTYPE_KEYS = {"dtypes", "bias_dtypes", "float32_as", "macs_per_cycle"}
 PERFORMANCE_REQUIRED = ("clock_mhz", "macs_per_cycle", "vector_ops_per_cycle", "memory_gbps")
 
@@ -78,6 +79,7 @@ class TargetFileReader:
             "kind": "accelerator",
             "origin": str(self.location),
             "sources": tuple(self._strings(document.get("sources", []), "sources")),
+            "notes": self._string(document, "notes", required=False),
         }
         for section, record_type in SECTIONS.items():
             table = document.get(section)
@@ -131,7 +133,7 @@ class TargetFileReader:
         for key, raw in table.items():
             path = f"{section}.{key}"
             if key not in fields:
-                self.fail(path, f"is not a {section} setting (known: {', '.join(sorted(fields))})")
+                self.fail(path, f"is not a setting of [{section}] (known: {', '.join(sorted(fields))})")
             values[key] = self._value(path, key, hints[key], raw)
         if start is not None:
             return dataclasses.replace(start, **values)

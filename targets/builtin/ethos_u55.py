@@ -15,13 +15,16 @@ Limits are Vela's (ethos-u-vela 5.2.0: ``tflite_supported_operators.py`` and the
 * Performance: Vela's ``Ethos_U55_High_End_Embedded`` system config: 500 MHz, SRAM at 4 GB/s,
   off-chip flash (weights) at 0.5 GB/s; 128 MACs/cycle int8 (U55-128), half rate for int16;
   a 512 KiB SRAM arena (vela.ini arena cache sizes are 256/384/512 KB). The host is a
-  Cortex-M55 at 400 MHz with Helium (8 int8 MACs/cycle, 2 float32); NPU and CPU share the
-  SRAM, so boundary tensors move at SRAM speed, with about 10 us per NPU invocation.
+  Cortex-M55 at 400 MHz with Helium (8 int8 MACs/cycle, 2 float32, about 5 us per TFLite
+  Micro kernel call); NPU and CPU share the SRAM, so boundary tensors move at SRAM speed, with
+  about 10 us per NPU invocation.
 * Not modelled: the per-channel weight-magnitude limit (sum of |w - zp| <= 8,323,072) and
   SHRAM block configs; Vela remains the authority for what finally compiles.
 """
 
 from __future__ import annotations
+
+import inspect
 
 from ..spec import ConvLimits, OpLimits, OpSet, Performance, PoolLimits, Target, TensorLimits
 
@@ -93,6 +96,7 @@ ETHOS_U55 = Target(
         sram_gbps=4,
         op_overhead_us=5,
     ),
+    notes=inspect.cleandoc(__doc__ or ""),
     sources=(
         "ethos-u-vela 5.2.0: ethosu/vela/tflite_supported_operators.py and generated SUPPORTED_OPS.md",
         "ethos-u-vela 5.2.0: ethosu/config_files/Arm/vela.ini (Ethos_U55_High_End_Embedded: 500 MHz, SRAM 4 GB/s, flash 0.5 GB/s)",

@@ -2,11 +2,14 @@
 
 Figures are peaks of a 4-core Armv8.2 application cluster (Cortex-A78 class) at 2.4 GHz: two
 128-bit NEON pipes per core give 8 float32, 16 float16 and 32 int8 (SDOT) MACs per cycle per
-core; LPDDR5 shared with the NPU at about 34 GB/s; 4 MiB of L2/L3 cache. onnxruntime rarely
-reaches peak, so CPU times are optimistic: the estimates favour the CPU, not the NPU.
+core; LPDDR5 shared with the NPU at about 34 GB/s; 4 MiB of L2/L3 cache; 2 us per op for
+onnxruntime's kernel dispatch. onnxruntime rarely reaches peak, so CPU times are optimistic: the
+estimates favour the CPU, not the NPU.
 """
 
 from __future__ import annotations
+
+import inspect
 
 from ..spec import DTYPES, OpSet, Performance, Target, TensorLimits
 
@@ -27,6 +30,7 @@ CPU = Target(
     tensors=TensorLimits(dtypes=frozenset(DTYPES), static_shapes=False),
     ops=OpSet(control_flow=True),
     performance=APPLICATION_CPU,
+    notes=inspect.cleandoc(__doc__ or ""),
     sources=(
         "onnxruntime CPU kernel registry (onnxruntime.capi get_all_opkernel_def), read at run time",
         "Arm Cortex-A78 software optimization guide: 2x128-bit NEON FMA pipes, SDOT int8 dot products",

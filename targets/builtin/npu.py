@@ -18,12 +18,14 @@ What it models, and from where:
   RMSNormalization-23, Attention-23, RotaryEmbedding-23, QuantizeLinear/DequantizeLinear.
 * Performance: 1 GHz, 4096 int8 MACs/cycle (8.2 TOPS), 1024 int16, 2048 float16; 8 MiB of
   on-chip SRAM (Qualcomm HTP VTCM is 2-8 MiB per SoC, 16 MiB on SA8797) at 512 GB/s; LPDDR5
-  shared with the CPU at 34 GB/s; 16 GB/s host<->NPU for boundary tensors and 40 us per
-  dispatch (a driver round trip). The paired host is the 4-core application CPU of
+  shared with the CPU at 34 GB/s; 16 GB/s host<->NPU for boundary tensors, 40 us per
+  dispatch (a driver round trip) and 0.1 us per op (command setup). The paired host is the 4-core application CPU of
   :mod:`mapc.targets.builtin.host_cpu`.
 """
 
 from __future__ import annotations
+
+import inspect
 
 from ..spec import ConvLimits, OpLimits, OpSet, Performance, PoolLimits, Target, TensorLimits
 from .host_cpu import APPLICATION_CPU
@@ -99,6 +101,7 @@ NPU = Target(
         op_overhead_us=0.1,
     ),
     host=APPLICATION_CPU,
+    notes=inspect.cleandoc(__doc__ or ""),
     sources=(
         "OpenVINO 'NPU Device' and 'Supported Devices' (FP16 compute, static shapes only)",
         "Qualcomm QNN HTP backend docs (INT8/INT16, FP16 when unquantized; VTCM 2-16 MiB per SoC)",
