@@ -40,9 +40,16 @@ def target_summary(plan: Plan) -> dict[str, Any]:
     }
 
 
+def _on_target(plan: Plan) -> set[int]:
+    """Nodes the target runs: those in partitions, or for the host itself every node it has a kernel for."""
+    if plan.target.is_host:
+        return {node.index for node in plan.facts.nodes if not plan.reasons.get(node.index)}
+    return {node for segment in plan.segments if segment.on_target for node in segment.nodes}
+
+
 def coverage(plan: Plan) -> dict[str, Any]:
     """How much of the model runs on the target, by nodes and by MACs."""
-    on_target = {node for segment in plan.segments if segment.on_target for node in segment.nodes}
+    on_target = _on_target(plan)
     nodes_total = len(plan.facts.nodes)
     macs_total = sum(work.macs for work in plan.work)
     macs_on_target = sum(plan.work[i].macs for i in on_target)
@@ -132,7 +139,9 @@ def fallback_by_reason(plan: Plan) -> list[dict[str, Any]]:
 
 
 def _cpu_nodes(plan: Plan) -> list[int]:
-    return sorted(node for segment in plan.segments if not segment.on_target for node in segment.nodes)
+    """Nodes left to the CPU (for the host target: the nodes it cannot run)."""
+    on_target = _on_target(plan)
+    return [node.index for node in plan.facts.nodes if node.index not in on_target]
 
 
 def estimate(plan: Plan) -> dict[str, Any]:
