@@ -135,9 +135,12 @@ def plan_partitions(
     """Decide the placement of every top-level node of ``model`` on ``target`` (see module doc)."""
     report = progress or (lambda *args: None)
     toposort(model.graph)
-    report("checking support", 0, None)
+    report("inferring shapes", None, None)
     facts = collect_facts(model)
-    verdicts = support(facts, target) if support is not None else check_support(facts, target, cpu_ops=options.cpu_ops)
+    if support is not None:
+        verdicts = support(facts, target)
+    else:
+        verdicts = check_support(facts, target, cpu_ops=options.cpu_ops, progress=progress)
     graph = _Graph(model.graph, facts, target, dict(dims or {}))
     units = atomic_units(model.graph, target.ops.fused_patterns) if not target.is_host else [
         Unit(i, [i], "node", i) for i in range(len(model.graph.nodes))

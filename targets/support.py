@@ -7,7 +7,7 @@ always follow their readers; nodes already lowered into the target's domain stay
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import onnx.defs
@@ -35,12 +35,24 @@ class NodeSupport:
         return list(dict.fromkeys(reason.fix for reason in self.reasons if reason.fix))
 
 
-def check_support(facts: ModelFacts, target: Target, *, cpu_ops: Iterable[str] = ()) -> list[NodeSupport]:
+#: How often (in nodes) the support check reports progress.
+PROGRESS_EVERY = 1000
+
+
+def check_support(
+    facts: ModelFacts,
+    target: Target,
+    *,
+    cpu_ops: Iterable[str] = (),
+    progress: Callable[[str, int | None, int | None], None] | None = None,
+) -> list[NodeSupport]:
     """One :class:`NodeSupport` per node of ``facts``, in the same order."""
     forced = frozenset(cpu_ops)
     rules = rules_for(target)
     verdicts = []
-    for node in facts.nodes:
+    for count, node in enumerate(facts.nodes):
+        if progress is not None and count % PROGRESS_EVERY == 0:
+            progress(f"checking nodes against {target.name}", count, len(facts.nodes))
         if is_lowered(node, target):
             verdicts.append(NodeSupport(node, lowered=True))
             continue

@@ -271,6 +271,7 @@ def partition_options(draw):
     }
 
 
+@settings(max_examples=100)  # each example compiles, runs and recompiles the model: keep CI under budget
 @given(onnx_models(), random_targets(), partition_options())
 def test_random_targets_keep_the_invariants_and_the_outputs(model, target, options):
     plan = plan_partitions(load(model), target, PartitionOptions(**{**options, "cpu_ops": tuple(options["cpu_ops"])}))
@@ -352,7 +353,7 @@ def quantize_everything(proto: onnx.ModelProto, seed: int) -> onnx.ModelProto:
     return quantized
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 @given(onnx_models(families=("elementwise", "unary", "matmul", "gemm", "conv", "pool", "reshape", "concat", "softmax"), discontinuous=False), st.integers(0, 2**16), random_targets())
 def test_random_qdq_models_keep_units_whole_and_outputs_equal(model, seed, target):
     quantized = quantize_everything(model, seed)
