@@ -65,7 +65,7 @@ def build(nodes: int, unsupported: float, seed: int) -> tuple[bytes, Target, set
 def measure(nodes: int, unsupported: float) -> dict[str, float]:
     serialized, target, refused = build(nodes, unsupported, seed=nodes)
     from mapc.targets.rules import Reason
-    from mapc.targets.support import NodeSupport, check_support
+    from mapc.targets.support import check_support
 
     def support(facts, target):  # the target's rules, plus the benchmark's random refusals
         verdicts = check_support(facts, target)

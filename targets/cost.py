@@ -56,9 +56,6 @@ class Work:
     activations: tuple[tuple[str, int], ...]
     assumed_dims: bool
 
-    def weight_elements(self) -> int:
-        return sum(count for _, count in self.weights)
-
 
 def node_work(node: NodeFacts, dims: Mapping[str, int]) -> Work:
     """Count ``node``'s MACs, element-wise work and the elements of each tensor it touches."""

@@ -3,8 +3,10 @@
 :func:`collect_facts` runs shape inference once and describes every top-level node as a
 :class:`NodeFacts`. Dtypes are *effective*: in a QDQ model an op between DequantizeLinear and
 QuantizeLinear computes on the quantized type, so a float tensor produced by DequantizeLinear
-counts as the DQ input's type, and a float tensor read only by QuantizeLinear counts as the Q
-output's type. Weights are never read: constness and sizes come from the graph alone.
+counts as the DQ input's type, and a float tensor a node produces for QuantizeLinear readers only
+counts as the Q output's type; graph inputs and outputs keep the float type they really have.
+Weights are never read (only small integer parameters such as axes are): constness and sizes
+come from the graph alone.
 """
 
 from __future__ import annotations
@@ -88,7 +90,6 @@ class TensorFacts:
     shape: tuple[Dim, ...] | None
     constant: bool
     weight: bool
-    graph_input: bool = False
 
     @functools.cached_property
     def static(self) -> bool:
@@ -98,8 +99,6 @@ class TensorFacts:
     def rank(self) -> int | None:
         return None if self.shape is None else len(self.shape)
 
-    def shape_text(self) -> str:
-        return dims_text(self.shape)
 
 
 @dataclass
@@ -113,10 +112,6 @@ class NodeFacts:
     inputs: list[TensorFacts | None]
     outputs: list[TensorFacts]
     model: ModelFacts = field(repr=False)
-
-    @property
-    def attrs(self) -> dict[str, Any]:
-        return self.node.attrs
 
     def attr(self, name: str, default: Any = None) -> Any:
         return self.node.attrs.get(name, default)
@@ -174,13 +169,12 @@ class ModelFacts:
     shapes_inferred: bool
     nodes: list[NodeFacts] = field(default_factory=list)
     _tensors: dict[int, TensorFacts] = field(default_factory=dict, repr=False)
-    _input_ids: frozenset[int] = field(default=frozenset(), repr=False)
 
     def describe(self, tensor: gs.Tensor) -> TensorFacts:
         """The facts of any tensor of the graph (computed once per tensor)."""
         known = self._tensors.get(id(tensor))
         if known is None:
-            known = _describe_tensor(self.graph, tensor, id(tensor) in self._input_ids)
+            known = _describe_tensor(self.graph, tensor)
             self._tensors[id(tensor)] = known
         return known
 
@@ -201,7 +195,6 @@ def collect_facts(model: Model) -> ModelFacts:
         dim_sources=dim_sources,
         input_shapes={t.name: tuple(_dim(d) for d in t.shape) for t in inputs if t.shape is not None},
         shapes_inferred=inferred,
-        _input_ids=frozenset(id(t) for t in inputs),
     )
     for index, node in enumerate(graph.nodes):
         facts.nodes.append(
@@ -257,7 +250,7 @@ def _dim(dim: Any) -> Dim:
     return dim if isinstance(dim, str) else None
 
 
-def _describe_tensor(graph: gs.Graph, tensor: gs.Tensor, graph_input: bool) -> TensorFacts:
+def _describe_tensor(graph: gs.Graph, tensor: gs.Tensor) -> TensorFacts:
     constant = is_constant(tensor)
     stored = dtype_name(tensor.dtype)
     shape = None if tensor.shape is None else tuple(_dim(d) for d in tensor.shape)
@@ -276,7 +269,7 @@ def _describe_tensor(graph: gs.Graph, tensor: gs.Tensor, graph_input: bool) -> T
             quantized_types = {dtype_name(r.outputs[0].dtype) for r in readers if r.outputs}
             if len(quantized_types) == 1 and None not in quantized_types:
                 effective = quantized_types.pop()
-    return TensorFacts(tensor.name, effective, stored, shape, constant, weight, graph_input)
+    return TensorFacts(tensor.name, effective, stored, shape, constant, weight)
 
 
 def dims_text(shape: Sequence[Dim] | None) -> str:

@@ -8,9 +8,11 @@ nothing in the model (it annotates shapes); it leaves its :class:`~.partition.Pl
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import __version__
 from ..errors import UsageError
 from ..ir import Model
 from ..passes import Note, Pass, PassContext, PassResult, register_pass
@@ -18,6 +20,7 @@ from .lower import lower_partitions
 from .partition import PartitionOptions, Plan, plan_partitions
 from .registry import get_target
 from .spec import Target
+from .summary import coverage, estimate
 from .support import validate_cpu_ops
 
 PLAN_FACT = "partition"
@@ -98,11 +101,6 @@ class Lower(Pass):
 
 def record_metadata(model: Model, plan: Plan) -> None:
     """Stamp the compiled model with the target, mapc version, options and a summary."""
-    import json
-
-    from .. import __version__
-    from .summary import coverage, estimate
-
     model.set_metadata("mapc.version", __version__)
     model.set_metadata("mapc.target", str(plan.target))
     model.set_metadata("mapc.partition_options", json.dumps(plan_options(plan), sort_keys=True))
