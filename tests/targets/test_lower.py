@@ -4,6 +4,7 @@ and standalone partition models that compute exactly their slice of the original
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -138,3 +139,21 @@ def test_compiled_model_saved_and_reloaded_still_runs(tmp_path):
     reloaded = load(path)
     feeds = seeded_inputs(load(proto))
     np.testing.assert_array_equal(run(reloaded, feeds)["hidden_states"], run(load(proto), feeds)["hidden_states"])
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "transformers"
+
+
+@pytest.mark.parametrize("name", ["bert-ts-sdpa", "gpt2-dynamo-sdpa", "llama-dynamo-sdpa", "vit-ts-eager", "whisper-dynamo-sdpa"])
+def test_real_exports_with_fixed_dims_lower_and_verify(name):
+    """Transformers exported by torch (TorchScript and dynamo), batch and sequence fixed."""
+    proto = onnx.load(str(FIXTURES / f"{name}.onnx"))
+    for value in [*proto.graph.input, *proto.graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in ("batch_size", "sequence_length"):
+                dim.dim_value = 1 if dim.dim_param == "batch_size" else 8
+    del proto.graph.value_info[:]
+    result = mapc.compile(proto, target="npu", cost_model=False, verify=True)
+    assert result.verification["ok"]
+    assert result.plan.partitions and result.report["coverage"]["nodes_on_target"] > 0
+    assert all(entry["reasons"] for entry in result.report["fallback"])
