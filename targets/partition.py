@@ -270,17 +270,20 @@ def _eligible_units(
             continue
         blocked = [m for m in unit.members if not verdicts[m].supported]
         eligible.append(not blocked and not any(verdicts[m].lowered for m in unit.members))
-        if blocked and unit.kind != "node":
-            culprit = facts.nodes[blocked[0]]
-            for member in unit.members:
-                if verdicts[member].supported:
-                    reasons.setdefault(member, []).append(
-                        Reason(
-                            "unit.member-unsupported",
-                            f"part of the {unit.kind} of {facts.nodes[unit.anchor].label!r}, which is never split, "
-                            f"and its member {culprit.label!r} ({culprit.op}) cannot run on {target.name}",
-                        )
-                    )
+        if not blocked:
+            continue
+        culprit = facts.nodes[blocked[0]]
+        for member in unit.members:
+            if not verdicts[member].supported:
+                continue
+            if unit.kind == "node":  # a Constant that follows its only reader
+                message = f"a Constant stays with its only reader {culprit.label!r} ({culprit.op}), which cannot run on {target.name}"
+            else:
+                message = (
+                    f"part of the {unit.kind} of {facts.nodes[unit.anchor].label!r}, which is never split, "
+                    f"and its member {culprit.label!r} ({culprit.op}) cannot run on {target.name}"
+                )
+            reasons.setdefault(member, []).append(Reason("unit.member-unsupported", message))
     return eligible
 
 

@@ -16,7 +16,7 @@ from .rules import rules_for
 #: Rule text for reason codes that do not come from a constraint function.
 PARTITION_REASONS = {
     "op.not-supported": "The target does not run this operator.",
-    "unit.member-unsupported": "A QDQ node unit or fused pattern is never split, and one of its members cannot run on the target.",
+    "unit.member-unsupported": "A QDQ node unit, fused pattern or Constant-with-its-reader is never split, and one of its members cannot run on the target.",
     "cost.unprofitable": "Offloading the partition is estimated slower than running it on the CPU (dispatch and transfers included).",
     "partition.too-small": "The partition has fewer ops than --min-partition-ops.",
     "partition.limit": "There are more partitions than --max-partitions; those that gain least stay on the CPU.",

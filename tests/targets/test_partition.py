@@ -2,7 +2,8 @@
 
 Invariants (checked for every plan): every node is in exactly one segment; segments are in a
 valid execution order, so the partition graph is a DAG; partitions on the target hold only
-supported nodes; atomic units are never split; the lowered model computes the same outputs.
+supported nodes; atomic units are never split; every node left on the CPU says why; the lowered
+model computes the same outputs.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ def assert_invariants(plan):
             assert all(plan.support[i].supported for i in segment.nodes), "partitions hold supported nodes only"
     for unit in plan.units:
         assert len({position[m] for m in unit.members}) == 1, "atomic units are never split"
+    for segment in plan.segments:
+        if not segment.on_target and not plan.target.is_host:
+            silent = [plan.facts.nodes[i].label for i in segment.nodes if not plan.reasons.get(i)]
+            assert not silent, f"nodes on the CPU without a reason: {silent}"
     return contracted
 
 
