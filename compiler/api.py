@@ -4,16 +4,19 @@
     >>> result = mapc.compile("model.onnx", verify=True)
     >>> result.save("model.mapc.onnx")
     >>> result.report["passes"][0]["nodes_after"]
+    >>> npu = mapc.compile("model.onnx", target="npu")        # partition and lower for a target
+    >>> npu.report["coverage"]["nodes_on_target"], npu.report["estimate"]["target_ms"]
 
 ``compile`` loads the model (unless given a :class:`~mapc.ir.Model`), runs a pipeline of passes
-on it (the default, target-independent one unless ``passes`` is given), optionally checks the
-result against the input model, and returns a :class:`CompileResult`.
+on it (the default, target-independent one unless ``passes`` is given), then, for a target,
+the ``partition`` and ``lower`` passes; optionally checks the result against the input model,
+and returns a :class:`CompileResult`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,14 @@ from .ir import Model, count_nodes, load, save
 from .ir.model import ModelSource
 from .passes import PassContext, has_pass
 from .pipeline import PassManager, PassRecord, ProgressHook, StepSpec
+from .targets import Plan, Target, emit_partitions, get_target, plan_report
+from .targets.passes import PLAN_FACT, Partition
 from .verify import Tolerance, Verifier
+
+#: Version of the report's keys (docs/report-schema.md); bumped only if a key is removed or changes meaning.
+REPORT_SCHEMA_VERSION = 1
+
+ProgressCallback = Callable[[str, "int | None", "int | None"], None]
 
 
 def default_pipeline() -> str:
@@ -49,6 +59,7 @@ class CompileResult:
     source: str | None = None
     verification: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    plan: Plan | None = None
 
     @property
     def nodes_after(self) -> int:
@@ -58,6 +69,7 @@ class CompileResult:
     def report(self) -> dict[str, Any]:
         """A JSON-able report: input, pipeline, per-pass records, totals and verification."""
         report: dict[str, Any] = {
+            "schema_version": REPORT_SCHEMA_VERSION,
             "mapc_version": __version__,
             "input": self.source,
             "pipeline": self.pipeline,
@@ -67,19 +79,35 @@ class CompileResult:
             "seconds": round(sum(record.seconds for record in self.passes), 6),
             "passes": [record.as_dict() for record in self.passes],
         }
+        if self.plan is not None:
+            report.update(plan_report(self.plan))
         if self.verification is not None:
             report["verification"] = self.verification
         return report
+
+    @property
+    def target(self) -> Target | None:
+        return self.plan.target if self.plan is not None else None
 
     def save(self, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
         """Write the compiled model (see :func:`mapc.ir.save`)."""
         return save(self.model, path, external_data=external_data)
 
+    def emit_partitions(self, directory: str | os.PathLike) -> list[Path]:
+        """Write each partition as a standalone model, the host graph and a manifest to ``directory``."""
+        if self.plan is None:
+            raise UsageError("emitting partitions needs a target (compile with target=...)")
+        return emit_partitions(self.model, self.plan.target.domain, directory)
+
 
 def compile(
     model: ModelSource | Model,
     *,
-    target: str | None = None,
+    target: str | os.PathLike | Target | None = None,
+    min_partition_ops: int = 1,
+    max_partitions: int | None = None,
+    cpu_ops: Sequence[str] = (),
+    cost_model: bool = True,
     passes: str | Sequence[StepSpec] | None = None,
     verify_each: bool = False,
     verify: bool = False,
@@ -89,12 +117,20 @@ def compile(
     verify_inputs: Mapping[str, np.ndarray] | None = None,
     tolerance: Tolerance | None = None,
     on_pass_start: ProgressHook | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> CompileResult:
     """Compile ``model`` and return the result; the input file is never modified.
 
     Args:
         model: a path, serialized bytes, a ModelProto, or a :class:`~mapc.ir.Model` (edited in place).
-        target: name of a target backend; none is available yet.
+        target: a built-in target name (``"npu"``, ``"cpu"``, ``"ethos-u55"``), a path to a TOML
+            target description, or a :class:`~mapc.targets.Target`. The pipeline then ends with
+            ``partition`` and ``lower``; ``result.plan`` and the report say what runs where.
+        min_partition_ops: partitions with fewer ops go back to the CPU.
+        max_partitions: keep at most this many partitions (those that gain most).
+        cpu_ops: op types forced onto the CPU.
+        cost_model: send partitions back to the CPU when their estimated gain does not pay for
+            their transfers and dispatch (False keeps every supported partition).
         passes: pipeline string or list (see :mod:`mapc.pipeline`); default :func:`default_pipeline`.
         verify_each: after every pass, check validity and outputs against the input model and
             raise :class:`~mapc.errors.VerificationError` naming the first pass that broke it.
@@ -106,17 +142,28 @@ def compile(
         verify_inputs: explicit verification inputs (instead of seeded random ones).
         tolerance: float tolerance overriding the per-dtype defaults of :mod:`mapc.verify`.
         on_pass_start: called with each pass name as it starts (progress display).
+        on_progress: called by long passes with ``(description, done, total)``.
     """
-    if target is not None:
-        raise UsageError(f"unknown target {target!r}: no targets are available in this version")
+    resolved = get_target(target) if target is not None else None
     working = model if isinstance(model, Model) else load(model)
     source = str(working.source_path) if working.source_path else None
     ctx = PassContext(
         seed=seed,
         dims=dict(dims or {}),
         input_shapes={name: [int(d) for d in shape] for name, shape in (input_shapes or {}).items()},
+        progress=on_progress,
     )
-    pipeline_spec = passes if passes is not None else default_pipeline()
+    pipeline_spec: str | Sequence[StepSpec] = passes if passes is not None else default_pipeline()
+    if resolved is not None:
+        partition = Partition(
+            target=resolved,
+            min_partition_ops=min_partition_ops,
+            max_partitions=max_partitions,
+            cpu_ops=list(cpu_ops),
+            cost_model=cost_model,
+        )
+        head = [pipeline_spec] if isinstance(pipeline_spec, str) else list(pipeline_spec)
+        pipeline_spec = [*(step for step in head if step != ""), partition, "lower"]
     manager = PassManager(pipeline_spec, verify_each=verify_each, on_pass_start=on_pass_start)
     verifier = None
     if verify_each or verify:
@@ -131,7 +178,10 @@ def compile(
         nodes_before=nodes_before,
         source=source,
         options={"seed": seed, "dims": ctx.dims, "input_shapes": ctx.input_shapes, "verify_each": verify_each},
+        plan=ctx.facts.get(PLAN_FACT) if resolved is not None else None,
     )
+    if result.plan is not None:
+        working.set_metadata("mapc.pipeline", manager.text)
     if verify and verifier is not None:
         comparisons = verifier.compare(working)
         result.verification = {

@@ -1,4 +1,6 @@
-"""The ``mapc`` command line: ``compile``, ``inspect`` and ``passes``.
+"""The ``mapc`` command line: ``compile``, ``inspect``, ``passes`` and ``targets``.
+
+Target flags and the ``targets`` command live in :mod:`mapc.cli_targets`.
 
 Every user error ends with one line on stderr (``mapc: error: ...``) and the exit code of its
 :class:`~mapc.errors.MapcError` class (see README, "Exit codes"); a traceback appears only with
@@ -23,13 +25,14 @@ from rich.text import Text
 from . import __version__
 from .api import compile as compile_model
 from .api import default_pipeline
-from .errors import EXIT_INTERNAL, EXIT_OK, MapcError, OutputError, VerificationError
+from .cli_targets import add_target_arguments, add_targets_command, target_options
+from .errors import EXIT_INTERNAL, EXIT_OK, MapcError, OutputError, UsageError, VerificationError
 from .inspection import summarize
 from .ir import load
 from .ir.external import same_file
 from .passes import registered_passes
 from .progress import PassProgress
-from .report import print_result, write_json
+from .report import REPORT_SUFFIXES, print_result, write_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,10 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument("--verify-each", action="store_true", help="after every pass, check validity and outputs against the input model")
     compile_parser.add_argument("--verify", action="store_true", help="compare the compiled model's outputs with the input model's")
     compile_parser.add_argument("--seed", type=int, default=0, help="seed for generated verification inputs (default 0)")
-    compile_parser.add_argument("--report", type=Path, metavar="FILE.json", help="write a JSON report")
+    compile_parser.add_argument(
+        "--report", type=Path, action="append", default=[], metavar="FILE.json|FILE.html",
+        help="write a report: JSON (for tools) or a self-contained HTML page; repeat for both",
+    )
     compile_parser.add_argument("--external-data", dest="external_data", action="store_true", default=None, help="always write weights to <output>.data")
     compile_parser.add_argument("--no-external-data", dest="external_data", action="store_false", help="embed weights in the output file")
     compile_parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    add_target_arguments(compile_parser)
     compile_parser.set_defaults(handler=run_compile)
 
     inspect_parser = commands.add_parser("inspect", help="summarize a model: opsets, I/O and dynamic dims, ops, parameters")
@@ -60,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     passes_parser.add_argument("-v", "--verbose", action="store_true", help="show descriptions and options")
     passes_parser.add_argument("--json", action="store_true", help="print JSON")
     passes_parser.set_defaults(handler=run_passes)
+    add_targets_command(commands)
     return parser
 
 
@@ -97,6 +105,11 @@ def run_compile(args: argparse.Namespace) -> int:
     output: Path = args.output or default_output(args.model)
     if output.resolve() == args.model.resolve() or same_file(output, args.model):
         raise OutputError(f"output {output} is the input model; choose another path with -o")
+    for report in args.report:
+        if report.suffix.lower() not in REPORT_SUFFIXES:
+            raise UsageError(f"--report {report}: the file name must end in {' or '.join(REPORT_SUFFIXES)}")
+    if args.emit_partitions and not args.target:
+        raise UsageError("--emit-partitions needs a target (--target NAME)")
     console = Console(quiet=args.quiet)
     with PassProgress(enabled=not args.quiet) as progress:
         progress.stage("loading")
@@ -109,17 +122,23 @@ def run_compile(args: argparse.Namespace) -> int:
                 verify=args.verify,
                 seed=args.seed,
                 on_pass_start=progress.pass_started,
+                on_progress=progress.update,
+                **target_options(args),
             )
         except VerificationError as error:
             failed = getattr(error, "result", None)
-            if failed is not None and args.report:
-                write_json(args.report, failed.report)
+            if failed is not None:
+                for report in args.report:
+                    write_report(report, failed)
             raise
         progress.stage("saving")
         written = result.save(output, external_data=args.external_data)
-        if args.report:
-            write_json(args.report, {**result.report, "output": str(written)})
+        emitted = result.emit_partitions(args.emit_partitions) if args.emit_partitions else []
+        for report in args.report:
+            write_report(report, result, output=written)
     print_result(result, console, written)
+    if emitted:
+        console.print(f"wrote {len(emitted)} files to {args.emit_partitions} (partitions, host graph, partitions.json)", markup=False)
     return EXIT_OK
 
 

@@ -1,4 +1,10 @@
-"""Rendering compile results: the per-pass terminal table and the JSON report file."""
+"""Rendering compile results: the terminal summary, and the JSON or HTML report file.
+
+The terminal summary is the per-pass table and, when compiling for a target, coverage, the
+partitions, the fallback grouped by reason with fixes, and the latency estimate against the
+CPU alone. ``write_report`` picks JSON or HTML (:mod:`mapc.report_html`) by file suffix; the
+JSON keys are documented in ``docs/report-schema.md``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .api import CompileResult
 from .errors import OutputError
@@ -45,8 +52,12 @@ def passes_table(result: CompileResult) -> Table:
     return table
 
 
+REPORT_SUFFIXES = (".json", ".html")
+
+
 def print_result(result: CompileResult, console: Console, output: Path | None) -> None:
-    """The human summary of a compile: the pass table, notes worth reading, verification."""
+    """The human summary of a compile: the pass table, notes worth reading, the target
+    summary, verification."""
     console.print(passes_table(result))
     for record in result.passes:
         for note in record.notes:
@@ -54,6 +65,8 @@ def print_result(result: CompileResult, console: Console, output: Path | None) -
                 where = f" [{note.node}]" if note.node else ""
                 fix = f" (fix: {note.fix})" if note.fix else ""
                 console.print(f"{note.severity}: {record.name}{where}: {note.message}{fix}", markup=False)
+    if result.plan is not None:
+        print_target_summary(result.report, console)
     if result.verification is not None:
         worst = max((o["max_abs_error"] for o in result.verification["outputs"]), default=0.0)
         verdict = "outputs match" if result.verification["ok"] else "outputs DIFFER"
@@ -62,12 +75,104 @@ def print_result(result: CompileResult, console: Console, output: Path | None) -
         console.print(f"wrote {output}", markup=False)
 
 
+#: Segments listed in the terminal; the JSON and HTML reports list all.
+MAX_SEGMENT_ROWS = 24
+
+
+def print_target_summary(report: dict[str, Any], console: Console) -> None:
+    """Coverage, partitions, fallback by reason and the estimate, as the report holds them."""
+    target, coverage, estimate = report["target"], report["coverage"], report["estimate"]
+    name = target["name"]
+    console.print(
+        f"target {name}: {coverage['nodes_on_target']}/{coverage['nodes_total']} nodes ({coverage['nodes_percent']}%) and "
+        f"{coverage['macs_on_target']:,}/{coverage['macs_total']:,} MACs ({coverage['macs_percent']}%) on {name}",
+        markup=False,
+    )
+    if target["kind"] != "host":
+        console.print(partitions_table(report["partitions"], name))
+    if report["fallback_by_reason"]:
+        console.print(fallback_table(report["fallback_by_reason"], len(report["fallback"])))
+        for group in report["fallback_by_reason"]:
+            console.print(f"  {group['code']}: {group['rule']}", markup=False, highlight=False)
+    speedup = estimate["speedup"]
+    console.print(
+        f"estimate: {estimate['target_ms']:.4g} ms with {name} ({estimate['accelerator_ms']:.4g} ms on {name}, "
+        f"{estimate['transfer_ms']:.4g} ms transfers, {estimate['fallback_ms']:.4g} ms on the CPU) vs "
+        f"{estimate['cpu_only_ms']:.4g} ms on the CPU alone"
+        + (f": {speedup:.2f}x" if speedup else "")
+        + (" (unknown or symbolic dims counted as 1)" if estimate["assumed_dims"] else ""),
+        markup=False,
+        highlight=False,
+    )
+    console.print(f"  ({estimate['basis']})", markup=False, style="dim")
+
+
+def partitions_table(partitions: list[dict[str, Any]], target: str) -> Table:
+    """Segments in execution order: device, size, MACs, boundary traffic, estimated time."""
+    count = sum(p["device"] != "cpu" for p in partitions)
+    plural = "partition" if count == 1 else "partitions"
+    table = Table(title=f"{count} {plural} on {target}, in execution order with the CPU runs between", title_justify="left")
+    for column in ("#", "device", "nodes", "MACs", "in/out KB", "est. ms", "ops"):
+        table.add_column(column, justify="left" if column in ("device", "ops") else "right")
+    for part in partitions[:MAX_SEGMENT_ROWS]:
+        on_target = part["device"] != "cpu"
+        ops = ", ".join(f"{op} {n}" for op, n in sorted(part["ops"].items(), key=lambda item: -item[1]))
+        table.add_row(
+            str(part["id"]),
+            part["device"],
+            str(part["nodes"]),
+            _compact(part["macs"]),
+            f"{part['inputs_bytes'] / 1024:.1f}/{part['outputs_bytes'] / 1024:.1f}" if on_target else "",
+            f"{part['estimated_ms'] + part['transfer_ms']:.3g}",
+            Text(ops if len(ops) <= 40 else ops[:39] + "…"),
+        )
+    if len(partitions) > MAX_SEGMENT_ROWS:
+        table.add_row("", f"... {len(partitions) - MAX_SEGMENT_ROWS} more (see --report)", "", "", "", "", "")
+    return table
+
+
+def _compact(count: int) -> str:
+    """1234567 -> '1.23M'."""
+    for limit, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if count >= limit:
+            return f"{count / limit:.3g}{suffix}"
+    return str(count)
+
+
+def fallback_table(groups: list[dict[str, Any]], nodes: int) -> Table:
+    """The CPU fallback grouped by reason code, with the ops concerned and the fix."""
+    table = Table(title=f"CPU fallback: {nodes} nodes, by reason", title_justify="left")
+    table.add_column("reason", no_wrap=True)
+    table.add_column("nodes", justify="right")
+    table.add_column("ops")
+    table.add_column("fix")
+    for group in groups:
+        ops = ", ".join(f"{op} {n}" for op, n in list(group["ops"].items())[:6])
+        table.add_row(group["code"], str(group["nodes"]), Text(ops), Text(group["fix"] or "-"))
+    return table
+
+
+def write_report(path: Path, result: CompileResult, *, output: Path | None = None) -> Path:
+    """Write the report as JSON or HTML, chosen by ``path``'s suffix."""
+    report = result.report if output is None else {**result.report, "output": str(output)}
+    if path.suffix.lower() == ".html":
+        from .report_html import render_html
+
+        return write_text(path, render_html(report, result.plan))
+    return write_json(path, report)
+
+
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
     """Write ``data`` as indented JSON, atomically (temporary file, then rename)."""
+    return write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` atomically (temporary file, then rename)."""
     target = Path(path)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        temporary.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+        temporary.write_text(text, encoding="utf-8")
         os.replace(temporary, target)
     except OSError as error:
         temporary.unlink(missing_ok=True)

@@ -1,2 +1,47 @@
-"""Target backends: what a given NPU supports, how the graph is partitioned for it, and how the
-compiled model is lowered. See README "Targets"."""
+"""Target backends: what a device supports, how the graph is partitioned for it, and how the
+compiled model is lowered (see docs/targets.md).
+
+    >>> from mapc.targets import get_target, rules_for
+    >>> npu = get_target("npu")                       # or get_target("my_npu.toml")
+    >>> [rule.summary(npu) for rule in rules_for(npu)][:2]
+
+* :mod:`~mapc.targets.spec`: the :class:`Target` record; :mod:`~mapc.targets.builtin`: ``npu``,
+  ``cpu``, ``ethos-u55``; :mod:`~mapc.targets.user`: targets described in TOML.
+* :mod:`~mapc.targets.rules` / :mod:`~mapc.targets.constraints`: the ``constraint_*`` rules.
+* :mod:`~mapc.targets.support`: every node's verdict; :mod:`~mapc.targets.units`: atomic groups;
+  :mod:`~mapc.targets.partition`: the acyclic, cost-aware plan; :mod:`~mapc.targets.cost`: the
+  roofline estimate; :mod:`~mapc.targets.lower`: partitions as local functions.
+* :mod:`~mapc.targets.passes`: the ``partition`` and ``lower`` passes.
+"""
+
+from . import passes  # noqa: F401  (registers the partition and lower passes)
+from .builtin import BUILTIN_TARGETS, DEFAULT_TARGET
+from .lower import emit_partitions, lower_partitions
+from .partition import PartitionOptions, Plan, plan_partitions
+from .registry import builtin_targets, get_target
+from .rules import Reason, Rule, rules_for
+from .spec import Performance, Target
+from .summary import plan_report
+from .support import NodeSupport, check_support
+from .user import load_target_file
+
+__all__ = [
+    "BUILTIN_TARGETS",
+    "DEFAULT_TARGET",
+    "NodeSupport",
+    "PartitionOptions",
+    "Performance",
+    "Plan",
+    "Reason",
+    "Rule",
+    "Target",
+    "builtin_targets",
+    "check_support",
+    "emit_partitions",
+    "get_target",
+    "load_target_file",
+    "lower_partitions",
+    "plan_partitions",
+    "plan_report",
+    "rules_for",
+]

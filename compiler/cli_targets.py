@@ -1,0 +1,86 @@
+"""The target side of the command line: ``mapc targets`` and the target flags of ``mapc compile``.
+
+``mapc targets`` lists the built-in targets; ``mapc targets --show NAME|FILE.toml`` prints a
+target's record, performance model and every rule's text (``--markdown`` for the Markdown that
+``docs/targets/<name>.md`` holds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.table import Table
+from rich.text import Text
+
+from .errors import EXIT_OK
+from .targets import DEFAULT_TARGET, builtin_targets, get_target, rules_for
+from .targets.docs import target_markdown
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``mapc compile`` flags that choose a target and steer partitioning."""
+    group = parser.add_argument_group("target", "partition and lower for a device (see `mapc targets`)")
+    group.add_argument(
+        "--target",
+        nargs="?",
+        const=DEFAULT_TARGET,
+        metavar="NAME|FILE.toml",
+        help=f"target to compile for: {DEFAULT_TARGET} (the default when the flag has no value), cpu, ethos-u55, or a TOML description",
+    )
+    group.add_argument("--min-partition-ops", type=int, default=1, metavar="N", help="partitions with fewer ops stay on the CPU (default 1)")
+    group.add_argument("--max-partitions", type=int, metavar="N", help="keep at most N partitions, those with the largest estimated gain")
+    group.add_argument("--cpu-ops", metavar="OP,...", default="", help="op types forced onto the CPU, e.g. Softmax,Resize")
+    group.add_argument("--no-cost-model", dest="cost_model", action="store_false", help="keep every supported partition even when the estimate says it does not pay")
+    group.add_argument("--emit-partitions", metavar="DIR", help="also write each partition as a standalone model, the host graph and partitions.json to DIR")
+
+
+def target_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of :func:`mapc.compile` taken from the parsed target flags."""
+    if not args.target:
+        return {}
+    return {
+        "target": args.target,
+        "min_partition_ops": args.min_partition_ops,
+        "max_partitions": args.max_partitions,
+        "cpu_ops": [op for op in args.cpu_ops.split(",") if op.strip()],
+        "cost_model": args.cost_model,
+    }
+
+
+def add_targets_command(commands: Any) -> None:
+    parser = commands.add_parser("targets", help="list targets, or show one target's limits and rules")
+    parser.add_argument("--show", metavar="NAME|FILE.toml", help="print the target's record, performance model and the text of every rule")
+    parser.add_argument("--markdown", action="store_true", help="with --show: print Markdown (what docs/targets/<name>.md holds)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(handler=run_targets)
+
+
+def run_targets(args: argparse.Namespace) -> int:
+    if args.show:
+        target = get_target(args.show)
+        if args.json:
+            rules = [{"code": r.code, "kind": r.kind, "ops": sorted(r.ops) if r.ops else None, "text": r.text(target)} for r in rules_for(target)]
+            print(json.dumps({"name": target.name, "description": target.description, "kind": target.kind, "rules": rules}, indent=2))
+        elif args.markdown:
+            print(target_markdown(target), end="")
+        else:
+            Console().print(Markdown(target_markdown(target)))
+        return EXIT_OK
+    targets = builtin_targets()
+    if args.json:
+        print(json.dumps([{"name": t.name, "kind": t.kind, "description": t.description, "default": t.name == DEFAULT_TARGET} for t in targets.values()], indent=2))
+        return EXIT_OK
+    table = Table(title="targets", title_justify="left")
+    table.add_column("target")
+    table.add_column("kind")
+    table.add_column("description")
+    for name, target in targets.items():
+        table.add_row(name + (" (default)" if name == DEFAULT_TARGET else ""), target.kind, Text(target.description))
+    console = Console()
+    console.print(table)
+    console.print("A target of your own: --target my_npu.toml (see docs/targets.md). Rules of one target: mapc targets --show NAME", markup=False)
+    return EXIT_OK

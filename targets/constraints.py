@@ -1,0 +1,494 @@
+"""The built-in constraint rules, generic ones first, then one group per op family.
+
+Each function's docstring is the rule text users read (first line) and its explanation; the
+limits in braces come from the target record (:mod:`mapc.targets.spec`). A rule whose limit a
+target leaves unset is not part of that target. Fix hints name the pass or flag that would
+make the node pass, where one exists.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import onnx.defs
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from .facts import PARAMETER_INPUTS, BIAS_INPUTS, WEIGHT_INPUTS, NodeFacts, dims_text
+from .rules import constraint
+from .spec import CONTROL_FLOW_OPS, Target
+
+Result = tuple[bool, str]
+OK: Result = (True, "")
+
+CONV_OPS = ("Conv", "ConvTranspose")
+POOL_OPS = ("MaxPool", "AveragePool", "LpPool")
+NORMALIZING_OPS = ("Softmax", "LogSoftmax", "LayerNormalization", "RMSNormalization")
+REDUCE_OPS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare")
+FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
+
+#: How to make a node pass, by what it lacks. Pass names are mapc's; flags are `mapc compile`'s.
+FIX_FOLD = "fold shape arithmetic into constants (fix-shapes, then fold-constants)"
+FIX_QUANTIZE = "quantize the model (quantize pass) or convert it to float16"
+
+#: Fixes for ops a target does not run, where a rewrite would turn them into ones it does.
+FIX_BY_OP = {
+    "Shape": FIX_FOLD,
+    "Size": FIX_FOLD,
+    "ConstantOfShape": FIX_FOLD,
+    "Range": FIX_FOLD,
+    "If": "fold-constants removes an If whose condition is a constant",
+    "Erf": "fuse the erf-based GELU into Gelu (fuse pass)",
+    "IsNaN": "drop the NaN guard of the attention mask (attention-mask pass)",
+    "BatchNormalization": "fold BatchNormalization into the Conv or Gemm before it (fuse pass)",
+}
+
+
+# -- fix hints --------------------------------------------------------------------------------------
+
+
+def fix_dynamic_shape(node: NodeFacts, target: Target, detail: str) -> str:
+    """Name the graph inputs whose symbolic dims reach this node, with an --input-shape example."""
+    names = {d for _, tensor in node.all_tensors() for d in (tensor.shape or ()) if isinstance(d, str)}
+    sources = sorted({name for dim in names for name, _ in node.model.dim_sources.get(dim, [])})
+    if not sources:
+        return f"fix the input shapes (--input-shape) and {FIX_FOLD}"
+    examples = []
+    for name in sources:
+        shape = node.model.input_shapes.get(name, ())
+        examples.append(f"--input-shape {name}=" + ",".join(f"<{d}>" if isinstance(d, str) else str(d) for d in shape))
+    return "fix the input shapes: " + " ".join(examples)
+
+
+def fix_dtype(node: NodeFacts, target: Target, detail: str) -> str | None:
+    if any(f" is {kind}" in detail for kind in FLOAT_DTYPES):
+        return FIX_QUANTIZE
+    if " is int64" in detail and node.op in ("Shape", "Size", "Gather", "Concat", "Unsqueeze", "Squeeze", "Cast", "Range"):
+        return FIX_FOLD
+    return None
+
+
+def fix_unsupported_op(node: NodeFacts, target: Target, detail: str) -> str | None:
+    return FIX_BY_OP.get(node.op)
+
+
+def fix_parameters(node: NodeFacts, target: Target, detail: str) -> str | None:
+    if node.op in ("Gather", "GatherElements", "GatherND"):
+        return None  # data-dependent lookups (embeddings) stay on the host
+    return FIX_FOLD
+
+
+# -- allow rules ------------------------------------------------------------------------------------
+
+
+@constraint("op.listed", kind="allow", fix=fix_unsupported_op)
+def constraint_op_listed(node: NodeFacts, target: Target) -> Result:
+    """The operator is one of the {derived.op_count} this target runs: {ops.supported}."""
+    if node.op == "Constant" or node.op in target.ops.supported:
+        return OK
+    return False, f"{node.op} is not one of them"
+
+
+@constraint("ort.kernel", kind="allow", kinds=("host",))
+def constraint_ort_kernel(node: NodeFacts, target: Target) -> Result:
+    """onnxruntime's CPU execution provider has a kernel for the op at the model's opset.
+
+    Ops ONNX defines as functions (onnxruntime expands them) and the model's own local
+    functions count as supported too.
+    """
+    domain, _, op = node.op.rpartition("::")
+    versions = _cpu_kernel_versions().get((domain, op))
+    opset = node.model.opset if not domain else 1
+    if versions and any(low <= opset <= high for low, high in versions):
+        return OK
+    if onnx.defs.has(op, domain) and _expands_to_function(op, domain, opset):
+        return OK
+    if domain not in ("", "ai.onnx", "ai.onnx.ml", "com.microsoft"):
+        return OK  # a model-local function or custom op the model defines; loading checked it
+    return False, f"no CPU kernel for {node.op} at opset {opset}"
+
+
+@functools.cache
+def _cpu_kernel_versions() -> dict[tuple[str, str], list[tuple[int, int]]]:
+    table: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for kernel in ort_state.get_all_opkernel_def():
+        if kernel.provider == "CPUExecutionProvider":
+            domain = "" if kernel.domain == "ai.onnx" else kernel.domain
+            table.setdefault((domain, kernel.op_name), []).append(tuple(kernel.version_range))
+    return table
+
+
+def _expands_to_function(op: str, domain: str, opset: int) -> bool:
+    try:
+        schema = onnx.defs.get_schema(op, opset, domain)
+    except onnx.defs.SchemaError:
+        return False
+    return bool(schema.has_function or schema.has_context_dependent_function)
+
+
+# -- generic vetoes ---------------------------------------------------------------------------------
+
+
+@constraint("op.control-flow", ops=CONTROL_FLOW_OPS, when=lambda t: not t.ops.control_flow, fix=fix_unsupported_op)
+def constraint_no_control_flow(node: NodeFacts, target: Target) -> Result:
+    """Control flow (If, Loop, Scan) runs on the host.
+
+    The device executes a fixed dataflow graph; branches and loops are decided by the CPU.
+    """
+    return False, f"{node.op} holds subgraphs"
+
+
+@constraint("shape.static", when=lambda t: t.tensors.static_shapes, fix=fix_dynamic_shape)
+def constraint_static_shapes(node: NodeFacts, target: Target) -> Result:
+    """Every tensor the op reads or writes must have a static shape.
+
+    The device is compiled for fixed shapes: symbolic dims (``batch``) and dims shape inference
+    cannot work out both fall back. Fixing the input shapes and folding the shape arithmetic
+    usually makes the whole graph static.
+    """
+    problems = []
+    for role, tensor in node.shaped_tensors():
+        if tensor.shape is None:
+            problems.append(f"{role} has an unknown shape")
+        elif not tensor.static:
+            problems.append(f"{role} has dims {dims_text(tensor.shape)}")
+    return (not problems, "; ".join(problems[:3]))
+
+
+@constraint("tensor.rank", when=lambda t: t.tensors.max_rank is not None)
+def constraint_rank(node: NodeFacts, target: Target) -> Result:
+    """Tensors must have rank at most {tensors.max_rank}."""
+    limit = target.tensors.max_rank
+    assert limit is not None
+    problems = [f"{role} has rank {tensor.rank}" for role, tensor in node.shaped_tensors() if tensor.rank is not None and tensor.rank > limit]
+    return (not problems, "; ".join(problems[:3]))
+
+
+@constraint("tensor.dims", when=lambda t: t.tensors.max_dim is not None)
+def constraint_dims(node: NodeFacts, target: Target) -> Result:
+    """Every dim must be between 1 and {tensors.max_dim}."""
+    limit = target.tensors.max_dim
+    assert limit is not None
+    problems = []
+    for role, tensor in node.shaped_tensors():
+        bad = [d for d in tensor.shape or () if isinstance(d, int) and not 1 <= d <= limit]
+        if bad:
+            problems.append(f"{role} has dims {dims_text(tensor.shape)}")
+    return (not problems, "; ".join(problems[:3]))
+
+
+@constraint("tensor.batch", when=lambda t: t.tensors.max_batch is not None, fix="fix the batch size: --input-shape with batch 1")
+def constraint_batch(node: NodeFacts, target: Target) -> Result:
+    """Feature maps (rank 3 or more) must have a batch (axis 0) of at most {tensors.max_batch}."""
+    limit = target.tensors.max_batch
+    assert limit is not None
+    problems = []
+    for role, tensor in node.shaped_tensors():
+        if tensor.weight or tensor.shape is None or len(tensor.shape) < 3:
+            continue
+        batch = tensor.shape[0]
+        if isinstance(batch, int) and batch > limit:
+            problems.append(f"{role} has batch {batch}")
+    return (not problems, "; ".join(problems[:3]))
+
+
+@constraint("dtype.data", fix=fix_dtype)
+def constraint_data_dtypes(node: NodeFacts, target: Target) -> Result:
+    """Data tensors must have one of the target's dtypes: {tensors.dtypes}; {derived.float32_policy}.
+
+    Ops with their own list: {derived.op_dtypes}. In a QDQ model an op computes on the quantized
+    type of the DequantizeLinear before it and QuantizeLinear after it. Parameter inputs
+    (shapes, axes, quantization scales) are compile-time constants and exempt; biases follow
+    the bias dtypes ({tensors.bias_dtypes}).
+    """
+    allowed = target.op_dtypes(node.op)
+    problems = []
+    for role, tensor in node.data_tensors():
+        if tensor.dtype is not None and not _dtype_ok(tensor.dtype, allowed, target):
+            problems.append(f"{role} is {tensor.dtype}")
+    for position in BIAS_INPUTS.get(node.op, ()):
+        bias = node.input(position)
+        if bias is not None and bias.dtype is not None:
+            if not (_dtype_ok(bias.dtype, allowed, target) or bias.dtype in target.tensors.bias_dtypes):
+                problems.append(f"bias {bias.name!r} is {bias.dtype}")
+    return (not problems, "; ".join(dict.fromkeys(problems[:3])))
+
+
+def _dtype_ok(dtype: str, allowed: frozenset[str], target: Target) -> bool:
+    if dtype in allowed:
+        return True
+    return dtype == "float32" and target.tensors.float32_as is not None and target.tensors.float32_as in allowed
+
+
+@constraint("params.constant", ops=PARAMETER_INPUTS, fix=fix_parameters)
+def constraint_constant_parameters(node: NodeFacts, target: Target) -> Result:
+    """Parameter inputs (shapes, axes, pads, scales, indices, bounds) must be compile-time constants.
+
+    A Reshape whose shape is computed from ``Shape`` at run time, or a Gather whose indices
+    are data (an embedding lookup), cannot be compiled for the device.
+    """
+    problems = []
+    for position in PARAMETER_INPUTS.get(node.op, ()):
+        tensor = node.input(position)
+        if tensor is not None and not tensor.constant:
+            problems.append(f"input {position} ({tensor.name!r}) is computed at run time")
+    return (not problems, "; ".join(problems[:3]))
+
+
+@constraint("weights.constant", ops=WEIGHT_INPUTS)
+def constraint_constant_weights(node: NodeFacts, target: Target) -> Result:
+    """Weights and biases of Conv, ConvTranspose and Gemm must be constants.
+
+    Initializers count, also behind a DequantizeLinear (quantized weights).
+    """
+    problems = []
+    for position in WEIGHT_INPUTS.get(node.op, ()):
+        tensor = node.input(position)
+        if tensor is not None and not tensor.weight:
+            problems.append(f"input {position} ({tensor.name!r}) is computed at run time")
+    return (not problems, "; ".join(problems))
+
+
+@constraint("matmul.constant-weights", ops=("MatMul", "MatMulInteger"), when=lambda t: not t.limits.matmul_dynamic_weights)
+def constraint_matmul_weights(node: NodeFacts, target: Target) -> Result:
+    """MatMul's second operand must be a constant: the device has no activation-by-activation product.
+
+    Attention scores (Q·Kᵀ) and context (P·V) multiply two activations and stay on the host.
+    """
+    weights = node.input(1)
+    if weights is None or weights.weight:
+        return OK
+    return False, f"operand {weights.name!r} is computed at run time"
+
+
+# -- convolution --------------------------------------------------------------------------------------
+
+
+def _kernel(node: NodeFacts) -> list[int] | None:
+    kernel = node.attr("kernel_shape")
+    if kernel:
+        return [int(k) for k in kernel]
+    weights = node.input(1)
+    if weights is not None and weights.shape is not None and all(isinstance(d, int) for d in weights.shape[2:]):
+        return [int(d) for d in weights.shape[2:]]  # type: ignore[arg-type]
+    return None
+
+
+def _dilated_kernel(node: NodeFacts) -> list[int] | None:
+    kernel = _kernel(node)
+    if kernel is None:
+        return None
+    dilations = list(node.attr("dilations") or [1] * len(kernel))
+    return [d * (k - 1) + 1 for k, d in zip(kernel, dilations)]
+
+
+def _hw(values: list[int]) -> str:
+    return "x".join(str(v) for v in values)
+
+
+@constraint("conv.spatial-dims", ops=CONV_OPS, when=lambda t: t.conv.max_spatial_dims is not None)
+def constraint_conv_spatial_dims(node: NodeFacts, target: Target) -> Result:
+    """Conv and ConvTranspose may have at most {conv.max_spatial_dims} spatial dims."""
+    kernel = _kernel(node)
+    limit = target.conv.max_spatial_dims
+    if kernel is None or limit is None or len(kernel) <= limit:
+        return OK
+    return False, f"the kernel is {len(kernel)}-D ({_hw(kernel)})"
+
+
+@constraint("conv.kernel-height", ops=CONV_OPS, when=lambda t: t.conv.max_kernel_height is not None)
+def constraint_conv_kernel_height(node: NodeFacts, target: Target) -> Result:
+    """The dilated kernel height must be at most {conv.max_kernel_height}.
+
+    Height is the first spatial axis (the only one of a 1-D convolution); the dilated extent is
+    ``dilation * (kernel - 1) + 1``.
+    """
+    kernel = _dilated_kernel(node)
+    limit = target.conv.max_kernel_height
+    if not kernel or limit is None or kernel[0] <= limit:
+        return OK
+    return False, f"the dilated kernel height is {kernel[0]}"
+
+
+@constraint("conv.kernel-width", ops=CONV_OPS, when=lambda t: t.conv.max_kernel_width is not None)
+def constraint_conv_kernel_width(node: NodeFacts, target: Target) -> Result:
+    """The dilated kernel width must be at most {conv.max_kernel_width}."""
+    kernel = _dilated_kernel(node)
+    limit = target.conv.max_kernel_width
+    if not kernel or len(kernel) < 2 or limit is None or kernel[1] <= limit:
+        return OK
+    return False, f"the dilated kernel width is {kernel[1]}"
+
+
+@constraint("conv.kernel-area", ops=CONV_OPS, when=lambda t: t.conv.max_kernel_area is not None)
+def constraint_conv_kernel_area(node: NodeFacts, target: Target) -> Result:
+    """The kernel area (product of the kernel dims) must be at most {conv.max_kernel_area}."""
+    kernel = _kernel(node)
+    limit = target.conv.max_kernel_area
+    if not kernel or limit is None or int(np.prod(kernel)) <= limit:
+        return OK
+    return False, f"the kernel is {_hw(kernel)} = {int(np.prod(kernel))}"
+
+
+def _stride_range(target: Target) -> tuple[int, int]:
+    return target.conv.min_stride or 1, target.conv.max_stride or 1 << 30
+
+
+@constraint("conv.stride", ops=("Conv",), when=lambda t: t.conv.min_stride is not None or t.conv.max_stride is not None)
+def constraint_conv_stride(node: NodeFacts, target: Target) -> Result:
+    """Conv strides must be between {conv.min_stride} and {conv.max_stride}."""
+    strides = [int(s) for s in node.attr("strides") or []]
+    low, high = _stride_range(target)
+    if all(low <= s <= high for s in strides):
+        return OK
+    return False, f"strides are {_hw(strides)}"
+
+
+@constraint("conv.transpose-stride", ops=("ConvTranspose",), when=lambda t: t.conv.transpose_max_stride is not None)
+def constraint_conv_transpose_stride(node: NodeFacts, target: Target) -> Result:
+    """ConvTranspose strides must be at most {conv.transpose_max_stride}."""
+    strides = [int(s) for s in node.attr("strides") or []]
+    limit = target.conv.transpose_max_stride
+    if limit is None or all(s <= limit for s in strides):
+        return OK
+    return False, f"strides are {_hw(strides)}"
+
+
+@constraint("conv.dilation", ops=CONV_OPS, when=lambda t: t.conv.max_dilation is not None)
+def constraint_conv_dilation(node: NodeFacts, target: Target) -> Result:
+    """Dilations must be at most {conv.max_dilation}."""
+    dilations = [int(d) for d in node.attr("dilations") or []]
+    limit = target.conv.max_dilation
+    if limit is None or all(d <= limit for d in dilations):
+        return OK
+    return False, f"dilations are {_hw(dilations)}"
+
+
+@constraint("conv.channels", ops=CONV_OPS, when=lambda t: t.conv.max_channels is not None)
+def constraint_conv_channels(node: NodeFacts, target: Target) -> Result:
+    """Input and output channels (axis 1) must be at most {conv.max_channels}."""
+    limit = target.conv.max_channels
+    assert limit is not None
+    problems = []
+    for role, tensor in (("input", node.input(0)), ("output", node.outputs[0] if node.outputs else None)):
+        if tensor is not None and tensor.shape is not None and len(tensor.shape) > 1:
+            channels = tensor.shape[1]
+            if isinstance(channels, int) and channels > limit:
+                problems.append(f"{role} has {channels} channels")
+    return (not problems, "; ".join(problems))
+
+
+@constraint("conv.groups", ops=CONV_OPS, when=lambda t: not t.conv.grouped)
+def constraint_conv_groups(node: NodeFacts, target: Target) -> Result:
+    """Grouped convolutions must be ordinary (group 1) or depthwise (group = input channels)."""
+    group = int(node.attr("group", 1))
+    data = node.input(0)
+    channels = data.shape[1] if data is not None and data.shape is not None and len(data.shape) > 1 else None
+    if group == 1 or group == channels:
+        return OK
+    return False, f"group is {group} for {channels if channels is not None else 'unknown'} input channels"
+
+
+# -- pooling --------------------------------------------------------------------------------------------
+
+
+@constraint("pool.kernel-height", ops=POOL_OPS, when=lambda t: t.pool.max_kernel_height is not None)
+def constraint_pool_kernel_height(node: NodeFacts, target: Target) -> Result:
+    """Pooling kernel height must be at most {pool.max_kernel_height}."""
+    kernel = [int(k) for k in node.attr("kernel_shape") or []]
+    limit = target.pool.max_kernel_height
+    if not kernel or limit is None or kernel[0] <= limit:
+        return OK
+    return False, f"the kernel height is {kernel[0]}"
+
+
+@constraint("pool.kernel-area", ops=POOL_OPS, when=lambda t: t.pool.max_kernel_area is not None)
+def constraint_pool_kernel_area(node: NodeFacts, target: Target) -> Result:
+    """Pooling kernel area must be at most {pool.max_kernel_area}."""
+    kernel = [int(k) for k in node.attr("kernel_shape") or []]
+    limit = target.pool.max_kernel_area
+    if not kernel or limit is None or int(np.prod(kernel)) <= limit:
+        return OK
+    return False, f"the kernel is {_hw(kernel)} = {int(np.prod(kernel))}"
+
+
+@constraint("pool.stride", ops=POOL_OPS, when=lambda t: t.pool.min_stride is not None or t.pool.max_stride is not None)
+def constraint_pool_stride(node: NodeFacts, target: Target) -> Result:
+    """Pooling strides must be between {pool.min_stride} and {pool.max_stride}."""
+    strides = [int(s) for s in node.attr("strides") or []]
+    low, high = target.pool.min_stride or 1, target.pool.max_stride or 1 << 30
+    if all(low <= s <= high for s in strides):
+        return OK
+    return False, f"strides are {_hw(strides)}"
+
+
+@constraint("pool.padded-average", ops=("AveragePool",), when=lambda t: t.pool.max_padded_avg_kernel is not None)
+def constraint_padded_average_pool(node: NodeFacts, target: Target) -> Result:
+    """AveragePool with padding may have a kernel of at most {pool.max_padded_avg_kernel} in each dim."""
+    kernel = [int(k) for k in node.attr("kernel_shape") or []]
+    padded = any(int(p) for p in node.attr("pads") or []) or node.attr("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER", b"SAME_UPPER", b"SAME_LOWER")
+    limit = target.pool.max_padded_avg_kernel
+    if not padded or limit is None or all(k <= limit for k in kernel):
+        return OK
+    return False, f"the kernel is {_hw(kernel)} with padding"
+
+
+# -- other op families ----------------------------------------------------------------------------------
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@constraint("resize.mode", ops=("Resize",), when=lambda t: t.limits.resize_modes is not None)
+def constraint_resize_mode(node: NodeFacts, target: Target) -> Result:
+    """Resize mode must be one of: {limits.resize_modes}; only the last two axes may be scaled."""
+    problems = []
+    mode = _text(node.attr("mode", "nearest"))
+    if target.limits.resize_modes is not None and mode not in target.limits.resize_modes:
+        problems.append(f"mode is {mode}")
+    data, out = node.input(0), node.outputs[0] if node.outputs else None
+    if data is not None and out is not None and data.shape is not None and out.shape is not None and len(data.shape) > 2:
+        if tuple(data.shape[:-2]) != tuple(out.shape[:-2]):
+            problems.append(f"it resizes {dims_text(data.shape)} to {dims_text(out.shape)}")
+    return (not problems, "; ".join(problems))
+
+
+@constraint("pad.mode", ops=("Pad",), when=lambda t: t.limits.pad_modes is not None, fix="rewrite reflect/edge padding as Slice + Concat")
+def constraint_pad_mode(node: NodeFacts, target: Target) -> Result:
+    """Pad mode must be one of: {limits.pad_modes}."""
+    mode = _text(node.attr("mode", "constant"))
+    if target.limits.pad_modes is None or mode in target.limits.pad_modes:
+        return OK
+    return False, f"mode is {mode}"
+
+
+@constraint("norm.last-axis", ops=NORMALIZING_OPS, when=lambda t: t.limits.normalize_last_axis_only)
+def constraint_normalize_last_axis(node: NodeFacts, target: Target) -> Result:
+    """Softmax, LogSoftmax and the normalizations must normalize over the last axis only."""
+    data = node.input(0)
+    if data is None or data.rank is None:
+        return OK
+    rank = data.rank
+    default = -1 if node.op != "Softmax" or node.model.opset >= 13 else 1
+    axis = int(node.attr("axis", default))
+    axis = axis + rank if axis < 0 else axis
+    if axis == rank - 1:
+        return OK
+    return False, f"axis is {axis} of a rank-{rank} input"
+
+
+@constraint("reduce.axis-size", ops=REDUCE_OPS, when=lambda t: t.limits.max_reduce_axis is not None)
+def constraint_reduce_axis_size(node: NodeFacts, target: Target) -> Result:
+    """Each reduced axis may be at most {limits.max_reduce_axis} long."""
+    data = node.input(0)
+    limit = target.limits.max_reduce_axis
+    if data is None or data.shape is None or limit is None:
+        return OK
+    axes = node.attr("axes") or node.constant_ints(1)
+    rank = len(data.shape)
+    chosen = range(rank) if not axes else [int(a) + rank if int(a) < 0 else int(a) for a in axes]
+    long_axes = [a for a in chosen if 0 <= a < rank and isinstance(data.shape[a], int) and data.shape[a] > limit]
+    if not long_axes:
+        return OK
+    return False, "reduces " + ", ".join(f"axis {a} of size {data.shape[a]}" for a in long_axes)

@@ -1,0 +1,28 @@
+"""Finding targets by name (built-in) or by path (a user's TOML file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UsageError
+from .builtin import BUILTIN_TARGETS
+from .spec import Target
+from .user import load_target_file
+
+
+def get_target(name_or_path: str | Path | Target) -> Target:
+    """A built-in target by name, or the target described in a ``.toml`` file."""
+    if isinstance(name_or_path, Target):
+        return name_or_path
+    text = str(name_or_path)
+    if text in BUILTIN_TARGETS:
+        return BUILTIN_TARGETS[text]
+    if text.endswith(".toml") or Path(text).is_file():
+        return load_target_file(text)
+    known = ", ".join(BUILTIN_TARGETS)
+    raise UsageError(f"unknown target {text!r} (built-in targets: {known}; or give a path to a .toml target description)")
+
+
+def builtin_targets() -> dict[str, Target]:
+    """The targets that ship with mapc, by name, the default first."""
+    return dict(BUILTIN_TARGETS)

@@ -1,0 +1,134 @@
+"""Constraint rules: small functions whose docstring is the rule a user reads.
+
+A rule is a function ``constraint_*(node: NodeFacts, target: Target) -> (ok, detail)``
+registered with :func:`constraint`. Its docstring's first line is the rule in one sentence,
+with limits written as ``{conv.max_stride}`` and filled in from the target record; further
+lines explain it. ``detail`` says what this node has ("strides are 4x4").
+
+A node is supported when **any allow rule** passes and **no veto** fails (the composition
+ExecuTorch's Arm backend and torch.fx use). Rules that read a limit the target leaves unset are
+not part of that target (``when``). The same rule objects produce fallback reasons,
+``mapc targets --show`` and ``docs/targets/<name>.md``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from .facts import NodeFacts
+from .spec import Target, TargetKind
+
+Check = Callable[[NodeFacts, Target], "tuple[bool, str]"]
+FixHint = Callable[[NodeFacts, Target, str], "str | None"]
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why one node cannot run on the target: a stable code, a sentence, and a fix if one exists."""
+
+    code: str
+    message: str
+    fix: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        record = {"code": self.code, "message": self.message}
+        if self.fix:
+            record["fix"] = self.fix
+        return record
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One registered constraint function and where it applies."""
+
+    code: str
+    kind: Literal["allow", "veto"]
+    check: Check
+    ops: frozenset[str] | None
+    kinds: tuple[TargetKind, ...]
+    when: Callable[[Target], bool]
+    fix: FixHint | str | None
+
+    @property
+    def template(self) -> str:
+        return inspect.cleandoc(self.check.__doc__ or "")
+
+    def text(self, target: Target) -> str:
+        """The whole docstring with the target's limits filled in."""
+        return self.template.format_map(target.fields())
+
+    def summary(self, target: Target) -> str:
+        """The rule in one sentence (the docstring's first line, filled in)."""
+        return self.text(target).splitlines()[0]
+
+    def applies_to(self, op: str) -> bool:
+        return self.ops is None or op in self.ops
+
+    def suggest(self, node: NodeFacts, target: Target, detail: str) -> str | None:
+        if self.fix is None or isinstance(self.fix, str):
+            return self.fix
+        return self.fix(node, target, detail)
+
+    def reason(self, node: NodeFacts, target: Target, detail: str) -> Reason:
+        sentence = self.summary(target).rstrip(".")
+        return Reason(self.code, f"{sentence}; {detail}" if detail else sentence, self.suggest(node, target, detail))
+
+
+_RULES: list[Rule] = []
+
+
+def constraint(
+    code: str,
+    *,
+    kind: Literal["allow", "veto"] = "veto",
+    ops: Iterable[str] | None = None,
+    kinds: tuple[TargetKind, ...] = ("accelerator",),
+    when: Callable[[Target], bool] = lambda target: True,
+    fix: FixHint | str | None = None,
+) -> Callable[[Check], Check]:
+    """Register a ``constraint_*`` function as a rule (see the module docstring)."""
+
+    def register(check: Check) -> Check:
+        if not check.__name__.startswith("constraint_") or not (check.__doc__ or "").strip():
+            raise ValueError(f"{check.__name__}: a rule is a documented constraint_* function")
+        if any(rule.code == code for rule in _RULES):
+            raise ValueError(f"rule code {code!r} is already registered")
+        _RULES.append(Rule(code, kind, check, None if ops is None else frozenset(ops), kinds, when, fix))
+        return check
+
+    return register
+
+
+def rules_for(target: Target) -> list[Rule]:
+    """The rules that make up ``target``, allow rules first, in registration order."""
+    from . import constraints  # noqa: F401  (registers the built-in rules)
+
+    chosen = [rule for rule in _RULES if target.kind in rule.kinds and rule.when(target)]
+    return sorted(chosen, key=lambda rule: rule.kind != "allow")
+
+
+def evaluate(node: NodeFacts, target: Target, rules: list[Rule]) -> list[Reason]:
+    """Every reason ``node`` cannot run on ``target`` (empty when it can)."""
+    applicable = [rule for rule in rules if rule.applies_to(node.op)]
+    allows = [rule for rule in applicable if rule.kind == "allow"]
+    reasons: list[Reason] = []
+    refusals = []
+    for rule in allows:
+        ok, detail = rule.check(node, target)
+        if ok:
+            break
+        refusals.append((rule, detail))
+    else:
+        if refusals:
+            rule, detail = refusals[0]
+            details = "; ".join(d for _, d in refusals if d)
+            reasons.append(Reason("op.not-supported", details or f"{node.op} is not supported", rule.suggest(node, target, details)))
+    for rule in applicable:
+        if rule.kind == "veto":
+            ok, detail = rule.check(node, target)
+            if not ok:
+                reasons.append(rule.reason(node, target, detail))
+    return reasons
