@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument("--verify-each", action="store_true", help="after every pass, check validity and outputs against the input model")
     compile_parser.add_argument("--verify", action="store_true", help="compare the compiled model's outputs with the input model's")
     compile_parser.add_argument("--seed", type=int, default=0, help="seed for generated verification inputs (default 0)")
+    compile_parser.add_argument("--target-opset", type=int, metavar="N", help="first upgrade the model to ai.onnx opset N (verified), so fusion can emit that opset's standard ops (e.g. 23 for Attention)")
+    compile_parser.add_argument("--strict-fusion", action="store_true", help="fail (exit 1) when a fusion rule near-misses, naming the node, the failing condition and the fix")
     compile_parser.add_argument("--report", type=Path, metavar="FILE.json", help="write a JSON report")
     compile_parser.add_argument("--external-data", dest="external_data", action="store_true", default=None, help="always write weights to <output>.data")
     compile_parser.add_argument("--no-external-data", dest="external_data", action="store_false", help="embed weights in the output file")
@@ -109,6 +111,8 @@ def run_compile(args: argparse.Namespace) -> int:
                 verify=args.verify,
                 seed=args.seed,
                 on_pass_start=progress.pass_started,
+                target_opset=args.target_opset,
+                strict_fusion=args.strict_fusion,
             )
         except VerificationError as error:
             failed = getattr(error, "result", None)

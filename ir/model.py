@@ -139,6 +139,16 @@ class Model:
         self._names = None
 
     # -- copies and export ---------------------------------------------------------------------
+    def adopt(self, other: Model) -> None:
+        """Take over ``other``'s content (graph, header, opsets, functions, weights) in place,
+        keeping this model's source path and folder: for passes that rebuild the whole model."""
+        self.graph = other.graph
+        self.opset_imports = dict(other.opset_imports)
+        self.functions = other.functions
+        self._header = other._header
+        self._external_values = list(other._external_values)
+        self._names = None
+
     def copy(self) -> Model:
         """An independent copy of the structure; weight values are shared, never duplicated."""
         graph = self.graph.copy()

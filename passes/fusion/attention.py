@@ -14,9 +14,9 @@ scores are not scaled) and the mask kept explicit as ``attn_mask`` (two masks ar
 ``is_causal`` stays 0. A Cast pair around the Softmax becomes ``softmax_precision``. The
 SDPA NaN guard needs nothing: ``Attention`` gives fully masked rows zeros.
 
-onnxruntime 1.31 needs the mask's last two dims to be exactly ``[q_seq, kv_seq]``; a mask that
-broadcasts there is expanded first. Below opset 23 the node is ``mapc.Attention`` (see
-``functions.py``).
+For onnxruntime 1.31 the mask is adjusted without changing its meaning (see
+:func:`_mask_for_onnxruntime`). Below opset 23 the node is ``mapc.Attention`` (see
+``functions.py``), whose body is the matched computation and needs no adjustment.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ class AttentionFusion(FusionRule):
             if len(plan.masks) == 2:
                 mask = ctx.node("Add", plan.masks, dtype=plan.dtype, name="attention_mask_sum")
             if ctx.opset >= 23:
-                mask = _expand_mask_for_onnxruntime(ctx, mask, plan)
+                mask = ctx.shared(("attention-mask", id(mask), tuple(map(str, plan.scores_shape))), lambda: _mask_for_onnxruntime(ctx, mask, plan))
         attrs: dict[str, object] = {"scale": float(plan.scale)}
         if plan.softmax_precision is not None:
             attrs["softmax_precision"] = plan.softmax_precision
@@ -255,7 +255,38 @@ def repeated_kv(tensor: gs.Tensor, ctx: FusionContext) -> tuple[gs.Tensor, int] 
     return source, heads // kv_heads
 
 
-def _expand_mask_for_onnxruntime(ctx: FusionContext, mask: gs.Tensor, plan: AttentionPlan) -> gs.Tensor:
+def _mask_for_onnxruntime(ctx: FusionContext, mask: gs.Tensor, plan: AttentionPlan) -> gs.Tensor:
+    """The same additive mask in the form onnxruntime 1.31's Attention computes as specified.
+
+    * Its CPU kernel reads a mask value of exactly the type's lowest as -inf, so a row masked
+      with it everywhere gives zeros instead of the specified uniform average. Half of lowest is
+      just as absorbing (adding any score below 1e31 leaves it unchanged) and is read as a number:
+      lowest becomes lowest / 2, in the constant when the mask is one or a Where of constants.
+    * It needs the last two dims to be exactly [q_seq, kv_seq]: a broadcasting mask is expanded.
+    """
+    return _expand_mask(ctx, _avoid_lowest(ctx, mask, plan.dtype), plan)
+
+
+def _avoid_lowest(ctx: FusionContext, mask: gs.Tensor, dtype: np.dtype) -> gs.Tensor:
+    lowest = np.finfo(dtype).min
+    replacement = np.asarray(lowest / 2, dtype=dtype)
+    value = small_constant(mask, max_bytes=1 << 24)
+    if value is not None:
+        if not np.any(value == lowest):
+            return mask
+        return ctx.const(np.where(value == lowest, replacement, value).astype(dtype), "attention_mask")
+    node = producer(mask)
+    if node is not None and node.op == "Where" and all(small_constant(t) is not None for t in node.inputs[1:]):
+        branches = [small_constant(t) for t in node.inputs[1:]]
+        if not any(np.any(b == lowest) for b in branches):
+            return mask
+        fixed = [ctx.const(np.where(b == lowest, replacement, b).astype(b.dtype), "mask_fill") for b in branches]
+        return ctx.node("Where", [node.inputs[0], *fixed], dtype=mask.dtype, shape=ctx.shape(mask), name="attention_mask")
+    is_lowest = ctx.node("Equal", [mask, ctx.const(np.asarray(lowest, dtype=dtype), "lowest")], name="mask_is_lowest")
+    return ctx.node("Where", [is_lowest, ctx.const(replacement, "half_lowest"), mask], dtype=mask.dtype, shape=ctx.shape(mask), name="attention_mask")
+
+
+def _expand_mask(ctx: FusionContext, mask: gs.Tensor, plan: AttentionPlan) -> gs.Tensor:
     """``mask`` with its last two dims made exactly [q_seq, kv_seq] (onnxruntime requires it)."""
     shape = ctx.shape(mask) or []
     seq_dims = plan.scores_shape[2:]
