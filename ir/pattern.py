@@ -2,27 +2,29 @@
 
 A rewrite is a :class:`Rule` with three parts kept apart:
 
-* ``pattern``: the subgraph it looks for, written as nested calls::
+* ``pattern``: the subgraph it looks for, written as nested calls, here RMS normalisation::
 
       x = var("x")
-      centered = op.Sub(x, op.ReduceMean(x, ..., name="mean"), name="centered")
-      pattern = op.Div(centered, op.Sqrt(op.Add(var_of(centered), const("eps"))), name="normalized")
+      mean_square = op.ReduceMean(op.Mul(x, x), ..., name="mean_square")
+      pattern = op.Div(x, op.Sqrt(op.Add(mean_square, const("eps"))), name="normalized")
 
   :data:`op` builds node patterns (``op.Add(a, b)``, ``op["Mul", "Div"](a, b)``); ``...`` as the
-  last input accepts further inputs; :func:`var` binds any tensor, :func:`const` a constant,
-  :func:`maybe` an optional node, ``a | b`` alternatives and :func:`product` a tree of ``Mul``
-  nodes in any association and order. Binary commutative ops match either operand order. A
-  pattern object used twice must bind the same tensor (or node) both times.
+  last input accepts further inputs; :func:`var` binds any tensor, :func:`const` a constant
+  (optionally of a given value), :func:`maybe` an optional node, ``a | b`` alternatives and
+  :func:`product` a tree of ``Mul`` nodes in any association and order. Binary commutative ops
+  match either operand order. A pattern object used twice, or two variables or constants of the
+  same name, must bind the same tensor (or node) everywhere.
 * ``check(match, ctx)``: the conditions structure cannot express (shapes, values, opsets). It
-  returns what the replacement needs, or raises :class:`NearMiss` with the failing condition and
-  what would fix it.
+  returns what the replacement needs, raises :class:`NearMiss` with the failing condition and
+  what would fix it, or :class:`NoMatch` when the rule simply does not apply.
 * ``rewrite(match, params, ctx)``: builds the replacement with ``ctx`` and returns the tensor(s)
-  that take over the outputs of the pattern's root node.
+  that take over the outputs of the pattern's root node (None: it edited the nodes in place).
 
-:func:`apply_rule` finds every match in topological order and applies it. A structural match
-whose inner nodes are also read outside it, or whose check fails, is a *near-miss*; a rule with
-``near_miss_after`` also reports partial structural matches that got past the pattern node of
-that name (the deepest failing step is named). :class:`RuleReport` counts firings and keeps the near-misses.
+:func:`apply_rule` tries every candidate root, last node first (so the largest match wins) and
+applies the first match that passes. A structural match whose inner nodes are also read outside
+it, or whose check fails, is a *near-miss*; a rule with ``near_miss_after`` also reports partial
+structural matches that got past the pattern node of that name, naming the deepest failing
+step. :class:`RuleReport` counts firings and keeps the near-misses.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
 
 #: Binary ops whose two operands may be swapped.
 COMMUTATIVE_OPS = frozenset({"Add", "Mul", "Max", "Min", "And", "Or", "Xor", "Equal", "BitwiseAnd", "BitwiseOr", "BitwiseXor"})
+#: Readers that use only a tensor's shape (they fold away once shapes are static).
+_SHAPE_READERS = frozenset({"Shape", "Size"})
 #: Constants larger than this are never loaded to be compared with a pattern value.
 SMALL_CONSTANT_BYTES = 1 << 16
 
@@ -232,13 +236,23 @@ class Match:
         return name in self.nodes or name in self.tensors
 
 
+def _key(pattern: Pattern) -> object:
+    """Variables and constants with the same name are one binding; anything else is by identity."""
+    if isinstance(pattern, (Var, Const)) and pattern.name:
+        return ("name", pattern.name)
+    return id(pattern)
+
+
 class _Bindings(dict):
-    """Pattern (by identity) -> bound tensor or node; copied on every extension."""
+    """Pattern key -> (pattern, bound tensor or node); copied on every extension."""
 
     def bind(self, pattern: Pattern, item: Any) -> _Bindings:
         extended = _Bindings(self)
-        extended[id(pattern)] = (pattern, item)
+        extended[_key(pattern)] = (pattern, item)
         return extended
+
+    def lookup(self, pattern: Pattern) -> tuple[Pattern, Any] | None:
+        return self.get(_key(pattern))
 
     def depth(self) -> int:
         return sum(1 for pattern, _ in self.values() if isinstance(pattern, OpPattern))
@@ -267,7 +281,7 @@ def _describe(tensor: gs.Tensor) -> str:
 
 
 def _match(pattern: Pattern, tensor: gs.Tensor, bindings: _Bindings, deepest: _Deepest) -> Iterator[_Bindings]:
-    bound = bindings.get(id(pattern))
+    bound = bindings.lookup(pattern)
     if isinstance(pattern, Var):
         if bound is not None:
             if bound[1] is tensor:
@@ -298,7 +312,7 @@ def _match(pattern: Pattern, tensor: gs.Tensor, bindings: _Bindings, deepest: _D
 
 
 def _match_const(pattern: Const, tensor: gs.Tensor, bindings: _Bindings, deepest: _Deepest) -> Iterator[_Bindings]:
-    bound = bindings.get(id(pattern))
+    bound = bindings.lookup(pattern)
     if bound is not None:
         if bound[1] is tensor:
             yield bindings
@@ -317,7 +331,7 @@ def _match_const(pattern: Const, tensor: gs.Tensor, bindings: _Bindings, deepest
 
 def _match_op(pattern: OpPattern, tensor: gs.Tensor, bindings: _Bindings, deepest: _Deepest) -> Iterator[_Bindings]:
     node = producer(tensor)
-    bound = bindings.get(id(pattern))
+    bound = bindings.lookup(pattern)
     if bound is not None:
         if bound[1] is node:
             yield bindings
@@ -409,7 +423,7 @@ def find_matches(pattern: Pattern, tensor: gs.Tensor) -> tuple[list[Match], _Dee
     matches = []
     seen: set[tuple[int, ...]] = set()
     for bindings in _match(pattern, tensor, _Bindings(), deepest):
-        key = tuple(sorted((k, id(v[1])) for k, v in bindings.items()))
+        key = tuple(sorted((str(k), id(v[1])) for k, v in bindings.items()))
         if key in seen:
             continue
         seen.add(key)
@@ -513,7 +527,7 @@ class RewriteContext:
 
     def const(self, value: Any, name: str = "const", dtype: Any = None) -> gs.Constant:
         array = np.asarray(value, dtype=dtype) if dtype is not None else np.asarray(value)
-        return gs.Constant(self.model.fresh_name(name), np.ascontiguousarray(array))
+        return gs.Constant(self.model.fresh_name(name), np.require(array, requirements="C"))
 
 
 class Rule:
@@ -611,10 +625,13 @@ def _check_inner_uses(graph: gs.Graph, match: Match) -> None:
             outside = [c for c in output.outputs if id(c) not in inside]
             if outside or is_graph_output(graph, output):
                 user = f"{outside[0].op} {outside[0].name!r}" if outside else "a graph output"
+                shape_only = bool(outside) and all(reader.op in _SHAPE_READERS for reader in outside)
                 raise NearMiss(
                     "shared-intermediate",
                     f"the intermediate {node.op} {node.name!r} is also read by {user}",
-                    "fusing would compute it twice; nothing to fix unless that reader is itself dead",
+                    "only its shape is read: fix the input shapes and fold constants first (fix-shapes, fold-constants)"
+                    if shape_only
+                    else "fusing would compute it twice; remove or fold that reader first",
                 )
 
 

@@ -28,7 +28,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ...ir import producer
-from ...ir.pattern import Alt, Match, NearMiss, const, op, scalar_value, small_constant, var
+from ...ir.pattern import Alt, Match, NearMiss, const, constant_tensor, op, scalar_value, small_constant, var
 from .context import Dim, FusionContext, FusionRule, same_dim, same_dims, show_dims
 from .functions import Body
 from .registry import fusion_rule
@@ -43,7 +43,7 @@ def _casts(inner):
 
 def _pattern():
     scores = op.MatMul(var("q"), var("kt"), name="scores")
-    scaled = op.Mul(scores, const("scale"), name="scale_mul") | scores
+    scaled = op["Mul", "Div"](scores, var("scale"), name="scale_mul") | scores
     masked_once = op.Add(scaled, var("mask"), name="mask_add")
     masked = op.Add(masked_once, var("mask2"), name="mask_add2") | masked_once | scaled
     probabilities = op.Softmax(op.Cast(masked, name="softmax_in") | masked, name="softmax")
@@ -133,9 +133,14 @@ class AttentionFusion(FusionRule):
         scale = 1.0
         if "scale_mul" in match.nodes:
             value = scalar_value(match.tensors["scale"])
-            if value is None:
-                raise NearMiss("scale", "the scores are multiplied by a tensor, not a scalar", None)
-            scale = value
+            if value is None or value == 0:
+                computed = constant_tensor(match.tensors["scale"]) is None
+                raise NearMiss(
+                    "scale",
+                    "the scores are scaled by a value computed at run time" if computed else "the scores are scaled by a tensor, not a scalar",
+                    "fold constants first (fold-constants)" if computed else None,
+                )
+            scale = value if match.nodes["scale_mul"].op == "Mul" else 1.0 / value
         return AttentionPlan(
             q=q,
             k_source=k_source,

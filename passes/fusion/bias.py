@@ -42,7 +42,7 @@ class ConvBiasFold(FusionRule):
 
     name = "conv-bias"
     stage = "fold"
-    order = 30
+    order = 5
     pattern = op.Add(op["Conv", "ConvTranspose"](var("x"), var("weight"), ..., name="conv"), var("c"), name="add")
 
     def check(self, match: Match, ctx: FusionContext) -> np.ndarray:
@@ -82,7 +82,7 @@ class GemmBiasFold(FusionRule):
 
     name = "gemm-bias"
     stage = "fold"
-    order = 40
+    order = 6
     pattern = op.Add(op.Gemm(var("a"), var("b"), ..., name="gemm"), var("c"), name="add")
 
     def check(self, match: Match, ctx: FusionContext) -> np.ndarray:
