@@ -30,7 +30,7 @@ def run_rules(
     canonical = [r for r in rules if r.stage == "canonical"]
     others = [r for r in rules if r.stage != "canonical"]
     infer_shapes(model)
-    for round_number in range(1, MAX_CANONICAL_ROUNDS + 1):
+    for _ in range(MAX_CANONICAL_ROUNDS):
         fired = 0
         for rule in canonical:
             before = reports[rule.name].fired

@@ -9,7 +9,7 @@ from onnx import TensorProto
 
 from mapc.testing import onnx_models
 
-from .common import fuse, ops
+from .common import fuse
 from .graphs import AttentionSpec, Graph, attention_model
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 
 import mapc
 from mapc.errors import UsageError
@@ -24,6 +24,7 @@ def test_fuse_preserves_random_models(model):
     fuse(model)
 
 
+@settings(max_examples=100)
 @given(onnx_models(families=("elementwise", "unary", "matmul", "gemm", "conv", "conv_transpose", "reduce", "softmax"), discontinuous=False))
 def test_fuse_preserves_random_models_rich_in_fusable_ops(model):
     fuse(model)
