@@ -47,10 +47,6 @@ def set_overload(node: gs.Node, overload: str | None) -> None:
         node.attrs.pop(OVERLOAD_ATTRIBUTE, None)
 
 
-def get_overload(node: gs.Node) -> str:
-    return str(node.attrs.get(OVERLOAD_ATTRIBUTE, ""))
-
-
 def remember_lost_parts(proto_graph: onnx.GraphProto, graph: gs.Graph) -> None:
     """Store on ``graph``'s tensors and nodes what gs dropped when importing ``proto_graph``."""
     _keep_dropped_attributes(proto_graph, graph)

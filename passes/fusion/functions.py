@@ -74,7 +74,6 @@ class FunctionLibrary:
 
     def __init__(self, model: Model) -> None:
         self.model = model
-        self.added: list[str] = []
 
     def call(
         self,
@@ -119,7 +118,6 @@ class FunctionLibrary:
             if self.model.ir_version < OVERLOAD_IR_VERSION:
                 self.model.ir_version = OVERLOAD_IR_VERSION
         self.model.functions.append(function)
-        self.added.append(function.name + (f" (overload {function.overload})" if function.overload else ""))
         return function.overload
 
 

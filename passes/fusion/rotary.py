@@ -26,7 +26,6 @@ from .functions import Body
 from .registry import fusion_rule
 
 FOLD_FIRST = "fold shape arithmetic to constants first (fix-shapes, fold-constants)"
-INT64_MAX = np.iinfo(np.int64).max
 #: Constant cos/sin tables up to this size are checked and sliced at compile time.
 CONSTANT_TABLE_BYTES = 1 << 26
 

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from onnx import TensorProto
 
 from mapc.errors import CheckFailed
-from mapc.ir import load
+from mapc.ir import load, run
 from mapc.pipeline import PassManager
 from mapc.passes import PassContext
+from mapc.verify import Tolerance
 
 from .common import domains, fuse, misses, ops
 from .graphs import AttentionSpec, Graph, attention_model
@@ -50,6 +52,18 @@ def test_exporter_variants_fuse(variant, opset):
     assert misses(record, "attention") == []
     scale = 1.0 / math.sqrt(spec.head_dim) if spec.scale != "none" else 1.0
     assert node.attrs["scale"] == pytest.approx(scale, rel=1e-6)
+
+
+@pytest.mark.parametrize("opset", [18, 23])
+def test_fp16_attention_with_a_float_softmax_sets_softmax_precision(opset):
+    g = Graph(opset)
+    q, k, v = (g.input(n, [1, 2, 3, 4], np.dtype(np.float16)) for n in "qkv")
+    scores = g.op("Mul", g.op("MatMul", q, g.op("Transpose", k, perm=[0, 1, 3, 2])), g.const(np.float16(0.5)))
+    weights = g.op("Cast", g.op("Softmax", g.op("Cast", scores, to=TensorProto.FLOAT), axis=-1), to=TensorProto.FLOAT16)
+    g.output(g.op("MatMul", weights, v), np.dtype(np.float16))
+    model, _ = fuse(g.build(), tolerance=Tolerance(rtol=1e-2, atol=1e-3))
+    (node,) = fused_attention(model)
+    assert node.attrs == {"scale": 0.5, "softmax_precision": TensorProto.FLOAT}
 
 
 def test_gqa_folds_the_repeat_into_kv_heads():
@@ -97,8 +111,6 @@ def test_lowest_fill_keeps_fully_masked_rows_averaged_in_onnxruntime():
     """onnxruntime's Attention reads exactly float-lowest as -inf; the rewrite halves it."""
     proto = attention_model(AttentionSpec(mask="where", opset=23))
     reference = load(proto)
-    from mapc.ir import run
-
     keep = np.ones((2, 1, 5, 5), dtype=bool)
     keep[0, 0, 1, :] = False  # query 1 of batch 0 sees nothing
     feeds = {"x": np.random.default_rng(0).standard_normal((2, 5, 32)).astype(np.float32), "keep": keep}
