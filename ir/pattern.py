@@ -107,7 +107,7 @@ class Var(Pattern):
 
 @dataclass(eq=False)
 class Const(Pattern):
-    """A constant tensor. With ``value``, every element must equal it (relative tolerance ``rtol``)."""
+    """A constant tensor. With ``value``, a one-element constant equal to it (relative tolerance ``rtol``)."""
 
     name: str | None = None
     value: float | None = None
@@ -321,7 +321,8 @@ def _match_const(pattern: Const, tensor: gs.Tensor, bindings: _Bindings, deepest
         deepest.fail(bindings, f"{pattern.label()}: expected a constant, found {_describe(tensor)}")
         return
     if pattern.value is not None:
-        value = scalar_value(tensor)
+        constant = constant_tensor(tensor)
+        value = scalar_value(tensor) if int(np.prod(constant.shape, dtype=np.int64)) == 1 else None
         if value is None or not np.isclose(value, pattern.value, rtol=pattern.rtol, atol=0.0):
             found = "a non-scalar constant" if value is None else f"{value:.9g}"
             deepest.fail(bindings, f"{pattern.label()}: expected the constant {pattern.value:.9g}, found {found}")

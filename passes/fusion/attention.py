@@ -140,6 +140,8 @@ class AttentionFusion(FusionRule):
                     "the scores are scaled by a value computed at run time" if computed else "the scores are scaled by a tensor, not a scalar",
                     "fold constants first (fold-constants)" if computed else None,
                 )
+            if not same_dims(ctx.shape(match.nodes["scale_mul"].outputs[0]) or [], ctx.shape(match.nodes["scores"].outputs[0]) or [None]):
+                raise NearMiss("scale", "the scale's shape broadcasts the scores up (or shapes are unknown)", FIX_SHAPES)
             scale = value if match.nodes["scale_mul"].op == "Mul" else 1.0 / value
         return AttentionPlan(
             q=q,

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir.pattern import Alt, Match, NearMiss, const, op, product, var
+from ...ir.pattern import Alt, Match, NearMiss, NoMatch, const, op, product, var
 from .context import FusionContext, FusionRule
 from .functions import Body
 from .registry import fusion_rule
@@ -49,9 +49,12 @@ class _GeluRule(FusionRule):
 
     def check(self, match: Match, ctx: FusionContext) -> None:
         ctx.require_op("Gelu")
-        dtype = ctx.dtype(match.tensors["x"])
+        x = match.tensors["x"]
+        dtype = ctx.dtype(x)
         if dtype is None or dtype.kind != "f":
             raise NearMiss("dtype", f"GELU's input type is unknown or not float ({dtype})", "run shape inference")
+        if ctx.rank(match.root.outputs[0]) != ctx.rank(x):
+            raise NoMatch  # a constant of higher rank broadcasts the result up
 
     def rewrite(self, match: Match, params: None, ctx: FusionContext) -> gs.Tensor:
         x = match.tensors["x"]
