@@ -27,8 +27,8 @@ from . import __version__
 from .errors import UsageError, VerificationError
 from .ir import Model, count_nodes, load, save
 from .ir.model import ModelSource
-from .passes import PassContext, has_pass
-from .pipeline import PassManager, PassRecord, ProgressHook, StepSpec
+from .passes import Pass, PassContext, get_pass, has_pass
+from .pipeline import Fixpoint, PassManager, PassRecord, ProgressHook, Step, StepSpec
 from .targets import Plan, Target, emit_partitions, get_target, plan_report
 from .targets.passes import PLAN_FACT, Partition
 from .verify import Tolerance, Verifier
@@ -44,7 +44,7 @@ def default_pipeline() -> str:
 
     Each stage joins when its pass is registered, so the pipeline grows as passes land.
     """
-    stages = [name for name in ("cleanup",) if has_pass(name)]
+    stages = [name for name in ("cleanup", "fuse") if has_pass(name)]
     return ",".join(stages)
 
 
@@ -118,6 +118,8 @@ def compile(
     tolerance: Tolerance | None = None,
     on_pass_start: ProgressHook | None = None,
     on_progress: ProgressCallback | None = None,
+    target_opset: int | None = None,
+    strict_fusion: bool = False,
 ) -> CompileResult:
     """Compile ``model`` and return the result; the input file is never modified.
 
@@ -143,6 +145,10 @@ def compile(
         tolerance: float tolerance overriding the per-dtype defaults of :mod:`mapc.verify`.
         on_pass_start: called with each pass name as it starts (progress display).
         on_progress: called by long passes with ``(description, done, total)``.
+        target_opset: first upgrade the model to this ai.onnx opset (``upgrade-opset``), so that
+            ``fuse`` can emit the standard ops that opset has.
+        strict_fusion: make every near-miss of the ``fuse`` passes an error
+            (:class:`~mapc.errors.CheckFailed`).
     """
     resolved = get_target(target) if target is not None else None
     working = model if isinstance(model, Model) else load(model)
@@ -165,6 +171,14 @@ def compile(
         head = [pipeline_spec] if isinstance(pipeline_spec, str) else list(pipeline_spec)
         pipeline_spec = [*(step for step in head if step != ""), partition, "lower"]
     manager = PassManager(pipeline_spec, verify_each=verify_each, on_pass_start=on_pass_start)
+    if target_opset is not None:
+        manager.steps.insert(0, get_pass("upgrade-opset")(opset=target_opset))
+    if strict_fusion:
+        fuse_steps = [step for step in _passes(manager.steps) if step.name == "fuse"]
+        if not fuse_steps:
+            raise UsageError("--strict-fusion needs a pipeline with the fuse pass")
+        for step in fuse_steps:
+            step.options.strict = True
     verifier = None
     if verify_each or verify:
         verifier = Verifier(working, ctx, feeds=verify_inputs, tolerance=tolerance)
@@ -177,7 +191,14 @@ def compile(
         pipeline=manager.text,
         nodes_before=nodes_before,
         source=source,
-        options={"seed": seed, "dims": ctx.dims, "input_shapes": ctx.input_shapes, "verify_each": verify_each},
+        options={
+            "seed": seed,
+            "dims": ctx.dims,
+            "input_shapes": ctx.input_shapes,
+            "verify_each": verify_each,
+            "target_opset": target_opset,
+            "strict_fusion": strict_fusion,
+        },
         plan=ctx.facts.get(PLAN_FACT) if resolved is not None else None,
     )
     if result.plan is not None:
@@ -196,3 +217,11 @@ def compile(
             error.result = result  # type: ignore[attr-defined]
             raise error
     return result
+
+
+def _passes(steps: Sequence[Step]) -> list[Pass]:
+    """Every pass of a pipeline, inside fixpoint groups too."""
+    found: list[Pass] = []
+    for step in steps:
+        found.extend(_passes(step.steps) if isinstance(step, Fixpoint) else [step])
+    return found

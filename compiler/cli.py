@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", type=Path, action="append", default=[], metavar="FILE.json|FILE.html",
         help="write a report: JSON (for tools) or a self-contained HTML page; repeat for both",
     )
+    compile_parser.add_argument("--target-opset", type=int, metavar="N", help="first upgrade the model to ai.onnx opset N (verified), so fusion can emit that opset's standard ops (e.g. 23 for Attention)")
+    compile_parser.add_argument("--strict-fusion", action="store_true", help="fail (exit 1) when a fusion rule near-misses, naming the node, the failing condition and the fix")
     compile_parser.add_argument("--external-data", dest="external_data", action="store_true", default=None, help="always write weights to <output>.data")
     compile_parser.add_argument("--no-external-data", dest="external_data", action="store_false", help="embed weights in the output file")
     compile_parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
@@ -123,6 +125,8 @@ def run_compile(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 on_pass_start=progress.pass_started,
                 on_progress=progress.update,
+                target_opset=args.target_opset,
+                strict_fusion=args.strict_fusion,
                 **target_options(args),
             )
         except VerificationError as error:

@@ -95,7 +95,7 @@ def _compare(name: str, reference: np.ndarray, value: np.ndarray, tolerance: Tol
     max_error = float(difference.max()) if difference.size else 0.0
     if nan_mismatch.any() or inf_mismatch.any() or (np.isinf(val) & np.isfinite(ref)).any():
         return OutputComparison(name, False, float("inf"), "NaN or infinity where the reference has none (or vice versa)")
-    within = difference <= limits.atol + limits.rtol * np.abs(ref)
+    within = (difference <= limits.atol + limits.rtol * np.abs(ref)) | ~finite  # NaN/inf placement checked above
     ok = bool(within.all())
     problem = None if ok else f"max abs error {max_error:.3g} exceeds atol {limits.atol:g} + rtol {limits.rtol:g}·|expected|"
     return OutputComparison(name, ok, max_error, problem)

@@ -5,7 +5,10 @@ gs drops or cannot export some legal ONNX constructs:
 * the full type of non-tensor values (optional, map, opaque, sequence with shapes): gs keeps
   only the kind's name and crashes exporting an optional;
 * attributes of type TYPE_PROTO(S) and SPARSE_TENSOR(S) (e.g. ``Optional``'s ``type``):
-  gs silently drops them on import.
+  gs silently drops them on import;
+* the ``overload`` of a node calling a model-local function (IR >= 10): gs has no field for it.
+  It is kept in the node's attributes as an :class:`Overload` value, which the exporter turns
+  back into ``NodeProto.overload`` (and node copies keep, since they copy attributes).
 
 :func:`remember_lost_parts` runs right after ``gs.import_onnx`` and stores what gs would lose
 on its objects; the exporter hooks installed here (gs calls its exporter by class name, also for
@@ -22,12 +25,26 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 #: Attribute holding the full TypeProto of a value whose type gs only names.
 TYPE_PROTO_ATTRIBUTE = "_mapc_type_proto"
+#: Node attribute holding the overload a function call selects (an :class:`Overload`).
+OVERLOAD_ATTRIBUTE = "_mapc_overload"
 _KEPT_ATTRIBUTE_TYPES = {
     onnx.AttributeProto.TYPE_PROTO,
     onnx.AttributeProto.TYPE_PROTOS,
     onnx.AttributeProto.SPARSE_TENSOR,
     onnx.AttributeProto.SPARSE_TENSORS,
 }
+
+
+class Overload(str):
+    """The overload identifier of a function call; never exported as an attribute."""
+
+
+def set_overload(node: gs.Node, overload: str | None) -> None:
+    """Make ``node`` call the function overload ``overload`` (None or "" for the plain one)."""
+    if overload:
+        node.attrs[OVERLOAD_ATTRIBUTE] = Overload(overload)
+    else:
+        node.attrs.pop(OVERLOAD_ATTRIBUTE, None)
 
 
 def remember_lost_parts(proto_graph: onnx.GraphProto, graph: gs.Graph) -> None:
@@ -77,6 +94,8 @@ def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
 def _keep_dropped_attributes(proto_graph: onnx.GraphProto, graph: gs.Graph) -> None:
     # gs imports nodes in file order, so proto and gs nodes pair up one to one.
     for proto_node, node in zip(proto_graph.node, graph.nodes):
+        if proto_node.overload:
+            set_overload(node, proto_node.overload)
         for attribute in proto_node.attribute:
             if attribute.type in _KEPT_ATTRIBUTE_TYPES and attribute.name not in node.attrs:
                 kept = onnx.AttributeProto()
@@ -88,6 +107,7 @@ def _keep_dropped_attributes(proto_graph: onnx.GraphProto, graph: gs.Graph) -> N
 
 _export_value_info_with_gs = OnnxExporter.export_value_info_proto
 _export_attributes_with_gs = OnnxExporter.export_attributes
+_export_node_with_gs = OnnxExporter.export_node
 
 
 def _export_value_info(tensor: gs.Tensor, do_type_check: bool) -> onnx.ValueInfoProto:
@@ -101,7 +121,7 @@ def _export_value_info(tensor: gs.Tensor, do_type_check: bool) -> onnx.ValueInfo
 
 def _export_attributes(attrs: dict[str, Any]) -> list[onnx.AttributeProto]:
     kept = [value for value in attrs.values() if isinstance(value, onnx.AttributeProto)]
-    rest = {key: value for key, value in attrs.items() if not isinstance(value, onnx.AttributeProto)}
+    rest = {key: value for key, value in attrs.items() if not isinstance(value, (onnx.AttributeProto, Overload))}
     exported = _export_attributes_with_gs(rest)
     for value in kept:
         duplicate = onnx.AttributeProto()
@@ -110,5 +130,14 @@ def _export_attributes(attrs: dict[str, Any]) -> list[onnx.AttributeProto]:
     return exported
 
 
+def _export_node(node: gs.Node) -> onnx.NodeProto:
+    exported = _export_node_with_gs(node)
+    overload = node.attrs.get(OVERLOAD_ATTRIBUTE)
+    if overload:
+        exported.overload = str(overload)
+    return exported
+
+
 OnnxExporter.export_value_info_proto = staticmethod(_export_value_info)
+OnnxExporter.export_node = staticmethod(_export_node)
 OnnxExporter.export_attributes = staticmethod(_export_attributes)

@@ -74,6 +74,7 @@ class Model:
         self._header = header
         self._external_values = list(external_values or [])
         self._names: set[str] | None = None
+        self._next_suffix: dict[str, int] = {}
 
     # -- read access -------------------------------------------------------------------------
     @property
@@ -126,18 +127,30 @@ class Model:
         if base not in self._names:
             self._names.add(base)
             return base
-        for suffix in itertools.count(1):
+        for suffix in itertools.count(self._next_suffix.get(base, 1)):
             candidate = f"{base}_{suffix}"
             if candidate not in self._names:
                 self._names.add(candidate)
+                self._next_suffix[base] = suffix + 1  # names are never freed: later calls start here
                 return candidate
         raise AssertionError("unreachable")
 
     def forget_names(self) -> None:
         """Drop the cached name set (call after edits made without :meth:`fresh_name`)."""
         self._names = None
+        self._next_suffix = {}
 
     # -- copies and export ---------------------------------------------------------------------
+    def adopt(self, other: Model) -> None:
+        """Take over ``other``'s content (graph, header, opsets, functions, weights) in place,
+        keeping this model's source path and folder: for passes that rebuild the whole model."""
+        self.graph = other.graph
+        self.opset_imports = dict(other.opset_imports)
+        self.functions = other.functions
+        self._header = other._header
+        self._external_values = list(other._external_values)
+        self.forget_names()
+
     def copy(self) -> Model:
         """An independent copy of the structure; weight values are shared, never duplicated."""
         graph = self.graph.copy()

@@ -1,0 +1,245 @@
+"""Canonical arithmetic: one spelling for operations exporters write in several ways.
+
+* ``Cast(x, to=type of x)`` -> ``x``;
+* ``Add(c, x)`` -> ``Add(x, c)``: a constant is the second operand of a commutative op;
+* ``Div(x, c)`` -> ``Mul(x, 1/c)`` for a float constant ``c`` (exact when ``c`` is a power of 2,
+  otherwise within one rounding);
+* ``Sub(0, x)``, ``Mul(x, -1)`` -> ``Neg(x)``; ``Add(x, Neg(y))`` -> ``Sub(x, y)``;
+  ``Sub(x, Neg(y))`` -> ``Add(x, y)``; ``Neg(Neg(x))`` -> ``x``;
+* ``Pow(x, 2)`` -> ``Mul(x, x)``; ``Pow(x, 0.5)`` -> ``Sqrt(x)``; ``Pow(x, -1)`` -> ``Reciprocal(x)``;
+  ``Pow(x, -0.5)`` -> ``Reciprocal(Sqrt(x))``; ``Pow(x, 1)`` -> ``x``;
+* ``Div(1, y)`` -> ``Reciprocal(y)``; ``Mul(x, Reciprocal(y))`` -> ``Div(x, y)``.
+
+A constant operand is only dropped when it cannot change the result's shape or type (one
+element, rank no larger than the other operand's, same element type).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx import helper
+
+from ...ir.pattern import COMMUTATIVE_OPS, Match, NoMatch, const, constant_tensor, op, small_constant, var
+from .context import FusionContext, FusionRule
+from .registry import fusion_rule
+
+
+def is_float(tensor: gs.Tensor) -> bool:
+    return tensor.dtype is not None and np.issubdtype(np.dtype(tensor.dtype), np.floating)
+
+
+def neutral_operand(constant: gs.Tensor, other: gs.Tensor, ctx: FusionContext) -> bool:
+    """True if dropping scalar ``constant`` from an elementwise op with ``other`` keeps the result's
+    shape and type."""
+    value = small_constant(constant)
+    if value is None or value.size != 1:
+        return False
+    if other.dtype is None or np.dtype(other.dtype) != value.dtype:
+        return False
+    rank = ctx.rank(other)
+    return value.ndim == 0 or (rank is not None and rank >= value.ndim)
+
+
+def _like(ctx: FusionContext, op_type: str, inputs: list[gs.Tensor], template: gs.Tensor) -> gs.Tensor:
+    """A new ``op_type`` node whose output has ``template``'s type and shape."""
+    return ctx.node(op_type, inputs, dtype=template.dtype, shape=ctx.shape(template))
+
+
+class CanonicalRule(FusionRule):
+    stage = "canonical"
+    quiet = True
+
+
+@fusion_rule
+class ConstantSecond(CanonicalRule):
+    """Add(c, x) -> Add(x, c): the constant operand of a commutative op comes second."""
+
+    name = "constant-second"
+    order = 10
+    pattern = op[tuple(sorted(COMMUTATIVE_OPS))](var("a"), var("b"))
+
+    def check(self, match: Match, ctx: FusionContext) -> None:
+        first, second = match.root.inputs
+        if constant_tensor(first) is None or constant_tensor(second) is not None:
+            raise NoMatch
+
+    def rewrite(self, match: Match, params: None, ctx: FusionContext) -> None:
+        match.root.inputs.reverse()
+
+
+@fusion_rule
+class NoopCast(CanonicalRule):
+    """Cast(x, to=type of x) -> x (``cleanup`` does the same; fusion must not depend on it)."""
+
+    name = "noop-cast"
+    order = 5
+    pattern = op.Cast(var("x"))
+
+    def check(self, match: Match, ctx: FusionContext) -> None:
+        x = match.tensors["x"]
+        target = match.root.attrs.get("to")
+        if x.dtype is None or target is None or np.dtype(x.dtype) != helper.tensor_dtype_to_np_dtype(int(target)):
+            raise NoMatch
+
+    def rewrite(self, match: Match, params: None, ctx: FusionContext) -> gs.Tensor:
+        return match.tensors["x"]
+
+
+@fusion_rule
+class DivByConstant(CanonicalRule):
+    """Div(x, c) -> Mul(x, 1/c) for a small float constant c without zeros."""
+
+    name = "div-by-constant"
+    order = 20
+    pattern = op.Div(var("x"), const("c"))
+
+    def check(self, match: Match, ctx: FusionContext) -> np.ndarray:
+        divisor = small_constant(match.tensors["c"])
+        x = match.tensors["x"]
+        if divisor is None or divisor.dtype.kind != "f" or constant_tensor(x) is not None:
+            raise NoMatch
+        if not np.all(np.isfinite(divisor)) or np.any(divisor == 0):
+            raise NoMatch
+        return (1.0 / divisor.astype(np.float64)).astype(divisor.dtype)
+
+    def rewrite(self, match: Match, reciprocal: np.ndarray, ctx: FusionContext) -> gs.Tensor:
+        return _like(ctx, "Mul", [match.tensors["x"], ctx.const(reciprocal, "reciprocal")], match.root.outputs[0])
+
+
+@fusion_rule
+class NegFromSub(CanonicalRule):
+    """Sub(0, x) -> Neg(x)."""
+
+    name = "neg-from-sub"
+    order = 30
+    pattern = op.Sub(const("zero", 0.0), var("x"))
+
+    def check(self, match: Match, ctx: FusionContext) -> None:
+        if not neutral_operand(match.tensors["zero"], match.tensors["x"], ctx):
+            raise NoMatch
+
+    def rewrite(self, match: Match, params: None, ctx: FusionContext) -> gs.Tensor:
+        return _like(ctx, "Neg", [match.tensors["x"]], match.root.outputs[0])
+
+
+@fusion_rule
+class NegFromMul(CanonicalRule):
+    """Mul(x, -1) -> Neg(x)."""
+
+    name = "neg-from-mul"
+    order = 30
+    pattern = op.Mul(var("x"), const("minus_one", -1.0))
+
+    def check(self, match: Match, ctx: FusionContext) -> None:
+        if not neutral_operand(match.tensors["minus_one"], match.tensors["x"], ctx):
+            raise NoMatch
+
+    def rewrite(self, match: Match, params: None, ctx: FusionContext) -> gs.Tensor:
+        return _like(ctx, "Neg", [match.tensors["x"]], match.root.outputs[0])
+
+
+@fusion_rule
+class SubFromAddNeg(CanonicalRule):
+    """Add(x, Neg(y)) -> Sub(x, y)."""
+
+    name = "sub-from-add-neg"
+    order = 30
+    allow_shared = True
+    pattern = op.Add(var("x"), op.Neg(var("y"), name="neg"))
+
+    def rewrite(self, match: Match, params: None, ctx: FusionContext) -> gs.Tensor:
+        return _like(ctx, "Sub", [match.tensors["x"], match.tensors["y"]], match.root.outputs[0])
+
+
+@fusion_rule
+class AddFromSubNeg(CanonicalRule):
+    """Sub(x, Neg(y)) -> Add(x, y)."""
+
+    name = "add-from-sub-neg"
+    order = 30
+    allow_shared = True
+    pattern = op.Sub(var("x"), op.Neg(var("y"), name="neg"))
+
+    def rewrite(self, match: Match, params: None, ctx: FusionContext) -> gs.Tensor:
+        return _like(ctx, "Add", [match.tensors["x"], match.tensors["y"]], match.root.outputs[0])
+
+
+@fusion_rule
+class DoubleNeg(CanonicalRule):
+    """Neg(Neg(x)) -> x."""
+
+    name = "double-neg"
+    order = 30
+    allow_shared = True
+    pattern = op.Neg(op.Neg(var("x"), name="inner"))
+
+    def rewrite(self, match: Match, params: None, ctx: FusionContext) -> gs.Tensor:
+        return match.tensors["x"]
+
+
+@fusion_rule
+class PowToMul(CanonicalRule):
+    """Pow(x, 2) -> Mul(x, x); Pow(x, 0.5) -> Sqrt(x); Pow(x, -1) -> Reciprocal(x); Pow(x, -0.5) ->
+    Reciprocal(Sqrt(x)); Pow(x, 1) -> x."""
+
+    name = "pow-canonical"
+    order = 40
+    pattern = op.Pow(var("x"), const("exponent"))
+
+    def check(self, match: Match, ctx: FusionContext) -> float:
+        x, exponent = match.tensors["x"], match.tensors["exponent"]
+        value = small_constant(exponent)
+        if value is None or value.size != 1 or not is_float(x):
+            raise NoMatch
+        power = float(value.reshape(-1)[0])
+        rank = ctx.rank(x)
+        if power not in (2.0, 0.5, -1.0, -0.5, 1.0) or not (value.ndim == 0 or (rank is not None and rank >= value.ndim)):
+            raise NoMatch
+        return power
+
+    def rewrite(self, match: Match, power: float, ctx: FusionContext) -> gs.Tensor:
+        x, out = match.tensors["x"], match.root.outputs[0]
+        if power == 2.0:
+            return _like(ctx, "Mul", [x, x], out)
+        if power == 0.5:
+            return _like(ctx, "Sqrt", [x], out)
+        if power == -1.0:
+            return _like(ctx, "Reciprocal", [x], out)
+        if power == -0.5:
+            return _like(ctx, "Reciprocal", [_like(ctx, "Sqrt", [x], out)], out)
+        return x
+
+
+@fusion_rule
+class ReciprocalFromDiv(CanonicalRule):
+    """Div(1, y) -> Reciprocal(y)."""
+
+    name = "reciprocal-from-div"
+    order = 50
+    pattern = op.Div(const("one", 1.0), var("y"))
+
+    def check(self, match: Match, ctx: FusionContext) -> None:
+        y = match.tensors["y"]
+        if not is_float(y) or not neutral_operand(match.tensors["one"], y, ctx):
+            raise NoMatch
+
+    def rewrite(self, match: Match, params: None, ctx: FusionContext) -> gs.Tensor:
+        return _like(ctx, "Reciprocal", [match.tensors["y"]], match.root.outputs[0])
+
+
+@fusion_rule
+class DivFromReciprocal(CanonicalRule):
+    """Mul(x, Reciprocal(y)) -> Div(x, y) for a y that is not a constant."""
+
+    name = "div-from-reciprocal"
+    order = 60
+    allow_shared = True
+    pattern = op.Mul(var("x"), op.Reciprocal(var("y"), name="reciprocal"))
+
+    def check(self, match: Match, ctx: FusionContext) -> None:
+        if constant_tensor(match.tensors["y"]) is not None:
+            raise NoMatch
+
+    def rewrite(self, match: Match, params: None, ctx: FusionContext) -> gs.Tensor:
+        return _like(ctx, "Div", [match.tensors["x"], match.tensors["y"]], match.root.outputs[0])

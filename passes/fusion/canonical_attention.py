@@ -1,0 +1,245 @@
+"""Canonical attention: one form for the scaled-dot-product spellings exporters write.
+
+The form the attention rule expects is ``MatMul(Q, Kᵀ) -> Mul(scale) -> Add(mask)... -> Softmax``.
+
+* **Scale on the scores.** Scalar factors on the way from Q or K to the score MatMul (through
+  Reshape/Transpose: ``q_proj(x) * scaling``, SDPA's ``√s`` on both Q and Kᵀ) and on the scores
+  before the first mask Add move into one Mul right after the MatMul (dropped when it is 1).
+  Scalar factors commute with Reshape, Transpose and MatMul, so only rounding changes.
+* **K transposed in one step.** ``Reshape(Transpose(Reshape(K, [B*H, L, D]), [0,2,1]), [B, H, D, L])``
+  (dynamo's SDPA) becomes ``Transpose(K, [0,1,3,2])`` when shapes prove the two reshapes only
+  merge and split the leading axes.
+* **Additive masks.** ``Where(cond, scores, fill)`` (or ``Where(cond, fill, scores)``) on the way
+  to a Softmax, with ``fill`` -inf or below -1e30, becomes ``Add(scores, Where(cond, 0, fill))``.
+  Exact: adding such a fill gives the fill itself for any finite score below 1e30 in magnitude.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ...ir import producer, replace_all_uses
+from ...ir.pattern import Match, NoMatch, constant_tensor, op, scalar_value, var
+from .canonical import CanonicalRule, neutral_operand
+from .context import FusionContext, same_dim, same_dims
+from .registry import fusion_rule
+
+#: A mask fill at or below this acts as minus infinity.
+MASK_FILL_LIMIT = -1e30
+#: Ops a scalar factor moves through unchanged on its way to the score MatMul.
+_SCALE_TRANSPARENT = frozenset({"Reshape", "Transpose"})
+
+
+def _sole_reader(tensor: gs.Tensor) -> gs.Node | None:
+    readers = tensor.outputs
+    return readers[0] if len(readers) == 1 else None
+
+
+def _scalar_factor(node: gs.Node, ctx: FusionContext) -> tuple[gs.Tensor, float] | None:
+    """(the other operand, factor) for Mul/Div of a tensor by a scalar constant, else None."""
+    if node.op not in ("Mul", "Div") or len(node.inputs) != 2:
+        return None
+    first, second = node.inputs
+    candidates = [(first, second)] + ([(second, first)] if node.op == "Mul" else [])
+    for tensor, constant in candidates:
+        value = scalar_value(constant)
+        if value is None or constant_tensor(tensor) is not None or not neutral_operand(constant, tensor, ctx):
+            continue
+        if node.op == "Div":
+            if value == 0:
+                return None
+            value = 1.0 / value
+        return tensor, value
+    return None
+
+
+def score_matmul(tensor: gs.Tensor, ctx: FusionContext) -> tuple[gs.Node, list[gs.Node], list[gs.Node]] | None:
+    """Walk from a Softmax input to the score MatMul.
+
+    Returns (MatMul, scalar nodes between it and the first mask Add, the Add/Cast nodes above).
+    Mask Adds are followed along their non-constant operand that leads to a MatMul.
+    """
+    above: list[gs.Node] = []
+    current = tensor
+    for _ in range(16):
+        node = producer(current)
+        if node is None:
+            return None
+        if node.op == "MatMul":
+            return node, [], above
+        if node.op == "Cast":
+            above.append(node)
+            current = node.inputs[0]
+            continue
+        if _scalar_factor(node, ctx) is not None:
+            scalars = []
+            while node is not None and _scalar_factor(node, ctx) is not None:
+                scalars.append(node)
+                node = producer(_scalar_factor(node, ctx)[0])
+            if node is not None and node.op == "MatMul":
+                return node, scalars, above
+            return None
+        if node.op == "Add" and len(node.inputs) == 2:
+            above.append(node)
+            branches = [t for t in node.inputs if constant_tensor(t) is None and _reaches_matmul(t, ctx)]
+            if len(branches) != 1:
+                return None
+            current = branches[0]
+            continue
+        return None
+    return None
+
+
+def _reaches_matmul(tensor: gs.Tensor, ctx: FusionContext, depth: int = 8) -> bool:
+    node = producer(tensor)
+    while node is not None and depth > 0:
+        if node.op == "MatMul":
+            return True
+        scalar = _scalar_factor(node, ctx)
+        if scalar is not None:
+            node = producer(scalar[0])
+        elif node.op in ("Add", "Cast"):
+            node = producer(node.inputs[0])
+        else:
+            return False
+        depth -= 1
+    return False
+
+
+def _operand_scalars(tensor: gs.Tensor, ctx: FusionContext) -> list[gs.Node]:
+    """Scalar Mul/Div nodes on the Reshape/Transpose path producing a score MatMul operand."""
+    found = []
+    current = tensor
+    while len(current.outputs) == 1:
+        node = producer(current)
+        if node is None:
+            break
+        scalar = _scalar_factor(node, ctx)
+        if scalar is not None:
+            found.append(node)
+            current = scalar[0]
+        elif node.op in _SCALE_TRANSPARENT:
+            current = node.inputs[0]
+        else:
+            break
+    return found
+
+
+def _bypass(ctx: FusionContext, node: gs.Node) -> float:
+    """Make the readers of scalar Mul/Div ``node`` read its other operand, detach the node (the
+    pass drops detached nodes); return the factor."""
+    tensor, factor = _scalar_factor(node, ctx)
+    replace_all_uses(ctx.model, node.outputs[0], tensor)
+    node.inputs.clear()
+    node.outputs.clear()
+    return factor
+
+
+@fusion_rule
+class AttentionScaleToScores(CanonicalRule):
+    """Scalar factors on Q, Kᵀ or the scores become one Mul on the scores, next to the MatMul."""
+
+    name = "attention-scale"
+    order = 70
+    pattern = op.Softmax(var("scores"), name="softmax")
+
+    def check(self, match: Match, ctx: FusionContext) -> tuple[gs.Node, list[gs.Node]]:
+        found = score_matmul(match.tensors["scores"], ctx)
+        if found is None:
+            raise NoMatch
+        matmul, chain, _ = found
+        if any(constant_tensor(t) is not None for t in matmul.inputs) or len(matmul.outputs[0].outputs) != 1:
+            raise NoMatch
+        scalars = chain + _operand_scalars(matmul.inputs[0], ctx) + _operand_scalars(matmul.inputs[1], ctx)
+        canonical = len(scalars) == 1 and bool(chain) and scalars[0] is chain[-1] and scalars[0].op == "Mul" and scalar_value(scalars[0].inputs[1]) != 1.0
+        if not scalars or canonical:
+            raise NoMatch
+        return matmul, scalars
+
+    def rewrite(self, match: Match, found: tuple[gs.Node, list[gs.Node]], ctx: FusionContext) -> None:
+        matmul, scalars = found
+        dtype = np.dtype(matmul.outputs[0].dtype or np.float32)
+        total = 1.0
+        for node in scalars:
+            total *= _bypass(ctx, node)
+        if total == 1.0:
+            return
+        scores = matmul.outputs[0]
+        readers = list(scores.outputs)
+        scaled = ctx.node("Mul", [scores, ctx.const(np.asarray(total, dtype=dtype), "scale")], dtype=scores.dtype, shape=ctx.shape(scores), name="attention_scale")
+        for reader in readers:
+            for index, tensor in enumerate(reader.inputs):
+                if tensor is scores:
+                    reader.inputs[index] = scaled
+
+
+@fusion_rule
+class KTransposeInOneStep(CanonicalRule):
+    """Reshape(Transpose(Reshape(K, [B*H,L,D]), [0,2,1]), [B,H,D,L]) -> Transpose(K, [0,1,3,2])."""
+
+    name = "k-transpose"
+    order = 80
+    pattern = op.Reshape(
+        op.Transpose(op.Reshape(var("k"), var("merged_shape"), name="merge"), name="transpose", perm=[0, 2, 1]),
+        var("split_shape"),
+        name="split",
+    )
+
+    def check(self, match: Match, ctx: FusionContext) -> None:
+        k = ctx.shape(match.tensors["k"])
+        merged = ctx.shape(match.nodes["merge"].outputs[0])
+        split = ctx.shape(match.root.outputs[0])
+        if k is None or merged is None or split is None or len(k) != 4 or len(merged) != 3 or len(split) != 4:
+            raise NoMatch
+        if not (same_dims(merged[1:], k[2:]) and same_dims(split[:2], k[:2]) and same_dim(split[2], k[3]) and same_dim(split[3], k[2])):
+            raise NoMatch
+
+    def rewrite(self, match: Match, params: None, ctx: FusionContext) -> gs.Tensor:
+        out = match.root.outputs[0]
+        return ctx.node("Transpose", [match.tensors["k"]], attrs={"perm": [0, 1, 3, 2]}, dtype=out.dtype, shape=ctx.shape(out))
+
+
+@fusion_rule
+class WhereMaskToAdd(CanonicalRule):
+    """Where(cond, scores, fill) before a Softmax -> Add(scores, Where(cond, 0, fill))."""
+
+    name = "where-mask"
+    order = 60
+    pattern = op.Where(var("cond"), var("a"), var("b"))
+
+    def check(self, match: Match, ctx: FusionContext) -> tuple[gs.Tensor, gs.Tensor, bool]:
+        a, b = match.tensors["a"], match.tensors["b"]
+        fill_second = _is_fill(b) and constant_tensor(a) is None
+        fill_first = _is_fill(a) and constant_tensor(b) is None
+        if fill_first == fill_second or not _feeds_softmax(match.root.outputs[0]):
+            raise NoMatch
+        return (a, b, True) if fill_second else (b, a, False)
+
+    def rewrite(self, match: Match, found: tuple[gs.Tensor, gs.Tensor, bool], ctx: FusionContext) -> gs.Tensor:
+        scores, fill, fill_second = found
+        zero = ctx.const(np.zeros((), dtype=np.dtype(constant_tensor(fill).dtype)), "mask_zero")
+        branches = [zero, fill] if fill_second else [fill, zero]
+        mask = ctx.node("Where", [match.tensors["cond"], *branches], name="additive_mask", dtype=scores.dtype)
+        out = match.root.outputs[0]
+        return ctx.node("Add", [scores, mask], dtype=out.dtype, shape=ctx.shape(out), name="masked_scores")
+
+
+def _is_fill(tensor: gs.Tensor) -> bool:
+    value = scalar_value(tensor)
+    return value is not None and value <= MASK_FILL_LIMIT
+
+
+def _feeds_softmax(tensor: gs.Tensor) -> bool:
+    """True if ``tensor`` reaches a Softmax through a chain of single-reader Adds."""
+    current = tensor
+    for _ in range(8):
+        reader = _sole_reader(current)
+        if reader is None:
+            return False
+        if reader.op == "Softmax":
+            return True
+        if reader.op != "Add":
+            return False
+        current = reader.outputs[0]
+    return False

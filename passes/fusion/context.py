@@ -1,0 +1,145 @@
+"""What fusion rules share: shapes, fused-op emission with its opset fallback, and rule metadata.
+
+:class:`FusionRule` adds to :class:`~mapc.ir.pattern.Rule` the stage a rule runs in and its
+order there; :class:`FusionContext` gives checks symbolic shapes (after ``infer_shapes``) and
+gives rewrites :meth:`FusionContext.fused`, which emits the standard op when the model's opset
+has it and otherwise a ``mapc`` function call whose body is the decomposition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ...ir import Model
+from ...ir.pattern import NearMiss, RewriteContext, Rule
+from .functions import Decomposition, FunctionLibrary
+
+Dim = int | str | None
+
+#: The opset in which each fused op became a standard ONNX op.
+STANDARD_SINCE: dict[str, int] = {
+    "LayerNormalization": 17,
+    "Gelu": 20,
+    "RMSNormalization": 23,
+    "Attention": 23,
+    "RotaryEmbedding": 23,
+}
+#: Fusions into new ops need opset 13 semantics (Softmax on one axis, axes as inputs).
+MIN_OPSET = 13
+
+Stage = Literal["canonical", "fold", "fuse"]
+
+
+class FusionRule(Rule):
+    """A rule of the ``fuse`` pass. ``stage``: canonical forms, weight folds or fusions into new
+    ops; ``order`` sorts rules within a stage; ``default_enabled`` False makes it opt-in."""
+
+    stage: ClassVar[Stage] = "fuse"
+    order: ClassVar[int] = 100
+    default_enabled: ClassVar[bool] = True
+
+
+@dataclass
+class FusionSettings:
+    """Options of the ``fuse`` pass that rules read."""
+
+    functions: bool = True
+
+
+class FusionContext(RewriteContext):
+    """Rewrite context of the ``fuse`` pass."""
+
+    def __init__(self, model: Model, settings: FusionSettings | None = None) -> None:
+        super().__init__(model)
+        self.settings = settings or FusionSettings()
+        self.library = FunctionLibrary(model)
+        self.memo: dict[Any, Any] = {}
+
+    # -- opsets and fused ops ---------------------------------------------------------------------
+    @property
+    def opset(self) -> int:
+        return self.model.opset
+
+    def require_op(self, op_type: str) -> None:
+        """Raise :class:`NearMiss` unless ``op_type`` can be emitted (standard or as a function)."""
+        since = STANDARD_SINCE[op_type]
+        if self.opset >= since:
+            return
+        if self.opset < MIN_OPSET:
+            raise NearMiss("opset", f"the model's opset {self.opset} is older than 13", f"upgrade it: --target-opset {since}")
+        if not self.settings.functions:
+            raise NearMiss(
+                "opset",
+                f"{op_type} needs opset {since} (the model has {self.opset}) and mapc functions are disabled",
+                f"--target-opset {since}, or allow functions",
+            )
+
+    def fused(
+        self,
+        op_type: str,
+        inputs: Sequence[gs.Tensor],
+        formal_inputs: Sequence[str],
+        attrs: dict[str, Any],
+        decomposition: Decomposition,
+        *,
+        dtype: Any = None,
+        shape: Sequence[Dim] | None = None,
+    ) -> gs.Tensor:
+        """Emit ``op_type`` on ``inputs``: the standard op when the opset has it, else a call of
+        ``mapc.<op_type>`` whose function body ``decomposition`` writes (see functions.py)."""
+        output = gs.Variable(self.model.fresh_name(f"{op_type.lower()}_out"), dtype=dtype, shape=list(shape) if shape is not None else None)
+        name = self.model.fresh_name(op_type)
+        if self.opset >= STANDARD_SINCE[op_type]:
+            self.model.graph.nodes.append(gs.Node(op_type, name=name, attrs=dict(attrs), inputs=list(inputs), outputs=[output]))
+        else:
+            self.library.call(op_type, inputs, formal_inputs, attrs, decomposition, output, name)
+        return output
+
+    def shared(self, key: Any, make: Callable[[], gs.Tensor]) -> gs.Tensor:
+        """A tensor built once per ``key`` (e.g. a cos/sin cache every layer reads)."""
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
+
+    # -- shapes -------------------------------------------------------------------------------------
+    @staticmethod
+    def shape(tensor: gs.Tensor) -> list[Dim] | None:
+        if isinstance(tensor, gs.Constant):
+            return list(tensor.shape)
+        return None if tensor.shape is None else list(tensor.shape)
+
+    def rank(self, tensor: gs.Tensor) -> int | None:
+        shape = self.shape(tensor)
+        return None if shape is None else len(shape)
+
+    @staticmethod
+    def dtype(tensor: gs.Tensor) -> np.dtype | None:
+        return None if tensor.dtype is None else np.dtype(tensor.dtype)
+
+    @staticmethod
+    def static(dim: Dim) -> int | None:
+        return int(dim) if isinstance(dim, (int, np.integer)) and dim >= 0 else None
+
+
+def same_dim(a: Dim, b: Dim) -> bool:
+    """True if two dims are provably equal: equal integers, or the same symbolic name."""
+    if a is None or b is None:
+        return False
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and a == b
+    return int(a) == int(b) and int(a) >= 0
+
+
+def same_dims(a: Sequence[Dim], b: Sequence[Dim]) -> bool:
+    return len(a) == len(b) and all(same_dim(x, y) for x, y in zip(a, b))
+
+
+def show_dims(shape: Sequence[Dim] | None) -> str:
+    if shape is None:
+        return "unknown"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"

@@ -1,0 +1,151 @@
+"""The ``canonicalize`` and ``fuse`` passes: run the registered fusion rules and report on each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...errors import CheckFailed, UsageError
+from ...ir import Model, infer_shapes, remove_dead_nodes, toposort
+from ...ir.pattern import RuleReport, apply_rule
+from ..base import Note, Pass, PassContext, PassResult
+from ..registry import register_pass
+from .context import FusionContext, FusionRule, FusionSettings
+from .functions import MAPC_DOMAIN
+from .registry import fusion_rules
+
+#: Canonical rules repeat until nothing changes, at most this many rounds.
+MAX_CANONICAL_ROUNDS = 8
+
+
+def run_rules(
+    model: Model,
+    ctx: PassContext,
+    rules: list[FusionRule],
+    settings: FusionSettings,
+) -> dict[str, RuleReport]:
+    """Canonical rules to a fixed point, then the other rules once each, in order."""
+    reports = {rule.name: RuleReport() for rule in rules}
+    fusion = FusionContext(model, settings)
+    canonical = [r for r in rules if r.stage == "canonical"]
+    others = [r for r in rules if r.stage != "canonical"]
+    infer_shapes(model)
+    for _ in range(MAX_CANONICAL_ROUNDS):
+        fired = 0
+        for rule in canonical:
+            before = reports[rule.name].fired
+            apply_rule(rule, fusion, reports[rule.name])
+            fired += reports[rule.name].fired - before
+        if not fired:
+            break
+        toposort(model.graph)
+        infer_shapes(model)
+    for index, rule in enumerate(others):
+        ctx.report_progress(f"fusion: {rule.name}", index, len(others))
+        before = reports[rule.name].fired
+        apply_rule(rule, fusion, reports[rule.name])
+        if reports[rule.name].fired != before:
+            toposort(model.graph)
+            infer_shapes(model)
+    if any(report.fired for report in reports.values()):
+        remove_dead_nodes(model.graph)
+        toposort(model.graph)
+    return reports
+
+
+def select_rules(stages: tuple[str, ...], enable: list[str], disable: list[str], pass_name: str) -> list[FusionRule]:
+    """Instances of the rules of ``stages`` that are on by default or named in ``enable``."""
+    known = {rule.name: rule for rule in fusion_rules()}
+    for name in [*enable, *disable]:
+        if name not in known:
+            raise UsageError(f"pass {pass_name!r}: unknown fusion rule {name!r} (rules: {', '.join(known)})")
+    chosen = []
+    for rule in fusion_rules():
+        if rule.stage not in stages or rule.name in disable:
+            continue
+        if rule.default_enabled or rule.name in enable:
+            chosen.append(rule())
+    return chosen
+
+
+def summarize(reports: dict[str, RuleReport], strict: bool, pass_name: str) -> PassResult:
+    counters = {name: report.fired for name, report in reports.items()}
+    notes = []
+    details: dict[str, Any] = {"rules": {}}
+    for name, report in reports.items():
+        details["rules"][name] = {"fired": report.fired, "near_misses": [m.as_dict() for m in report.near_misses]}
+        for miss in report.near_misses:
+            notes.append(
+                Note(f"fuse.{name}.{miss.code}", miss.condition, node=miss.node, fix=miss.fix, severity="warning")
+            )
+    if strict and notes:
+        first = notes[0]
+        where = f" at {first.node!r}" if first.node else ""
+        fix = f" (fix: {first.fix})" if first.fix else ""
+        raise CheckFailed(
+            f"--strict-fusion: {len(notes)} near-miss{'es' if len(notes) > 1 else ''}; first: {first.code}{where}: {first.message}{fix}"
+        )
+    return PassResult(changed=any(counters.values()), counters=counters, notes=notes, details=details)
+
+
+@register_pass
+class Fuse(Pass):
+    """Fuse decomposed layers into standard ONNX ops, whichever exporter wrote them.
+
+    Runs, in order: the canonical-form rules to a fixed point (see ``canonicalize``); weight
+    folds (Conv+BatchNormalization into the weights, Conv/ConvTranspose/Gemm + bias Add, a lone
+    BatchNormalization to Mul+Add, optionally MatMul+Add to Gemm); fusions into
+    LayerNormalization (opset 17), Gelu (20), RMSNormalization, Attention and RotaryEmbedding
+    (23). When the model's opset predates a fused op, the node is ``mapc.<Op>`` calling a
+    model-local function whose body is the decomposition (``functions=false`` refuses instead;
+    ``--target-opset`` upgrades the model first). Reports, per rule, how often it fired and its
+    near-misses (node, failing condition, fix); ``strict`` makes any near-miss an error.
+    """
+
+    name = "fuse"
+
+    @dataclass
+    class Options:
+        #: Rules that are off by default to switch on (e.g. matmul-to-gemm).
+        enable: list[str] = field(default_factory=list)
+        #: Rules to switch off.
+        disable: list[str] = field(default_factory=list)
+        #: Emit mapc functions when the opset lacks the fused op (else report a near-miss).
+        functions: bool = True
+        #: Fail (exit 1) when any rule near-missed.
+        strict: bool = False
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        rules = select_rules(("canonical", "fold", "fuse"), self.options.enable, self.options.disable, self.name)
+        reports = run_rules(model, ctx, rules, FusionSettings(functions=self.options.functions))
+        result = summarize(reports, self.options.strict, self.name)
+        functions = sorted(f.name + (f"/{f.overload}" if f.overload else "") for f in model.functions if f.domain == MAPC_DOMAIN)
+        if functions:
+            result.details["functions"] = functions
+        return result
+
+
+@register_pass
+class Canonicalize(Pass):
+    """Rewrite equivalent spellings into one canonical form, so one fusion pattern fits all.
+
+    Constants become the second operand of commutative ops; Div by a constant becomes Mul by
+    its reciprocal; Sub(0, x), Mul(x, -1), Add(x, Neg(y)), Sub(x, Neg(y)) and Neg(Neg(x)) become
+    Neg/Sub/Add/x; Pow(x, 2) becomes Mul(x, x) (0.5: Sqrt, -1: Reciprocal); Div(1, y) becomes
+    Reciprocal(y) and Mul(x, Reciprocal(y)) becomes Div(x, y). In attention: the scale is applied
+    once, to the scores (factors on Q and K, or split as sqrt(s) on both, move there);
+    Reshape-Transpose-Reshape around K becomes one Transpose; masking by Where(cond, scores,
+    -inf) becomes an additive mask. Float results may differ in the last bit.
+    """
+
+    name = "canonicalize"
+
+    @dataclass
+    class Options:
+        #: Canonical rules to switch off.
+        disable: list[str] = field(default_factory=list)
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        rules = select_rules(("canonical",), [], self.options.disable, self.name)
+        reports = run_rules(model, ctx, rules, FusionSettings())
+        return summarize(reports, False, self.name)

@@ -1,0 +1,109 @@
+"""GELU, exact and tanh-approximate -> ``Gelu`` (opset 20).
+
+Matches, after canonicalisation (x / √2 is x * (1/√2)), the product in any association and
+operand order::
+
+    exact: x * 0.5 * (1 + Erf(x * 1/√2))
+    tanh:  x * 0.5 * (1 + Tanh(√(2/π) * (x + 0.044715 * x³)))    x³ as Pow(x, 3) or x * x * x
+
+Produces ``Gelu(x)`` with ``approximate`` "none" or "tanh". Constants must equal the textbook
+values to within 1e-5 relative (float32 rounding of √(2/π) and 0.044715 included). Below opset
+20 the node is ``mapc.Gelu``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ...ir.pattern import Alt, Match, NearMiss, NoMatch, const, op, product, var
+from .context import FusionContext, FusionRule
+from .functions import Body
+from .registry import fusion_rule
+
+#: Relative tolerance for GELU's constants.
+CONSTANT_RTOL = 1e-5
+SQRT_HALF = math.sqrt(0.5)
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+CUBIC = 0.044715
+
+
+def _exact_pattern():
+    x = var("x")
+    erf = op.Erf(op.Mul(x, const("inv_sqrt2", SQRT_HALF, CONSTANT_RTOL), name="scaled"), name="erf")
+    return product(x, const("half", 0.5), op.Add(erf, const("one", 1.0), name="one_plus"), name="gelu")
+
+
+def _tanh_pattern():
+    x = var("x")
+    cube = Alt((op.Pow(x, const("three", 3.0), name="cube"), product(x, x, x, name="cube_product")))
+    inner = op.Add(x, product(cube, const("cubic", CUBIC, CONSTANT_RTOL)), name="polynomial")
+    tanh = op.Tanh(product(inner, const("sqrt_2_over_pi", SQRT_2_OVER_PI, CONSTANT_RTOL)), name="tanh")
+    return product(x, const("half", 0.5), op.Add(tanh, const("one", 1.0), name="one_plus"), name="gelu")
+
+
+class _GeluRule(FusionRule):
+    approximate: str
+
+    def check(self, match: Match, ctx: FusionContext) -> None:
+        ctx.require_op("Gelu")
+        x = match.tensors["x"]
+        dtype = ctx.dtype(x)
+        if dtype is None or dtype.kind != "f":
+            raise NearMiss("dtype", f"GELU's input type is unknown or not float ({dtype})", "run shape inference")
+        if ctx.rank(match.root.outputs[0]) != ctx.rank(x):
+            raise NoMatch  # a constant of higher rank broadcasts the result up
+
+    def rewrite(self, match: Match, params: None, ctx: FusionContext) -> gs.Tensor:
+        x = match.tensors["x"]
+        out = match.root.outputs[0]
+        dtype = ctx.dtype(x)
+        return ctx.fused(
+            "Gelu",
+            [x],
+            ["X"],
+            {"approximate": self.approximate},
+            lambda body: decompose_gelu(body, self.approximate, dtype),
+            dtype=out.dtype,
+            shape=ctx.shape(out),
+        )
+
+
+@fusion_rule
+class GeluExactFusion(_GeluRule):
+    """x * 0.5 * (1 + erf(x / √2)) -> Gelu."""
+
+    name = "gelu"
+    order = 60
+    approximate = "none"
+    pattern = _exact_pattern()
+    near_miss_after = "erf"
+
+
+@fusion_rule
+class GeluTanhFusion(_GeluRule):
+    """x * 0.5 * (1 + tanh(√(2/π)(x + 0.044715 x³))) -> Gelu(approximate="tanh")."""
+
+    name = "gelu-tanh"
+    order = 61
+    approximate = "tanh"
+    pattern = _tanh_pattern()
+    near_miss_after = "polynomial"
+
+
+def decompose_gelu(body: Body, approximate: str, dtype: np.dtype) -> str:
+    """The canonical decomposition: the body of ``mapc.Gelu`` (opset < 20)."""
+    x = body.inputs[0]
+
+    def constant(value: float) -> str:
+        return body.const(np.asarray(value, dtype=dtype))
+
+    if approximate == "tanh":
+        cube = body.add("Mul", [body.add("Mul", [x, x]), x])
+        inner = body.add("Add", [x, body.add("Mul", [cube, constant(CUBIC)])])
+        core = body.add("Tanh", [body.add("Mul", [inner, constant(SQRT_2_OVER_PI)])])
+    else:
+        core = body.add("Erf", [body.add("Mul", [x, constant(SQRT_HALF)])])
+    return body.add("Mul", [body.add("Mul", [x, constant(0.5)]), body.add("Add", [core, constant(1.0)])])

@@ -1,0 +1,62 @@
+"""upgrade-opset: the version converter, verified, keeping the exporter's shape annotations."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from onnx import TensorProto, helper
+
+from mapc.errors import UsageError
+from mapc.ir import load
+from mapc.passes import PassContext
+from mapc.pipeline import PassManager
+from mapc.testing import assert_pass_preserves, onnx_models
+from tests.conftest import make_model
+
+F = TensorProto.FLOAT
+
+
+def reduce_model(opset: int = 13):
+    return make_model(
+        [helper.make_node("ReduceMean", ["x"], ["m"], axes=[-1], keepdims=1), helper.make_node("Sub", ["x", "m"], ["y"])],
+        [helper.make_tensor_value_info("x", F, ["batch", 4])],
+        [helper.make_tensor_value_info("y", F, ["batch", 4])],
+        opset=opset,
+    )
+
+
+def test_upgrades_and_reports():
+    model, records = assert_pass_preserves(reduce_model(), [("upgrade-opset", {"opset": 18})], dims={"batch": 3})
+    assert model.opset == 18 and records[0].details["from"] == 13 and records[0].details["max_abs_error"] == 0.0
+    reduce_node = next(n for n in model.graph.nodes if n.op == "ReduceMean")
+    assert len(reduce_node.inputs) == 2  # axes became an input at opset 18
+
+
+def test_raises_the_ir_version_the_opset_needs():
+    model, _ = assert_pass_preserves(reduce_model(), [("upgrade-opset", {"opset": 23})])
+    assert model.ir_version >= 11
+
+
+def test_keeps_symbolic_dims():
+    model, _ = assert_pass_preserves(reduce_model(), [("upgrade-opset", {"opset": 18})])
+    assert model.graph.tensors()["m"].shape == ["batch", 1]
+
+
+def test_newer_model_is_left_alone():
+    model = load(reduce_model(13))
+    (record,) = PassManager("upgrade-opset{opset=12}").run(model, PassContext())
+    assert not record.changed and record.notes[0].code == "upgrade.not-needed"
+
+
+def test_missing_or_impossible_target_is_a_usage_error():
+    with pytest.raises(UsageError, match="opset=N"):
+        PassManager("upgrade-opset").run(load(reduce_model()), PassContext())
+    with pytest.raises(UsageError):
+        PassManager("upgrade-opset{opset=99}").run(load(reduce_model()), PassContext())
+
+
+@settings(max_examples=50)
+@given(onnx_models(opset=13, families=("elementwise", "unary", "reduce", "softmax", "squeeze", "slice", "split", "transpose")))
+def test_upgrade_preserves_random_models(model):
+    rewritten, _ = assert_pass_preserves(model, [("upgrade-opset", {"opset": 23})])
+    assert rewritten.opset == 23
