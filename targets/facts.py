@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
+from ..passes.fusion.functions import MAPC_DOMAIN
 from ..ir import Model, constant_nbytes, constant_value, infer_shapes, is_graph_output, is_static, producer
 
 Dim = int | str | None
@@ -217,8 +219,17 @@ def node_label(node: gs.Node, index: int) -> str:
 
 
 def op_name(node: gs.Node) -> str:
-    """``Conv`` for ai.onnx ops, ``domain::Op`` for the others."""
-    return node.op if node.domain in (None, "", "ai.onnx") else f"{node.domain}::{node.op}"
+    """``Conv`` for ai.onnx ops, ``domain::Op`` for the others.
+
+    A fused op that ``fuse`` wrote as a ``mapc`` function because the model's opset predates the
+    standard op (``mapc::Attention`` at opset 20) has the standard op's inputs and attributes, so
+    a target judges it, and costs it, as that standard op.
+    """
+    if node.domain in (None, "", "ai.onnx"):
+        return node.op
+    if node.domain == MAPC_DOMAIN and onnx.defs.has(node.op):
+        return node.op
+    return f"{node.domain}::{node.op}"
 
 
 def is_constant(tensor: gs.Tensor) -> bool:

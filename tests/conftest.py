@@ -22,6 +22,13 @@ def make_model(nodes, inputs, outputs, initializers=(), opset: int = 18, **kwarg
 
 
 @pytest.fixture
+def tmp_cwd(tmp_path, monkeypatch):
+    """Run a test inside a fresh temporary directory."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
 def registry():
     """Let a test register passes of its own; the registry is restored afterwards."""
     from mapc.passes.registry import _REGISTRY

@@ -351,3 +351,14 @@ def test_a_rule_must_be_a_documented_constraint_function():
         def constraint_duplicate(node, target):
             """Duplicate."""
             return True, ""
+
+
+def test_fused_ops_written_as_mapc_functions_are_judged_as_the_standard_op():
+    import onnx_graphsurgeon as gs
+
+    from mapc.targets.facts import op_name
+
+    assert op_name(gs.Node("Attention", domain="mapc")) == "Attention"
+    assert op_name(gs.Node("Gelu", domain="mapc")) == "Gelu"
+    assert op_name(gs.Node("NotAnOnnxOp", domain="mapc")) == "mapc::NotAnOnnxOp"
+    assert op_name(gs.Node("Attention", domain="com.microsoft")) == "com.microsoft::Attention"
