@@ -90,12 +90,21 @@ def can_take_name(graph: gs.Graph, tensor: gs.Tensor) -> bool:
 def remove_nodes(graph: gs.Graph, nodes: Iterable[gs.Node]) -> int:
     """Detach ``nodes`` from their tensors and drop them from ``graph``; return how many.
 
-    The caller must first rewire any remaining reader of their outputs.
+    The caller must first rewire any remaining reader of their outputs. onnx-graphsurgeon
+    unlinks one node at a time with ``list.remove`` (quadratic in the readers of a shared
+    tensor, such as a weight read by thousands of nodes); here every touched producer/reader
+    list is filtered once, by identity.
     """
     doomed = {id(node): node for node in nodes}
+    touched = {id(t): t for node in doomed.values() for t in (*node.inputs, *node.outputs)}
+    for tensor in touched.values():
+        for links in (tensor.inputs, tensor.outputs):
+            kept = [node for node in links if id(node) not in doomed]
+            list.clear(links)  # the plain list methods skip gs's per-element synchronisation
+            list.extend(links, kept)
     for node in doomed.values():
-        node.inputs.clear()
-        node.outputs.clear()
+        list.clear(node.inputs)
+        list.clear(node.outputs)
     before = len(graph.nodes)
     graph.nodes = [node for node in graph.nodes if id(node) not in doomed]
     return before - len(graph.nodes)

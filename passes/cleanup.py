@@ -12,7 +12,7 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
-from ..ir import Model, can_take_name, constant_value, infer_shapes, is_graph_output, remove_dead_nodes, replace_all_uses
+from ..ir import Model, can_take_name, constant_value, infer_shapes, is_graph_output, remove_dead_nodes, remove_nodes, replace_all_uses
 from ..ir.external import ExternalValues, iter_chunks
 from .base import Pass, PassContext, PassResult
 from .registry import register_pass
@@ -75,13 +75,7 @@ def _remove_noops(model: Model) -> int:
     removed = 0
     for graph in graphs:
         bypassed = [node for node in graph.nodes if _is_noop(node) and _bypass(model, graph, node)]
-        if bypassed:
-            bypassed_ids = {id(node) for node in bypassed}
-            for node in bypassed:
-                node.inputs.clear()
-                node.outputs.clear()
-            graph.nodes = [node for node in graph.nodes if id(node) not in bypassed_ids]
-            removed += len(bypassed)
+        removed += remove_nodes(graph, bypassed)
     return removed
 
 

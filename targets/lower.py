@@ -29,7 +29,7 @@ from onnx import helper, numpy_helper
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from ..errors import OutputError
-from ..ir import Model, constant_nbytes, save, toposort
+from ..ir import Model, constant_nbytes, remove_nodes, save, toposort
 from .partition import Plan, Segment
 
 #: Constants up to this size (scalars, shapes, axes, a few scales) are copied into the function
@@ -68,7 +68,7 @@ def lower_partitions(model: Model, plan: Plan) -> list[LoweredPartition]:
         calls.append((members, call))
         model.functions.append(function)
         lowered.append(record)
-    _detach(model.graph, [member for members, _ in calls for member in members])
+    remove_nodes(model.graph, [member for members, _ in calls for member in members])
     model.graph.nodes.extend(call for _, call in calls)
     if lowered:
         model.opset_imports[target.domain] = 1
@@ -77,26 +77,6 @@ def lower_partitions(model: Model, plan: Plan) -> list[LoweredPartition]:
         toposort(model.graph)
         model.forget_names()
     return lowered
-
-
-def _detach(graph: gs.Graph, doomed: list[gs.Node]) -> None:
-    """Remove ``doomed`` from ``graph`` and from their tensors' producer/reader lists.
-
-    onnx-graphsurgeon unlinks one node at a time with ``list.remove`` and ``Node.__eq__``, which
-    is quadratic in the readers of a shared tensor (a weight read by thousands of nodes); here
-    every touched list is filtered once.
-    """
-    gone = {id(node) for node in doomed}
-    touched = {id(t): t for node in doomed for t in (*node.inputs, *node.outputs)}
-    for tensor in touched.values():
-        for links in (tensor.inputs, tensor.outputs):
-            kept = [node for node in links if id(node) not in gone]
-            list.clear(links)  # the plain list methods skip gs's per-element synchronisation
-            list.extend(links, kept)
-    for node in doomed:
-        list.clear(node.inputs)
-        list.clear(node.outputs)
-    graph.nodes = [node for node in graph.nodes if id(node) not in gone]
 
 
 def _fresh_function_name(domain: str, number: int, taken: set[tuple[str, str]]) -> str:
