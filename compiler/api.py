@@ -25,7 +25,7 @@ from .errors import UsageError, VerificationError
 from .ir import Model, count_nodes, load, save
 from .ir.model import ModelSource
 from .passes import PassContext, has_pass
-from .pipeline import PassManager, PassRecord, ProgressHook, StepSpec
+from .pipeline import PassManager, PassRecord, ProgressHook, StepSpec, build_pipeline, with_pass_options
 from .verify import Tolerance, Verifier
 
 
@@ -33,8 +33,10 @@ def default_pipeline() -> str:
     """The target-independent pipeline ``mapc compile`` runs without ``--passes``.
 
     Each stage joins when its pass is registered, so the pipeline grows as passes land.
+    ``attention-mask`` runs after shape fixing, folding and fusion (it sees folded masks and
+    fused ``Attention`` ops).
     """
-    stages = [name for name in ("cleanup",) if has_pass(name)]
+    stages = [name for name in ("cleanup", "attention-mask") if has_pass(name)]
     return ",".join(stages)
 
 
@@ -49,6 +51,8 @@ class CompileResult:
     source: str | None = None
     verification: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: What the passes told later passes and the caller (``PassContext.facts``), by pass name.
+    facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def nodes_after(self) -> int:
@@ -89,6 +93,7 @@ def compile(
     verify_inputs: Mapping[str, np.ndarray] | None = None,
     tolerance: Tolerance | None = None,
     on_pass_start: ProgressHook | None = None,
+    pass_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> CompileResult:
     """Compile ``model`` and return the result; the input file is never modified.
 
@@ -106,6 +111,8 @@ def compile(
         verify_inputs: explicit verification inputs (instead of seeded random ones).
         tolerance: float tolerance overriding the per-dtype defaults of :mod:`mapc.verify`.
         on_pass_start: called with each pass name as it starts (progress display).
+        pass_options: options set on every step of the named passes, overriding the pipeline's
+            (``{"attention-mask": {"mask_value": -50}}``); a pass not in the pipeline is an error.
     """
     if target is not None:
         raise UsageError(f"unknown target {target!r}: no targets are available in this version")
@@ -117,7 +124,10 @@ def compile(
         input_shapes={name: [int(d) for d in shape] for name, shape in (input_shapes or {}).items()},
     )
     pipeline_spec = passes if passes is not None else default_pipeline()
-    manager = PassManager(pipeline_spec, verify_each=verify_each, on_pass_start=on_pass_start)
+    steps = build_pipeline(pipeline_spec)
+    if pass_options:
+        steps = with_pass_options(steps, pass_options)
+    manager = PassManager(steps, verify_each=verify_each, on_pass_start=on_pass_start)
     verifier = None
     if verify_each or verify:
         verifier = Verifier(working, ctx, feeds=verify_inputs, tolerance=tolerance)
@@ -131,6 +141,7 @@ def compile(
         nodes_before=nodes_before,
         source=source,
         options={"seed": seed, "dims": ctx.dims, "input_shapes": ctx.input_shapes, "verify_each": verify_each},
+        facts=ctx.facts,
     )
     if verify and verifier is not None:
         comparisons = verifier.compare(working)

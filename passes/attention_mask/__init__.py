@@ -101,7 +101,9 @@ class AttentionMask(Pass):
         remove_dead_nodes(graph)
         if hoisted:
             drop_orphaned_inputs(model, hoisted, readers_before)
-            ctx.facts.setdefault(self.name, {})["hoisted_inputs"] = [mask.contract(neg) for mask in hoisted]
+            facts = ctx.facts.setdefault(self.name, {})
+            facts["hoisted_inputs"] = [mask.contract(neg) for mask in hoisted]
+            facts["host_models"] = {mask.input.name: mask.host_model for mask in hoisted}
             for mask in hoisted:
                 contract = mask.contract(neg)
                 notes.append(Note("attention-mask.hoisted-input", f"new input {mask.input.name!r} {contract['shape']}: {contract['host_recipe']}",

@@ -105,16 +105,46 @@ def _classify_contribution(graph: gs.Graph, site: AttentionSite, contribution: C
 
 
 def _additive_family(graph: gs.Graph, nodes: list[gs.Node], ops: Counter, contribution: Contribution) -> set[str]:
+    return _additive_tensor_family(graph, contribution.mask)
+
+
+def _additive_tensor_family(graph: gs.Graph, tensor: gs.Tensor) -> set[str]:
+    """Family of an additive mask, including mapc's own canonical forms (so a second run, or a
+    run after decompose-attention, still names what it sees)."""
+    if small_constant(tensor) is not None:
+        return {"constant"}
+    nodes = cone([tensor])
+    ops = Counter(node.op for node in nodes)
     if ops["Trilu"] or ops["ScatterND"]:
         return {"M4"}
-    source = producer(contribution.mask)
-    if source is not None and source.op == "Where" and _is_inverted_select(source):
+    source = producer(tensor)
+    if source is None:
+        return set()
+    if source.op == "Max" and any(uniform_value(t) is not None for t in source.inputs):
+        summed = [t for t in source.inputs if uniform_value(t) is None]
+        return _additive_tensor_family(graph, summed[0]) if len(summed) == 1 else set()
+    if source.op == "Add":
+        parts = [_additive_tensor_family(graph, t) for t in source.inputs]
+        return set().union(*parts) if all(parts) else set()
+    if source.op == "Where" and _is_inverted_select(source):
         return {"M9"}
-    if source is not None and source.op == "Where":
-        return _grid_family(ops, _components(graph, nodes, contribution.mask))
-    if source is not None and source.op == "Mul" and not ops["Range"] and any(_sub_from_one(t) for t in source.inputs):
-        return {"M1"}
+    if source.op == "Where":
+        return _grid_family(ops, _components(graph, nodes, tensor))
+    if source.op == "Mul" and any(_negative(t) for t in source.inputs):
+        if not ops["Range"]:
+            return {"M1"} if any(_sub_from_one(t) or _is_cast(t) for t in source.inputs) else set()
+        return _grid_family(ops, _components(graph, nodes, tensor))
     return set()
+
+
+def _negative(tensor: gs.Tensor) -> bool:
+    value = uniform_value(tensor)
+    return value is not None and float(value) < 0
+
+
+def _is_cast(tensor: gs.Tensor) -> bool:
+    node = producer(tensor)
+    return node is not None and node.op == "Cast"
 
 
 def _grid_family(ops: Counter, parts: set[str]) -> set[str]:

@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from ...ir import Model
-from .detection import AttentionSite
+from .detection import AttentionSite, cone, cone_inputs
 from .families import MaskFamily
 
 Dim = int | str | None
@@ -31,6 +33,8 @@ class HoistedMask:
     attentions: list[str]
     components: list[str]
     removed_inputs: list[str] = field(default_factory=list)
+    #: The removed subgraph as a standalone model: original inputs in, this input out.
+    host_model: onnx.ModelProto | None = None
 
     def contract(self, neg: float) -> dict[str, Any]:
         dims = ["?" if d is None else d for d in (self.input.shape or [])]
@@ -42,7 +46,10 @@ class HoistedMask:
             "replaces": self.source,
             "removed_inputs": self.removed_inputs,
             "attentions": self.attentions,
-            "host_recipe": host_recipe(self.components, neg, self.input.name, self.source),
+            "host_recipe": host_recipe(self.components, neg, self.input.name),
+            "host_model": "exact: the removed subgraph as a model from the original inputs (mapc compile writes "
+            "<output stem>.<input>.host.onnx)" if self.host_model is not None else
+            "none: the mask reads the shape of a network activation; fix the input shapes and recompile",
         }
 
 
@@ -60,12 +67,45 @@ def hoist_masks(model: Model, sinks: list[tuple[AttentionSite, tuple[gs.Node, in
         first_site, (node, slot) = members[0]
         mask = node.inputs[slot]
         new_input = gs.Variable(model.fresh_name("additive_attention_mask"), dtype=mask.dtype, shape=_hoisted_shape(first_site, mask))
+        host = _host_model(model, mask, new_input)
         graph.inputs.append(new_input)
         for _, (reader, index) in members:
             reader.inputs[index] = new_input
         components = sorted({part for site, _ in members for part in families[id(site)].components})
-        hoisted.append(HoistedMask(new_input, mask.name, [site.name for site, _ in members], components))
+        hoisted.append(HoistedMask(new_input, mask.name, [site.name for site, _ in members], components, host_model=host))
     return hoisted
+
+
+#: Ops of the network itself: a mask cone reaching one reads an activation's shape.
+_NETWORK_OPS = frozenset({"MatMul", "Gemm", "Conv", "Softmax", "Attention", "LayerNormalization", "RMSNormalization"})
+
+
+def _host_model(model: Model, mask: gs.Tensor, hoisted: gs.Variable) -> onnx.ModelProto | None:
+    """The nodes computing ``mask`` as a model of their own, whose output is named ``name``;
+    None when the mask reads the shape of a network activation (dynamic shapes: fix them first)."""
+    nodes = cone([mask])
+    if any(node.op in _NETWORK_OPS for node in nodes):
+        return None
+    name = hoisted.name
+    order = {id(node): index for index, node in enumerate(model.graph.nodes)}
+    nodes.sort(key=lambda node: order.get(id(node), len(order)))
+    inputs = [gs.Variable(t.name, dtype=t.dtype, shape=t.shape) for t in cone_inputs(model.graph, nodes)]
+    proto_nodes = [OnnxExporter.export_node(node) for node in nodes]
+    initializers = {}
+    for node in nodes:
+        for tensor in node.inputs:
+            if isinstance(tensor, gs.Constant):
+                initializers[tensor.name] = onnx.numpy_helper.from_array(tensor.values, tensor.name)
+    proto_nodes.append(onnx.helper.make_node("Identity", [mask.name], [name], name=f"{name}/output"))
+    graph = onnx.helper.make_graph(
+        proto_nodes,
+        f"{name}_host",
+        [onnx.helper.make_tensor_value_info(t.name, onnx.helper.np_dtype_to_tensor_dtype(t.dtype), t.shape) for t in inputs],
+        [onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(mask.dtype), hoisted.shape)],
+        list(initializers.values()),
+    )
+    opsets = [onnx.helper.make_opsetid(domain, version) for domain, version in model.opset_imports.items()]
+    return onnx.helper.make_model(graph, opset_imports=opsets, ir_version=model.ir_version)
 
 
 def drop_orphaned_inputs(model: Model, hoisted: list[HoistedMask], readers_before: dict[int, bool]) -> None:
@@ -118,7 +158,7 @@ def _named(dim: Dim, fallback: str) -> int | str:
     return dim if _good(dim) else fallback  # type: ignore[return-value]
 
 
-def host_recipe(components: list[str], neg: float, name: str, source: str) -> str:
+def host_recipe(components: list[str], neg: float, name: str) -> str:
     """How to build the hoisted input on the host, in words and numpy."""
     parts = set(components)
     rules = []
@@ -131,7 +171,5 @@ def host_recipe(components: list[str], neg: float, name: str, source: str) -> st
     keep = " and ".join(rules) if rules else "True (no position masked)"
     return (
         f"{name}[b, 0, i, j] = 0 if ({keep}) else {neg:g}; in numpy: "
-        f"np.where(keep, 0.0, {neg:g}).astype(np.float32)[:, None, :, :]. "
-        f"Exact reference: tensor {source!r} of the input model (run it with that tensor as an extra output), "
-        f"clipped to [{neg:g}, 0]"
+        f"np.where(keep, 0.0, {neg:g}).astype(np.float32)[:, None, :, :]"
     )
