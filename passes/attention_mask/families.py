@@ -39,7 +39,6 @@ from .detection import AttentionSite, Contribution, cone
 from .fills import is_float_dtype, small_constant, uniform_value
 
 _COMPARISONS = frozenset({"Less", "LessOrEqual", "Greater", "GreaterOrEqual"})
-_COMBINERS = frozenset({"And", "Or", "BitwiseAnd", "BitwiseOr"})
 #: Ops a position grid passes through between its ``Range`` and the comparison.
 _GRID_STEPS = frozenset({"Unsqueeze", "Reshape", "Cast", "Expand", "Squeeze", "Add", "Sub", "Slice", "Identity"})
 _SHAPE_READERS = frozenset({"Shape", "Size"})
@@ -215,34 +214,36 @@ def _components(graph: gs.Graph, nodes: list[gs.Node], mask: gs.Tensor) -> set[s
     grids = [node for node in nodes if node.op in _COMPARISONS and all(_grid_offset(t) is not None for t in node.inputs)]
     if grids:
         parts.add("causal")
-        if any(_grid_offset(t) for node in grids for t in node.inputs):
+        offsets = {_grid_offset(t) for node in grids for t in node.inputs}
+        if "dynamic" in offsets:
             parts.add("causal-offset")
-    for node in nodes:
-        if node.op in _COMBINERS and sum(producer(t) is not None and producer(t) in grids for t in node.inputs) == 2:
+        if len(grids) >= 2 and "constant" in offsets:
             parts.add("sliding-window")
     if not parts:
         parts.add("constant")
     return parts
 
 
-def _grid_offset(tensor: gs.Tensor) -> bool | None:
-    """True if ``tensor`` is a position grid (a ``Range`` through reshapes/casts) shifted by an
-    offset; False if an unshifted grid; None if it is not a grid (or a constant)."""
-    shifted = False
+def _grid_offset(tensor: gs.Tensor) -> str | None:
+    """How a position grid (a ``Range`` through reshapes and casts) is shifted: ``"none"``,
+    ``"constant"`` (a window), ``"dynamic"`` (a cache length); None if it is not a grid."""
+    shift = "none"
     current = tensor
     for _ in range(12):
         node = producer(current)
         if node is None:
             return None
         if node.op == "Range":
-            return shifted
+            return shift
         if node.op not in _GRID_STEPS:
             return None
         if node.op in ("Add", "Sub"):
             grid_side = [t for t in node.inputs if _leads_to_range(t)]
             if len(grid_side) != 1:
                 return None
-            shifted = True
+            other = next(t for t in node.inputs if t is not grid_side[0])
+            if shift != "dynamic":
+                shift = "constant" if small_constant(other) is not None else "dynamic"
             current = grid_side[0]
             continue
         current = node.inputs[0]
