@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
@@ -53,7 +54,7 @@ class HoistedMask:
         }
 
 
-def hoist_masks(model: Model, sinks: list[tuple[AttentionSite, tuple[gs.Node, int]]], families: dict[int, MaskFamily]) -> list[HoistedMask]:
+def hoist_masks(model: Model, sinks: list[tuple[AttentionSite, tuple[gs.Node, int]]], families: dict[int, MaskFamily], neg: float) -> list[HoistedMask]:
     """Turn each distinct mask read at ``sinks`` into a graph input (already hoisted ones are kept)."""
     graph = model.graph
     inputs = {id(t) for t in graph.inputs}
@@ -67,7 +68,7 @@ def hoist_masks(model: Model, sinks: list[tuple[AttentionSite, tuple[gs.Node, in
         first_site, (node, slot) = members[0]
         mask = node.inputs[slot]
         new_input = gs.Variable(model.fresh_name("additive_attention_mask"), dtype=mask.dtype, shape=_hoisted_shape(first_site, mask))
-        host = _host_model(model, mask, new_input)
+        host = _host_model(model, mask, new_input, neg)
         graph.inputs.append(new_input)
         for _, (reader, index) in members:
             reader.inputs[index] = new_input
@@ -80,9 +81,11 @@ def hoist_masks(model: Model, sinks: list[tuple[AttentionSite, tuple[gs.Node, in
 _NETWORK_OPS = frozenset({"MatMul", "Gemm", "Conv", "Softmax", "Attention", "LayerNormalization", "RMSNormalization"})
 
 
-def _host_model(model: Model, mask: gs.Tensor, hoisted: gs.Variable) -> onnx.ModelProto | None:
-    """The nodes computing ``mask`` as a model of their own, whose output is named ``name``;
-    None when the mask reads the shape of a network activation (dynamic shapes: fix them first)."""
+def _host_model(model: Model, mask: gs.Tensor, hoisted: gs.Variable, neg: float) -> onnx.ModelProto | None:
+    """The nodes computing ``mask`` as a model of their own, whose output (named like the new
+    input) is clamped to ``>= neg``: a mask that also adds a position bias (ALiBi, T5) could
+    otherwise go below it. None when the mask reads the shape of a network activation (dynamic
+    shapes: fix them first)."""
     nodes = cone([mask])
     if any(node.op in _NETWORK_OPS for node in nodes):
         return None
@@ -96,7 +99,9 @@ def _host_model(model: Model, mask: gs.Tensor, hoisted: gs.Variable) -> onnx.Mod
         for tensor in node.inputs:
             if isinstance(tensor, gs.Constant):
                 initializers[tensor.name] = onnx.numpy_helper.from_array(tensor.values, tensor.name)
-    proto_nodes.append(onnx.helper.make_node("Identity", [mask.name], [name], name=f"{name}/output"))
+    floor = f"{name}/floor"
+    initializers[floor] = onnx.numpy_helper.from_array(np.array(neg, dtype=mask.dtype), floor)
+    proto_nodes.append(onnx.helper.make_node("Max", [mask.name, floor], [name], name=f"{name}/clamp"))
     graph = onnx.helper.make_graph(
         proto_nodes,
         f"{name}_host",
@@ -127,11 +132,13 @@ def _hoisted_shape(site: AttentionSite, mask: gs.Tensor) -> list[Dim]:
     mask_shape = list(mask.shape) if mask.shape is not None else None
     if scores_shape is not None and len(scores_shape) == 4:
         batch, _, queries, keys = scores_shape
+        heads: Dim = 1
         if mask_shape is not None and len(mask_shape) == 4:
             batch = _better(batch, mask_shape[0])
             queries = _better(queries, mask_shape[2])
             keys = _better(keys, mask_shape[3])
-        return [_named(batch, "mask_batch"), 1, _named(queries, "mask_query_length"), _named(keys, "mask_key_length")]
+            heads = mask_shape[1] if _good(mask_shape[1]) else 1  # per-head biases (ALiBi) keep their heads
+        return [_named(batch, "mask_batch"), heads, _named(queries, "mask_query_length"), _named(keys, "mask_key_length")]
     if mask_shape is not None:
         return [_named(d, f"mask_dim_{axis}") for axis, d in enumerate(mask_shape)]
     return ["mask_batch", 1, "mask_query_length", "mask_key_length"]

@@ -131,23 +131,3 @@ def padded_mask(batch: int, length: int, side: str, pads: Iterable[int], total: 
             else:
                 mask[row, total - count:] = 0
     return mask
-
-
-def fully_masked_query_rows(attention_mask: np.ndarray, query_length: int, causal: bool) -> np.ndarray:
-    """Bool [batch, query_length]: query rows that may attend no key at all.
-
-    The queries are the last ``query_length`` of the ``attention_mask`` columns (KV cache). A
-    causal query at absolute position p sees keys 0..p; a bidirectional one sees every key.
-    These rows (left-padding positions of causal models, all-padding rows) are where the
-    original models disagree among themselves (finfo.min gives a uniform average, -inf gives
-    NaN or the SDPA guard's zeros, the opset-23 spec gives zeros); their outputs are padding and
-    every consumer ignores them, so they are excluded from output comparisons.
-    """
-    batch, total = attention_mask.shape
-    valid = attention_mask.astype(bool)
-    rows = np.zeros((batch, query_length), bool)
-    for q in range(query_length):
-        position = total - query_length + q
-        visible = valid[:, : position + 1] if causal else valid
-        rows[:, q] = ~visible.any(axis=1)
-    return rows
