@@ -84,7 +84,7 @@ class AttentionMask(Pass):
         hoisted = []
         if self.options.mask_as_input:
             sinks = [(site, outcomes[id(site)].sink) for site in sites if outcomes[id(site)].sink is not None]
-            hoisted = hoist_masks(model, sinks, families, neg)  # type: ignore[arg-type]
+            hoisted = hoist_masks(model, sinks, families, neg, rewriter.clamp)  # type: ignore[arg-type]
             for mask in hoisted:
                 for site in sites:
                     if site.name in mask.attentions:

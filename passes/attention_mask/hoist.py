@@ -10,6 +10,7 @@ the removed mask subgraph (``attention_mask`` itself, usually) are removed from 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,14 +55,18 @@ class HoistedMask:
         }
 
 
-def hoist_masks(model: Model, sinks: list[tuple[AttentionSite, tuple[gs.Node, int]]], families: dict[int, MaskFamily], neg: float) -> list[HoistedMask]:
-    """Turn each distinct mask read at ``sinks`` into a graph input (already hoisted ones are kept)."""
+def hoist_masks(model: Model, sinks: list[tuple[AttentionSite, tuple[gs.Node, int]]], families: dict[int, MaskFamily], neg: float,
+                clamp: Callable[[gs.Tensor], gs.Tensor]) -> list[HoistedMask]:
+    """Turn each distinct mask read at ``sinks`` into a graph input, read through ``clamp``
+    (``Max(., NEG)``: a host passing finfo.min cannot break the device graph). Masks that are
+    already a clamped graph input are left alone."""
     graph = model.graph
     inputs = {id(t) for t in graph.inputs}
     groups: dict[int, list[tuple[AttentionSite, tuple[gs.Node, int]]]] = {}
     for site, sink in sinks:
         mask = sink[0].inputs[sink[1]]
-        if id(mask) not in inputs:
+        source = mask.inputs[0] if mask.inputs else None
+        if not (source is not None and source.op == "Max" and any(id(t) in inputs for t in source.inputs)):
             groups.setdefault(id(mask), []).append((site, sink))
     hoisted = []
     for members in groups.values():
@@ -70,8 +75,9 @@ def hoist_masks(model: Model, sinks: list[tuple[AttentionSite, tuple[gs.Node, in
         new_input = gs.Variable(model.fresh_name("additive_attention_mask"), dtype=mask.dtype, shape=_hoisted_shape(first_site, mask))
         host = _host_model(model, mask, new_input, neg)
         graph.inputs.append(new_input)
+        clamped = clamp(new_input)
         for _, (reader, index) in members:
-            reader.inputs[index] = new_input
+            reader.inputs[index] = clamped
         components = sorted({part for site, _ in members for part in families[id(site)].components})
         hoisted.append(HoistedMask(new_input, mask.name, [site.name for site, _ in members], components, host_model=host))
     return hoisted

@@ -41,6 +41,8 @@ _VALUE_SLOTS: dict[str, tuple[int, ...] | None] = {
     "ScatterElements": (0, 2), "Pad": (0, 2),
 }
 _SHAPE_READERS = frozenset({"Shape", "Size"})
+#: Ops between a float mask graph input and the attention that keep it an input's values.
+_INPUT_MOVES = frozenset({"Reshape", "Unsqueeze", "Squeeze", "Cast", "Expand", "Identity", "Slice", "Transpose"})
 
 Edge = tuple[int, int]  # (id(node), input slot)
 
@@ -141,6 +143,10 @@ class MaskRewriter:
             self._trivial.add(key)
             self.counters["trivial_masks_removed"] += 1
             outcome.add("R4:trivial-mask-removed")
+        elif self._unclamped_input(tensor):
+            result = self._node("Max", [tensor, self._constant(self.neg, np.dtype(tensor.dtype or np.float32))], np.dtype(tensor.dtype or np.float32))
+            self.counters["input_masks_clamped"] += 1
+            outcome.add("R1:input-clamped")
         else:
             select = _constant_select(tensor)
             if select is not None:
@@ -150,6 +156,23 @@ class MaskRewriter:
                 outcome.add("R2:where-to-arithmetic")
         self._memo[key] = result
         return result
+
+    def _unclamped_input(self, tensor: gs.Tensor) -> bool:
+        """A float graph input (possibly reshaped or cast) that nothing clamps to >= NEG: a host
+        may fill it with finfo.min or -inf, so it gets ``Max(., NEG)`` (what QAI Hub does)."""
+        inputs = {id(t) for t in self.graph.inputs}
+        current = tensor
+        while id(current) not in inputs:
+            node = producer(current)
+            if node is None or node.op not in _INPUT_MOVES:
+                return False
+            current = node.inputs[0]
+        return is_float_dtype(current.dtype)
+
+    def clamp(self, tensor: gs.Tensor) -> gs.Tensor:
+        """``Max(tensor, NEG)``."""
+        dtype = np.dtype(tensor.dtype or np.float32)
+        return self._node("Max", [tensor, self._constant(self.neg, dtype)], dtype)
 
     def boolean(self, condition: gs.Tensor, keep: bool, dtype: np.dtype, fill: float, outcome: SiteOutcome) -> gs.Tensor | None:
         """The additive mask of a boolean one: 0 where ``condition == keep``, else the fill
@@ -284,26 +307,43 @@ class MaskRewriter:
     # -- R3 -------------------------------------------------------------------------------------
 
     def is_finite(self, sink: tuple[gs.Node, int] | None) -> bool:
-        """True if the mask read at ``sink`` can hold no value below NEG nor a non-finite one."""
+        """True if the mask read at ``sink`` holds no value below NEG nor a non-finite one: its
+        constants are finite and not below NEG, and every graph input it reads is clamped by a
+        ``Max(., c)`` with ``c >= NEG`` on the way."""
         if sink is None:
             return True
-        node, slot = sink
-        for member in cone([node.inputs[slot]]):
-            tensors = list(member.inputs)
-            if member.op == "ConstantOfShape" and isinstance(member.attrs.get("value"), gs.Constant):
-                tensors.append(member.attrs["value"])
-            for tensor in tensors:
-                if isinstance(tensor, gs.Constant) and constant_nbytes(tensor) > MAX_INSPECT_BYTES:
+        inputs = {id(t) for t in self.graph.inputs}
+        stack, seen = [sink[0].inputs[sink[1]]], set()
+        while stack:
+            tensor = stack.pop()
+            if id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            if id(tensor) in inputs and is_float_dtype(tensor.dtype):
+                return False
+            if not self._finite_constant(tensor):
+                return False
+            node = producer(tensor)
+            if node is None or node.op in _SHAPE_READERS:
+                continue
+            if node.op == "Max" and any(_at_least(t, self.neg) for t in node.inputs):
+                continue
+            if node.op == "ConstantOfShape" and isinstance(node.attrs.get("value"), gs.Constant):
+                if not self._finite_constant(node.attrs["value"]):
                     return False
-                values = small_constant(tensor)
-                if values is None or np.dtype(values.dtype).type not in FLOAT_KINDS:
-                    continue
-                if not np.all(np.isfinite(values)):
-                    return False
-                fill = single_fill(values)
-                if fill is not None and fill < self.neg:
-                    return False
+            stack.extend(t for t in node.inputs if not t.is_empty())
         return True
+
+    def _finite_constant(self, tensor: gs.Tensor) -> bool:
+        if isinstance(tensor, gs.Constant) and constant_nbytes(tensor) > MAX_INSPECT_BYTES:
+            return False
+        values = small_constant(tensor)
+        if values is None or np.dtype(values.dtype).type not in FLOAT_KINDS:
+            return True
+        if not np.all(np.isfinite(values)):
+            return False
+        fill = single_fill(values)
+        return fill is None or not fill < self.neg
 
     def drop_guard(self, site: AttentionSite) -> None:
         assert site.guard is not None
@@ -356,6 +396,11 @@ class _MaskPathChecker:
         if is_graph_output(self.graph, tensor):
             return False
         return all(self.edge_ok(reader, slot) for reader in tensor.outputs for slot, t in enumerate(reader.inputs) if t is tensor)
+
+
+def _at_least(tensor: gs.Tensor, floor: float) -> bool:
+    value = uniform_value(tensor)
+    return value is not None and is_float_dtype(value.dtype) and float(value) >= floor
 
 
 def _is_zero(tensor: gs.Tensor) -> bool:
