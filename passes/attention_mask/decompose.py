@@ -270,11 +270,13 @@ class _Builder:
         q_len = self.query.shape[1] if self.rank == 3 else self.query.shape[2]
         k_len = self._key_length_dim()
         past = 0 if self.past_key.is_empty() else (self.past_key.shape[2] if self.past_key.shape is not None else None)
-        if q_len is not None and q_len != k_len and self.past_key.is_empty():
+        new_keys = self.key.shape[1] if self.rank == 3 else self.key.shape[2]
+        if q_len is None or q_len != new_keys:
             self.notes.append(Note(
                 "decompose-attention.causal-alignment",
-                f"is_causal with query length {q_len} and key length {k_len}: materialised the spec's upper-left "
-                "alignment (j <= i) that onnxruntime 1.31 CPU uses; CUDA and older runtimes differ",
+                f"is_causal with {q_len or '?'} queries and {new_keys or '?'} new keys: materialised the spec's "
+                "j <= i + past_length; runtimes disagree here (CUDA aligns upper-left, onnxruntime 1.31 CPU "
+                "bottom-right for a single query with a cache)",
                 node=self.node.name, severity="warning"))
         if all(isinstance(d, int) for d in (q_len, k_len, past)) and q_len * k_len * self.dtype.itemsize <= self.max_constant_bytes:
             rows = np.arange(q_len)[:, None] + past
