@@ -249,8 +249,10 @@ class MaskRewriter:
     def replace_fills(self, sinks: list[tuple[gs.Node, int]]) -> tuple[int, list[tuple[gs.Tensor, str]]]:
         """Replace fills more negative than NEG on the mask paths ending at ``sinks``.
 
-        Returns how many constants were replaced and, for fills left alone, the fill's tensor
-        and the node that reads it outside a mask path.
+        A fill that also has readers off the mask paths keeps its value for them; the mask
+        readers get a finite copy. Returns how many constants were replaced and, for fills no
+        mask path could take (every path to the mask also leaves it), the fill's tensor and the
+        node that reads it off the mask paths.
         """
         sink_edges = {(id(node), slot) for node, slot in sinks}
         masks = [node.inputs[slot] for node, slot in sinks]
@@ -258,8 +260,9 @@ class MaskRewriter:
         checker = _MaskPathChecker(self.graph, sink_edges, region)
         replaced, blocked = 0, []
         seen: set[int] = set()
-        for node in cone(masks):
-            for slot, tensor in enumerate(node.inputs):
+        nodes = cone(masks)
+        for node_inputs, node in [(masks, None), *[(n.inputs, n) for n in nodes]]:  # a mask may itself be a constant
+            for tensor in node_inputs:
                 if id(tensor) in seen:
                     continue
                 seen.add(id(tensor))
@@ -269,15 +272,15 @@ class MaskRewriter:
                     continue
                 replaced_here, outsider = self._replace(tensor, values, fill, checker, lambda v: gs.Constant(self.model.fresh_name("attention_mask_fill"), v))  # type: ignore[arg-type]
                 replaced += replaced_here
-                if outsider is not None:
+                if outsider is not None and not replaced_here:
                     blocked.append((tensor, outsider))
-            if node.op == "ConstantOfShape" and isinstance(node.attrs.get("value"), gs.Constant):
+            if node is not None and node.op == "ConstantOfShape" and isinstance(node.attrs.get("value"), gs.Constant):
                 values = np.asarray(node.attrs["value"].values)
                 fill = single_fill(values)
                 if fill is not None and fill < self.neg:
                     replaced_here, outsider = self._replace(node.outputs[0], values, fill, checker, lambda v, n=node: self._clone_constant_of_shape(n, v))
                     replaced += replaced_here
-                    if outsider is not None:
+                    if outsider is not None and not replaced_here:
                         blocked.append((node.outputs[0], outsider))
         self.counters["fills_replaced"] += replaced
         return replaced, blocked
@@ -328,7 +331,7 @@ class MaskRewriter:
                 continue
             if node.op == "Max" and any(_at_least(t, self.neg) for t in node.inputs):
                 continue
-            if node.op == "ConstantOfShape" and isinstance(node.attrs.get("value"), gs.Constant):
+            if node is not None and node.op == "ConstantOfShape" and isinstance(node.attrs.get("value"), gs.Constant):
                 if not self._finite_constant(node.attrs["value"]):
                     return False
             stack.extend(t for t in node.inputs if not t.is_empty())
