@@ -18,6 +18,7 @@ from .detection import AttentionSite, attentions_in_subgraphs, cone, find_attent
 from .families import MaskFamily, classify
 from .fills import Precision, resolve_mask_value
 from .hoist import drop_orphaned_inputs, hoist_masks
+from .identities import collapse_identities
 from .rewrites import MaskRewriter, SiteOutcome
 
 
@@ -30,12 +31,15 @@ class AttentionMask(Pass):
     families M1-M11 and Intel's causal chains, and rewrites, per attention:
       R1  fills below NEG (-inf, finfo.min, -1e9...) in initializers, Constant and
           ConstantOfShape become NEG, only where every reader lies on a mask path;
-      R2  boolean masks (Where on the scores, Where(c, 0, fill), a bool attn_mask) become
-          Mul(Sub(1, Cast(c)), NEG); masks summed are clamped with Max(., NEG);
+      R2  boolean masks (Where on the scores, Where(c, 0, fill)) become Mul(Sub(1, Cast(c)),
+          NEG); masks summed are clamped with Max(., NEG); float mask graph inputs get
+          Max(., NEG). A native Attention op keeps its bool mask (it needs no fill and gives
+          fully masked rows zeros); decompose-attention and mask_as_input make it additive;
       R3  the NaN guard Where(IsNaN(p), 0, p) is removed once the mask is finite;
       R4  uniform masks (all-True, all-zero) are removed, and attn_mask dropped;
-      R5  And(constant causal, padding) splits into a constant additive part (up to
-          max_constant_mb) plus the computed padding part;
+      R5  with static shapes, identity Slice/Gather/GatherND/ScatterND chains in the mask
+          collapse, and And(constant causal, padding) splits into a constant additive part (up
+          to max_constant_mb, else it stays computed) plus the computed padding part;
       R6  with mask_as_input, the whole mask becomes a float graph input [B,1,S,T] (additive,
           values in [NEG, 0]); the report says how to build it on the host.
     NEG is mask_value, or the precision's default (fp16/fp32 -1e4, int16 -50, int8 -20).
@@ -66,8 +70,13 @@ class AttentionMask(Pass):
             for node in attentions_in_subgraphs(graph)
         ]
         sites = find_attentions(graph)
-        families = {id(site): classify(graph, site) for site in sites}
-        rewriter = MaskRewriter(model, neg, int(self.options.max_constant_mb * (1 << 20)))
+        named = {id(site.node): classify(graph, site) for site in sites}
+        collapsed = collapse_identities(model, cone([t for site in sites for t in site.mask_tensors()]))
+        if collapsed:
+            remove_dead_nodes(graph)
+            sites = find_attentions(graph)
+        families = {id(site): named.get(id(site.node)) or classify(graph, site) for site in sites}
+        rewriter = MaskRewriter(model, neg, int(self.options.max_constant_mb * (1 << 20)), additive_attention_masks=self.options.mask_as_input)
         outcomes: dict[int, SiteOutcome] = {}
         for index, site in enumerate(sites):
             ctx.report_progress("attention masks", index, len(sites))
@@ -116,6 +125,7 @@ class AttentionMask(Pass):
                                   node=site.name, fix="hoist it with --mask-as-input, or report the exporter so the family can be added"))
         counters = dict(sorted(rewriter.counters.items()))
         counters["masks_hoisted"] = len(hoisted)
+        counters["identity_index_ops_collapsed"] = collapsed
         details: dict[str, Any] = {
             "mask_value": neg,
             "precision": self.options.precision,

@@ -148,7 +148,8 @@ def _is_cast(tensor: gs.Tensor) -> bool:
 
 def _grid_family(ops: Counter, parts: set[str]) -> set[str]:
     if not ops["Range"]:
-        return set()
+        # shapes fixed and the index grids folded (R5): a constant causal buffer and/or padding
+        return {"folded"} if parts - {"constant"} or ops["And"] else set()
     if ops["GatherND"]:
         return {"M6"}
     if "padding" in parts:

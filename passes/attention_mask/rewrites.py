@@ -62,8 +62,10 @@ class SiteOutcome:
 class MaskRewriter:
     """Rewrites the masks of a model's attentions; one instance per pass run."""
 
-    def __init__(self, model: Model, neg: float, max_constant_bytes: int) -> None:
+    def __init__(self, model: Model, neg: float, max_constant_bytes: int, additive_attention_masks: bool = False) -> None:
         self.model = model
+        #: Make bool masks of Attention ops additive too (needed before hoisting them as a float input).
+        self.additive_attention_masks = additive_attention_masks
         self.graph = model.graph
         self.neg = neg
         self.max_constant_bytes = max_constant_bytes
@@ -110,17 +112,29 @@ class MaskRewriter:
         outcome.sink = (producer(masked), 1)  # type: ignore[assignment]
 
     def _canonicalize_attention_op(self, site: AttentionSite, outcome: SiteOutcome) -> None:
+        """A native Attention op defines its own masking (a bool mask is applied without any
+        fill, a fully masked row gives zeros): only trivial masks (R4) and constant fills (R1,
+        through the sink) change here; decompose-attention makes the mask additive for targets
+        without the op."""
         if not site.contributions:
             return
         node = site.node
         contribution = site.contributions[0]
-        dtype = _float_dtype(node.inputs[0])
+        if contribution.is_boolean and not self.additive_attention_masks:
+            uniform = uniform_value(contribution.mask)
+            if uniform is not None and bool(uniform):
+                self.counters["trivial_masks_removed"] += 1
+                outcome.add("R4:trivial-mask-removed")
+                _drop_input(node, 3)
+                return
+            outcome.sink = (node, 3)
+            return
         if contribution.is_boolean:
-            mask = self.boolean(contribution.mask, True, dtype, self.neg, outcome)
+            mask = self.boolean(contribution.mask, True, _float_dtype(node.inputs[0]), self.neg, outcome)
             if mask is not None:
                 outcome.add("R2:bool-to-additive")
         else:
-            mask = self.additive(contribution.mask, outcome)
+            mask = self.additive(contribution.mask, outcome, clamp_inputs=False)
         if mask is None:
             _drop_input(node, 3)
             return
@@ -128,10 +142,11 @@ class MaskRewriter:
             node.inputs[3] = mask
         outcome.sink = (node, 3)
 
-    def additive(self, tensor: gs.Tensor, outcome: SiteOutcome) -> gs.Tensor | None:
-        """An additive float mask, with ``Where(c, 0, fill)`` selects made arithmetic (R2); None
-        when it is uniform, so adding it changes no softmax (R4)."""
-        key = ("additive", id(tensor))
+    def additive(self, tensor: gs.Tensor, outcome: SiteOutcome, clamp_inputs: bool = True) -> gs.Tensor | None:
+        """An additive float mask, with ``Where(c, 0, fill)`` selects made arithmetic (R2) and a
+        float graph input clamped (``clamp_inputs``); None when it is uniform, so adding it
+        changes no softmax (R4)."""
+        key = ("additive", id(tensor), clamp_inputs)
         if key in self._memo:
             if key in self._trivial:
                 outcome.add("R4:trivial-mask-removed")
@@ -143,7 +158,7 @@ class MaskRewriter:
             self._trivial.add(key)
             self.counters["trivial_masks_removed"] += 1
             outcome.add("R4:trivial-mask-removed")
-        elif self._unclamped_input(tensor):
+        elif clamp_inputs and self._unclamped_input(tensor):
             result = self._node("Max", [tensor, self._constant(self.neg, np.dtype(tensor.dtype or np.float32))], np.dtype(tensor.dtype or np.float32))
             self.counters["input_masks_clamped"] += 1
             outcome.add("R1:input-clamped")
