@@ -77,14 +77,14 @@ class Case:
 
 def fully_masked_rows(masks: list[np.ndarray], neg: float) -> np.ndarray | None:
     """Bool [batch, queries]: rows where some attention's additive mask holds NEG (or less) at
-    every key. These are where the original models already disagree with each other
+    every key, or its boolean mask (a native Attention op's) is False at every key. These are where the original models already disagree with each other
     (finfo.min gives a uniform average, -inf gives NaN or the SDPA guard's zeros, the ONNX
     Attention spec gives zeros) and the rewritten one softmaxes NEG-shifted scores: the leading
     pads of a left-padded causal model, the last pads of a sliding window, an all-padding row.
     Their outputs are padding that no consumer reads, so they are not compared."""
     rows = None
     for mask in masks:
-        full = np.all(mask <= neg, axis=-1)  # [B|1, H|1, S|1]
+        full = ~np.any(mask, axis=-1) if mask.dtype == np.bool_ else np.all(mask <= neg, axis=-1)  # [B|1, H|1, S|1]
         full = full.reshape((full.shape[0], -1, full.shape[-1])).any(axis=1)
         rows = full if rows is None else (rows | full)
     return rows

@@ -54,7 +54,7 @@ def rewritten_outputs(name: str, padding: str) -> tuple[dict[str, np.ndarray], n
     masks = sorted({a["mask"] for a in details["attentions"] if "mask" in a})
     outputs = [o.name for o in rewritten.graph.output]
     values = run(rewritten, CASES[name].feeds(padding), outputs=outputs + [m for m in masks if m not in outputs])
-    rows = fully_masked_rows([values[m].astype(np.float32) for m in masks], details["mask_value"]) if masks else None
+    rows = fully_masked_rows([values[m] for m in masks], details["mask_value"]) if masks else None
     return {o: values[o] for o in outputs}, rows
 
 
