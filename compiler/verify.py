@@ -134,15 +134,29 @@ class Verifier:
             model, seed=ctx.seed, dims=ctx.dims, shapes=ctx.input_shapes
         )
         self.tolerance = tolerance
+        self.ctx = ctx
         try:
             self.expected = run(model, self.feeds)
         except OnnxRuntimeError as error:
             raise OnnxRuntimeError(f"cannot verify: the input model does not run ({error})") from None
 
     def compare(self, model: Model) -> list[OutputComparison]:
-        """Run ``model`` on the reference inputs and compare (no exception on mismatch)."""
+        """Run ``model`` on the reference inputs and compare (no exception on mismatch).
+
+        Elements a pass declared undefined are left out: a pass may put a callable
+        ``verify_ignore(model, feeds, outputs) -> {output: bool array}`` in its
+        ``ctx.facts[name]`` (attention-mask does, for fully masked attention rows)."""
         actual = run(model, self.feeds)
-        return compare_outputs(self.expected, actual, tolerance=self.tolerance)
+        expected = self.expected
+        for facts in list(self.ctx.facts.values()):
+            hook = facts.get("verify_ignore") if isinstance(facts, dict) else None
+            if hook is None:
+                continue
+            for name, ignored in hook(model, self.feeds, actual).items():
+                if name in expected and name in actual:
+                    expected = {**expected, name: np.where(ignored, np.zeros((), expected[name].dtype), expected[name])}
+                    actual = {**actual, name: np.where(ignored, np.zeros((), actual[name].dtype), actual[name])}
+        return compare_outputs(expected, actual, tolerance=self.tolerance)
 
     def check(self, model: Model, *, pass_name: str | None = None) -> dict[str, Any]:
         """Validate ``model`` and compare its outputs; raise :class:`VerificationError` naming

@@ -8,6 +8,7 @@ the fill values. See ``docs/passes/attention-mask.md``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ...ir import Model, infer_shapes, remove_dead_nodes, toposort
@@ -20,6 +21,7 @@ from .fills import Precision, resolve_mask_value
 from .hoist import drop_orphaned_inputs, hoist_masks
 from .identities import collapse_identities
 from .rewrites import MaskRewriter, SiteOutcome
+from .verification import fully_masked_positions
 
 
 @register_pass
@@ -108,6 +110,8 @@ class AttentionMask(Pass):
                 notes.append(Note("attention-mask.guard-kept", "NaN guard kept: the mask still holds a non-finite or huge fill",
                                   node=site.guard.name, fix="see the attention-mask.fill-kept notes"))
         remove_dead_nodes(graph)
+        if sites:
+            ctx.facts.setdefault(self.name, {})["verify_ignore"] = partial(fully_masked_positions, neg=neg)
         if hoisted:
             drop_orphaned_inputs(model, hoisted, readers_before)
             facts = ctx.facts.setdefault(self.name, {})

@@ -56,3 +56,18 @@ def test_a_bad_mask_value_is_one_line_and_exit_2(tmp_path, capsys):
     assert code == EXIT_USAGE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "mask_value" in err
+
+
+def test_verify_leaves_out_only_the_fully_masked_rows():
+    import mapc
+    from mapc.passes.attention_mask.verification import fully_masked_positions
+
+    path = TRANSFORMERS / "gpt2-ts-eager.onnx"
+    data = np.load(path.with_suffix(".npz"))
+    feeds = {k[len("input:"):]: data[k] for k in data.files if k.startswith("input:")}
+    feeds["attention_mask"] = np.array([[1] * 8, [0, 0, 0] + [1] * 5], np.int64)
+    result = mapc.compile(path, verify=True, verify_inputs=feeds)
+    assert result.verification["ok"]
+    outputs = run(result.model, feeds)
+    ignored = fully_masked_positions(result.model, feeds, outputs, -1e4)["last_hidden_state"]
+    assert ignored[1, :3].all() and not ignored[1, 3:].any() and not ignored[0].any()

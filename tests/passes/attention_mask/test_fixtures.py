@@ -222,3 +222,18 @@ def test_hoisted_mask_input_built_by_the_host_model_reproduces_the_outputs(name)
         assert mask.min() >= neg and mask.max() <= 0
         device_feeds[input_name] = mask
     _compare(case, feeds, expected, run(rewritten, device_feeds))
+
+
+IDEMPOTENCE_OPTIONS = ["", "{mask_as_input=true}"] + ([] if in_ci() else ["{precision=int8}"])
+
+
+@pytest.mark.parametrize("options", IDEMPOTENCE_OPTIONS)
+@pytest.mark.parametrize("name", sorted(REPRESENTATIVE | {"vit-dynamo23-sdpa", "input-additive", "m1-fp16"}) if in_ci() else sorted(CASES))
+def test_idempotent_and_deterministic(name, options):
+    first, _ = compiled(name, f"attention-mask{options}")
+    again = load(CASES[name].proto())
+    PassManager(f"attention-mask{options}").run(again)
+    assert again.to_proto().SerializeToString(deterministic=True) == first.SerializeToString(deterministic=True)
+    second = load(first)
+    records = PassManager(f"attention-mask{options}").run(second)
+    assert not records[0].changed, records[0].counters
