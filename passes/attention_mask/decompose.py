@@ -105,6 +105,7 @@ class _Builder:
         self.scale_on = scale_on
         self.max_constant_bytes = max_constant_bytes
         self.notes: list[Note] = []
+        self._mask_kind = "none"
         inputs = list(node.inputs) + [gs.Variable.empty()] * (6 - len(node.inputs))
         self.query, self.key, self.value, self.mask, self.past_key, self.past_value = inputs[:6]
         self.nonpad = inputs[6] if len(inputs) > 6 else gs.Variable.empty()
@@ -311,8 +312,6 @@ class _Builder:
     def _ints(self, values: list[int] | int, scalar: bool = False) -> gs.Constant:
         array = np.array(values, dtype=np.int64)
         return gs.Constant(self.model.fresh_name((self.node.name or "attention") + "/shape"), array if not scalar else array.reshape(()))
-
-    _mask_kind = "none"
 
 
 def _used(tensor: gs.Tensor) -> gs.Tensor | None:

@@ -91,7 +91,7 @@ def _classify_contribution(graph: gs.Graph, site: AttentionSite, contribution: C
     if contribution.kind == "attn-mask":
         if contribution.is_boolean:
             return {"M7"}, parts
-        return ({"input-additive"} if _is_input_mask(graph, contribution.mask) else _additive_family(graph, nodes, ops, contribution)), parts
+        return ({"input-additive"} if _is_input_mask(graph, contribution.mask) else _additive_tensor_family(graph, contribution.mask)), parts
     if contribution.kind == "keep-where" and _has_bool_buffer(nodes):
         return {"M3"}, parts | {"causal"}
     if contribution.kind == "mask-where" and ops["Equal"] and "padding" in parts:
@@ -100,11 +100,7 @@ def _classify_contribution(graph: gs.Graph, site: AttentionSite, contribution: C
         return _grid_family(ops, parts), parts
     if _is_input_mask(graph, contribution.mask):
         return {"input-additive"}, parts | {"padding"}
-    return _additive_family(graph, nodes, ops, contribution), parts
-
-
-def _additive_family(graph: gs.Graph, nodes: list[gs.Node], ops: Counter, contribution: Contribution) -> set[str]:
-    return _additive_tensor_family(graph, contribution.mask)
+    return _additive_tensor_family(graph, contribution.mask), parts
 
 
 def _additive_tensor_family(graph: gs.Graph, tensor: gs.Tensor) -> set[str]:

@@ -66,7 +66,6 @@ def fake_quantize(model: onnx.ModelProto, names: Iterable[str], feeds: Mapping[s
     graph = quantized.graph
     scales = {}
     low_q, high_q = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    qtype = TensorProto.INT8 if bits == 8 else TensorProto.INT16
     for name in names:
         values = ranges[name].astype(np.float64)
         low, high = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
