@@ -28,7 +28,7 @@ from .errors import UsageError, VerificationError
 from .ir import Model, count_nodes, load, save
 from .ir.model import ModelSource
 from .passes import Pass, PassContext, get_pass, has_pass
-from .pipeline import Fixpoint, PassManager, PassRecord, ProgressHook, Step, StepSpec
+from .pipeline import Fixpoint, PassManager, PassRecord, ProgressHook, Step, StepSpec, build_pipeline, with_pass_options
 from .targets import Plan, Target, emit_partitions, get_target, plan_report
 from .targets.passes import PLAN_FACT, Partition
 from .verify import Tolerance, Verifier
@@ -43,8 +43,10 @@ def default_pipeline() -> str:
     """The target-independent pipeline ``mapc compile`` runs without ``--passes``.
 
     Each stage joins when its pass is registered, so the pipeline grows as passes land.
+    ``attention-mask`` runs after shape fixing, folding and fusion (it sees folded masks and
+    fused ``Attention`` ops).
     """
-    stages = [name for name in ("cleanup", "fuse") if has_pass(name)]
+    stages = [name for name in ("cleanup", "fuse", "attention-mask", "cleanup") if has_pass(name)]
     return ",".join(stages)
 
 
@@ -60,6 +62,8 @@ class CompileResult:
     verification: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     plan: Plan | None = None
+    #: What the passes told later passes and the caller (``PassContext.facts``), by pass name.
+    facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def nodes_after(self) -> int:
@@ -120,6 +124,7 @@ def compile(
     on_progress: ProgressCallback | None = None,
     target_opset: int | None = None,
     strict_fusion: bool = False,
+    pass_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> CompileResult:
     """Compile ``model`` and return the result; the input file is never modified.
 
@@ -149,6 +154,8 @@ def compile(
             ``fuse`` can emit the standard ops that opset has.
         strict_fusion: make every near-miss of the ``fuse`` passes an error
             (:class:`~mapc.errors.CheckFailed`).
+        pass_options: options set on every step of the named passes, overriding the pipeline's
+            (``{"attention-mask": {"mask_value": -50}}``); a pass not in the pipeline is an error.
     """
     resolved = get_target(target) if target is not None else None
     working = model if isinstance(model, Model) else load(model)
@@ -159,7 +166,7 @@ def compile(
         input_shapes={name: [int(d) for d in shape] for name, shape in (input_shapes or {}).items()},
         progress=on_progress,
     )
-    pipeline_spec: str | Sequence[StepSpec] = passes if passes is not None else default_pipeline()
+    steps = build_pipeline(passes if passes is not None else default_pipeline())
     if resolved is not None:
         partition = Partition(
             target=resolved,
@@ -168,17 +175,18 @@ def compile(
             cpu_ops=list(cpu_ops),
             cost_model=cost_model,
         )
-        head = [pipeline_spec] if isinstance(pipeline_spec, str) else list(pipeline_spec)
-        pipeline_spec = [*(step for step in head if step != ""), partition, "lower"]
-    manager = PassManager(pipeline_spec, verify_each=verify_each, on_pass_start=on_pass_start)
+        steps = [*steps, partition, get_pass("lower")()]
     if target_opset is not None:
-        manager.steps.insert(0, get_pass("upgrade-opset")(opset=target_opset))
+        steps.insert(0, get_pass("upgrade-opset")(opset=target_opset))
     if strict_fusion:
-        fuse_steps = [step for step in _passes(manager.steps) if step.name == "fuse"]
+        fuse_steps = [step for step in _passes(steps) if step.name == "fuse"]
         if not fuse_steps:
             raise UsageError("--strict-fusion needs a pipeline with the fuse pass")
         for step in fuse_steps:
             step.options.strict = True
+    if pass_options:
+        steps = with_pass_options(steps, pass_options)
+    manager = PassManager(steps, verify_each=verify_each, on_pass_start=on_pass_start)
     verifier = None
     if verify_each or verify:
         verifier = Verifier(working, ctx, feeds=verify_inputs, tolerance=tolerance)
@@ -200,6 +208,7 @@ def compile(
             "strict_fusion": strict_fusion,
         },
         plan=ctx.facts.get(PLAN_FACT) if resolved is not None else None,
+        facts=ctx.facts,
     )
     if result.plan is not None:
         working.set_metadata("mapc.pipeline", manager.text)

@@ -23,12 +23,13 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .api import CompileResult, default_pipeline
 from .api import compile as compile_model
-from .api import default_pipeline
 from .cli_targets import add_target_arguments, add_targets_command, target_options
 from .errors import EXIT_INTERNAL, EXIT_OK, MapcError, OutputError, UsageError, VerificationError
 from .inspection import summarize
-from .ir import load
+from .ir import load, save
+from .pipeline import Fixpoint, build_pipeline
 from .ir.external import same_file
 from .passes import registered_passes
 from .progress import PassProgress
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument("--strict-fusion", action="store_true", help="fail (exit 1) when a fusion rule near-misses, naming the node, the failing condition and the fix")
     compile_parser.add_argument("--external-data", dest="external_data", action="store_true", default=None, help="always write weights to <output>.data")
     compile_parser.add_argument("--no-external-data", dest="external_data", action="store_false", help="embed weights in the output file")
+    compile_parser.add_argument("--mask-value", type=float, metavar="NEG", help="finite fill for masked attention positions (attention-mask, decompose-attention; default by --mask-precision: fp16 -1e4, int16 -50, int8 -20)")
+    compile_parser.add_argument("--mask-precision", choices=["fp32", "fp16", "int16", "int8"], help="target activation precision that picks the default mask fill (default fp16)")
+    compile_parser.add_argument("--mask-as-input", action="store_true", help="replace each attention-mask subgraph with a float graph input [B,1,S,T] built on the host; writes <output stem>.<input>.host.onnx computing it")
     compile_parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     add_target_arguments(compile_parser)
     compile_parser.set_defaults(handler=run_compile)
@@ -127,6 +131,7 @@ def run_compile(args: argparse.Namespace) -> int:
                 on_progress=progress.update,
                 target_opset=args.target_opset,
                 strict_fusion=args.strict_fusion,
+                pass_options=mask_options(args),
                 **target_options(args),
             )
         except VerificationError as error:
@@ -138,12 +143,56 @@ def run_compile(args: argparse.Namespace) -> int:
         progress.stage("saving")
         written = result.save(output, external_data=args.external_data)
         emitted = result.emit_partitions(args.emit_partitions) if args.emit_partitions else []
+        host_models = write_host_models(result, written)
         for report in args.report:
             write_report(report, result, output=written)
     print_result(result, console, written)
     if emitted:
         console.print(f"wrote {len(emitted)} files to {args.emit_partitions} (partitions, host graph, partitions.json)", markup=False)
+    for path in host_models:
+        console.print(f"wrote {path} (computes a hoisted mask input on the host)", markup=False)
     return EXIT_OK
+
+
+def mask_options(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    """Options of the mask passes set by --mask-value, --mask-precision and --mask-as-input."""
+    shared: dict[str, object] = {}
+    if args.mask_value is not None:
+        shared["mask_value"] = args.mask_value
+    if args.mask_precision is not None:
+        shared["precision"] = args.mask_precision
+    if not shared and not args.mask_as_input:
+        return {}
+    pipeline = args.passes if args.passes is not None else default_pipeline()
+    present = [name for name in ("attention-mask", "decompose-attention") if name in {s.name for s in _flat(build_pipeline(pipeline))}]
+    if not present:
+        raise UsageError("--mask-value, --mask-precision and --mask-as-input need the attention-mask or decompose-attention pass in the pipeline")
+    if args.mask_as_input and "attention-mask" not in present:
+        raise UsageError("--mask-as-input needs the attention-mask pass in the pipeline")
+    options = {name: dict(shared) for name in present}
+    if args.mask_as_input:
+        options["attention-mask"]["mask_as_input"] = True
+    return {name: values for name, values in options.items() if values}
+
+
+def _flat(steps: list) -> list:
+    flat = []
+    for step in steps:
+        flat.extend(_flat(step.steps) if isinstance(step, Fixpoint) else [step])
+    return flat
+
+
+def write_host_models(result: CompileResult, written: Path) -> list[Path]:
+    """Write the host-side models of hoisted mask inputs beside the compiled model."""
+    models = result.facts.get("attention-mask", {}).get("host_models", {})
+    paths = []
+    stem = written.name[: -len(".onnx")] if written.name.endswith(".onnx") else written.name
+    for input_name, proto in models.items():
+        if proto is None:
+            continue
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in input_name)
+        paths.append(save(load(proto), written.with_name(f"{stem}.{safe}.host.onnx")))
+    return paths
 
 
 def run_inspect(args: argparse.Namespace) -> int:

@@ -16,14 +16,16 @@ still computes the input model's outputs, naming the first pass that broke it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 from .errors import MapcError, UsageError
 from .ir import Model, count_nodes
 from .passes import Note, Pass, PassContext, PassResult, get_pass
+from .passes.base import parse_options
 from .verify import Verifier
 
 #: How often a fixpoint group repeats before mapc stops it with a warning.
@@ -96,6 +98,32 @@ def build_pipeline(spec: str | Sequence[StepSpec]) -> list[Step]:
         else:
             raise UsageError(f"cannot use {item!r} as a pipeline step")
     return steps
+
+
+def with_pass_options(steps: Sequence[Step], overrides: Mapping[str, Mapping[str, Any]]) -> list[Step]:
+    """``steps`` with ``overrides[name]`` set on every step of pass ``name`` (inside fixpoints
+    too); the override wins over options the pipeline gave. :class:`UsageError` if a named pass
+    is not in the pipeline, or an option is unknown."""
+    found: set[str] = set()
+
+    def rebuild(items: Sequence[Step]) -> list[Step]:
+        result: list[Step] = []
+        for step in items:
+            if isinstance(step, Fixpoint):
+                result.append(Fixpoint(rebuild(step.steps), step.max_iterations))
+            elif step.name in overrides:
+                found.add(step.name)
+                merged = {**{f.name: getattr(step.options, f.name) for f in dataclasses.fields(step.options)}, **overrides[step.name]}
+                result.append(type(step)(options=parse_options(step.name, step.Options, merged)))
+            else:
+                result.append(step)
+        return result
+
+    rebuilt = rebuild(steps)
+    missing = sorted(set(overrides) - found)
+    if missing:
+        raise UsageError(f"options given for pass {missing[0]!r}, which is not in the pipeline {pipeline_text(steps)!r}")
+    return rebuilt
 
 
 def pipeline_text(steps: Sequence[Step]) -> str:

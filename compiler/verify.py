@@ -91,7 +91,8 @@ def _compare(name: str, reference: np.ndarray, value: np.ndarray, tolerance: Tol
     nan_mismatch = np.isnan(ref) != np.isnan(val)
     inf_mismatch = np.isinf(ref) & (ref != val)
     finite = np.isfinite(ref) & np.isfinite(val)
-    difference = np.abs(ref - val, where=finite, out=np.zeros_like(ref))
+    with np.errstate(invalid="ignore"):  # inf - inf at non-finite positions, which are masked out
+        difference = np.abs(ref - val, where=finite, out=np.zeros_like(ref))
     max_error = float(difference.max()) if difference.size else 0.0
     if nan_mismatch.any() or inf_mismatch.any() or (np.isinf(val) & np.isfinite(ref)).any():
         return OutputComparison(name, False, float("inf"), "NaN or infinity where the reference has none (or vice versa)")
@@ -134,15 +135,29 @@ class Verifier:
             model, seed=ctx.seed, dims=ctx.dims, shapes=ctx.input_shapes
         )
         self.tolerance = tolerance
+        self.ctx = ctx
         try:
             self.expected = run(model, self.feeds)
         except OnnxRuntimeError as error:
             raise OnnxRuntimeError(f"cannot verify: the input model does not run ({error})") from None
 
     def compare(self, model: Model) -> list[OutputComparison]:
-        """Run ``model`` on the reference inputs and compare (no exception on mismatch)."""
+        """Run ``model`` on the reference inputs and compare (no exception on mismatch).
+
+        Elements a pass declared undefined are left out: a pass may put a callable
+        ``verify_ignore(model, feeds, outputs) -> {output: bool array}`` in its
+        ``ctx.facts[name]`` (attention-mask does, for fully masked attention rows)."""
         actual = run(model, self.feeds)
-        return compare_outputs(self.expected, actual, tolerance=self.tolerance)
+        expected = self.expected
+        for facts in list(self.ctx.facts.values()):
+            hook = facts.get("verify_ignore") if isinstance(facts, dict) else None
+            if hook is None:
+                continue
+            for name, ignored in hook(model, self.feeds, actual).items():
+                if name in expected and name in actual:
+                    expected = {**expected, name: np.where(ignored, np.zeros((), expected[name].dtype), expected[name])}
+                    actual = {**actual, name: np.where(ignored, np.zeros((), actual[name].dtype), actual[name])}
+        return compare_outputs(expected, actual, tolerance=self.tolerance)
 
     def check(self, model: Model, *, pass_name: str | None = None) -> dict[str, Any]:
         """Validate ``model`` and compare its outputs; raise :class:`VerificationError` naming
