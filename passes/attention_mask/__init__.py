@@ -7,9 +7,12 @@ the fill values. See ``docs/passes/attention-mask.md``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
+
+import numpy as np
 
 from ...ir import Model, infer_shapes, remove_dead_nodes, toposort
 from ..base import Note, Pass, PassContext, PassResult
@@ -22,6 +25,13 @@ from .hoist import drop_orphaned_inputs, hoist_masks
 from .identities import collapse_identities
 from .rewrites import MaskRewriter, SiteOutcome
 from .verification import fully_masked_positions
+
+
+def _fully_masked_on(
+    snapshot: Model, model: Model, feeds: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray], *, neg: float
+) -> dict[str, np.ndarray]:
+    """``fully_masked_positions`` evaluated on ``snapshot`` rather than the final ``model``."""
+    return fully_masked_positions(snapshot, feeds, outputs, neg=neg)
 
 
 @register_pass
@@ -111,7 +121,11 @@ class AttentionMask(Pass):
                                   node=site.guard.name, fix="see the attention-mask.fill-kept notes"))
         remove_dead_nodes(graph)
         if sites:
-            ctx.facts.setdefault(self.name, {})["verify_ignore"] = partial(fully_masked_positions, neg=neg)
+            # Fully masked rows are a property of the inputs and of the masks as rewritten here;
+            # later passes may hide the masks (lowering moves them into functions), so the rows
+            # are found on a snapshot of this model (structure only: weights are shared).
+            snapshot = model.copy()
+            ctx.facts.setdefault(self.name, {})["verify_ignore"] = partial(_fully_masked_on, snapshot, neg=neg)
         if hoisted:
             drop_orphaned_inputs(model, hoisted, readers_before)
             facts = ctx.facts.setdefault(self.name, {})

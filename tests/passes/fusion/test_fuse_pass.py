@@ -63,7 +63,7 @@ def test_function_overloads_survive_save_and_load(tmp_path):
 
 
 def test_default_pipeline_fuses():
-    assert mapc.default_pipeline().split(",")[-1] == "fuse"
+    assert "fuse" in mapc.default_pipeline().split(",")
     result = mapc.compile(attention_model(AttentionSpec(opset=23)), verify=True)
     assert result.verification["ok"] and ops(result.model)["Attention"] == 1
 
