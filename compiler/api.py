@@ -13,7 +13,7 @@ result against the input model, and returns a :class:`CompileResult`.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,16 +25,35 @@ from .errors import UsageError, VerificationError
 from .ir import Model, count_nodes, load, save
 from .ir.model import ModelSource
 from .passes import PassContext, has_pass
+from .passes.fix_shapes import check_dim_names
 from .pipeline import PassManager, PassRecord, ProgressHook, StepSpec
 from .verify import Tolerance, Verifier
 
 
-def default_pipeline() -> str:
+#: The target-independent simplification group: each stage joins when its pass is registered.
+SIMPLIFY = ("fix-shapes", "fold-constants", "peephole", "cleanup")
+
+
+def default_pipeline(
+    *,
+    dims: Mapping[str, int] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    require_static: bool = False,
+) -> str:
     """The target-independent pipeline ``mapc compile`` runs without ``--passes``.
 
-    Each stage joins when its pass is registered, so the pipeline grows as passes land.
+    Takes the compile's options. The simplification group runs to a fixed point:
+    ``fix-shapes`` (only when shapes or dims were given; it reads them from the compile),
+    ``fold-constants``, ``peephole``, ``cleanup``; each round's folding makes more shapes static
+    for the next. When shapes were given, ``check-static`` then reports every tensor still
+    dynamic (``require_static`` makes that an error). Later stages (fusion, attention masks,
+    quantization) append after the group.
     """
-    stages = [name for name in ("cleanup",) if has_pass(name)]
+    shapes_given = bool(dims or input_shapes)
+    simplify = [name for name in SIMPLIFY if has_pass(name) and (name != "fix-shapes" or shapes_given)]
+    stages = [f"fixpoint({','.join(simplify)})"] if simplify else []
+    if (shapes_given or require_static) and has_pass("check-static"):
+        stages.append("check-static{require=true}" if require_static else "check-static")
     return ",".join(stages)
 
 
@@ -86,9 +105,11 @@ def compile(
     seed: int = 0,
     dims: Mapping[str, int] | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    require_static: bool = False,
     verify_inputs: Mapping[str, np.ndarray] | None = None,
     tolerance: Tolerance | None = None,
     on_pass_start: ProgressHook | None = None,
+    on_progress: Callable[[str, int | None, int | None], None] | None = None,
 ) -> CompileResult:
     """Compile ``model`` and return the result; the input file is never modified.
 
@@ -103,20 +124,31 @@ def compile(
         seed: seed for generated verification inputs.
         dims: values for symbolic dims, by name (used for verification inputs and shape passes).
         input_shapes: concrete shapes for graph inputs, by name.
+        require_static: fail with :class:`~mapc.errors.CheckFailed` unless every tensor of the
+            result has a static shape (``check-static{require=true}`` runs last).
         verify_inputs: explicit verification inputs (instead of seeded random ones).
         tolerance: float tolerance overriding the per-dtype defaults of :mod:`mapc.verify`.
         on_pass_start: called with each pass name as it starts (progress display).
+        on_progress: called by long passes as ``(description, done, total)`` (progress display).
     """
     if target is not None:
         raise UsageError(f"unknown target {target!r}: no targets are available in this version")
     working = model if isinstance(model, Model) else load(model)
+    if dims:
+        check_dim_names(working.graph, dims)
     source = str(working.source_path) if working.source_path else None
     ctx = PassContext(
         seed=seed,
         dims=dict(dims or {}),
         input_shapes={name: [int(d) for d in shape] for name, shape in (input_shapes or {}).items()},
+        progress=on_progress,
     )
-    pipeline_spec = passes if passes is not None else default_pipeline()
+    if passes is None:
+        pipeline_spec: str | Sequence[StepSpec] = default_pipeline(dims=dims, input_shapes=input_shapes, require_static=require_static)
+    elif require_static:
+        pipeline_spec = [*([passes] if isinstance(passes, str) else passes), ("check-static", {"require": True})]
+    else:
+        pipeline_spec = passes
     manager = PassManager(pipeline_spec, verify_each=verify_each, on_pass_start=on_pass_start)
     verifier = None
     if verify_each or verify:
@@ -130,7 +162,7 @@ def compile(
         pipeline=manager.text,
         nodes_before=nodes_before,
         source=source,
-        options={"seed": seed, "dims": ctx.dims, "input_shapes": ctx.input_shapes, "verify_each": verify_each},
+        options={"seed": seed, "dims": ctx.dims, "input_shapes": ctx.input_shapes, "require_static": require_static, "verify_each": verify_each},
     )
     if verify and verifier is not None:
         comparisons = verifier.compare(working)

@@ -115,15 +115,17 @@ def run_nodes(
     """Evaluate ``nodes`` (from any graph) with ``feeds`` bound to the tensors they read.
 
     Every tensor a node reads must be in ``feeds`` or produced by another of ``nodes``. Returns
-    the tensors named in ``outputs``. One session evaluates the whole batch.
+    the tensors named in ``outputs``. One session evaluates the whole batch. Feeds are passed to
+    onnxruntime as inputs, not serialized into the model, so a memory-mapped weight is read in
+    place rather than copied; the session runs on one thread so results are reproducible.
     """
     node_protos = [OnnxExporter.export_node(node) for node in nodes]
+    arrays = {name: np.asarray(value) for name, value in feeds.items()}
     graph = onnx.helper.make_graph(
         node_protos,
         "mapc_subgraph",
-        inputs=[],
+        inputs=[_value_info(name, array) for name, array in arrays.items()],
         outputs=[onnx.helper.make_empty_tensor_value_info(name) for name in outputs],
-        initializer=[onnx.numpy_helper.from_array(np.asarray(value), name) for name, value in feeds.items()],
     )
     proto = onnx.helper.make_model(
         graph,
@@ -131,12 +133,22 @@ def run_nodes(
         ir_version=ir_version,
         functions=list(functions),
     )
-    session = make_session(proto)
+    options = session_options()
+    options.intra_op_num_threads = 1
     try:
-        values = session.run(list(outputs), {}, _quiet_run())
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        raise OnnxRuntimeError(f"onnxruntime cannot load the nodes: {_first_line(error)}") from None
+    try:
+        values = session.run(list(outputs), arrays, _quiet_run())
     except Exception as error:
         raise OnnxRuntimeError(f"onnxruntime failed to evaluate nodes: {_first_line(error)}") from None
     return dict(zip(outputs, values))
+
+
+def _value_info(name: str, array: np.ndarray) -> onnx.ValueInfoProto:
+    element = onnx.TensorProto.STRING if array.dtype.kind in "OUS" else onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+    return onnx.helper.make_tensor_value_info(name, element, list(array.shape))
 
 
 def seeded_inputs(

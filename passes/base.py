@@ -165,7 +165,8 @@ def convert_option(kind: Any, raw: Any) -> Any:
         return origin(converted)
     if origin is dict:
         key_kind, value_kind = args or (str, str)
-        pairs = raw.items() if isinstance(raw, Mapping) else (_pair(item) for item in _split(raw))
+        items = raw if isinstance(raw, (list, tuple)) else _split(raw)
+        pairs = raw.items() if isinstance(raw, Mapping) else (_pair(item) for item in items)
         return {convert_option(key_kind, k): convert_option(value_kind, v) for k, v in pairs}
     if origin is Literal:
         if raw not in args:
