@@ -11,7 +11,7 @@ import onnx_graphsurgeon as gs
 
 from .ir import Model, constant_nbytes, count_nodes
 from .ir.external import ExternalValues
-from .passes.dim_expr import symbols_of
+from .ir.dim_expr import symbols_of
 
 
 def summarize(model: Model) -> dict[str, Any]:

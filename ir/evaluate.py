@@ -22,6 +22,7 @@ import onnxruntime as ort
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from ..errors import ModelError
+from .dim_expr import evaluate_dim, symbols_of
 from .model import Model
 
 #: Value used for a symbolic dim nobody fixed when inputs are generated.
@@ -160,7 +161,8 @@ def seeded_inputs(
 ) -> dict[str, np.ndarray]:
     """Reproducible inputs for every graph input that is not also an initializer.
 
-    Symbolic dims take their value from ``dims`` (by dim name) or :data:`DEFAULT_DIM`;
+    Symbolic dims take their value from ``dims`` (by dim name) or :data:`DEFAULT_DIM`; dims
+    written as expressions (``past_sequence_length + sequence_length``) are computed from those;
     ``shapes`` fixes whole inputs by name. Floats are standard normal, integers are 0 or 1
     (valid as token ids, masks, positions and indices into any non-empty axis), booleans random.
     """
@@ -180,10 +182,15 @@ def seeded_inputs(
 
 
 def _concrete(dim: int | str | None, dims: Mapping[str, int]) -> int:
+    """A dim's value: its number, its value in ``dims``, an expression (``past + seq``) evaluated
+    with ``dims`` (symbols nobody fixed count as :data:`DEFAULT_DIM`), else DEFAULT_DIM."""
     if isinstance(dim, (int, np.integer)) and dim >= 0:
         return int(dim)
-    if isinstance(dim, str) and dim in dims:
-        return int(dims[dim])
+    if isinstance(dim, str):
+        values = {symbol: int(dims.get(symbol, DEFAULT_DIM)) for symbol in symbols_of(dim)}
+        value = evaluate_dim(dim, {**values, **dims})
+        if value is not None:
+            return value
     return DEFAULT_DIM
 
 

@@ -12,9 +12,9 @@ import onnx_graphsurgeon as gs
 from ..errors import UsageError
 from ..ir import Model, infer_shapes
 from .base import Note, Pass, PassContext, PassResult
-from .dim_expr import evaluate_dim, solve_dim, symbols_of
+from ..ir.dim_expr import evaluate_dim, solve_dim, symbols_of
 from .registry import register_pass
-from .shape_ops import replace_shape_ops
+from .shape_ops import remember_shapes, replace_shape_ops, shapes_are_current
 from .static_report import dynamic_tensors
 
 Dim = int | str | None
@@ -61,24 +61,33 @@ class FixShapes(Pass):
             return PassResult(changed=False, notes=[note])
         values = resolve_dims(model.graph, shapes, dims)
         inputs_fixed = _fix_inputs(model.graph, shapes, values)
-        declared = {id(t): _substitute(t.shape, values) for t in model.graph.outputs}
-        before = {id(t): None if t.shape is None else list(t.shape) for t in model.graph.outputs}
-        for tensor in model.graph.outputs:
-            tensor.shape = None
         notes: list[Note] = []
-        if not infer_shapes(model, forget_existing=True):
-            notes.append(Note("fix-shapes.inference-failed", "onnx shape inference failed on this model; shapes are only fixed at the inputs and outputs", severity="warning"))
-        outputs_fixed = 0
-        for tensor in model.graph.outputs:
-            tensor.shape, conflict = _merge_output(declared[id(tensor)], tensor.shape)
-            if conflict:
-                notes.append(Note("fix-shapes.output-conflict", f"output {tensor.name!r} was declared {conflict[0]} but infers as {conflict[1]}; using the inferred shape", severity="warning"))
-            outputs_fixed += tensor.shape != before[id(tensor)]
+        outputs_fixed = 0 if shapes_are_current(model, ctx) else _infer_with_outputs(model, ctx, values, notes)
         replaced = replace_shape_ops(model)
         leftovers = dynamic_tensors(model)
         counters = {"inputs_fixed": inputs_fixed, "outputs_fixed": outputs_fixed, "shape_ops_replaced": replaced, "dynamic_tensors": len(leftovers)}
         details: dict[str, Any] = {"dims": dict(sorted(values.items())), "dynamic": leftovers}
         return PassResult(changed=bool(inputs_fixed or outputs_fixed or replaced), counters=counters, notes=notes, details=details)
+
+
+def _infer_with_outputs(model: Model, ctx: PassContext, values: Mapping[str, int], notes: list[Note]) -> int:
+    """Re-infer every shape; graph outputs take the inferred static dims, elsewhere their declared
+    dims with fixed symbols substituted. Returns how many outputs changed."""
+    declared = {id(t): _substitute(t.shape, values) for t in model.graph.outputs}
+    before = {id(t): None if t.shape is None else list(t.shape) for t in model.graph.outputs}
+    for tensor in model.graph.outputs:
+        tensor.shape = None  # a stale declared dim must not conflict with what inference finds
+    ok = infer_shapes(model, forget_existing=True)
+    if not ok:
+        notes.append(Note("fix-shapes.inference-failed", "onnx shape inference failed on this model; shapes are only fixed at the inputs and outputs", severity="warning"))
+    changed = 0
+    for tensor in model.graph.outputs:
+        tensor.shape, conflict = _merge_output(declared[id(tensor)], tensor.shape)
+        if conflict:
+            notes.append(Note("fix-shapes.output-conflict", f"output {tensor.name!r} was declared {conflict[0]} but infers as {conflict[1]}; using the inferred shape", severity="warning"))
+        changed += tensor.shape != before[id(tensor)]
+    remember_shapes(model, ctx, ok)
+    return changed
 
 
 def resolve_dims(graph: gs.Graph, shapes: Mapping[str, Sequence[int]], dims: Mapping[str, int]) -> dict[str, int]:

@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..ir import Model, OnnxRuntimeError, constant_nbytes, infer_shapes, is_graph_output, run_nodes
+from ..ir import Model, OnnxRuntimeError, constant_nbytes, is_graph_output, run_nodes
 from .base import Note, Pass, PassContext, PassResult
 from .constants import replace_with_constant
 from .fold_plan import EVALUABLE_DOMAINS, Component, batches, estimate_bytes, plan_folding
 from .registry import register_pass
-from .shape_ops import replace_shape_ops
+from .shape_ops import ensure_shapes, replace_shape_ops
 
 _MB = 1 << 20
 
@@ -55,7 +55,7 @@ class FoldConstants(Pass):
         state = ctx.facts.setdefault(self.name, {"failed": set(), "noted": set()})
         counters = {"nodes_folded": 0, "constants_created": 0, "shape_ops_replaced": 0, "sessions": 0, "eval_failed": 0, "kept_too_large": 0, "kept_shared_weight": 0}
         notes: list[Note] = []
-        infer_shapes(model, forget_existing=True)
+        ensure_shapes(model, ctx)
         counters["shape_ops_replaced"] = replace_shape_ops(model)
         counters["nodes_folded"] += counters["shape_ops_replaced"]
         constant_nodes = _inline_constant_nodes(model)

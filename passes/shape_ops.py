@@ -1,8 +1,13 @@
-"""Replace ``Shape`` and ``Size`` nodes whose answer is known from static shapes by constants.
+"""Shapes for the shape passes: inference only when needed, and Shape/Size replaced by constants.
 
-Shared by ``fix-shapes`` (right after fixing the inputs) and ``fold-constants`` (for models whose
-shapes were static to begin with). The tensor a Shape reads is never evaluated or loaded: the
-answer comes from its annotated shape, so ``Shape(weight)`` of a 1 GB weight costs nothing.
+:func:`ensure_shapes` re-runs onnx shape inference unless the graph is exactly as it was after
+the last inference in this compile (passes that only fold or bypass nodes keep annotated
+shapes true, but they make more shapes inferable, so any structural change re-infers).
+
+:func:`replace_shape_ops` is shared by ``fix-shapes`` (right after fixing the inputs) and
+``fold-constants`` (for models whose shapes were static to begin with). The tensor a Shape reads
+is never evaluated or loaded: the answer comes from its annotated shape, so ``Shape(weight)`` of
+a 1 GB weight costs nothing.
 """
 
 from __future__ import annotations
@@ -10,8 +15,51 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..ir import Model, is_graph_output
+from ..ir import Model, infer_shapes, is_graph_output
+from .base import PassContext
 from .constants import replace_with_constant
+
+
+def ensure_shapes(model: Model, ctx: PassContext) -> bool:
+    """Annotate fresh shapes (stale ones forgotten first) unless nothing changed since the last
+    time; returns False if onnx's inference failed."""
+    if shapes_are_current(model, ctx):
+        return bool(ctx.facts["shapes"]["ok"])
+    ok = infer_shapes(model, forget_existing=True)
+    remember_shapes(model, ctx, ok)
+    return ok
+
+
+def shapes_are_current(model: Model, ctx: PassContext) -> bool:
+    """True if shapes were inferred in this compile and the graph has not changed since."""
+    snapshot = ctx.facts.get("shapes", {}).get("snapshot")
+    return snapshot is not None and _same(snapshot, _snapshot(model.graph))
+
+
+def remember_shapes(model: Model, ctx: PassContext, ok: bool) -> None:
+    """Record that the graph's shapes were just inferred (``ok``: inference succeeded)."""
+    ctx.facts["shapes"] = {"snapshot": _snapshot(model.graph), "ok": ok}
+
+
+def _snapshot(graph: gs.Graph) -> tuple:
+    """The graph's structure by object identity (the objects themselves are held, so their ids
+    cannot be reused), plus the graph inputs' shapes."""
+    interface = (tuple(graph.inputs), tuple(None if t.shape is None else tuple(t.shape) for t in graph.inputs), tuple(graph.outputs))
+    return interface, tuple((node, node.op, tuple(node.inputs), tuple(node.outputs)) for node in graph.nodes)
+
+
+def _same(old: tuple, new: tuple) -> bool:
+    (inputs, shapes, outputs), nodes = old
+    (inputs2, shapes2, outputs2), nodes2 = new
+    if shapes != shapes2 or len(nodes) != len(nodes2) or not _identical(inputs, inputs2) or not _identical(outputs, outputs2):
+        return False
+    return all(
+        a[0] is b[0] and a[1] == b[1] and _identical(a[2], b[2]) and _identical(a[3], b[3]) for a, b in zip(nodes, nodes2)
+    )
+
+
+def _identical(first: tuple, second: tuple) -> bool:
+    return len(first) == len(second) and all(x is y for x, y in zip(first, second))
 
 
 def shape_op_value(node: gs.Node) -> np.ndarray | None:

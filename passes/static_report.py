@@ -18,9 +18,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import CheckFailed
-from ..ir import Model, constant_value, infer_shapes, is_static
+from ..ir import Model, constant_value, is_static
 from .base import Note, Pass, PassContext, PassResult
 from .registry import register_pass
+from .shape_ops import ensure_shapes
 
 #: Ops whose output size depends on the values of their inputs, not only on input shapes.
 DATA_DEPENDENT_OPS = frozenset({"NonZero", "Unique", "Compress", "NonMaxSuppression", "StringSplit", "RegexFullMatch"})
@@ -153,7 +154,7 @@ class CheckStatic(Pass):
         require: bool = False
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        infer_shapes(model, forget_existing=True)
+        ensure_shapes(model, ctx)
         leftovers = dynamic_tensors(model)
         if leftovers and self.options.require:
             raise CheckFailed(f"--require-static: {summarize_leftovers(leftovers)}")

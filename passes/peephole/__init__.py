@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...ir import Model, infer_shapes, remove_dead_nodes
+from ...ir import Model, remove_dead_nodes
 from ..base import Pass, PassContext, PassResult
 from ..registry import register_pass
+from ..shape_ops import ensure_shapes
 from . import arithmetic, chains, identities
 from .rewrite import Rewriter, Rule
 
@@ -48,7 +49,7 @@ class Peephole(Pass):
         signed_zeros: bool = False
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        infer_shapes(model, forget_existing=True)
+        ensure_shapes(model, ctx)
         rewriter = Rewriter(model, signed_zeros=self.options.signed_zeros)
         by_op: dict[str, list[Rule]] = {}
         for rule in RULES:
