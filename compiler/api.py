@@ -25,7 +25,7 @@ from .errors import UsageError, VerificationError
 from .ir import Model, count_nodes, load, save
 from .ir.model import ModelSource
 from .passes import PassContext, has_pass
-from .passes.fix_shapes import check_dim_names
+from .passes.fix_shapes import check_dim_names, resolve_dims
 from .pipeline import PassManager, PassRecord, ProgressHook, StepSpec
 from .verify import Tolerance, Verifier
 
@@ -152,7 +152,10 @@ def compile(
     manager = PassManager(pipeline_spec, verify_each=verify_each, on_pass_start=on_pass_start)
     verifier = None
     if verify_each or verify:
-        verifier = Verifier(working, ctx, feeds=verify_inputs, tolerance=tolerance)
+        # Reference inputs follow every fixed dim, also those implied by a given input shape.
+        implied = resolve_dims(working.graph, ctx.input_shapes, ctx.dims) if ctx.input_shapes else ctx.dims
+        reference_ctx = PassContext(seed=seed, dims=implied, input_shapes=ctx.input_shapes)
+        verifier = Verifier(working, reference_ctx, feeds=verify_inputs, tolerance=tolerance)
         manager.verifier = verifier
     nodes_before = count_nodes(working.graph)
     records = manager.run(working, ctx)

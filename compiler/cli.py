@@ -198,10 +198,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         console.print(f"external data: {external['bytes']:,} bytes in {', '.join(external['files'])}", markup=False)
     console.print("ops: " + ", ".join(f"{op} {count}" for op, count in summary["op_types"].items()), markup=False)
     if summary["inputs_needing_shapes"]:
-        dims = ", ".join(
-            f"{d['input']} (unknown rank)" if d["axis"] is None else f"{d['input']}[{d['axis']}]={d['dim'] or '?'}"
-            for d in summary["dynamic_dims"]
-        )
+        dims = ", ".join(f"{d['input']}[{d['axis']}]={d['dim'] or '?'}" for d in summary["dynamic_dims"])
         console.print(f"dynamic dims (fix them for an NPU): {dims}", markup=False)
         console.print(f"fix them with: mapc compile {args.model} {summary['suggested_flags']}", markup=False)
     else:

@@ -26,7 +26,7 @@ def summarize(model: Model) -> dict[str, Any]:
     dynamic = [
         {"input": entry["name"], "axis": axis, "dim": dim}
         for entry in inputs
-        for axis, dim in (enumerate(entry["shape"]) if entry["shape"] is not None else [(None, None)])
+        for axis, dim in enumerate(entry["shape"] or [])
         if not isinstance(dim, int)
     ]
     return {
@@ -59,16 +59,13 @@ def summarize(model: Model) -> dict[str, Any]:
 def suggested_flags(inputs: list[dict[str, Any]]) -> str:
     """The ``mapc compile`` flags that would fix every dynamic input dim, with placeholders.
 
-    Named dims shared by several inputs get one ``--dim NAME=<value>``; an input with an unnamed
-    dim or an unknown rank gets ``--input-shape NAME:...`` with its static dims filled in.
+    Named dims (or the names in an expression dim) get one ``--dim NAME=<value>`` each; an input
+    with an unnamed dim gets ``--input-shape NAME:...`` with its static dims filled in.
     """
     names: list[str] = []
     flags: list[str] = []
     for entry in inputs:
-        shape = entry["shape"]
-        if shape is None:
-            flags.append(f"--input-shape {entry['name']}:<dims>")
-            continue
+        shape = entry["shape"] or []
         if any(dim is None for dim in shape):
             dims = ",".join(str(d) if isinstance(d, int) else f"<{d or '?'}>" for d in shape)
             flags.append(f"--input-shape {entry['name']}:{dims}")

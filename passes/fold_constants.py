@@ -195,13 +195,14 @@ def _materialize(model: Model, components: Sequence[Component], values: dict[int
             replace_with_constant(model, tensor, values[id(tensor)])
             created += 1
         folded.extend(component.nodes)
-    dead = [n for n in reversed(folded) if not any(t.outputs or is_graph_output(graph, t) for t in n.outputs)]
-    doomed = {id(n) for n in dead}
-    for node in dead:
-        node.inputs.clear()
-        node.outputs.clear()
+    doomed: set[int] = set()
+    for node in reversed(folded):  # consumers first, so a whole chain goes
+        if not any(t.outputs or is_graph_output(graph, t) for t in node.outputs):
+            node.inputs.clear()
+            node.outputs.clear()
+            doomed.add(id(node))
     graph.nodes = [n for n in graph.nodes if id(n) not in doomed]
-    return len(dead), created
+    return len(doomed), created
 
 
 def _inline_constant_nodes(model: Model) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..ir import Model, infer_shapes, is_graph_output
+from ..ir import Model, infer_shapes
 from .base import PassContext
 from .constants import replace_with_constant
 
@@ -82,14 +82,14 @@ def shape_op_value(node: gs.Node) -> np.ndarray | None:
 def replace_shape_ops(model: Model) -> int:
     """Replace every foldable Shape/Size of the main graph by a constant; return how many.
 
-    A Shape whose output is a graph output stays (replacing it would only trade it for an
-    Identity). The replaced nodes are removed.
+    A Shape whose output is a graph output becomes ``Identity(constant)``, which keeps the
+    output's name and needs no shape at run time. The replaced nodes are removed.
     """
     graph = model.graph
     replaced = []
     for node in graph.nodes:
         value = shape_op_value(node)
-        if value is None or not node.outputs or is_graph_output(graph, node.outputs[0]):
+        if value is None or not node.outputs:
             continue
         replace_with_constant(model, node.outputs[0], value)
         replaced.append(node)
