@@ -13,6 +13,7 @@ result against the input model, and returns a :class:`CompileResult`.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,10 +69,18 @@ class CompileResult:
     source: str | None = None
     verification: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    ops_before: dict[str, int] = field(default_factory=dict)
 
     @property
     def nodes_after(self) -> int:
         return count_nodes(self.model.graph)
+
+    @property
+    def op_changes(self) -> dict[str, int]:
+        """Per op type, how many more (positive) or fewer (negative) nodes the result has."""
+        after = op_histogram(self.model)
+        changes = {op: after.get(op, 0) - self.ops_before.get(op, 0) for op in {*after, *self.ops_before}}
+        return dict(sorted(((op, n) for op, n in changes.items() if n), key=lambda item: (item[1], item[0])))
 
     @property
     def report(self) -> dict[str, Any]:
@@ -83,6 +92,7 @@ class CompileResult:
             "options": self.options,
             "nodes_before": self.nodes_before,
             "nodes_after": self.nodes_after,
+            "op_changes": self.op_changes,
             "seconds": round(sum(record.seconds for record in self.passes), 6),
             "passes": [record.as_dict() for record in self.passes],
         }
@@ -93,6 +103,12 @@ class CompileResult:
     def save(self, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
         """Write the compiled model (see :func:`mapc.ir.save`)."""
         return save(self.model, path, external_data=external_data)
+
+
+def op_histogram(model: Model) -> dict[str, int]:
+    """Nodes per op type, subgraphs included (custom ops as ``domain::Op``)."""
+    graphs = [model.graph, *model.graph.subgraphs(recursive=True)]
+    return dict(Counter(node.op if node.domain in (None, "", "ai.onnx") else f"{node.domain}::{node.op}" for g in graphs for node in g.nodes))
 
 
 def compile(
@@ -158,12 +174,14 @@ def compile(
         verifier = Verifier(working, reference_ctx, feeds=verify_inputs, tolerance=tolerance)
         manager.verifier = verifier
     nodes_before = count_nodes(working.graph)
+    ops_before = op_histogram(working)
     records = manager.run(working, ctx)
     result = CompileResult(
         model=working,
         passes=records,
         pipeline=manager.text,
         nodes_before=nodes_before,
+        ops_before=ops_before,
         source=source,
         options={"seed": seed, "dims": ctx.dims, "input_shapes": ctx.input_shapes, "require_static": require_static, "verify_each": verify_each},
     )

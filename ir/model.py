@@ -30,7 +30,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 from ..errors import ModelError, OutputError
 from .graph import constant_nbytes, toposort
 from .gs_compat import copy_lost_parts, remember_lost_parts
-from .external import ExternalRef, ExternalValues, copy_bytes, external_ref, same_file, uses_external_data
+from .external import ExternalRef, ExternalValues, copy_bytes, external_ref, same_file, tensor_nbytes, uses_external_data
 from .validate import validate_model
 
 G_LOGGER.severity = G_LOGGER.CRITICAL + 1  # mapc reports problems itself; keep gs quiet
@@ -411,7 +411,10 @@ def _source_ref(tensor: onnx.TensorProto, base_dir: Path | None) -> ExternalRef 
 
 
 def _tensor_size(tensor: onnx.TensorProto, ref: ExternalRef | None) -> int:
-    return ref.length if ref is not None else tensor.ByteSize()
+    """Bytes of a tensor's data, from its dims and type (``ByteSize`` walks the whole message)."""
+    if ref is not None:
+        return ref.length
+    return tensor_nbytes(tensor) if tensor.data_type != onnx.TensorProto.STRING else tensor.ByteSize()
 
 
 def _write_external(

@@ -1,8 +1,9 @@
 """``peephole``: local rewrites that remove what static shapes and constants made trivial.
 
 One module per family of rules: :mod:`.identities` (ops that compute nothing), :mod:`.chains`
-(Reshape-like and Transpose chains) and :mod:`.arithmetic` (neutral constants, constant
-conditions); :mod:`.rewrite` holds what the rules share.
+(Reshape-like and Transpose chains), :mod:`.sandwich` (elementwise ops between a Reshape and its
+inverse) and :mod:`.arithmetic` (neutral constants, constant conditions); :mod:`.rewrite` holds
+what the rules share.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from ...ir import Model, remove_dead_nodes
 from ..base import Pass, PassContext, PassResult
 from ..registry import register_pass
 from ..shape_ops import ensure_shapes
-from . import arithmetic, chains, identities
+from . import arithmetic, chains, identities, sandwich
 from .rewrite import Rewriter, Rule
 
-RULES: list[Rule] = [*identities.RULES, *chains.RULES, *arithmetic.RULES]
+RULES: list[Rule] = [*identities.RULES, *chains.RULES, *sandwich.RULES, *arithmetic.RULES]
 
 #: Sweeps over the graph before the pass gives up on reaching a fixed point (each sweep that
 #: changes something shortens some chain, so real graphs settle in two or three).
@@ -35,6 +36,8 @@ class Peephole(Pass):
       * Transpose that only moves size-1 axes becomes a Reshape;
       * chains: Reshape-like op after Reshape-like op (Reshape, Squeeze, Unsqueeze, Flatten)
         becomes one Reshape; Transpose after Transpose becomes one (or none);
+      * sandwiches: elementwise ops between a Reshape and a Reshape back to the original shape
+        run on the original shape, and both Reshapes go;
       * arithmetic: Mul/Div by 1, Add/Sub of 0 when broadcasting keeps the other operand's
         shape; Where with an all-true or all-false constant condition.
     Every rewrite is exact (see ``signed_zeros`` for the one exception, ``x + 0.0``). Graph

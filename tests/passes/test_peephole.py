@@ -334,3 +334,48 @@ def test_a_bypassed_output_keeps_its_name():
                        [helper.make_tensor_value_info("x", F, [2, 3])], [helper.make_tensor_value_info("y", F, [2, 3])], [const("s", [2, 3])])
     model, _ = peephole(proto)
     assert ops(model) == ["Relu"] and model.graph.outputs[0].name == "y" and model.graph.nodes[0].outputs[0].name == "y"
+
+
+# -- reshape sandwiches ---------------------------------------------------------------------------------
+
+
+def sandwich_model(second_reader: bool = False, constant=np.float32(0.5), closing=(8, 4)) -> onnx.ModelProto:
+    """x[8,4] -> Reshape[1,8,4] -> tanh-GELU-like elementwise region -> Reshape back -> MatMul."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Reshape", ["r", "up"], ["u"]),
+        helper.make_node("Pow", ["u", "three"], ["cube"]),
+        helper.make_node("Mul", ["cube", "k"], ["scaled"]),
+        helper.make_node("Add", ["u", "scaled"], ["inner"]),
+        helper.make_node("Tanh", ["inner"], ["t"]),
+        helper.make_node("Mul", ["u", "t"], ["g"]),
+        helper.make_node("Reshape", ["g", "down"], ["d"]),
+        helper.make_node("MatMul", ["d", "w"], ["y"]),
+    ]
+    outputs = [helper.make_tensor_value_info("y", F, [closing[0], 2] if len(closing) == 2 else [*closing[:-1], 2])]
+    if second_reader:
+        nodes.append(helper.make_node("Neg", ["t"], ["z"]))
+        outputs.append(helper.make_tensor_value_info("z", F, [1, 8, 4]))
+    return make_model(nodes, [helper.make_tensor_value_info("x", F, [8, 4])], outputs,
+                      [const("up", [1, 8, 4]), const("down", list(closing)), const("three", np.float32(3)), const("k", constant),
+                       const("w", np.ones((closing[-1], 2), np.float32))])
+
+
+def test_elementwise_ops_between_a_reshape_and_its_inverse_run_on_the_original_shape():
+    model, counters = peephole(sandwich_model())
+    assert ops(model) == ["Relu", "Pow", "Mul", "Add", "Tanh", "Mul", "MatMul"] and counters["reshape_sandwich"] == 1
+    assert model.graph.tensors()["inner"].shape == [8, 4]
+
+
+@pytest.mark.parametrize(
+    "proto",
+    [
+        sandwich_model(second_reader=True),  # a region result is read outside
+        sandwich_model(constant=np.full((1, 1, 4), 0.5, np.float32)),  # a constant that is not a single element
+        sandwich_model(closing=(4, 8)),  # the closing Reshape does not restore the original shape
+    ],
+    ids=["read-outside", "vector-constant", "other-shape"],
+)
+def test_reshape_sandwich_near_misses(proto):
+    model, counters = peephole(proto)
+    assert ops(model).count("Reshape") == 2 and counters["reshape_sandwich"] == 0
