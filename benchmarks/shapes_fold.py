@@ -2,7 +2,7 @@
 """Static shapes and folding: mapc against onnxsim, onnxslim and onnxruntime, in one run.
 
 For every model, each tool fixes the same input shapes and simplifies, in a subprocess of its
-own, so wall time and peak memory (max RSS, from ``wait4``) are the tool's alone:
+own, so wall time and peak memory (the worker's own VmHWM) are the tool's alone:
 
 * ``mapc``: ``mapc.compile(model, input_shapes=...)`` (the default pipeline: fix-shapes,
   fold-constants, peephole, cleanup to a fixed point, check-static), then save;
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -122,8 +121,17 @@ def worker(tool: str, source: str, target: str, shapes_json: str) -> int:
     run = prepare_tool(tool)
     started = time.perf_counter()
     run(Path(source), Path(target), json.loads(shapes_json))
-    print(json.dumps({"work_s": time.perf_counter() - started}))
+    print(json.dumps({"work_s": time.perf_counter() - started, "peak_mb": peak_rss_mb()}))
     return 0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM). Unlike ``ru_maxrss`` of a child, it does not
+    count the parent's memory the child was forked with before it exec'd."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def measure(tool: str, case: Case, target: Path) -> tuple[float, float, float, str | None]:
@@ -133,42 +141,55 @@ def measure(tool: str, case: Case, target: Path) -> tuple[float, float, float, s
     with open(log, "w+") as stderr, tempfile.TemporaryFile("w+") as stdout:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr, cwd=target.parent)
-        _, status, usage = os.wait4(process.pid, 0)
+        process.wait()
         wall = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
         stdout.seek(0), stderr.seek(0)
         out, err = stdout.read(), stderr.read()
     log.unlink()
-    peak = usage.ru_maxrss / 1024
     if process.returncode != 0 or not target.exists():
         lines = [line for line in err.strip().splitlines() if line.strip()]
-        return wall, float("nan"), peak, (lines[-1] if lines else f"exit {process.returncode}")[:200]
-    return wall, json.loads(out.strip().splitlines()[-1])["work_s"], peak, None
+        return wall, float("nan"), float("nan"), (lines[-1] if lines else f"exit {process.returncode}")[:200]
+    report = json.loads(out.strip().splitlines()[-1])
+    return wall, report["work_s"], report["peak_mb"], None
 
 
 # -- checking a tool's output -------------------------------------------------------------------
 
 
 def inspect_output(case: Case, produced: Path, reference: dict) -> dict:
+    """Nodes, Shape/Size and dynamic tensors left, and whether the outputs still match. A tool's
+    output that mapc refuses to load (e.g. invalid ONNX) is still counted and run in onnxruntime."""
+    import onnx
+
     import mapc
-    from mapc.ir import count_nodes, infer_shapes, run
+    from mapc.ir import infer_shapes, run
     from mapc.passes.static_report import dynamic_tensors
     from mapc.verify import compare_outputs
 
-    model = mapc.load(produced)
-    infer_shapes(model, forget_existing=True)
-    result = {
-        "nodes": count_nodes(model.graph),
-        "shape_ops": sum(1 for n in model.graph.nodes if n.op in ("Shape", "Size")),
-        "dynamic_tensors": len(dynamic_tensors(model)),
-    }
+    proto = onnx.load(str(produced))
+    nodes = list(_all_nodes(proto.graph))
+    result: dict = {"nodes": len(nodes), "shape_ops": sum(1 for n in nodes if n.op_type in ("Shape", "Size"))}
     try:
-        actual = run(model, reference["feeds"])
+        model = mapc.load(produced)
+        infer_shapes(model, forget_existing=True)
+        result["dynamic_tensors"] = len(dynamic_tensors(model))
+    except mapc.MapcError as error:
+        result["error"] = f"invalid output ({error})"[:200]
+    try:
+        actual = run(proto, reference["feeds"], base_dir=produced.parent)
         result["outputs_match"] = all(c.ok for c in compare_outputs(reference["outputs"], actual))
     except Exception as error:  # a tool's output that no longer runs is a finding, not a crash
         result["outputs_match"] = False
         result["error"] = f"does not run: {str(error)[:160]}"
     return result
+
+
+def _all_nodes(graph):
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                yield from _all_nodes(subgraph)
 
 
 def reference_for(case: Case) -> dict:
@@ -248,7 +269,7 @@ def benchmark(cases: list[Case], tools: list[str], scratch: Path) -> list[Outcom
             if error is None:
                 for key, value in inspect_output(case, target, reference).items():
                     setattr(outcome, key, value)
-                outcome.ok = bool(outcome.outputs_match)
+                outcome.ok = bool(outcome.outputs_match) and outcome.error is None
             outcomes.append(outcome)
             print(_line(outcome), file=sys.stderr)
             for leftover in scratch.glob(f"{case.name}.{tool}.onnx*"):
@@ -257,10 +278,12 @@ def benchmark(cases: list[Case], tools: list[str], scratch: Path) -> list[Outcom
 
 
 def _line(o: Outcome) -> str:
-    if o.error and o.nodes is None:
+    if o.nodes is None:
         return f"{o.model:28s} {o.tool:9s} FAILED: {o.error}"
-    return (f"{o.model:28s} {o.tool:9s} nodes {o.nodes_before:5d} -> {o.nodes:5d}  shape ops {o.shape_ops:3d}  dynamic {o.dynamic_tensors:4d}"
-            f"  {o.wall_s:7.2f} s wall {o.work_s:7.2f} s work {o.peak_mb:8.0f} MB  {'ok' if o.outputs_match else 'MISMATCH ' + (o.error or '')}")
+    dynamic = "?" if o.dynamic_tensors is None else o.dynamic_tensors
+    verdict = "ok" if o.ok else ("outputs match, " if o.outputs_match else "MISMATCH, ") + (o.error or "")
+    return (f"{o.model:28s} {o.tool:9s} nodes {o.nodes_before:5d} -> {o.nodes:5d}  shape ops {o.shape_ops:3d}  dynamic {dynamic:>4}"
+            f"  {o.wall_s:7.2f} s wall {o.work_s:7.2f} s work {o.peak_mb:8.0f} MB  {verdict}")
 
 
 def markdown(outcomes: list[Outcome], tools: list[str]) -> str:
@@ -274,9 +297,10 @@ def markdown(outcomes: list[Outcome], tools: list[str]) -> str:
         for tool in tools:
             o = by_key.get((model, tool))
             if o is None or o.nodes is None:
-                cells += ["failed", "-", f"{o.peak_mb:.0f}" if o else "-"]
+                cells += ["failed", "-", "-"]
                 continue
             mark = "" if o.outputs_match else " ✗"
+            mark += " (invalid)" if o.error and o.error.startswith("invalid") else ""
             left = f" ({o.shape_ops} Shape, {o.dynamic_tensors} dyn)" if o.shape_ops or o.dynamic_tensors else ""
             cells += [f"{o.nodes}{left}{mark}", f"{o.wall_s:.2f}", f"{o.peak_mb:.0f}"]
         rows.append("| " + " | ".join(cells) + " |")
@@ -286,12 +310,13 @@ def markdown(outcomes: list[Outcome], tools: list[str]) -> str:
 def summary(outcomes: list[Outcome], tools: list[str]) -> str:
     """Per tool: total nodes and time over the models every tool handled, wins on node count."""
     models = [m for m in dict.fromkeys(o.model for o in outcomes) if all(any(o.model == m and o.tool == t and o.nodes is not None for o in outcomes) for t in tools)]
-    lines = [f"over {len(models)} models every tool handled:"]
+    lines = [f"over {len(models)} models every tool produced an output for:"]
     for tool in tools:
         mine = [o for o in outcomes if o.tool == tool and o.model in models]
         lines.append(
-            f"  {tool:9s} nodes {sum(o.nodes for o in mine):6d}  Shape/Size left {sum(o.shape_ops for o in mine):4d}  dynamic tensors left {sum(o.dynamic_tensors for o in mine):5d}"
-            f"  wall {sum(o.wall_s for o in mine):8.2f} s  outputs wrong on {sum(not o.outputs_match for o in mine)}"
+            f"  {tool:9s} nodes {sum(o.nodes for o in mine):6d}  Shape/Size left {sum(o.shape_ops for o in mine):4d}"
+            f"  dynamic tensors left {sum(o.dynamic_tensors or 0 for o in mine):5d}  wall {sum(o.wall_s for o in mine):8.2f} s"
+            f"  outputs wrong on {sum(not o.outputs_match for o in mine)}  invalid on {sum(bool(o.error and o.error.startswith('invalid')) for o in mine)}"
         )
     if "mapc" in tools:
         best_or_tied = sum(

@@ -173,6 +173,8 @@ class Model:
         model = onnx.ModelProto()
         model.CopyFrom(self._header)
         _export_graph_into(self.graph, model.graph, weights_above)
+        if self.ir_version < 4:
+            _list_initializers_as_inputs(model.graph)
         model.functions.extend(self.functions)
         del model.opset_import[:]
         for domain, version in self._used_opsets().items():
@@ -325,6 +327,15 @@ def _export_graph_into(graph: gs.Graph, target: onnx.GraphProto, weights_above: 
                 target.initializer.append(OnnxExporter.export_tensor_proto(tensor))
         elif tensor.name not in io_names and (tensor.dtype is not None or tensor.shape is not None):
             target.value_info.append(OnnxExporter.export_value_info_proto(tensor, do_type_check=False))
+
+
+def _list_initializers_as_inputs(graph: onnx.GraphProto) -> None:
+    """IR versions before 4 require every initializer to be a graph input too (onnx-graphsurgeon
+    drops such inputs on import); add the missing ones, typed like their initializers."""
+    listed = {value.name for value in graph.input}
+    for tensor in graph.initializer:
+        if tensor.name not in listed:
+            graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
 
 
 # -- saving ----------------------------------------------------------------------------------------

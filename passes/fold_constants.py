@@ -12,6 +12,7 @@ import onnx_graphsurgeon as gs
 from ..ir import Model, OnnxRuntimeError, constant_nbytes, is_graph_output, run_nodes
 from .base import Note, Pass, PassContext, PassResult
 from .constants import replace_with_constant
+from .fold_if import inline_constant_ifs
 from .fold_plan import EVALUABLE_DOMAINS, Component, batches, estimate_bytes, plan_folding
 from .registry import register_pass
 from .shape_ops import ensure_shapes, replace_shape_ops
@@ -27,7 +28,8 @@ class FoldConstants(Pass):
     foldable nodes, in any ONNX op onnxruntime evaluates (Range, ConstantOfShape, Expand, Trilu,
     Where, comparisons and boolean ops, Gather/GatherND/ScatterND, Cast, arithmetic, If with
     constant inputs...); ``Constant`` nodes; ``Shape``/``Size`` of tensors whose shape is static
-    (answered from the shape, the tensor is never read). Never folded: random ops, Dropout,
+    (answered from the shape, the tensor is never read). An ``If`` whose condition is constant
+    is replaced by the nodes of the branch it takes. Never folded: random ops, Dropout,
     Quantize/DequantizeLinear (a QDQ model stays quantized), sequence and optional ops, and
     custom-domain ops other than onnxruntime's ``com.microsoft`` and the model's own functions.
 
@@ -53,8 +55,9 @@ class FoldConstants(Pass):
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         state = ctx.facts.setdefault(self.name, {"failed": set(), "noted": set()})
-        counters = {"nodes_folded": 0, "constants_created": 0, "shape_ops_replaced": 0, "sessions": 0, "eval_failed": 0, "kept_too_large": 0, "kept_shared_weight": 0}
+        counters = {"nodes_folded": 0, "constants_created": 0, "shape_ops_replaced": 0, "ifs_inlined": 0, "sessions": 0, "eval_failed": 0, "kept_too_large": 0, "kept_shared_weight": 0}
         notes: list[Note] = []
+        counters["ifs_inlined"] = inline_constant_ifs(model)
         ensure_shapes(model, ctx)
         counters["shape_ops_replaced"] = replace_shape_ops(model)
         counters["nodes_folded"] += counters["shape_ops_replaced"]
@@ -94,7 +97,7 @@ class FoldConstants(Pass):
         folded, created = _materialize(model, plan.components, values)
         counters["nodes_folded"] += folded
         counters["constants_created"] += created
-        changed = bool(counters["nodes_folded"])
+        changed = bool(counters["nodes_folded"] or counters["ifs_inlined"])
         return PassResult(changed=changed, counters=counters, notes=notes)
 
 

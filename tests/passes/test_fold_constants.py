@@ -293,3 +293,28 @@ def test_weights_are_not_read_unless_a_foldable_node_consumes_them(tmp_path):
     tensors = model.graph.tensors()
     assert is_lazy(tensors["other_t"])  # read by a MatMul only: never loaded
     assert ops(model) == ["MatMul", "Reshape", "MatMul"]  # Shape(w) answered from w's shape; Transpose(w) replaced w
+
+
+# -- If with a constant condition ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("flag", "expected"), [(True, ["Relu", "Add"]), (False, ["Neg", "Add"])])
+def test_an_if_with_a_constant_condition_becomes_its_branch(flag, expected):
+    """The branch reads x from the outer scope, so only the If can be inlined, not evaluated."""
+    then_branch = helper.make_graph([helper.make_node("Relu", ["x"], ["t"])], "then", [], [helper.make_tensor_value_info("t", F, [3])])
+    else_branch = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "else", [], [helper.make_tensor_value_info("y", F, [3])])
+    nodes = [helper.make_node("If", ["flag"], ["branch"], then_branch=then_branch, else_branch=else_branch, name="if"),
+             helper.make_node("Add", ["branch", "x"], ["y"])]  # "y" is also a name inside the else branch
+    proto = make_model(nodes, [helper.make_tensor_value_info("x", F, [3])], [helper.make_tensor_value_info("y", F, [3])], [const("flag", np.array(flag))])
+    model, counters, _ = fold(proto)
+    assert ops(model) == expected and counters["ifs_inlined"] == 1
+    assert model.graph.outputs[0].name == "y"
+
+
+def test_an_if_with_a_computed_condition_stays():
+    branch = lambda op: helper.make_graph([helper.make_node(op, ["x"], ["o"])], op, [], [helper.make_tensor_value_info("o", F, [3])])  # noqa: E731
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0), helper.make_node("Greater", ["s", "zero"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=branch("Relu"), else_branch=branch("Neg"))]
+    proto = make_model(nodes, [helper.make_tensor_value_info("x", F, [3])], [helper.make_tensor_value_info("y", F, [3])], [const("zero", np.float32(0))])
+    model, counters, _ = fold(proto)
+    assert "If" in ops(model) and counters["ifs_inlined"] == 0
