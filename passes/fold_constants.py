@@ -55,7 +55,9 @@ class FoldConstants(Pass):
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         state = ctx.facts.setdefault(self.name, {"failed": set(), "noted": set()})
-        counters = {"nodes_folded": 0, "constants_created": 0, "shape_ops_replaced": 0, "ifs_inlined": 0, "sessions": 0, "eval_failed": 0, "kept_too_large": 0, "kept_shared_weight": 0}
+        counters = dict.fromkeys(
+            ("nodes_folded", "constants_created", "shape_ops_replaced", "ifs_inlined", "sessions", "eval_failed", "kept_too_large", "kept_shared_weight"), 0
+        )
         notes: list[Note] = []
         counters["ifs_inlined"] = inline_constant_ifs(model)
         ensure_shapes(model, ctx)
@@ -83,8 +85,8 @@ class FoldConstants(Pass):
         for node, message in failures:
             state["failed"].add(_key(node))
             counters["eval_failed"] += 1
-            notes.append(Note("fold.eval-failed", f"onnxruntime cannot evaluate this {node.op}: {message}", node=node.name,
-                              fix="the node stays; folding continued around it", severity="warning"))
+            notes.append(Note("fold.eval-failed", f"onnxruntime cannot evaluate this {node.op} ({message}); it stays, and folding continued around it",
+                              node=node.name, severity="warning"))
         for node, size in plan.too_large:
             counters["kept_too_large"] += 1
             if _remember(state, ("large", _key(node))):

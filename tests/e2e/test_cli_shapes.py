@@ -137,3 +137,16 @@ def test_passes_lists_the_new_passes(capsys):
     out = capsys.readouterr().out
     for name in ("fix-shapes", "fold-constants", "peephole", "check-static"):
         assert name in out
+
+
+def test_the_report_says_what_the_compile_removed(model_path, capsys):
+    report = model_path.with_name("report.json")
+    main(["compile", str(model_path), "-o", str(model_path.with_name("out.onnx")), "--dim", "batch=1", "--dim", "seq=4", "--report", str(report)])
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "removed: Reshape 1, Shape 1" in printed
+    assert json.loads(report.read_text())["op_changes"] == {"Reshape": -1, "Shape": -1}
+
+
+def test_require_static_is_appended_to_a_custom_pipeline(model_path, capsys):
+    code, _ = compile_cli(model_path, "--passes", "cleanup", "--require-static")
+    assert code == 1 and "--require-static" in capsys.readouterr().err
