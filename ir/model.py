@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Union
 
-import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -129,7 +129,7 @@ class _Evaluator:
         feeds = {t.name: t.values for c in batch for t in c.feeds}
         try:
             results = self._run(nodes, feeds, [t.name for t in frontier])
-        except OnnxRuntimeError as error:
+        except OnnxRuntimeError:
             if len(batch) > 1:
                 half = len(batch) // 2
                 self._batch(batch[:half], values, failures)

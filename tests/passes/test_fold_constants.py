@@ -318,3 +318,21 @@ def test_an_if_with_a_computed_condition_stays():
     proto = make_model(nodes, [helper.make_tensor_value_info("x", F, [3])], [helper.make_tensor_value_info("y", F, [3])], [const("zero", np.float32(0))])
     model, counters, _ = fold(proto)
     assert "If" in ops(model) and counters["ifs_inlined"] == 0
+
+
+# -- custom domains ------------------------------------------------------------------------------------
+
+
+def test_onnxruntime_contrib_ops_fold_and_unknown_domains_are_left_alone():
+    nodes = [
+        helper.make_node("Gelu", ["w"], ["g"], domain="com.microsoft"),
+        helper.make_node("Frobnicate", ["w"], ["f"], domain="my.ops"),
+        helper.make_node("Add", ["g", "f"], ["y"]),
+    ]
+    proto = make_model(nodes, [], [helper.make_tensor_value_info("y", F, [3])], [const("w", np.array([-1.0, 0.0, 2.0], np.float32))])
+    proto.opset_import.extend([helper.make_opsetid("com.microsoft", 1), helper.make_opsetid("my.ops", 1)])
+    model = load(proto)
+    (record,) = PassManager("fold-constants").run(model, PassContext())
+    assert ops(model) == ["Frobnicate", "Add"] and not record.notes
+    gelu = model.graph.tensors()["g"].values
+    assert np.allclose(gelu, [-0.15865526, 0.0, 1.9544997])
