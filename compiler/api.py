@@ -16,6 +16,7 @@ and returns a :class:`CompileResult`.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from .errors import UsageError, VerificationError
 from .ir import Model, count_nodes, load, save
 from .ir.model import ModelSource
 from .passes import Pass, PassContext, get_pass, has_pass
+from .passes.fix_shapes import check_dim_names, resolve_dims
 from .pipeline import Fixpoint, PassManager, PassRecord, ProgressHook, Step, StepSpec, build_pipeline, with_pass_options
 from .targets import Plan, Target, emit_partitions, get_target, plan_report
 from .targets.passes import PLAN_FACT, Partition
@@ -39,14 +41,44 @@ REPORT_SCHEMA_VERSION = 1
 ProgressCallback = Callable[[str, "int | None", "int | None"], None]
 
 
-def default_pipeline() -> str:
+#: The target-independent simplification group: each stage joins when its pass is registered.
+#: The simplification group of the default pipeline, repeated to a fixed point.
+SIMPLIFY = ("fix-shapes", "fold-constants", "peephole", "cleanup")
+#: Rewrites into what NPUs run, after the group.
+REWRITES = ("fuse", "attention-mask")
+
+
+def default_pipeline(
+    *,
+    dims: Mapping[str, int] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    require_static: bool = False,
+) -> str:
     """The target-independent pipeline ``mapc compile`` runs without ``--passes``.
 
-    Each stage joins when its pass is registered, so the pipeline grows as passes land.
-    ``attention-mask`` runs after shape fixing, folding and fusion (it sees folded masks and
-    fused ``Attention`` ops).
+    Takes the compile's options. Stages, each joining when its pass is registered:
+
+    1. the simplification group, to a fixed point: ``fix-shapes`` (only when shapes or dims were
+       given; it reads them from the compile), ``fold-constants``, ``peephole``, ``cleanup``; each
+       round's folding makes more shapes static for the next;
+    2. ``fuse`` (canonical forms, then fused standard ops), which needs the shape arithmetic
+       folded, and ``attention-mask``, which sees folded masks and fused ``Attention`` ops;
+    3. the tidy group (``fold-constants``, ``peephole``, ``cleanup``) for what the rewrites leave;
+    4. when shapes were given, ``check-static`` reports every tensor still dynamic
+       (``require_static`` makes that an error).
+
+    Target stages (quantization, partitioning, lowering) are appended by :func:`compile`.
     """
-    stages = [name for name in ("cleanup", "fuse", "attention-mask", "cleanup") if has_pass(name)]
+    shapes_given = bool(dims or input_shapes)
+    simplify = [name for name in SIMPLIFY if has_pass(name) and (name != "fix-shapes" or shapes_given)]
+    stages = [f"fixpoint({','.join(simplify)})"] if simplify else []
+    rewrites = [name for name in REWRITES if has_pass(name)]
+    stages += rewrites
+    tidy = [name for name in SIMPLIFY if has_pass(name) and name != "fix-shapes"]
+    if rewrites and tidy:
+        stages.append(f"fixpoint({','.join(tidy)})")
+    if (shapes_given or require_static) and has_pass("check-static"):
+        stages.append("check-static{require=true}" if require_static else "check-static")
     return ",".join(stages)
 
 
@@ -64,10 +96,18 @@ class CompileResult:
     plan: Plan | None = None
     #: What the passes told later passes and the caller (``PassContext.facts``), by pass name.
     facts: dict[str, Any] = field(default_factory=dict)
+    ops_before: dict[str, int] = field(default_factory=dict)
 
     @property
     def nodes_after(self) -> int:
         return count_nodes(self.model.graph)
+
+    @property
+    def op_changes(self) -> dict[str, int]:
+        """Per op type, how many more (positive) or fewer (negative) nodes the result has."""
+        after = op_histogram(self.model)
+        changes = {op: after.get(op, 0) - self.ops_before.get(op, 0) for op in {*after, *self.ops_before}}
+        return dict(sorted(((op, n) for op, n in changes.items() if n), key=lambda item: (item[1], item[0])))
 
     @property
     def report(self) -> dict[str, Any]:
@@ -80,6 +120,7 @@ class CompileResult:
             "options": self.options,
             "nodes_before": self.nodes_before,
             "nodes_after": self.nodes_after,
+            "op_changes": self.op_changes,
             "seconds": round(sum(record.seconds for record in self.passes), 6),
             "passes": [record.as_dict() for record in self.passes],
         }
@@ -104,6 +145,12 @@ class CompileResult:
         return emit_partitions(self.model, self.plan.target.domain, directory)
 
 
+def op_histogram(model: Model) -> dict[str, int]:
+    """Nodes per op type, subgraphs included (custom ops as ``domain::Op``)."""
+    graphs = [model.graph, *model.graph.subgraphs(recursive=True)]
+    return dict(Counter(node.op if node.domain in (None, "", "ai.onnx") else f"{node.domain}::{node.op}" for g in graphs for node in g.nodes))
+
+
 def compile(
     model: ModelSource | Model,
     *,
@@ -118,6 +165,7 @@ def compile(
     seed: int = 0,
     dims: Mapping[str, int] | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    require_static: bool = False,
     verify_inputs: Mapping[str, np.ndarray] | None = None,
     tolerance: Tolerance | None = None,
     on_pass_start: ProgressHook | None = None,
@@ -146,10 +194,12 @@ def compile(
         seed: seed for generated verification inputs.
         dims: values for symbolic dims, by name (used for verification inputs and shape passes).
         input_shapes: concrete shapes for graph inputs, by name.
+        require_static: fail with :class:`~mapc.errors.CheckFailed` unless every tensor of the
+            result has a static shape (``check-static{require=true}`` runs last).
         verify_inputs: explicit verification inputs (instead of seeded random ones).
         tolerance: float tolerance overriding the per-dtype defaults of :mod:`mapc.verify`.
         on_pass_start: called with each pass name as it starts (progress display).
-        on_progress: called by long passes with ``(description, done, total)``.
+        on_progress: called by long passes with ``(description, done, total)`` (progress display).
         target_opset: first upgrade the model to this ai.onnx opset (``upgrade-opset``), so that
             ``fuse`` can emit the standard ops that opset has.
         strict_fusion: make every near-miss of the ``fuse`` passes an error
@@ -159,6 +209,8 @@ def compile(
     """
     resolved = get_target(target) if target is not None else None
     working = model if isinstance(model, Model) else load(model)
+    if dims:
+        check_dim_names(working.graph, dims)
     source = str(working.source_path) if working.source_path else None
     ctx = PassContext(
         seed=seed,
@@ -166,7 +218,12 @@ def compile(
         input_shapes={name: [int(d) for d in shape] for name, shape in (input_shapes or {}).items()},
         progress=on_progress,
     )
-    steps = build_pipeline(passes if passes is not None else default_pipeline())
+    if passes is None:
+        steps = build_pipeline(default_pipeline(dims=dims, input_shapes=input_shapes, require_static=require_static))
+    else:
+        steps = build_pipeline(passes)
+        if require_static:
+            steps.append(get_pass("check-static")(require=True))
     if resolved is not None:
         partition = Partition(
             target=resolved,
@@ -189,20 +246,26 @@ def compile(
     manager = PassManager(steps, verify_each=verify_each, on_pass_start=on_pass_start)
     verifier = None
     if verify_each or verify:
-        verifier = Verifier(working, ctx, feeds=verify_inputs, tolerance=tolerance)
+        # Reference inputs follow every fixed dim, also those implied by a given input shape.
+        implied = resolve_dims(working.graph, ctx.input_shapes, ctx.dims) if ctx.input_shapes else ctx.dims
+        reference_ctx = PassContext(seed=seed, dims=implied, input_shapes=ctx.input_shapes)
+        verifier = Verifier(working, reference_ctx, feeds=verify_inputs, tolerance=tolerance)
         manager.verifier = verifier
     nodes_before = count_nodes(working.graph)
+    ops_before = op_histogram(working)
     records = manager.run(working, ctx)
     result = CompileResult(
         model=working,
         passes=records,
         pipeline=manager.text,
         nodes_before=nodes_before,
+        ops_before=ops_before,
         source=source,
         options={
             "seed": seed,
             "dims": ctx.dims,
             "input_shapes": ctx.input_shapes,
+            "require_static": require_static,
             "verify_each": verify_each,
             "target_opset": target_opset,
             "strict_fusion": strict_fusion,

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument("--passes", help=f"pipeline, e.g. 'cleanup,fixpoint(cleanup)' (default: {default_pipeline()!r})")
     compile_parser.add_argument("--verify-each", action="store_true", help="after every pass, check validity and outputs against the input model")
     compile_parser.add_argument("--verify", action="store_true", help="compare the compiled model's outputs with the input model's")
+    compile_parser.add_argument("--input-shape", dest="input_shapes", action="append", default=[], metavar="NAME:D1,D2,...", help="fix the shape of graph input NAME (repeatable), e.g. input_ids:1,128")
+    compile_parser.add_argument("--dim", dest="dims", action="append", default=[], metavar="NAME=VALUE", help="fix symbolic dim NAME wherever it occurs (repeatable), e.g. batch_size=1")
+    compile_parser.add_argument("--require-static", action="store_true", help="fail (exit 1) unless every tensor of the result has a static shape")
     compile_parser.add_argument("--seed", type=int, default=0, help="seed for generated verification inputs (default 0)")
     compile_parser.add_argument(
         "--report", type=Path, action="append", default=[], metavar="FILE.json|FILE.html",
@@ -116,6 +119,8 @@ def run_compile(args: argparse.Namespace) -> int:
             raise UsageError(f"--report {report}: the file name must end in {' or '.join(REPORT_SUFFIXES)}")
     if args.emit_partitions and not args.target:
         raise UsageError("--emit-partitions needs a target (--target NAME)")
+    input_shapes = parse_input_shapes(args.input_shapes)
+    dims = parse_dims(args.dims)
     console = Console(quiet=args.quiet)
     with PassProgress(enabled=not args.quiet) as progress:
         progress.stage("loading")
@@ -127,6 +132,9 @@ def run_compile(args: argparse.Namespace) -> int:
                 verify_each=args.verify_each,
                 verify=args.verify,
                 seed=args.seed,
+                dims=dims,
+                input_shapes=input_shapes,
+                require_static=args.require_static,
                 on_pass_start=progress.pass_started,
                 on_progress=progress.update,
                 target_opset=args.target_opset,
@@ -195,6 +203,49 @@ def write_host_models(result: CompileResult, written: Path) -> list[Path]:
     return paths
 
 
+def parse_input_shapes(specs: Sequence[str]) -> dict[str, list[int]]:
+    """``["input_ids:1,128", ...]`` -> ``{"input_ids": [1, 128]}``; :class:`UsageError` if malformed.
+
+    The name is everything before the last ``:`` (names such as ``input:0`` work); a scalar input
+    is written ``NAME:`` with no dims.
+    """
+    shapes: dict[str, list[int]] = {}
+    for spec in specs:
+        name, colon, dims = spec.rpartition(":")
+        if not colon or not name:
+            raise UsageError(f"--input-shape {spec!r}: expected NAME:D1,D2,... (e.g. input_ids:1,128)")
+        try:
+            shape = [int(d) for d in dims.replace("x", ",").split(",")] if dims.strip() else []
+        except ValueError:
+            raise UsageError(f"--input-shape {spec!r}: dims must be whole numbers separated by commas") from None
+        if any(d < 0 for d in shape):
+            raise UsageError(f"--input-shape {spec!r}: dims must not be negative")
+        if name in shapes and shapes[name] != shape:
+            raise UsageError(f"--input-shape {name!r} is given twice with different shapes")
+        shapes[name] = shape
+    return shapes
+
+
+def parse_dims(specs: Sequence[str]) -> dict[str, int]:
+    """``["batch_size=1", ...]`` -> ``{"batch_size": 1}``; :class:`UsageError` if malformed."""
+    dims: dict[str, int] = {}
+    for spec in specs:
+        name, equals, value = spec.rpartition("=")
+        name = name.strip()
+        if not equals or not name:
+            raise UsageError(f"--dim {spec!r}: expected NAME=VALUE (e.g. batch_size=1)")
+        try:
+            number = int(value)
+        except ValueError:
+            raise UsageError(f"--dim {spec!r}: the value must be a whole number") from None
+        if number < 0:
+            raise UsageError(f"--dim {spec!r}: the value must not be negative")
+        if name in dims and dims[name] != number:
+            raise UsageError(f"--dim {name!r} is given twice with different values")
+        dims[name] = number
+    return dims
+
+
 def run_inspect(args: argparse.Namespace) -> int:
     summary = summarize(load(args.model))
     if args.json:
@@ -220,6 +271,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     if summary["inputs_needing_shapes"]:
         dims = ", ".join(f"{d['input']}[{d['axis']}]={d['dim'] or '?'}" for d in summary["dynamic_dims"])
         console.print(f"dynamic dims (fix them for an NPU): {dims}", markup=False)
+        console.print(f"fix them with: mapc compile {args.model} {summary['suggested_flags']}", markup=False)
     else:
         console.print("all input dims are static")
     return EXIT_OK

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections import Counter
 from typing import Any
 
@@ -10,6 +11,7 @@ import onnx_graphsurgeon as gs
 
 from .ir import Model, constant_nbytes, count_nodes
 from .ir.external import ExternalValues
+from .ir.dim_expr import symbols_of
 
 
 def summarize(model: Model) -> dict[str, Any]:
@@ -49,8 +51,30 @@ def summarize(model: Model) -> dict[str, Any]:
         },
         "dynamic_dims": dynamic,
         "inputs_needing_shapes": sorted({d["input"] for d in dynamic}),
+        "suggested_flags": suggested_flags(inputs),
         "metadata": model.metadata,
     }
+
+
+def suggested_flags(inputs: list[dict[str, Any]]) -> str:
+    """The ``mapc compile`` flags that would fix every dynamic input dim, with placeholders.
+
+    Named dims (or the names in an expression dim) get one ``--dim NAME=<value>`` each; an input
+    with an unnamed dim gets ``--input-shape NAME:...`` with its static dims filled in.
+    """
+    names: list[str] = []
+    flags: list[str] = []
+    for entry in inputs:
+        shape = entry["shape"] or []
+        if any(dim is None for dim in shape):
+            dims = ",".join(str(d) if isinstance(d, int) else f"<{d or '?'}>" for d in shape)
+            flags.append(f"--input-shape {entry['name']}:{dims}")
+            continue
+        for dim in shape:
+            for name in sorted(symbols_of(dim)) if isinstance(dim, str) else []:
+                if name not in names:
+                    names.append(name)
+    return " ".join([f"--dim {shlex.quote(name)}=<value>" for name in names] + flags)
 
 
 def _op_name(node: gs.Node) -> str:

@@ -144,11 +144,18 @@ def _render(value: Any) -> str:
     if isinstance(value, (list, tuple, set, frozenset)):
         return "[" + ",".join(_render(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "[" + ",".join(f"{k}={_render(v)}" for k, v in value.items()) + "]"
+        return "[" + ",".join(_render_entry(k, v) for k, v in value.items()) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     text = str(value)
     return f'"{text}"' if any(c in text for c in ',{}[]()"= ') else text
+
+
+def _render_entry(key: Any, value: Any) -> str:
+    """A dict entry as ``key=value``; a list value is written ``"key=a,b"`` (quoted, one item)."""
+    if isinstance(value, (list, tuple)):
+        return _render(f"{key}={','.join(str(v) for v in value)}")
+    return f"{key}={_render(value)}"
 
 
 class _Parser:

@@ -59,6 +59,13 @@ def print_result(result: CompileResult, console: Console, output: Path | None) -
     """The human summary of a compile: the pass table, notes worth reading, the target
     summary, verification."""
     console.print(passes_table(result))
+    changes = result.op_changes
+    removed = ", ".join(f"{op} {-n}" for op, n in changes.items() if n < 0)
+    added = ", ".join(f"{op} {n}" for op, n in changes.items() if n > 0)
+    if removed:
+        console.print(f"removed: {removed}", markup=False)
+    if added:
+        console.print(f"added: {added}", markup=False)
     for record in result.passes:
         for note in record.notes:
             if note.severity != "info":

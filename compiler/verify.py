@@ -91,12 +91,11 @@ def _compare(name: str, reference: np.ndarray, value: np.ndarray, tolerance: Tol
     nan_mismatch = np.isnan(ref) != np.isnan(val)
     inf_mismatch = np.isinf(ref) & (ref != val)
     finite = np.isfinite(ref) & np.isfinite(val)
-    with np.errstate(invalid="ignore"):  # inf - inf at non-finite positions, which are masked out
-        difference = np.abs(ref - val, where=finite, out=np.zeros_like(ref))
+    difference = np.abs(np.subtract(ref, val, where=finite, out=np.zeros_like(ref)))
     max_error = float(difference.max()) if difference.size else 0.0
     if nan_mismatch.any() or inf_mismatch.any() or (np.isinf(val) & np.isfinite(ref)).any():
         return OutputComparison(name, False, float("inf"), "NaN or infinity where the reference has none (or vice versa)")
-    within = (difference <= limits.atol + limits.rtol * np.abs(ref)) | ~finite  # NaN/inf placement checked above
+    within = (difference <= limits.atol + limits.rtol * np.abs(ref, where=finite, out=np.zeros_like(ref))) | ~finite
     ok = bool(within.all())
     problem = None if ok else f"max abs error {max_error:.3g} exceeds atol {limits.atol:g} + rtol {limits.rtol:g}·|expected|"
     return OutputComparison(name, ok, max_error, problem)

@@ -22,6 +22,7 @@ import onnxruntime as ort
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from ..errors import ModelError
+from .dim_expr import evaluate_dim, symbols_of
 from .model import Model
 
 #: Value used for a symbolic dim nobody fixed when inputs are generated.
@@ -115,15 +116,17 @@ def run_nodes(
     """Evaluate ``nodes`` (from any graph) with ``feeds`` bound to the tensors they read.
 
     Every tensor a node reads must be in ``feeds`` or produced by another of ``nodes``. Returns
-    the tensors named in ``outputs``. One session evaluates the whole batch.
+    the tensors named in ``outputs``. One session evaluates the whole batch. Feeds are passed to
+    onnxruntime as inputs, not serialized into the model, so a memory-mapped weight is read in
+    place rather than copied; the session runs on one thread so results are reproducible.
     """
     node_protos = [OnnxExporter.export_node(node) for node in nodes]
+    arrays = {name: np.asarray(value) for name, value in feeds.items()}
     graph = onnx.helper.make_graph(
         node_protos,
         "mapc_subgraph",
-        inputs=[],
+        inputs=[_value_info(name, array) for name, array in arrays.items()],
         outputs=[onnx.helper.make_empty_tensor_value_info(name) for name in outputs],
-        initializer=[onnx.numpy_helper.from_array(np.asarray(value), name) for name, value in feeds.items()],
     )
     proto = onnx.helper.make_model(
         graph,
@@ -131,12 +134,22 @@ def run_nodes(
         ir_version=ir_version,
         functions=list(functions),
     )
-    session = make_session(proto)
+    options = session_options()
+    options.intra_op_num_threads = 1
     try:
-        values = session.run(list(outputs), {}, _quiet_run())
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        raise OnnxRuntimeError(f"onnxruntime cannot load the nodes: {_first_line(error)}") from None
+    try:
+        values = session.run(list(outputs), arrays, _quiet_run())
     except Exception as error:
         raise OnnxRuntimeError(f"onnxruntime failed to evaluate nodes: {_first_line(error)}") from None
     return dict(zip(outputs, values))
+
+
+def _value_info(name: str, array: np.ndarray) -> onnx.ValueInfoProto:
+    element = onnx.TensorProto.STRING if array.dtype.kind in "OUS" else onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+    return onnx.helper.make_tensor_value_info(name, element, list(array.shape))
 
 
 def seeded_inputs(
@@ -148,7 +161,8 @@ def seeded_inputs(
 ) -> dict[str, np.ndarray]:
     """Reproducible inputs for every graph input that is not also an initializer.
 
-    Symbolic dims take their value from ``dims`` (by dim name) or :data:`DEFAULT_DIM`;
+    Symbolic dims take their value from ``dims`` (by dim name) or :data:`DEFAULT_DIM`; dims
+    written as expressions (``past_sequence_length + sequence_length``) are computed from those;
     ``shapes`` fixes whole inputs by name. Floats are standard normal, integers are 0 or 1
     (valid as token ids, masks, positions and indices into any non-empty axis), booleans random.
     """
@@ -168,10 +182,15 @@ def seeded_inputs(
 
 
 def _concrete(dim: int | str | None, dims: Mapping[str, int]) -> int:
+    """A dim's value: its number, its value in ``dims``, an expression (``past + seq``) evaluated
+    with ``dims`` (symbols nobody fixed count as :data:`DEFAULT_DIM`), else DEFAULT_DIM."""
     if isinstance(dim, (int, np.integer)) and dim >= 0:
         return int(dim)
-    if isinstance(dim, str) and dim in dims:
-        return int(dims[dim])
+    if isinstance(dim, str):
+        values = {symbol: int(dims.get(symbol, DEFAULT_DIM)) for symbol in symbols_of(dim)}
+        value = evaluate_dim(dim, {**values, **dims})
+        if value is not None:
+            return value
     return DEFAULT_DIM
 
 

@@ -29,7 +29,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 from ..errors import ModelError, OutputError
 from .graph import constant_nbytes, toposort
 from .gs_compat import copy_lost_parts, remember_lost_parts
-from .external import ExternalRef, ExternalValues, copy_bytes, external_ref, same_file, uses_external_data
+from .external import ExternalRef, ExternalValues, copy_bytes, external_ref, same_file, tensor_nbytes, uses_external_data
 from .validate import validate_model
 
 G_LOGGER.severity = G_LOGGER.CRITICAL + 1  # mapc reports problems itself; keep gs quiet
@@ -185,6 +185,8 @@ class Model:
         model = onnx.ModelProto()
         model.CopyFrom(self._header)
         _export_graph_into(self.graph, model.graph, weights_above)
+        if self.ir_version < 4:
+            _list_initializers_as_inputs(model.graph)
         model.functions.extend(self.functions)
         del model.opset_import[:]
         for domain, version in self._used_opsets().items():
@@ -339,6 +341,15 @@ def _export_graph_into(graph: gs.Graph, target: onnx.GraphProto, weights_above: 
             target.value_info.append(OnnxExporter.export_value_info_proto(tensor, do_type_check=False))
 
 
+def _list_initializers_as_inputs(graph: onnx.GraphProto) -> None:
+    """IR versions before 4 require every initializer to be a graph input too (onnx-graphsurgeon
+    drops such inputs on import); add the missing ones, typed like their initializers."""
+    listed = {value.name for value in graph.input}
+    for tensor in graph.initializer:
+        if tensor.name not in listed:
+            graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+
+
 # -- saving ----------------------------------------------------------------------------------------
 
 
@@ -423,7 +434,10 @@ def _source_ref(tensor: onnx.TensorProto, base_dir: Path | None) -> ExternalRef 
 
 
 def _tensor_size(tensor: onnx.TensorProto, ref: ExternalRef | None) -> int:
-    return ref.length if ref is not None else tensor.ByteSize()
+    """Bytes of a tensor's data, from its dims and type (``ByteSize`` walks the whole message)."""
+    if ref is not None:
+        return ref.length
+    return tensor_nbytes(tensor) if tensor.data_type != onnx.TensorProto.STRING else tensor.ByteSize()
 
 
 def _write_external(

@@ -182,6 +182,8 @@ def _topological_order(graph: onnx.GraphProto, producer: dict[str, int]) -> list
         for name in _used_names(node):
             if name in producer:
                 dependencies.add_edge(producer[name], index)
+    if all(source < target for source, target in dependencies.edges):  # already in order: linear
+        return list(range(len(graph.node)))
     try:
         return list(nx.lexicographical_topological_sort(dependencies))
     except nx.NetworkXUnfeasible:
@@ -230,28 +232,47 @@ def _run_onnx_checker(proto: onnx.ModelProto) -> None:
         raise ModelError(f"invalid ONNX model: {first_line}") from None
 
 
-def _checker_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """``proto`` with external initializers turned into typed graph inputs.
+#: In-file initializers above this many bytes are left out of what the onnx checker serializes.
+CHECKER_INLINE_BYTES = 1 << 16
 
-    The onnx checker resolves external files against the working directory and insists on
-    data for every initializer; mapc has already validated those bytes itself, so the skeleton
-    lets the checker judge the rest without reading any weight.
+
+def _checker_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` with external and large initializers turned into typed graph inputs.
+
+    The onnx checker resolves external files against the working directory, insists on data for
+    every initializer, and serializes the whole model to check it (seconds for a large model);
+    mapc has already validated the weights' bytes itself, so the skeleton lets the checker judge
+    the rest without reading or copying any weight.
     """
-    external = [t for t in proto.graph.initializer if uses_external_data(t)]
-    if not external:
+    heavy = [t for t in proto.graph.initializer if uses_external_data(t) or tensor_nbytes(t) > CHECKER_INLINE_BYTES]
+    if not heavy:
         return proto
     skeleton = onnx.ModelProto()
-    skeleton.CopyFrom(proto)
-    kept = [t for t in skeleton.graph.initializer if not uses_external_data(t)]
-    del skeleton.graph.initializer[:]
-    skeleton.graph.initializer.extend(kept)
+    _copy_fields(proto, skeleton, skip="graph")
+    _copy_fields(proto.graph, skeleton.graph, skip="initializer")
+    graph = proto.graph
+    heavy_names = {t.name for t in heavy}
+    skeleton.graph.initializer.extend(t for t in graph.initializer if t.name not in heavy_names)
     input_names = {v.name for v in skeleton.graph.input}
-    for tensor in external:
+    for tensor in heavy:
         if tensor.name not in input_names:
             skeleton.graph.input.append(
                 onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
             )
     return skeleton
+
+
+def _copy_fields(source: object, target: object, *, skip: str) -> None:
+    """Copy every set field of protobuf message ``source`` into ``target`` except ``skip``."""
+    for field, value in source.ListFields():  # type: ignore[attr-defined]
+        if field.name == skip:
+            continue
+        if hasattr(value, "extend"):
+            getattr(target, field.name).extend(value)
+        elif hasattr(value, "CopyFrom"):
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
 
 
 def _describe(node: onnx.NodeProto) -> str:

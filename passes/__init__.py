@@ -4,7 +4,16 @@ Importing this package registers every built-in pass. A new pass is one module h
 sub-package such as ``fusion/``) defining a registered :class:`Pass`, plus its tests.
 """
 
-from . import attention_mask, cleanup, fusion, upgrade_opset  # noqa: F401  (registers the built-in passes)
+from . import (  # noqa: F401  (registers the built-in passes)
+    attention_mask,
+    cleanup,
+    fix_shapes,
+    fold_constants,
+    fusion,
+    peephole,
+    static_report,
+    upgrade_opset,
+)
 from .base import Note, Pass, PassContext, PassResult
 from .registry import get_pass, has_pass, register_pass, registered_passes
 

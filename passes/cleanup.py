@@ -126,9 +126,19 @@ def _merge_duplicate_initializers(model: Model) -> int:
         if isinstance(tensor, gs.Constant) and id(tensor) not in interface:
             groups.setdefault((str(tensor.dtype), tuple(tensor.shape)), []).append(tensor)
     merged = 0
-    for members in groups.values():
-        if len(members) < 2:
+    for candidates in groups.values():
+        if len(candidates) < 2:
             continue
+        by_sample: dict[bytes, list[gs.Constant]] = {}
+        for tensor in candidates:  # cheap first look, so distinct weights are never hashed whole
+            by_sample.setdefault(_sample(tensor), []).append(tensor)
+        merged += _merge_identical(model, [group for group in by_sample.values() if len(group) > 1])
+    return merged
+
+
+def _merge_identical(model: Model, groups: list[list[gs.Constant]]) -> int:
+    merged = 0
+    for members in groups:
         first_by_digest: dict[bytes, gs.Constant] = {}
         for tensor in members:
             digest = _digest(tensor)
@@ -137,6 +147,31 @@ def _merge_duplicate_initializers(model: Model) -> int:
                 replace_all_uses(model, tensor, kept)
                 merged += 1
     return merged
+
+
+#: Bytes from each end of a constant compared before all of it is hashed.
+SAMPLE_BYTES = 4096
+
+
+def _sample(tensor: gs.Constant) -> bytes:
+    """The first and last :data:`SAMPLE_BYTES` of a constant's data (its whole data if small),
+    read without loading a lazy weight; tensors stored as typed fields give b"" (always hashed)."""
+    values = tensor._values
+    if isinstance(values, ExternalValues):
+        ref = values.ref
+        with open(ref.path, "rb") as source:
+            source.seek(ref.offset)
+            head = source.read(min(SAMPLE_BYTES, ref.length))
+            source.seek(ref.offset + max(ref.length - SAMPLE_BYTES, 0))
+            return head + source.read(SAMPLE_BYTES)
+    if isinstance(values, LazyValues):
+        raw = values.tensor.raw_data if values.tensor.HasField("raw_data") else b""
+        return raw[:SAMPLE_BYTES] + raw[-SAMPLE_BYTES:]
+    array = np.ascontiguousarray(tensor.values)
+    if array.dtype == object:
+        return b""
+    data = memoryview(array.reshape(-1).view(np.uint8))
+    return bytes(data[:SAMPLE_BYTES]) + bytes(data[-SAMPLE_BYTES:])
 
 
 def _digest(tensor: gs.Constant) -> bytes:

@@ -1,0 +1,92 @@
+"""Arithmetic with a neutral constant, and selects with a constant condition.
+
+* ``Mul`` by 1 (either side), ``Div`` by 1, ``Add`` of 0 (either side), ``Sub`` of 0: the other
+  operand, when broadcasting with the constant cannot change its shape (the constant has no more
+  dims than it, each 1 or equal to its dim) and the types agree. These are bitwise exact, except
+  ``x + 0.0`` and ``x - (-0.0)``, which turn ``-0.0`` into ``+0.0``: they are removed unless the
+  pass option ``signed_zeros`` is set (``x + (-0.0)`` and ``x - 0.0`` are always exact).
+* ``Where`` whose condition is a constant, all true or all false: the chosen branch (expanded to
+  the output shape if broadcasting made it larger).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ...ir import constant_value
+from .rewrite import Rewriter, Rule, is_plain, same_dtype, static_shape
+
+#: For each op: which operand positions may hold the neutral constant, and its value.
+NEUTRAL = {"Mul": ((0, 1), 1), "Div": ((1,), 1), "Add": ((0, 1), 0), "Sub": ((1,), 0)}
+
+
+def neutral_operand(rw: Rewriter, node: gs.Node) -> bool:
+    positions, neutral = NEUTRAL[node.op]
+    for position in positions:
+        value = constant_value(node.inputs[position])
+        other = node.inputs[1 - position]
+        if value is None or not _is_neutral(np.asarray(value), neutral, node.op, rw.signed_zeros):
+            continue
+        if _broadcast_keeps_shape(other, np.shape(value)) and same_dtype(other, node.outputs[0]):
+            return rw.bypass(node, other)
+    return False
+
+
+def constant_condition(rw: Rewriter, node: gs.Node) -> bool:
+    condition = constant_value(node.inputs[0])
+    if condition is None or np.asarray(condition).size == 0:
+        return False
+    condition = np.asarray(condition, dtype=bool)
+    if condition.all():
+        chosen = node.inputs[1]
+    elif not condition.any():
+        chosen = node.inputs[2]
+    else:
+        return False
+    result = node.outputs[0]
+    shape = static_shape(result)
+    if shape is not None and static_shape(chosen) == shape:
+        return rw.bypass(node, chosen)
+    if shape is None or 0 in shape:
+        return False
+    target = gs.Constant(rw.model.fresh_name(f"{result.name}_shape"), np.asarray(shape, dtype=np.int64))
+    rw.become(node, "Expand", [chosen, target])
+    return True
+
+
+def _is_neutral(value: np.ndarray, neutral: int, op: str, signed_zeros: bool) -> bool:
+    if value.dtype.kind not in "iufc" or value.size == 0 or not np.all(value == neutral):
+        return False
+    if neutral != 0 or value.dtype.kind not in "fc":
+        return True
+    negative = np.signbit(value.real)
+    exact = negative.all() if op == "Add" else not negative.any()  # x + (-0.0) and x - (+0.0)
+    return bool(exact) or not signed_zeros
+
+
+def _broadcast_keeps_shape(tensor: gs.Tensor, constant_shape: tuple[int, ...]) -> bool:
+    """Broadcasting ``tensor`` with a constant of ``constant_shape`` leaves its shape as is."""
+    if isinstance(tensor, gs.Constant):
+        dims = list(tensor.shape)
+    elif tensor.shape is None:
+        return False
+    else:
+        dims = list(tensor.shape)
+    if len(constant_shape) > len(dims):
+        return False
+    trailing = dims[len(dims) - len(constant_shape) :]
+    return all(size == 1 or (isinstance(dim, (int, np.integer)) and dim == size) for dim, size in zip(trailing, constant_shape))
+
+
+def _binary(rule):  # type: ignore[no-untyped-def]
+    def guarded(rw: Rewriter, node: gs.Node) -> bool:
+        return is_plain(node) and len(node.inputs) >= 2 and len(node.outputs) == 1 and rule(rw, node)
+
+    return guarded
+
+
+RULES = [
+    Rule("neutral_operand", tuple(NEUTRAL), _binary(neutral_operand)),
+    Rule("where_constant_condition", ("Where",), _binary(constant_condition)),
+]

@@ -1,0 +1,381 @@
+"""peephole: a hit and a near-miss for every rule, bitwise exactness, and random models."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given
+from onnx import TensorProto, helper, numpy_helper
+
+import mapc
+from mapc.ir import load
+from mapc.passes import PassContext
+from mapc.pipeline import PassManager
+from mapc.testing import assert_pass_preserves, onnx_models
+from mapc.verify import Tolerance
+from tests.conftest import make_model
+
+F, I64 = TensorProto.FLOAT, TensorProto.INT64
+EXACT = Tolerance(0.0, 0.0)
+
+
+def const(name: str, value) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(value), name)
+
+
+def one_op(node: onnx.NodeProto, x_shape, y_shape, initializers=(), x_type=F, y_type=F, extra_inputs=()) -> onnx.ModelProto:
+    """x -> Relu -> node -> Relu -> y, so the rewritten op sits between ordinary tensors."""
+    node.input[0] = "r"
+    return make_model(
+        [helper.make_node("Relu", ["x"], ["r"]) if x_type == F else helper.make_node("Identity", ["x"], ["r"]), node,
+         helper.make_node("Identity", [node.output[0]], ["y"])],
+        [helper.make_tensor_value_info("x", x_type, list(x_shape)), *extra_inputs],
+        [helper.make_tensor_value_info("y", y_type, list(y_shape))],
+        list(initializers),
+    )
+
+
+def peephole(proto: onnx.ModelProto, passes: str = "peephole") -> tuple[mapc.Model, dict[str, int]]:
+    model, records = assert_pass_preserves(proto, passes, tolerance=EXACT)
+    return model, records[0].counters
+
+
+def ops(model: mapc.Model) -> list[str]:
+    return [n.op for n in model.graph.nodes]
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+
+@given(onnx_models(families=("reshape", "transpose", "squeeze", "flatten", "slice", "concat", "elementwise", "where", "cast", "constant")))
+def test_peephole_is_exact_on_random_models(model):
+    assert_pass_preserves(model, "peephole", tolerance=EXACT)
+
+
+@given(onnx_models(families=("reshape", "transpose", "squeeze", "flatten", "shape_chain", "constant", "where"), symbolic=True))
+def test_the_whole_group_preserves_random_models(model):
+    assert_pass_preserves(model, "fixpoint(fix-shapes,fold-constants,peephole,cleanup)", dims={"N": 3})
+
+
+# -- identities -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("node", "initializers", "in_shape", "out_shape", "removed"),
+    [
+        (helper.make_node("Reshape", ["x", "s"], ["o"]), [const("s", [2, -1])], [2, 3], [2, 3], True),
+        (helper.make_node("Reshape", ["x", "s"], ["o"]), [const("s", [3, 2])], [2, 3], [3, 2], False),
+        (helper.make_node("Expand", ["x", "s"], ["o"]), [const("s", [1, 3])], [2, 3], [2, 3], True),
+        (helper.make_node("Expand", ["x", "s"], ["o"]), [const("s", [4, 2, 3])], [2, 3], [4, 2, 3], False),
+        (helper.make_node("Squeeze", ["x", "ax"], ["o"]), [const("ax", np.zeros(0, np.int64))], [2, 3], [2, 3], True),
+        (helper.make_node("Unsqueeze", ["x", "ax"], ["o"]), [const("ax", [0])], [2, 3], [1, 2, 3], False),
+        (helper.make_node("Flatten", ["x"], ["o"], axis=1), [], [2, 3], [2, 3], True),
+        (helper.make_node("Flatten", ["x"], ["o"], axis=0), [], [2, 3], [1, 6], False),
+    ],
+    ids=["reshape", "reshape-near-miss", "expand", "expand-near-miss", "squeeze-nothing", "unsqueeze-near-miss", "flatten", "flatten-near-miss"],
+)
+def test_identity_reshapes(node, initializers, in_shape, out_shape, removed):
+    model, counters = peephole(one_op(node, in_shape, out_shape, initializers))
+    assert (node.op_type not in ops(model)) == removed
+    assert counters["identity_reshape"] == int(removed)
+
+
+@pytest.mark.parametrize(("to", "removed"), [(F, True), (TensorProto.DOUBLE, False)])
+def test_cast_to_the_same_type(to, removed):
+    model, counters = peephole(one_op(helper.make_node("Cast", ["x"], ["o"], to=to), [2], [2], y_type=to))
+    assert ("Cast" not in ops(model)) == removed and counters["identity_cast"] == int(removed)
+
+
+def test_castlike_to_the_same_type():
+    model, _ = peephole(one_op(helper.make_node("CastLike", ["x", "like"], ["o"]), [2], [2], [const("like", np.zeros(1, np.float32))]))
+    assert "CastLike" not in ops(model)
+
+
+@pytest.mark.parametrize(
+    ("perm", "in_shape", "expected"),
+    [
+        ([0, 1, 2], [2, 3, 4], []),
+        ([1, 0, 2], [1, 3, 4], ["Reshape"]),  # moves only a size-1 axis: a Reshape
+        ([0, 2, 1, 3], [2, 1, 3, 4], ["Reshape"]),
+        ([1, 0, 2], [2, 3, 4], ["Transpose"]),  # near miss: a real permutation
+        ([2, 1, 0], [3, 1, 3], ["Transpose"]),
+    ],
+)
+def test_transpose(perm, in_shape, expected):
+    out_shape = [in_shape[p] for p in perm]
+    model, _ = peephole(one_op(helper.make_node("Transpose", ["x"], ["o"], perm=perm), in_shape, out_shape))
+    assert ops(model) == ["Relu", *expected, "Identity"]
+
+
+@pytest.mark.parametrize(
+    ("starts", "ends", "steps", "out", "removed"),
+    [
+        ([0], [2**62], [1], [4, 3], True),
+        ([-4], [4], None, [4, 3], True),
+        ([3], [-(2**62)], [-1], [4, 3], False),  # reverses: same shape, not the identity
+        ([1], [4], [1], [3, 3], False),
+    ],
+    ids=["full", "full-negative-start", "reversed", "partial"],
+)
+def test_slice(starts, ends, steps, out, removed):
+    inputs = ["x", "st", "en", "ax"] + (["sp"] if steps else [])
+    inits = [const("st", starts), const("en", ends), const("ax", [0])] + ([const("sp", steps)] if steps else [])
+    model, counters = peephole(one_op(helper.make_node("Slice", inputs, ["o"]), [4, 3], out, inits))
+    assert ("Slice" not in ops(model)) == removed and counters["identity_slice"] == int(removed)
+
+
+def test_single_input_concat():
+    model, _ = peephole(one_op(helper.make_node("Concat", ["x"], ["o"], axis=0), [2, 3], [2, 3]))
+    assert "Concat" not in ops(model)
+    model, _ = peephole(one_op(helper.make_node("Concat", ["x", "x"], ["o"], axis=0), [2, 3], [4, 3]))
+    assert "Concat" in ops(model)
+
+
+@pytest.mark.parametrize(
+    ("indices", "axis", "out", "expected"),
+    [
+        ([0, 1, 2], 1, [2, 3], []),
+        ([-3, 1, -1], 1, [2, 3], []),  # negative indices count from the end
+        ([[0, 1, 2]], 1, [2, 1, 3], ["Reshape"]),
+        (0, 0, [3], ["Reshape"]),  # a scalar index into a size-1 axis squeezes it
+        ([2, 1, 0], 1, [2, 3], ["Gather"]),
+        ([0, 1], 1, [2, 2], ["Gather"]),
+    ],
+    ids=["in-order", "negative", "extra-axis", "scalar", "reversed", "subset"],
+)
+def test_gather_in_order(indices, axis, out, expected):
+    in_shape = [1, 3] if np.ndim(indices) == 0 else [2, 3]
+    model, _ = peephole(one_op(helper.make_node("Gather", ["x", "i"], ["o"], axis=axis), in_shape, out, [const("i", np.asarray(indices, np.int64))]))
+    assert ops(model) == ["Relu", *expected, "Identity"]
+
+
+def test_gathernd_in_order_as_the_dynamo_mask_writes_it():
+    """GatherND(mask, Concat(batch_idx, kv_idx)) over every position, in order (npu-deployment M6)."""
+    grid = np.stack(np.meshgrid(np.arange(2), np.arange(5), indexing="ij"), axis=-1).reshape(2, 1, 1, 5, 2)
+    model, counters = peephole(one_op(helper.make_node("GatherND", ["x", "i"], ["o"]), [2, 5], [2, 1, 1, 5], [const("i", grid)]))
+    assert ops(model) == ["Relu", "Reshape", "Identity"] and counters["gathernd_in_order"] == 1
+
+
+@pytest.mark.parametrize(
+    ("indices", "batch_dims", "in_shape", "out", "expected"),
+    [
+        ([[0], [1], [2]], 0, [3, 2], [3, 2], []),
+        ([[[0], [1]], [[0], [1]]], 1, [2, 2], [2, 2], []),
+        ([[1], [0], [2]], 0, [3, 2], [3, 2], ["GatherND"]),
+        ([[0], [1]], 0, [3, 2], [2, 2], ["GatherND"]),
+        ([[[1], [0]], [[0], [1]]], 1, [2, 2], [2, 2], ["GatherND"]),
+    ],
+    ids=["in-order", "batch-dims", "permuted", "subset", "batch-dims-permuted"],
+)
+def test_gathernd(indices, batch_dims, in_shape, out, expected):
+    node = helper.make_node("GatherND", ["x", "i"], ["o"], batch_dims=batch_dims)
+    model, _ = peephole(one_op(node, in_shape, out, [const("i", np.asarray(indices, np.int64))]))
+    assert ops(model) == ["Relu", *expected, "Identity"]
+
+
+@pytest.mark.parametrize(
+    ("indices", "reduction", "expected"),
+    [
+        ([[0], [1], [2]], "none", ["Identity"]),  # the result is the updates; data (Relu) is dead
+        ([[0, 0], [0, 1], [1, 0], [1, 1], [2, 0], [2, 1]], "none", ["Reshape", "Identity"]),
+        ([[0], [2], [1]], "none", ["Relu", "ScatterND", "Identity"]),  # covers everything, but not in order
+        ([[0], [1]], "none", ["Relu", "ScatterND", "Identity"]),  # partial
+        ([[0], [1], [2]], "add", ["Relu", "ScatterND", "Identity"]),  # accumulates into data
+    ],
+    ids=["rows", "elements", "permuted", "partial", "reduction"],
+)
+def test_scatternd_covering_the_whole_tensor(indices, reduction, expected):
+    index = np.asarray(indices, np.int64)
+    updates_shape = list(index.shape[:-1]) + [2][index.shape[-1] - 1 :]
+    updates = helper.make_tensor_value_info("u", F, updates_shape)
+    node = helper.make_node("ScatterND", ["x", "i", "u"], ["o"], **({"reduction": reduction} if reduction != "none" else {}))
+    model, _ = peephole(one_op(node, [3, 2], [3, 2], [const("i", index)], extra_inputs=[updates]))
+    assert ops(model) == expected
+
+
+# -- chains -----------------------------------------------------------------------------------------
+
+
+def test_reshape_like_chain_becomes_one_reshape():
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "ax"], ["a"]),
+        helper.make_node("Flatten", ["a"], ["b"], axis=2),
+        helper.make_node("Reshape", ["b", "s"], ["y"]),
+    ]
+    proto = make_model(nodes, [helper.make_tensor_value_info("x", F, [2, 3, 4])], [helper.make_tensor_value_info("y", F, [6, 4])],
+                       [const("ax", [0]), const("s", [6, 4])])
+    model, counters = peephole(proto)
+    assert ops(model) == ["Reshape"] and model.graph.nodes[0].inputs[0].name == "x"
+    assert model.graph.nodes[0].inputs[1].values.tolist() == [6, 4]
+
+
+def test_unsqueeze_then_squeeze_cancels():
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Unsqueeze", ["r", "ax"], ["a"]), helper.make_node("Squeeze", ["a", "ax"], ["b"]), helper.make_node("Neg", ["b"], ["y"])]
+    proto = make_model(nodes, [helper.make_tensor_value_info("x", F, [2, 3])], [helper.make_tensor_value_info("y", F, [2, 3])], [const("ax", [1])])
+    model, _ = peephole(proto)
+    assert ops(model) == ["Relu", "Neg"]
+
+
+def test_reshape_chain_near_miss_keeps_a_dynamic_reshape():
+    nodes = [helper.make_node("Reshape", ["x", "s1"], ["a"]), helper.make_node("Reshape", ["a", "s2"], ["y"])]
+    proto = make_model(nodes, [helper.make_tensor_value_info("x", F, ["n", 6])], [helper.make_tensor_value_info("y", F, ["n", 3, 2])],
+                       [const("s1", [0, 2, 3]), const("s2", [0, 3, 2])])
+    model, _ = peephole(proto)
+    assert ops(model) == ["Reshape", "Reshape"]
+
+
+def test_reshape_chain_keeps_the_inner_op_for_its_other_readers():
+    nodes = [helper.make_node("Reshape", ["x", "s1"], ["a"]), helper.make_node("Reshape", ["a", "s2"], ["y"]), helper.make_node("Neg", ["a"], ["z"])]
+    proto = make_model(nodes, [helper.make_tensor_value_info("x", F, [6])], [helper.make_tensor_value_info("y", F, [3, 2]), helper.make_tensor_value_info("z", F, [2, 3])],
+                       [const("s1", [2, 3]), const("s2", [3, 2])])
+    model, _ = peephole(proto)
+    assert ops(model) == ["Reshape", "Reshape", "Neg"] and model.graph.nodes[1].inputs[0].name == "x"
+
+
+@pytest.mark.parametrize(("second", "expected"), [([1, 0, 2], []), ([0, 2, 1], ["Transpose"])])
+def test_transpose_chain(second, expected):
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Transpose", ["r"], ["a"], perm=[1, 0, 2]),
+             helper.make_node("Transpose", ["a"], ["b"], perm=second), helper.make_node("Neg", ["b"], ["y"])]
+    out = np.transpose(np.zeros((2, 3, 4)), [1, 0, 2]).transpose(second).shape
+    proto = make_model(nodes, [helper.make_tensor_value_info("x", F, [2, 3, 4])], [helper.make_tensor_value_info("y", F, list(out))])
+    model, _ = peephole(proto)
+    assert ops(model) == ["Relu", *expected, "Neg"]
+    if expected:
+        assert model.graph.nodes[1].attrs["perm"] == [1, 2, 0] and model.graph.nodes[1].inputs[0].name == "r"
+
+
+# -- arithmetic ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("op", "constant_first", "value", "removed"),
+    [
+        ("Mul", False, 1.0, True),
+        ("Mul", True, np.ones((1, 3), np.float32), True),
+        ("Div", False, 1.0, True),
+        ("Add", True, 0.0, True),
+        ("Sub", False, 0.0, True),
+        ("Div", True, 1.0, False),  # 1 / x
+        ("Sub", True, 0.0, False),  # 0 - x
+        ("Mul", False, 2.0, False),
+        ("Mul", False, np.ones((4, 2, 3), np.float32), False),  # broadcasting enlarges x
+        ("Add", False, np.array([0.0, np.nan, 0.0], np.float32), False),
+    ],
+)
+def test_neutral_operand(op, constant_first, value, removed):
+    value = np.asarray(value, np.float32)
+    out_shape = list(np.broadcast_shapes((2, 3), value.shape))
+    inputs = ["k", "x"] if constant_first else ["x", "k"]
+    model, counters = peephole(one_op(helper.make_node(op, inputs, ["o"]), [2, 3], out_shape, [const("k", value)]) if not constant_first else
+                               make_model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node(op, ["k", "r"], ["o"]), helper.make_node("Identity", ["o"], ["y"])],
+                                          [helper.make_tensor_value_info("x", F, [2, 3])], [helper.make_tensor_value_info("y", F, out_shape)], [const("k", value)]))
+    assert (op not in ops(model)) == removed and counters["neutral_operand"] == int(removed)
+
+
+def test_neutral_operand_on_integers_and_dynamic_shapes():
+    proto = make_model([helper.make_node("Add", ["x", "zero"], ["y"]), helper.make_node("Mul", ["y", "one"], ["z"])],
+                       [helper.make_tensor_value_info("x", I64, ["n", 3])], [helper.make_tensor_value_info("z", I64, ["n", 3])],
+                       [const("zero", np.zeros((1, 3), np.int64)), const("one", np.int64(1))])
+    model, counters = peephole(proto)
+    assert ops(model) == ["Mul"]  # Add removed; Mul kept: its output z would have to be the graph input x
+    assert counters["neutral_operand"] == 1
+
+
+def signed_zero_model(op: str, zero: float) -> onnx.ModelProto:
+    nodes = [helper.make_node("Neg", ["x"], ["n"]), helper.make_node(op, ["n", "k"], ["o"]), helper.make_node("Identity", ["o"], ["y"])]
+    return make_model(nodes, [helper.make_tensor_value_info("x", F, [4])], [helper.make_tensor_value_info("y", F, [4])], [const("k", np.float32(zero))])
+
+
+@pytest.mark.parametrize(("op", "zero", "exact"), [("Add", -0.0, True), ("Add", 0.0, False), ("Sub", 0.0, True), ("Sub", -0.0, False)])
+def test_signed_zeros(op, zero, exact):
+    """x + (-0.0) and x - 0.0 keep every bit; x + 0.0 turns -0.0 into +0.0, removed unless signed_zeros."""
+    strict = load(signed_zero_model(op, zero))
+    PassManager("peephole{signed_zeros=true}").run(strict, PassContext())
+    assert (op not in ops(strict)) == exact
+    relaxed = load(signed_zero_model(op, zero))
+    PassManager("peephole").run(relaxed, PassContext())
+    assert op not in ops(relaxed)
+    x = np.array([0.0, 1.5, -2.0, np.inf], np.float32)  # Neg gives -0.0 first
+    before = mapc.ir.run(load(signed_zero_model(op, zero)), {"x": x})["y"]
+    after = mapc.ir.run(strict, {"x": x})["y"]
+    assert np.array_equal(before.view(np.uint32), after.view(np.uint32))
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        (np.ones((2, 3), bool), ["Expand", "Identity"]),  # the chosen constant is broadcast; Relu is dead
+        (np.zeros((1, 3), bool), ["Relu", "Identity"]),
+        (np.array([True, False, True]), ["Relu", "Where", "Identity"]),
+    ],
+    ids=["all-true", "all-false", "mixed"],
+)
+def test_where_with_a_constant_condition(condition, expected):
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Where", ["c", "k", "r"], ["o"]), helper.make_node("Identity", ["o"], ["y"])]
+    proto = make_model(nodes, [helper.make_tensor_value_info("x", F, [2, 3])], [helper.make_tensor_value_info("y", F, [2, 3])],
+                       [const("c", condition), const("k", np.float32(-1e4))])
+    model, _ = peephole(proto)
+    assert ops(model) == expected
+
+
+# -- graph outputs ---------------------------------------------------------------------------------------
+
+
+def test_an_identity_between_graph_input_and_output_stays():
+    proto = make_model([helper.make_node("Reshape", ["x", "s"], ["y"])], [helper.make_tensor_value_info("x", F, [2, 3])],
+                       [helper.make_tensor_value_info("y", F, [2, 3])], [const("s", [2, 3])])
+    model, counters = peephole(proto)
+    assert ops(model) == ["Reshape"] and not any(counters.values())
+
+
+def test_a_bypassed_output_keeps_its_name():
+    proto = make_model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Reshape", ["r", "s"], ["y"])],
+                       [helper.make_tensor_value_info("x", F, [2, 3])], [helper.make_tensor_value_info("y", F, [2, 3])], [const("s", [2, 3])])
+    model, _ = peephole(proto)
+    assert ops(model) == ["Relu"] and model.graph.outputs[0].name == "y" and model.graph.nodes[0].outputs[0].name == "y"
+
+
+# -- reshape sandwiches ---------------------------------------------------------------------------------
+
+
+def sandwich_model(second_reader: bool = False, constant=np.float32(0.5), closing=(8, 4)) -> onnx.ModelProto:
+    """x[8,4] -> Reshape[1,8,4] -> tanh-GELU-like elementwise region -> Reshape back -> MatMul."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Reshape", ["r", "up"], ["u"]),
+        helper.make_node("Pow", ["u", "three"], ["cube"]),
+        helper.make_node("Mul", ["cube", "k"], ["scaled"]),
+        helper.make_node("Add", ["u", "scaled"], ["inner"]),
+        helper.make_node("Tanh", ["inner"], ["t"]),
+        helper.make_node("Mul", ["u", "t"], ["g"]),
+        helper.make_node("Reshape", ["g", "down"], ["d"]),
+        helper.make_node("MatMul", ["d", "w"], ["y"]),
+    ]
+    outputs = [helper.make_tensor_value_info("y", F, [closing[0], 2] if len(closing) == 2 else [*closing[:-1], 2])]
+    if second_reader:
+        nodes.append(helper.make_node("Neg", ["t"], ["z"]))
+        outputs.append(helper.make_tensor_value_info("z", F, [1, 8, 4]))
+    return make_model(nodes, [helper.make_tensor_value_info("x", F, [8, 4])], outputs,
+                      [const("up", [1, 8, 4]), const("down", list(closing)), const("three", np.float32(3)), const("k", constant),
+                       const("w", np.ones((closing[-1], 2), np.float32))])
+
+
+def test_elementwise_ops_between_a_reshape_and_its_inverse_run_on_the_original_shape():
+    model, counters = peephole(sandwich_model())
+    assert ops(model) == ["Relu", "Pow", "Mul", "Add", "Tanh", "Mul", "MatMul"] and counters["reshape_sandwich"] == 1
+    assert model.graph.tensors()["inner"].shape == [8, 4]
+
+
+@pytest.mark.parametrize(
+    "proto",
+    [
+        sandwich_model(second_reader=True),  # a region result is read outside
+        sandwich_model(constant=np.full((1, 1, 4), 0.5, np.float32)),  # a constant that is not a single element
+        sandwich_model(closing=(4, 8)),  # the closing Reshape does not restore the original shape
+    ],
+    ids=["read-outside", "vector-constant", "other-shape"],
+)
+def test_reshape_sandwich_near_misses(proto):
+    model, counters = peephole(proto)
+    assert ops(model).count("Reshape") == 2 and counters["reshape_sandwich"] == 0
