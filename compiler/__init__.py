@@ -18,10 +18,24 @@ The Python API in brief::
 
 __version__ = "0.1.0"
 
-from .errors import CheckFailed, MapcError, ModelError, OutputError, UsageError, VerificationError
-from .ir import Model, load, save
-from .passes import Note, Pass, PassContext, PassResult, register_pass, registered_passes
 from .api import CompileResult, compile, default_pipeline
+from .errors import (
+    CheckFailed,
+    MapcError,
+    ModelError,
+    OutputError,
+    UsageError,
+    VerificationError,
+)
+from .ir import Model, load, save
+from .passes import (
+    Note,
+    Pass,
+    PassContext,
+    PassResult,
+    register_pass,
+    registered_passes,
+)
 from .pipeline import Fixpoint, PassManager
 
 __all__ = [

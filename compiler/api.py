@@ -26,11 +26,20 @@ import numpy as np
 
 from . import __version__
 from .errors import UsageError, VerificationError
-from .ir import Model, count_nodes, load, save
+from .ir import Model, count_nodes, load, save, seeded_inputs
 from .ir.model import ModelSource
 from .passes import Pass, PassContext, get_pass, has_pass
 from .passes.fix_shapes import check_dim_names, resolve_dims
-from .pipeline import Fixpoint, PassManager, PassRecord, ProgressHook, Step, StepSpec, build_pipeline, with_pass_options
+from .pipeline import (
+    Fixpoint,
+    PassManager,
+    PassRecord,
+    ProgressHook,
+    Step,
+    StepSpec,
+    build_pipeline,
+    with_pass_options,
+)
 from .targets import Plan, Target, emit_partitions, get_target, plan_report
 from .targets.passes import PLAN_FACT, Partition
 from .verify import Tolerance, Verifier
@@ -247,9 +256,13 @@ def compile(
     verifier = None
     if verify_each or verify:
         # Reference inputs follow every fixed dim, also those implied by a given input shape.
+        # The verifier shares the pipeline's context: passes publish facts for it there (e.g.
+        # attention-mask's fully masked rows).
         implied = resolve_dims(working.graph, ctx.input_shapes, ctx.dims) if ctx.input_shapes else ctx.dims
-        reference_ctx = PassContext(seed=seed, dims=implied, input_shapes=ctx.input_shapes)
-        verifier = Verifier(working, reference_ctx, feeds=verify_inputs, tolerance=tolerance)
+        feeds = verify_inputs if verify_inputs is not None else seeded_inputs(
+            working, seed=seed, dims=implied, shapes=ctx.input_shapes
+        )
+        verifier = Verifier(working, ctx, feeds=feeds, tolerance=tolerance)
         manager.verifier = verifier
     nodes_before = count_nodes(working.graph)
     ops_before = op_histogram(working)

@@ -26,12 +26,19 @@ from . import __version__
 from .api import CompileResult, default_pipeline
 from .api import compile as compile_model
 from .cli_targets import add_target_arguments, add_targets_command, target_options
-from .errors import EXIT_INTERNAL, EXIT_OK, MapcError, OutputError, UsageError, VerificationError
+from .errors import (
+    EXIT_INTERNAL,
+    EXIT_OK,
+    MapcError,
+    OutputError,
+    UsageError,
+    VerificationError,
+)
 from .inspection import summarize
 from .ir import load, save
-from .pipeline import Fixpoint, build_pipeline
 from .ir.external import same_file
 from .passes import registered_passes
+from .pipeline import Fixpoint, build_pipeline
 from .progress import PassProgress
 from .report import REPORT_SUFFIXES, print_result, write_report
 

@@ -10,8 +10,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .ir import Model, constant_nbytes, count_nodes
-from .ir.external import ExternalValues
 from .ir.dim_expr import symbols_of
+from .ir.external import ExternalValues
 
 
 def summarize(model: Model) -> dict[str, Any]:

@@ -17,6 +17,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
+from .external import ExternalValues
+
 if TYPE_CHECKING:
     from .model import Model
 
@@ -173,6 +175,43 @@ def constant_nbytes(tensor: gs.Constant) -> int:
     """Bytes a constant's values occupy, without loading them."""
     values = tensor._values
     return int(values.nbytes) if isinstance(values, LazyValues) else int(np.asarray(values).nbytes)
+
+
+def peek_bytes(tensor: gs.Constant, count: int) -> tuple[bytes, bytes] | None:
+    """The first and last ``count`` bytes of a constant's raw data, read without loading a lazy
+    weight; None where there is no raw form to read (strings, tensors stored as typed fields)."""
+    values = tensor._values
+    if isinstance(values, ExternalValues):
+        ref = values.ref
+        with open(ref.path, "rb") as source:
+            source.seek(ref.offset)
+            head = source.read(min(count, ref.length))
+            source.seek(ref.offset + max(ref.length - count, 0))
+            return head, source.read(min(count, ref.length))
+    if isinstance(values, LazyValues):
+        if not values.tensor.HasField("raw_data"):
+            return None
+        raw = values.tensor.raw_data
+        return raw[:count], raw[-count:] if count else b""
+    array = np.ascontiguousarray(values)
+    if array.dtype == object:
+        return None
+    data = memoryview(array.reshape(-1).view(np.uint8))
+    return bytes(data[:count]), bytes(data[-count:]) if count else b""
+
+
+def peek_values(tensor: gs.Constant, count: int) -> np.ndarray | None:
+    """Up to ``count`` leading elements of a constant, without loading a lazy weight (None for
+    element types that are not stored one per numpy item). Lets a pass rule out a large weight
+    cheaply before reading all of it."""
+    dtype = np.dtype(tensor.dtype) if tensor.dtype is not None else None
+    if dtype is None or dtype == object or dtype.itemsize == 0:
+        return None
+    peeked = peek_bytes(tensor, count * dtype.itemsize)
+    if peeked is None:
+        return None
+    head = peeked[0][: len(peeked[0]) - len(peeked[0]) % dtype.itemsize]
+    return np.frombuffer(head, dtype=dtype.newbyteorder("<"))
 
 
 def is_lazy(tensor: gs.Constant) -> bool:

@@ -27,9 +27,17 @@ from onnx_graphsurgeon.ir.tensor import LazyValues
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from ..errors import ModelError, OutputError
+from .external import (
+    ExternalRef,
+    ExternalValues,
+    copy_bytes,
+    external_ref,
+    same_file,
+    tensor_nbytes,
+    uses_external_data,
+)
 from .graph import constant_nbytes, toposort
 from .gs_compat import copy_lost_parts, remember_lost_parts
-from .external import ExternalRef, ExternalValues, copy_bytes, external_ref, same_file, tensor_nbytes, uses_external_data
 from .validate import validate_model
 
 G_LOGGER.severity = G_LOGGER.CRITICAL + 1  # mapc reports problems itself; keep gs quiet

@@ -23,14 +23,28 @@ SKELETON_INLINE_BYTES = 1 << 16
 Dim = int | str | None
 
 
-def infer_shapes(model: Model, *, forget_existing: bool = False, data_prop: bool = True) -> bool:
+def infer_shapes(
+    model: Model, *, forget_existing: bool = False, trust_existing_dims: bool = False, data_prop: bool = True
+) -> bool:
     """Annotate every tensor of ``model.graph`` with the dtype and shape onnx infers.
 
-    ``forget_existing`` first clears the shapes of intermediate tensors (stale value_info after a
-    shape change). Graph outputs keep a declared dim wherever inference knows less. Returns False
-    (leaving the model unchanged) if onnx's inference itself fails on this model.
+    ``forget_existing`` first clears the shapes of intermediate tensors, so that inference starts
+    afresh. Where fresh inference can only say "unknown" for a dim, the previous annotation
+    survives if it is a *name* the exporter wrote (``batch``, ``s0``): a name is never folded
+    into a constant, and it carries what onnx cannot rediscover (that two dims are the same),
+    which fusion needs. With ``trust_existing_dims`` a previous *number* survives too: right for
+    passes that only replace nodes by equivalent ones (every annotation stays true), wrong after
+    the input shapes changed (``fix-shapes``), where old numbers are stale. Graph outputs keep a
+    declared dim wherever inference knows less. Returns False (leaving the model unchanged) if
+    onnx's inference itself fails on this model.
     """
+    before: dict[str, list[Dim]] = {}
     if forget_existing:
+        before = {
+            name: list(tensor.shape)
+            for name, tensor in model.graph.tensors().items()
+            if isinstance(tensor, gs.Variable) and tensor.shape is not None
+        }
         forget_intermediate_shapes(model.graph)
     skeleton = model.to_proto(weights_above=SKELETON_INLINE_BYTES)
     try:
@@ -47,7 +61,11 @@ def infer_shapes(model: Model, *, forget_existing: bool = False, data_prop: bool
         if dtype is not None:
             tensor.dtype = dtype
         if shape is not None:
-            tensor.shape = _merge(tensor.shape, shape) if value.name in output_names else shape
+            if value.name in output_names:
+                shape = _merge(tensor.shape, shape)
+            elif value.name in before:
+                shape = _keep_known(before[value.name], shape, numbers=trust_existing_dims)
+            tensor.shape = shape
     return True
 
 
@@ -85,6 +103,23 @@ def _merge(declared: Sequence[Dim] | None, inferred: list[Dim]) -> list[Dim]:
         weaker_new = new is None or (isinstance(new, str) and new.startswith("unk__"))
         merged.append(old if weaker_new and old is not None else new)
     return merged
+
+
+def _is_name(dim: Dim) -> bool:
+    """A dim named by the model's author (not onnx's ``unk__N`` placeholder)."""
+    return isinstance(dim, str) and not dim.startswith("unk__")
+
+
+def _keep_known(before: list[Dim], inferred: list[Dim], *, numbers: bool) -> list[Dim]:
+    """``inferred``, with ``before``'s names (and numbers, if trusted) where inference knows nothing."""
+    if len(before) != len(inferred):
+        return inferred
+    kept = []
+    for old, new in zip(before, inferred):
+        unknown = new is None or (isinstance(new, str) and not _is_name(new))
+        trusted = _is_name(old) or (numbers and isinstance(old, (int, np.integer)) and old >= 0)
+        kept.append(old if unknown and trusted else new)
+    return kept
 
 
 def is_static(shape: Sequence[Dim] | None) -> bool:

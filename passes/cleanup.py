@@ -12,7 +12,17 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
-from ..ir import Model, can_take_name, constant_value, infer_shapes, is_graph_output, remove_dead_nodes, remove_nodes, replace_all_uses
+from ..ir import (
+    Model,
+    can_take_name,
+    constant_value,
+    infer_shapes,
+    is_graph_output,
+    peek_bytes,
+    remove_dead_nodes,
+    remove_nodes,
+    replace_all_uses,
+)
 from ..ir.external import ExternalValues, iter_chunks
 from .base import Pass, PassContext, PassResult
 from .registry import register_pass
@@ -154,24 +164,10 @@ SAMPLE_BYTES = 4096
 
 
 def _sample(tensor: gs.Constant) -> bytes:
-    """The first and last :data:`SAMPLE_BYTES` of a constant's data (its whole data if small),
-    read without loading a lazy weight; tensors stored as typed fields give b"" (always hashed)."""
-    values = tensor._values
-    if isinstance(values, ExternalValues):
-        ref = values.ref
-        with open(ref.path, "rb") as source:
-            source.seek(ref.offset)
-            head = source.read(min(SAMPLE_BYTES, ref.length))
-            source.seek(ref.offset + max(ref.length - SAMPLE_BYTES, 0))
-            return head + source.read(SAMPLE_BYTES)
-    if isinstance(values, LazyValues):
-        raw = values.tensor.raw_data if values.tensor.HasField("raw_data") else b""
-        return raw[:SAMPLE_BYTES] + raw[-SAMPLE_BYTES:]
-    array = np.ascontiguousarray(tensor.values)
-    if array.dtype == object:
-        return b""
-    data = memoryview(array.reshape(-1).view(np.uint8))
-    return bytes(data[:SAMPLE_BYTES]) + bytes(data[-SAMPLE_BYTES:])
+    """The first and last :data:`SAMPLE_BYTES` of a constant's data, read without loading a lazy
+    weight; b"" (always hashed) where there is no raw form."""
+    peeked = peek_bytes(tensor, SAMPLE_BYTES)
+    return b"" if peeked is None else peeked[0] + peeked[1]
 
 
 def _digest(tensor: gs.Constant) -> bytes:

@@ -11,8 +11,8 @@ import onnx_graphsurgeon as gs
 
 from ..errors import UsageError
 from ..ir import Model, infer_shapes
-from .base import Note, Pass, PassContext, PassResult
 from ..ir.dim_expr import evaluate_dim, solve_dim, symbols_of
+from .base import Note, Pass, PassContext, PassResult
 from .registry import register_pass
 from .shape_ops import remember_shapes, replace_shape_ops, shapes_are_current
 from .static_report import dynamic_tensors

@@ -13,7 +13,13 @@ from ..ir import Model, OnnxRuntimeError, constant_nbytes, is_graph_output, run_
 from .base import Note, Pass, PassContext, PassResult
 from .constants import replace_with_constant
 from .fold_if import inline_constant_ifs
-from .fold_plan import EVALUABLE_DOMAINS, Component, batches, estimate_bytes, plan_folding
+from .fold_plan import (
+    EVALUABLE_DOMAINS,
+    Component,
+    batches,
+    estimate_bytes,
+    plan_folding,
+)
 from .registry import register_pass
 from .shape_ops import ensure_shapes, replace_shape_ops
 

@@ -14,7 +14,7 @@ import numpy as np
 import onnx.defs
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from .facts import PARAMETER_INPUTS, BIAS_INPUTS, WEIGHT_INPUTS, NodeFacts, dims_text
+from .facts import BIAS_INPUTS, PARAMETER_INPUTS, WEIGHT_INPUTS, NodeFacts, dims_text
 from .rules import constraint
 from .spec import CONTROL_FLOW_OPS, Target
 

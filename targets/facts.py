@@ -20,8 +20,16 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from ..ir import (
+    Model,
+    constant_nbytes,
+    constant_value,
+    infer_shapes,
+    is_graph_output,
+    is_static,
+    producer,
+)
 from ..passes.fusion.functions import MAPC_DOMAIN
-from ..ir import Model, constant_nbytes, constant_value, infer_shapes, is_graph_output, is_static, producer
 
 Dim = int | str | None
 

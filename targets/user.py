@@ -25,7 +25,16 @@ import onnx.defs
 from ..errors import UsageError
 from .builtin import BUILTIN_TARGETS
 from .builtin.host_cpu import APPLICATION_CPU
-from .spec import DTYPES, ConvLimits, OpLimits, OpSet, Performance, PoolLimits, Target, TensorLimits
+from .spec import (
+    DTYPES,
+    ConvLimits,
+    OpLimits,
+    OpSet,
+    Performance,
+    PoolLimits,
+    Target,
+    TensorLimits,
+)
 
 SECTIONS: dict[str, type] = {
     "tensors": TensorLimits,

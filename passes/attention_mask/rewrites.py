@@ -30,7 +30,14 @@ import onnx_graphsurgeon as gs
 
 from ...ir import Model, constant_nbytes, is_graph_output, producer, replace_all_uses
 from .detection import AttentionSite, cone
-from .fills import FLOAT_KINDS, MAX_INSPECT_BYTES, is_float_dtype, single_fill, small_constant, uniform_value
+from .fills import (
+    FLOAT_KINDS,
+    MAX_INSPECT_BYTES,
+    is_float_dtype,
+    single_fill,
+    small_constant,
+    uniform_value,
+)
 
 #: (op, input slot) pairs through which a fill value flows unchanged into an op's output.
 _VALUE_SLOTS: dict[str, tuple[int, ...] | None] = {

@@ -41,8 +41,14 @@ def fully_masked_positions(model: Model, feeds: Mapping[str, np.ndarray], output
     ignore = {}
     for name, value in outputs.items():
         value = np.asarray(value)
+        if value.ndim == 0 or (value.shape[0] != rows.shape[0] and rows.shape[0] != 1):
+            continue
         axis = next((a for a in range(1, value.ndim) if value.shape[a] == rows.shape[1]), None)
-        if axis is None or value.shape[0] != rows.shape[0] and rows.shape[0] != 1:
+        if axis is None:
+            # No query axis (a pooled or classifier output): it may read any query row, so a
+            # batch item with a fully masked row is left out as a whole.
+            items = rows.any(axis=1).reshape([rows.shape[0]] + [1] * (value.ndim - 1))
+            ignore[name] = np.broadcast_to(items, value.shape)
             continue
         shape = [rows.shape[0]] + [1] * (value.ndim - 1)
         shape[axis] = rows.shape[1]

@@ -28,7 +28,17 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ...ir import producer
-from ...ir.pattern import Alt, Match, NearMiss, const, constant_tensor, op, scalar_value, small_constant, var
+from ...ir.pattern import (
+    Alt,
+    Match,
+    NearMiss,
+    const,
+    constant_tensor,
+    op,
+    scalar_value,
+    small_constant,
+    var,
+)
 from .context import Dim, FusionContext, FusionRule, same_dim, same_dims, show_dims
 from .functions import Body
 from .registry import fusion_rule

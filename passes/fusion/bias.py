@@ -16,7 +16,15 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir.pattern import Match, NearMiss, NoMatch, constant_tensor, op, small_constant, var
+from ...ir.pattern import (
+    Match,
+    NearMiss,
+    NoMatch,
+    constant_tensor,
+    op,
+    small_constant,
+    var,
+)
 from .context import FusionContext, FusionRule
 from .registry import fusion_rule
 

@@ -20,7 +20,16 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import helper
 
-from ...ir.pattern import COMMUTATIVE_OPS, Match, NoMatch, const, constant_tensor, op, small_constant, var
+from ...ir.pattern import (
+    COMMUTATIVE_OPS,
+    Match,
+    NoMatch,
+    const,
+    constant_tensor,
+    op,
+    small_constant,
+    var,
+)
 from .context import FusionContext, FusionRule
 from .registry import fusion_rule
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir import producer, replace_all_uses
+from ...ir import is_graph_output, producer, replace_all_uses
 from ...ir.pattern import Match, NoMatch, constant_tensor, op, scalar_value, var
 from .canonical import CanonicalRule, neutral_operand
 from .context import FusionContext, same_dim, same_dims
@@ -111,7 +111,7 @@ def _operand_scalars(tensor: gs.Tensor, ctx: FusionContext) -> list[gs.Node]:
     """Scalar Mul/Div nodes on the Reshape/Transpose path producing a score MatMul operand."""
     found = []
     current = tensor
-    while len(current.outputs) == 1:
+    while len(current.outputs) == 1 and not is_graph_output(ctx.model.graph, current):
         node = producer(current)
         if node is None:
             break
@@ -152,6 +152,10 @@ class AttentionScaleToScores(CanonicalRule):
         if any(constant_tensor(t) is not None for t in matmul.inputs) or len(matmul.outputs[0].outputs) != 1:
             raise NoMatch
         scalars = chain + _operand_scalars(matmul.inputs[0], ctx) + _operand_scalars(matmul.inputs[1], ctx)
+        # Moving a factor changes every tensor between it and the scores; none may be observable.
+        changed = [matmul.outputs[0], *(node.outputs[0] for node in scalars)]
+        if any(is_graph_output(ctx.model.graph, tensor) for tensor in changed):
+            raise NoMatch
         canonical = len(scalars) == 1 and bool(chain) and scalars[0] is chain[-1] and scalars[0].op == "Mul" and scalar_value(scalars[0].inputs[1]) != 1.0
         if not scalars or canonical:
             raise NoMatch

@@ -23,7 +23,16 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ...ir import producer
-from ...ir.pattern import Match, NearMiss, NoMatch, const, op, scalar_value, small_constant, var
+from ...ir.pattern import (
+    Match,
+    NearMiss,
+    NoMatch,
+    const,
+    op,
+    scalar_value,
+    small_constant,
+    var,
+)
 from .context import Dim, FusionContext, FusionRule, same_dims, show_dims
 from .functions import Body
 from .registry import fusion_rule

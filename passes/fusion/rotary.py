@@ -20,7 +20,15 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ...ir import producer
-from ...ir.pattern import Match, NearMiss, constant_tensor, op, scalar_value, small_constant, var
+from ...ir.pattern import (
+    Match,
+    NearMiss,
+    constant_tensor,
+    op,
+    scalar_value,
+    small_constant,
+    var,
+)
 from .context import FusionContext, FusionRule, same_dim, show_dims
 from .functions import Body
 from .registry import fusion_rule

@@ -14,9 +14,11 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir import constant_value
+from ...ir import constant_value, is_lazy, peek_values
 from .rewrite import Rewriter, Rule, is_plain, same_dtype, static_shape
 
+#: Leading elements of a lazy weight checked before the whole weight is read.
+PEEK_ELEMENTS = 64
 #: For each op: which operand positions may hold the neutral constant, and its value.
 NEUTRAL = {"Mul": ((0, 1), 1), "Div": ((1,), 1), "Add": ((0, 1), 0), "Sub": ((1,), 0)}
 
@@ -24,7 +26,12 @@ NEUTRAL = {"Mul": ((0, 1), 1), "Div": ((1,), 1), "Add": ((0, 1), 0), "Sub": ((1,
 def neutral_operand(rw: Rewriter, node: gs.Node) -> bool:
     positions, neutral = NEUTRAL[node.op]
     for position in positions:
-        value = constant_value(node.inputs[position])
+        operand = node.inputs[position]
+        if isinstance(operand, gs.Constant) and is_lazy(operand):
+            head = peek_values(operand, PEEK_ELEMENTS)  # a weight is rarely neutral: say so without reading it
+            if head is not None and not _is_neutral(head, neutral, node.op, rw.signed_zeros):
+                continue
+        value = constant_value(operand)
         other = node.inputs[1 - position]
         if value is None or not _is_neutral(np.asarray(value), neutral, node.op, rw.signed_zeros):
             continue

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir import Model, can_take_name, constant_value, is_graph_output, replace_all_uses
+from ...ir import (
+    Model,
+    can_take_name,
+    constant_value,
+    is_graph_output,
+    replace_all_uses,
+)
 
 
 def static_shape(tensor: gs.Tensor) -> tuple[int, ...] | None:

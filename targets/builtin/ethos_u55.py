@@ -26,7 +26,15 @@ from __future__ import annotations
 
 import inspect
 
-from ..spec import ConvLimits, OpLimits, OpSet, Performance, PoolLimits, Target, TensorLimits
+from ..spec import (
+    ConvLimits,
+    OpLimits,
+    OpSet,
+    Performance,
+    PoolLimits,
+    Target,
+    TensorLimits,
+)
 
 OPS = frozenset(
     {

@@ -27,7 +27,15 @@ from __future__ import annotations
 
 import inspect
 
-from ..spec import ConvLimits, OpLimits, OpSet, Performance, PoolLimits, Target, TensorLimits
+from ..spec import (
+    ConvLimits,
+    OpLimits,
+    OpSet,
+    Performance,
+    PoolLimits,
+    Target,
+    TensorLimits,
+)
 from .host_cpu import APPLICATION_CPU
 
 DTYPES = frozenset({"int8", "uint8", "int16", "float16", "bool"})

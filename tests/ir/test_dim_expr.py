@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from mapc.ir.dim_expr import NotADimExpression, evaluate_dim, parse_dim, solve_dim, symbols_of
+from mapc.ir.dim_expr import (
+    NotADimExpression,
+    evaluate_dim,
+    parse_dim,
+    solve_dim,
+    symbols_of,
+)
 
 
 @pytest.mark.parametrize(

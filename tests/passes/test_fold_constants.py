@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import mapc
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
 from hypothesis import given
-from onnx import TensorProto, helper, numpy_helper
-
-import mapc
 from mapc.ir import is_lazy, load
 from mapc.passes import PassContext
 from mapc.pipeline import PassManager
 from mapc.testing import assert_pass_preserves, onnx_models
+from onnx import TensorProto, helper, numpy_helper
+
 from tests.conftest import make_model
 
 F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
-
 from mapc.targets import rules_for
 from mapc.targets.rules import constraint
-from tests.targets.helpers import CPU, ETHOS, NPU, codes, const, info, qdq_pair, reasons_for, toy_target
+from onnx import TensorProto, helper
+
+from tests.targets.helpers import (
+    CPU,
+    ETHOS,
+    NPU,
+    codes,
+    const,
+    info,
+    qdq_pair,
+    reasons_for,
+    toy_target,
+)
 
 F, I64, I8 = TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT8
 
@@ -191,6 +201,7 @@ def test_forced_cpu_ops_are_a_reason_of_their_own():
     from mapc.ir import load
     from mapc.targets import check_support
     from mapc.targets.facts import collect_facts
+
     from tests.conftest import make_model
 
     node, inputs, outputs, _ = relu([1, 2])
@@ -355,7 +366,6 @@ def test_a_rule_must_be_a_documented_constraint_function():
 
 def test_fused_ops_written_as_mapc_functions_are_judged_as_the_standard_op():
     import onnx_graphsurgeon as gs
-
     from mapc.targets.facts import op_name
 
     assert op_name(gs.Node("Attention", domain="mapc")) == "Attention"

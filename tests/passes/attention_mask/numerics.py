@@ -17,9 +17,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
-
 from mapc.ir import run
+from onnx import TensorProto, helper, numpy_helper
 
 FLOAT = TensorProto.FLOAT
 HALF = TensorProto.FLOAT16

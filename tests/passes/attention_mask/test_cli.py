@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import onnx
-
 from mapc.cli import main
 from mapc.errors import EXIT_OK, EXIT_USAGE
 from mapc.ir import load, run

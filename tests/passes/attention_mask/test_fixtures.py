@@ -15,7 +15,6 @@ from functools import cache
 import numpy as np
 import onnx
 import pytest
-
 from mapc.ir import load, run
 from mapc.passes import PassContext
 from mapc.passes.attention_mask.detection import find_attentions

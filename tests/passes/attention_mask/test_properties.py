@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 from hypothesis import given, settings
-
 from mapc.ir import load, run
 from mapc.testing import assert_pass_preserves
 from mapc.verify import Tolerance

@@ -14,7 +14,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-
 from mapc.ir import load, run
 from mapc.pipeline import PassManager
 from mapc.testing import assert_pass_preserves

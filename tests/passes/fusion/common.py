@@ -6,7 +6,6 @@ from collections import Counter
 from typing import Any
 
 import onnx
-
 from mapc.ir import Model
 from mapc.pipeline import PassRecord
 from mapc.testing import assert_pass_preserves

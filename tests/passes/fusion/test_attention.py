@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto
-
 from mapc.errors import CheckFailed
 from mapc.ir import load, run
-from mapc.pipeline import PassManager
 from mapc.passes import PassContext
+from mapc.pipeline import PassManager
 from mapc.verify import Tolerance
+from onnx import TensorProto
 
 from .common import domains, fuse, misses, ops
 from .graphs import AttentionSpec, Graph, attention_model

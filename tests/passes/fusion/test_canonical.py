@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from hypothesis import given
-from onnx import TensorProto
-
 from mapc.testing import onnx_models
+from onnx import TensorProto
 
 from .common import fuse
 from .graphs import AttentionSpec, Graph, attention_model
@@ -104,3 +104,14 @@ def test_where_mask_on_the_scores_becomes_additive():
 @given(onnx_models(discontinuous=False))
 def test_canonicalize_preserves_random_models(model):
     fuse(model, "canonicalize")
+
+
+@pytest.mark.parametrize("scale", ["split-sqrt", "q-proj"])
+def test_attention_scale_stays_when_a_tensor_it_would_change_is_a_graph_output(scale):
+    """The ONNX Attention-23 expansions expose the raw Q·Kᵀ as an output (qk_matmul_output)."""
+    proto = attention_model(AttentionSpec(scale=scale, mask="none"))
+    weights = {tensor.name for tensor in proto.graph.initializer}
+    matmul = next(node for node in proto.graph.node if node.op_type == "MatMul" and not weights & set(node.input))
+    proto.graph.output.append(onnx.helper.make_tensor_value_info(matmul.output[0], TensorProto.FLOAT, [None] * 4))
+    _, record = canonical(lambda: proto)
+    assert record.counters["attention-scale"] == 0

@@ -23,7 +23,6 @@ import onnx
 import onnx.shape_inference
 import onnx_graphsurgeon as gs
 import pytest
-
 from mapc.ir import Model, load, run
 from mapc.passes import PassContext, has_pass
 from mapc.pipeline import PassManager

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+import mapc
 import onnx
 import pytest
 from hypothesis import given, settings
-
-import mapc
 from mapc.errors import UsageError
 from mapc.ir import load, save
-from mapc.passes import get_pass
+from mapc.passes import PassContext, get_pass
 from mapc.passes.fusion import fusion_rules
 from mapc.pipeline import PassManager
-from mapc.passes import PassContext
 from mapc.testing import onnx_models
 
 from .common import fuse, misses, ops

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from .common import domains, fuse, misses, ops
 from .graphs import GeluSpec, Graph, gelu_model
 
+
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 @pytest.mark.parametrize("opset", [18, 20])
 def test_gelu_fuses(approximate, opset):

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto
-
 from mapc.verify import Tolerance
+from onnx import TensorProto
 
 from .common import domains, fuse, misses, ops
 from .graphs import Graph, NormSpec, layer_norm_model, rms_norm_model
