@@ -51,7 +51,10 @@ def batch_norm_affine(match: Match, ctx: FusionContext) -> Affine:
     if len({v.size for v in values.values()}) != 1:
         raise NearMiss("parameters", "the BatchNormalization parameters differ in length", None)
     epsilon = float(node.attrs.get("epsilon", 1e-5))
-    multiplier = values["scale"] / np.sqrt(values["var"] + epsilon)
+    spread = values["var"] + epsilon
+    if not np.all(np.isfinite(spread) & (spread > 0)):
+        raise NearMiss("variance", f"BatchNormalization {node.name!r} has a variance + epsilon that is not positive and finite", None)
+    multiplier = values["scale"] / np.sqrt(spread)
     return Affine(multiplier, values["bias"] - values["mean"] * multiplier)
 
 

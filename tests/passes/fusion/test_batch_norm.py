@@ -51,6 +51,16 @@ def test_batch_norm_with_computed_statistics_is_a_near_miss():
     assert [m["code"] for m in misses(record, "batch-norm")] == ["parameters"]
 
 
+def test_batch_norm_with_negative_variance_is_a_near_miss():
+    g = Graph(18)
+    x = g.input("x", [2, 3, 4])
+    params = [g.const(np.ones(3, np.float32)), g.const(np.zeros(3, np.float32)), g.const(np.zeros(3, np.float32)), g.const(np.asarray([1.0, -2.0, 1.0], np.float32))]
+    g.output(g.op("BatchNormalization", x, *params))
+    model, record = fuse(g.build())
+    assert [m["code"] for m in misses(record, "batch-norm")] == ["variance"]
+    assert ops(model)["BatchNormalization"] == 1
+
+
 @settings(max_examples=30)
 @given(
     spec=st.builds(
