@@ -10,6 +10,7 @@
 
 from .evaluate import OnnxRuntimeError, make_session, run, run_nodes, seeded_inputs
 from .graph import (
+    MAPC_DOMAIN,
     can_take_name,
     constant_nbytes,
     constant_value,
@@ -24,12 +25,14 @@ from .graph import (
     remove_dead_nodes,
     remove_nodes,
     replace_all_uses,
+    standard_op,
     toposort,
 )
 from .model import Model, load, save
 from .shapes import infer_shapes, is_static
 
 __all__ = [
+    "MAPC_DOMAIN",
     "Model",
     "OnnxRuntimeError",
     "can_take_name",
@@ -54,5 +57,6 @@ __all__ = [
     "run_nodes",
     "save",
     "seeded_inputs",
+    "standard_op",
     "toposort",
 ]

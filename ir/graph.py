@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import networkx as nx
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
@@ -21,6 +22,20 @@ from .external import ExternalValues
 
 if TYPE_CHECKING:
     from .model import Model
+
+
+#: Domain of mapc's fused-op functions: model-local functions named after the standard op they
+#: stand in for, used when the model's opset predates that op (``mapc::Attention`` at opset 18).
+MAPC_DOMAIN = "mapc"
+
+
+def standard_op(node: gs.Node) -> str | None:
+    """The ai.onnx op ``node`` computes, or None: its op type for ai.onnx nodes, and for a mapc
+    fused-op function (same inputs and attributes as the standard op) the op it stands in for."""
+    domain = node.domain or ""
+    if domain in ("", "ai.onnx") or (domain == MAPC_DOMAIN and onnx.defs.has(node.op)):
+        return node.op
+    return None
 
 
 def producer(tensor: gs.Tensor) -> gs.Node | None:

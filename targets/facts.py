@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
 from ..ir import (
@@ -28,8 +27,8 @@ from ..ir import (
     is_graph_output,
     is_static,
     producer,
+    standard_op,
 )
-from ..passes.fusion.functions import MAPC_DOMAIN
 
 Dim = int | str | None
 
@@ -233,11 +232,7 @@ def op_name(node: gs.Node) -> str:
     standard op (``mapc::Attention`` at opset 20) has the standard op's inputs and attributes, so
     a target judges it, and costs it, as that standard op.
     """
-    if node.domain in (None, "", "ai.onnx"):
-        return node.op
-    if node.domain == MAPC_DOMAIN and onnx.defs.has(node.op):
-        return node.op
-    return f"{node.domain}::{node.op}"
+    return standard_op(node) or f"{node.domain}::{node.op}"
 
 
 def is_constant(tensor: gs.Tensor) -> bool:

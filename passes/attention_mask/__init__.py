@@ -161,7 +161,10 @@ class AttentionMask(Pass):
             fresh = rewriter.created_fills
             for site in sites:
                 sink = outcomes[id(site)].sink
-                if sink is not None and any(id(t) in fresh for node in cone([sink[0].inputs[sink[1]]]) for t in [*node.inputs, *node.outputs]):
+                if sink is None:
+                    continue
+                mask = sink[0].inputs[sink[1]]
+                if id(mask) in fresh or any(id(t) in fresh for node in cone([mask]) for t in [*node.inputs, *node.outputs]):
                     outcomes[id(site)].add("R1:finite-fill")
         return [
             Note("attention-mask.fill-kept", f"fill in {tensor.name!r} also reaches {reader}, not only masks; left alone",

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir import constant_value, producer
+from ...ir import MAPC_DOMAIN, constant_value, producer, standard_op
 from .fills import is_float_dtype, uniform_value
 
 #: Ops that multiply two activations: the query-key product of an attention.
@@ -80,11 +80,10 @@ def find_attentions(graph: gs.Graph) -> list[AttentionSite]:
     """Every attention of ``graph`` (not of its subgraphs), in graph order."""
     sites = []
     for node in graph.nodes:
-        if (node.domain or "") not in ("", "ai.onnx"):
-            continue
-        if node.op == "Softmax":
+        op_type = standard_op(node)
+        if op_type == "Softmax":
             site = _softmax_site(node)
-        elif node.op == "Attention":
+        elif op_type == "Attention":  # the ONNX op, or fuse's mapc function standing in for it
             site = _attention_op_site(node)
         else:
             continue
@@ -99,7 +98,7 @@ def attentions_in_subgraphs(graph: gs.Graph) -> list[gs.Node]:
         node
         for subgraph in graph.subgraphs(recursive=True)
         for node in subgraph.nodes
-        if node.op in ("Softmax", "Attention") and (node.domain or "") in ("", "ai.onnx")
+        if standard_op(node) in ("Softmax", "Attention")
     ]
 
 
@@ -205,9 +204,17 @@ def _is_zero(tensor: gs.Tensor) -> bool:
 
 def _attention_op_site(node: gs.Node) -> AttentionSite:
     site = AttentionSite(node, "attention-op")
-    if len(node.inputs) > 3 and not node.inputs[3].is_empty():
+    if len(node.inputs) > 3 and not node.inputs[3].is_empty() and not _removed_function_mask(node):
         site.contributions.append(Contribution("attn-mask", node, node.inputs[3], spine_slot=None))
     return site
+
+
+def _removed_function_mask(node: gs.Node) -> bool:
+    """A mapc fused-op function keeps its mask input; a removed mask is a scalar zero there."""
+    if node.domain != MAPC_DOMAIN:
+        return False
+    value = constant_value(node.inputs[3])
+    return value is not None and np.ndim(value) == 0 and not np.any(value)
 
 
 def cone(tensors: Iterable[gs.Tensor]) -> list[gs.Node]:

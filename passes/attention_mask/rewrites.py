@@ -28,7 +28,14 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ...ir import Model, constant_nbytes, is_graph_output, producer, replace_all_uses
+from ...ir import (
+    MAPC_DOMAIN,
+    Model,
+    constant_nbytes,
+    is_graph_output,
+    producer,
+    replace_all_uses,
+)
 from .detection import AttentionSite, cone
 from .fills import (
     FLOAT_KINDS,
@@ -143,7 +150,7 @@ class MaskRewriter:
         else:
             mask = self.additive(contribution.mask, outcome, clamp_inputs=False)
         if mask is None:
-            _drop_input(node, 3)
+            self._remove_mask(node, contribution.mask)
             return
         if mask is not contribution.mask:
             node.inputs[3] = mask
@@ -376,6 +383,14 @@ class MaskRewriter:
         self.counters["nan_guards_removed"] += 1
 
     # -- building blocks ------------------------------------------------------------------------
+
+    def _remove_mask(self, node: gs.Node, mask: gs.Tensor) -> None:
+        """Drop a trivial ``attn_mask``. A mapc fused-op function's body reads its mask input, so
+        there the mask becomes a scalar zero (the mask subgraph still goes away)."""
+        if node.domain == MAPC_DOMAIN:
+            node.inputs[3] = self._constant(0.0, np.dtype(mask.dtype or np.float32))
+        else:
+            _drop_input(node, 3)
 
     def _node(self, op: str, inputs: list[gs.Tensor], dtype: np.dtype, **attrs: object) -> gs.Variable:
         out = gs.Variable(self.model.fresh_name(f"attention_mask_{op.lower()}"), dtype=np.dtype(dtype))

@@ -23,11 +23,9 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 
-from ...ir import Model
+from ...ir import MAPC_DOMAIN, Model
 from ...ir.gs_compat import set_overload
 
-#: Domain of mapc's fused-op functions.
-MAPC_DOMAIN = "mapc"
 #: IR version that introduced function overloads.
 OVERLOAD_IR_VERSION = 10
 

@@ -6,12 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import CheckFailed, UsageError
-from ...ir import Model, infer_shapes, remove_dead_nodes, toposort
+from ...ir import MAPC_DOMAIN, Model, infer_shapes, remove_dead_nodes, toposort
 from ...ir.pattern import RuleReport, apply_rule
 from ..base import Note, Pass, PassContext, PassResult
 from ..registry import register_pass
 from .context import FusionContext, FusionRule, FusionSettings
-from .functions import MAPC_DOMAIN
 from .registry import fusion_rules
 
 #: Canonical rules repeat until nothing changes, at most this many rounds.

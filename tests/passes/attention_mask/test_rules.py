@@ -222,3 +222,33 @@ def test_pass_options_override_the_pipeline_and_name_missing_passes():
     assert steps[1].steps[0].options.mask_value == -50
     with pytest.raises(UsageError, match="decompose-attention"):
         with_pass_options(build_pipeline("cleanup"), {"decompose-attention": {"mask_value": -50}})
+
+
+def _fused_attention_with_mask(mask: np.ndarray) -> onnx.ModelProto:
+    """fuse's output below opset 23: a mapc::Attention function call whose mask is ``mask``."""
+    from tests.passes.fusion.graphs import AttentionSpec, attention_model
+
+    proto = attention_model(AttentionSpec(mask="input", opset=18))
+    mask_input = next(value for value in proto.graph.input if value.name != "x")
+    proto.graph.input.remove(mask_input)
+    proto.graph.initializer.append(numpy_helper.from_array(mask.astype(np.float32), mask_input.name))
+    return proto
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_mapc_attention_functions_are_attentions_too(masked):
+    """Below opset 23, fuse writes Attention as mapc::Attention; its mask is rewritten the same
+    way, and a trivial one is removed without breaking the function's body."""
+    mask = np.zeros((2, 4, 5, 5))
+    if masked:
+        mask[:, :, :, -2:] = np.finfo(np.float32).min
+    model, records = assert_pass_preserves(_fused_attention_with_mask(mask), "fuse,attention-mask")
+    attention = next(node for node in model.graph.nodes if node.op == "Attention")
+    assert attention.domain == "mapc"
+    outcome = records[-1].details["attentions"][0]
+    assert outcome["kind"] == "attention-op"
+    if masked:
+        assert "R1:finite-fill" in outcome["rewrites"]
+    else:
+        assert "R4:trivial-mask-removed" in outcome["rewrites"]
+        assert attention.inputs[3].shape == () and not np.any(attention.inputs[3].values)
