@@ -3,6 +3,7 @@
 * :func:`run` evaluates a :class:`~mapc.ir.Model` (or a ModelProto) on given inputs and can expose
   any intermediate tensor as an extra output. External weights are read by onnxruntime straight
   from the model's folder; nothing is copied into Python.
+* :class:`Runner` keeps one session for many runs (calibration over many samples).
 * :func:`run_nodes` evaluates a set of nodes extracted from a graph, with their inputs given as
   arrays: constant folding evaluates a whole batch of foldable nodes in one session this way.
 * :func:`seeded_inputs` makes reproducible random inputs for a model's graph inputs.
@@ -60,6 +61,44 @@ def make_session(model: Model | onnx.ModelProto, *, base_dir: Path | None = None
         raise OnnxRuntimeError(f"onnxruntime cannot load the model: {_first_line(error)}") from None
 
 
+class Runner:
+    """One onnxruntime session over a model, reused for many runs (calibration, accuracy checks).
+
+    ``outputs`` names the tensors the session can return: the graph outputs (default) or any
+    tensors of the graph, intermediate ones included. Each :meth:`run` may ask for a subset of
+    them, so a caller can bound how many large activations it holds at once. The model is
+    exported once; external weights are read by onnxruntime from the model's folder.
+    """
+
+    def __init__(
+        self,
+        model: Model | onnx.ModelProto,
+        outputs: Sequence[str] | None = None,
+        *,
+        base_dir: Path | None = None,
+    ) -> None:
+        if isinstance(model, Model):
+            base_dir = model.base_dir if base_dir is None else base_dir
+            proto = model.to_proto()
+        else:
+            proto = model
+        if outputs is not None:
+            proto = _with_outputs(proto, outputs)
+        self.session = make_session(proto, base_dir=base_dir)
+        self.output_names = list(outputs) if outputs is not None else [o.name for o in self.session.get_outputs()]
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Run on ``feeds`` (extra entries are ignored); return ``outputs`` (default: all)."""
+        wanted = list(outputs) if outputs is not None else self.output_names
+        needed = set(self.input_names)
+        try:
+            values = self.session.run(wanted, {name: value for name, value in feeds.items() if name in needed}, _quiet_run())
+        except Exception as error:
+            raise OnnxRuntimeError(f"onnxruntime failed to run the model: {_first_line(error)}") from None
+        return dict(zip(wanted, values))
+
+
 def run(
     model: Model | onnx.ModelProto,
     feeds: Mapping[str, np.ndarray],
@@ -69,21 +108,7 @@ def run(
 ) -> dict[str, np.ndarray]:
     """Run ``model`` on ``feeds``; return the graph outputs, or the named tensors in ``outputs``
     (any tensor of the graph, intermediate ones included)."""
-    if isinstance(model, Model):
-        base_dir = model.base_dir if base_dir is None else base_dir
-        proto = model.to_proto()
-    else:
-        proto = model
-    if outputs is not None:
-        proto = _with_outputs(proto, outputs)
-    session = make_session(proto, base_dir=base_dir)
-    wanted = list(outputs) if outputs is not None else [o.name for o in session.get_outputs()]
-    needed = {i.name for i in session.get_inputs()}
-    try:
-        values = session.run(wanted, {name: value for name, value in feeds.items() if name in needed}, _quiet_run())
-    except Exception as error:
-        raise OnnxRuntimeError(f"onnxruntime failed to run the model: {_first_line(error)}") from None
-    return dict(zip(wanted, values))
+    return Runner(model, outputs, base_dir=base_dir).run(feeds)
 
 
 def _with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:

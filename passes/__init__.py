@@ -4,7 +4,7 @@ Importing this package registers every built-in pass. A new pass is one module h
 sub-package such as ``fusion/``) defining a registered :class:`Pass`, plus its tests.
 """
 
-from . import cleanup  # noqa: F401  (registers the built-in passes)
+from . import cleanup, quantize  # noqa: F401  (registers the built-in passes)
 from .base import Note, Pass, PassContext, PassResult
 from .registry import get_pass, has_pass, register_pass, registered_passes
 

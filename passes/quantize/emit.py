@@ -1,0 +1,312 @@
+"""Writing QuantizeLinear/DequantizeLinear into the graph.
+
+:func:`write_qdq` produces the standard QDQ model onnxruntime and NPU tool chains read:
+
+* an activation gets ``QuantizeLinear → DequantizeLinear`` right after it is computed, and every
+  reader reads the DequantizeLinear output (a graph output keeps its name);
+* a weight, a bias or another constant is stored as integers and read through a
+  DequantizeLinear (per axis, or block-wise with ``block_size``);
+* a folded Relu/Clip is removed, its producer writing straight into the quantizer.
+
+:func:`write_probe` builds the instrument behind the accuracy report: the same quantizers, but
+every quantized tensor is chosen at run time between its float value, its planned quantized
+value and its promoted (wider) one by an integer switch input, so one onnxruntime session can
+measure any combination (one tensor at a time, or a promotion candidate).
+
+Q/DQ of 16-bit and 4-bit types use ai.onnx when the model's opset is at least 21; below, 16-bit
+Q/DQ come from the ``com.microsoft`` domain (per-axis Q/DQ likewise below opset 13).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.ir.tensor import LazyValues
+
+from ...ir import Model, constant_value, is_graph_input, remove_nodes, toposort
+from .params import ActivationParams
+from .placement import Fold, node_key
+from .qtypes import INT32, QuantType, quantize
+from .weights import QuantizedWeight
+
+CONTRIB = "com.microsoft"
+ACTIVATION_SWITCH = "mapc_activation_switch"
+WEIGHT_SWITCH = "mapc_weight_switch"
+
+
+@dataclass
+class BiasDecision:
+    """An int32 bias for input ``index`` of a node (``tensor`` None: the node had no bias)."""
+
+    tensor: str | None
+    codes: np.ndarray
+    scale: np.ndarray
+    axis: int | None
+    original: np.ndarray | None = None
+
+
+@dataclass
+class Decisions:
+    """Everything :func:`write_qdq` writes, keyed by tensor name or ``(node key, input index)``."""
+
+    activations: dict[str, ActivationParams] = field(default_factory=dict)
+    constant_uses: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    weights: dict[tuple[str, int], QuantizedWeight] = field(default_factory=dict)
+    biases: dict[tuple[str, int], BiasDecision] = field(default_factory=dict)
+    folds: list[Fold] = field(default_factory=list)
+
+
+@dataclass
+class ProbeChoice:
+    """One switchable quantizer of the probe: state 1 is ``main``, state 2 ``alternative``."""
+
+    main: object
+    alternative: object | None = None
+
+
+@dataclass
+class ProbeSpec:
+    """The probe's quantizers: activation groups (members share a switch) and weights (their
+    uses and biases share a switch)."""
+
+    groups: list[tuple[list[str], ProbeChoice]] = field(default_factory=list)
+    constant_uses: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    weights: list[tuple[list[tuple[str, int]], ProbeChoice]] = field(default_factory=list)
+    biases: dict[tuple[str, int], tuple[int, BiasDecision]] = field(default_factory=dict)
+
+
+class _Writer:
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.nodes = {node_key(node): node for node in self.graph.nodes}
+        self.count = {"quantize_linear": 0, "dequantize_linear": 0}
+
+    def name(self, base: str) -> str:
+        return self.model.fresh_name(base)
+
+    def domain(self, qtype: QuantType, *, axis: bool = False, block: bool = False) -> str:
+        needed = 21 if (qtype.bits in (4, 16) or block) else (13 if axis else 10)
+        return "" if self.model.opset >= needed else CONTRIB
+
+    def constant(self, base: str, values: np.ndarray, qtype: QuantType | None = None) -> gs.Constant:
+        name = self.name(base)
+        array = np.asarray(values)
+        if qtype is not None and qtype.bits == 4:
+            proto = onnx.numpy_helper.from_array(array.astype(qtype.numpy_dtype), name)
+            return gs.Constant(name, LazyValues(proto))
+        if qtype is not None:
+            array = array.astype(qtype.numpy_dtype)
+        return gs.Constant(name, np.ascontiguousarray(array))
+
+    def quantize_activation(self, tensor: gs.Tensor, params: ActivationParams) -> gs.Variable:
+        """Q → DQ nodes reading ``tensor``; returns the DequantizeLinear output."""
+        base = tensor.name
+        scale = self.constant(f"{base}_scale", np.asarray(params.scale, dtype=np.float32))
+        zero = self.constant(f"{base}_zero_point", np.asarray(params.zero_point), params.qtype)
+        domain = self.domain(params.qtype)
+        codes = gs.Variable(self.name(f"{base}_quantized"), dtype=params.qtype.numpy_dtype if params.qtype.bits != 4 else None, shape=tensor.shape)
+        out = gs.Variable(self.name(f"{base}_dequantized"), dtype=np.float32, shape=tensor.shape)
+        self.graph.nodes.append(gs.Node("QuantizeLinear", self.name(f"{base}_QuantizeLinear"), inputs=[tensor, scale, zero], outputs=[codes], domain=domain))
+        self.graph.nodes.append(gs.Node("DequantizeLinear", self.name(f"{base}_DequantizeLinear"), inputs=[codes, scale, zero], outputs=[out], domain=domain))
+        self.count["quantize_linear"] += 1
+        self.count["dequantize_linear"] += 1
+        return out
+
+    def dequantize_constant(
+        self,
+        base: str,
+        codes: np.ndarray,
+        scale: np.ndarray,
+        zero_point: np.ndarray | None,
+        qtype: QuantType,
+        *,
+        axis: int | None = None,
+        block_size: int | None = None,
+        shape: Sequence[int] | None = None,
+    ) -> gs.Variable:
+        """Integer ``codes`` stored as an initializer, read through a DequantizeLinear."""
+        stored = self.constant(f"{base}_quantized", codes, qtype)
+        inputs: list[gs.Tensor] = [stored, self.constant(f"{base}_scale", np.asarray(scale, dtype=np.float32))]
+        if zero_point is not None:
+            inputs.append(self.constant(f"{base}_zero_point", zero_point, qtype))
+        attrs: dict[str, int] = {}
+        per_axis = axis is not None and np.ndim(scale) > 0
+        if per_axis or block_size is not None:
+            attrs["axis"] = int(axis or 0)
+        if block_size is not None:
+            attrs["block_size"] = int(block_size)
+        out = gs.Variable(self.name(f"{base}_dequantized"), dtype=np.float32, shape=list(shape) if shape is not None else list(np.shape(codes)))
+        domain = self.domain(qtype, axis=per_axis, block=block_size is not None)
+        self.graph.nodes.append(gs.Node("DequantizeLinear", self.name(f"{base}_DequantizeLinear"), inputs=inputs, outputs=[out], attrs=attrs, domain=domain))
+        self.count["dequantize_linear"] += 1
+        return out
+
+    def weight(self, base: str, weight: QuantizedWeight) -> gs.Variable:
+        spec = weight.spec
+        zero = weight.zero_point if (not spec.symmetric or not spec.qtype.signed or spec.qtype.bits == 8) else None
+        return self.dequantize_constant(base, weight.codes, weight.scale, zero, spec.qtype, axis=spec.axis, block_size=spec.block_size, shape=weight.shape)
+
+    def bias(self, base: str, bias: BiasDecision) -> gs.Variable:
+        return self.dequantize_constant(base, bias.codes, bias.scale, np.zeros(np.shape(bias.scale), dtype=np.int32), INT32, axis=bias.axis)
+
+    def set_input(self, key: tuple[str, int], tensor: gs.Tensor) -> None:
+        node = self.nodes[key[0]]
+        index = key[1]
+        while len(node.inputs) < index:
+            node.inputs.append(gs.Variable.empty())
+        if index == len(node.inputs):
+            node.inputs.append(tensor)
+        else:
+            node.inputs[index] = tensor
+
+    def redirect(self, tensor: gs.Tensor, build: Callable[[], gs.Variable]) -> gs.Variable:
+        """Readers of ``tensor`` (as they are now) read what ``build()`` makes from it; a graph
+        output keeps its name (the replacement takes it; ``tensor`` is renamed)."""
+        readers = [(node, index) for node in list(tensor.outputs) for index, value in enumerate(node.inputs) if value is tensor]
+        positions = [index for index, value in enumerate(self.graph.outputs) if value is tensor]
+        replacement = build()
+        for node, index in readers:
+            node.inputs[index] = replacement
+        if positions and not is_graph_input(self.graph, tensor):
+            name = tensor.name
+            tensor.name = self.name(f"{name}_float")
+            replacement.name = name
+            for index in positions:
+                self.graph.outputs[index] = replacement
+        return replacement
+
+    def tensor(self, name: str) -> gs.Tensor | None:
+        return self._tensors.get(name)
+
+    def index_tensors(self) -> None:
+        self._tensors = self.graph.tensors()
+
+
+def write_qdq(model: Model, decisions: Decisions) -> dict[str, int]:
+    """Write ``decisions`` into ``model`` (see module doc); returns node counts."""
+    writer = _Writer(model)
+    writer.index_tensors()
+    removed = _apply_folds(writer, decisions.folds)
+    written: dict[int, gs.Variable] = {}
+    for key, weight in decisions.weights.items():
+        if id(weight) not in written:
+            written[id(weight)] = writer.weight(weight.spec.tensor, weight)
+        writer.set_input(key, written[id(weight)])
+    for key, bias in decisions.biases.items():
+        writer.set_input(key, writer.bias(bias.tensor or f"{key[0]}_bias", bias))
+    for name, uses in decisions.constant_uses.items():
+        params = decisions.activations.get(name)
+        tensor = writer.tensor(name)
+        if params is None or tensor is None:
+            continue
+        dequantized = _quantized_constant(writer, tensor, params)
+        for key in uses:
+            writer.set_input(key, dequantized)
+    for name, params in decisions.activations.items():
+        if name in decisions.constant_uses:
+            continue
+        tensor = writer.tensor(name)
+        if tensor is None or isinstance(tensor, gs.Constant):
+            continue
+        writer.redirect(tensor, lambda tensor=tensor, params=params: writer.quantize_activation(tensor, params))
+    toposort(model.graph)
+    return {**writer.count, "activations_folded": removed}
+
+
+def _quantized_constant(writer: _Writer, tensor: gs.Tensor, params: ActivationParams) -> gs.Variable:
+    values = np.asarray(constant_value(tensor), dtype=np.float32)
+    codes = quantize(values, params.scale, params.zero_point, params.qtype)
+    return writer.dequantize_constant(tensor.name, codes, np.asarray(params.scale, dtype=np.float32), np.asarray(params.zero_point), params.qtype, shape=values.shape)
+
+
+def _apply_folds(writer: _Writer, folds: Sequence[Fold]) -> int:
+    doomed = []
+    for fold in folds:
+        node = writer.nodes.get(fold.node)
+        if node is None:
+            continue
+        source_tensor = node.inputs[0]
+        source = source_tensor.inputs[0] if source_tensor.inputs else None
+        if source is None:
+            continue
+        output = node.outputs[0]
+        slot = next(i for i, t in enumerate(source.outputs) if t is source_tensor)
+        node.outputs.clear()
+        node.inputs.clear()
+        source.outputs[slot] = output
+        doomed.append(node)
+    return remove_nodes(writer.graph, doomed)
+
+
+# -- the probe -------------------------------------------------------------------------------------
+
+
+def write_probe(model: Model, spec: ProbeSpec) -> dict[str, int]:
+    """Write the switchable quantizers of ``spec`` into ``model`` (see module doc). Adds two int64
+    graph inputs, :data:`ACTIVATION_SWITCH` [groups] and :data:`WEIGHT_SWITCH` [weights]."""
+    writer = _Writer(model)
+    writer.index_tensors()
+    activation_switch = gs.Variable(ACTIVATION_SWITCH, dtype=np.int64, shape=[max(len(spec.groups), 1)])
+    weight_switch = gs.Variable(WEIGHT_SWITCH, dtype=np.int64, shape=[max(len(spec.weights), 1)])
+    model.graph.inputs.extend([activation_switch, weight_switch])
+    one, two = writer.constant("mapc_one", np.array(1, dtype=np.int64)), writer.constant("mapc_two", np.array(2, dtype=np.int64))
+
+    def condition(switch: gs.Variable, index: int, state: gs.Constant) -> gs.Variable:
+        position = writer.constant(f"{switch.name}_{index}", np.array(index, dtype=np.int64))
+        picked = gs.Variable(writer.name(f"{switch.name}_{index}_state"), dtype=np.int64, shape=[])
+        flag = gs.Variable(writer.name(f"{switch.name}_{index}_is_{state.name}"), dtype=np.bool_, shape=[])
+        writer.graph.nodes.append(gs.Node("Gather", writer.name("mapc_gather"), inputs=[switch, position], outputs=[picked], attrs={"axis": 0}))
+        writer.graph.nodes.append(gs.Node("Equal", writer.name("mapc_equal"), inputs=[picked, state], outputs=[flag]))
+        return flag
+
+    def select(original: gs.Tensor, variants: list[tuple[gs.Variable, gs.Variable]], shape) -> gs.Variable:
+        current: gs.Tensor = original
+        for flag, value in reversed(variants):
+            chosen = gs.Variable(writer.name(f"{original.name}_selected"), dtype=np.float32, shape=shape)
+            writer.graph.nodes.append(gs.Node("Where", writer.name("mapc_where"), inputs=[flag, value, current], outputs=[chosen]))
+            current = chosen
+        return current  # type: ignore[return-value]
+
+    for index, (members, choice) in enumerate(spec.groups):
+        flags = [condition(activation_switch, index, one), condition(activation_switch, index, two)] if choice.alternative is not None else [condition(activation_switch, index, one)]
+        for name in members:
+            tensor = writer.tensor(name)
+            if tensor is None:
+                continue
+            params = [choice.main] + ([choice.alternative] if choice.alternative is not None else [])
+            if name in spec.constant_uses:
+                values = [_quantized_constant(writer, tensor, p) for p in params]
+                selected = select(tensor, list(zip(flags, values)), tensor.shape)
+                for key in spec.constant_uses[name]:
+                    writer.set_input(key, selected)
+                continue
+            def build(tensor: gs.Tensor = tensor, params: list = params) -> gs.Variable:
+                values = [writer.quantize_activation(tensor, p) for p in params]
+                return select(tensor, list(zip(flags, values)), tensor.shape)
+
+            writer.redirect(tensor, build)
+    for index, (uses, choice) in enumerate(spec.weights):
+        main: QuantizedWeight = choice.main  # type: ignore[assignment]
+        flags = [condition(weight_switch, index, one)]
+        values = [writer.weight(main.spec.tensor, main)]
+        if choice.alternative is not None:
+            flags.append(condition(weight_switch, index, two))
+            values.append(writer.weight(main.spec.tensor, choice.alternative))  # type: ignore[arg-type]
+        original = writer.tensor(main.spec.tensor)
+        assert original is not None
+        selected = select(original, list(zip(flags, values)), list(main.shape))
+        for key in uses:
+            writer.set_input(key, selected)
+        for key, (weight_index, bias) in spec.biases.items():
+            if weight_index != index:
+                continue
+            float_bias = writer.tensor(bias.tensor) if bias.tensor else writer.constant(f"{key[0]}_bias_float", np.zeros(np.shape(bias.codes), dtype=np.float32))
+            quantized = writer.bias(bias.tensor or f"{key[0]}_bias", bias)
+            writer.set_input(key, select(float_bias, [(flags[0], quantized)] + ([(flags[1], quantized)] if len(flags) > 1 else []), list(np.shape(bias.codes))))
+    toposort(model.graph)
+    return writer.count
