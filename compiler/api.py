@@ -13,7 +13,7 @@ result against the input model, and returns a :class:`CompileResult`.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,18 @@ def default_pipeline() -> str:
     """The target-independent pipeline ``mapc compile`` runs without ``--passes``.
 
     Each stage joins when its pass is registered, so the pipeline grows as passes land.
+    Quantization joins only when asked for (``compile(quantize=...)``, ``--quantize``).
     """
     stages = [name for name in ("cleanup",) if has_pass(name)]
     return ",".join(stages)
+
+
+def with_quantization(pipeline: str | Sequence[StepSpec], quantize: Mapping[str, Any] | None) -> str | list[StepSpec]:
+    """``pipeline`` followed by the ``quantize`` stage with ``quantize``'s options (if given)."""
+    if quantize is None:
+        return pipeline
+    steps: list[StepSpec] = [pipeline] if isinstance(pipeline, str) else list(pipeline)
+    return [*steps, ("quantize", {key: value for key, value in quantize.items() if value is not None})]
 
 
 @dataclass
@@ -89,6 +98,8 @@ def compile(
     verify_inputs: Mapping[str, np.ndarray] | None = None,
     tolerance: Tolerance | None = None,
     on_pass_start: ProgressHook | None = None,
+    on_progress: Callable[[str, int | None, int | None], None] | None = None,
+    quantize: Mapping[str, Any] | None = None,
 ) -> CompileResult:
     """Compile ``model`` and return the result; the input file is never modified.
 
@@ -106,17 +117,25 @@ def compile(
         verify_inputs: explicit verification inputs (instead of seeded random ones).
         tolerance: float tolerance overriding the per-dtype defaults of :mod:`mapc.verify`.
         on_pass_start: called with each pass name as it starts (progress display).
+        on_progress: called by long passes with ``(description, done, total)``.
+        quantize: options of the ``quantize`` pass (``{"scheme": "a8w8", "calibration": ...}``);
+            when given, quantization runs after the pipeline. A quantized model is checked by
+            its accuracy report (see docs/passes/quantization.md), not by ``verify``, whose
+            float tolerances quantization cannot meet.
     """
     if target is not None:
         raise UsageError(f"unknown target {target!r}: no targets are available in this version")
+    if quantize is not None and (verify or verify_each):
+        raise UsageError("verify compares outputs within float tolerances, which quantization cannot meet; a quantized model is checked by its accuracy report (accuracy_target)")
     working = model if isinstance(model, Model) else load(model)
     source = str(working.source_path) if working.source_path else None
     ctx = PassContext(
         seed=seed,
         dims=dict(dims or {}),
         input_shapes={name: [int(d) for d in shape] for name, shape in (input_shapes or {}).items()},
+        progress=on_progress,
     )
-    pipeline_spec = passes if passes is not None else default_pipeline()
+    pipeline_spec = with_quantization(passes if passes is not None else default_pipeline(), quantize)
     manager = PassManager(pipeline_spec, verify_each=verify_each, on_pass_start=on_pass_start)
     verifier = None
     if verify_each or verify:
@@ -130,7 +149,7 @@ def compile(
         pipeline=manager.text,
         nodes_before=nodes_before,
         source=source,
-        options={"seed": seed, "dims": ctx.dims, "input_shapes": ctx.input_shapes, "verify_each": verify_each},
+        options={"seed": seed, "dims": ctx.dims, "input_shapes": ctx.input_shapes, "verify_each": verify_each, "quantize": dict(quantize) if quantize else None},
     )
     if verify and verifier is not None:
         comparisons = verifier.compare(working)

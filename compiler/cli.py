@@ -23,7 +23,7 @@ from rich.text import Text
 from . import __version__
 from .api import compile as compile_model
 from .api import default_pipeline
-from .errors import EXIT_INTERNAL, EXIT_OK, MapcError, OutputError, VerificationError
+from .errors import EXIT_INTERNAL, EXIT_OK, MapcError, OutputError, UsageError, VerificationError
 from .inspection import summarize
 from .ir import load
 from .ir.external import same_file
@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument("--verify-each", action="store_true", help="after every pass, check validity and outputs against the input model")
     compile_parser.add_argument("--verify", action="store_true", help="compare the compiled model's outputs with the input model's")
     compile_parser.add_argument("--seed", type=int, default=0, help="seed for generated verification inputs (default 0)")
+    compile_parser.add_argument("--quantize", metavar="SCHEME", help="quantize after the other passes: a8w8, a16w8, w4 or a16w4 (needs --calibration)")
+    compile_parser.add_argument("--calibration", metavar="DIR|FILE|random", help="calibration samples: a folder of .npz files (one sample each, keys = input names), a .npz/.npy file of stacked samples, or 'random'")
+    compile_parser.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy", "mse"], help="how each tensor's range is chosen (default minmax)")
+    compile_parser.add_argument("--accuracy-target", type=float, metavar="SQNR_DB", help="promote the worst tensors to 16 bits until every output's SQNR reaches this (e.g. 30)")
     compile_parser.add_argument("--report", type=Path, metavar="FILE.json", help="write a JSON report")
     compile_parser.add_argument("--external-data", dest="external_data", action="store_true", default=None, help="always write weights to <output>.data")
     compile_parser.add_argument("--no-external-data", dest="external_data", action="store_false", help="embed weights in the output file")
@@ -97,6 +101,7 @@ def run_compile(args: argparse.Namespace) -> int:
     output: Path = args.output or default_output(args.model)
     if output.resolve() == args.model.resolve() or same_file(output, args.model):
         raise OutputError(f"output {output} is the input model; choose another path with -o")
+    quantize = _quantize_options(args)
     console = Console(quiet=args.quiet)
     with PassProgress(enabled=not args.quiet) as progress:
         progress.stage("loading")
@@ -109,6 +114,8 @@ def run_compile(args: argparse.Namespace) -> int:
                 verify=args.verify,
                 seed=args.seed,
                 on_pass_start=progress.pass_started,
+                on_progress=progress.update,
+                quantize=quantize,
             )
         except VerificationError as error:
             failed = getattr(error, "result", None)
@@ -121,6 +128,26 @@ def run_compile(args: argparse.Namespace) -> int:
             write_json(args.report, {**result.report, "output": str(written)})
     print_result(result, console, written)
     return EXIT_OK
+
+
+def _quantize_options(args: argparse.Namespace) -> dict[str, object] | None:
+    """The quantize pass options the flags ask for; UsageError for inconsistent flags."""
+    extras = {"--calibration": args.calibration, "--calibration-method": args.calibration_method, "--accuracy-target": args.accuracy_target}
+    if args.quantize is None:
+        given = [flag for flag, value in extras.items() if value is not None]
+        if given:
+            raise UsageError(f"{given[0]} needs --quantize SCHEME")
+        return None
+    if args.calibration is None:
+        raise UsageError("--quantize needs --calibration DIR|FILE|random")
+    if args.verify or args.verify_each:
+        raise UsageError("--verify and --verify-each compare within float tolerances, which quantization cannot meet; use --accuracy-target")
+    return {
+        "scheme": args.quantize,
+        "calibration": args.calibration,
+        "calibration_method": args.calibration_method,
+        "accuracy_target": args.accuracy_target,
+    }
 
 
 def run_inspect(args: argparse.Namespace) -> int:

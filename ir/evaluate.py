@@ -33,10 +33,11 @@ class OnnxRuntimeError(ModelError):
     """onnxruntime refused to load or to run a model."""
 
 
-def session_options(base_dir: Path | None = None) -> ort.SessionOptions:
+def session_options(base_dir: Path | None = None, *, optimized: bool = False) -> ort.SessionOptions:
+    """Session options: graph optimizations off (the model as written) unless ``optimized``."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if base_dir is not None:
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(base_dir))
     return options
@@ -48,14 +49,14 @@ def _quiet_run() -> ort.RunOptions:
     return options
 
 
-def make_session(model: Model | onnx.ModelProto, *, base_dir: Path | None = None) -> ort.InferenceSession:
+def make_session(model: Model | onnx.ModelProto, *, base_dir: Path | None = None, optimized: bool = False) -> ort.InferenceSession:
     """An onnxruntime CPU session for ``model``; raises :class:`OnnxRuntimeError` if it will not load."""
     if isinstance(model, Model):
         base_dir = model.base_dir if base_dir is None else base_dir
         model = model.to_proto()
     try:
         return ort.InferenceSession(
-            model.SerializeToString(), session_options(base_dir), providers=["CPUExecutionProvider"]
+            model.SerializeToString(), session_options(base_dir, optimized=optimized), providers=["CPUExecutionProvider"]
         )
     except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
         raise OnnxRuntimeError(f"onnxruntime cannot load the model: {_first_line(error)}") from None
@@ -68,6 +69,8 @@ class Runner:
     tensors of the graph, intermediate ones included. Each :meth:`run` may ask for a subset of
     them, so a caller can bound how many large activations it holds at once. The model is
     exported once; external weights are read by onnxruntime from the model's folder.
+    ``optimized`` lets onnxruntime optimize the graph (faster; float results may differ in the
+    last bits from the model as written).
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class Runner:
         outputs: Sequence[str] | None = None,
         *,
         base_dir: Path | None = None,
+        optimized: bool = False,
     ) -> None:
         if isinstance(model, Model):
             base_dir = model.base_dir if base_dir is None else base_dir
@@ -84,7 +88,7 @@ class Runner:
             proto = model
         if outputs is not None:
             proto = _with_outputs(proto, outputs)
-        self.session = make_session(proto, base_dir=base_dir)
+        self.session = make_session(proto, base_dir=base_dir, optimized=optimized)
         self.output_names = list(outputs) if outputs is not None else [o.name for o in self.session.get_outputs()]
         self.input_names = [i.name for i in self.session.get_inputs()]
 

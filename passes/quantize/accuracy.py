@@ -1,14 +1,9 @@
-"""The accuracy report: how far the quantized model is from the float one, and why.
+"""Output metrics of the accuracy report: how far the quantized model is from the float one.
 
-* :class:`OutputMetrics` accumulates, per output and over held-out samples, SQNR
-  (``10·log10(Σ ref² / Σ (ref - q)²)``), cosine similarity, max abs error and, for
-  classifier-like outputs, top-1 agreement (the argmax over the class axis matches).
-* :class:`Probe` runs the switchable probe model (:func:`.emit.write_probe`) in one session:
-  any combination of float / planned / promoted quantizers, measured against the float outputs.
-* :func:`contributions` quantizes one tensor (activation group or weight) at a time and
-  measures the output noise it causes alone: the per-tensor contribution and top offenders.
-* :func:`promote_until` promotes the worst offenders to their wider alternative (8 → 16-bit
-  activations, 4 → 8-bit weights) until the worst output's SQNR meets a target.
+:class:`OutputMetrics` accumulates, per output and over held-out samples, SQNR
+(``10·log10(Σ ref² / Σ (ref - q)²)``), cosine similarity, max abs error and, for
+classifier-like outputs, top-1 agreement (the argmax over the class axis matches). Integer
+outputs are compared exactly. Where the error comes from is :mod:`.sensitivity`'s job.
 """
 
 from __future__ import annotations
@@ -20,7 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...ir import Model, Runner
-from .emit import ACTIVATION_SWITCH, WEIGHT_SWITCH
 
 Progress = Callable[[str, int, int], None]
 #: Output ops whose (batch, sequence, class) outputs count as classifier-like.
@@ -157,137 +151,3 @@ def measure(runner_reference: Runner, runner_quantized: Runner, samples: Sequenc
         if progress is not None:
             progress("accuracy", done + 1, len(samples))
     return metrics
-
-
-# -- the probe -------------------------------------------------------------------------------------
-
-
-class Probe:
-    """The switchable probe in one session; references are its all-float runs."""
-
-    def __init__(self, model: Model, samples: Sequence[dict[str, np.ndarray]], groups: int, weights: int) -> None:
-        self.runner = Runner(model)
-        self.samples = list(samples)
-        self.groups = max(groups, 1)
-        self.weights = max(weights, 1)
-        self.float_outputs = [name for name in self.runner.output_names]
-        off_a, off_w = np.zeros(self.groups, np.int64), np.zeros(self.weights, np.int64)
-        self.references = [self._run(sample, off_a, off_w) for sample in self.samples]
-        self.float_outputs = [n for n in self.float_outputs if all(ref[n].dtype.kind == "f" for ref in self.references)]
-        self.signal = {n: sum(float(np.square(ref[n][np.isfinite(ref[n])].astype(np.float64)).sum()) for ref in self.references) for n in self.float_outputs}
-        self.runs = len(self.samples)
-
-    def _run(self, sample: dict[str, np.ndarray], activations: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
-        return self.runner.run({**sample, ACTIVATION_SWITCH: activations, WEIGHT_SWITCH: weights})
-
-    def noise(self, activations: np.ndarray, weights: np.ndarray) -> dict[str, float]:
-        """Σ (y - y_float)² per float output over the samples, for this switch setting."""
-        totals = dict.fromkeys(self.float_outputs, 0.0)
-        for sample, reference in zip(self.samples, self.references):
-            outputs = self._run(sample, activations, weights)
-            self.runs += 1
-            for name in self.float_outputs:
-                expected, actual = reference[name], outputs[name]
-                finite = np.isfinite(expected) & np.isfinite(actual)
-                difference = (actual[finite].astype(np.float64) - expected[finite])
-                totals[name] += float(np.dot(difference, difference))
-                if np.count_nonzero(~finite & np.isfinite(expected)):
-                    totals[name] = math.inf
-        return totals
-
-    def relative(self, noise: Mapping[str, float]) -> float:
-        """The worst output's noise-to-signal ratio."""
-        ratios = [noise[n] / self.signal[n] if self.signal[n] > 0 else (math.inf if noise[n] > 0 else 0.0) for n in self.float_outputs]
-        return max(ratios, default=0.0)
-
-
-@dataclass
-class Contribution:
-    kind: str  # "activation" or "weight"
-    index: int
-    name: str
-    relative_noise: float
-
-    @property
-    def sqnr_db(self) -> float | None:
-        return None if self.relative_noise <= 0 else -10.0 * math.log10(self.relative_noise)
-
-
-def contributions(
-    probe: Probe,
-    activation_state: np.ndarray,
-    weight_state: np.ndarray,
-    names: tuple[Sequence[str], Sequence[str]],
-    progress: Progress | None = None,
-) -> list[Contribution]:
-    """For every quantized group and weight, the worst-output noise when it alone is quantized
-    as in the given states; sorted worst first."""
-    found = []
-    total = int(np.count_nonzero(activation_state)) + int(np.count_nonzero(weight_state))
-    done = 0
-    zeros_a, zeros_w = np.zeros_like(activation_state), np.zeros_like(weight_state)
-    for kind, state, labels in (("activation", activation_state, names[0]), ("weight", weight_state, names[1])):
-        for index in np.flatnonzero(state):
-            single_a, single_w = zeros_a.copy(), zeros_w.copy()
-            (single_a if kind == "activation" else single_w)[index] = state[index]
-            found.append(Contribution(kind, int(index), labels[index], probe.relative(probe.noise(single_a, single_w))))
-            done += 1
-            if progress is not None:
-                progress("accuracy: per-tensor error", done, total)
-    found.sort(key=lambda c: (-c.relative_noise, c.kind, c.index))
-    return found
-
-
-@dataclass
-class Promotion:
-    target_db: float
-    met: bool
-    before_db: float | None
-    after_db: float | None
-    promoted: list[Contribution]
-    evaluations: int
-
-
-def promote_until(
-    probe: Probe,
-    target_db: float,
-    activation_state: np.ndarray,
-    weight_state: np.ndarray,
-    ranked: Sequence[Contribution],
-    promotable: tuple[set[int], set[int]],
-    progress: Progress | None = None,
-) -> tuple[np.ndarray, np.ndarray, Promotion]:
-    """Promote offenders (worst first) until the probe's worst-output SQNR reaches ``target_db``.
-
-    Each round promotes the fewest next offenders whose summed contributions, if removed,
-    would bring the noise under the target (noise powers of independent quantizers add), then
-    measures the real result; it stops when the target is met or nothing is left to promote.
-    """
-    activations, weights = activation_state.copy(), weight_state.copy()
-    goal = 10 ** (-target_db / 10)
-    current = probe.relative(probe.noise(activations, weights))
-    before = current
-    evaluations = 1
-    queue = [c for c in ranked if c.index in (promotable[0] if c.kind == "activation" else promotable[1])]
-    promoted: list[Contribution] = []
-    while current > goal and queue:
-        excess = current - goal
-        batch, removed = [], 0.0
-        for candidate in queue:
-            batch.append(candidate)
-            removed += candidate.relative_noise
-            if removed >= excess:
-                break
-        queue = queue[len(batch):]
-        for candidate in batch:
-            (activations if candidate.kind == "activation" else weights)[candidate.index] = 2
-        promoted.extend(batch)
-        current = probe.relative(probe.noise(activations, weights))
-        evaluations += 1
-        if progress is not None:
-            progress("accuracy target: promoting", len(promoted), len(promoted) + len(queue))
-
-    def db(relative: float) -> float | None:
-        return None if relative <= 0 else -10 * math.log10(relative)
-
-    return activations, weights, Promotion(target_db, current <= goal, db(before), db(current), promoted, evaluations)

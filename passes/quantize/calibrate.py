@@ -44,6 +44,8 @@ class TensorStats:
     body_low: float = math.inf
     below_fill: int = 0
     histogram: np.ndarray | None = None
+    #: exact zeros among the histogrammed values (0 is always on the quantization grid).
+    zeros: int = 0
     #: the histogram's grid: first edge and bin width (0 is an edge).
     first_edge: float = 0.0
     bin_width: float = 0.0
@@ -133,6 +135,7 @@ class TensorStats:
         bins = len(self.histogram)
         counts, _ = np.histogram(values, bins=bins, range=(self.first_edge, self.first_edge + bins * self.bin_width))
         self.histogram += counts
+        self.zeros += int(values.size - np.count_nonzero(values))
 
     @property
     def zero_bin(self) -> int:
@@ -147,6 +150,8 @@ class Collection:
     stats: dict[str, TensorStats] = field(default_factory=dict)
     samples: int = 0
     chunks: int = 1
+    #: bytes of each tensor in one sample (as measured on the first one).
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
 def collect(
@@ -173,8 +178,8 @@ def collect(
         return result
     runner = Runner(model, names)
     budget = max(int(memory_budget_mb * (1 << 20)), 1)
-    sizes = _estimated_sizes(model, names)
-    chunks = _chunk(names, sizes, budget)
+    sizes = result.sizes = estimated_sizes(model, names)
+    chunks = chunk_by_size(names, sizes, budget)
     total = len(indices)
 
     def each_output(sample: dict[str, np.ndarray]):
@@ -191,7 +196,7 @@ def collect(
             if _is_float(value):
                 result.stats[name].update_range(value, channel_axes.get(name))
         if done == 0:
-            chunks = _chunk(names, sizes, budget)
+            chunks = chunk_by_size(names, sizes, budget)
             result.chunks = len(chunks)
         if progress is not None:
             progress("calibration: ranges", done + 1, total)
@@ -201,7 +206,7 @@ def collect(
         return result
     for name in needing:
         result.stats[name].start_histogram(bins)
-    chunks = _chunk(needing, sizes, budget)
+    chunks = chunk_by_size(needing, sizes, budget)
     runner_names = set(needing)
     for done, sample in enumerate(data.samples(indices)):
         for chunk in chunks:
@@ -215,7 +220,7 @@ def collect(
     return result
 
 
-def _estimated_sizes(model: Model, names: Sequence[str]) -> dict[str, int]:
+def estimated_sizes(model: Model, names: Sequence[str]) -> dict[str, int]:
     """Bytes of each tensor from its inferred shape (unknown dims count as 1), refined with
     the real sizes once the first sample has run."""
     tensors = model.graph.tensors()
@@ -234,7 +239,7 @@ def _is_float(value: object) -> bool:
     return isinstance(value, np.ndarray) and value.dtype.kind == "f"
 
 
-def _chunk(names: Sequence[str], sizes: dict[str, int], budget: int) -> list[list[str]]:
+def chunk_by_size(names: Sequence[str], sizes: dict[str, int], budget: int) -> list[list[str]]:
     """Split ``names`` into runs whose outputs together stay under ``budget`` bytes."""
     chunks: list[list[str]] = [[]]
     used = 0

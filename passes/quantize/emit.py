@@ -71,20 +71,43 @@ class ProbeChoice:
 @dataclass
 class ProbeSpec:
     """The probe's quantizers: activation groups (members share a switch) and weights (their
-    uses and biases share a switch)."""
+    uses and biases share a switch). An entry whose flag is False is not switchable: it is
+    written as in the final model (always its ``main`` quantizer). Tensors not listed stay float.
+    """
 
-    groups: list[tuple[list[str], ProbeChoice]] = field(default_factory=list)
+    groups: list[tuple[list[str], ProbeChoice, bool]] = field(default_factory=list)
     constant_uses: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
-    weights: list[tuple[list[tuple[str, int]], ProbeChoice]] = field(default_factory=list)
+    weights: list[tuple[list[tuple[str, int]], ProbeChoice, bool]] = field(default_factory=list)
+    #: bias use -> (index of its weight in ``weights``, the int32 bias).
     biases: dict[tuple[str, int], tuple[int, BiasDecision]] = field(default_factory=dict)
+
+    @property
+    def switches(self) -> tuple[int, int]:
+        """Lengths of the activation and weight switch vectors."""
+        return sum(1 for g in self.groups if g[2]), sum(1 for w in self.weights if w[2])
 
 
 class _Writer:
     def __init__(self, model: Model) -> None:
         self.model = model
         self.graph = model.graph
+        #: where new nodes go: the main graph, or a branch of the probe's If nodes.
+        self.target = model.graph
         self.nodes = {node_key(node): node for node in self.graph.nodes}
         self.count = {"quantize_linear": 0, "dequantize_linear": 0}
+
+    def add(self, node: gs.Node) -> None:
+        self.target.nodes.append(node)
+
+    def branch(self, build: Callable[[], gs.Tensor]) -> gs.Graph:
+        """A subgraph whose nodes are those ``build`` adds and whose output it returns."""
+        graph = gs.Graph(name=self.name("mapc_branch"), opset=self.model.opset)
+        outer, self.target = self.target, graph
+        try:
+            graph.outputs = [build()]
+        finally:
+            self.target = outer
+        return graph
 
     def name(self, base: str) -> str:
         return self.model.fresh_name(base)
@@ -101,7 +124,7 @@ class _Writer:
             return gs.Constant(name, LazyValues(proto))
         if qtype is not None:
             array = array.astype(qtype.numpy_dtype)
-        return gs.Constant(name, np.ascontiguousarray(array))
+        return gs.Constant(name, np.array(array, order="C"))  # keeps 0-d scalars 0-d
 
     def quantize_activation(self, tensor: gs.Tensor, params: ActivationParams) -> gs.Variable:
         """Q → DQ nodes reading ``tensor``; returns the DequantizeLinear output."""
@@ -111,8 +134,8 @@ class _Writer:
         domain = self.domain(params.qtype)
         codes = gs.Variable(self.name(f"{base}_quantized"), dtype=params.qtype.numpy_dtype if params.qtype.bits != 4 else None, shape=tensor.shape)
         out = gs.Variable(self.name(f"{base}_dequantized"), dtype=np.float32, shape=tensor.shape)
-        self.graph.nodes.append(gs.Node("QuantizeLinear", self.name(f"{base}_QuantizeLinear"), inputs=[tensor, scale, zero], outputs=[codes], domain=domain))
-        self.graph.nodes.append(gs.Node("DequantizeLinear", self.name(f"{base}_DequantizeLinear"), inputs=[codes, scale, zero], outputs=[out], domain=domain))
+        self.add(gs.Node("QuantizeLinear", self.name(f"{base}_QuantizeLinear"), inputs=[tensor, scale, zero], outputs=[codes], domain=domain))
+        self.add(gs.Node("DequantizeLinear", self.name(f"{base}_DequantizeLinear"), inputs=[codes, scale, zero], outputs=[out], domain=domain))
         self.count["quantize_linear"] += 1
         self.count["dequantize_linear"] += 1
         return out
@@ -142,7 +165,7 @@ class _Writer:
             attrs["block_size"] = int(block_size)
         out = gs.Variable(self.name(f"{base}_dequantized"), dtype=np.float32, shape=list(shape) if shape is not None else list(np.shape(codes)))
         domain = self.domain(qtype, axis=per_axis, block=block_size is not None)
-        self.graph.nodes.append(gs.Node("DequantizeLinear", self.name(f"{base}_DequantizeLinear"), inputs=inputs, outputs=[out], attrs=attrs, domain=domain))
+        self.add(gs.Node("DequantizeLinear", self.name(f"{base}_DequantizeLinear"), inputs=inputs, outputs=[out], attrs=attrs, domain=domain))
         self.count["dequantize_linear"] += 1
         return out
 
@@ -247,66 +270,91 @@ def _apply_folds(writer: _Writer, folds: Sequence[Fold]) -> int:
 
 
 def write_probe(model: Model, spec: ProbeSpec) -> dict[str, int]:
-    """Write the switchable quantizers of ``spec`` into ``model`` (see module doc). Adds two int64
-    graph inputs, :data:`ACTIVATION_SWITCH` [groups] and :data:`WEIGHT_SWITCH` [weights]."""
+    """Write the quantizers of ``spec`` into ``model`` (see module doc). Adds two int64 graph
+    inputs, :data:`ACTIVATION_SWITCH` and :data:`WEIGHT_SWITCH`, one entry per switchable
+    group/weight in order (0 float, 1 main, 2 alternative). Each switchable quantizer is an
+    ``If`` on its entry, so only the quantizers switched on are computed."""
     writer = _Writer(model)
     writer.index_tensors()
-    activation_switch = gs.Variable(ACTIVATION_SWITCH, dtype=np.int64, shape=[max(len(spec.groups), 1)])
-    weight_switch = gs.Variable(WEIGHT_SWITCH, dtype=np.int64, shape=[max(len(spec.weights), 1)])
+    group_count, weight_count = spec.switches
+    activation_switch = gs.Variable(ACTIVATION_SWITCH, dtype=np.int64, shape=[max(group_count, 1)])
+    weight_switch = gs.Variable(WEIGHT_SWITCH, dtype=np.int64, shape=[max(weight_count, 1)])
     model.graph.inputs.extend([activation_switch, weight_switch])
-    one, two = writer.constant("mapc_one", np.array(1, dtype=np.int64)), writer.constant("mapc_two", np.array(2, dtype=np.int64))
+    states = [writer.constant(f"mapc_state_{state}", np.array(state, dtype=np.int64)) for state in (0, 1, 2)]
 
-    def condition(switch: gs.Variable, index: int, state: gs.Constant) -> gs.Variable:
+    def conditions(switch: gs.Variable, index: int, count: int) -> list[gs.Variable]:
         position = writer.constant(f"{switch.name}_{index}", np.array(index, dtype=np.int64))
         picked = gs.Variable(writer.name(f"{switch.name}_{index}_state"), dtype=np.int64, shape=[])
-        flag = gs.Variable(writer.name(f"{switch.name}_{index}_is_{state.name}"), dtype=np.bool_, shape=[])
-        writer.graph.nodes.append(gs.Node("Gather", writer.name("mapc_gather"), inputs=[switch, position], outputs=[picked], attrs={"axis": 0}))
-        writer.graph.nodes.append(gs.Node("Equal", writer.name("mapc_equal"), inputs=[picked, state], outputs=[flag]))
-        return flag
+        writer.add(gs.Node("Gather", writer.name("mapc_gather"), inputs=[switch, position], outputs=[picked], attrs={"axis": 0}))
+        flags = []
+        for state in states[1 : count + 1]:
+            flag = gs.Variable(writer.name(f"{switch.name}_{index}_is_{state.name}"), dtype=np.bool_, shape=[])
+            writer.add(gs.Node("Equal", writer.name("mapc_equal"), inputs=[picked, state], outputs=[flag]))
+            flags.append(flag)
+        return flags
 
-    def select(original: gs.Tensor, variants: list[tuple[gs.Variable, gs.Variable]], shape) -> gs.Variable:
-        current: gs.Tensor = original
-        for flag, value in reversed(variants):
-            chosen = gs.Variable(writer.name(f"{original.name}_selected"), dtype=np.float32, shape=shape)
-            writer.graph.nodes.append(gs.Node("Where", writer.name("mapc_where"), inputs=[flag, value, current], outputs=[chosen]))
-            current = chosen
-        return current  # type: ignore[return-value]
+    def select(original: gs.Tensor, variants: list[tuple[gs.Variable, Callable[[], gs.Variable]]], shape) -> gs.Variable:
+        out = gs.Variable(writer.name(f"{original.name}_selected"), dtype=np.float32, shape=shape)
+        if not variants:
+            writer.add(gs.Node("Identity", writer.name("mapc_float"), inputs=[original], outputs=[out]))
+            return out
+        flag, build = variants[0]
+        then_branch = writer.branch(build)
+        else_branch = writer.branch(lambda: select(original, variants[1:], shape))
+        writer.add(gs.Node("If", writer.name("mapc_switch"), inputs=[flag], outputs=[out], attrs={"then_branch": then_branch, "else_branch": else_branch}))
+        return out
 
-    for index, (members, choice) in enumerate(spec.groups):
-        flags = [condition(activation_switch, index, one), condition(activation_switch, index, two)] if choice.alternative is not None else [condition(activation_switch, index, one)]
+    switch_index = 0
+    for members, choice, switchable in spec.groups:
+        params = [choice.main] + ([choice.alternative] if choice.alternative is not None and switchable else [])
+        flags = conditions(activation_switch, switch_index, len(params)) if switchable else []
+        switch_index += int(switchable)
         for name in members:
             tensor = writer.tensor(name)
             if tensor is None:
                 continue
-            params = [choice.main] + ([choice.alternative] if choice.alternative is not None else [])
             if name in spec.constant_uses:
-                values = [_quantized_constant(writer, tensor, p) for p in params]
-                selected = select(tensor, list(zip(flags, values)), tensor.shape)
+                if switchable:
+                    variants = [(flag, lambda tensor=tensor, p=p: _quantized_constant(writer, tensor, p)) for flag, p in zip(flags, params)]
+                    replacement = select(tensor, variants, tensor.shape)
+                else:
+                    replacement = _quantized_constant(writer, tensor, choice.main)
                 for key in spec.constant_uses[name]:
-                    writer.set_input(key, selected)
+                    writer.set_input(key, replacement)
                 continue
-            def build(tensor: gs.Tensor = tensor, params: list = params) -> gs.Variable:
-                values = [writer.quantize_activation(tensor, p) for p in params]
-                return select(tensor, list(zip(flags, values)), tensor.shape)
-
-            writer.redirect(tensor, build)
-    for index, (uses, choice) in enumerate(spec.weights):
+            if switchable:
+                variants = [(flag, lambda tensor=tensor, p=p: writer.quantize_activation(tensor, p)) for flag, p in zip(flags, params)]
+                writer.redirect(tensor, lambda tensor=tensor, variants=variants: select(tensor, variants, tensor.shape))
+            else:
+                writer.redirect(tensor, lambda tensor=tensor: writer.quantize_activation(tensor, choice.main))
+    biases_of: dict[int, list[tuple[tuple[str, int], BiasDecision]]] = {}
+    for key, (weight_index, bias) in spec.biases.items():
+        biases_of.setdefault(weight_index, []).append((key, bias))
+    switch_index = 0
+    for index, (uses, choice, switchable) in enumerate(spec.weights):
         main: QuantizedWeight = choice.main  # type: ignore[assignment]
-        flags = [condition(weight_switch, index, one)]
-        values = [writer.weight(main.spec.tensor, main)]
-        if choice.alternative is not None:
-            flags.append(condition(weight_switch, index, two))
-            values.append(writer.weight(main.spec.tensor, choice.alternative))  # type: ignore[arg-type]
-        original = writer.tensor(main.spec.tensor)
-        assert original is not None
-        selected = select(original, list(zip(flags, values)), list(main.shape))
+        weights = [main] + ([choice.alternative] if choice.alternative is not None and switchable else [])
+        flags = conditions(weight_switch, switch_index, len(weights)) if switchable else []
+        switch_index += int(switchable)
+        if switchable:
+            original = writer.tensor(main.spec.tensor)
+            assert original is not None
+            variants = [(flag, lambda w=w: writer.weight(main.spec.tensor, w)) for flag, w in zip(flags, weights)]
+            replacement = select(original, variants, list(main.shape))
+        else:
+            replacement = writer.weight(main.spec.tensor, main)
         for key in uses:
-            writer.set_input(key, selected)
-        for key, (weight_index, bias) in spec.biases.items():
-            if weight_index != index:
+            writer.set_input(key, replacement)
+        for key, bias in biases_of.get(index, []):
+            if not switchable:
+                writer.set_input(key, writer.bias(bias.tensor or f"{key[0]}_bias", bias))
                 continue
-            float_bias = writer.tensor(bias.tensor) if bias.tensor else writer.constant(f"{key[0]}_bias_float", np.zeros(np.shape(bias.codes), dtype=np.float32))
-            quantized = writer.bias(bias.tensor or f"{key[0]}_bias", bias)
-            writer.set_input(key, select(float_bias, [(flags[0], quantized)] + ([(flags[1], quantized)] if len(flags) > 1 else []), list(np.shape(bias.codes))))
+            if bias.tensor:
+                float_bias = writer.tensor(bias.tensor)
+            else:
+                float_bias = writer.constant(f"{key[0]}_bias_float", np.zeros(np.shape(bias.codes), dtype=np.float32))
+            assert float_bias is not None
+            quantized = [(flag, lambda key=key, bias=bias: writer.bias(bias.tensor or f"{key[0]}_bias", bias)) for flag in flags]
+            writer.set_input(key, select(float_bias, quantized, list(np.shape(bias.codes))))
     toposort(model.graph)
     return writer.count

@@ -3,8 +3,9 @@
 Each group of tensors that share parameters (see :mod:`.placement`) gets one quantizer:
 
 * the **union** of its members' ranges (each from the calibration method; constants exactly);
-* a **fixed** range when a member is a Softmax/Sigmoid/HardSigmoid/Tanh output and no member
-  needs more (Softmax → [0, 1] at 1/256 for uint8...);
+* a **fixed** range when a member is the output of a fixed-range op (Softmax: exactly [0, 1],
+  1/255 for uint8) and no member needs more; outputs of other bounded ops (Sigmoid, Tanh) have
+  their calibrated range capped to the op's interval;
 * **attention-mask paths** — a member whose range is dominated by fills at or below -1e4 — are
   left in float when the fill is huge or infinite (``finfo.min``, -1e9, -inf: no integer grid
   can hold both the fill and the scores), or quantized at 16 bits when the fill is moderate
@@ -20,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from .calibrate import TensorStats
-from .placement import FIXED_OPS, FIXED_RANGES, Plan
+from .placement import NATURAL_RANGES, Plan
 from .qtypes import MIN_REAL_RANGE, QuantType, activation_params
 from .ranges import RangeChoice
 
@@ -101,6 +102,9 @@ def _assign(
                 return
             choice = ranges.get(member)
             low, high = (choice.low, choice.high) if choice is not None and not member_stats.mask_like else (member_stats.low, member_stats.high)
+            if member in plan.bounded:
+                bound_low, bound_high = NATURAL_RANGES[plan.bounded[member]]
+                low, high = min(max(low, bound_low), bound_high), max(min(high, bound_high), bound_low)
         else:
             continue
         lows.append(low)
@@ -123,20 +127,15 @@ def _assign(
         group.origin = f"attention-mask path (fill {fill:.3g}): {qtype.bits}-bit"
     fixed = [plan.fixed[m] for m in group.members if m in plan.fixed]
     if fixed and not group.mask:
-        kinds = {FIXED_OPS[op] for op in fixed}
-        if len(kinds) == 1:
-            kind = kinds.pop()
-            (fixed_low, fixed_high), table = FIXED_RANGES[kind]
-            tolerance = 1e-6 * (fixed_high - fixed_low)
-            if group.low >= fixed_low - tolerance and group.high <= fixed_high + tolerance:
-                group.low, group.high = fixed_low, fixed_high
-                group.fixed_op = fixed[0]
-                group.origin = f"fixed ({fixed[0]} output)"
-                group.params = _fixed_params(kind, qtype, config)
-                if qtype.bits == 8:
-                    group.alternative = _fixed_params(kind, qtype.wider(), config)
-                return
-        group.notes.append(f"tied tensors span [{group.low:.4g}, {group.high:.4g}], beyond the fixed range of {fixed[0]}")
+        intervals = {NATURAL_RANGES[op] for op in fixed}
+        fixed_low, fixed_high = min(i[0] for i in intervals), max(i[1] for i in intervals)
+        tolerance = 1e-6 * (fixed_high - fixed_low)
+        if group.low >= fixed_low - tolerance and group.high <= fixed_high + tolerance:
+            group.low, group.high = fixed_low, fixed_high
+            group.fixed_op = fixed[0]
+            group.origin = f"fixed ({fixed[0]} output)"
+        else:
+            group.notes.append(f"tied tensors span [{group.low:.4g}, {group.high:.4g}], beyond the fixed range of {fixed[0]}")
     group.params = _params(group.low, group.high, qtype, config)
     if qtype.bits == 8:
         group.alternative = _params(group.low, group.high, qtype.wider(), config)
@@ -145,11 +144,3 @@ def _assign(
 def _params(low: float, high: float, qtype: QuantType, config: ParamsConfig) -> ActivationParams:
     scale, zero_point = activation_params(low, high, qtype, symmetric=config.symmetric, min_range=config.min_range)
     return ActivationParams(qtype, scale, zero_point)
-
-
-def _fixed_params(kind: str, qtype: QuantType, config: ParamsConfig) -> ActivationParams:
-    (low, high), table = FIXED_RANGES[kind]
-    if config.symmetric:
-        return _params(low, high, qtype, config)
-    scale, zero_point = table[qtype.name]
-    return ActivationParams(qtype, float(scale), int(zero_point))

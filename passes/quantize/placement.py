@@ -13,7 +13,9 @@
 * **biases** (:class:`BiasSpec`): int32 with scale ``s_in · s_w`` mapped to output channels;
 * **constants**: other float constants of quantized ops, quantized per tensor like activations;
 * **ties**: data-movement ops reuse their input's parameters; Concat inputs and output share one;
-* **fixed ranges**: Softmax, Sigmoid, HardSigmoid and Tanh outputs;
+* **bounded ranges**: Softmax, Sigmoid and HardSigmoid outputs lie in [0, 1], Tanh outputs in
+  [-1, 1]; the ops in ``fixed_range_ops`` (default: Softmax) get exactly that range, the others
+  their calibrated range capped to it;
 * **folds**: Relu/Clip whose range can be folded into the producer's quantizer (asymmetric
   activations only; whether the fold is exact is decided once parameters are known).
 """
@@ -57,13 +59,8 @@ DATA_MOVEMENT = frozenset(
 )
 QUANTIZED_INPUTS.update(dict.fromkeys(DATA_MOVEMENT, (0,)))
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-#: Output ranges fixed by the op: the real interval, and per activation type (scale, zero point)
-#: as QNN and TFLite fix them (``npu-deployment.md`` §4.3).
-FIXED_RANGES: dict[str, tuple[tuple[float, float], dict[str, tuple[float, int]]]] = {
-    "unit": ((0.0, 1.0), {"uint8": (1 / 256, 0), "int8": (1 / 256, -128), "uint16": (1 / 65536, 0), "int16": (1 / 32768, 0)}),
-    "tanh": ((-1.0, 1.0), {"uint8": (1 / 128, 128), "int8": (1 / 128, 0), "uint16": (1 / 32768, 32768), "int16": (1 / 32768, 0)}),
-}
-FIXED_OPS = {"Softmax": "unit", "Sigmoid": "unit", "HardSigmoid": "unit", "Tanh": "tanh"}
+#: Ops whose outputs cannot leave an interval, whatever their inputs.
+NATURAL_RANGES: dict[str, tuple[float, float]] = {"Softmax": (0.0, 1.0), "Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0), "Tanh": (-1.0, 1.0)}
 FOLDABLE = frozenset({"Relu", "Clip"})
 
 
@@ -83,6 +80,8 @@ class PlacementConfig:
     tie_concat: bool = True
     exclude_nodes: frozenset[str] = frozenset()
     exclude_op_types: frozenset[str] = frozenset()
+    #: Ops of :data:`NATURAL_RANGES` whose outputs get that whole range instead of a calibrated one.
+    fixed_range_ops: frozenset[str] = frozenset({"Softmax"})
 
 
 @dataclass(frozen=True)
@@ -149,6 +148,8 @@ class Plan:
     weights: dict[tuple[str, int], WeightSpec] = field(default_factory=dict)
     biases: dict[tuple[str, int], BiasSpec] = field(default_factory=dict)
     groups: list[list[str]] = field(default_factory=list)
+    #: tensor -> op, for outputs of :data:`NATURAL_RANGES` ops; ``fixed`` those of fixed-range ops.
+    bounded: dict[str, str] = field(default_factory=dict)
     fixed: dict[str, str] = field(default_factory=dict)
     folds: dict[str, Fold] = field(default_factory=dict)
     #: weighted node -> (input tensor, axis of its channels) for bias correction statistics.
@@ -221,8 +222,10 @@ def plan_placement(model: Model, config: PlacementConfig) -> Plan:
         outputs = [t for t in node.outputs if t.name and _is_float32(t)]
         for tensor in outputs:
             activations[tensor.name] = None
-        if node.op in FIXED_OPS and outputs:
-            plan.fixed[outputs[0].name] = node.op
+        if node.op in NATURAL_RANGES and outputs:
+            plan.bounded[outputs[0].name] = node.op
+            if node.op in config.fixed_range_ops:
+                plan.fixed[outputs[0].name] = node.op
         if node.op in DATA_MOVEMENT and _ties_output(node) and quantized_inputs and quantized_inputs[0] is node.inputs[0]:
             for tensor in outputs:
                 ties.union(node.inputs[0].name, tensor.name)

@@ -14,13 +14,14 @@ from ...ir import Model, Runner, constant_value, infer_shapes
 from ..base import Note, Pass, PassContext, PassResult
 from ..registry import register_pass
 from . import accuracy as acc
+from .sensitivity import Probe, Unit, contributions, promote_until, screen
 from .calibrate import DEFAULT_BINS, collect
 from .data import CalibrationData, open_calibration
 from .emit import BiasDecision, Decisions, ProbeChoice, ProbeSpec, write_probe, write_qdq
 from .opset import upgrade_opset
 from .params import MASK_POLICIES, ActivationParams, Group, ParamsConfig, assign_groups
-from .placement import BiasSpec, Fold, Plan, PlacementConfig, WeightSpec, node_key, plan_placement
-from .qtypes import MIN_REAL_RANGE, QUANT_TYPES, quantize
+from .placement import NATURAL_RANGES, BiasSpec, Fold, Plan, PlacementConfig, WeightSpec, node_key, plan_placement
+from .qtypes import MIN_REAL_RANGE, QUANT_TYPES, fake_quantize, quantize
 from .ranges import HISTOGRAM_METHODS, METHODS, RangeChoice, choose_range
 from .schemes import activation_type_for, get_scheme
 from .weights import QuantizedWeight, conv_bias_correction, gemm_bias_correction, quantize_bias, quantize_weight, requantize
@@ -77,7 +78,7 @@ class Quantize(Pass):
     schemes quantize MatMul/Gemm weights block-wise along the input dim with an
     error-minimising scale search. Activations of the quantized ops get one Q/DQ pair each:
     data-movement ops reuse their input's parameters, Concat inputs and output share one,
-    Softmax/Sigmoid/Tanh outputs use fixed ranges, Relu/Clip fold into the producer's quantizer
+    Softmax outputs use [0, 1] (``fixed_range_ops``; Sigmoid/Tanh are capped to their interval), Relu/Clip fold into the producer's quantizer
     when that is exact, attention-mask paths stay float (or 16-bit when the fill is moderate).
     Opsets below what the scheme needs are raised with onnx's converter (verified by running
     both), else 16-bit Q/DQ come from com.microsoft.
@@ -123,7 +124,9 @@ class Quantize(Pass):
         #: Worst-output SQNR (dB) to reach by promoting offenders to wider types.
         accuracy_target: float | None = None
         #: Held-out samples used per measurement of per-tensor errors (0: skip them).
-        sensitivity_samples: int = 2
+        sensitivity_samples: int = 1
+        #: Most tensors whose error is measured one at a time (the noisiest, by local noise).
+        sensitivity_limit: int = 48
         top_offenders: int = 10
         #: auto (float for huge fills, 16-bit for moderate ones), exclude, 16bit or quantize.
         mask_policy: str = "auto"
@@ -134,6 +137,8 @@ class Quantize(Pass):
         qdq_domain: Literal["auto", "onnx", "com.microsoft"] = "auto"
         exclude_nodes: list[str] = field(default_factory=list)
         exclude_op_types: list[str] = field(default_factory=list)
+        #: Ops whose outputs get their whole natural range (Softmax, Sigmoid, HardSigmoid, Tanh).
+        fixed_range_ops: list[str] = field(default_factory=lambda: ["Softmax"])
         memory_budget_mb: float = 1024.0
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
@@ -179,13 +184,14 @@ class Quantize(Pass):
             tie_concat=options.tie_concat,
             exclude_nodes=frozenset(options.exclude_nodes),
             exclude_op_types=frozenset(options.exclude_op_types),
+            fixed_range_ops=frozenset(options.fixed_range_ops),
         )
         plan = plan_placement(model, config)
         state = _State(plan, notes=[*notes, *plan.notes])
         calibration = self._calibrate(model, state, data, calibration_indices, activation_type, ctx)
         self._quantize_weights(model, state, calibration)
         decisions = self._decide(state, *self._planned_states(state))
-        sensitivity = self._sensitivity(model, state, decisions, data, holdout_indices, ctx)
+        sensitivity = self._sensitivity(model, reference, state, decisions, data, holdout_indices, calibration, ctx)
         states = sensitivity.pop("_states", None) or self._planned_states(state)
         final = self._decide(state, *states)
         counts = write_qdq(model, final)
@@ -230,6 +236,9 @@ class Quantize(Pass):
             raise UsageError("percentile must be in (50, 100]")
         if options.num_bins < 16:
             raise UsageError("num_bins must be at least 16")
+        unknown = set(options.fixed_range_ops) - set(NATURAL_RANGES)
+        if unknown:
+            raise UsageError(f"fixed_range_ops: {', '.join(sorted(unknown))} has no natural range (choose from {', '.join(NATURAL_RANGES)})")
         if options.min_real_range <= 0:
             raise UsageError("min_real_range must be positive")
 
@@ -270,11 +279,16 @@ class Quantize(Pass):
         ranges: dict[str, RangeChoice] = {}
         fallbacks = []
         if activation_type is not None:
+            decisive = _decision_tensors(model, plan) if method != "minmax" else set()
             for name in tensors:
                 if name in plan.fixed:
                     continue
                 stats = collection.stats[name]
-                choice = choose_range(stats, method, activation_type, symmetric=options.symmetric_activations, percentile=options.percentile)
+                if name in decisive:
+                    choice = choose_range(stats, "minmax", activation_type)
+                    choice = RangeChoice(choice.low, choice.high, "minmax", "keeps its full range: a graph output or the input of Softmax/ArgMax/TopK, where clipping changes decisions")
+                else:
+                    choice = choose_range(stats, method, activation_type, symmetric=options.symmetric_activations, percentile=options.percentile)
                 ranges[name] = choice
                 if choice.fallback is not None and method != "minmax":
                     fallbacks.append({"tensor": name, "reason": choice.fallback})
@@ -411,62 +425,116 @@ class Quantize(Pass):
         state.adjusted = adjusted
         return decisions
 
-    def _sensitivity(self, model: Model, state: _State, decisions: Decisions, data: CalibrationData, holdout: list[int], ctx: PassContext) -> dict[str, Any]:
+    def _sensitivity(self, model: Model, reference: Model, state: _State, decisions: Decisions, data: CalibrationData, holdout: list[int], calibration: dict[str, Any], ctx: PassContext) -> dict[str, Any]:
+        """Per-tensor contributions and, with an accuracy target, promotion (see .sensitivity)."""
         options = self.options
         quantized = [g for g in state.groups if g.params is not None]
-        wanted = options.sensitivity_samples > 0 or options.accuracy_target is not None
-        if not wanted or not (quantized or state.weights):
-            return {}
-        count = max(options.sensitivity_samples, 1)
-        samples = [data.sample(i) for i in holdout[:count]]
-        spec = ProbeSpec(constant_uses=dict(state.plan.constant_uses))
         promote = options.accuracy_target is not None
-        for group in quantized:
-            spec.groups.append((group.members, ProbeChoice(group.params, group.alternative if promote else None)))
-        for entry in state.weights:
-            spec.weights.append((entry.uses, ProbeChoice(decisions.weights[entry.uses[0]], entry.alternative if promote else None)))
-        weight_of_bias = {b.use: b.weight for b in state.biases}
-        for use, bias in decisions.biases.items():
-            spec.biases[use] = (weight_of_bias[use], bias)
-        probe_model = model.copy()
-        write_probe(probe_model, spec)
-        probe = acc.Probe(probe_model, samples, len(quantized), len(state.weights))
-        activation_state, weight_state = self._planned_states(state)
-        labels = ([_label(g) for g in quantized], [entry.spec.tensor for entry in state.weights])
-        result: dict[str, Any] = {}
-        ranked = acc.contributions(probe, activation_state, weight_state, labels, ctx.report_progress) if options.sensitivity_samples > 0 or promote else []
-        full = probe.relative(probe.noise(activation_state, weight_state))
-        total = sum(c.relative_noise for c in ranked) or 1.0
-        result["offenders"] = [
-            {"tensor": c.name, "kind": c.kind, "sqnr_db_alone": _db(c.relative_noise), "share": round(c.relative_noise / total, 4)}
-            for c in ranked[: options.top_offenders]
-        ]
-        result["offenders_measured_on"] = len(samples)
-        result["probe_worst_sqnr_db"] = _db(full)
+        if not (options.sensitivity_samples > 0 or promote) or not (quantized or state.weights):
+            return {}
+        samples = [data.sample(i) for i in holdout[: max(options.sensitivity_samples, 1)]]
+        float_runner = Runner(reference, optimized=True)
+        references = [float_runner.run(sample) for sample in samples]
+        units = [Unit("activation", i, _label(g), g.alternative is not None) for i, g in enumerate(quantized)]
+        units += [Unit("weight", j, entry.spec.tensor, entry.alternative is not None) for j, entry in enumerate(state.weights)]
+        measured = units
+        if len(units) > options.sensitivity_limit:
+            self._screen(model, state, quantized, units, samples, calibration)
+            ranked = sorted(units, key=lambda u: (-(u.local_noise or 0.0), u.kind, u.index))[: options.sensitivity_limit]
+            chosen = {id(u) for u in ranked}
+            measured = [u for u in units if id(u) in chosen]
+        measured_groups = {u.index for u in measured if u.kind == "activation"}
+        measured_weights = {u.index for u in measured if u.kind == "weight"}
+        probe = Probe(self._probe_model(model, state, quantized, decisions, measured_groups, measured_weights, fixed=False), samples, references, (len(measured_groups), len(measured_weights)))
+        contributions(probe, measured, ctx.report_progress)
+        runs = probe.runs
+        offenders = sorted(measured, key=lambda u: (-(u.contribution or 0.0), u.kind, u.index))
+        total = sum(u.contribution for u in measured if u.contribution and math.isfinite(u.contribution)) or 1.0
+        result: dict[str, Any] = {
+            "offenders": [
+                {"tensor": u.label, "kind": u.kind, "sqnr_db_alone": _round(u.sqnr_db), "share": round(min((u.contribution or 0.0) / total, 1.0), 4)}
+                for u in offenders[: options.top_offenders]
+            ],
+            "sensitivity": {"samples": len(samples), "units": len(units), "measured": len(measured), "screened_out": len(units) - len(measured)},
+        }
         if promote:
-            promotable = ({i for i, g in enumerate(quantized) if g.alternative is not None}, {i for i, e in enumerate(state.weights) if e.alternative is not None})
-            activations, weights, promotion = acc.promote_until(probe, float(options.accuracy_target), activation_state, weight_state, ranked, promotable, ctx.report_progress)
-            result["_states"] = (activations, weights)
+            candidates = [u for u in measured if u.promotable]
+            promotable_groups = {u.index for u in candidates if u.kind == "activation"}
+            promotable_weights = {u.index for u in candidates if u.kind == "weight"}
+            full = Probe(self._probe_model(model, state, quantized, decisions, promotable_groups, promotable_weights, fixed=True), samples, references, (len(promotable_groups), len(promotable_weights)))
+            promotion = promote_until(full, float(options.accuracy_target), candidates, ctx.report_progress)
+            runs += full.runs
+            activation_state, weight_state = self._planned_states(state)
+            for unit in promotion.promoted:
+                (activation_state if unit.kind == "activation" else weight_state)[unit.index] = 2
+            result["_states"] = (activation_state, weight_state)
             result["accuracy_target"] = {
                 "target_db": promotion.target_db,
-                "met_on_probe": promotion.met,
                 "before_db": _round(promotion.before_db),
                 "after_db": _round(promotion.after_db),
                 "evaluations": promotion.evaluations,
-                "promoted": [
-                    {"tensor": c.name, "kind": c.kind, "to": _promoted_type(c, quantized, state)}
-                    for c in promotion.promoted
-                ],
+                "promoted": [{"tensor": u.label, "kind": u.kind, "to": _promoted_type(u, quantized, state)} for u in promotion.promoted],
             }
             if not promotion.met:
                 state.notes.append(Note(
                     "quantize.accuracy-target-missed",
                     f"SQNR target {options.accuracy_target} dB not reached (worst output {_round(promotion.after_db)} dB after promoting {len(promotion.promoted)} tensor(s))",
-                    fix="exclude the top offenders (exclude_nodes) or use a 16-bit scheme",
+                    fix="exclude the top offenders (exclude_nodes), raise sensitivity_limit, or use a 16-bit scheme",
                     severity="warning",
                 ))
-        result["probe_runs"] = probe.runs
+        result["sensitivity"]["probe_runs"] = runs
         return result
+
+    def _screen(self, model: Model, state: _State, quantized: list[Group], units: list[Unit], samples: list[dict[str, np.ndarray]], calibration: dict[str, Any]) -> None:
+        """Local quantization noise of every unit, to pick the ones worth measuring exactly."""
+        constants = set(state.plan.constant_uses)
+        members = {i: [m for m in g.members if m not in constants] for i, g in enumerate(quantized)}
+
+        def activation_noise(index: int, tensors: dict[str, np.ndarray]) -> tuple[float, float]:
+            params = quantized[index].params
+            assert params is not None
+            noise = signal = 0.0
+            for values in tensors.values():
+                values = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+                error = fake_quantize(values, params.scale, params.zero_point, params.qtype) - values
+                noise += float(np.square(error, dtype=np.float64).sum())
+                signal += float(np.square(values, dtype=np.float64).sum())
+            return noise, signal
+
+        def weight_noise(index: int) -> float:
+            entry = state.weights[index]
+            error = entry.main.dequantized() - entry.values
+            power = float(np.square(entry.values, dtype=np.float64).sum())
+            return float(np.square(error, dtype=np.float64).sum()) / power if power > 0 else 0.0
+
+        screen(model, units, members, activation_noise, weight_noise, samples, memory_budget_mb=self.options.memory_budget_mb, sizes=calibration["collection"].sizes)
+
+    def _probe_model(self, model: Model, state: _State, quantized: list[Group], decisions: Decisions, switchable_groups: set[int], switchable_weights: set[int], *, fixed: bool) -> Model:
+        """A copy of the float model with the probe's quantizers: the switchable units, plus
+        (``fixed``) every other unit as in the final model; without ``fixed`` the rest is float."""
+        spec = ProbeSpec(constant_uses=dict(state.plan.constant_uses))
+        for index, group in enumerate(quantized):
+            switchable = index in switchable_groups
+            if switchable or fixed:
+                spec.groups.append((group.members, ProbeChoice(group.params, group.alternative if fixed else None), switchable))
+        spec.groups.sort(key=lambda g: not g[2])  # switchable first, in order
+        weight_position = {}
+        for index, entry in enumerate(state.weights):
+            switchable = index in switchable_weights
+            if switchable or fixed:
+                weight_position[index] = len(spec.weights)
+                spec.weights.append((entry.uses, ProbeChoice(decisions.weights[entry.uses[0]], entry.alternative if fixed else None), switchable))
+        order = sorted(range(len(spec.weights)), key=lambda i: not spec.weights[i][2])
+        remap = {old: new for new, old in enumerate(order)}
+        spec.weights = [spec.weights[i] for i in order]
+        weight_of_bias = {b.use: b.weight for b in state.biases}
+        for use, bias in decisions.biases.items():
+            owner = weight_of_bias[use]
+            if owner in weight_position:
+                spec.biases[use] = (remap[weight_position[owner]], bias)
+        probe = model.copy()
+        write_probe(probe, spec)
+        return probe
 
     def _note_domains(self, model: Model, decisions: Decisions, state: _State) -> None:
         wide = sum(1 for p in decisions.activations.values() if p.qtype.bits == 16)
@@ -518,13 +586,24 @@ class Quantize(Pass):
         }
         if state.adjusted:
             details["bias_adjusted"] = state.adjusted[:REPORT_LIMIT]
-        for key in ("offenders", "offenders_measured_on", "probe_worst_sqnr_db", "probe_runs", "accuracy_target"):
+        for key in ("offenders", "sensitivity", "accuracy_target"):
             if key in sensitivity:
                 details[key] = sensitivity[key]
         if "accuracy_target" in details:
             worst = report["worst_sqnr_db"]
             details["accuracy_target"]["met"] = worst is None or worst >= details["accuracy_target"]["target_db"]
         return details
+
+
+#: Ops whose input decides a choice: clipping it changes which class or token wins.
+DECISION_OPS = frozenset({"Softmax", "LogSoftmax", "ArgMax", "ArgMin", "TopK"})
+
+
+def _decision_tensors(model: Model, plan: Plan) -> set[str]:
+    """Graph outputs and inputs of decision ops, with every tensor tied to them."""
+    seeds = {t.name for t in model.graph.outputs}
+    seeds |= {node.inputs[0].name for node in model.graph.nodes if node.op in DECISION_OPS and node.inputs}
+    return {name for group in plan.groups if seeds.intersection(group) for name in group} | seeds
 
 
 def _weight_label(spec: WeightSpec) -> str:
@@ -538,11 +617,11 @@ def _label(group: Group) -> str:
     return first if len(group.members) == 1 else f"{first} (+{len(group.members) - 1} tied)"
 
 
-def _promoted_type(contribution: acc.Contribution, quantized: list[Group], state: _State) -> str:
-    if contribution.kind == "activation":
-        alternative = quantized[contribution.index].alternative
+def _promoted_type(unit: Unit, quantized: list[Group], state: _State) -> str:
+    if unit.kind == "activation":
+        alternative = quantized[unit.index].alternative
         return alternative.qtype.name if alternative else "-"
-    alternative = state.weights[contribution.index].alternative
+    alternative = state.weights[unit.index].alternative
     return alternative.spec.qtype.name if alternative else "-"
 
 
@@ -556,14 +635,6 @@ def _fold_is_exact(fold: Fold, params: ActivationParams | None) -> bool:
     if fold.high is not None and int(quantize(np.float32(fold.high), params.scale, params.zero_point, qtype)) != qtype.qmax:
         return False
     return True
-
-
-def _db(relative: float) -> float | None:
-    if relative <= 0:
-        return None
-    if not math.isfinite(relative):
-        return -999.0
-    return round(-10 * math.log10(relative), 3)
 
 
 def _round(value: float | None) -> float | None:

@@ -102,10 +102,20 @@ def _percentile(stats: TensorStats, percentile: float) -> tuple[float, float]:
     return low, high
 
 
-def _magnitudes(stats: TensorStats) -> np.ndarray:
-    """The histogram of |x| on the same grid (0 is an edge, so the sides line up)."""
+def _without_zeros(stats: TensorStats) -> np.ndarray:
+    """The histogram minus its exact zeros: they are quantized exactly whatever the range, so
+    they must not pull a search towards narrow ranges (a ReLU output is half zeros)."""
     histogram = stats.histogram
     assert histogram is not None
+    histogram = histogram.copy()
+    zero = min(stats.zero_bin, len(histogram) - 1)
+    histogram[zero] = max(histogram[zero] - stats.zeros, 0)
+    return histogram
+
+
+def _magnitudes(stats: TensorStats) -> np.ndarray:
+    """The histogram of nonzero |x| on the same grid (0 is an edge, so the sides line up)."""
+    histogram = _without_zeros(stats)
     zero = stats.zero_bin
     positive, negative = histogram[zero:], histogram[:zero][::-1]
     size = max(len(positive), len(negative))
@@ -120,6 +130,8 @@ def _entropy(stats: TensorStats, qtype: QuantType) -> tuple[float, float] | None
     magnitudes = _magnitudes(stats)
     levels = qtype.levels // 2 if two_sided else qtype.levels
     if len(magnitudes) <= levels:
+        return None
+    if not magnitudes.any():
         return None
     bins = _kl_threshold(magnitudes.astype(np.float64), levels)
     threshold = bins * stats.bin_width
@@ -167,8 +179,7 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
 
 def _mse(stats: TensorStats, qtype: QuantType, symmetric: bool) -> tuple[float, float]:
     """The (low, high) on the histogram grid with the least expected squared error."""
-    histogram = stats.histogram
-    assert histogram is not None
+    histogram = _without_zeros(stats)
     edges = _edges(stats)
     centers = (edges[:-1] + edges[1:]) / 2
     counts = histogram.astype(np.float64)
