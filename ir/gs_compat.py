@@ -5,7 +5,9 @@ gs drops or cannot export some legal ONNX constructs:
 * the full type of non-tensor values (optional, map, opaque, sequence with shapes): gs keeps
   only the kind's name and crashes exporting an optional;
 * attributes of type TYPE_PROTO(S) and SPARSE_TENSOR(S) (e.g. ``Optional``'s ``type``):
-  gs silently drops them on import.
+  gs silently drops them on import;
+* constants of packed sub-byte types (int4, uint4, float4e2m1, int2, uint2) held as numpy arrays
+  (ml_dtypes): gs writes one byte per element where ONNX packs two (or four), and fails.
 
 :func:`remember_lost_parts` runs right after ``gs.import_onnx`` and stores what gs would lose
 on its objects; the exporter hooks installed here (gs calls its exporter by class name, also for
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
@@ -88,6 +92,13 @@ def _keep_dropped_attributes(proto_graph: onnx.GraphProto, graph: gs.Graph) -> N
 
 _export_value_info_with_gs = OnnxExporter.export_value_info_proto
 _export_attributes_with_gs = OnnxExporter.export_attributes
+_export_tensor_with_gs = OnnxExporter.export_tensor_proto
+#: numpy (ml_dtypes) element types ONNX stores packed, several per byte.
+_PACKED_DTYPES = {
+    np.dtype(getattr(ml_dtypes, name))
+    for name in ("int4", "uint4", "float4_e2m1fn", "int2", "uint2")
+    if hasattr(ml_dtypes, name)
+}
 
 
 def _export_value_info(tensor: gs.Tensor, do_type_check: bool) -> onnx.ValueInfoProto:
@@ -110,5 +121,13 @@ def _export_attributes(attrs: dict[str, Any]) -> list[onnx.AttributeProto]:
     return exported
 
 
+def _export_tensor(tensor: gs.Constant) -> onnx.TensorProto:
+    values = tensor._values
+    if isinstance(values, np.ndarray) and values.dtype in _PACKED_DTYPES:
+        return onnx.numpy_helper.from_array(values, tensor.name)
+    return _export_tensor_with_gs(tensor)
+
+
 OnnxExporter.export_value_info_proto = staticmethod(_export_value_info)
+OnnxExporter.export_tensor_proto = staticmethod(_export_tensor)
 OnnxExporter.export_attributes = staticmethod(_export_attributes)

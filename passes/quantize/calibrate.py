@@ -5,6 +5,8 @@ its activations are folded into running statistics, then dropped: memory holds o
 activations at most (and less when the tensors are fetched in chunks under
 ``memory_budget_mb``), never all samples' activations.
 
+The session lets onnxruntime optimize the float graph (tensors exposed as outputs are kept).
+
 * Pass 1 (always): streaming min/max of finite values, counts of non-finite values and of
   values at or below the attention-mask fill threshold, and per-channel sums for bias
   correction.
@@ -24,8 +26,9 @@ import numpy as np
 from ...ir import Model, Runner
 from .data import CalibrationData
 
-#: Values at or below this are attention-mask fills (finfo.min, -1e9, -inf), not activations.
-MASK_FILL = -1e4
+#: Values at or below this are attention-mask fills (finfo.min, -1e9, -1e4 plus a score, -inf),
+#: not activations.
+MASK_FILL = -9e3
 DEFAULT_BINS = 2048
 
 Progress = Callable[[str, int, int], None]
@@ -62,14 +65,14 @@ class TensorStats:
 
     @property
     def mask_like(self) -> bool:
-        """Dominated by mask fills: values at or below -1e4 (or -inf) that stretch the range
-        more than a hundredfold beyond where the other values lie."""
+        """Dominated by mask fills: values at or below about -1e4 (or -inf) that stretch the
+        range more than a hundredfold beyond where the other values lie."""
         if self.negative_infinite:
             return True
         if not self.below_fill or self.low > MASK_FILL:
             return False
         body = max(self.high, 0.0) - min(self.body_low if self.body_low != math.inf else 0.0, 0.0)
-        return body < 0.01 * (self.high - self.low)
+        return body < 0.01 * (max(self.high, 0.0) - self.low)
 
     @property
     def channel_mean(self) -> np.ndarray | None:
@@ -176,7 +179,7 @@ def collect(
     result = Collection(stats={name: TensorStats() for name in names}, samples=len(indices))
     if not names or not indices:
         return result
-    runner = Runner(model, names)
+    runner = Runner(model, names, optimized=True)
     budget = max(int(memory_budget_mb * (1 << 20)), 1)
     sizes = result.sizes = estimated_sizes(model, names)
     chunks = chunk_by_size(names, sizes, budget)

@@ -23,9 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
-from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from ...ir import Model, constant_value, is_graph_input, remove_nodes, toposort
 from .params import ActivationParams
@@ -119,9 +117,6 @@ class _Writer:
     def constant(self, base: str, values: np.ndarray, qtype: QuantType | None = None) -> gs.Constant:
         name = self.name(base)
         array = np.asarray(values)
-        if qtype is not None and qtype.bits == 4:
-            proto = onnx.numpy_helper.from_array(array.astype(qtype.numpy_dtype), name)
-            return gs.Constant(name, LazyValues(proto))
         if qtype is not None:
             array = array.astype(qtype.numpy_dtype)
         return gs.Constant(name, np.array(array, order="C"))  # keeps 0-d scalars 0-d
@@ -172,6 +167,9 @@ class _Writer:
     def weight(self, base: str, weight: QuantizedWeight) -> gs.Variable:
         spec = weight.spec
         zero = weight.zero_point if (not spec.symmetric or not spec.qtype.signed or spec.qtype.bits == 8) else None
+        if np.size(weight.scale) == 1:  # one block or one channel: per tensor (onnxruntime refuses a block_size then)
+            scalar_zero = None if zero is None else np.asarray(zero).reshape(())
+            return self.dequantize_constant(base, weight.codes, np.asarray(weight.scale).reshape(()), scalar_zero, spec.qtype, shape=weight.shape)
         return self.dequantize_constant(base, weight.codes, weight.scale, zero, spec.qtype, axis=spec.axis, block_size=spec.block_size, shape=weight.shape)
 
     def bias(self, base: str, bias: BiasDecision) -> gs.Variable:

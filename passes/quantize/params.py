@@ -69,14 +69,15 @@ def assign_groups(
     plan: Plan,
     ranges: dict[str, RangeChoice],
     stats: dict[str, TensorStats],
-    constant_ranges: dict[str, tuple[float, float]],
     config: ParamsConfig,
 ) -> list[Group]:
-    """Parameters for every group of ``plan`` (see module doc)."""
+    """Parameters for every group of ``plan`` (see module doc). ``stats`` covers calibrated
+    tensors and constants alike; ``ranges`` the calibrated ones (constants use their values'
+    exact range)."""
     groups = []
     for index, members in enumerate(plan.groups):
         group = Group(index, list(members))
-        _assign(group, plan, ranges, stats, constant_ranges, config)
+        _assign(group, plan, ranges, stats, config)
         groups.append(group)
     return groups
 
@@ -86,16 +87,13 @@ def _assign(
     plan: Plan,
     ranges: dict[str, RangeChoice],
     stats: dict[str, TensorStats],
-    constant_ranges: dict[str, tuple[float, float]],
     config: ParamsConfig,
 ) -> None:
     qtype = config.activation_type
     lows, highs = [], []
     mask_members = [m for m in group.members if m in stats and stats[m].mask_like]
     for member in group.members:
-        if member in constant_ranges:
-            low, high = constant_ranges[member]
-        elif member in stats and stats[member].observed:
+        if member in stats and stats[member].observed:
             member_stats = stats[member]
             if member_stats.nonfinite and not member_stats.mask_like:
                 group.excluded = f"{member} holds infinities or NaN"

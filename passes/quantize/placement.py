@@ -44,16 +44,18 @@ QUANTIZED_INPUTS: dict[str, tuple[int, ...] | None] = {
         (
             "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu", "Erf", "Elu",
             "Neg", "Abs", "Softmax", "LayerNormalization", "InstanceNormalization", "BatchNormalization",
-            "GlobalAveragePool", "ReduceMean", "ReduceSum", "ArgMax",
+            "GlobalAveragePool", "AveragePool", "ReduceMean", "ReduceSum", "ArgMax",
         ),
         (0,),
     ),
 }
-#: Ops whose outputs reuse input 0's parameters: their values are picks or convex mixes of it.
+#: Ops whose outputs reuse input 0's parameters: their values are picks of it (or, for Resize,
+#: mixes of neighbours). Averages are not: a 7×7 average spans a fraction of its input's range,
+#: so AveragePool gets its own parameters.
 DATA_MOVEMENT = frozenset(
     {
         "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split", "Gather", "GatherElements",
-        "GatherND", "MaxPool", "GlobalMaxPool", "AveragePool", "Resize", "DepthToSpace", "SpaceToDepth", "Expand",
+        "GatherND", "MaxPool", "GlobalMaxPool", "Resize", "DepthToSpace", "SpaceToDepth", "Expand",
         "Tile", "Pad", "ReduceMax", "ReduceMin", "TopK", "Identity",
     }
 )

@@ -15,7 +15,7 @@ from ..base import Note, Pass, PassContext, PassResult
 from ..registry import register_pass
 from . import accuracy as acc
 from .sensitivity import Probe, Unit, contributions, promote_until, screen
-from .calibrate import DEFAULT_BINS, collect
+from .calibrate import DEFAULT_BINS, TensorStats, collect
 from .data import CalibrationData, open_calibration
 from .emit import BiasDecision, Decisions, ProbeChoice, ProbeSpec, write_probe, write_qdq
 from .opset import upgrade_opset
@@ -292,14 +292,13 @@ class Quantize(Pass):
                 ranges[name] = choice
                 if choice.fallback is not None and method != "minmax":
                     fallbacks.append({"tensor": name, "reason": choice.fallback})
-            constant_ranges = {}
+            tensors_by_name = model.graph.tensors()
+            constant_stats = {}
             for name in plan.constants:
-                value = constant_value(model.graph.tensors()[name])
-                array = np.asarray(value, dtype=np.float64)
-                finite = array[np.isfinite(array)]
-                constant_ranges[name] = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+                constant_stats[name] = TensorStats()
+                constant_stats[name].update_range(np.asarray(constant_value(tensors_by_name[name]), dtype=np.float32))
             params_config = ParamsConfig(activation_type, options.symmetric_activations, options.min_real_range, options.mask_policy)
-            state.groups = assign_groups(plan, ranges, collection.stats, constant_ranges, params_config)
+            state.groups = assign_groups(plan, ranges, {**collection.stats, **constant_stats}, params_config)
         if fallbacks:
             state.notes.append(Note(
                 "quantize.calibration-fallback",
