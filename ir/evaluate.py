@@ -13,6 +13,7 @@ Sessions run with graph optimizations disabled, so what is measured is the model
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -23,7 +24,9 @@ import onnxruntime as ort
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from ..errors import ModelError
-from .model import Model
+from .external import ExternalValues
+from .graph import constant_nbytes
+from .model import INLINE_LIMIT, Model, save
 
 #: Value used for a symbolic dim nobody fixed when inputs are generated.
 DEFAULT_DIM = 2
@@ -68,7 +71,9 @@ class Runner:
     ``outputs`` names the tensors the session can return: the graph outputs (default) or any
     tensors of the graph, intermediate ones included. Each :meth:`run` may ask for a subset of
     them, so a caller can bound how many large activations it holds at once. The model is
-    exported once; external weights are read by onnxruntime from the model's folder.
+    exported once; external weights are read by onnxruntime from the model's folder. A model
+    whose in-memory weights (written by passes) would not fit in one protobuf is first saved
+    with external data to a temporary folder that lives as long as the runner.
     ``optimized`` lets onnxruntime optimize the graph (faster; float results may differ in the
     last bits from the model as written).
     """
@@ -81,7 +86,12 @@ class Runner:
         base_dir: Path | None = None,
         optimized: bool = False,
     ) -> None:
-        if isinstance(model, Model):
+        self._spill: tempfile.TemporaryDirectory | None = None
+        if isinstance(model, Model) and inline_weight_bytes(model) > INLINE_LIMIT:
+            self._spill = tempfile.TemporaryDirectory(prefix="mapc-session-")
+            path = save(model, Path(self._spill.name) / "model.onnx", external_data=True)
+            proto, base_dir = onnx.load(str(path), load_external_data=False), Path(self._spill.name)
+        elif isinstance(model, Model):
             base_dir = model.base_dir if base_dir is None else base_dir
             proto = model.to_proto()
         else:
@@ -101,6 +111,16 @@ class Runner:
         except Exception as error:
             raise OnnxRuntimeError(f"onnxruntime failed to run the model: {_first_line(error)}") from None
         return dict(zip(wanted, values))
+
+
+def inline_weight_bytes(model: Model) -> int:
+    """Bytes of the weights a ModelProto of ``model`` would hold inline (not in external files)."""
+    total = 0
+    for graph in (model.graph, *model.graph.subgraphs(recursive=True)):
+        for tensor in graph.tensors().values():
+            if isinstance(tensor, gs.Constant) and not isinstance(tensor._values, ExternalValues):
+                total += constant_nbytes(tensor)
+    return total
 
 
 def run(

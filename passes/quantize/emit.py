@@ -118,8 +118,8 @@ class _Writer:
         name = self.name(base)
         array = np.asarray(values)
         if qtype is not None:
-            array = array.astype(qtype.numpy_dtype)
-        return gs.Constant(name, np.array(array, order="C"))  # keeps 0-d scalars 0-d
+            array = array.astype(qtype.numpy_dtype, copy=False)
+        return gs.Constant(name, np.asarray(array, order="C"))  # no copy of weights; keeps 0-d scalars 0-d
 
     def quantize_activation(self, tensor: gs.Tensor, params: ActivationParams) -> gs.Variable:
         """Q → DQ nodes reading ``tensor``; returns the DequantizeLinear output."""

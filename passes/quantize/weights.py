@@ -61,7 +61,10 @@ def requantize(values: np.ndarray, spec: WeightSpec, scale: np.ndarray, zero_poi
     values = np.asarray(values, dtype=np.float32)
     low, high = _code_range(spec)
     broadcast_scale, broadcast_zero = _broadcast(scale, values.ndim, spec.axis), _broadcast(zero_point, values.ndim, spec.axis)
-    codes = np.clip(np.rint(values / broadcast_scale).astype(np.int64) + broadcast_zero.astype(np.int64), low, high)
+    codes = np.divide(values, broadcast_scale.astype(np.float32), dtype=np.float32)  # one float32 temporary, not int64
+    np.rint(codes, out=codes)
+    codes += broadcast_zero.astype(np.float32)
+    np.clip(codes, low, high, out=codes)
     return QuantizedWeight(spec, codes.astype(spec.qtype.numpy_dtype), scale.astype(np.float32), zero_point.astype(spec.qtype.numpy_dtype), values.shape)
 
 
