@@ -20,7 +20,7 @@ from .data import CalibrationData, open_calibration
 from .emit import BiasDecision, Decisions, ProbeChoice, ProbeSpec, write_probe, write_qdq
 from .opset import upgrade_opset
 from .params import MASK_POLICIES, ActivationParams, Group, ParamsConfig, assign_groups
-from .placement import NATURAL_RANGES, BiasSpec, Fold, Plan, PlacementConfig, WeightSpec, node_key, plan_placement
+from .placement import DATA_MOVEMENT, NATURAL_RANGES, BiasSpec, Fold, Plan, PlacementConfig, WeightSpec, is_constant, node_key, plan_placement
 from .qtypes import MIN_REAL_RANGE, QUANT_TYPES, fake_quantize, quantize
 from .ranges import HISTOGRAM_METHODS, METHODS, RangeChoice, choose_range
 from .schemes import activation_type_for, get_scheme
@@ -280,13 +280,18 @@ class Quantize(Pass):
         fallbacks = []
         if activation_type is not None:
             decisive = _decision_tensors(model, plan) if method != "minmax" else set()
+            bounded = _bounded_tensors(model) if method != "minmax" else set()
             for name in tensors:
                 if name in plan.fixed:
                     continue
                 stats = collection.stats[name]
-                if name in decisive:
+                if name in decisive or name in bounded:
                     choice = choose_range(stats, "minmax", activation_type)
-                    choice = RangeChoice(choice.low, choice.high, "minmax", "keeps its full range: a graph output or the input of Softmax/ArgMax/TopK, where clipping changes decisions")
+                    reason = (
+                        "keeps its full range: a graph output or the input of Softmax/ArgMax/TopK, where clipping changes decisions"
+                        if name in decisive else "bounded by construction (Erf, Tanh, Sigmoid... and affine maps of them): no outliers to clip"
+                    )
+                    choice = RangeChoice(choice.low, choice.high, "minmax", reason)
                 else:
                     choice = choose_range(stats, method, activation_type, symmetric=options.symmetric_activations, percentile=options.percentile)
                 ranges[name] = choice
@@ -603,6 +608,32 @@ def _decision_tensors(model: Model, plan: Plan) -> set[str]:
     seeds = {t.name for t in model.graph.outputs}
     seeds |= {node.inputs[0].name for node in model.graph.nodes if node.op in DECISION_OPS and node.inputs}
     return {name for group in plan.groups if seeds.intersection(group) for name in group} | seeds
+
+
+#: Ops whose outputs are bounded whatever their inputs.
+BOUNDED_OPS = frozenset({"Erf", "Tanh", "Sigmoid", "HardSigmoid", "Softmax", "Sin", "Cos"})
+#: Ops that keep a bounded input bounded when their other inputs are constants.
+BOUND_PRESERVING = frozenset({"Add", "Sub", "Mul", "Div", "Neg", "Abs", "Relu", "Clip"}) | DATA_MOVEMENT
+
+
+def _bounded_tensors(model: Model) -> set[str]:
+    """Tensors bounded by construction: outputs of :data:`BOUNDED_OPS`, of Clip with constant
+    bounds, and of affine maps and data movement of bounded tensors (GELU's ``1 + erf(x/√2)``).
+    Their calibrated range has no outliers; clipping it only cuts real values."""
+    bounded: set[str] = set()
+    for node in model.graph.nodes:  # topological order
+        outputs = [t.name for t in node.outputs if t.name]
+        if node.op in BOUNDED_OPS:
+            bounded.update(outputs)
+        elif node.op == "Clip" and len(node.inputs) >= 3 and all(is_constant(t) for t in node.inputs[1:3] if t.name):
+            bounded.update(outputs)
+        elif node.op in BOUND_PRESERVING and node.inputs:
+            data = [t for t in node.inputs if t.name and not is_constant(t)]
+            if node.op in DATA_MOVEMENT:
+                data = data[:1]
+            if data and all(t.name in bounded for t in data):
+                bounded.update(outputs)
+    return bounded
 
 
 def _weight_label(spec: WeightSpec) -> str:

@@ -1,7 +1,8 @@
 """Calibration methods: from a tensor's statistics to the real range its quantizer covers.
 
 * ``minmax``: the observed minimum and maximum.
-* ``percentile``: drop the extreme ``100 - p`` percent of values on each side that has values.
+* ``percentile``: keep ``p`` percent of the values, cutting half of the rest on each side that
+  has values (onnxruntime's and TensorRT's convention).
 * ``entropy``: the clipping threshold minimising the KL divergence between the histogram and
   its quantized version (TensorRT's method; symmetric window for two-sided tensors, one-sided
   window otherwise).
@@ -84,13 +85,14 @@ def _edges(stats: TensorStats) -> np.ndarray:
 
 
 def _percentile(stats: TensorStats, percentile: float) -> tuple[float, float]:
-    """Edges leaving ``100 - percentile`` percent of the values outside on each populated side."""
+    """Edges keeping ``percentile`` percent of the values: half of the rest is cut on each side
+    (onnxruntime's and TensorRT's convention), a side without values is not cut."""
     histogram = stats.histogram
     assert histogram is not None
     edges = _edges(stats)
     cumulative = np.cumsum(histogram)
     total = cumulative[-1]
-    tail = total * (100.0 - percentile) / 100.0
+    tail = total * (100.0 - percentile) / 200.0
     low = stats.low
     if stats.low < 0:
         index = int(np.searchsorted(cumulative, tail, side="right"))
@@ -98,7 +100,7 @@ def _percentile(stats: TensorStats, percentile: float) -> tuple[float, float]:
     high = stats.high
     if stats.high > 0:
         index = int(np.searchsorted(cumulative, total - tail, side="left"))
-        high = float(edges[min(index + 1, len(histogram))])
+        high = float(edges[min(index, len(histogram))])
     return low, high
 
 

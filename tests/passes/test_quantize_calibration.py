@@ -186,8 +186,9 @@ def test_clipping_methods_cut_outliers_that_minmax_keeps():
     minmax = choose_range(stats, "minmax", U8)
     assert minmax.high == 80.0
     for method in ("percentile", "entropy"):
-        choice = choose_range(stats, method, U8)
+        choice = choose_range(stats, method, U8, percentile=99.99)
         assert choice.fallback is None and choice.high < 10, method
+    assert choose_range(stats, "percentile", U8).high > 79.9  # 99.999 % of 100 001 values keeps it
     # mse keeps a lone outlier: clipping it costs (80 - 5)², more than the coarser grid costs
     assert choose_range(stats, "mse", U8).high > 70
 
@@ -234,3 +235,26 @@ def test_a_target_picks_the_activation_type_and_placement_for_a_scheme():
     with pytest.raises(UsageError, match="does not accept int8"):
         resolve("a8w8", qnn, activation_type="int8")
     assert resolve("a8w8") == {"scheme": "a8w8"}
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy", "mse"])
+def test_clipping_methods_leave_bounded_tensors_and_decision_inputs_whole(method):
+    """GELU's 1 + erf(x/√2) is bounded by construction; KL used to clip it (Whisper: 22 dB
+    instead of 37). Logits feeding a Softmax decide the class; clipping them changes it."""
+    proto = make_model(
+        [
+            helper.make_node("Div", ["x", "sqrt2"], ["scaled"]),
+            helper.make_node("Erf", ["scaled"], ["erf"]),
+            helper.make_node("Add", ["erf", "one"], ["one_plus"]),
+            helper.make_node("Mul", ["x", "one_plus"], ["gelu2"]),
+            helper.make_node("Softmax", ["gelu2"], ["y"], axis=1),
+        ],
+        [helper.make_tensor_value_info("x", F, [4, 64])],
+        [helper.make_tensor_value_info("y", F, [4, 64])],
+        [numpy_helper.from_array(np.array(np.sqrt(2), np.float32), "sqrt2"), numpy_helper.from_array(np.array(1, np.float32), "one")],
+    )
+    _, record = quantize(proto, calibration_method=method, random_samples=10)
+    reasons = {entry["tensor"]: entry["reason"] for entry in record.details["calibration"]["fallbacks"]}
+    assert "bounded by construction" in reasons["erf"] and "bounded by construction" in reasons["one_plus"]
+    assert "clipping changes decisions" in reasons["gelu2"]
+    assert "x" not in reasons and "scaled" not in reasons
