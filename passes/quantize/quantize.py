@@ -70,7 +70,8 @@ class Quantize(Pass):
     Calibration runs the float model in onnxruntime on the samples of ``calibration`` (a folder
     of .npz files, a .npz/.npy file, or ``random``), streaming min/max and histograms; the
     ``calibration_method`` (minmax, percentile, entropy, mse) picks each tensor's range, falling
-    back to minmax for tensors it cannot handle (constant, single-valued, all zeros).
+    back to minmax, per tensor and reported, where it cannot apply (constant, single-valued or
+    all-zero tensors; tensors bounded by construction; graph outputs and Softmax inputs).
 
     Placement: weighted ops get per-output-channel int8 weights (Conv axis 0, ConvTranspose 1,
     Gemm 0 if transB else 1, MatMul with a constant B its last axis) and int32 biases
@@ -78,16 +79,17 @@ class Quantize(Pass):
     schemes quantize MatMul/Gemm weights block-wise along the input dim with an
     error-minimising scale search. Activations of the quantized ops get one Q/DQ pair each:
     data-movement ops reuse their input's parameters, Concat inputs and output share one,
-    Softmax outputs use [0, 1] (``fixed_range_ops``; Sigmoid/Tanh are capped to their interval), Relu/Clip fold into the producer's quantizer
-    when that is exact, attention-mask paths stay float (or 16-bit when the fill is moderate).
-    Opsets below what the scheme needs are raised with onnx's converter (verified by running
-    both), else 16-bit Q/DQ come from com.microsoft.
+    Softmax outputs get [0, 1] (Sigmoid/Tanh their calibrated range capped to their interval;
+    ``fixed_range_ops`` fixes them), Relu/Clip fold into the producer's quantizer when that is
+    exact, attention-mask paths stay float (16-bit when the fill is moderate). Opsets below
+    what the scheme needs are raised with onnx's converter (verified by running both), else
+    16-bit Q/DQ come from com.microsoft.
 
     Report (``details``): per output SQNR, cosine, max abs error and top-1 agreement against
     the float model on held-out samples; the error each tensor causes when quantized alone and
     the top offenders; with ``accuracy_target`` (dB), the offenders promoted to 16-bit
     activations (or 8-bit weights) until the worst output meets it. A second run on a QDQ model
-    changes nothing.
+    changes nothing. Docs: docs/passes/quantization.md.
     """
 
     name = "quantize"
