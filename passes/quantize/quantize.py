@@ -23,7 +23,7 @@ from .params import MASK_POLICIES, ActivationParams, Group, ParamsConfig, assign
 from .placement import DATA_MOVEMENT, NATURAL_RANGES, BiasSpec, Fold, Plan, PlacementConfig, WeightSpec, is_constant, node_key, plan_placement
 from .qtypes import MIN_REAL_RANGE, QUANT_TYPES, fake_quantize, quantize
 from .ranges import HISTOGRAM_METHODS, METHODS, RangeChoice, choose_range
-from .schemes import activation_type_for, get_scheme
+from .schemes import Scheme, activation_type_for, get_scheme
 from .weights import QuantizedWeight, conv_bias_correction, gemm_bias_correction, quantize_bias, quantize_weight, requantize
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
@@ -244,7 +244,7 @@ class Quantize(Pass):
         if options.min_real_range <= 0:
             raise UsageError("min_real_range must be positive")
 
-    def _ensure_opset(self, model: Model, required: int, data: CalibrationData, scheme) -> Note | None:
+    def _ensure_opset(self, model: Model, required: int, data: CalibrationData, scheme: Scheme) -> Note | None:
         blocked = QUANT_TYPES[scheme.matmul_weight_type].bits == 4
         if model.opset >= required:
             return None
