@@ -15,6 +15,7 @@ and returns a :class:`CompileResult`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,9 @@ from .ir import Model, count_nodes, load, save, seeded_inputs
 from .ir.model import ModelSource
 from .passes import Pass, PassContext, get_pass, has_pass
 from .passes.fix_shapes import check_dim_names, resolve_dims
+from .passes.quantize import resolve as resolve_quantization
+from .passes.quantize.qtypes import QUANT_TYPES
+from .passes.quantize.schemes import get_scheme
 from .pipeline import (
     Fixpoint,
     PassManager,
@@ -76,7 +80,8 @@ def default_pipeline(
     4. when shapes were given, ``check-static`` reports every tensor still dynamic
        (``require_static`` makes that an error).
 
-    Target stages (quantization, partitioning, lowering) are appended by :func:`compile`.
+    Target stages are appended by :func:`compile`: ``quantize`` when asked for
+    (``compile(quantize=...)``, ``--quantize``), then partitioning and lowering for a target.
     """
     shapes_given = bool(dims or input_shapes)
     simplify = [name for name in SIMPLIFY if has_pass(name) and (name != "fix-shapes" or shapes_given)]
@@ -89,6 +94,55 @@ def default_pipeline(
     if (shapes_given or require_static) and has_pass("check-static"):
         stages.append("check-static{require=true}" if require_static else "check-static")
     return ",".join(stages)
+
+
+def quantize_step(quantize: Mapping[str, Any], target: Target | None) -> Pass:
+    """The ``quantize`` step for the options in ``quantize`` on ``target``.
+
+    The scheme (``quantize["scheme"]``; the target's default when missing) must be one the
+    target declares in its ``quantization`` section, and the target's section sets the placement
+    (activation type, symmetric activations, per-channel MatMul, block size, Q/DQ domain);
+    the user's other options win over those.
+    """
+
+    requested = {key: value for key, value in quantize.items() if value is not None}
+    scheme = requested.pop("scheme", None)
+    options = resolve_quantization(scheme, target.quantization if target is not None else None, **requested)
+    return get_pass("quantize")(**options)
+
+
+#: Passes that write a finite fill into attention masks, chosen by an activation ``precision``.
+MASK_PASSES = ("attention-mask", "decompose-attention")
+
+
+def mask_precision_for(steps: Sequence[Step], quantizer: Pass, pass_options: Mapping[str, Mapping[str, Any]]) -> list[Step]:
+    """``steps`` with the mask passes' precision following the quantizer's activations.
+
+    An 8-bit scheme gets the int8 fill (-20) and a 16-bit one the int16 fill (-50), which
+    quantize like any activation, instead of the fp16 default (-1e4) that the quantizer would
+    have to keep in float or at 16 bits. Steps whose fill or precision the user chose (in the
+    pipeline or ``pass_options``) are left alone, as is everything for weight-only schemes.
+    """
+    activation_type = getattr(quantizer.options, "activation_type", None)
+    scheme = get_scheme(quantizer.options.scheme)
+    bits = QUANT_TYPES[activation_type].bits if activation_type else scheme.activation_bits
+    if bits is None:
+        return list(steps)
+    precision = "int8" if bits == 8 else "int16"
+    chosen = {name for name, values in pass_options.items() if {"precision", "mask_value"} & set(values)}
+
+    def rebuild(items: Sequence[Step]) -> list[Step]:
+        result: list[Step] = []
+        for step in items:
+            if isinstance(step, Fixpoint):
+                result.append(Fixpoint(rebuild(step.steps), step.max_iterations))
+            elif step.name in MASK_PASSES and step.name not in chosen and step.options.mask_value is None and step.options.precision == "fp16":
+                result.append(type(step)(options=dataclasses.replace(step.options, precision=precision)))
+            else:
+                result.append(step)
+        return result
+
+    return rebuild(steps)
 
 
 @dataclass
@@ -182,6 +236,7 @@ def compile(
     target_opset: int | None = None,
     strict_fusion: bool = False,
     pass_options: Mapping[str, Mapping[str, Any]] | None = None,
+    quantize: Mapping[str, Any] | None = None,
 ) -> CompileResult:
     """Compile ``model`` and return the result; the input file is never modified.
 
@@ -215,8 +270,16 @@ def compile(
             (:class:`~mapc.errors.CheckFailed`).
         pass_options: options set on every step of the named passes, overriding the pipeline's
             (``{"attention-mask": {"mask_value": -50}}``); a pass not in the pipeline is an error.
+        quantize: options of the ``quantize`` pass (``{"scheme": "a8w8", "calibration": ...}``);
+            the scheme is checked against the target's ``quantization`` section, which also sets
+            the placement that target wants (activation type, per-channel MatMul...). Quantization
+            runs after the target-independent pipeline and before partitioning. A quantized
+            model is checked by its accuracy report (docs/passes/quantization.md), not by
+            ``verify``, whose float tolerances quantization cannot meet.
     """
     resolved = get_target(target) if target is not None else None
+    if quantize is not None and (verify or verify_each):
+        raise UsageError("verify compares outputs within float tolerances, which quantization cannot meet; a quantized model is checked by its accuracy report (accuracy_target)")
     working = model if isinstance(model, Model) else load(model)
     if dims:
         check_dim_names(working.graph, dims)
@@ -233,6 +296,10 @@ def compile(
         steps = build_pipeline(passes)
         if require_static:
             steps.append(get_pass("check-static")(require=True))
+    quantizer = None
+    if quantize is not None:
+        quantizer = quantize_step(quantize, resolved)
+        steps = [*mask_precision_for(steps, quantizer, pass_options or {}), quantizer]
     if resolved is not None:
         partition = Partition(
             target=resolved,
@@ -282,6 +349,7 @@ def compile(
             "verify_each": verify_each,
             "target_opset": target_opset,
             "strict_fusion": strict_fusion,
+            "quantize": {**quantize, "scheme": quantizer.options.scheme} if quantizer is not None else None,
         },
         plan=ctx.facts.get(PLAN_FACT) if resolved is not None else None,
         facts=ctx.facts,

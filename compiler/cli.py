@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_parser.add_argument("--target-opset", type=int, metavar="N", help="first upgrade the model to ai.onnx opset N (verified), so fusion can emit that opset's standard ops (e.g. 23 for Attention)")
     compile_parser.add_argument("--strict-fusion", action="store_true", help="fail (exit 1) when a fusion rule near-misses, naming the node, the failing condition and the fix")
+    compile_parser.add_argument("--quantize", metavar="SCHEME", nargs="?", const="", help="quantize after the other passes and before partitioning: a8w8, a16w8, w4 or a16w4; alone, the target's default scheme (a8w8 for npu); needs --calibration")
+    compile_parser.add_argument("--calibration", metavar="DIR|FILE|random", help="calibration samples: a folder of .npz files (one sample each, keys = input names), a .npz/.npy file of stacked samples, or 'random'")
+    compile_parser.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy", "mse"], help="how each tensor's range is chosen (default minmax)")
+    compile_parser.add_argument("--accuracy-target", type=float, metavar="SQNR_DB", help="promote the worst tensors to 16 bits until every output's SQNR reaches this (e.g. 30)")
     compile_parser.add_argument("--external-data", dest="external_data", action="store_true", default=None, help="always write weights to <output>.data")
     compile_parser.add_argument("--no-external-data", dest="external_data", action="store_false", help="embed weights in the output file")
     compile_parser.add_argument("--mask-value", type=float, metavar="NEG", help="finite fill for masked attention positions (attention-mask, decompose-attention; default by --mask-precision: fp16 -1e4, int16 -50, int8 -20)")
@@ -128,6 +132,7 @@ def run_compile(args: argparse.Namespace) -> int:
         raise UsageError("--emit-partitions needs a target (--target NAME)")
     input_shapes = parse_input_shapes(args.input_shapes)
     dims = parse_dims(args.dims)
+    quantize = _quantize_options(args)
     console = Console(quiet=args.quiet)
     with PassProgress(enabled=not args.quiet) as progress:
         progress.stage("loading")
@@ -148,6 +153,7 @@ def run_compile(args: argparse.Namespace) -> int:
                 strict_fusion=args.strict_fusion,
                 pass_options=mask_options(args),
                 **target_options(args),
+                quantize=quantize,
             )
         except VerificationError as error:
             failed = getattr(error, "result", None)
@@ -251,6 +257,26 @@ def parse_dims(specs: Sequence[str]) -> dict[str, int]:
             raise UsageError(f"--dim {name!r} is given twice with different values")
         dims[name] = number
     return dims
+
+
+def _quantize_options(args: argparse.Namespace) -> dict[str, object] | None:
+    """The quantize pass options the flags ask for; UsageError for inconsistent flags."""
+    extras = {"--calibration": args.calibration, "--calibration-method": args.calibration_method, "--accuracy-target": args.accuracy_target}
+    if args.quantize is None:
+        given = [flag for flag, value in extras.items() if value is not None]
+        if given:
+            raise UsageError(f"{given[0]} needs --quantize SCHEME")
+        return None
+    if args.calibration is None:
+        raise UsageError("--quantize needs --calibration DIR|FILE|random")
+    if args.verify or args.verify_each:
+        raise UsageError("--verify and --verify-each compare within float tolerances, which quantization cannot meet; use --accuracy-target")
+    return {
+        "scheme": args.quantize or None,
+        "calibration": args.calibration,
+        "calibration_method": args.calibration_method,
+        "accuracy_target": args.accuracy_target,
+    }
 
 
 def run_inspect(args: argparse.Namespace) -> int:

@@ -74,6 +74,9 @@ def print_result(result: CompileResult, console: Console, output: Path | None) -
                 console.print(f"{note.severity}: {record.name}{where}: {note.message}{fix}", markup=False)
     if result.plan is not None:
         print_target_summary(result.report, console)
+    for record in result.passes:
+        if record.name == "quantize" and "accuracy" in record.details:
+            print_quantization(record.details, console)
     if result.verification is not None:
         worst = max((o["max_abs_error"] for o in result.verification["outputs"]), default=0.0)
         verdict = "outputs match" if result.verification["ok"] else "outputs DIFFER"
@@ -167,6 +170,41 @@ def write_report(path: Path, result: CompileResult, *, output: Path | None = Non
 
         return write_text(path, render_html(report, result.plan))
     return write_json(path, report)
+def print_quantization(details: dict[str, Any], console: Console, offenders: int = 5) -> None:
+    """The quantize pass's accuracy report: per-output metrics, top offenders, promotions."""
+    calibration = details["calibration"]
+    accuracy = details["accuracy"]
+    console.print(
+        f"quantize: {details['scheme']} ({details['activation_type']} activations; weights {', '.join(details['weight_types']) or '-'}), "
+        f"{calibration['method']} on {calibration['samples']} sample(s), accuracy on {accuracy['samples']} held-out sample(s)",
+        markup=False,
+    )
+    table = Table(title="quantized vs float", title_justify="left")
+    for column, justify in (("output", "left"), ("SQNR dB", "right"), ("cosine", "right"), ("max abs err", "right"), ("top-1", "right")):
+        table.add_column(column, justify=justify)
+    for output in accuracy["outputs"]:
+        if "sqnr_db" not in output:
+            table.add_row(output["output"], "exact" if output.get("exact_match") else "differs", "", "", "")
+            continue
+        sqnr = "exact" if output.get("exact") else f"{output['sqnr_db']:.1f}"
+        top1 = f"{output['top1_agreement']:.1%}" if "top1_agreement" in output else ""
+        table.add_row(output["output"], sqnr, f"{output['cosine']:.5f}", f"{output['max_abs_error']:.3g}", top1)
+    console.print(table)
+    if details.get("offenders"):
+        worst = Table(title="top offenders (output SQNR when quantized alone)", title_justify="left")
+        for column, justify in (("tensor", "left"), ("kind", "left"), ("SQNR dB", "right"), ("share", "right")):
+            worst.add_column(column, justify=justify)
+        for entry in details["offenders"][:offenders]:
+            alone = "exact" if entry["sqnr_db_alone"] is None else f"{entry['sqnr_db_alone']:.1f}"
+            worst.add_row(entry["tensor"], entry["kind"], alone, f"{entry['share']:.1%}")
+        console.print(worst)
+    target = details.get("accuracy_target")
+    if target:
+        promoted = ", ".join(f"{p['tensor']} -> {p['to']}" for p in target["promoted"]) or "nothing"
+        verdict = "met" if target.get("met") else "NOT met"
+        console.print(f"accuracy target {target['target_db']} dB: {verdict}; promoted {promoted}", markup=False)
+    if calibration["fallbacks_total"]:
+        console.print(f"calibration: {calibration['method']} fell back to minmax for {calibration['fallbacks_total']} tensor(s) (see the JSON report)", markup=False)
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:

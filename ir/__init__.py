@@ -5,10 +5,10 @@
 * graph helpers: :func:`producer`, :func:`consumers`, :func:`replace_all_uses`,
   :func:`remove_nodes`, :func:`toposort`, :func:`remove_dead_nodes`, :func:`constant_value`.
 * :func:`infer_shapes`: onnx shape inference keeping symbolic dims.
-* :func:`run`, :func:`run_nodes`, :func:`seeded_inputs`: evaluation in onnxruntime.
+* :func:`run`, :class:`Runner`, :func:`run_nodes`, :func:`seeded_inputs`: evaluation in onnxruntime.
 """
 
-from .evaluate import OnnxRuntimeError, make_session, run, run_nodes, seeded_inputs
+from .evaluate import OnnxRuntimeError, Runner, make_session, run, run_nodes, seeded_inputs
 from .graph import (
     MAPC_DOMAIN,
     can_take_name,
@@ -36,6 +36,7 @@ __all__ = [
     "Model",
     "OnnxRuntimeError",
     "can_take_name",
+    "Runner",
     "constant_nbytes",
     "constant_value",
     "consumers",

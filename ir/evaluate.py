@@ -3,6 +3,7 @@
 * :func:`run` evaluates a :class:`~mapc.ir.Model` (or a ModelProto) on given inputs and can expose
   any intermediate tensor as an extra output. External weights are read by onnxruntime straight
   from the model's folder; nothing is copied into Python.
+* :class:`Runner` keeps one session for many runs (calibration over many samples).
 * :func:`run_nodes` evaluates a set of nodes extracted from a graph, with their inputs given as
   arrays: constant folding evaluates a whole batch of foldable nodes in one session this way.
 * :func:`seeded_inputs` makes reproducible random inputs for a model's graph inputs.
@@ -12,6 +13,7 @@ Sessions run with graph optimizations disabled, so what is measured is the model
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -23,7 +25,9 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from ..errors import ModelError
 from .dim_expr import evaluate_dim, symbols_of
-from .model import Model
+from .external import ExternalValues
+from .graph import constant_nbytes
+from .model import INLINE_LIMIT, Model, save
 
 #: Value used for a symbolic dim nobody fixed when inputs are generated.
 DEFAULT_DIM = 2
@@ -33,10 +37,11 @@ class OnnxRuntimeError(ModelError):
     """onnxruntime refused to load or to run a model."""
 
 
-def session_options(base_dir: Path | None = None) -> ort.SessionOptions:
+def session_options(base_dir: Path | None = None, *, optimized: bool = False) -> ort.SessionOptions:
+    """Session options: graph optimizations off (the model as written) unless ``optimized``."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if base_dir is not None:
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(base_dir))
     return options
@@ -48,17 +53,75 @@ def _quiet_run() -> ort.RunOptions:
     return options
 
 
-def make_session(model: Model | onnx.ModelProto, *, base_dir: Path | None = None) -> ort.InferenceSession:
+def make_session(model: Model | onnx.ModelProto, *, base_dir: Path | None = None, optimized: bool = False) -> ort.InferenceSession:
     """An onnxruntime CPU session for ``model``; raises :class:`OnnxRuntimeError` if it will not load."""
     if isinstance(model, Model):
         base_dir = model.base_dir if base_dir is None else base_dir
         model = model.to_proto()
     try:
         return ort.InferenceSession(
-            model.SerializeToString(), session_options(base_dir), providers=["CPUExecutionProvider"]
+            model.SerializeToString(), session_options(base_dir, optimized=optimized), providers=["CPUExecutionProvider"]
         )
     except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
         raise OnnxRuntimeError(f"onnxruntime cannot load the model: {_first_line(error)}") from None
+
+
+class Runner:
+    """One onnxruntime session over a model, reused for many runs (calibration, accuracy checks).
+
+    ``outputs`` names the tensors the session can return: the graph outputs (default) or any
+    tensors of the graph, intermediate ones included. Each :meth:`run` may ask for a subset of
+    them, so a caller can bound how many large activations it holds at once. The model is
+    exported once; external weights are read by onnxruntime from the model's folder. A model
+    whose in-memory weights (written by passes) would not fit in one protobuf is first saved
+    with external data to a temporary folder that lives as long as the runner.
+    ``optimized`` lets onnxruntime optimize the graph (faster; float results may differ in the
+    last bits from the model as written).
+    """
+
+    def __init__(
+        self,
+        model: Model | onnx.ModelProto,
+        outputs: Sequence[str] | None = None,
+        *,
+        base_dir: Path | None = None,
+        optimized: bool = False,
+    ) -> None:
+        self._spill: tempfile.TemporaryDirectory | None = None
+        if isinstance(model, Model) and inline_weight_bytes(model) > INLINE_LIMIT:
+            self._spill = tempfile.TemporaryDirectory(prefix="mapc-session-")
+            path = save(model, Path(self._spill.name) / "model.onnx", external_data=True)
+            proto, base_dir = onnx.load(str(path), load_external_data=False), Path(self._spill.name)
+        elif isinstance(model, Model):
+            base_dir = model.base_dir if base_dir is None else base_dir
+            proto = model.to_proto()
+        else:
+            proto = model
+        if outputs is not None:
+            proto = _with_outputs(proto, outputs)
+        self.session = make_session(proto, base_dir=base_dir, optimized=optimized)
+        self.output_names = list(outputs) if outputs is not None else [o.name for o in self.session.get_outputs()]
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Run on ``feeds`` (extra entries are ignored); return ``outputs`` (default: all)."""
+        wanted = list(outputs) if outputs is not None else self.output_names
+        needed = set(self.input_names)
+        try:
+            values = self.session.run(wanted, {name: value for name, value in feeds.items() if name in needed}, _quiet_run())
+        except Exception as error:
+            raise OnnxRuntimeError(f"onnxruntime failed to run the model: {_first_line(error)}") from None
+        return dict(zip(wanted, values))
+
+
+def inline_weight_bytes(model: Model) -> int:
+    """Bytes of the weights a ModelProto of ``model`` would hold inline (not in external files)."""
+    total = 0
+    for graph in (model.graph, *model.graph.subgraphs(recursive=True)):
+        for tensor in graph.tensors().values():
+            if isinstance(tensor, gs.Constant) and not isinstance(tensor._values, ExternalValues):
+                total += constant_nbytes(tensor)
+    return total
 
 
 def run(
@@ -70,21 +133,7 @@ def run(
 ) -> dict[str, np.ndarray]:
     """Run ``model`` on ``feeds``; return the graph outputs, or the named tensors in ``outputs``
     (any tensor of the graph, intermediate ones included)."""
-    if isinstance(model, Model):
-        base_dir = model.base_dir if base_dir is None else base_dir
-        proto = model.to_proto()
-    else:
-        proto = model
-    if outputs is not None:
-        proto = _with_outputs(proto, outputs)
-    session = make_session(proto, base_dir=base_dir)
-    wanted = list(outputs) if outputs is not None else [o.name for o in session.get_outputs()]
-    needed = {i.name for i in session.get_inputs()}
-    try:
-        values = session.run(wanted, {name: value for name, value in feeds.items() if name in needed}, _quiet_run())
-    except Exception as error:
-        raise OnnxRuntimeError(f"onnxruntime failed to run the model: {_first_line(error)}") from None
-    return dict(zip(wanted, values))
+    return Runner(model, outputs, base_dir=base_dir).run(feeds)
 
 
 def _with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:

@@ -8,7 +8,9 @@ gs drops or cannot export some legal ONNX constructs:
   gs silently drops them on import;
 * the ``overload`` of a node calling a model-local function (IR >= 10): gs has no field for it.
   It is kept in the node's attributes as an :class:`Overload` value, which the exporter turns
-  back into ``NodeProto.overload`` (and node copies keep, since they copy attributes).
+  back into ``NodeProto.overload`` (and node copies keep, since they copy attributes);
+* constants of packed sub-byte types (int4, uint4, float4e2m1, int2, uint2) held as numpy arrays
+  (ml_dtypes): gs writes one byte per element where ONNX packs two (or four), and fails.
 
 :func:`remember_lost_parts` runs right after ``gs.import_onnx`` and stores what gs would lose
 on its objects; the exporter hooks installed here (gs calls its exporter by class name, also for
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
@@ -108,6 +112,13 @@ def _keep_dropped_attributes(proto_graph: onnx.GraphProto, graph: gs.Graph) -> N
 _export_value_info_with_gs = OnnxExporter.export_value_info_proto
 _export_attributes_with_gs = OnnxExporter.export_attributes
 _export_node_with_gs = OnnxExporter.export_node
+_export_tensor_with_gs = OnnxExporter.export_tensor_proto
+#: numpy (ml_dtypes) element types ONNX stores packed, several per byte.
+_PACKED_DTYPES = {
+    np.dtype(getattr(ml_dtypes, name))
+    for name in ("int4", "uint4", "float4_e2m1fn", "int2", "uint2")
+    if hasattr(ml_dtypes, name)
+}
 
 
 def _export_value_info(tensor: gs.Tensor, do_type_check: bool) -> onnx.ValueInfoProto:
@@ -138,6 +149,14 @@ def _export_node(node: gs.Node) -> onnx.NodeProto:
     return exported
 
 
+def _export_tensor(tensor: gs.Constant) -> onnx.TensorProto:
+    values = tensor._values
+    if isinstance(values, np.ndarray) and values.dtype in _PACKED_DTYPES:
+        return onnx.numpy_helper.from_array(values, tensor.name)
+    return _export_tensor_with_gs(tensor)
+
+
 OnnxExporter.export_value_info_proto = staticmethod(_export_value_info)
 OnnxExporter.export_node = staticmethod(_export_node)
+OnnxExporter.export_tensor_proto = staticmethod(_export_tensor)
 OnnxExporter.export_attributes = staticmethod(_export_attributes)

@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (registers the built-in passes)
     fold_constants,
     fusion,
     peephole,
+    quantize,
     static_report,
     upgrade_opset,
 )

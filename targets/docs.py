@@ -47,10 +47,10 @@ def target_markdown(target: Target) -> str:
 
 def _settings(target: Target) -> list[tuple[str, str]]:
     rows = [("kind", target.kind), ("domain", f"`{target.domain}`")]
-    for section in ("tensors", "conv", "pool", "limits"):
+    for section in ("tensors", "conv", "pool", "limits", "quantization"):
         record = getattr(target, section)
         for name, value in vars(record).items():
-            if value is not None and value != frozenset() and not (section == "tensors" and name == "dtypes" and not value):
+            if value is not None and value not in (frozenset(), ()) and not (section == "tensors" and name == "dtypes" and not value):
                 rows.append((f"{section}.{name}", render_value(value)))
     if target.ops.dtypes:
         for op, dtypes in sorted(target.ops.dtypes.items()):

@@ -78,8 +78,11 @@ PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
     },
 }
 
-#: Bias inputs: int32 in quantized models, so they follow the target's bias dtypes.
-BIAS_INPUTS: dict[str, tuple[int, ...]] = {"Conv": (2,), "ConvTranspose": (2,), "Gemm": (2,)}
+#: Bias inputs: int32 in quantized models (normalization biases too, as QNN HTP takes them), so
+#: they follow the target's bias dtypes.
+BIAS_INPUTS: dict[str, tuple[int, ...]] = {
+    "Conv": (2,), "ConvTranspose": (2,), "Gemm": (2,), "LayerNormalization": (2,), "InstanceNormalization": (2,),
+}  # fmt: skip
 
 #: Weight inputs that a device compiles into its command stream.
 WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2)}

@@ -4,7 +4,7 @@ The file uses the record's own vocabulary (:mod:`mapc.targets.spec`): top-level 
 ``description``, optional ``domain``, ``base`` (a built-in target to start from), ``sources``
 and ``notes``,
 and one table per section: ``[tensors]``, ``[ops]`` (with ``[ops.dtypes]``), ``[conv]``, ``[pool]``,
-``[limits]``, ``[performance]`` and ``[host]``. Every key is checked: an unknown key, a value of
+``[limits]``, ``[quantization]``, ``[performance]`` and ``[host]``. Every key is checked: an unknown key, a value of
 the wrong type, an unknown dtype or operator, or a missing required key is a
 :class:`~mapc.errors.UsageError` naming the file and the key. ``examples/my_npu.toml`` shows
 every key.
@@ -32,6 +32,7 @@ from .spec import (
     OpSet,
     Performance,
     PoolLimits,
+    Quantization,
     Target,
     TensorLimits,
 )
@@ -42,6 +43,7 @@ SECTIONS: dict[str, type] = {
     "conv": ConvLimits,
     "pool": PoolLimits,
     "limits": OpLimits,
+    "quantization": Quantization,
     "performance": Performance,
     "host": Performance,
 }
@@ -186,6 +188,16 @@ class TargetFileReader:
                 for item in items:
                     self._check_op(path, item)
             return frozenset(items)
+        if origin is tuple and args == (str, Ellipsis):  # quantization.schemes, activation_types
+            items = self._strings(raw, path)
+            if key == "activation_types":
+                for item in items:
+                    self._check_dtype(path, item)
+            return tuple(items)
+        if origin is tuple and args == (int, Ellipsis):  # quantization.block_sizes
+            if not isinstance(raw, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in raw):
+                self.fail(path, f"must be a list of positive integers, got {raw!r}")
+            return tuple(raw)
         if origin is tuple:  # fused_patterns: a list of op chains
             if not isinstance(raw, list) or not all(isinstance(chain, list) and len(chain) >= 2 for chain in raw):
                 self.fail(path, f"must be a list of op chains like [[\"Conv\", \"Relu\"]], got {raw!r}")

@@ -12,6 +12,9 @@ Limits are Vela's (ethos-u-vela 5.2.0: ``tflite_supported_operators.py`` and the
   padding only up to 8x8.
 * Fully connected layers need constant weights: no activation-by-activation MatMul (U55 has no
   batched matmul; the U85 added it). Mean reduces axes of at most 4096.
+* Quantization: ``a8w8`` with int8 activations (TFLite's int8 scheme). Vela's 16x8 mode needs
+  symmetric int16 activations with 8-bit ones asymmetric, a mix the target record cannot
+  state, so ``a16w8`` is not offered.
 * Performance: Vela's ``Ethos_U55_High_End_Embedded`` system config: 500 MHz, SRAM at 4 GB/s,
   off-chip flash (weights) at 0.5 GB/s; 128 MACs/cycle int8 (U55-128), half rate for int16;
   a 512 KiB SRAM arena (vela.ini arena cache sizes are 256/384/512 KB). The host is a
@@ -32,6 +35,7 @@ from ..spec import (
     OpSet,
     Performance,
     PoolLimits,
+    Quantization,
     Target,
     TensorLimits,
 )
@@ -84,6 +88,7 @@ ETHOS_U55 = Target(
         normalize_last_axis_only=True,
         max_reduce_axis=4096,
     ),
+    quantization=Quantization(schemes=("a8w8",), activation_types=("int8",)),
     performance=Performance(
         clock_mhz=500,
         macs_per_cycle={"int8": 128, "uint8": 128, "int16": 64},

@@ -16,6 +16,8 @@ What it models, and from where:
   in constant mode only (reflect padding is the classic CoreML/NNAPI ping-pong, onnxruntime#28022).
 * Standard fused ops a modern NPU runs as one kernel: LayerNormalization-17, Gelu-20,
   RMSNormalization-23, Attention-23, RotaryEmbedding-23, QuantizeLinear/DequantizeLinear.
+* Quantization: ``a8w8`` (the default) and ``a16w8``; uint8 activations for 8 bits (the QNN
+  convention), int16 for 16 bits (its tensor dtypes have no uint16).
 * Performance: 1 GHz, 4096 int8 MACs/cycle (8.2 TOPS), 1024 int16, 2048 float16; 8 MiB of
   on-chip SRAM (Qualcomm HTP VTCM is 2-8 MiB per SoC, 16 MiB on SA8797) at 512 GB/s; LPDDR5
   shared with the CPU at 34 GB/s; 16 GB/s host<->NPU for boundary tensors, 40 us per
@@ -33,6 +35,7 @@ from ..spec import (
     OpSet,
     Performance,
     PoolLimits,
+    Quantization,
     Target,
     TensorLimits,
 )
@@ -97,6 +100,7 @@ NPU = Target(
         matmul_dynamic_weights=True,
         normalize_last_axis_only=True,
     ),
+    quantization=Quantization(schemes=("a8w8", "a16w8"), activation_types=("uint8", "int16")),
     performance=Performance(
         clock_mhz=1000,
         macs_per_cycle={"int8": 4096, "uint8": 4096, "int16": 1024, "float16": 2048, "bool": 4096},

@@ -41,6 +41,8 @@ def test_the_shipped_example_loads_with_every_section():
     assert target.ops.dtypes["DequantizeLinear"] == {"int8", "uint8", "int32"}
     assert target.performance.macs_per_cycle == {"int8": 1280, "uint8": 1280}
     assert target.host is not None and target.host.clock_mhz == 1200
+    assert target.quantization.schemes == ("a8w8",) and target.quantization.activation_types == ("int8",)
+    assert target.quantization.max_opset == 17
     assert str(target) == str(EXAMPLE) and target.origin == str(EXAMPLE)
     codes = {rule.code for rule in rules_for(target)}
     assert {"conv.kernel-area", "tensor.batch", "matmul.constant-weights", "pool.kernel-area"} <= codes
@@ -91,6 +93,9 @@ def test_compile_with_a_file_target_end_to_end(tmp_path):
         (MINIMAL.replace('supported = ["Relu"]', 'supported = ["Relu"]\nfused_patterns = ["Conv"]'), "key 'ops.fused_patterns' must be a list of op chains"),
         (MINIMAL.replace("[tensors]", "conv = 3\n[tensors]"), "key 'conv' must be a table ([conv])"),
         ('base = "cpu"\nname = "x"\n', "key 'base' must name a built-in accelerator (npu, ethos-u55), got 'cpu'"),
+        (MINIMAL + '[quantization]\nschemes = "a8w8"\n', "key 'quantization.schemes' must be a list of strings, got 'a8w8'"),
+        (MINIMAL + '[quantization]\nactivation_types = ["int9"]\n', "key 'quantization.activation_types' names unknown dtype 'int9'"),
+        (MINIMAL + "[quantization]\nblock_sizes = [32, 0]\n", "key 'quantization.block_sizes' must be a list of positive integers"),
         ("name = \n", "not valid TOML"),
     ],
 )

@@ -1,0 +1,22 @@
+"""``quantize``: per-channel quantization to 8 bits and fewer, calibration, accuracy report.
+
+Modules, one job each:
+
+* :mod:`.schemes`: the schemes (a8w8, a16w8, w4, a16w4) and the scheme/target contract;
+* :mod:`.qtypes`: integer types, scale and zero-point arithmetic;
+* :mod:`.data`: calibration samples from files or ``random``;
+* :mod:`.calibrate`: streaming range and histogram collection in onnxruntime;
+* :mod:`.ranges`: calibration methods (minmax, percentile, entropy, mse) with fallbacks;
+* :mod:`.placement`: which nodes and tensors are quantized, axes, ties, fixed ranges, folds;
+* :mod:`.params`: activation parameters per tie group (masks, fixed ranges);
+* :mod:`.weights`: per-channel and block-wise weights, int32 biases, bias correction;
+* :mod:`.opset`: raising the opset (verified) when a scheme needs it;
+* :mod:`.emit`: writing QDQ, and the switchable probe behind the accuracy report;
+* :mod:`.accuracy`: output metrics, per-tensor contributions, promotion to a target;
+* :mod:`.quantize`: the pass.
+"""
+
+from .quantize import Quantize
+from .schemes import SCHEMES, Scheme, get_scheme, resolve
+
+__all__ = ["SCHEMES", "Quantize", "Scheme", "get_scheme", "resolve"]
