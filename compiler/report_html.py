@@ -58,6 +58,9 @@ def render_html(report: dict[str, Any], plan: Plan | None) -> str:
     if plan is not None:
         body += _partitions(report, plan)
         body += _fallback(report)
+    for record in report.get("passes", []):
+        if record["name"] == "quantize" and "accuracy" in record.get("details", {}):
+            body += _quantization(record["details"])
     if report.get("verification") is not None:
         body += _verification(report["verification"])
     if plan is not None:
@@ -146,6 +149,40 @@ def _fallback(report: dict[str, Any]) -> list[str]:
 
 def _reasons(reasons: list[dict[str, str]]) -> str:
     return "<br>".join(f"<code>{escape(r['code'])}</code> {escape(r['message'])}" for r in reasons)
+
+
+def _quantization(details: dict[str, Any], offenders: int = 10) -> list[str]:
+    """The quantize pass's accuracy report: per output, the top offenders, promotions."""
+    calibration, accuracy = details["calibration"], details["accuracy"]
+    outputs = []
+    for o in accuracy["outputs"]:
+        if "sqnr_db" not in o:
+            outputs.append(f"<tr><td>{escape(o['output'])}</td><td>{'exact' if o.get('exact_match') else 'differs'}</td><td></td><td></td><td></td></tr>")
+            continue
+        top1 = f"{o['top1_agreement']:.1%}" if "top1_agreement" in o else ""
+        sqnr = "exact" if o.get("exact") else f"{o['sqnr_db']:.1f}"
+        outputs.append(
+            f"<tr><td>{escape(o['output'])}</td><td class=\"num\">{sqnr}</td><td class=\"num\">{o['cosine']:.5f}</td>"
+            f"<td class=\"num\">{o['max_abs_error']:.3g}</td><td class=\"num\">{top1}</td></tr>"
+        )
+    worst = [
+        f"<tr><td>{escape(e['tensor'])}</td><td>{escape(e['kind'])}</td>"
+        f"<td class=\"num\">{'exact' if e['sqnr_db_alone'] is None else format(e['sqnr_db_alone'], '.1f')}</td><td class=\"num\">{e['share']:.1%}</td></tr>"
+        for e in details.get("offenders", [])[:offenders]
+    ]
+    summary = (
+        f"{escape(details['scheme'])}: {escape(details['activation_type'] or 'float')} activations, weights "
+        f"{escape(', '.join(details['weight_types']) or '-')}; {escape(calibration['method'])} calibration on {calibration['samples']} sample(s), "
+        f"measured on {accuracy['samples']} held-out sample(s)"
+    )
+    html = [f"<h2>Quantization: {summary}</h2>", _table(["output", "SQNR dB", "cosine", "max abs error", "top-1"], outputs)]
+    if worst:
+        html += ["<p>Top offenders: each tensor quantized alone, the output SQNR it leaves and its share of the error.</p>", _table(["tensor", "kind", "SQNR dB alone", "share"], worst)]
+    target = details.get("accuracy_target")
+    if target:
+        promoted = ", ".join(f"{p['tensor']} → {p['to']}" for p in target["promoted"]) or "nothing"
+        html.append(f"<p>Accuracy target {target['target_db']} dB: {'met' if target.get('met') else 'NOT met'}; promoted {escape(promoted)}.</p>")
+    return html
 
 
 def _verification(verification: dict[str, Any]) -> list[str]:

@@ -28,8 +28,8 @@ REDUCE_OPS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
 FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 #: How to make a node pass, by what it lacks. Pass names are mapc's; flags are `mapc compile`'s.
-FIX_FOLD = "fold shape arithmetic into constants (fix-shapes, then fold-constants)"
-FIX_QUANTIZE = "quantize the model (quantize pass) or convert it to float16"
+FIX_FOLD = "give static input shapes (--input-shape NAME:D1,D2,... or --dim NAME=VALUE) so fix-shapes and fold-constants turn the shape arithmetic into constants"
+FIX_QUANTIZE = "quantize the model: --quantize with --calibration DIR (the quantize pass)"
 
 #: Fixes for ops a target does not run, where a rewrite would turn them into ones it does.
 FIX_BY_OP = {
@@ -52,11 +52,11 @@ def fix_dynamic_shape(node: NodeFacts, target: Target, detail: str) -> str:
     names = {d for _, tensor in node.all_tensors() for d in (tensor.shape or ()) if isinstance(d, str)}
     sources = sorted({name for dim in names for name, _ in node.model.dim_sources.get(dim, [])})
     if not sources:
-        return f"fix the input shapes (--input-shape) and {FIX_FOLD}"
+        return FIX_FOLD
     examples = []
     for name in sources:
         shape = node.model.input_shapes.get(name, ())
-        examples.append(f"--input-shape {name}=" + ",".join(f"<{d}>" if isinstance(d, str) else str(d) for d in shape))
+        examples.append(f"--input-shape {name}:" + ",".join(f"<{d}>" if isinstance(d, str) else str(d) for d in shape))
     return "fix the input shapes: " + " ".join(examples)
 
 
@@ -177,7 +177,7 @@ def constraint_dims(node: NodeFacts, target: Target) -> Result:
     return (not problems, "; ".join(problems[:3]))
 
 
-@constraint("tensor.batch", when=lambda t: t.tensors.max_batch is not None, fix="fix the batch size: --input-shape with batch 1")
+@constraint("tensor.batch", when=lambda t: t.tensors.max_batch is not None, fix="fix the batch size to 1: --input-shape NAME:1,... or --dim BATCH_DIM=1")
 def constraint_batch(node: NodeFacts, target: Target) -> Result:
     """Feature maps (rank 3 or more) must have a batch (axis 0) of at most {tensors.max_batch}."""
     limit = target.tensors.max_batch

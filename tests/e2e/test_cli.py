@@ -204,3 +204,25 @@ def test_debug_shows_a_traceback(tmp_path):
 def test_python_dash_m_entry_point(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mapc.cli", "passes"], capture_output=True, text=True)
     assert done.returncode == 0 and "cleanup" in done.stdout
+
+
+def readme_mapc_commands() -> list[list[str]]:
+    """The ``.venv/bin/mapc ...`` commands of the README's bash blocks, as argument lists."""
+    text = (EXAMPLES.parent / "README.md").read_text()
+    commands = []
+    for block in text.split("```bash\n")[1:]:
+        for line in block.split("```")[0].splitlines():
+            if ".venv/bin/mapc " in line:
+                commands.append(line.split(".venv/bin/mapc ", 1)[1].split())
+    return commands
+
+
+def test_the_readme_commands_run(tmp_path):
+    """The newcomer's command (and the quantizing variant) work as written, on a copy."""
+    commands = readme_mapc_commands()
+    assert len(commands) >= 2 and commands[0][:2] == ["compile", "examples/transformer.onnx"]
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    for args in commands:
+        done = mapc(*args, cwd=tmp_path)
+        assert done.returncode == EXIT_OK, (args, done.stderr)
+        assert "target npu:" in done.stdout and (tmp_path / "examples" / "transformer.mapc.onnx").is_file()

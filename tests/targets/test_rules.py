@@ -82,7 +82,7 @@ def test_control_flow_is_refused_on_accelerators():
 def test_static_shapes_rule_names_the_input_and_suggests_input_shape():
     check(relu([1, 4]), NPU, None)
     reason = check(relu(["N", 4]), NPU, "shape.static", "input 'x' has dims [N, 4]")
-    assert reason.fix == "fix the input shapes: --input-shape x=<N>,4"
+    assert reason.fix == "fix the input shapes: --input-shape x:<N>,4"
 
 
 def test_unknown_and_partly_known_shapes_are_not_static():
@@ -123,7 +123,7 @@ def test_batch_limit_on_ethos():
     )
     check(case(1), ETHOS, None)
     reason = check(case(2), ETHOS, "tensor.batch", "input 'x' has batch 2")
-    assert "batch 1" in reason.fix
+    assert reason.fix.startswith("fix the batch size to 1: --input-shape NAME:1,")
 
 
 def test_float32_is_computed_as_float16_on_npu_but_refused_on_ethos():
