@@ -15,7 +15,6 @@ and returns a :class:`CompileResult`.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -35,13 +34,15 @@ from .passes.quantize import resolve as resolve_quantization
 from .passes.quantize.qtypes import QUANT_TYPES
 from .passes.quantize.schemes import get_scheme
 from .pipeline import (
-    Fixpoint,
     PassManager,
     PassRecord,
     ProgressHook,
     Step,
     StepSpec,
     build_pipeline,
+    flatten_steps,
+    map_passes,
+    with_options,
     with_pass_options,
 )
 from .targets import Plan, Target, emit_partitions, get_target, plan_report
@@ -131,18 +132,11 @@ def mask_precision_for(steps: Sequence[Step], quantizer: Pass, pass_options: Map
     precision = "int8" if bits == 8 else "int16"
     chosen = {name for name, values in pass_options.items() if {"precision", "mask_value"} & set(values)}
 
-    def rebuild(items: Sequence[Step]) -> list[Step]:
-        result: list[Step] = []
-        for step in items:
-            if isinstance(step, Fixpoint):
-                result.append(Fixpoint(rebuild(step.steps), step.max_iterations))
-            elif step.name in MASK_PASSES and step.name not in chosen and step.options.mask_value is None and step.options.precision == "fp16":
-                result.append(type(step)(options=dataclasses.replace(step.options, precision=precision)))
-            else:
-                result.append(step)
-        return result
+    def follow(step: Pass) -> Pass:
+        untouched = step.name in MASK_PASSES and step.name not in chosen and step.options.mask_value is None and step.options.precision == "fp16"
+        return with_options(step, {"precision": precision}) if untouched else step
 
-    return rebuild(steps)
+    return map_passes(steps, follow)
 
 
 @dataclass
@@ -312,7 +306,7 @@ def compile(
     if target_opset is not None:
         steps.insert(0, get_pass("upgrade-opset")(opset=target_opset))
     if strict_fusion:
-        fuse_steps = [step for step in _passes(steps) if step.name == "fuse"]
+        fuse_steps = [step for step in flatten_steps(steps) if step.name == "fuse"]
         if not fuse_steps:
             raise UsageError("--strict-fusion needs a pipeline with the fuse pass")
         for step in fuse_steps:
@@ -370,11 +364,3 @@ def compile(
             error.result = result  # type: ignore[attr-defined]
             raise error
     return result
-
-
-def _passes(steps: Sequence[Step]) -> list[Pass]:
-    """Every pass of a pipeline, inside fixpoint groups too."""
-    found: list[Pass] = []
-    for step in steps:
-        found.extend(_passes(step.steps) if isinstance(step, Fixpoint) else [step])
-    return found

@@ -38,7 +38,7 @@ from .inspection import summarize
 from .ir import load, save
 from .ir.external import same_file
 from .passes import registered_passes
-from .pipeline import Fixpoint, build_pipeline
+from .pipeline import build_pipeline, flatten_steps
 from .progress import PassProgress
 from .report import REPORT_SUFFIXES, print_result, write_report
 
@@ -185,7 +185,7 @@ def mask_options(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     if not shared and not args.mask_as_input:
         return {}
     pipeline = args.passes if args.passes is not None else default_pipeline()
-    present = [name for name in ("attention-mask", "decompose-attention") if name in {s.name for s in _flat(build_pipeline(pipeline))}]
+    present = [name for name in ("attention-mask", "decompose-attention") if name in {s.name for s in flatten_steps(build_pipeline(pipeline))}]
     if not present:
         raise UsageError("--mask-value, --mask-precision and --mask-as-input need the attention-mask or decompose-attention pass in the pipeline")
     if args.mask_as_input and "attention-mask" not in present:
@@ -194,13 +194,6 @@ def mask_options(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     if args.mask_as_input:
         options["attention-mask"]["mask_as_input"] = True
     return {name: values for name, values in options.items() if values}
-
-
-def _flat(steps: list) -> list:
-    flat = []
-    for step in steps:
-        flat.extend(_flat(step.steps) if isinstance(step, Fixpoint) else [step])
-    return flat
 
 
 def write_host_models(result: CompileResult, written: Path) -> list[Path]:

@@ -100,30 +100,33 @@ def build_pipeline(spec: str | Sequence[StepSpec]) -> list[Step]:
     return steps
 
 
+def flatten_steps(steps: Sequence[Step]) -> list[Pass]:
+    """Every pass of a pipeline, inside fixpoint groups too, in order."""
+    found: list[Pass] = []
+    for step in steps:
+        found.extend(flatten_steps(step.steps) if isinstance(step, Fixpoint) else [step])
+    return found
+
+
+def map_passes(steps: Sequence[Step], change: Callable[[Pass], Pass]) -> list[Step]:
+    """``steps`` with every pass (inside fixpoint groups too) replaced by ``change(pass)``."""
+    return [Fixpoint(map_passes(step.steps, change), step.max_iterations) if isinstance(step, Fixpoint) else change(step) for step in steps]
+
+
+def with_options(step: Pass, values: Mapping[str, Any]) -> Pass:
+    """A new step of the same pass with ``values`` set over its current options (checked)."""
+    merged = {**{f.name: getattr(step.options, f.name) for f in dataclasses.fields(step.options)}, **values}
+    return type(step)(options=parse_options(step.name, step.Options, merged))
+
+
 def with_pass_options(steps: Sequence[Step], overrides: Mapping[str, Mapping[str, Any]]) -> list[Step]:
     """``steps`` with ``overrides[name]`` set on every step of pass ``name`` (inside fixpoints
     too); the override wins over options the pipeline gave. :class:`UsageError` if a named pass
     is not in the pipeline, or an option is unknown."""
-    found: set[str] = set()
-
-    def rebuild(items: Sequence[Step]) -> list[Step]:
-        result: list[Step] = []
-        for step in items:
-            if isinstance(step, Fixpoint):
-                result.append(Fixpoint(rebuild(step.steps), step.max_iterations))
-            elif step.name in overrides:
-                found.add(step.name)
-                merged = {**{f.name: getattr(step.options, f.name) for f in dataclasses.fields(step.options)}, **overrides[step.name]}
-                result.append(type(step)(options=parse_options(step.name, step.Options, merged)))
-            else:
-                result.append(step)
-        return result
-
-    rebuilt = rebuild(steps)
-    missing = sorted(set(overrides) - found)
+    missing = sorted(set(overrides) - {step.name for step in flatten_steps(steps)})
     if missing:
         raise UsageError(f"options given for pass {missing[0]!r}, which is not in the pipeline {pipeline_text(steps)!r}")
-    return rebuilt
+    return map_passes(steps, lambda step: with_options(step, overrides[step.name]) if step.name in overrides else step)
 
 
 def pipeline_text(steps: Sequence[Step]) -> str:

@@ -125,8 +125,8 @@ def attention_graphs(draw: st.DrawFn, families: tuple[str, ...] = FAMILIES) -> A
             scores = g.op("Where", [mask, g.const(fill), scores])
         else:
             scores = g.op("Add", [scores, mask])
-        if family == "m3":
-            scores = g.op("Add", [scores, _m1(g, fill, onnx_dtype)])
+        if family == "m3":  # (1 - m) * fill: a -inf fill would make 0 * -inf = NaN at kept keys
+            scores = g.op("Add", [scores, _m1(g, fill if np.isfinite(fill) else finfo_min, onnx_dtype)])
         probabilities = g.op("Softmax", [scores], axis=-1)
         if guard:
             probabilities = g.op("Where", [g.op("IsNaN", [probabilities]), g.const(0.0), probabilities])
