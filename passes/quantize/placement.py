@@ -16,8 +16,10 @@
 * **bounded ranges**: Softmax, Sigmoid and HardSigmoid outputs lie in [0, 1], Tanh outputs in
   [-1, 1]; the ops in ``fixed_range_ops`` (default: Softmax) get exactly that range, the others
   their calibrated range capped to it;
-* **folds**: Relu/Clip whose range can be folded into the producer's quantizer (asymmetric
-  activations only; whether the fold is exact is decided once parameters are known).
+* **folds**: Relu/Clip whose range can be folded into the quantizer of its output, so its input
+  is not quantized separately (asymmetric activations only; also after a float producer, where
+  a separate input quantizer would add a second rounding; whether the fold is exact is decided
+  once parameters are known).
 """
 
 from __future__ import annotations
@@ -129,8 +131,9 @@ class BiasSpec:
 
 @dataclass(frozen=True)
 class Fold:
-    """A Relu/Clip whose input comes straight from a quantized producer: its output quantizer
-    can do its job, so the node can go (exact when the quantizer clamps at its bounds)."""
+    """A Relu/Clip whose input comes straight from its producer's only output (quantized or
+    float): its output quantizer can do its job, so the node can go (exact when the quantizer
+    clamps at its bounds) and the input needs no quantizer of its own."""
 
     node: str
     output: str
@@ -383,7 +386,7 @@ def _plan_folds(model: Model, config: PlacementConfig, plan: Plan, activations: 
             continue
         source_tensor = node.inputs[0]
         source = producer(source_tensor)
-        if source is None or node_key(source) not in quantized or source.op in DATA_MOVEMENT or source.op == "Concat":
+        if source is None:
             continue
         if len(source_tensor.outputs) != 1 or is_graph_output(graph, source_tensor) or ties.tied(source_tensor.name):
             continue
