@@ -4,8 +4,9 @@
 For every model, each tool fixes the same input shapes and simplifies, in a subprocess of its
 own, so wall time and peak memory (the worker's own VmHWM) are the tool's alone:
 
-* ``mapc``: ``mapc.compile(model, input_shapes=...)`` (the default pipeline: fix-shapes,
-  fold-constants, peephole, cleanup to a fixed point, check-static), then save;
+* ``mapc``: ``mapc.compile(model, input_shapes=..., passes=SHAPES_AND_FOLDING)`` (the
+  default pipeline's simplification group: fix-shapes, fold-constants, peephole, cleanup to a
+  fixed point, then check-static; fusion is measured by ``fusion.py``), then save;
 * ``onnxsim``: ``onnxsim.simplify(model, overwrite_input_shapes=...)`` (``--overwrite-input-shape``);
 * ``onnxslim``: ``onnxslim.slim(model, input_shapes=...)`` (``--input-shapes``);
 * ``ort-basic``: onnxruntime's ``make_input_shape_fixed`` + ``fix_output_shapes``, then a session
@@ -74,6 +75,9 @@ class Outcome:
 
 # -- the tools, each run inside a worker process --------------------------------------------------
 
+#: The simplification group of the default pipeline, without the fusion and mask stages.
+SHAPES_AND_FOLDING = "fixpoint(fix-shapes,fold-constants,peephole,cleanup),check-static"
+
 
 def prepare_tool(tool: str):
     """Import what ``tool`` needs (not timed) and return ``run(source, target, shapes)``."""
@@ -81,7 +85,7 @@ def prepare_tool(tool: str):
         import mapc
 
         def run(source: Path, target: Path, shapes: dict[str, list[int]]) -> None:
-            mapc.compile(source, input_shapes=shapes).save(target)
+            mapc.compile(source, input_shapes=shapes, passes=SHAPES_AND_FOLDING).save(target)
 
     elif tool == "onnxsim":
         import onnx
