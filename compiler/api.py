@@ -105,7 +105,6 @@ def quantize_step(quantize: Mapping[str, Any], target: Target | None) -> Pass:
     (activation type, symmetric activations, per-channel MatMul, block size, Q/DQ domain);
     the user's other options win over those.
     """
-
     requested = {key: value for key, value in quantize.items() if value is not None}
     scheme = requested.pop("scheme", None)
     options = resolve_quantization(scheme, target.quantization if target is not None else None, **requested)
@@ -124,7 +123,7 @@ def mask_precision_for(steps: Sequence[Step], quantizer: Pass, pass_options: Map
     have to keep in float or at 16 bits. Steps whose fill or precision the user chose (in the
     pipeline or ``pass_options``) are left alone, as is everything for weight-only schemes.
     """
-    activation_type = getattr(quantizer.options, "activation_type", None)
+    activation_type = quantizer.options.activation_type
     scheme = get_scheme(quantizer.options.scheme)
     bits = QUANT_TYPES[activation_type].bits if activation_type else scheme.activation_bits
     if bits is None:
