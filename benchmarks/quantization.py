@@ -23,7 +23,8 @@ Models:
   scale of 1e36 on the masked scores flattens attention to uniform, which random attention
   almost is); trained models attend sharply, as the variant does.
 
-Each model is quantized by mapc with its defaults (every op an integer NPU runs is quantized:
+mapc runs ``cleanup`` then ``quantize`` (not its fusion stages), so both quantizers see the same
+graph. Each model is quantized by mapc with its defaults (every op an integer NPU runs is quantized:
 Tanh, Erf, Div... too; Concat inputs share the output's scale), by mapc with onnxruntime's
 placement (``mapc-ort-placement``: only the op types onnxruntime quantizes, Concat untied; run
 where the model has such ops or a Concat: a like-for-like comparison of the quantizers
@@ -279,7 +280,8 @@ def run_tool(tool: str, model_path: Path, output: Path, data_dir: Path, calibrat
         import mapc
 
         options = {"scheme": scheme, "calibration": str(data_dir), "calibration_method": method, "holdout": holdout / (calibration + holdout), **extra}
-        result = mapc.compile(str(model_path), quantize=options)
+        # The quantizer alone on the same prepared graph (no fusion first), as onnxruntime gets it.
+        result = mapc.compile(str(model_path), passes="cleanup", quantize=options)
         result.save(output)
         report = next(r for r in result.passes if r.name == "quantize")
         info = {"notes": [n.code for n in report.notes if n.severity != "info"], "promoted": len(report.details.get("accuracy_target", {}).get("promoted", []))}
