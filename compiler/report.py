@@ -170,6 +170,36 @@ def write_report(path: Path, result: CompileResult, *, output: Path | None = Non
 
         return write_text(path, render_html(report, result.plan))
     return write_json(path, report)
+def quantization_output_rows(accuracy: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """Per output of the accuracy report: name, SQNR dB, cosine, max abs error, top-1 agreement."""
+    rows = []
+    for output in accuracy["outputs"]:
+        if "sqnr_db" not in output:
+            rows.append((output["output"], "exact" if output.get("exact_match") else "differs", "", "", ""))
+            continue
+        sqnr = "exact" if output.get("exact") else f"{output['sqnr_db']:.1f}"
+        top1 = f"{output['top1_agreement']:.1%}" if "top1_agreement" in output else ""
+        rows.append((output["output"], sqnr, f"{output['cosine']:.5f}", f"{output['max_abs_error']:.3g}", top1))
+    return rows
+
+
+def quantization_offender_rows(details: dict[str, Any], limit: int) -> list[tuple[str, str, str, str]]:
+    """The top offenders: tensor, kind, output SQNR dB when quantized alone, share of the error."""
+    return [
+        (entry["tensor"], entry["kind"], "exact" if entry["sqnr_db_alone"] is None else f"{entry['sqnr_db_alone']:.1f}", f"{entry['share']:.1%}")
+        for entry in details.get("offenders", [])[:limit]
+    ]
+
+
+def accuracy_target_text(details: dict[str, Any], arrow: str = "->") -> str | None:
+    """One sentence on the accuracy target: met or not, and what was promoted (None: no target)."""
+    target = details.get("accuracy_target")
+    if not target:
+        return None
+    promoted = ", ".join(f"{p['tensor']} {arrow} {p['to']}" for p in target["promoted"]) or "nothing"
+    return f"accuracy target {target['target_db']} dB: {'met' if target.get('met') else 'NOT met'}; promoted {promoted}"
+
+
 def print_quantization(details: dict[str, Any], console: Console, offenders: int = 5) -> None:
     """The quantize pass's accuracy report: per-output metrics, top offenders, promotions."""
     calibration = details["calibration"]
@@ -182,27 +212,20 @@ def print_quantization(details: dict[str, Any], console: Console, offenders: int
     table = Table(title="quantized vs float", title_justify="left")
     for column, justify in (("output", "left"), ("SQNR dB", "right"), ("cosine", "right"), ("max abs err", "right"), ("top-1", "right")):
         table.add_column(column, justify=justify)
-    for output in accuracy["outputs"]:
-        if "sqnr_db" not in output:
-            table.add_row(output["output"], "exact" if output.get("exact_match") else "differs", "", "", "")
-            continue
-        sqnr = "exact" if output.get("exact") else f"{output['sqnr_db']:.1f}"
-        top1 = f"{output['top1_agreement']:.1%}" if "top1_agreement" in output else ""
-        table.add_row(output["output"], sqnr, f"{output['cosine']:.5f}", f"{output['max_abs_error']:.3g}", top1)
+    for row in quantization_output_rows(accuracy):
+        table.add_row(*row)
     console.print(table)
-    if details.get("offenders"):
+    worst_rows = quantization_offender_rows(details, offenders)
+    if worst_rows:
         worst = Table(title="top offenders (output SQNR when quantized alone)", title_justify="left")
         for column, justify in (("tensor", "left"), ("kind", "left"), ("SQNR dB", "right"), ("share", "right")):
             worst.add_column(column, justify=justify)
-        for entry in details["offenders"][:offenders]:
-            alone = "exact" if entry["sqnr_db_alone"] is None else f"{entry['sqnr_db_alone']:.1f}"
-            worst.add_row(entry["tensor"], entry["kind"], alone, f"{entry['share']:.1%}")
+        for row in worst_rows:
+            worst.add_row(*row)
         console.print(worst)
-    target = details.get("accuracy_target")
+    target = accuracy_target_text(details)
     if target:
-        promoted = ", ".join(f"{p['tensor']} -> {p['to']}" for p in target["promoted"]) or "nothing"
-        verdict = "met" if target.get("met") else "NOT met"
-        console.print(f"accuracy target {target['target_db']} dB: {verdict}; promoted {promoted}", markup=False)
+        console.print(target, markup=False)
     if calibration["fallbacks_total"]:
         console.print(f"calibration: {calibration['method']} fell back to minmax for {calibration['fallbacks_total']} tensor(s) (see the JSON report)", markup=False)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import __version__
 from .graph_svg import render_svg, segment_colour
+from .report import accuracy_target_text, quantization_offender_rows, quantization_output_rows
 from .targets import Plan
 
 STYLE = """
@@ -154,34 +155,26 @@ def _reasons(reasons: list[dict[str, str]]) -> str:
 def _quantization(details: dict[str, Any], offenders: int = 10) -> list[str]:
     """The quantize pass's accuracy report: per output, the top offenders, promotions."""
     calibration, accuracy = details["calibration"], details["accuracy"]
-    outputs = []
-    for o in accuracy["outputs"]:
-        if "sqnr_db" not in o:
-            outputs.append(f"<tr><td>{escape(o['output'])}</td><td>{'exact' if o.get('exact_match') else 'differs'}</td><td></td><td></td><td></td></tr>")
-            continue
-        top1 = f"{o['top1_agreement']:.1%}" if "top1_agreement" in o else ""
-        sqnr = "exact" if o.get("exact") else f"{o['sqnr_db']:.1f}"
-        outputs.append(
-            f"<tr><td>{escape(o['output'])}</td><td class=\"num\">{sqnr}</td><td class=\"num\">{o['cosine']:.5f}</td>"
-            f"<td class=\"num\">{o['max_abs_error']:.3g}</td><td class=\"num\">{top1}</td></tr>"
-        )
+
+    def row(cells: tuple[str, ...]) -> str:
+        first, *numbers = cells
+        return f"<tr><td>{escape(first)}</td>" + "".join(f'<td class="num">{escape(cell)}</td>' for cell in numbers) + "</tr>"
+
     worst = [
-        f"<tr><td>{escape(e['tensor'])}</td><td>{escape(e['kind'])}</td>"
-        f"<td class=\"num\">{'exact' if e['sqnr_db_alone'] is None else format(e['sqnr_db_alone'], '.1f')}</td><td class=\"num\">{e['share']:.1%}</td></tr>"
-        for e in details.get("offenders", [])[:offenders]
+        f"<tr><td>{escape(tensor)}</td><td>{escape(kind)}</td><td class=\"num\">{alone}</td><td class=\"num\">{share}</td></tr>"
+        for tensor, kind, alone, share in quantization_offender_rows(details, offenders)
     ]
     summary = (
         f"{escape(details['scheme'])}: {escape(details['activation_type'] or 'float')} activations, weights "
         f"{escape(', '.join(details['weight_types']) or '-')}; {escape(calibration['method'])} calibration on {calibration['samples']} sample(s), "
         f"measured on {accuracy['samples']} held-out sample(s)"
     )
-    html = [f"<h2>Quantization: {summary}</h2>", _table(["output", "SQNR dB", "cosine", "max abs error", "top-1"], outputs)]
+    html = [f"<h2>Quantization: {summary}</h2>", _table(["output", "SQNR dB", "cosine", "max abs error", "top-1"], [row(r) for r in quantization_output_rows(accuracy)])]
     if worst:
         html += ["<p>Top offenders: each tensor quantized alone, the output SQNR it leaves and its share of the error.</p>", _table(["tensor", "kind", "SQNR dB alone", "share"], worst)]
-    target = details.get("accuracy_target")
+    target = accuracy_target_text(details, arrow="→")
     if target:
-        promoted = ", ".join(f"{p['tensor']} → {p['to']}" for p in target["promoted"]) or "nothing"
-        html.append(f"<p>Accuracy target {target['target_db']} dB: {'met' if target.get('met') else 'NOT met'}; promoted {escape(promoted)}.</p>")
+        html.append(f"<p>{escape(target[0].upper() + target[1:])}.</p>")
     return html
 
 

@@ -96,3 +96,15 @@ def test_a_fill_the_user_chose_is_kept():
     )
     masks = [record for record in result.passes if record.name == "attention-mask"]
     assert masks and all(record.details["mask_value"] == -1e4 for record in masks)
+
+
+def test_the_html_report_shows_the_quantization_accuracy(tmp_path):
+    from mapc.report import write_report
+
+    result = mapc.compile(static_cnn(size=32), target="npu", quantize=RANDOM)
+    page = write_report(tmp_path / "report.html", result).read_text()
+    quantize = next(record for record in result.passes if record.name == "quantize")
+    output = quantize.details["accuracy"]["outputs"][0]
+    assert "<h2>Quantization: a8w8: uint8 activations" in page
+    assert f"<td>{output['output']}</td><td class=\"num\">{output['sqnr_db']:.1f}</td>" in page
+    assert "Top offenders" in page
