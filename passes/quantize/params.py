@@ -116,6 +116,12 @@ def _assign(
         group.excluded = "no values were observed during calibration"
         return
     group.low, group.high = min(lows), max(highs)
+    for member in group.members:
+        clamp_low, clamp_high = plan.clamps.get(member, (None, None))
+        if clamp_low is not None:
+            group.low = min(max(group.low, clamp_low), group.high)
+        if clamp_high is not None:
+            group.high = max(min(group.high, clamp_high), group.low)
     if mask_members and config.mask_policy != "quantize":
         group.mask = True
         fill = min(stats[m].low for m in mask_members)

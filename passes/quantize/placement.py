@@ -18,8 +18,9 @@
   their calibrated range capped to it;
 * **folds**: Relu/Clip whose range can be folded into the quantizer of its output, so its input
   is not quantized separately (asymmetric activations only; also after a float producer, where
-  a separate input quantizer would add a second rounding; whether the fold is exact is decided
-  once parameters are known).
+  a separate input quantizer would add a second rounding, and after a tied Concat whose inputs
+  feed only it, where the whole tie group takes the Relu's range; whether the fold is exact is
+  decided once parameters are known).
 """
 
 from __future__ import annotations
@@ -133,7 +134,9 @@ class BiasSpec:
 class Fold:
     """A Relu/Clip whose input comes straight from its producer's only output (quantized or
     float): its output quantizer can do its job, so the node can go (exact when the quantizer
-    clamps at its bounds) and the input needs no quantizer of its own."""
+    clamps at its bounds) and the input needs no quantizer of its own. When that input is tied
+    (a Concat's output), the Relu's output joins the tie group and the group is clamped to the
+    Relu's range, which is exact when the group's other tensors feed only the tying node."""
 
     node: str
     output: str
@@ -157,6 +160,8 @@ class Plan:
     bounded: dict[str, str] = field(default_factory=dict)
     fixed: dict[str, str] = field(default_factory=dict)
     folds: dict[str, Fold] = field(default_factory=dict)
+    #: tensor -> (low, high) its whole tie group is clamped to (a Relu/Clip folded into a tie group).
+    clamps: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     #: weighted node -> (input tensor, axis of its channels) for bias correction statistics.
     channel_inputs: dict[str, tuple[str, int]] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
@@ -381,6 +386,7 @@ def _plan_folds(model: Model, config: PlacementConfig, plan: Plan, activations: 
         return
     quantized = set(plan.nodes)
     graph = model.graph
+    tensors = graph.tensors()
     for node in graph.nodes:
         if node.op not in FOLDABLE or node_key(node) not in quantized:
             continue
@@ -388,14 +394,33 @@ def _plan_folds(model: Model, config: PlacementConfig, plan: Plan, activations: 
         source = producer(source_tensor)
         if source is None:
             continue
-        if len(source_tensor.outputs) != 1 or is_graph_output(graph, source_tensor) or ties.tied(source_tensor.name):
+        if len(source_tensor.outputs) != 1 or is_graph_output(graph, source_tensor):
             continue
         bounds = _clip_bounds(node) if node.op == "Clip" else (0.0, None)
         if bounds is None:
             continue
         output = node.outputs[0]
+        if ties.tied(source_tensor.name):
+            if not _group_feeds_only(graph, tensors, ties.members(source_tensor.name), source_tensor, source):
+                continue
+            ties.union(source_tensor.name, output.name)
+            plan.clamps[output.name] = bounds
         plan.folds[output.name] = Fold(node_key(node), output.name, *bounds)
         activations.pop(source_tensor.name, None)
+
+
+def _group_feeds_only(graph: gs.Graph, tensors: dict[str, gs.Tensor], members: list[str], result: gs.Tensor, node: gs.Node) -> bool:
+    """True if every member of a tie group but ``result`` (``node``'s output, e.g. a Concat's) is
+    read by ``node`` alone and is no graph output: then clamping the whole group to the range
+    of the Relu/Clip after ``result`` changes nothing else (Relu(Concat(a, b)) =
+    Concat(Relu(a), Relu(b)))."""
+    for name in members:
+        if name == result.name:
+            continue
+        tensor = tensors.get(name)
+        if tensor is None or is_graph_output(graph, tensor) or [reader for reader in tensor.outputs] != [node]:
+            return False
+    return True
 
 
 def _clip_bounds(node: gs.Node) -> tuple[float | None, float | None] | None:
@@ -438,6 +463,11 @@ class _UnionFind:
 
     def tied(self, item: str) -> bool:
         return self.size[self.find(item)] > 1
+
+    def members(self, item: str) -> list[str]:
+        """Every item tied to ``item`` (``item`` included)."""
+        root = self.find(item)
+        return [other for other in list(self.parent) if self.find(other) == root]
 
     def groups(self, items: Iterable[str]) -> list[list[str]]:
         """Groups of ``items`` in first-appearance order (items never tied stand alone)."""
