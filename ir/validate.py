@@ -21,12 +21,8 @@ import onnx.defs
 
 from ..errors import ModelError
 from .external import external_ref, tensor_nbytes, uses_external_data
+from .runtime_limits import MIN_OPSET, runtime_limits
 
-#: ai.onnx opsets onnxruntime (>= 1.31) loads and runs; see pyproject.toml for the tested version.
-MIN_OPSET = 1
-MAX_OPSET = 26
-#: Highest model IR version onnxruntime 1.31 loads.
-MAX_IR_VERSION = 13
 #: A dimension above this is not a real tensor (2**40 elements of one byte is a terabyte).
 MAX_DIM = 1 << 40
 MAX_ELEMENTS = 1 << 40
@@ -39,9 +35,11 @@ def validate_model(proto: onnx.ModelProto, base_dir: Path | None) -> None:
     """
     if not proto.HasField("graph") or proto.ir_version <= 0:
         raise ModelError("not an ONNX model: no graph or no IR version")
-    if proto.ir_version > MAX_IR_VERSION:
+    limits = runtime_limits()
+    if proto.ir_version > limits.max_ir_version:
         raise ModelError(
-            f"IR version {proto.ir_version} is newer than onnxruntime supports (at most {MAX_IR_VERSION})"
+            f"IR version {proto.ir_version} is newer than the installed {limits.describe()} run "
+            f"(at most {limits.max_ir_version})"
         )
     opsets = _check_opsets(proto)
     local_functions = {(f.domain, f.name) for f in proto.functions}
@@ -59,12 +57,13 @@ def _check_opsets(proto: onnx.ModelProto) -> dict[str, int]:
     if "" not in opsets:
         return opsets  # e.g. a model of ai.onnx.ml operators only; nodes are checked against it
     version = opsets[""]
-    if not MIN_OPSET <= version <= MAX_OPSET:
+    limits = runtime_limits()
+    if not MIN_OPSET <= version <= limits.max_opset:
         raise ModelError(
-            f"unsupported opset: ai.onnx {version} (mapc supports {MIN_OPSET} to {MAX_OPSET}, what onnxruntime runs)"
+            f"unsupported opset: ai.onnx {version} (mapc supports {MIN_OPSET} to {limits.max_opset}, "
+            f"what the installed {limits.describe()} run)"
         )
-    known = onnx.defs.C.schema_version_map()
-    if "ai.onnx.ml" in opsets and not 1 <= opsets["ai.onnx.ml"] <= known["ai.onnx.ml"][1]:
+    if "ai.onnx.ml" in opsets and not 1 <= opsets["ai.onnx.ml"] <= limits.max_ml_opset:
         raise ModelError(f"unsupported opset: ai.onnx.ml {opsets['ai.onnx.ml']}")
     for domain, domain_version in opsets.items():
         if domain_version < 1:

@@ -10,7 +10,7 @@ from onnx import helper
 
 from ..errors import ModelError, UsageError, VerificationError
 from ..ir import Model, OnnxRuntimeError, infer_shapes, load, run, seeded_inputs
-from ..ir.validate import MAX_OPSET
+from ..ir.runtime_limits import runtime_limits
 from ..verify import check_valid, compare_outputs
 from .base import Note, Pass, PassContext, PassResult
 from .registry import register_pass
@@ -39,8 +39,9 @@ class UpgradeOpset(Pass):
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         target = self.options.opset
-        if not 1 <= target <= MAX_OPSET:
-            raise UsageError(f"upgrade-opset needs opset=N with 1 <= N <= {MAX_OPSET} (got {target})")
+        newest = runtime_limits().max_opset
+        if not 1 <= target <= newest:
+            raise UsageError(f"upgrade-opset needs opset=N with 1 <= N <= {newest} (got {target})")
         current = model.opset
         if current >= target:
             return PassResult(changed=False, notes=[Note("upgrade.not-needed", f"the model is already at opset {current}")])

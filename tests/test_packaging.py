@@ -65,3 +65,43 @@ def test_regular_install_from_a_wheel(tmp_path):
     done = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().startswith(str(site))
+
+
+def _locked() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[_canonical(name)] = version
+    return pins
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _requirements() -> list[tuple[str, str | None]]:
+    """(name, lower bound) of every dependency and extra in pyproject.toml."""
+    project = pyproject()["project"]
+    specs = [*project["dependencies"], *(s for extra in project["optional-dependencies"].values() for s in extra)]
+    found = []
+    for spec in specs:
+        name, _, bound = spec.partition(">=")
+        found.append((_canonical(name.split("[")[0].strip()), bound.split(",")[0].strip() or None))
+    return found
+
+
+def test_the_lock_pins_every_dependency_at_or_above_its_lower_bound():
+    """CI installs constraints.txt: it must cover every declared dependency, pip and setuptools,
+    and never pin below a lower bound pyproject.toml promises."""
+    locked = _locked()
+    assert {"pip", "setuptools"} <= set(locked)
+    for name, bound in _requirements():
+        assert name in locked, f"{name} is a dependency but constraints.txt does not pin it"
+        if bound is not None:
+            assert _version(locked[name]) >= _version(bound), f"{name}: locked {locked[name]} is below the lower bound {bound}"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())

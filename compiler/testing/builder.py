@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-#: IR version written into generated models (onnxruntime 1.31 loads up to 13).
+#: IR version written into generated models (old enough for every onnxruntime mapc supports).
 IR_VERSION = 10
 
 

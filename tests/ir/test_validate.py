@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import mapc
 import numpy as np
 import onnx
+import onnx.defs
+import onnxruntime
 import pytest
 from mapc.errors import ModelError
-from mapc.ir import load
+from mapc.ir import load, make_session
+from mapc.ir.runtime_limits import runtime_limits
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.conftest import make_model
@@ -59,7 +63,50 @@ def test_ir_version_too_new():
     refused(model, "IR version 99")
 
 
-@pytest.mark.parametrize("version", [0, 27, 999])
+def test_newest_ir_and_opset_the_installed_runtime_runs_are_accepted():
+    """The limits come from the installed onnx and onnxruntime, not from constants: a model at
+    exactly those versions loads and compiles, and onnxruntime runs it."""
+    limits = runtime_limits()
+    assert limits.max_ir_version >= 10 and limits.max_opset >= 21
+    model = relu_model(opset=limits.max_opset)
+    model.ir_version = limits.max_ir_version
+    result = mapc.compile(model)
+    session = make_session(result.model)
+    assert session.run(None, {"x": np.array([-1.0, 2.0], np.float32)})[0].tolist() == [0.0, 2.0]
+
+
+def test_one_above_the_installed_runtime_is_refused_with_the_versions_named():
+    limits = runtime_limits()
+    newer_ir = relu_model(opset=limits.max_opset)
+    newer_ir.ir_version = limits.max_ir_version + 1
+    message = refused(newer_ir, f"IR version {limits.max_ir_version + 1} is newer")
+    assert f"at most {limits.max_ir_version}" in message
+    assert f"onnxruntime {onnxruntime.__version__}" in message and f"onnx {onnx.__version__}" in message
+    newer_opset = relu_model(opset=limits.max_opset + 1)
+    message = refused(newer_opset, f"unsupported opset: ai.onnx {limits.max_opset + 1}")
+    assert f"1 to {limits.max_opset}" in message and f"onnxruntime {onnxruntime.__version__}" in message
+
+
+def _onnxruntime_loads(ir_version: int, opset: int) -> bool:
+    model = relu_model(opset=opset)
+    model.ir_version = ir_version
+    try:
+        onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception:
+        return False
+    return True
+
+
+def test_the_limits_are_what_onnxruntime_itself_loads():
+    """The probe agrees with onnxruntime: the newest versions load; the next ones either do not
+    load or are beyond what the installed onnx knows (its checker would refuse them)."""
+    limits = runtime_limits()
+    assert _onnxruntime_loads(limits.max_ir_version, limits.max_opset)
+    assert limits.max_ir_version == onnx.IR_VERSION or not _onnxruntime_loads(limits.max_ir_version + 1, limits.max_opset)
+    assert limits.max_opset == onnx.defs.onnx_opset_version() or not _onnxruntime_loads(limits.max_ir_version, limits.max_opset + 1)
+
+
+@pytest.mark.parametrize("version", [0, 999])
 def test_unsupported_opsets(version):
     model = relu_model()
     model.opset_import[0].version = version
