@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mapc.ir import load  # noqa: E402
 from mapc.passes import PassContext  # noqa: E402
-from mapc.pipeline import PassManager  # noqa: E402
+from mapc.passes.pipeline import PassManager  # noqa: E402
 from tests.passes.fusion.test_fixtures import FIXTURES, MANIFEST, OK, expected_counts, fix_and_fold, reference  # noqa: E402
 
 CATEGORIES = {

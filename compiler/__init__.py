@@ -16,10 +16,9 @@ The Python API in brief::
             return mapc.PassResult(changed=False)
 """
 
-__version__ = "0.1.0"
-
-from .api import CompileResult, compile, default_pipeline
-from .errors import (
+from mapc.api import CompileResult, compile, default_pipeline
+from mapc.ir import Model, load, save
+from mapc.ir.errors import (
     CheckFailed,
     MapcError,
     ModelError,
@@ -27,8 +26,8 @@ from .errors import (
     UsageError,
     VerificationError,
 )
-from .ir import Model, load, save
-from .passes import (
+from mapc.ir.version import __version__
+from mapc.passes import (
     Note,
     Pass,
     PassContext,
@@ -36,7 +35,7 @@ from .passes import (
     register_pass,
     registered_passes,
 )
-from .pipeline import Fixpoint, PassManager
+from mapc.passes.pipeline import Fixpoint, PassManager
 
 __all__ = [
     "CheckFailed",

@@ -24,16 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .errors import UsageError, VerificationError
-from .ir import Model, count_nodes, load, save, seeded_inputs
-from .ir.model import ModelSource
-from .passes import Pass, PassContext, get_pass, has_pass
-from .passes.fix_shapes import check_dim_names, resolve_dims
-from .passes.quantize import resolve as resolve_quantization
-from .passes.quantize.qtypes import QUANT_TYPES
-from .passes.quantize.schemes import get_scheme
-from .pipeline import (
+from mapc.ir import Model, count_nodes, load, save, seeded_inputs
+from mapc.ir.compare import Tolerance
+from mapc.ir.errors import UsageError, VerificationError
+from mapc.ir.model import ModelSource
+from mapc.ir.version import __version__
+from mapc.passes import Pass, PassContext, get_pass, has_pass
+from mapc.passes.fix_shapes import check_dim_names, resolve_dims
+from mapc.passes.pipeline import (
     PassManager,
     PassRecord,
     ProgressHook,
@@ -45,9 +43,12 @@ from .pipeline import (
     with_options,
     with_pass_options,
 )
-from .targets import Plan, Target, emit_partitions, get_target, plan_report
-from .targets.passes import PLAN_FACT, Partition
-from .verify import Tolerance, Verifier
+from mapc.passes.quantize import resolve as resolve_quantization
+from mapc.passes.quantize.qtypes import QUANT_TYPES
+from mapc.passes.quantize.schemes import get_scheme
+from mapc.passes.verify import Verifier
+from mapc.targets import Plan, Target, emit_partitions, get_target, plan_report
+from mapc.targets.passes import PLAN_FACT, Partition
 
 #: Version of the report's keys (docs/report-schema.md); bumped only if a key is removed or changes meaning.
 REPORT_SCHEMA_VERSION = 1
@@ -243,24 +244,24 @@ def compile(
         cpu_ops: op types forced onto the CPU.
         cost_model: send partitions back to the CPU when their estimated gain does not pay for
             their transfers and dispatch (False keeps every supported partition).
-        passes: pipeline string or list (see :mod:`mapc.pipeline`); default :func:`default_pipeline`.
+        passes: pipeline string or list (see :mod:`mapc.passes.pipeline`); default :func:`default_pipeline`.
         verify_each: after every pass, check validity and outputs against the input model and
-            raise :class:`~mapc.errors.VerificationError` naming the first pass that broke it.
+            raise :class:`~mapc.ir.errors.VerificationError` naming the first pass that broke it.
         verify: compare the final model with the input model, recorded in ``result.verification``;
-            on a mismatch raises :class:`~mapc.errors.VerificationError` whose ``result`` holds the result.
+            on a mismatch raises :class:`~mapc.ir.errors.VerificationError` whose ``result`` holds the result.
         seed: seed for generated verification inputs.
         dims: values for symbolic dims, by name (used for verification inputs and shape passes).
         input_shapes: concrete shapes for graph inputs, by name.
-        require_static: fail with :class:`~mapc.errors.CheckFailed` unless every tensor of the
+        require_static: fail with :class:`~mapc.ir.errors.CheckFailed` unless every tensor of the
             result has a static shape (``check-static{require=true}`` runs last).
         verify_inputs: explicit verification inputs (instead of seeded random ones).
-        tolerance: float tolerance overriding the per-dtype defaults of :mod:`mapc.verify`.
+        tolerance: float tolerance overriding the per-dtype defaults of :mod:`mapc.ir.compare`.
         on_pass_start: called with each pass name as it starts (progress display).
         on_progress: called by long passes with ``(description, done, total)`` (progress display).
         target_opset: first upgrade the model to this ai.onnx opset (``upgrade-opset``), so that
             ``fuse`` can emit the standard ops that opset has.
         strict_fusion: make every near-miss of the ``fuse`` passes an error
-            (:class:`~mapc.errors.CheckFailed`).
+            (:class:`~mapc.ir.errors.CheckFailed`).
         pass_options: options set on every step of the named passes, overriding the pipeline's
             (``{"attention-mask": {"mask_value": -50}}``); a pass not in the pipeline is an error.
         quantize: options of the ``quantize`` pass (``{"scheme": "a8w8", "calibration": ...}``);

@@ -3,7 +3,7 @@
 Target flags and the ``targets`` command live in :mod:`mapc.cli_targets`.
 
 Every user error ends with one line on stderr (``mapc: error: ...``) and the exit code of its
-:class:`~mapc.errors.MapcError` class (see README, "Exit codes"); a traceback appears only with
+:class:`~mapc.ir.errors.MapcError` class (see README, "Exit codes"); a traceback appears only with
 ``--debug``.
 """
 
@@ -22,11 +22,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
-from .api import CompileResult, default_pipeline
-from .api import compile as compile_model
-from .cli_targets import add_target_arguments, add_targets_command, target_options
-from .errors import (
+from mapc.api import CompileResult, default_pipeline
+from mapc.api import compile as compile_model
+from mapc.cli_targets import add_target_arguments, add_targets_command, target_options
+from mapc.inspection import summarize
+from mapc.ir import load, save
+from mapc.ir.errors import (
     EXIT_INTERNAL,
     EXIT_OK,
     MapcError,
@@ -34,13 +35,12 @@ from .errors import (
     UsageError,
     VerificationError,
 )
-from .inspection import summarize
-from .ir import load, save
-from .ir.external import same_file
-from .passes import registered_passes
-from .pipeline import build_pipeline, flatten_steps
-from .progress import PassProgress
-from .report import REPORT_SUFFIXES, print_result, write_report
+from mapc.ir.external import same_file
+from mapc.ir.version import __version__
+from mapc.passes import registered_passes
+from mapc.passes.pipeline import build_pipeline, flatten_steps
+from mapc.progress import PassProgress
+from mapc.report import REPORT_SUFFIXES, print_result, write_report
 
 
 def build_parser() -> argparse.ArgumentParser:

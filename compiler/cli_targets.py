@@ -16,9 +16,9 @@ from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
 
-from .errors import EXIT_OK
-from .targets import DEFAULT_TARGET, builtin_targets, get_target, rules_for
-from .targets.docs import target_markdown
+from mapc.ir.errors import EXIT_OK
+from mapc.targets import DEFAULT_TARGET, builtin_targets, get_target, rules_for
+from mapc.targets.docs import target_markdown
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from html import escape
 
-from .targets import Plan
+from mapc.targets import Plan
 
 MAX_DRAWN_NODES = 1500
 BOX_WIDTH = 132

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .ir import Model, constant_nbytes, count_nodes
-from .ir.dim_expr import symbols_of
-from .ir.external import ExternalValues
+from mapc.ir import Model, constant_nbytes, count_nodes
+from mapc.ir.dim_expr import symbols_of
+from mapc.ir.external import ExternalValues
 
 
 def summarize(model: Model) -> dict[str, Any]:

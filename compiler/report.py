@@ -17,8 +17,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .api import CompileResult
-from .errors import OutputError
+from mapc.api import CompileResult
+from mapc.ir.errors import OutputError
+from mapc.report_html import render_html
+from mapc.report_rows import accuracy_target_text, quantization_offender_rows, quantization_output_rows
 
 
 def passes_table(result: CompileResult) -> Table:
@@ -166,40 +168,8 @@ def write_report(path: Path, result: CompileResult, *, output: Path | None = Non
     """Write the report as JSON or HTML, chosen by ``path``'s suffix."""
     report = result.report if output is None else {**result.report, "output": str(output)}
     if path.suffix.lower() == ".html":
-        from .report_html import render_html
-
         return write_text(path, render_html(report, result.plan))
     return write_json(path, report)
-def quantization_output_rows(accuracy: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """Per output of the accuracy report: name, SQNR dB, cosine, max abs error, top-1 agreement."""
-    rows = []
-    for output in accuracy["outputs"]:
-        if "sqnr_db" not in output:
-            rows.append((output["output"], "exact" if output.get("exact_match") else "differs", "", "", ""))
-            continue
-        sqnr = "exact" if output.get("exact") else f"{output['sqnr_db']:.1f}"
-        top1 = f"{output['top1_agreement']:.1%}" if "top1_agreement" in output else ""
-        rows.append((output["output"], sqnr, f"{output['cosine']:.5f}", f"{output['max_abs_error']:.3g}", top1))
-    return rows
-
-
-def quantization_offender_rows(details: dict[str, Any], limit: int) -> list[tuple[str, str, str, str]]:
-    """The top offenders: tensor, kind, output SQNR dB when quantized alone, share of the error."""
-    return [
-        (entry["tensor"], entry["kind"], "exact" if entry["sqnr_db_alone"] is None else f"{entry['sqnr_db_alone']:.1f}", f"{entry['share']:.1%}")
-        for entry in details.get("offenders", [])[:limit]
-    ]
-
-
-def accuracy_target_text(details: dict[str, Any], arrow: str = "->") -> str | None:
-    """One sentence on the accuracy target: met or not, and what was promoted (None: no target)."""
-    target = details.get("accuracy_target")
-    if not target:
-        return None
-    promoted = ", ".join(f"{p['tensor']} {arrow} {p['to']}" for p in target["promoted"]) or "nothing"
-    return f"accuracy target {target['target_db']} dB: {'met' if target.get('met') else 'NOT met'}; promoted {promoted}"
-
-
 def print_quantization(details: dict[str, Any], console: Console, offenders: int = 5) -> None:
     """The quantize pass's accuracy report: per-output metrics, top offenders, promotions."""
     calibration = details["calibration"]

@@ -12,10 +12,10 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from . import __version__
-from .graph_svg import render_svg, segment_colour
-from .report import accuracy_target_text, quantization_offender_rows, quantization_output_rows
-from .targets import Plan
+from mapc.graph_svg import render_svg, segment_colour
+from mapc.ir.version import __version__
+from mapc.report_rows import accuracy_target_text, quantization_offender_rows, quantization_output_rows
+from mapc.targets import Plan
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #222; }

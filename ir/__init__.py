@@ -8,8 +8,8 @@
 * :func:`run`, :class:`Runner`, :func:`run_nodes`, :func:`seeded_inputs`: evaluation in onnxruntime.
 """
 
-from .evaluate import OnnxRuntimeError, Runner, make_session, run, run_nodes, seeded_inputs
-from .graph import (
+from mapc.ir.evaluate import OnnxRuntimeError, Runner, make_session, run, run_nodes, seeded_inputs
+from mapc.ir.graph import (
     MAPC_DOMAIN,
     can_take_name,
     constant_nbytes,
@@ -28,8 +28,8 @@ from .graph import (
     standard_op,
     toposort,
 )
-from .model import Model, load, save
-from .shapes import infer_shapes, is_static
+from mapc.ir.model import Model, load, save
+from mapc.ir.shapes import infer_shapes, is_static
 
 __all__ = [
     "MAPC_DOMAIN",

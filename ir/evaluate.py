@@ -23,11 +23,11 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
-from ..errors import ModelError
-from .dim_expr import evaluate_dim, symbols_of
-from .external import ExternalValues
-from .graph import constant_nbytes
-from .model import INLINE_LIMIT, Model, save
+from mapc.ir.dim_expr import evaluate_dim, symbols_of
+from mapc.ir.errors import ModelError
+from mapc.ir.external import ExternalValues
+from mapc.ir.graph import constant_nbytes
+from mapc.ir.model import INLINE_LIMIT, Model, save
 
 #: Value used for a symbolic dim nobody fixed when inputs are generated.
 DEFAULT_DIM = 2

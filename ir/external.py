@@ -24,7 +24,7 @@ import onnx
 import onnx.numpy_helper
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
-from ..errors import ModelError
+from mapc.ir.errors import ModelError
 
 #: Chunk size for streaming copies and hashes; bounds memory whatever the tensor size.
 CHUNK_BYTES = 16 << 20

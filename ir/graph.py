@@ -10,7 +10,7 @@ whether they are initializers or ``Constant`` nodes.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import networkx as nx
 import numpy as np
@@ -18,10 +18,16 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
-from .external import ExternalValues
+from mapc.ir.external import ExternalValues
 
-if TYPE_CHECKING:
-    from .model import Model
+
+class NamedGraph(Protocol):
+    """What graph edits need of a model: its graph and a source of fresh, deterministic names
+    (:class:`mapc.ir.model.Model` is one)."""
+
+    graph: gs.Graph
+
+    def fresh_name(self, base: str) -> str: ...
 
 
 #: Domain of mapc's fused-op functions: model-local functions named after the standard op they
@@ -56,7 +62,7 @@ def is_graph_input(graph: gs.Graph, tensor: gs.Tensor) -> bool:
     return any(inp is tensor for inp in graph.inputs)
 
 
-def replace_all_uses(model: Model, old: gs.Tensor, new: gs.Tensor, graph: gs.Graph | None = None) -> None:
+def replace_all_uses(model: NamedGraph, old: gs.Tensor, new: gs.Tensor, graph: gs.Graph | None = None) -> None:
     """Make every reader of ``old`` read ``new`` instead.
 
     Graph outputs keep their names: when ``old`` is a graph output, ``new`` takes over the name

@@ -26,8 +26,8 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.ir.tensor import LazyValues
 from onnx_graphsurgeon.logger import G_LOGGER
 
-from ..errors import ModelError, OutputError
-from .external import (
+from mapc.ir.errors import ModelError, OutputError
+from mapc.ir.external import (
     ExternalRef,
     ExternalValues,
     copy_bytes,
@@ -36,9 +36,9 @@ from .external import (
     tensor_nbytes,
     uses_external_data,
 )
-from .graph import constant_nbytes, toposort
-from .gs_compat import copy_lost_parts, remember_lost_parts
-from .validate import validate_model
+from mapc.ir.graph import constant_nbytes, toposort
+from mapc.ir.gs_compat import copy_lost_parts, remember_lost_parts
+from mapc.ir.validate import validate_model
 
 G_LOGGER.severity = G_LOGGER.CRITICAL + 1  # mapc reports problems itself; keep gs quiet
 
@@ -230,7 +230,7 @@ def load(source: ModelSource, *, base_dir: str | os.PathLike | None = None) -> M
     """Load and validate an ONNX model from a path, serialized bytes or a ModelProto.
 
     External data is resolved inside the model's folder (or ``base_dir``) and left on disk.
-    Raises :class:`~mapc.errors.ModelError` with a one-line reason if the model is unusable.
+    Raises :class:`~mapc.ir.errors.ModelError` with a one-line reason if the model is unusable.
     """
     source_path: Path | None = None
     if isinstance(source, onnx.ModelProto):
@@ -371,7 +371,7 @@ def save(
 
     ``external_data``: True to always write weights to ``<name>.data`` beside the output, False
     to embed them, None (default) to do so when the input had external data or the weights would
-    not fit in one protobuf. Raises :class:`~mapc.errors.OutputError` if ``path`` is the model's
+    not fit in one protobuf. Raises :class:`~mapc.ir.errors.OutputError` if ``path`` is the model's
     own source file, or the data file would overwrite one the model reads from.
     """
     out = Path(path)

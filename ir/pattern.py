@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .graph import constant_nbytes, is_graph_output, producer, replace_all_uses
+from mapc.ir.graph import constant_nbytes, is_graph_output, producer, replace_all_uses
 
 if TYPE_CHECKING:
-    from .model import Model
+    from mapc.ir.model import Model
 
 #: Binary ops whose two operands may be swapped.
 COMMUTATIVE_OPS = frozenset({"Add", "Mul", "Max", "Min", "And", "Or", "Xor", "Equal", "BitwiseAnd", "BitwiseOr", "BitwiseXor"})

@@ -15,7 +15,7 @@ import onnx
 import onnx.shape_inference
 import onnx_graphsurgeon as gs
 
-from .model import Model
+from mapc.ir.model import Model
 
 #: Initializers up to this size travel with the skeleton, so data propagation can read them.
 SKELETON_INLINE_BYTES = 1 << 16

@@ -4,7 +4,7 @@ mapc refuses a model before any pass touches it when it is not a usable ONNX mod
 an IR version or opset onnxruntime cannot run, an unknown operator, a tensor used but never
 defined, a tensor defined twice, a cycle, an initializer whose bytes do not match its shape,
 external data that is missing or escapes the model's folder, or an absurd shape. Each failure is
-a :class:`~mapc.errors.ModelError` whose message names the tensor, node or opset at fault.
+a :class:`~mapc.ir.errors.ModelError` whose message names the tensor, node or opset at fault.
 The onnx checker runs last, on a skeleton of the model that never reads external weights.
 """
 
@@ -19,9 +19,9 @@ import onnx
 import onnx.checker
 import onnx.defs
 
-from ..errors import ModelError
-from .external import external_ref, tensor_nbytes, uses_external_data
-from .runtime_limits import MIN_OPSET, runtime_limits
+from mapc.ir.errors import ModelError
+from mapc.ir.external import external_ref, tensor_nbytes, uses_external_data
+from mapc.ir.runtime_limits import MIN_OPSET, runtime_limits
 
 #: A dimension above this is not a real tensor (2**40 elements of one byte is a terabyte).
 MAX_DIM = 1 << 40

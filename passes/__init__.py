@@ -4,7 +4,7 @@ Importing this package registers every built-in pass. A new pass is one module h
 sub-package such as ``fusion/``) defining a registered :class:`Pass`, plus its tests.
 """
 
-from . import (  # noqa: F401  (registers the built-in passes)
+from mapc.passes import (  # noqa: F401  (registers the built-in passes)
     attention_mask,
     cleanup,
     fix_shapes,
@@ -15,7 +15,7 @@ from . import (  # noqa: F401  (registers the built-in passes)
     static_report,
     upgrade_opset,
 )
-from .base import Note, Pass, PassContext, PassResult
-from .registry import get_pass, has_pass, register_pass, registered_passes
+from mapc.passes.base import Note, Pass, PassContext, PassResult
+from mapc.passes.registry import get_pass, has_pass, register_pass, registered_passes
 
 __all__ = ["Note", "Pass", "PassContext", "PassResult", "get_pass", "has_pass", "register_pass", "registered_passes"]

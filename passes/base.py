@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from ..errors import UsageError
-from ..ir import Model
+from mapc.ir import Model
+from mapc.ir.errors import UsageError
 
 
 @dataclass

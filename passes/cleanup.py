@@ -12,7 +12,7 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
-from ..ir import (
+from mapc.ir import (
     Model,
     can_take_name,
     constant_value,
@@ -23,9 +23,9 @@ from ..ir import (
     remove_nodes,
     replace_all_uses,
 )
-from ..ir.external import ExternalValues, iter_chunks
-from .base import Pass, PassContext, PassResult
-from .registry import register_pass
+from mapc.ir.external import ExternalValues, iter_chunks
+from mapc.passes.base import Pass, PassContext, PassResult
+from mapc.passes.registry import register_pass
 
 #: Ops whose result depends on more than their inputs: never merged, never assumed idempotent.
 NONDETERMINISTIC_OPS = frozenset(

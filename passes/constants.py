@@ -6,7 +6,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
-from ..ir import Model, is_graph_output, replace_all_uses
+from mapc.ir import Model, is_graph_output, replace_all_uses
 
 
 def replace_with_constant(model: Model, tensor: gs.Variable, value: np.ndarray | LazyValues) -> gs.Constant:

@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..errors import UsageError
-from ..ir import Model, infer_shapes
-from ..ir.dim_expr import evaluate_dim, solve_dim, symbols_of
-from .base import Note, Pass, PassContext, PassResult
-from .registry import register_pass
-from .shape_ops import remember_shapes, replace_shape_ops, shapes_are_current
-from .static_report import dynamic_tensors
+from mapc.ir import Model, infer_shapes
+from mapc.ir.dim_expr import evaluate_dim, solve_dim, symbols_of
+from mapc.ir.errors import UsageError
+from mapc.passes.base import Note, Pass, PassContext, PassResult
+from mapc.passes.registry import register_pass
+from mapc.passes.shape_ops import remember_shapes, replace_shape_ops, shapes_are_current
+from mapc.passes.static_report import dynamic_tensors
 
 Dim = int | str | None
 

@@ -9,19 +9,19 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..ir import Model, OnnxRuntimeError, constant_nbytes, is_graph_output, run_nodes
-from .base import Note, Pass, PassContext, PassResult
-from .constants import replace_with_constant
-from .fold_if import inline_constant_ifs
-from .fold_plan import (
+from mapc.ir import Model, OnnxRuntimeError, constant_nbytes, is_graph_output, run_nodes
+from mapc.passes.base import Note, Pass, PassContext, PassResult
+from mapc.passes.constants import replace_with_constant
+from mapc.passes.fold_if import inline_constant_ifs
+from mapc.passes.fold_plan import (
     EVALUABLE_DOMAINS,
     Component,
     batches,
     estimate_bytes,
     plan_folding,
 )
-from .registry import register_pass
-from .shape_ops import ensure_shapes, replace_shape_ops
+from mapc.passes.registry import register_pass
+from mapc.passes.shape_ops import ensure_shapes, replace_shape_ops
 
 _MB = 1 << 20
 

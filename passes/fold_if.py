@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..ir import Model, constant_value, replace_all_uses, toposort
+from mapc.ir import Model, constant_value, replace_all_uses, toposort
 
 
 def inline_constant_ifs(model: Model) -> int:

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..ir import constant_nbytes, is_graph_input, is_graph_output
-from .cleanup import NONDETERMINISTIC_OPS
+from mapc.ir import constant_nbytes, is_graph_input, is_graph_output
+from mapc.passes.cleanup import NONDETERMINISTIC_OPS
 
 #: Ops never folded: random, training-only, quantization boundaries (folding DequantizeLinear of
 #: an int8 weight would silently de-quantize a QDQ model), and non-tensor (sequence/optional) values.

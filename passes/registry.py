@@ -11,9 +11,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, overload
 
-from ..errors import UsageError
-from ..ir import Model
-from .base import NoOptions, Pass, PassContext, PassResult
+from mapc.ir import Model
+from mapc.ir.errors import UsageError
+from mapc.passes.base import NoOptions, Pass, PassContext, PassResult
 
 _REGISTRY: dict[str, type[Pass]] = {}
 

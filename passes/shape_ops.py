@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..ir import Model, infer_shapes
-from .base import PassContext
-from .constants import replace_with_constant
+from mapc.ir import Model, infer_shapes
+from mapc.passes.base import PassContext
+from mapc.passes.constants import replace_with_constant
 
 
 def ensure_shapes(model: Model, ctx: PassContext) -> bool:

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..errors import CheckFailed
-from ..ir import Model, constant_value, is_static
-from .base import Note, Pass, PassContext, PassResult
-from .registry import register_pass
-from .shape_ops import ensure_shapes
+from mapc.ir import Model, constant_value, is_static
+from mapc.ir.errors import CheckFailed
+from mapc.passes.base import Note, Pass, PassContext, PassResult
+from mapc.passes.registry import register_pass
+from mapc.passes.shape_ops import ensure_shapes
 
 #: Ops whose output size depends on the values of their inputs, not only on input shapes.
 DATA_DEPENDENT_OPS = frozenset({"NonZero", "Unique", "Compress", "NonMaxSuppression", "StringSplit", "RegexFullMatch"})

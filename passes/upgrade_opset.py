@@ -8,12 +8,12 @@ import onnx
 import onnx.version_converter
 from onnx import helper
 
-from ..errors import ModelError, UsageError, VerificationError
-from ..ir import Model, OnnxRuntimeError, infer_shapes, load, run, seeded_inputs
-from ..ir.runtime_limits import runtime_limits
-from ..verify import check_valid, compare_outputs
-from .base import Note, Pass, PassContext, PassResult
-from .registry import register_pass
+from mapc.ir import Model, OnnxRuntimeError, infer_shapes, load, run, seeded_inputs
+from mapc.ir.compare import check_valid, compare_outputs
+from mapc.ir.errors import ModelError, UsageError, VerificationError
+from mapc.ir.runtime_limits import runtime_limits
+from mapc.passes.base import Note, Pass, PassContext, PassResult
+from mapc.passes.registry import register_pass
 
 
 @register_pass

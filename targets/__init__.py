@@ -14,16 +14,17 @@ compiled model is lowered (see docs/targets.md).
 * :mod:`~mapc.targets.passes`: the ``partition`` and ``lower`` passes.
 """
 
-from . import passes  # noqa: F401  (registers the partition and lower passes)
-from .builtin import BUILTIN_TARGETS, DEFAULT_TARGET
-from .lower import emit_partitions, lower_partitions
-from .partition import PartitionOptions, Plan, plan_partitions
-from .registry import builtin_targets, get_target
-from .rules import Reason, Rule, rules_for
-from .spec import Performance, Target
-from .summary import plan_report
-from .support import NodeSupport, check_support
-from .user import load_target_file
+from mapc.targets import passes  # noqa: F401  (registers the partition and lower passes)
+from mapc.targets.builtin import BUILTIN_TARGETS, DEFAULT_TARGET
+from mapc.targets.constraints import rules_for
+from mapc.targets.lower import emit_partitions, lower_partitions
+from mapc.targets.partition import PartitionOptions, Plan, plan_partitions
+from mapc.targets.registry import builtin_targets, get_target
+from mapc.targets.rules import Reason, Rule
+from mapc.targets.spec import Performance, Target
+from mapc.targets.summary import plan_report
+from mapc.targets.support import NodeSupport, check_support
+from mapc.targets.user import load_target_file
 
 __all__ = [
     "BUILTIN_TARGETS",

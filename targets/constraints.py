@@ -14,9 +14,9 @@ import numpy as np
 import onnx.defs
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from .facts import BIAS_INPUTS, PARAMETER_INPUTS, WEIGHT_INPUTS, NodeFacts, dims_text
-from .rules import constraint
-from .spec import CONTROL_FLOW_OPS, Target
+from mapc.targets.facts import BIAS_INPUTS, PARAMETER_INPUTS, WEIGHT_INPUTS, NodeFacts, dims_text
+from mapc.targets.rules import Rule, constraint, registered_rules
+from mapc.targets.spec import CONTROL_FLOW_OPS, Target
 
 Result = tuple[bool, str]
 OK: Result = (True, "")
@@ -492,3 +492,9 @@ def constraint_reduce_axis_size(node: NodeFacts, target: Target) -> Result:
     if not long_axes:
         return OK
     return False, "reduces " + ", ".join(f"axis {a} of size {data.shape[a]}" for a in long_axes)
+
+
+def rules_for(target: Target) -> list[Rule]:
+    """The rules that make up ``target``, allow rules first, in registration order."""
+    chosen = [rule for rule in registered_rules() if target.kind in rule.kinds and rule.when(target)]
+    return sorted(chosen, key=lambda rule: rule.kind != "allow")

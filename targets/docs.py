@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .builtin import BUILTIN_TARGETS, DEFAULT_TARGET
-from .rules import rules_for
-from .spec import Performance, Target, render_value
+from mapc.targets.builtin import BUILTIN_TARGETS, DEFAULT_TARGET
+from mapc.targets.constraints import rules_for
+from mapc.targets.spec import Performance, Target, render_value
 
 
 def target_markdown(target: Target) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..ir import (
+from mapc.ir import (
     Model,
     constant_nbytes,
     constant_value,

@@ -28,9 +28,9 @@ import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
-from ..errors import OutputError
-from ..ir import Model, constant_nbytes, remove_nodes, save, toposort
-from .partition import Plan, Segment
+from mapc.ir import Model, constant_nbytes, remove_nodes, save, toposort
+from mapc.ir.errors import OutputError
+from mapc.targets.partition import Plan, Segment
 
 #: Constants up to this size (scalars, shapes, axes, a few scales) are copied into the function
 #: body as Constant nodes; anything larger is a weight and is passed in.

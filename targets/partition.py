@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 import networkx as nx
 import onnx_graphsurgeon as gs
 
-from ..ir import Model, toposort
-from .cost import Work, node_seconds, node_work, tensor_bytes, transfer_seconds
-from .facts import ModelFacts, collect_facts, is_constant
-from .rules import Reason
-from .spec import Target
-from .support import NodeSupport, check_support
-from .units import Unit, atomic_units
+from mapc.ir import Model, toposort
+from mapc.targets.cost import Work, node_seconds, node_work, tensor_bytes, transfer_seconds
+from mapc.targets.facts import ModelFacts, collect_facts, is_constant
+from mapc.targets.rules import Reason
+from mapc.targets.spec import Target
+from mapc.targets.support import NodeSupport, check_support
+from mapc.targets.units import Unit, atomic_units
 
 #: Above this many candidate partitions the merge step is skipped (the schedule is already acyclic).
 MERGE_LIMIT = 4096

@@ -12,16 +12,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__
-from ..errors import UsageError
-from ..ir import Model
-from ..passes import Note, Pass, PassContext, PassResult, register_pass
-from .lower import lower_partitions
-from .partition import PartitionOptions, Plan, plan_partitions
-from .registry import get_target
-from .spec import Target
-from .summary import coverage, estimate
-from .support import validate_cpu_ops
+from mapc.ir import Model
+from mapc.ir.errors import UsageError
+from mapc.ir.version import __version__
+from mapc.passes import Note, Pass, PassContext, PassResult, register_pass
+from mapc.targets.lower import lower_partitions
+from mapc.targets.partition import PartitionOptions, Plan, plan_partitions
+from mapc.targets.registry import get_target
+from mapc.targets.spec import Target
+from mapc.targets.summary import coverage, estimate
+from mapc.targets.support import validate_cpu_ops
 
 PLAN_FACT = "partition"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UsageError
-from .builtin import BUILTIN_TARGETS
-from .spec import Target
-from .user import load_target_file
+from mapc.ir.errors import UsageError
+from mapc.targets.builtin import BUILTIN_TARGETS
+from mapc.targets.spec import Target
+from mapc.targets.user import load_target_file
 
 
 def get_target(name_or_path: str | Path | Target) -> Target:

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from .facts import NodeFacts
-from .spec import Target, TargetKind
+from mapc.targets.facts import NodeFacts
+from mapc.targets.spec import Target, TargetKind
 
 Check = Callable[[NodeFacts, Target], "tuple[bool, str]"]
 FixHint = Callable[[NodeFacts, Target, str], "str | None"]
@@ -102,12 +102,9 @@ def constraint(
     return register
 
 
-def rules_for(target: Target) -> list[Rule]:
-    """The rules that make up ``target``, allow rules first, in registration order."""
-    from . import constraints  # noqa: F401  (registers the built-in rules)
-
-    chosen = [rule for rule in _RULES if target.kind in rule.kinds and rule.when(target)]
-    return sorted(chosen, key=lambda rule: rule.kind != "allow")
+def registered_rules() -> list[Rule]:
+    """Every registered rule, in registration order (:mod:`mapc.targets.constraints` holds the built-in ones)."""
+    return list(_RULES)
 
 
 def evaluate(node: NodeFacts, target: Target, rules: list[Rule]) -> list[Reason]:

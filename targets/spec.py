@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mapc.passes.quantize.schemes import QuantizationSupport
+
 #: Element types a target can name, spelled like numpy dtype names.
 DTYPES = (
     "bool",
@@ -135,32 +137,6 @@ class OpLimits:
     max_reduce_axis: int | None = None
 
 
-@dataclass(frozen=True)
-class Quantization:
-    """Which quantization schemes the device runs and the placement it wants for them.
-
-    ``schemes`` lists the schemes of the ``quantize`` pass the device runs, its default first
-    (none: the target takes no quantized models, ``--quantize`` is refused). Activations use the
-    first of ``activation_types`` with the scheme's width (e.g. ``uint8`` then ``int16``);
-    ``symmetric_activations`` asks for zero points at the middle of the type;
-    ``per_channel_matmul`` false quantizes MatMul weights per tensor (Conv and Gemm stay per
-    channel, as on Qualcomm HTP); 4-bit weights use the first of ``block_sizes``;
-    ``max_opset`` is the highest ai.onnx opset the device's tool chain reads (below 21, 16-bit
-    Q/DQ is written in the com.microsoft domain).
-    """
-
-    schemes: tuple[str, ...] = ()
-    activation_types: tuple[str, ...] = ("uint8", "uint16")
-    symmetric_activations: bool = False
-    per_channel_matmul: bool = True
-    block_sizes: tuple[int, ...] = (32, 64, 128)
-    max_opset: int | None = None
-
-    @property
-    def default_scheme(self) -> str | None:
-        return self.schemes[0] if self.schemes else None
-
-
 TargetKind = Literal["accelerator", "host"]
 
 
@@ -181,7 +157,7 @@ class Target:
     conv: ConvLimits = field(default_factory=ConvLimits)
     pool: PoolLimits = field(default_factory=PoolLimits)
     limits: OpLimits = field(default_factory=OpLimits)
-    quantization: Quantization = field(default_factory=Quantization)
+    quantization: QuantizationSupport = field(default_factory=QuantizationSupport)
     performance: Performance = field(
         default_factory=lambda: Performance(clock_mhz=1000, macs_per_cycle={"float32": 1}, vector_ops_per_cycle=1, memory_gbps=1)
     )

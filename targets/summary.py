@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .partition import Plan, Segment
-from .rules import rules_for
+from mapc.targets.constraints import rules_for
+from mapc.targets.partition import Plan, Segment
 
 #: Rule text for reason codes that do not come from a constraint function.
 PARTITION_REASONS = {

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 import onnx.defs
 
-from ..errors import UsageError
-from .facts import ModelFacts, NodeFacts
-from .rules import Reason, evaluate, rules_for
-from .spec import Target
+from mapc.ir.errors import UsageError
+from mapc.targets.constraints import rules_for
+from mapc.targets.facts import ModelFacts, NodeFacts
+from mapc.targets.rules import Reason, evaluate
+from mapc.targets.spec import Target
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import onnx_graphsurgeon as gs
 
-from ..ir import producer
+from mapc.ir import producer
 
 
 @dataclass

@@ -6,7 +6,7 @@ and ``notes``,
 and one table per section: ``[tensors]``, ``[ops]`` (with ``[ops.dtypes]``), ``[conv]``, ``[pool]``,
 ``[limits]``, ``[quantization]``, ``[performance]`` and ``[host]``. Every key is checked: an unknown key, a value of
 the wrong type, an unknown dtype or operator, or a missing required key is a
-:class:`~mapc.errors.UsageError` naming the file and the key. ``examples/my_npu.toml`` shows
+:class:`~mapc.ir.errors.UsageError` naming the file and the key. ``examples/my_npu.toml`` shows
 every key.
 """
 
@@ -22,17 +22,17 @@ from typing import Any
 
 import onnx.defs
 
-from ..errors import UsageError
-from .builtin import BUILTIN_TARGETS
-from .builtin.host_cpu import APPLICATION_CPU
-from .spec import (
+from mapc.ir.errors import UsageError
+from mapc.passes.quantize.schemes import QuantizationSupport
+from mapc.targets.builtin import BUILTIN_TARGETS
+from mapc.targets.builtin.host_cpu import APPLICATION_CPU
+from mapc.targets.spec import (
     DTYPES,
     ConvLimits,
     OpLimits,
     OpSet,
     Performance,
     PoolLimits,
-    Quantization,
     Target,
     TensorLimits,
 )
@@ -43,7 +43,7 @@ SECTIONS: dict[str, type] = {
     "conv": ConvLimits,
     "pool": PoolLimits,
     "limits": OpLimits,
-    "quantization": Quantization,
+    "quantization": QuantizationSupport,
     "performance": Performance,
     "host": Performance,
 }

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import onnx
 import pytest
-from mapc.testing import load_profile
 from onnx import helper
+
+from mapc.testing import load_profile
 
 PROFILE = load_profile()
 IR_VERSION = 10

@@ -5,22 +5,22 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-import mapc
 import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
-from mapc.errors import UsageError, VerificationError
+from onnx import TensorProto, helper
+
+import mapc
 from mapc.ir import load
+from mapc.ir.errors import UsageError, VerificationError
 from mapc.passes import Pass, PassResult, register_pass
-from mapc.pipeline import (
+from mapc.passes.pipeline import (
     Fixpoint,
     PassCrashed,
     PassManager,
     build_pipeline,
     pipeline_text,
 )
-from onnx import TensorProto, helper
-
 from tests.conftest import append_to_first_output, make_model
 
 F = TensorProto.FLOAT

@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import mapc
 import pytest
-from mapc.cli import main
 
+import mapc
+from mapc.cli import main
 from tests.targets.models import static_cnn, static_transformer
 
 SCHEMA_PAGE = Path(__file__).resolve().parents[1] / "docs" / "report-schema.md"

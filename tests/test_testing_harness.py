@@ -10,11 +10,11 @@ import onnx_graphsurgeon as gs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from onnx import TensorProto, helper
+
 from mapc.ir import load, run, seeded_inputs
 from mapc.passes import register_pass
 from mapc.testing import ALL_FAMILIES, assert_pass_preserves, onnx_models
-from onnx import TensorProto, helper
-
 from tests.conftest import append_to_first_output, make_model
 
 

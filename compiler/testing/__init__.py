@@ -23,9 +23,9 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("mapc.testing needs hypothesis: pip install 'mapc[test]'") from error
 
-from .builder import ModelBuilder, TensorInfo
-from .checks import assert_pass_preserves
-from .strategies import ALL_FAMILIES, onnx_models
+from mapc.testing.builder import ModelBuilder, TensorInfo
+from mapc.testing.checks import assert_pass_preserves
+from mapc.testing.strategies import ALL_FAMILIES, onnx_models
 
 _QUIET_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 

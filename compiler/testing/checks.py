@@ -4,7 +4,7 @@ Given a model and a pass (or pipeline), it checks that the rewritten model
 
 1. is valid (onnx checker) and loads and runs in onnxruntime;
 2. computes the same outputs as the original on seeded inputs: integer and boolean outputs
-   exactly, floating-point ones within the per-dtype tolerances of :mod:`mapc.verify`;
+   exactly, floating-point ones within the per-dtype tolerances of :mod:`mapc.ir.compare`;
 3. is a fixed point: running the pass again reports no change (idempotence);
 4. is deterministic: compiling a fresh copy gives byte-identical output.
 
@@ -20,11 +20,11 @@ import numpy as np
 import onnx
 import onnx.printer
 
-from ..errors import VerificationError
-from ..ir import Model, load, run, seeded_inputs
-from ..passes import Pass, PassContext
-from ..pipeline import PassManager, PassRecord, StepSpec
-from ..verify import Tolerance, check_valid, compare_outputs
+from mapc.ir import Model, load, run, seeded_inputs
+from mapc.ir.compare import Tolerance, check_valid, compare_outputs
+from mapc.ir.errors import VerificationError
+from mapc.passes import Pass, PassContext
+from mapc.passes.pipeline import PassManager, PassRecord, StepSpec
 
 PassLike = str | Pass | type[Pass] | Sequence[StepSpec]
 

@@ -43,8 +43,8 @@ import numpy as np
 import onnx
 from hypothesis import strategies as st
 
-from ..ir.evaluate import DEFAULT_DIM
-from .builder import Dynamic, ModelBuilder, TensorInfo
+from mapc.ir.evaluate import DEFAULT_DIM
+from mapc.testing.builder import Dynamic, ModelBuilder, TensorInfo
 
 Draw = Callable[[st.SearchStrategy], object]
 F32 = np.dtype(np.float32)

@@ -14,17 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from ...ir import Model, infer_shapes, remove_dead_nodes, toposort
-from ..base import Note, Pass, PassContext, PassResult
-from ..registry import register_pass
-from . import decompose  # noqa: F401  (registers decompose-attention)
-from .detection import AttentionSite, attentions_in_subgraphs, cone, find_attentions
-from .families import MaskFamily, classify
-from .fills import Precision, resolve_mask_value
-from .hoist import drop_orphaned_inputs, hoist_masks
-from .identities import collapse_identities
-from .rewrites import MaskRewriter, SiteOutcome
-from .verification import fully_masked_positions
+from mapc.ir import Model, infer_shapes, remove_dead_nodes, toposort
+from mapc.passes.attention_mask import decompose  # noqa: F401  (registers decompose-attention)
+from mapc.passes.attention_mask.detection import AttentionSite, attentions_in_subgraphs, cone, find_attentions
+from mapc.passes.attention_mask.families import MaskFamily, classify
+from mapc.passes.attention_mask.fills import Precision, resolve_mask_value
+from mapc.passes.attention_mask.hoist import drop_orphaned_inputs, hoist_masks
+from mapc.passes.attention_mask.identities import collapse_identities
+from mapc.passes.attention_mask.rewrites import MaskRewriter, SiteOutcome
+from mapc.passes.attention_mask.verification import fully_masked_positions
+from mapc.passes.base import Note, Pass, PassContext, PassResult
+from mapc.passes.registry import register_pass
 
 
 def _fully_masked_on(

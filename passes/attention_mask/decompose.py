@@ -31,10 +31,10 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ...ir import Model, infer_shapes, remove_dead_nodes, toposort
-from ..base import Note, Pass, PassContext, PassResult
-from ..registry import register_pass
-from .fills import Precision, resolve_mask_value
+from mapc.ir import Model, infer_shapes, remove_dead_nodes, toposort
+from mapc.passes.attention_mask.fills import Precision, resolve_mask_value
+from mapc.passes.base import Note, Pass, PassContext, PassResult
+from mapc.passes.registry import register_pass
 
 Dim = int | str | None
 

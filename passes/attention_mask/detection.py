@@ -22,8 +22,8 @@ from typing import Literal
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir import MAPC_DOMAIN, constant_value, producer, standard_op
-from .fills import is_float_dtype, uniform_value
+from mapc.ir import MAPC_DOMAIN, constant_value, producer, standard_op
+from mapc.passes.attention_mask.fills import is_float_dtype, uniform_value
 
 #: Ops that multiply two activations: the query-key product of an attention.
 _PRODUCT_OPS = frozenset({"MatMul", "Gemm", "Einsum"})

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir import producer
-from .detection import AttentionSite, Contribution, cone
-from .fills import is_float_dtype, small_constant, uniform_value
+from mapc.ir import producer
+from mapc.passes.attention_mask.detection import AttentionSite, Contribution, cone
+from mapc.passes.attention_mask.fills import is_float_dtype, small_constant, uniform_value
 
 _COMPARISONS = frozenset({"Less", "LessOrEqual", "Greater", "GreaterOrEqual"})
 #: Ops a position grid passes through between its ``Range`` and the comparison.

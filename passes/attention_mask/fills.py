@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ...errors import UsageError
-from ...ir import constant_nbytes, constant_value, producer
+from mapc.ir import constant_nbytes, constant_value, producer
+from mapc.ir.errors import UsageError
 
 Precision = Literal["fp32", "fp16", "int16", "int8"]
 

@@ -19,9 +19,9 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
-from ...ir import Model
-from .detection import AttentionSite, cone, cone_inputs
-from .families import MaskFamily
+from mapc.ir import Model
+from mapc.passes.attention_mask.detection import AttentionSite, cone, cone_inputs
+from mapc.passes.attention_mask.families import MaskFamily
 
 Dim = int | str | None
 

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir import Model, replace_all_uses
-from .fills import small_constant
+from mapc.ir import Model, replace_all_uses
+from mapc.passes.attention_mask.fills import small_constant
 
 
 def collapse_identities(model: Model, nodes: Iterable[gs.Node]) -> int:

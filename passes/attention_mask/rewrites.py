@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ...ir import (
+from mapc.ir import (
     MAPC_DOMAIN,
     Model,
     constant_nbytes,
@@ -36,8 +36,8 @@ from ...ir import (
     producer,
     replace_all_uses,
 )
-from .detection import AttentionSite, cone
-from .fills import (
+from mapc.passes.attention_mask.detection import AttentionSite, cone
+from mapc.passes.attention_mask.fills import (
     FLOAT_KINDS,
     MAX_INSPECT_BYTES,
     is_float_dtype,

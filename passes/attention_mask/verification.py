@@ -15,8 +15,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ...ir import Model, producer, run
-from .detection import find_attentions
+from mapc.ir import Model, producer, run
+from mapc.passes.attention_mask.detection import find_attentions
 
 
 def fully_masked_positions(model: Model, feeds: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray], neg: float) -> dict[str, np.ndarray]:

@@ -9,7 +9,7 @@ adding one file (and its tests under ``tests/passes/fusion/``). The passes are i
 import importlib
 import pkgutil
 
-from .registry import fusion_rule, fusion_rules
+from mapc.passes.fusion.registry import fusion_rule, fusion_rules
 
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     importlib.import_module(f"{__name__}.{_module.name}")

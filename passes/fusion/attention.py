@@ -27,8 +27,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ...ir import producer
-from ...ir.pattern import (
+from mapc.ir import producer
+from mapc.ir.pattern import (
     Alt,
     Match,
     NearMiss,
@@ -39,9 +39,9 @@ from ...ir.pattern import (
     small_constant,
     var,
 )
-from .context import Dim, FusionContext, FusionRule, same_dim, same_dims, show_dims
-from .functions import Body
-from .registry import fusion_rule
+from mapc.passes.fusion.context import Dim, FusionContext, FusionRule, same_dim, same_dims, show_dims
+from mapc.passes.fusion.functions import Body
+from mapc.passes.fusion.registry import fusion_rule
 
 FIX_SHAPES = "fix the input shapes and fold shape arithmetic first (fix-shapes, fold-constants)"
 

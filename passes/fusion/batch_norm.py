@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir.pattern import Match, NearMiss, constant_tensor, op, var
-from .context import FusionContext, FusionRule
-from .registry import fusion_rule
+from mapc.ir.pattern import Match, NearMiss, constant_tensor, op, var
+from mapc.passes.fusion.context import FusionContext, FusionRule
+from mapc.passes.fusion.registry import fusion_rule
 
 
 def _batch_norm(x):

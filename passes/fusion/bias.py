@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir.pattern import (
+from mapc.ir.pattern import (
     Match,
     NearMiss,
     NoMatch,
@@ -25,8 +25,8 @@ from ...ir.pattern import (
     small_constant,
     var,
 )
-from .context import FusionContext, FusionRule
-from .registry import fusion_rule
+from mapc.passes.fusion.context import FusionContext, FusionRule
+from mapc.passes.fusion.registry import fusion_rule
 
 
 def _constant(match: Match, name: str) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import helper
 
-from ...ir.pattern import (
+from mapc.ir.pattern import (
     COMMUTATIVE_OPS,
     Match,
     NoMatch,
@@ -30,8 +30,8 @@ from ...ir.pattern import (
     small_constant,
     var,
 )
-from .context import FusionContext, FusionRule
-from .registry import fusion_rule
+from mapc.passes.fusion.context import FusionContext, FusionRule
+from mapc.passes.fusion.registry import fusion_rule
 
 
 def is_float(tensor: gs.Tensor) -> bool:

@@ -19,11 +19,11 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir import is_graph_output, producer, replace_all_uses
-from ...ir.pattern import Match, NoMatch, constant_tensor, op, scalar_value, var
-from .canonical import CanonicalRule, neutral_operand
-from .context import FusionContext, same_dim, same_dims
-from .registry import fusion_rule
+from mapc.ir import is_graph_output, producer, replace_all_uses
+from mapc.ir.pattern import Match, NoMatch, constant_tensor, op, scalar_value, var
+from mapc.passes.fusion.canonical import CanonicalRule, neutral_operand
+from mapc.passes.fusion.context import FusionContext, same_dim, same_dims
+from mapc.passes.fusion.registry import fusion_rule
 
 #: A mask fill at or below this acts as minus infinity.
 MASK_FILL_LIMIT = -1e30

@@ -15,9 +15,9 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir import Model
-from ...ir.pattern import NearMiss, RewriteContext, Rule
-from .functions import Decomposition, FunctionLibrary
+from mapc.ir import Model
+from mapc.ir.pattern import NearMiss, RewriteContext, Rule
+from mapc.passes.fusion.functions import Decomposition, FunctionLibrary
 
 Dim = int | str | None
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...errors import CheckFailed, UsageError
-from ...ir import MAPC_DOMAIN, Model, infer_shapes, remove_dead_nodes, toposort
-from ...ir.pattern import RuleReport, apply_rule
-from ..base import Note, Pass, PassContext, PassResult
-from ..registry import register_pass
-from .context import FusionContext, FusionRule, FusionSettings
-from .registry import fusion_rules
+from mapc.ir import MAPC_DOMAIN, Model, infer_shapes, remove_dead_nodes, toposort
+from mapc.ir.errors import CheckFailed, UsageError
+from mapc.ir.pattern import RuleReport, apply_rule
+from mapc.passes.base import Note, Pass, PassContext, PassResult
+from mapc.passes.fusion.context import FusionContext, FusionRule, FusionSettings
+from mapc.passes.fusion.registry import fusion_rules
+from mapc.passes.registry import register_pass
 
 #: Canonical rules repeat until nothing changes, at most this many rounds.
 MAX_CANONICAL_ROUNDS = 8

@@ -18,10 +18,10 @@ import math
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir.pattern import Alt, Match, NearMiss, NoMatch, const, op, product, var
-from .context import FusionContext, FusionRule
-from .functions import Body
-from .registry import fusion_rule
+from mapc.ir.pattern import Alt, Match, NearMiss, NoMatch, const, op, product, var
+from mapc.passes.fusion.context import FusionContext, FusionRule
+from mapc.passes.fusion.functions import Body
+from mapc.passes.fusion.registry import fusion_rule
 
 #: Relative tolerance for GELU's constants.
 CONSTANT_RTOL = 1e-5

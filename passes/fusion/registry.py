@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .context import FusionRule
+from mapc.passes.fusion.context import FusionRule
 
 _RULES: dict[str, type[FusionRule]] = {}
 _STAGES = ("canonical", "fold", "fuse")

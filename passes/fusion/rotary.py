@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir import producer
-from ...ir.pattern import (
+from mapc.ir import producer
+from mapc.ir.pattern import (
     Match,
     NearMiss,
     constant_tensor,
@@ -29,9 +29,9 @@ from ...ir.pattern import (
     small_constant,
     var,
 )
-from .context import FusionContext, FusionRule, same_dim, show_dims
-from .functions import Body
-from .registry import fusion_rule
+from mapc.passes.fusion.context import FusionContext, FusionRule, same_dim, show_dims
+from mapc.passes.fusion.functions import Body
+from mapc.passes.fusion.registry import fusion_rule
 
 FOLD_FIRST = "fold shape arithmetic to constants first (fix-shapes, fold-constants)"
 #: Constant cos/sin tables up to this size are checked and sliced at compile time.

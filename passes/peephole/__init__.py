@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...ir import Model, remove_dead_nodes
-from ..base import Pass, PassContext, PassResult
-from ..registry import register_pass
-from ..shape_ops import ensure_shapes
-from . import arithmetic, chains, identities, sandwich
-from .rewrite import Rewriter, Rule
+from mapc.ir import Model, remove_dead_nodes
+from mapc.passes.base import Pass, PassContext, PassResult
+from mapc.passes.peephole import arithmetic, chains, identities, sandwich
+from mapc.passes.peephole.rewrite import Rewriter, Rule
+from mapc.passes.registry import register_pass
+from mapc.passes.shape_ops import ensure_shapes
 
 RULES: list[Rule] = [*identities.RULES, *chains.RULES, *sandwich.RULES, *arithmetic.RULES]
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir import constant_value, is_lazy, peek_values
-from .rewrite import Rewriter, Rule, is_plain, same_dtype, static_shape
+from mapc.ir import constant_value, is_lazy, peek_values
+from mapc.passes.peephole.rewrite import Rewriter, Rule, is_plain, same_dtype, static_shape
 
 #: Leading elements of a lazy weight checked before the whole weight is read.
 PEEK_ELEMENTS = 64

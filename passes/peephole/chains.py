@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from ...ir import producer
-from .rewrite import Rewriter, Rule, is_plain, static_shape
+from mapc.ir import producer
+from mapc.passes.peephole.rewrite import Rewriter, Rule, is_plain, static_shape
 
 RESHAPE_LIKE = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")
 

@@ -17,7 +17,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 
-from .rewrite import Rewriter, Rule, int_constant, is_plain, same_dtype, static_shape
+from mapc.passes.peephole.rewrite import Rewriter, Rule, int_constant, is_plain, same_dtype, static_shape
 
 
 def same_shape(rw: Rewriter, node: gs.Node) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir import (
+from mapc.ir import (
     Model,
     can_take_name,
     constant_value,

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir import can_take_name, constant_value, is_graph_output, producer
-from .rewrite import Rewriter, Rule, is_plain, static_shape
+from mapc.ir import can_take_name, constant_value, is_graph_output, producer
+from mapc.passes.peephole.rewrite import Rewriter, Rule, is_plain, static_shape
 
 #: Ops that compute each output element from the same-position elements of their inputs.
 ELEMENTWISE = frozenset(

@@ -16,7 +16,7 @@ Modules, one job each:
 * :mod:`.quantize`: the pass.
 """
 
-from .quantize import Quantize
-from .schemes import SCHEMES, Scheme, get_scheme, resolve
+from mapc.passes.quantize.quantize import Quantize
+from mapc.passes.quantize.schemes import SCHEMES, Scheme, get_scheme, resolve
 
 __all__ = ["SCHEMES", "Quantize", "Scheme", "get_scheme", "resolve"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...ir import Model, Runner
+from mapc.ir import Model, Runner
 
 Progress = Callable[[str, int, int], None]
 #: Output ops whose (batch, sequence, class) outputs count as classifier-like.

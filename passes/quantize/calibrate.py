@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...ir import Model, Runner
-from .data import CalibrationData
+from mapc.ir import Model, Runner
+from mapc.passes.quantize.data import CalibrationData
 
 #: Values at or below this are attention-mask fills (finfo.min, -1e9, -1e4 plus a score, -inf),
 #: not activations.

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...errors import UsageError
-from ...ir import Model
-from ...ir.evaluate import DEFAULT_DIM, random_array
+from mapc.ir import Model
+from mapc.ir.errors import UsageError
+from mapc.ir.evaluate import DEFAULT_DIM, random_array
 
 RANDOM = "random"
 

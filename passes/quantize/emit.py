@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir import Model, constant_value, is_graph_input, remove_nodes, toposort
-from .params import ActivationParams
-from .placement import Fold, node_key
-from .qtypes import INT32, QuantType, quantize
-from .weights import QuantizedWeight
+from mapc.ir import Model, constant_value, is_graph_input, remove_nodes, toposort
+from mapc.passes.quantize.params import ActivationParams
+from mapc.passes.quantize.placement import Fold, node_key
+from mapc.passes.quantize.qtypes import INT32, QuantType, quantize
+from mapc.passes.quantize.weights import QuantizedWeight
 
 CONTRIB = "com.microsoft"
 ACTIVATION_SWITCH = "mapc_activation_switch"

@@ -16,10 +16,10 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import version_converter
 
-from ...ir import Model, OnnxRuntimeError, run
-from ...ir.gs_compat import remember_lost_parts
-from ...ir.shapes import SKELETON_INLINE_BYTES
-from ...verify import compare_outputs
+from mapc.ir import Model, OnnxRuntimeError, run
+from mapc.ir.compare import compare_outputs
+from mapc.ir.gs_compat import remember_lost_parts
+from mapc.ir.shapes import SKELETON_INLINE_BYTES
 
 
 def upgrade_opset(model: Model, version: int, feeds: Mapping[str, np.ndarray]) -> str | None:

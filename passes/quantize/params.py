@@ -20,10 +20,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .calibrate import TensorStats
-from .placement import NATURAL_RANGES, Plan
-from .qtypes import MIN_REAL_RANGE, QuantType, activation_params
-from .ranges import RangeChoice
+from mapc.passes.quantize.calibrate import TensorStats
+from mapc.passes.quantize.placement import NATURAL_RANGES, Plan
+from mapc.passes.quantize.qtypes import MIN_REAL_RANGE, QuantType, activation_params
+from mapc.passes.quantize.ranges import RangeChoice
 
 #: Moderate mask fills (down to this) can be represented with 16 bits (npu-deployment.md §2 R1).
 MODERATE_FILL = -1e5

@@ -32,9 +32,9 @@ from typing import Literal
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ...ir import Model, constant_value, is_graph_output, producer
-from ..base import Note
-from .qtypes import QUANT_TYPES, QuantType
+from mapc.ir import Model, constant_value, is_graph_output, producer
+from mapc.passes.base import Note
+from mapc.passes.quantize.qtypes import QUANT_TYPES, QuantType
 
 ALL = None
 #: Quantized ops -> indices of the inputs that carry data (None: every input).

@@ -9,22 +9,22 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ...errors import ModelError, UsageError
-from ...ir import Model, Runner, constant_value, infer_shapes
-from ..base import Note, Pass, PassContext, PassResult
-from ..registry import register_pass
-from . import accuracy as acc
-from .sensitivity import Probe, Unit, contributions, promote_until, screen
-from .calibrate import DEFAULT_BINS, TensorStats, collect
-from .data import CalibrationData, open_calibration
-from .emit import BiasDecision, Decisions, ProbeChoice, ProbeSpec, write_probe, write_qdq
-from .opset import upgrade_opset
-from .params import MASK_POLICIES, ActivationParams, Group, ParamsConfig, assign_groups
-from .placement import DATA_MOVEMENT, NATURAL_RANGES, BiasSpec, Fold, Plan, PlacementConfig, WeightSpec, is_constant, node_key, plan_placement
-from .qtypes import MIN_REAL_RANGE, QUANT_TYPES, QuantType, fake_quantize, quantize
-from .ranges import HISTOGRAM_METHODS, METHODS, RangeChoice, choose_range
-from .schemes import Scheme, activation_type_for, get_scheme
-from .weights import QuantizedWeight, conv_bias_correction, gemm_bias_correction, quantize_bias, quantize_weight, requantize
+from mapc.ir import Model, Runner, constant_value, infer_shapes
+from mapc.ir.errors import ModelError, UsageError
+from mapc.passes.base import Note, Pass, PassContext, PassResult
+from mapc.passes.quantize import accuracy as acc
+from mapc.passes.quantize.calibrate import DEFAULT_BINS, TensorStats, collect
+from mapc.passes.quantize.data import CalibrationData, open_calibration
+from mapc.passes.quantize.emit import BiasDecision, Decisions, ProbeChoice, ProbeSpec, write_probe, write_qdq
+from mapc.passes.quantize.opset import upgrade_opset
+from mapc.passes.quantize.params import MASK_POLICIES, ActivationParams, Group, ParamsConfig, assign_groups
+from mapc.passes.quantize.placement import DATA_MOVEMENT, NATURAL_RANGES, BiasSpec, Fold, PlacementConfig, Plan, WeightSpec, is_constant, node_key, plan_placement
+from mapc.passes.quantize.qtypes import MIN_REAL_RANGE, QUANT_TYPES, QuantType, fake_quantize, quantize
+from mapc.passes.quantize.ranges import HISTOGRAM_METHODS, METHODS, RangeChoice, choose_range
+from mapc.passes.quantize.schemes import Scheme, activation_type_for, get_scheme
+from mapc.passes.quantize.sensitivity import Probe, Unit, contributions, promote_until, screen
+from mapc.passes.quantize.weights import QuantizedWeight, conv_bias_correction, gemm_bias_correction, quantize_bias, quantize_weight, requantize
+from mapc.passes.registry import register_pass
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 #: How many entries of long lists (fallbacks, exclusions) the report keeps.

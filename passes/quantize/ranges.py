@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .calibrate import TensorStats
-from .qtypes import QuantType
+from mapc.passes.quantize.calibrate import TensorStats
+from mapc.passes.quantize.qtypes import QuantType
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 HISTOGRAM_METHODS = frozenset({"percentile", "entropy", "mse"})

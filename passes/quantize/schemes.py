@@ -3,7 +3,7 @@
 A :class:`Scheme` says what it quantizes and with which integer types, and what it needs from
 the model and the runtime (activation signedness choices, the opset its types require). A
 target says what its silicon accepts in its ``quantization`` section
-(:class:`mapc.targets.spec.Quantization`); :func:`resolve` checks a requested scheme against it and returns the ``quantize`` pass options that give that
+(:class:`QuantizationSupport`); :func:`resolve` checks a requested scheme against it and returns the ``quantize`` pass options that give that
 target the placement it wants (activation type, per-channel MatMul or not, symmetric
 activations...). ``mapc compile --target T --quantize S`` is ``resolve(S, T.quantization)``.
 
@@ -24,13 +24,10 @@ a16w4     16-bit per tensor           as w4
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ...errors import UsageError
-from .qtypes import ACTIVATION_TYPES, QUANT_TYPES, QuantType
-
-if TYPE_CHECKING:
-    from ...targets.spec import Quantization
+from mapc.ir.errors import UsageError
+from mapc.passes.quantize.qtypes import ACTIVATION_TYPES, QUANT_TYPES, QuantType
 
 
 @dataclass(frozen=True)
@@ -79,6 +76,34 @@ class Scheme:
         }
 
 
+@dataclass(frozen=True)
+class QuantizationSupport:
+    """What a target's silicon accepts: the schemes it runs and the placement it wants for them.
+
+    A target record holds one as its ``quantization`` section (TOML: ``[quantization]``).
+
+    ``schemes`` lists the schemes of the ``quantize`` pass the device runs, its default first
+    (none: the target takes no quantized models, ``--quantize`` is refused). Activations use the
+    first of ``activation_types`` with the scheme's width (e.g. ``uint8`` then ``int16``);
+    ``symmetric_activations`` asks for zero points at the middle of the type;
+    ``per_channel_matmul`` false quantizes MatMul weights per tensor (Conv and Gemm stay per
+    channel, as on Qualcomm HTP); 4-bit weights use the first of ``block_sizes``;
+    ``max_opset`` is the highest ai.onnx opset the device's tool chain reads (below 21, 16-bit
+    Q/DQ is written in the com.microsoft domain).
+    """
+
+    schemes: tuple[str, ...] = ()
+    activation_types: tuple[str, ...] = ("uint8", "uint16")
+    symmetric_activations: bool = False
+    per_channel_matmul: bool = True
+    block_sizes: tuple[int, ...] = (32, 64, 128)
+    max_opset: int | None = None
+
+    @property
+    def default_scheme(self) -> str | None:
+        return self.schemes[0] if self.schemes else None
+
+
 SCHEMES: dict[str, Scheme] = {
     scheme.name: scheme
     for scheme in (
@@ -97,10 +122,10 @@ def get_scheme(name: str) -> Scheme:
         raise UsageError(f"unknown quantization scheme {name!r} (schemes: {', '.join(SCHEMES)})") from None
 
 
-def resolve(scheme_name: str | None, support: Quantization | None = None, **overrides: Any) -> dict[str, Any]:
+def resolve(scheme_name: str | None, support: QuantizationSupport | None = None, **overrides: Any) -> dict[str, Any]:
     """The ``quantize`` pass options for ``scheme_name`` on a target whose silicon accepts ``support``.
 
-    ``support`` is the target's ``quantization`` section (:class:`mapc.targets.spec.Quantization`);
+    ``support`` is the target's ``quantization`` section (:class:`QuantizationSupport`);
     None means no target (any scheme, the pass's own defaults). ``scheme_name`` None picks the
     target's default scheme (``a8w8`` without a target). ``overrides`` (user options such as
     ``calibration``) win over what the target implies, except that a scheme or activation type

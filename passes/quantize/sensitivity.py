@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...ir import Model, Runner
-from .calibrate import chunk_by_size, estimated_sizes
-from .emit import ACTIVATION_SWITCH, WEIGHT_SWITCH
+from mapc.ir import Model, Runner
+from mapc.passes.quantize.calibrate import chunk_by_size, estimated_sizes
+from mapc.passes.quantize.emit import ACTIVATION_SWITCH, WEIGHT_SWITCH
 
 Progress = Callable[[str, int, int], None]
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .placement import BiasSpec, WeightSpec
-from .qtypes import INT32, QuantType
+from mapc.passes.quantize.placement import BiasSpec, WeightSpec
+from mapc.passes.quantize.qtypes import INT32, QuantType
 
 INT32_MAX = np.iinfo(np.int32).max
 #: Elements processed at once by the 4-bit scale search (bounds its memory).

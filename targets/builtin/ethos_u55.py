@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import inspect
 
-from ..spec import (
+from mapc.passes.quantize.schemes import QuantizationSupport
+from mapc.targets.spec import (
     ConvLimits,
     OpLimits,
     OpSet,
     Performance,
     PoolLimits,
-    Quantization,
     Target,
     TensorLimits,
 )
@@ -88,7 +88,7 @@ ETHOS_U55 = Target(
         normalize_last_axis_only=True,
         max_reduce_axis=4096,
     ),
-    quantization=Quantization(schemes=("a8w8",), activation_types=("int8",)),
+    quantization=QuantizationSupport(schemes=("a8w8",), activation_types=("int8",)),
     performance=Performance(
         clock_mhz=500,
         macs_per_cycle={"int8": 128, "uint8": 128, "int16": 64},

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import inspect
 
-from ..spec import DTYPES, OpSet, Performance, Quantization, Target, TensorLimits
+from mapc.passes.quantize.schemes import QuantizationSupport
+from mapc.targets.spec import DTYPES, OpSet, Performance, Target, TensorLimits
 
 APPLICATION_CPU = Performance(
     clock_mhz=2400,
@@ -29,7 +30,7 @@ CPU = Target(
     kind="host",
     tensors=TensorLimits(dtypes=frozenset(DTYPES), static_shapes=False),
     ops=OpSet(control_flow=True),
-    quantization=Quantization(schemes=("a8w8", "a16w8", "w4", "a16w4"), activation_types=("uint8", "uint16", "int8", "int16")),
+    quantization=QuantizationSupport(schemes=("a8w8", "a16w8", "w4", "a16w4"), activation_types=("uint8", "uint16", "int8", "int16")),
     performance=APPLICATION_CPU,
     notes=inspect.cleandoc(__doc__ or ""),
     sources=(

@@ -29,17 +29,17 @@ from __future__ import annotations
 
 import inspect
 
-from ..spec import (
+from mapc.passes.quantize.schemes import QuantizationSupport
+from mapc.targets.builtin.host_cpu import APPLICATION_CPU
+from mapc.targets.spec import (
     ConvLimits,
     OpLimits,
     OpSet,
     Performance,
     PoolLimits,
-    Quantization,
     Target,
     TensorLimits,
 )
-from .host_cpu import APPLICATION_CPU
 
 DTYPES = frozenset({"int8", "uint8", "int16", "float16", "bool"})
 
@@ -100,7 +100,7 @@ NPU = Target(
         matmul_dynamic_weights=True,
         normalize_last_axis_only=True,
     ),
-    quantization=Quantization(schemes=("a8w8", "a16w8"), activation_types=("uint8", "int16")),
+    quantization=QuantizationSupport(schemes=("a8w8", "a16w8"), activation_types=("uint8", "int16")),
     performance=Performance(
         clock_mhz=1000,
         macs_per_cycle={"int8": 4096, "uint8": 4096, "int16": 1024, "float16": 2048, "bool": 4096},

@@ -8,7 +8,7 @@ stamped with an IR version or opset newer than the installed onnx and onnxruntim
 generates its cases at its own newest versions, which can run ahead of onnxruntime's).
 
 float16/bfloat16 outputs are held to mapc's stated tolerance for float rewrites
-(:data:`mapc.verify.TOLERANCES`): a fused op may round differently by an ulp, which onnx's
+(:data:`mapc.ir.compare.TOLERANCES`): a fused op may round differently by an ulp, which onnx's
 rtol of 1e-3 (less than one float16 ulp near 1) cannot absorb.
 """
 
@@ -17,14 +17,15 @@ from __future__ import annotations
 import warnings
 from functools import cache
 
-import mapc
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
+import mapc
+from mapc.ir.compare import TOLERANCES
 from mapc.ir.evaluate import session_options
 from mapc.ir.runtime_limits import runtime_limits
-from mapc.verify import TOLERANCES
 
 RTOL, ATOL = 1e-3, 1e-7
 

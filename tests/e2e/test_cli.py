@@ -11,17 +11,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
 from mapc.cli import main
-from mapc.errors import (
+from mapc.ir import load, run, seeded_inputs
+from mapc.ir.errors import (
     EXIT_BAD_MODEL,
     EXIT_CHECK_FAILED,
     EXIT_OK,
     EXIT_OUTPUT,
     EXIT_USAGE,
 )
-from mapc.ir import load, run, seeded_inputs
 from mapc.passes import register_pass
-
 from tests.conftest import MAPC_SCRIPT, append_to_first_output
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -6,10 +6,10 @@ import json
 
 import onnx
 import pytest
-from mapc.cli import main
-from mapc.ir import is_static, load
 from onnx import TensorProto, helper
 
+from mapc.cli import main
+from mapc.ir import is_static, load
 from tests.conftest import make_model
 
 F, I64 = TensorProto.FLOAT, TensorProto.INT64

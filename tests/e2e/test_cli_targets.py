@@ -9,8 +9,8 @@ from pathlib import Path
 
 import onnx
 import pytest
-from mapc.cli import main
 
+from mapc.cli import main
 from tests.targets.models import static_cnn, static_transformer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import onnx
+
 from mapc.cli import main
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "transformers"

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import onnx
 import pytest
-from mapc.cli import main
-from mapc.errors import EXIT_BAD_MODEL, EXIT_CHECK_FAILED, EXIT_OK
-from mapc.ir import load
 
+from mapc.cli import main
+from mapc.ir import load
+from mapc.ir.errors import EXIT_BAD_MODEL, EXIT_CHECK_FAILED, EXIT_OK
 from tests.conftest import in_ci
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -11,11 +11,11 @@ import re
 import shutil
 import subprocess
 
-import mapc
 import pytest
+
+import mapc
 from mapc import graph_svg
 from mapc.report import write_report
-
 from tests.targets.models import static_transformer
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mapc
 import numpy as np
 import onnx
 import pytest
+
+import mapc
 from mapc.ir import run
 from mapc.passes.quantize import resolve
+from mapc.passes.quantize.schemes import QuantizationSupport
 from mapc.targets import get_target, load_target_file
-from mapc.targets.spec import Quantization
-
 from tests.targets.models import static_cnn
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -64,7 +64,7 @@ def test_the_target_sets_the_wide_type_and_the_qdq_domain():
     assert resolve(None, npu)["scheme"] == "a8w8"
     assert resolve("a8w8", npu)["wide_activation_type"] == "int16", "mask paths and promotions use a type the npu has"
     assert resolve("a16w8", npu)["activation_type"] == "int16"
-    old_toolchain = Quantization(schemes=("a8w8", "a16w8", "w4"), activation_types=("uint8", "uint16"), max_opset=17)
+    old_toolchain = QuantizationSupport(schemes=("a8w8", "a16w8", "w4"), activation_types=("uint8", "uint16"), max_opset=17)
     assert "qdq_domain" not in resolve("a8w8", old_toolchain), "8-bit Q/DQ is standard at opset 13"
     assert resolve("a16w8", old_toolchain)["qdq_domain"] == "com.microsoft"
     with pytest.raises(mapc.UsageError, match="needs opset 21"):

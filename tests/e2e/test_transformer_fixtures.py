@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import mapc
 import numpy as np
 import pytest
+
+import mapc
 from mapc.ir import is_static, run
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "transformers"

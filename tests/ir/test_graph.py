@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
+from onnx import TensorProto, helper, numpy_helper
+
 from mapc.ir import (
     constant_value,
     consumers,
@@ -21,8 +23,6 @@ from mapc.ir import (
     seeded_inputs,
     toposort,
 )
-from onnx import TensorProto, helper, numpy_helper
-
 from tests.conftest import make_model
 
 F = TensorProto.FLOAT

@@ -6,15 +6,15 @@ import hashlib
 import os
 from pathlib import Path
 
-import mapc
 import numpy as np
 import onnx
 import pytest
-from mapc.errors import ModelError, OutputError
-from mapc.ir import load, run, save
-from mapc.ir.external import ExternalValues
 from onnx import TensorProto, helper, numpy_helper
 
+import mapc
+from mapc.ir import load, run, save
+from mapc.ir.errors import ModelError, OutputError
+from mapc.ir.external import ExternalValues
 from tests.conftest import make_model
 
 F = TensorProto.FLOAT

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from onnx import TensorProto, helper, numpy_helper
+
 from mapc.ir import load
 from mapc.ir.pattern import (
     Match,
@@ -19,8 +21,6 @@ from mapc.ir.pattern import (
     product,
     var,
 )
-from onnx import TensorProto, helper, numpy_helper
-
 from tests.conftest import make_model
 
 F = TensorProto.FLOAT

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import mapc
 import numpy as np
 import onnx
 import onnx.defs
 import onnxruntime
 import pytest
-from mapc.errors import ModelError
-from mapc.ir import load, make_session
-from mapc.ir.runtime_limits import runtime_limits
 from onnx import TensorProto, helper, numpy_helper
 
+import mapc
+from mapc.ir import load, make_session
+from mapc.ir.errors import ModelError
+from mapc.ir.runtime_limits import runtime_limits
 from tests.conftest import make_model
 
 F = TensorProto.FLOAT

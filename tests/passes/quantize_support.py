@@ -11,9 +11,9 @@ from onnx import numpy_helper
 
 import mapc
 from mapc.ir import Runner, load
-from mapc.passes.quantize.data import open_calibration
 from mapc.passes import PassContext
-from mapc.pipeline import PassManager, PassRecord
+from mapc.passes.pipeline import PassManager, PassRecord
+from mapc.passes.quantize.data import open_calibration
 
 #: Integer range of each Q/DQ element type.
 TYPE_RANGES = {

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import mapc
 import numpy as np
 import onnx
 import pytest
 from hypothesis import given
-from mapc.ir import load
-from mapc.testing import assert_pass_preserves, onnx_models
 from onnx import TensorProto, helper, numpy_helper
 
+import mapc
+from mapc.ir import load
+from mapc.testing import assert_pass_preserves, onnx_models
 from tests.conftest import make_model
 
 F = TensorProto.FLOAT

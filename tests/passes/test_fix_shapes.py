@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import mapc
 import numpy as np
 import onnx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from mapc.errors import CheckFailed, UsageError
-from mapc.ir import is_static, load
-from mapc.passes import PassContext
-from mapc.pipeline import PassManager
-from mapc.testing import assert_pass_preserves, onnx_models
 from onnx import TensorProto, helper, numpy_helper
 
+import mapc
+from mapc.ir import is_static, load
+from mapc.ir.errors import CheckFailed, UsageError
+from mapc.passes import PassContext
+from mapc.passes.pipeline import PassManager
+from mapc.testing import assert_pass_preserves, onnx_models
 from tests.conftest import make_model
 
 F, I64 = TensorProto.FLOAT, TensorProto.INT64

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import mapc
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
 from hypothesis import given
-from mapc.ir import is_lazy, load
-from mapc.passes import PassContext
-from mapc.pipeline import PassManager
-from mapc.testing import assert_pass_preserves, onnx_models
 from onnx import TensorProto, helper, numpy_helper
 
+import mapc
+from mapc.ir import is_lazy, load
+from mapc.passes import PassContext
+from mapc.passes.pipeline import PassManager
+from mapc.testing import assert_pass_preserves, onnx_models
 from tests.conftest import make_model
 
 F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
@@ -37,7 +37,7 @@ def island(nodes, result: str, initializers, result_type=F, result_shape=(2, 3))
 
 def fold(proto: onnx.ModelProto, passes: str = "fold-constants", exact: bool = True) -> tuple[mapc.Model, dict[str, int], list]:
     """Fold and check; ``exact``: outputs must be bitwise equal (folding evaluates the same ops)."""
-    tolerance = mapc.verify.Tolerance(0.0, 0.0) if exact else None
+    tolerance = mapc.ir.compare.Tolerance(0.0, 0.0) if exact else None
     model, records = assert_pass_preserves(proto, passes, tolerance=tolerance)
     return model, records[0].counters, records[0].notes
 

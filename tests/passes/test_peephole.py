@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import mapc
 import numpy as np
 import onnx
 import pytest
 from hypothesis import given
-from mapc.ir import load
-from mapc.passes import PassContext
-from mapc.pipeline import PassManager
-from mapc.testing import assert_pass_preserves, onnx_models
-from mapc.verify import Tolerance
 from onnx import TensorProto, helper, numpy_helper
 
+import mapc
+from mapc.ir import load
+from mapc.ir.compare import Tolerance
+from mapc.passes import PassContext
+from mapc.passes.pipeline import PassManager
+from mapc.testing import assert_pass_preserves, onnx_models
 from tests.conftest import make_model
 
 F, I64 = TensorProto.FLOAT, TensorProto.INT64

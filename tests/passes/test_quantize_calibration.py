@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from mapc.errors import UsageError
 from mapc.ir import load
+from mapc.ir.errors import UsageError
 from mapc.passes.quantize import resolve
-from mapc.targets.spec import Quantization
 from mapc.passes.quantize.calibrate import TensorStats, collect
 from mapc.passes.quantize.data import open_calibration
 from mapc.passes.quantize.qtypes import QUANT_TYPES, activation_params
 from mapc.passes.quantize.ranges import METHODS, choose_range
+from mapc.passes.quantize.schemes import QuantizationSupport
 from tests.conftest import make_model
 from tests.passes.quantize_support import quantize
 
@@ -225,11 +225,11 @@ def test_degenerate_model_tensors_fall_back_per_tensor_and_are_reported(method):
 
 
 def test_a_target_picks_the_activation_type_and_placement_for_a_scheme():
-    qnn = Quantization(schemes=("a8w8", "a16w8"), activation_types=("uint8", "uint16"), per_channel_matmul=False)
+    qnn = QuantizationSupport(schemes=("a8w8", "a16w8"), activation_types=("uint8", "uint16"), per_channel_matmul=False)
     assert resolve("a16w8", qnn, calibration="data") == {
         "scheme": "a16w8", "activation_type": "uint16", "symmetric_activations": False, "per_channel_matmul": False, "calibration": "data",
     }
-    signed = Quantization(schemes=("a8w8",), activation_types=("int8",), symmetric_activations=True)
+    signed = QuantizationSupport(schemes=("a8w8",), activation_types=("int8",), symmetric_activations=True)
     assert resolve("a8w8", signed)["activation_type"] == "int8"
     with pytest.raises(UsageError, match="does not run scheme 'w4'"):
         resolve("w4", qnn)

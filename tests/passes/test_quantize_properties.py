@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mapc.ir import Runner, load, seeded_inputs
+from mapc.ir.compare import check_valid
 from mapc.testing import onnx_models
-from mapc.verify import check_valid
 from tests.passes.quantize_support import calibration_samples, quantize, sqnr_by_output, structure_problems
 
 #: The op families a per-channel int8 model handles without ill-conditioned arithmetic.

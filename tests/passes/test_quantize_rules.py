@@ -7,8 +7,8 @@ import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from mapc.errors import ModelError
 from mapc.ir import Runner, toposort
+from mapc.ir.errors import ModelError
 from mapc.passes.quantize import opset as opset_module
 from tests.conftest import make_model
 from tests.passes.quantize_support import dequantize_of, ops, quantize, sqnr_by_output, structure_problems

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
-from mapc.errors import UsageError
-from mapc.ir import load
-from mapc.passes import PassContext
-from mapc.pipeline import PassManager
-from mapc.testing import assert_pass_preserves, onnx_models
 from onnx import TensorProto, helper
 
+from mapc.ir import load
+from mapc.ir.errors import UsageError
+from mapc.passes import PassContext
+from mapc.passes.pipeline import PassManager
+from mapc.testing import assert_pass_preserves, onnx_models
 from tests.conftest import make_model
 
 F = TensorProto.FLOAT

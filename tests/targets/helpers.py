@@ -6,13 +6,14 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import onnx
-from mapc.ir import load
-from mapc.targets import get_target
-from mapc.targets.facts import collect_facts
-from mapc.targets.rules import Reason, evaluate, rules_for
-from mapc.targets.spec import OpSet, Performance, Target, TensorLimits
 from onnx import TensorProto, helper, numpy_helper
 
+from mapc.ir import load
+from mapc.targets import get_target
+from mapc.targets.constraints import rules_for
+from mapc.targets.facts import collect_facts
+from mapc.targets.rules import Reason, evaluate
+from mapc.targets.spec import OpSet, Performance, Target, TensorLimits
 from tests.conftest import make_model
 
 F = TensorProto.FLOAT

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
+
 from mapc.ir import load
 from mapc.targets import PartitionOptions, plan_partitions
 from mapc.targets.cost import Work, bytes_per_element, node_seconds, node_work
 from mapc.targets.facts import collect_facts
 from mapc.targets.spec import Performance
-from onnx import TensorProto, helper
-
 from tests.conftest import make_model
 from tests.targets.helpers import NPU, TOY_OPS, const, info, toy_target
 

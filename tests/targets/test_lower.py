@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import mapc
 import numpy as np
 import onnx
 import pytest
-from mapc.ir import is_lazy, load, run, save, seeded_inputs
-from mapc.targets.lower import INLINE_CONSTANT_BYTES
 from onnx import TensorProto, helper
 
+import mapc
+from mapc.ir import is_lazy, load, run, save, seeded_inputs
+from mapc.targets.lower import INLINE_CONSTANT_BYTES
 from tests.conftest import make_model
 from tests.targets.helpers import TOY_OPS, const, info, toy_target
 from tests.targets.models import static_cnn, static_transformer

@@ -14,6 +14,8 @@ import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
 from mapc.ir import load
 from mapc.targets import PartitionOptions, plan_partitions
 from mapc.targets.facts import ModelFacts
@@ -22,8 +24,6 @@ from mapc.targets.rules import Reason
 from mapc.targets.spec import OpSet
 from mapc.targets.support import NodeSupport, check_support
 from mapc.testing import assert_pass_preserves, onnx_models
-from onnx import TensorProto, helper, numpy_helper
-
 from tests.conftest import make_model
 from tests.targets.helpers import const, info, qdq_pair, toy_target
 

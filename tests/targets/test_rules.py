@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mapc.targets import rules_for
-from mapc.targets.rules import constraint
 from onnx import TensorProto, helper
 
+from mapc.targets import rules_for
+from mapc.targets.rules import constraint
 from tests.targets.helpers import (
     CPU,
     ETHOS,
@@ -201,7 +201,6 @@ def test_forced_cpu_ops_are_a_reason_of_their_own():
     from mapc.ir import load
     from mapc.targets import check_support
     from mapc.targets.facts import collect_facts
-
     from tests.conftest import make_model
 
     node, inputs, outputs, _ = relu([1, 2])
@@ -366,6 +365,7 @@ def test_a_rule_must_be_a_documented_constraint_function():
 
 def test_fused_ops_written_as_mapc_functions_are_judged_as_the_standard_op():
     import onnx_graphsurgeon as gs
+
     from mapc.targets.facts import op_name
 
     assert op_name(gs.Node("Attention", domain="mapc")) == "Attention"

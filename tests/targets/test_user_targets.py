@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mapc
 import pytest
-from mapc.targets import get_target, load_target_file, rules_for
 
+import mapc
+from mapc.targets import get_target, load_target_file, rules_for
 from tests.targets.models import static_cnn
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "my_npu.toml"

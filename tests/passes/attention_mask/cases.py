@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
 from mapc.ir import load, seeded_inputs
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"

@@ -17,8 +17,9 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnx
-from mapc.ir import run
 from onnx import TensorProto, helper, numpy_helper
+
+from mapc.ir import run
 
 FLOAT = TensorProto.FLOAT
 HALF = TensorProto.FLOAT16

@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import onnx
+
 from mapc.cli import main
-from mapc.errors import EXIT_OK, EXIT_USAGE
 from mapc.ir import load, run
+from mapc.ir.errors import EXIT_OK, EXIT_USAGE
 
 from .cases import TRANSFORMERS
 

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mapc.ir import load
-from mapc.pipeline import PassManager
-from mapc.testing import assert_pass_preserves
-from mapc.verify import Tolerance
 from onnx import TensorProto, helper
+
+from mapc.ir import load
+from mapc.ir.compare import Tolerance
+from mapc.passes.pipeline import PassManager
+from mapc.testing import assert_pass_preserves
 
 from .cases import TRANSFORMERS
 
@@ -139,8 +140,9 @@ def test_is_causal_with_fewer_queries_than_keys_warns_and_uses_the_spec_alignmen
 def test_a_mask_shorter_than_the_keys_is_padded_as_the_spec_says(dtype):
     """onnxruntime 1.31 rejects such masks; onnx's reference implementation pads them with
     False / -inf, and the decomposition pads with NEG."""
-    from mapc.ir import run
     from onnx.reference import ReferenceEvaluator
+
+    from mapc.ir import run
 
     rng = np.random.default_rng(3)
     shapes = {"q": [1, 2, 3, 4], "k": [1, 2, 5, 4], "v": [1, 2, 5, 4], "mask": [1, 1, 3, 3]}

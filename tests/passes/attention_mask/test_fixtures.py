@@ -15,12 +15,12 @@ from functools import cache
 import numpy as np
 import onnx
 import pytest
+
 from mapc.ir import load, run
+from mapc.ir.compare import Tolerance, compare_outputs
 from mapc.passes import PassContext
 from mapc.passes.attention_mask.detection import find_attentions
-from mapc.pipeline import PassManager
-from mapc.verify import Tolerance, compare_outputs
-
+from mapc.passes.pipeline import PassManager
 from tests.conftest import in_ci
 
 from .cases import ALL_CASES, Case, fully_masked_rows, transformer_cases

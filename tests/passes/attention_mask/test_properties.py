@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 from hypothesis import given, settings
+
 from mapc.ir import load, run
+from mapc.ir.compare import Tolerance
 from mapc.testing import assert_pass_preserves
-from mapc.verify import Tolerance
 
 from .graphs import attention_graphs
 from .numerics import half_feeds, to_fp16
@@ -35,7 +36,7 @@ def test_rewritten_masks_stay_finite_in_fp16(case):
     if case.feeds["q"].dtype == np.float16 or case.family == "float-input":
         return
     model = load(case.model)
-    from mapc.pipeline import PassManager
+    from mapc.passes.pipeline import PassManager
 
     PassManager("attention-mask").run(model)
     outputs = run(to_fp16(model.to_proto()), half_feeds(case.feeds))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from mapc.errors import UsageError
-from mapc.ir import load, run
-from mapc.pipeline import PassManager, build_pipeline, with_pass_options
-from mapc.testing import assert_pass_preserves
 from onnx import TensorProto, helper, numpy_helper
 
+from mapc.ir import load, run
+from mapc.ir.errors import UsageError
+from mapc.passes.pipeline import PassManager, build_pipeline, with_pass_options
+from mapc.testing import assert_pass_preserves
 from tests.conftest import make_model
 
 FMIN = float(np.finfo(np.float32).min)

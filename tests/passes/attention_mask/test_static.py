@@ -14,10 +14,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
 from mapc.ir import load, run
-from mapc.pipeline import PassManager
+from mapc.ir.compare import Tolerance
+from mapc.passes.pipeline import PassManager
 from mapc.testing import assert_pass_preserves
-from mapc.verify import Tolerance
 
 from .cases import TRANSFORMERS, fully_masked_rows
 

@@ -6,8 +6,9 @@ from collections import Counter
 from typing import Any
 
 import onnx
+
 from mapc.ir import Model
-from mapc.pipeline import PassRecord
+from mapc.passes.pipeline import PassRecord
 from mapc.testing import assert_pass_preserves
 
 #: Fusion reassociates float arithmetic (scale moved to the scores, x/c as x*(1/c), a fused

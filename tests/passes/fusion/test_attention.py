@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mapc.errors import CheckFailed
-from mapc.ir import load, run
-from mapc.passes import PassContext
-from mapc.pipeline import PassManager
-from mapc.verify import Tolerance
 from onnx import TensorProto
+
+from mapc.ir import load, run
+from mapc.ir.compare import Tolerance
+from mapc.ir.errors import CheckFailed
+from mapc.passes import PassContext
+from mapc.passes.pipeline import PassManager
 
 from .common import domains, fuse, misses, ops
 from .graphs import AttentionSpec, Graph, attention_model

@@ -6,8 +6,9 @@ import numpy as np
 import onnx
 import pytest
 from hypothesis import given
-from mapc.testing import onnx_models
 from onnx import TensorProto
+
+from mapc.testing import onnx_models
 
 from .common import fuse
 from .graphs import AttentionSpec, Graph, attention_model

@@ -23,9 +23,10 @@ import onnx
 import onnx.shape_inference
 import onnx_graphsurgeon as gs
 import pytest
+
 from mapc.ir import Model, load, run
 from mapc.passes import PassContext, has_pass
-from mapc.pipeline import PassManager
+from mapc.passes.pipeline import PassManager
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "transformers"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())

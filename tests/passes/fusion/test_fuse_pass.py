@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import mapc
 import onnx
 import pytest
 from hypothesis import given, settings
-from mapc.errors import UsageError
+
+import mapc
 from mapc.ir import load, save
+from mapc.ir.errors import UsageError
 from mapc.passes import PassContext, get_pass
 from mapc.passes.fusion import fusion_rules
-from mapc.pipeline import PassManager
+from mapc.passes.pipeline import PassManager
 from mapc.testing import onnx_models
 
 from .common import fuse, misses, ops

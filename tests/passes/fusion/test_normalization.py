@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mapc.verify import Tolerance
 from onnx import TensorProto
+
+from mapc.ir.compare import Tolerance
 
 from .common import domains, fuse, misses, ops
 from .graphs import Graph, NormSpec, layer_norm_model, rms_norm_model

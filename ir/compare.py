@@ -1,11 +1,9 @@
-"""Differential verification: does a rewritten model still compute what the input model did?
+"""Comparing two models' outputs, and checking a model's structure with the onnx checker.
 
-:class:`Verifier` runs the input model once in onnxruntime on seeded inputs and keeps the
-outputs. :meth:`Verifier.check` then validates a rewritten model (onnx checker, onnxruntime
-loads it) and compares its outputs on the same inputs: integer and boolean outputs must be
-identical; floating-point ones must agree elementwise within ``atol + rtol * |expected|``, with
-NaN and infinities in the same places. Default tolerances per element type are in
-:data:`TOLERANCES`.
+:func:`compare_outputs` judges outputs by name: integer and boolean outputs must be identical;
+floating-point ones must agree elementwise within ``atol + rtol * |expected|``, with NaN and
+infinities in the same places. Default tolerances per element type are in :data:`TOLERANCES`.
+:func:`check_valid` runs the onnx checker on a weight-free skeleton.
 """
 
 from __future__ import annotations
@@ -18,10 +16,9 @@ import numpy as np
 import onnx
 import onnx.checker
 
-from .errors import VerificationError
-from .ir import Model, OnnxRuntimeError, run, seeded_inputs
-from .ir.shapes import SKELETON_INLINE_BYTES
-from .passes.base import PassContext
+from mapc.ir.errors import VerificationError
+from mapc.ir.model import Model
+from mapc.ir.shapes import SKELETON_INLINE_BYTES
 
 
 @dataclass(frozen=True)
@@ -117,63 +114,3 @@ def check_valid(model: Model) -> None:
 
 def _checkable(model: Model) -> onnx.ModelProto:
     return model.to_proto(weights_above=SKELETON_INLINE_BYTES)
-
-
-class Verifier:
-    """Reference outputs of the input model, and the check every rewritten model must pass."""
-
-    def __init__(
-        self,
-        model: Model,
-        ctx: PassContext,
-        *,
-        feeds: Mapping[str, np.ndarray] | None = None,
-        tolerance: Tolerance | None = None,
-    ) -> None:
-        self.feeds = dict(feeds) if feeds is not None else seeded_inputs(
-            model, seed=ctx.seed, dims=ctx.dims, shapes=ctx.input_shapes
-        )
-        self.tolerance = tolerance
-        self.ctx = ctx
-        try:
-            self.expected = run(model, self.feeds)
-        except OnnxRuntimeError as error:
-            raise OnnxRuntimeError(f"cannot verify: the input model does not run ({error})") from None
-
-    def compare(self, model: Model) -> list[OutputComparison]:
-        """Run ``model`` on the reference inputs and compare (no exception on mismatch).
-
-        Elements a pass declared undefined are left out: a pass may put a callable
-        ``verify_ignore(model, feeds, outputs) -> {output: bool array}`` in its
-        ``ctx.facts[name]`` (attention-mask does, for fully masked attention rows)."""
-        actual = run(model, self.feeds)
-        expected = self.expected
-        for facts in list(self.ctx.facts.values()):
-            hook = facts.get("verify_ignore") if isinstance(facts, dict) else None
-            if hook is None:
-                continue
-            for name, ignored in hook(model, self.feeds, actual).items():
-                if name in expected and name in actual:
-                    expected = {**expected, name: np.where(ignored, np.zeros((), expected[name].dtype), expected[name])}
-                    actual = {**actual, name: np.where(ignored, np.zeros((), actual[name].dtype), actual[name])}
-        return compare_outputs(expected, actual, tolerance=self.tolerance)
-
-    def check(self, model: Model, *, pass_name: str | None = None) -> dict[str, Any]:
-        """Validate ``model`` and compare its outputs; raise :class:`VerificationError` naming
-        ``pass_name`` on the first problem, else return a JSON-able summary."""
-        blame = f"after pass {pass_name!r}: " if pass_name else ""
-        try:
-            check_valid(model)
-            comparisons = self.compare(model)
-        except (VerificationError, OnnxRuntimeError) as error:
-            raise VerificationError(f"{blame}{error}", pass_name=pass_name) from None
-        for comparison in comparisons:
-            if not comparison.ok:
-                raise VerificationError(
-                    f"{blame}output {comparison.name!r} changed: {comparison.problem}", pass_name=pass_name
-                )
-        return {
-            "ok": True,
-            "max_abs_error": max((c.max_abs_error for c in comparisons), default=0.0),
-            "outputs": [c.as_dict() for c in comparisons],
-        }

@@ -22,11 +22,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from .errors import MapcError, UsageError
-from .ir import Model, count_nodes
-from .passes import Note, Pass, PassContext, PassResult, get_pass
-from .passes.base import parse_options
-from .verify import Verifier
+from mapc.ir import Model, count_nodes
+from mapc.ir.errors import MapcError, UsageError
+from mapc.passes.base import Note, Pass, PassContext, PassResult, parse_options
+from mapc.passes.registry import get_pass
+from mapc.passes.verify import Verifier
 
 #: How often a fixpoint group repeats before mapc stops it with a warning.
 DEFAULT_MAX_ITERATIONS = 8
