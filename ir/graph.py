@@ -35,6 +35,17 @@ class NamedGraph(Protocol):
 MAPC_DOMAIN = "mapc"
 
 
+#: Readers that use only a tensor's shape, never its values (they fold away once shapes are static).
+SHAPE_READERS = frozenset({"Shape", "Size"})
+#: Constants up to this size are read to compare them or fold them (weights never are).
+SMALL_CONSTANT_BYTES = 1 << 16
+
+
+def is_default_domain(node: gs.Node) -> bool:
+    """True for a node of the default ONNX domain (``""`` or ``ai.onnx``)."""
+    return (node.domain or "") in ("", "ai.onnx")
+
+
 def standard_op(node: gs.Node) -> str | None:
     """The ai.onnx op ``node`` computes, or None: its op type for ai.onnx nodes, and for a mapc
     fused-op function (same inputs and attributes as the standard op) the op it stands in for."""
@@ -190,6 +201,44 @@ def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
         if isinstance(value, gs.Constant):
             return value.values
     return None
+
+
+def int_constant(tensor: gs.Tensor) -> np.ndarray | None:
+    """The value of a constant integer tensor (indices, axes, shapes) as int64, else None."""
+    value = constant_value(tensor) if not tensor.is_empty() else None
+    if value is None:
+        return None
+    array = np.asarray(value)
+    return array.astype(np.int64) if array.dtype.kind in "iu" else None
+
+
+def constant_tensor(tensor: gs.Tensor) -> gs.Constant | None:
+    """The constant behind ``tensor`` (an initializer or a ``Constant`` node's value), or None."""
+    if isinstance(tensor, gs.Constant):
+        return tensor
+    source = producer(tensor)
+    if source is not None and source.op == "Constant" and not source.domain and isinstance(source.attrs.get("value"), gs.Constant):
+        return source.attrs["value"]
+    return None
+
+
+def small_constant(tensor: gs.Tensor, max_bytes: int = SMALL_CONSTANT_BYTES) -> np.ndarray | None:
+    """The value of a constant of at most ``max_bytes`` bytes (never loads a larger weight)."""
+    constant = constant_tensor(tensor)
+    if constant is None or constant_nbytes(constant) > max_bytes:
+        return None
+    return np.asarray(constant.values)
+
+
+def scalar_value(tensor: gs.Tensor) -> float | None:
+    """The value of a small constant whose elements are all equal (a scalar, or a [1]-shaped tensor)."""
+    value = small_constant(tensor)
+    if value is None or value.size == 0 or value.dtype.kind not in "fiub":
+        return None
+    flat = value.reshape(-1)
+    if not np.all(flat == flat[0]):
+        return None
+    return float(flat[0])
 
 
 def constant_nbytes(tensor: gs.Constant) -> int:

@@ -1,85 +1,37 @@
-"""Subgraph patterns and rewrite rules that say why they did not fire.
+"""Subgraph patterns: what a :class:`~mapc.ir.rewrite.PatternRule` looks for, and how it is matched.
 
-A rewrite is a :class:`Rule` with three parts kept apart:
+A pattern is written as nested calls, here RMS normalisation::
 
-* ``pattern``: the subgraph it looks for, written as nested calls, here RMS normalisation::
+    x = var("x")
+    mean_square = op.ReduceMean(op.Mul(x, x), ..., name="mean_square")
+    pattern = op.Div(x, op.Sqrt(op.Add(mean_square, const("eps"))), name="normalized")
 
-      x = var("x")
-      mean_square = op.ReduceMean(op.Mul(x, x), ..., name="mean_square")
-      pattern = op.Div(x, op.Sqrt(op.Add(mean_square, const("eps"))), name="normalized")
+:data:`op` builds node patterns (``op.Add(a, b)``, ``op["Mul", "Div"](a, b)``); ``...`` as the
+last input accepts further inputs; :func:`var` binds any tensor, :func:`const` a constant
+(optionally of a given value), :func:`maybe` an optional node, ``a | b`` alternatives and
+:func:`product` a tree of ``Mul`` nodes in any association and order. Binary commutative ops
+match either operand order. A pattern object used twice, or two variables or constants of the
+same name, must bind the same tensor (or node) everywhere.
 
-  :data:`op` builds node patterns (``op.Add(a, b)``, ``op["Mul", "Div"](a, b)``); ``...`` as the
-  last input accepts further inputs; :func:`var` binds any tensor, :func:`const` a constant
-  (optionally of a given value), :func:`maybe` an optional node, ``a | b`` alternatives and
-  :func:`product` a tree of ``Mul`` nodes in any association and order. Binary commutative ops
-  match either operand order. A pattern object used twice, or two variables or constants of the
-  same name, must bind the same tensor (or node) everywhere.
-* ``check(match, ctx)``: the conditions structure cannot express (shapes, values, opsets). It
-  returns what the replacement needs, raises :class:`NearMiss` with the failing condition and
-  what would fix it, or :class:`NoMatch` when the rule simply does not apply.
-* ``rewrite(match, params, ctx)``: builds the replacement with ``ctx`` and returns the tensor(s)
-  that take over the outputs of the pattern's root node (None: it edited the nodes in place).
-
-:func:`apply_rule` tries every candidate root, last node first (so the largest match wins) and
-applies the first match that passes. A structural match whose inner nodes are also read outside
-it, or whose check fails, is a *near-miss*; a rule with ``near_miss_after`` also reports partial
-structural matches that got past the pattern node of that name, naming the deepest failing
-step. :class:`RuleReport` counts firings and keeps the near-misses.
+:func:`find_matches` returns every structural match rooted at a tensor's producer, and the
+deepest failure of the others (what near-miss reports name). Rules, checks and rewrites are in
+:mod:`mapc.ir.rewrite`.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir.graph import constant_nbytes, is_graph_output, producer, replace_all_uses
-
-if TYPE_CHECKING:
-    from mapc.ir.model import Model
+from mapc.ir.graph import constant_tensor, producer, scalar_value, small_constant
 
 #: Binary ops whose two operands may be swapped.
 COMMUTATIVE_OPS = frozenset({"Add", "Mul", "Max", "Min", "And", "Or", "Xor", "Equal", "BitwiseAnd", "BitwiseOr", "BitwiseXor"})
-#: Readers that use only a tensor's shape (they fold away once shapes are static).
-_SHAPE_READERS = frozenset({"Shape", "Size"})
-#: Constants larger than this are never loaded to be compared with a pattern value.
-SMALL_CONSTANT_BYTES = 1 << 16
-
-
-# -- constants without loading weights -------------------------------------------------------------
-
-
-def constant_tensor(tensor: gs.Tensor) -> gs.Constant | None:
-    """The constant behind ``tensor`` (an initializer or a ``Constant`` node's value), or None."""
-    if isinstance(tensor, gs.Constant):
-        return tensor
-    source = producer(tensor)
-    if source is not None and source.op == "Constant" and not source.domain and isinstance(source.attrs.get("value"), gs.Constant):
-        return source.attrs["value"]
-    return None
-
-
-def small_constant(tensor: gs.Tensor, max_bytes: int = SMALL_CONSTANT_BYTES) -> np.ndarray | None:
-    """The value of a constant of at most ``max_bytes`` bytes (never loads a large weight)."""
-    constant = constant_tensor(tensor)
-    if constant is None or constant_nbytes(constant) > max_bytes:
-        return None
-    return np.asarray(constant.values)
-
-
-def scalar_value(tensor: gs.Tensor) -> float | None:
-    """The value of a constant whose elements are all equal (a scalar, or a [1]-shaped tensor)."""
-    value = small_constant(tensor)
-    if value is None or value.size == 0 or value.dtype.kind not in "fiub":
-        return None
-    flat = value.reshape(-1)
-    if not np.all(flat == flat[0]):
-        return None
-    return float(flat[0])
 
 
 # -- patterns ---------------------------------------------------------------------------------------
@@ -447,118 +399,6 @@ def _to_match(bindings: _Bindings, root: gs.Node) -> Match:
     return Match(root, nodes, tensors, covered)
 
 
-# -- rules ------------------------------------------------------------------------------------------
-
-
-class NearMiss(Exception):
-    """A rule's check refused a match. ``code`` is stable (``heads-unproven``); ``condition`` says
-    what failed in one sentence; ``fix`` what would make the rule fire."""
-
-    def __init__(self, code: str, condition: str, fix: str | None = None) -> None:
-        super().__init__(condition)
-        self.code = code
-        self.condition = condition
-        self.fix = fix
-
-
-class NoMatch(Exception):
-    """A rule's check found that it simply does not apply here: nothing worth reporting."""
-
-
-@dataclass
-class NearMissRecord:
-    rule: str
-    code: str
-    node: str
-    condition: str
-    fix: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        record = {"rule": self.rule, "code": self.code, "node": self.node, "condition": self.condition}
-        if self.fix:
-            record["fix"] = self.fix
-        return record
-
-
-@dataclass
-class RuleReport:
-    """How often a rule fired, and why it did not where it almost did."""
-
-    fired: int = 0
-    near_misses: list[NearMissRecord] = field(default_factory=list)
-
-
-class RewriteContext:
-    """What a rule's check and rewrite may use: the model, and helpers that add nodes and constants."""
-
-    def __init__(self, model: Model) -> None:
-        self.model = model
-        #: Near-misses of a rewrite that still fired (a part it could not do), as NearMiss objects.
-        self.remarks: list[NearMiss] = []
-
-    def remark(self, code: str, condition: str, fix: str | None = None) -> None:
-        """Record, from a rewrite that fires anyway, a part of the rule that could not apply."""
-        self.remarks.append(NearMiss(code, condition, fix))
-
-    def node(
-        self,
-        op_type: str,
-        inputs: Sequence[gs.Tensor],
-        *,
-        attrs: dict[str, Any] | None = None,
-        domain: str = "",
-        outputs: int = 1,
-        name: str = "",
-        dtype: Any = None,
-        shape: Sequence[int | str | None] | None = None,
-    ) -> gs.Tensor | list[gs.Tensor]:
-        """Append a node reading ``inputs``; return its output (or outputs when ``outputs > 1``).
-
-        ``dtype``/``shape`` annotate the (first) output when the caller knows them.
-        """
-        base = name or op_type.lower()
-        results = [gs.Variable(self.model.fresh_name(f"{base}_out")) for _ in range(outputs)]
-        if dtype is not None:
-            results[0].dtype = dtype
-        if shape is not None:
-            results[0].shape = list(shape)
-        node = gs.Node(op_type, name=self.model.fresh_name(base), attrs=dict(attrs or {}), inputs=list(inputs), outputs=results, domain=domain or None)
-        self.model.graph.nodes.append(node)
-        return results[0] if outputs == 1 else results
-
-    def const(self, value: Any, name: str = "const", dtype: Any = None) -> gs.Constant:
-        array = np.asarray(value, dtype=dtype) if dtype is not None else np.asarray(value)
-        return gs.Constant(self.model.fresh_name(name), np.require(array, requirements="C"))
-
-
-class Rule:
-    """A rewrite: ``pattern`` + ``check`` (raise :class:`NearMiss`) + ``rewrite``. See the module doc."""
-
-    #: Registered name, used in reports and options (``layer-norm``).
-    name: ClassVar[str]
-    pattern: ClassVar[Pattern]
-    #: Report partial structural matches that got past the pattern node of this name (None: never).
-    near_miss_after: ClassVar[str | None] = None
-    #: Shown for partial structural matches.
-    near_miss_fix: ClassVar[str | None] = None
-    #: Never report near-misses (canonical-form rules: not firing is not a problem).
-    quiet: ClassVar[bool] = False
-    #: Inner nodes of a match may also be read elsewhere (they are then kept for those readers).
-    allow_shared: ClassVar[bool] = False
-
-    def check(self, match: Match, ctx: RewriteContext) -> Any:
-        return None
-
-    def rewrite(self, match: Match, params: Any, ctx: RewriteContext) -> gs.Tensor | Sequence[gs.Tensor] | None:  # pragma: no cover
-        """Build the replacement; return the tensor(s) replacing the root's outputs, or None when
-        the rewrite edited the matched nodes in place (they are then kept)."""
-        raise NotImplementedError
-
-    @classmethod
-    def describe(cls) -> str:
-        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else cls.name
-
-
 def root_ops(pattern: Pattern) -> frozenset[str]:
     """Op types a match of ``pattern`` can be rooted at."""
     if isinstance(pattern, (OpPattern, Product)):
@@ -566,93 +406,3 @@ def root_ops(pattern: Pattern) -> frozenset[str]:
     if isinstance(pattern, Alt):
         return frozenset().union(*(root_ops(option) for option in pattern.options))
     raise TypeError("a rule's pattern must be rooted at an op, a product or alternatives of them")
-
-
-def apply_rule(rule: Rule, ctx: RewriteContext, report: RuleReport | None = None) -> RuleReport:
-    """Apply ``rule`` wherever it matches in the main graph, in topological order.
-
-    For each candidate root the structural matches are tried in turn; the first whose inner nodes
-    are read only inside the match and whose check passes is rewritten. Otherwise the first
-    refusal is recorded as a near-miss. Returns ``report`` (a new one if not given).
-    """
-    report = report if report is not None else RuleReport()
-    model = ctx.model
-    graph = model.graph
-    removed: set[int] = set()
-    anchors = root_ops(rule.pattern)
-    for node in reversed(list(graph.nodes)):
-        if id(node) in removed or node.op not in anchors or not node.outputs or node.outputs[0].is_empty():
-            continue
-        matches, deepest = find_matches(rule.pattern, node.outputs[0])
-        if not matches:
-            if not rule.quiet and rule.near_miss_after is not None and rule.near_miss_after in deepest.bound:
-                report.near_misses.append(NearMissRecord(rule.name, "structure", node.name, deepest.reason, rule.near_miss_fix))
-            continue
-        refusal: NearMiss | None = None
-        for match in matches:
-            ctx.remarks.clear()
-            try:
-                if not rule.allow_shared:
-                    _check_inner_uses(graph, match)
-                params = rule.check(match, ctx)
-            except NoMatch:
-                continue
-            except NearMiss as miss:
-                refusal = refusal or miss
-                continue
-            replacement = rule.rewrite(match, params, ctx)
-            if replacement is not None:
-                removed.update(id(n) for n in _replace(model, match, replacement))
-            report.fired += 1
-            for remark in ctx.remarks:
-                report.near_misses.append(NearMissRecord(rule.name, remark.code, node.name, remark.condition, remark.fix))
-            ctx.remarks.clear()
-            break
-        else:
-            ctx.remarks.clear()
-            if refusal is not None and not rule.quiet:
-                report.near_misses.append(NearMissRecord(rule.name, refusal.code, node.name, refusal.condition, refusal.fix))
-    if report.fired:  # drop replaced nodes, and nodes a rewrite detached (no outputs left)
-        graph.nodes = [n for n in graph.nodes if id(n) not in removed and n.outputs]
-    return report
-
-
-def _check_inner_uses(graph: gs.Graph, match: Match) -> None:
-    inside = {id(n) for n in match.covered}
-    for node in match.covered:
-        if node is match.root:
-            continue
-        for output in node.outputs:
-            outside = [c for c in output.outputs if id(c) not in inside]
-            if outside or is_graph_output(graph, output):
-                user = f"{outside[0].op} {outside[0].name!r}" if outside else "a graph output"
-                shape_only = bool(outside) and all(reader.op in _SHAPE_READERS for reader in outside)
-                raise NearMiss(
-                    "shared-intermediate",
-                    f"the intermediate {node.op} {node.name!r} is also read by {user}",
-                    "only its shape is read: fix the input shapes and fold constants first (fix-shapes, fold-constants)"
-                    if shape_only
-                    else "fusing would compute it twice; remove or fold that reader first",
-                )
-
-
-def _replace(model: Model, match: Match, replacement: gs.Tensor | Sequence[gs.Tensor]) -> list[gs.Node]:
-    """Rewire the root's readers to ``replacement``; detach and return the covered nodes left dead."""
-    new_outputs = [replacement] if isinstance(replacement, gs.Tensor) else list(replacement)
-    for old, new in zip(match.root.outputs, new_outputs):
-        if old is not new:
-            replace_all_uses(model, old, new)
-    dead: list[gs.Node] = []
-    pending = list(match.covered)
-    progress = True
-    while progress:
-        progress = False
-        for node in list(pending):
-            if any(output.outputs or is_graph_output(model.graph, output) for output in node.outputs):
-                continue
-            node.inputs.clear()
-            node.outputs.clear()
-            dead.append(node)
-            pending.remove(node)
-            progress = True
-    return dead

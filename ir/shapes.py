@@ -122,6 +122,29 @@ def _keep_known(before: list[Dim], inferred: list[Dim], *, numbers: bool) -> lis
     return kept
 
 
+def is_static_dim(dim: Dim) -> bool:
+    """True for a dim that is a known non-negative integer."""
+    return isinstance(dim, (int, np.integer)) and dim >= 0
+
+
 def is_static(shape: Sequence[Dim] | None) -> bool:
     """True if ``shape`` is known and every dim is a non-negative integer."""
-    return shape is not None and all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape)
+    return shape is not None and all(is_static_dim(d) for d in shape)
+
+
+def known_shape(tensor: gs.Tensor) -> list[Dim] | None:
+    """The annotated shape of ``tensor`` as a list (a constant's is always known), or None."""
+    if isinstance(tensor, gs.Constant):
+        return [int(d) for d in tensor.shape]
+    return None if tensor.shape is None else list(tensor.shape)
+
+
+def static_shape(tensor: gs.Tensor) -> tuple[int, ...] | None:
+    """The shape of ``tensor`` if every dim is a known non-negative integer, else None."""
+    shape = known_shape(tensor)
+    return tuple(int(d) for d in shape) if is_static(shape) else None
+
+
+def same_dtype(a: gs.Tensor, b: gs.Tensor) -> bool:
+    """True if both tensors have a known element type and it is the same."""
+    return a.dtype is not None and b.dtype is not None and np.dtype(a.dtype) == np.dtype(b.dtype)

@@ -24,24 +24,7 @@ from typing import Any, ClassVar, Literal
 
 from mapc.ir import Model
 from mapc.ir.errors import UsageError
-
-
-@dataclass
-class Note:
-    """Something a pass wants the user to know: a near-miss, a skipped node, a leftover.
-
-    ``code`` is stable and machine-readable (``fold.eval-failed``); ``message`` is one sentence;
-    ``node`` names the node concerned; ``fix`` says what would resolve it, where something would.
-    """
-
-    code: str
-    message: str
-    node: str | None = None
-    fix: str | None = None
-    severity: Literal["info", "warning", "error"] = "info"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
+from mapc.ir.notes import Note
 
 
 @dataclass

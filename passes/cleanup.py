@@ -9,22 +9,19 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from mapc.ir import (
     Model,
-    can_take_name,
-    constant_value,
     infer_shapes,
-    is_graph_output,
     peek_bytes,
     remove_dead_nodes,
-    remove_nodes,
     replace_all_uses,
 )
 from mapc.ir.external import ExternalValues, iter_chunks
+from mapc.ir.rewrite import RewriteContext, apply_rules
 from mapc.passes.base import Pass, PassContext, PassResult
+from mapc.passes.peephole.identities import NOOP_RULES
 from mapc.passes.registry import register_pass
 
 #: Ops whose result depends on more than their inputs: never merged, never assumed idempotent.
@@ -79,46 +76,15 @@ class Cleanup(Pass):
 
 
 def _remove_noops(model: Model) -> int:
+    """Bypass the inference no-ops (:data:`~mapc.passes.peephole.identities.NOOP_RULES`) of every graph."""
     graphs = [model.graph, *model.graph.subgraphs(recursive=True)]
     if any(node.op in ("Cast", "CastLike") and node.inputs[0].dtype is None for g in graphs for node in g.nodes):
         infer_shapes(model)
     removed = 0
     for graph in graphs:
-        bypassed = [node for node in graph.nodes if _is_noop(node) and _bypass(model, graph, node)]
-        removed += remove_nodes(graph, bypassed)
+        reports = apply_rules(NOOP_RULES, RewriteContext(model, graph=graph), sweep=True)
+        removed += sum(report.fired for report in reports.values())
     return removed
-
-
-def _is_noop(node: gs.Node) -> bool:
-    if (node.domain or "") not in ("", "ai.onnx") or not node.inputs or not node.outputs:
-        return False
-    if node.op == "Identity":
-        return True
-    if node.op == "Dropout":
-        mask_used = len(node.outputs) > 1 and not node.outputs[1].is_empty() and bool(node.outputs[1].outputs)
-        if mask_used:
-            return False
-        if len(node.inputs) < 3 or node.inputs[2].is_empty():
-            return True
-        training = constant_value(node.inputs[2])
-        return training is not None and not bool(np.asarray(training).any())
-    if node.op == "Cast":
-        source = node.inputs[0].dtype
-        target = node.attrs.get("to")
-        return source is not None and target is not None and dtype_to_onnx(np.dtype(source)) == target
-    if node.op == "CastLike":
-        source, like = node.inputs[0].dtype, node.inputs[1].dtype
-        return source is not None and like is not None and np.dtype(source) == np.dtype(like)
-    return False
-
-
-def _bypass(model: Model, graph: gs.Graph, node: gs.Node) -> bool:
-    """Rewire readers of a no-op's output to its input; False if the node must stay."""
-    source, result = node.inputs[0], node.outputs[0]
-    if is_graph_output(graph, result) and not can_take_name(graph, source):
-        return False
-    replace_all_uses(model, result, source, graph)
-    return True
 
 
 # -- duplicate initializers ----------------------------------------------------------------------

@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 
 from mapc.ir import Model, infer_shapes, remove_dead_nodes, toposort
+from mapc.ir.rewrite import RewriteContext, apply_rules
+from mapc.passes.peephole.identities import INDEX_RULES
 from mapc.passes.attention_mask import decompose  # noqa: F401  (registers decompose-attention)
 from mapc.passes.attention_mask.detection import AttentionSite, attentions_in_subgraphs, cone, find_attentions
 from mapc.passes.attention_mask.families import MaskFamily, classify
 from mapc.passes.attention_mask.fills import Precision, resolve_mask_value
 from mapc.passes.attention_mask.hoist import drop_orphaned_inputs, hoist_masks
-from mapc.passes.attention_mask.identities import collapse_identities
 from mapc.passes.attention_mask.rewrites import MaskRewriter, SiteOutcome
 from mapc.passes.attention_mask.verification import fully_masked_positions
 from mapc.passes.base import Note, Pass, PassContext, PassResult
@@ -83,7 +84,8 @@ class AttentionMask(Pass):
         ]
         sites = find_attentions(graph)
         named = {id(site.node): classify(graph, site) for site in sites}
-        collapsed = collapse_identities(model, cone([t for site in sites for t in site.mask_tensors()]))
+        index_rules = apply_rules(INDEX_RULES, RewriteContext(model, scope=cone([t for site in sites for t in site.mask_tensors()])), sweep=True)
+        collapsed = sum(report.fired for report in index_rules.values())
         if collapsed:
             remove_dead_nodes(graph)
             sites = find_attentions(graph)

@@ -1,17 +1,13 @@
 """Fusion into standard ONNX ops, exporter-agnostic.
 
-One module per rule family (``layer_norm.py``, ``attention.py``...), each registering its rules
-with :func:`fusion_rule`; this package imports every module in it, so adding a fusion means
-adding one file (and its tests under ``tests/passes/fusion/``). The passes are in ``fuse.py``:
-``canonicalize`` (canonical forms only) and ``fuse`` (canonical forms, weight folds, fusions).
+One module per rule family (``normalization.py``, ``attention.py``...), each defining pattern
+rules (:class:`~mapc.ir.rewrite.PatternRule`); :mod:`.stages` lists every rule in the order it
+runs, so adding a fusion is one class in its family's module, one line in a stage list, and its
+tests under ``tests/passes/fusion/``. The passes are in :mod:`.fuse`: ``canonicalize`` (canonical
+forms only) and ``fuse`` (canonical forms, weight folds, fusions).
 """
 
-import importlib
-import pkgutil
+from mapc.passes.fusion import fuse  # noqa: F401  (registers canonicalize and fuse)
+from mapc.passes.fusion.stages import STAGES
 
-from mapc.passes.fusion.registry import fusion_rule, fusion_rules
-
-for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    importlib.import_module(f"{__name__}.{_module.name}")
-
-__all__ = ["fusion_rule", "fusion_rules"]
+__all__ = ["STAGES"]

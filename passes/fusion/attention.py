@@ -28,20 +28,11 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from mapc.ir import producer
-from mapc.ir.pattern import (
-    Alt,
-    Match,
-    NearMiss,
-    const,
-    constant_tensor,
-    op,
-    scalar_value,
-    small_constant,
-    var,
-)
+from mapc.ir.graph import constant_tensor, scalar_value, small_constant
+from mapc.ir.pattern import Alt, Match, const, op, var
+from mapc.ir.rewrite import NearMiss
 from mapc.passes.fusion.context import Dim, FusionContext, FusionRule, same_dim, same_dims, show_dims
 from mapc.passes.fusion.functions import Body
-from mapc.passes.fusion.registry import fusion_rule
 
 FIX_SHAPES = "fix the input shapes and fold shape arithmetic first (fix-shapes, fold-constants)"
 
@@ -81,12 +72,10 @@ class AttentionPlan:
     dtype: np.dtype
 
 
-@fusion_rule
 class AttentionFusion(FusionRule):
     """Scaled dot-product attention (eager or SDPA, masked or not, MHA or GQA) -> Attention."""
 
     name = "attention"
-    order = 10
     pattern = _pattern()
     near_miss_after = "softmax"
     near_miss_fix = "the scores are not MatMul(Q, Kᵀ) [* scale] [+ mask]: see docs/passes/fusion.md for the accepted forms"

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir.pattern import Match, NearMiss, constant_tensor, op, var
+from mapc.ir.graph import constant_tensor
+from mapc.ir.pattern import Match, op, var
+from mapc.ir.rewrite import NearMiss
 from mapc.passes.fusion.context import FusionContext, FusionRule
-from mapc.passes.fusion.registry import fusion_rule
 
 
 def _batch_norm(x):
@@ -65,13 +66,10 @@ class ConvFold:
     bias: np.ndarray
 
 
-@fusion_rule
 class ConvBatchNormFold(FusionRule):
     """Conv/ConvTranspose + BatchNormalization -> Conv/ConvTranspose with folded weights."""
 
     name = "conv-batch-norm"
-    stage = "fold"
-    order = 10
     pattern = _batch_norm(op["Conv", "ConvTranspose"](var("x"), var("weight"), ..., name="conv"))
 
     def check(self, match: Match, ctx: FusionContext) -> ConvFold:
@@ -107,13 +105,10 @@ class ConvBatchNormFold(FusionRule):
         return ctx.node(fold.conv.op, inputs, attrs=dict(fold.conv.attrs), dtype=out.dtype, shape=ctx.shape(out), name=fold.conv.name or "conv")
 
 
-@fusion_rule
 class BatchNormToMulAdd(FusionRule):
     """A BatchNormalization with nothing to fold into -> Mul + Add."""
 
     name = "batch-norm"
-    stage = "fold"
-    order = 20
     pattern = _batch_norm(var("x"))
 
     def check(self, match: Match, ctx: FusionContext) -> tuple[np.ndarray, np.ndarray]:

@@ -16,17 +16,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir.pattern import (
-    Match,
-    NearMiss,
-    NoMatch,
-    constant_tensor,
-    op,
-    small_constant,
-    var,
-)
+from mapc.ir.graph import constant_tensor, small_constant
+from mapc.ir.pattern import Match, op, var
+from mapc.ir.rewrite import NearMiss, NoMatch
 from mapc.passes.fusion.context import FusionContext, FusionRule
-from mapc.passes.fusion.registry import fusion_rule
 
 
 def _constant(match: Match, name: str) -> np.ndarray:
@@ -44,13 +37,10 @@ def _fits_2d(value: np.ndarray, rows: object, columns: object) -> bool:
     return all(d == 1 or d == full for d, full in zip(padded, (rows, columns)))
 
 
-@fusion_rule
 class ConvBiasFold(FusionRule):
     """Conv/ConvTranspose + per-channel constant Add -> bias."""
 
     name = "conv-bias"
-    stage = "fold"
-    order = 5
     pattern = op.Add(op["Conv", "ConvTranspose"](var("x"), var("weight"), ..., name="conv"), var("c"), name="add")
 
     def check(self, match: Match, ctx: FusionContext) -> np.ndarray:
@@ -84,13 +74,10 @@ class ConvBiasFold(FusionRule):
         return ctx.node(conv.op, inputs, attrs=dict(conv.attrs), dtype=out.dtype, shape=ctx.shape(out), name=conv.name or "conv")
 
 
-@fusion_rule
 class GemmBiasFold(FusionRule):
     """Gemm + constant Add -> Gemm's C input."""
 
     name = "gemm-bias"
-    stage = "fold"
-    order = 6
     pattern = op.Add(op.Gemm(var("a"), var("b"), ..., name="gemm"), var("c"), name="add")
 
     def check(self, match: Match, ctx: FusionContext) -> np.ndarray:
@@ -124,13 +111,10 @@ class GemmBiasFold(FusionRule):
         return ctx.node("Gemm", inputs, attrs=attrs, dtype=out.dtype, shape=ctx.shape(out), name=gemm.name or "gemm")
 
 
-@fusion_rule
 class MatMulAddToGemm(FusionRule):
     """MatMul(2-D, constant 2-D) + constant bias -> Gemm (opt in with enable=[matmul-to-gemm])."""
 
     name = "matmul-to-gemm"
-    stage = "fold"
-    order = 50
     default_enabled = False
     pattern = op.Add(op.MatMul(var("a"), var("w"), name="matmul"), var("c"), name="add")
 

@@ -1,6 +1,6 @@
 """Canonical arithmetic: one spelling for operations exporters write in several ways.
 
-* ``Cast(x, to=type of x)`` -> ``x``;
+* ``Cast(x, to=type of x)`` -> ``x`` (the shared :func:`~mapc.passes.peephole.identities.identity_cast`);
 * ``Add(c, x)`` -> ``Add(x, c)``: a constant is the second operand of a commutative op;
 * ``Div(x, c)`` -> ``Mul(x, 1/c)`` for a float constant ``c`` (exact when ``c`` is a power of 2,
   otherwise within one rounding);
@@ -18,20 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
-from onnx import helper
 
-from mapc.ir.pattern import (
-    COMMUTATIVE_OPS,
-    Match,
-    NoMatch,
-    const,
-    constant_tensor,
-    op,
-    small_constant,
-    var,
-)
+from mapc.ir.graph import constant_tensor, small_constant
+from mapc.ir.pattern import COMMUTATIVE_OPS, Match, const, op, var
+from mapc.ir.rewrite import NoMatch
 from mapc.passes.fusion.context import FusionContext, FusionRule
-from mapc.passes.fusion.registry import fusion_rule
 
 
 def is_float(tensor: gs.Tensor) -> bool:
@@ -56,16 +47,13 @@ def _like(ctx: FusionContext, op_type: str, inputs: list[gs.Tensor], template: g
 
 
 class CanonicalRule(FusionRule):
-    stage = "canonical"
     quiet = True
 
 
-@fusion_rule
 class ConstantSecond(CanonicalRule):
     """Add(c, x) -> Add(x, c): the constant operand of a commutative op comes second."""
 
     name = "constant-second"
-    order = 10
     pattern = op[tuple(sorted(COMMUTATIVE_OPS))](var("a"), var("b"))
 
     def check(self, match: Match, ctx: FusionContext) -> None:
@@ -77,30 +65,10 @@ class ConstantSecond(CanonicalRule):
         match.root.inputs.reverse()
 
 
-@fusion_rule
-class NoopCast(CanonicalRule):
-    """Cast(x, to=type of x) -> x (``cleanup`` does the same; fusion must not depend on it)."""
-
-    name = "noop-cast"
-    order = 5
-    pattern = op.Cast(var("x"))
-
-    def check(self, match: Match, ctx: FusionContext) -> None:
-        x = match.tensors["x"]
-        target = match.root.attrs.get("to")
-        if x.dtype is None or target is None or np.dtype(x.dtype) != helper.tensor_dtype_to_np_dtype(int(target)):
-            raise NoMatch
-
-    def rewrite(self, match: Match, params: None, ctx: FusionContext) -> gs.Tensor:
-        return match.tensors["x"]
-
-
-@fusion_rule
 class DivByConstant(CanonicalRule):
     """Div(x, c) -> Mul(x, 1/c) for a small float constant c without zeros."""
 
     name = "div-by-constant"
-    order = 20
     pattern = op.Div(var("x"), const("c"))
 
     def check(self, match: Match, ctx: FusionContext) -> np.ndarray:
@@ -116,12 +84,10 @@ class DivByConstant(CanonicalRule):
         return _like(ctx, "Mul", [match.tensors["x"], ctx.const(reciprocal, "reciprocal")], match.root.outputs[0])
 
 
-@fusion_rule
 class NegFromSub(CanonicalRule):
     """Sub(0, x) -> Neg(x)."""
 
     name = "neg-from-sub"
-    order = 30
     pattern = op.Sub(const("zero", 0.0), var("x"))
 
     def check(self, match: Match, ctx: FusionContext) -> None:
@@ -132,12 +98,10 @@ class NegFromSub(CanonicalRule):
         return _like(ctx, "Neg", [match.tensors["x"]], match.root.outputs[0])
 
 
-@fusion_rule
 class NegFromMul(CanonicalRule):
     """Mul(x, -1) -> Neg(x)."""
 
     name = "neg-from-mul"
-    order = 30
     pattern = op.Mul(var("x"), const("minus_one", -1.0))
 
     def check(self, match: Match, ctx: FusionContext) -> None:
@@ -148,12 +112,10 @@ class NegFromMul(CanonicalRule):
         return _like(ctx, "Neg", [match.tensors["x"]], match.root.outputs[0])
 
 
-@fusion_rule
 class SubFromAddNeg(CanonicalRule):
     """Add(x, Neg(y)) -> Sub(x, y)."""
 
     name = "sub-from-add-neg"
-    order = 30
     allow_shared = True
     pattern = op.Add(var("x"), op.Neg(var("y"), name="neg"))
 
@@ -161,12 +123,10 @@ class SubFromAddNeg(CanonicalRule):
         return _like(ctx, "Sub", [match.tensors["x"], match.tensors["y"]], match.root.outputs[0])
 
 
-@fusion_rule
 class AddFromSubNeg(CanonicalRule):
     """Sub(x, Neg(y)) -> Add(x, y)."""
 
     name = "add-from-sub-neg"
-    order = 30
     allow_shared = True
     pattern = op.Sub(var("x"), op.Neg(var("y"), name="neg"))
 
@@ -174,12 +134,10 @@ class AddFromSubNeg(CanonicalRule):
         return _like(ctx, "Add", [match.tensors["x"], match.tensors["y"]], match.root.outputs[0])
 
 
-@fusion_rule
 class DoubleNeg(CanonicalRule):
     """Neg(Neg(x)) -> x."""
 
     name = "double-neg"
-    order = 30
     allow_shared = True
     pattern = op.Neg(op.Neg(var("x"), name="inner"))
 
@@ -187,13 +145,11 @@ class DoubleNeg(CanonicalRule):
         return match.tensors["x"]
 
 
-@fusion_rule
 class PowToMul(CanonicalRule):
     """Pow(x, 2) -> Mul(x, x); Pow(x, 0.5) -> Sqrt(x); Pow(x, -1) -> Reciprocal(x); Pow(x, -0.5) ->
     Reciprocal(Sqrt(x)); Pow(x, 1) -> x."""
 
     name = "pow-canonical"
-    order = 40
     pattern = op.Pow(var("x"), const("exponent"))
 
     def check(self, match: Match, ctx: FusionContext) -> float:
@@ -220,12 +176,10 @@ class PowToMul(CanonicalRule):
         return x
 
 
-@fusion_rule
 class ReciprocalFromDiv(CanonicalRule):
     """Div(1, y) -> Reciprocal(y)."""
 
     name = "reciprocal-from-div"
-    order = 50
     pattern = op.Div(const("one", 1.0), var("y"))
 
     def check(self, match: Match, ctx: FusionContext) -> None:
@@ -237,12 +191,10 @@ class ReciprocalFromDiv(CanonicalRule):
         return _like(ctx, "Reciprocal", [match.tensors["y"]], match.root.outputs[0])
 
 
-@fusion_rule
 class DivFromReciprocal(CanonicalRule):
     """Mul(x, Reciprocal(y)) -> Div(x, y) for a y that is not a constant."""
 
     name = "div-from-reciprocal"
-    order = 60
     allow_shared = True
     pattern = op.Mul(var("x"), op.Reciprocal(var("y"), name="reciprocal"))
 

@@ -20,10 +20,11 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from mapc.ir import is_graph_output, producer, replace_all_uses
-from mapc.ir.pattern import Match, NoMatch, constant_tensor, op, scalar_value, var
+from mapc.ir.graph import constant_tensor, scalar_value
+from mapc.ir.pattern import Match, op, var
+from mapc.ir.rewrite import NoMatch
 from mapc.passes.fusion.canonical import CanonicalRule, neutral_operand
 from mapc.passes.fusion.context import FusionContext, same_dim, same_dims
-from mapc.passes.fusion.registry import fusion_rule
 
 #: A mask fill at or below this acts as minus infinity.
 MASK_FILL_LIMIT = -1e30
@@ -136,12 +137,10 @@ def _bypass(ctx: FusionContext, node: gs.Node) -> float:
     return factor
 
 
-@fusion_rule
 class AttentionScaleToScores(CanonicalRule):
     """Scalar factors on Q, Kᵀ or the scores become one Mul on the scores, next to the MatMul."""
 
     name = "attention-scale"
-    order = 70
     pattern = op.Softmax(var("scores"), name="softmax")
 
     def check(self, match: Match, ctx: FusionContext) -> tuple[gs.Node, list[gs.Node]]:
@@ -178,12 +177,10 @@ class AttentionScaleToScores(CanonicalRule):
                     reader.inputs[index] = scaled
 
 
-@fusion_rule
 class KTransposeInOneStep(CanonicalRule):
     """Reshape(Transpose(Reshape(K, [B*H,L,D]), [0,2,1]), [B,H,D,L]) -> Transpose(K, [0,1,3,2])."""
 
     name = "k-transpose"
-    order = 80
     pattern = op.Reshape(
         op.Transpose(op.Reshape(var("k"), var("merged_shape"), name="merge"), name="transpose", perm=[0, 2, 1]),
         var("split_shape"),
@@ -204,12 +201,10 @@ class KTransposeInOneStep(CanonicalRule):
         return ctx.node("Transpose", [match.tensors["k"]], attrs={"perm": [0, 1, 3, 2]}, dtype=out.dtype, shape=ctx.shape(out))
 
 
-@fusion_rule
 class WhereMaskToAdd(CanonicalRule):
     """Where(cond, scores, fill) before a Softmax -> Add(scores, Where(cond, 0, fill))."""
 
     name = "where-mask"
-    order = 60
     pattern = op.Where(var("cond"), var("a"), var("b"))
 
     def check(self, match: Match, ctx: FusionContext) -> tuple[gs.Tensor, gs.Tensor, bool]:

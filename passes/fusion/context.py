@@ -1,22 +1,23 @@
 """What fusion rules share: shapes, fused-op emission with its opset fallback, and rule metadata.
 
-:class:`FusionRule` adds to :class:`~mapc.ir.pattern.Rule` the stage a rule runs in and its
-order there; :class:`FusionContext` gives checks symbolic shapes (after ``infer_shapes``) and
-gives rewrites :meth:`FusionContext.fused`, which emits the standard op when the model's opset
-has it and otherwise a ``mapc`` function call whose body is the decomposition.
+:class:`FusionRule` is a :class:`~mapc.ir.rewrite.PatternRule` that may be off by default;
+:class:`FusionContext` gives checks symbolic shapes (after ``infer_shapes``) and gives rewrites
+:meth:`FusionContext.fused`, which emits the standard op when the model's opset has it and
+otherwise a ``mapc`` function call whose body is the decomposition. The stages and the order of
+their rules are the lists in :mod:`.stages`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from mapc.ir import Model
-from mapc.ir.pattern import NearMiss, RewriteContext, Rule
+from mapc.ir.rewrite import NearMiss, PatternRule, RewriteContext
 from mapc.passes.fusion.functions import Decomposition, FunctionLibrary
 
 Dim = int | str | None
@@ -32,15 +33,9 @@ STANDARD_SINCE: dict[str, int] = {
 #: Fusions into new ops need opset 13 semantics (Softmax on one axis, axes as inputs).
 MIN_OPSET = 13
 
-Stage = Literal["canonical", "fold", "fuse"]
+class FusionRule(PatternRule):
+    """A pattern rule of the ``fuse`` pass; ``default_enabled`` False makes it opt-in."""
 
-
-class FusionRule(Rule):
-    """A rule of the ``fuse`` pass. ``stage``: canonical forms, weight folds or fusions into new
-    ops; ``order`` sorts rules within a stage; ``default_enabled`` False makes it opt-in."""
-
-    stage: ClassVar[Stage] = "fuse"
-    order: ClassVar[int] = 100
     default_enabled: ClassVar[bool] = True
 
 

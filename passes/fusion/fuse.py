@@ -1,82 +1,62 @@
-"""The ``canonicalize`` and ``fuse`` passes: run the registered fusion rules and report on each."""
+"""The ``canonicalize`` and ``fuse`` passes: run the fusion stages (:mod:`.stages`) and report on each rule."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from mapc.ir import MAPC_DOMAIN, Model, infer_shapes, remove_dead_nodes, toposort
 from mapc.ir.errors import CheckFailed, UsageError
-from mapc.ir.pattern import RuleReport, apply_rule
-from mapc.passes.base import Note, Pass, PassContext, PassResult
-from mapc.passes.fusion.context import FusionContext, FusionRule, FusionSettings
-from mapc.passes.fusion.registry import fusion_rules
+from mapc.ir.rewrite import Rule, RuleReport, apply_rules, rule_details, rule_names, rule_notes
+from mapc.passes.base import Pass, PassContext, PassResult
+from mapc.passes.fusion.context import FusionContext, FusionSettings
+from mapc.passes.fusion.stages import STAGES
 from mapc.passes.registry import register_pass
 
 #: Canonical rules repeat until nothing changes, at most this many rounds.
 MAX_CANONICAL_ROUNDS = 8
 
 
-def run_rules(
-    model: Model,
-    ctx: PassContext,
-    rules: list[FusionRule],
-    settings: FusionSettings,
-) -> dict[str, RuleReport]:
-    """Canonical rules to a fixed point, then the other rules once each, in order."""
-    reports = {rule.name: RuleReport() for rule in rules}
+def run_rules(model: Model, ctx: PassContext, rules: list[Rule], settings: FusionSettings) -> dict[str, RuleReport]:
+    """Canonical rules to a fixed point, then the other rules once each, in stage order."""
+    canonical_names = {rule.name for rule in STAGES["canonical"]}
+    canonical = [rule for rule in rules if rule.name in canonical_names]
+    others = [rule for rule in rules if rule.name not in canonical_names]
     fusion = FusionContext(model, settings)
-    canonical = [r for r in rules if r.stage == "canonical"]
-    others = [r for r in rules if r.stage != "canonical"]
-    infer_shapes(model)
-    for _ in range(MAX_CANONICAL_ROUNDS):
-        fired = 0
-        for rule in canonical:
-            before = reports[rule.name].fired
-            apply_rule(rule, fusion, reports[rule.name])
-            fired += reports[rule.name].fired - before
-        if not fired:
-            break
+    reports = {rule.name: RuleReport() for rule in rules}
+
+    def refresh(_: object) -> None:
         toposort(model.graph)
         infer_shapes(model)
+
+    infer_shapes(model)
+    apply_rules(canonical, fusion, rounds=MAX_CANONICAL_ROUNDS, reports=reports, after_round=refresh)
     for index, rule in enumerate(others):
         ctx.report_progress(f"fusion: {rule.name}", index, len(others))
-        before = reports[rule.name].fired
-        apply_rule(rule, fusion, reports[rule.name])
-        if reports[rule.name].fired != before:
-            toposort(model.graph)
-            infer_shapes(model)
+        apply_rules([rule], fusion, reports=reports, after_rule=refresh)
     if any(report.fired for report in reports.values()):
         remove_dead_nodes(model.graph)
         toposort(model.graph)
     return reports
 
 
-def select_rules(stages: tuple[str, ...], enable: list[str], disable: list[str], pass_name: str) -> list[FusionRule]:
-    """Instances of the rules of ``stages`` that are on by default or named in ``enable``."""
-    known = {rule.name: rule for rule in fusion_rules()}
+def select_rules(stages: tuple[str, ...], enable: list[str], disable: list[str], pass_name: str) -> list[Rule]:
+    """The rules of ``stages`` (in stage order) that are on by default or named in ``enable``."""
+    every = [rule for stage in STAGES.values() for rule in stage]
+    known = {rule.name for rule in every}
     for name in [*enable, *disable]:
         if name not in known:
-            raise UsageError(f"pass {pass_name!r}: unknown fusion rule {name!r} (rules: {', '.join(known)})")
-    chosen = []
-    for rule in fusion_rules():
-        if rule.stage not in stages or rule.name in disable:
-            continue
-        if rule.default_enabled or rule.name in enable:
-            chosen.append(rule())
-    return chosen
+            raise UsageError(f"pass {pass_name!r}: unknown fusion rule {name!r} (rules: {', '.join(rule_names(every))})")
+    return [
+        rule
+        for stage in stages
+        for rule in STAGES[stage]
+        if rule.name not in disable and (getattr(rule, "default_enabled", True) or rule.name in enable)
+    ]
 
 
 def summarize(reports: dict[str, RuleReport], strict: bool, pass_name: str) -> PassResult:
     counters = {name: report.fired for name, report in reports.items()}
-    notes = []
-    details: dict[str, Any] = {"rules": {}}
-    for name, report in reports.items():
-        details["rules"][name] = {"fired": report.fired, "near_misses": [m.as_dict() for m in report.near_misses]}
-        for miss in report.near_misses:
-            notes.append(
-                Note(f"fuse.{name}.{miss.code}", miss.condition, node=miss.node, fix=miss.fix, severity="warning")
-            )
+    notes = rule_notes(reports, pass_name)
     if strict and notes:
         first = notes[0]
         where = f" at {first.node!r}" if first.node else ""
@@ -84,7 +64,7 @@ def summarize(reports: dict[str, RuleReport], strict: bool, pass_name: str) -> P
         raise CheckFailed(
             f"--strict-fusion: {len(notes)} near-miss{'es' if len(notes) > 1 else ''}; first: {first.code}{where}: {first.message}{fix}"
         )
-    return PassResult(changed=any(counters.values()), counters=counters, notes=notes, details=details)
+    return PassResult(changed=any(counters.values()), counters=counters, notes=notes, details={"rules": rule_details(reports)})
 
 
 @register_pass

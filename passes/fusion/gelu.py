@@ -18,10 +18,10 @@ import math
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir.pattern import Alt, Match, NearMiss, NoMatch, const, op, product, var
+from mapc.ir.pattern import Alt, Match, const, op, product, var
+from mapc.ir.rewrite import NearMiss, NoMatch
 from mapc.passes.fusion.context import FusionContext, FusionRule
 from mapc.passes.fusion.functions import Body
-from mapc.passes.fusion.registry import fusion_rule
 
 #: Relative tolerance for GELU's constants.
 CONSTANT_RTOL = 1e-5
@@ -71,23 +71,19 @@ class _GeluRule(FusionRule):
         )
 
 
-@fusion_rule
 class GeluExactFusion(_GeluRule):
     """x * 0.5 * (1 + erf(x / √2)) -> Gelu."""
 
     name = "gelu"
-    order = 60
     approximate = "none"
     pattern = _exact_pattern()
     near_miss_after = "erf"
 
 
-@fusion_rule
 class GeluTanhFusion(_GeluRule):
     """x * 0.5 * (1 + tanh(√(2/π)(x + 0.044715 x³))) -> Gelu(approximate="tanh")."""
 
     name = "gelu-tanh"
-    order = 61
     approximate = "tanh"
     pattern = _tanh_pattern()
     near_miss_after = "polynomial"

@@ -23,19 +23,11 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from mapc.ir import producer
-from mapc.ir.pattern import (
-    Match,
-    NearMiss,
-    NoMatch,
-    const,
-    op,
-    scalar_value,
-    small_constant,
-    var,
-)
+from mapc.ir.graph import scalar_value, small_constant
+from mapc.ir.pattern import Match, const, op, var
+from mapc.ir.rewrite import NearMiss, NoMatch
 from mapc.passes.fusion.context import Dim, FusionContext, FusionRule, same_dims, show_dims
 from mapc.passes.fusion.functions import Body
-from mapc.passes.fusion.registry import fusion_rule
 
 
 def _reduce_mean(tensor, name):
@@ -201,12 +193,10 @@ def _parameter(match: Match, name: str, normalized: list[Dim], ctx: FusionContex
         raise NoMatch from None
 
 
-@fusion_rule
 class LayerNormFusion(_NormRule):
     """(x - mean) / sqrt(var + eps) * scale + bias -> LayerNormalization."""
 
     name = "layer-norm"
-    order = 40
     op_type = "LayerNormalization"
     reductions = ("mean", "variance")
     pattern = _layer_norm_pattern()
@@ -222,12 +212,10 @@ class LayerNormFusion(_NormRule):
         return body.add("Add", [result, body.inputs[2]]) if plan.bias is not None else result
 
 
-@fusion_rule
 class RmsNormFusion(_NormRule):
     """x / sqrt(mean(x^2) + eps) * scale -> RMSNormalization."""
 
     name = "rms-norm"
-    order = 50
     op_type = "RMSNormalization"
     reductions = ("mean_square",)
     pattern = _rms_norm_pattern()

@@ -20,18 +20,11 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from mapc.ir import producer
-from mapc.ir.pattern import (
-    Match,
-    NearMiss,
-    constant_tensor,
-    op,
-    scalar_value,
-    small_constant,
-    var,
-)
+from mapc.ir.graph import constant_tensor, scalar_value, small_constant
+from mapc.ir.pattern import Match, op, var
+from mapc.ir.rewrite import NearMiss
 from mapc.passes.fusion.context import FusionContext, FusionRule, same_dim, show_dims
 from mapc.passes.fusion.functions import Body
-from mapc.passes.fusion.registry import fusion_rule
 
 FOLD_FIRST = "fold shape arithmetic to constants first (fix-shapes, fold-constants)"
 #: Constant cos/sin tables up to this size are checked and sliced at compile time.
@@ -105,12 +98,10 @@ class _RotaryBase(FusionRule):
         )
 
 
-@fusion_rule
 class PartialRotaryFusion(_RotaryBase):
     """Concat(rope(x[..., :r]), x[..., r:]) -> RotaryEmbedding(rotary_embedding_dim=r)."""
 
     name = "rotary-partial"
-    order = 20
     _x = var("x")
     pattern = op.Concat(_rope(op.Slice(_x, ..., name="rotated_part")), op.Slice(_x, ..., name="kept_part"), name="partial")
 
@@ -132,12 +123,10 @@ class PartialRotaryFusion(_RotaryBase):
         return self.emit(plan, ctx, match.root.outputs[0])
 
 
-@fusion_rule
 class RotaryFusion(_RotaryBase):
     """x * cos + rotate_half(x) * sin -> RotaryEmbedding."""
 
     name = "rotary"
-    order = 30
     pattern = _rope(var("x"))
 
     def check(self, match: Match, ctx: FusionContext) -> RotaryPlan:

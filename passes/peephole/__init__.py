@@ -1,9 +1,10 @@
 """``peephole``: local rewrites that remove what static shapes and constants made trivial.
 
-One module per family of rules: :mod:`.identities` (ops that compute nothing), :mod:`.chains`
-(Reshape-like and Transpose chains), :mod:`.sandwich` (elementwise ops between a Reshape and its
-inverse) and :mod:`.arithmetic` (neutral constants, constant conditions); :mod:`.rewrite` holds
-what the rules share.
+One module per family of rules, each an op-keyed rule of :mod:`mapc.ir.rewrite`:
+:mod:`.identities` (ops that compute nothing), :mod:`.chains` (Reshape-like and Transpose
+chains), :mod:`.sandwich` (elementwise ops between a Reshape and its inverse) and
+:mod:`.arithmetic` (neutral constants, constant conditions). :data:`RULES` is the order they
+are tried in on each node.
 """
 
 from __future__ import annotations
@@ -11,13 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mapc.ir import Model, remove_dead_nodes
+from mapc.ir.rewrite import apply_rules, rule_details
 from mapc.passes.base import Pass, PassContext, PassResult
-from mapc.passes.peephole import arithmetic, chains, identities, sandwich
-from mapc.passes.peephole.rewrite import Rewriter, Rule
+from mapc.passes.peephole.arithmetic import neutral_operand, where_constant_condition
+from mapc.passes.peephole.chains import reshape_chain, transpose_chain
+from mapc.passes.peephole.context import PeepholeContext
+from mapc.passes.peephole.identities import IDENTITY_RULES
+from mapc.passes.peephole.sandwich import reshape_sandwich
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import ensure_shapes
 
-RULES: list[Rule] = [*identities.RULES, *chains.RULES, *sandwich.RULES, *arithmetic.RULES]
+#: Every peephole rule, in the order they are tried on a node (the first that fires wins).
+RULES = [*IDENTITY_RULES, reshape_chain, transpose_chain, reshape_sandwich, neutral_operand, where_constant_condition]
 
 #: Sweeps over the graph before the pass gives up on reaching a fixed point (each sweep that
 #: changes something shortens some chain, so real graphs settle in two or three).
@@ -53,26 +59,9 @@ class Peephole(Pass):
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         ensure_shapes(model, ctx)
-        rewriter = Rewriter(model, signed_zeros=self.options.signed_zeros)
-        by_op: dict[str, list[Rule]] = {}
-        for rule in RULES:
-            for op in rule.ops:
-                by_op.setdefault(op, []).append(rule)
-        counters = {rule.name: 0 for rule in RULES}
-        for sweep in range(MAX_SWEEPS):
-            changed = 0
-            for node in list(model.graph.nodes):
-                if id(node) in rewriter.removed:
-                    continue
-                for rule in by_op.get(node.op, ()):
-                    if rule.apply(rewriter, node):
-                        counters[rule.name] += 1
-                        changed += 1
-                        break
-            rewriter.drop_removed()
-            ctx.report_progress("peephole sweep", sweep + 1, None)
-            if not changed:
-                break
-        rewrites = sum(counters.values())
-        counters["dead_nodes_removed"] = remove_dead_nodes(model.graph) if rewrites else 0
-        return PassResult(changed=bool(rewrites), counters=counters)
+        rewrites = PeepholeContext(model, signed_zeros=self.options.signed_zeros)
+        reports = apply_rules(RULES, rewrites, sweep=True, rounds=MAX_SWEEPS, after_round=lambda n: ctx.report_progress("peephole sweep", n, None))
+        counters = {name: report.fired for name, report in reports.items()}
+        fired = sum(counters.values())
+        counters["dead_nodes_removed"] = remove_dead_nodes(model.graph) if fired else 0
+        return PassResult(changed=bool(fired), counters=counters, details={"rules": rule_details(reports)})

@@ -14,8 +14,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import constant_value, is_lazy, peek_values
-from mapc.passes.peephole.rewrite import Rewriter, Rule, is_plain, same_dtype, static_shape
+from mapc.ir.graph import constant_value, is_lazy, peek_values
+from mapc.ir.rewrite import rule
+from mapc.ir.shapes import same_dtype, static_shape
+from mapc.passes.peephole.context import PeepholeContext
 
 #: Leading elements of a lazy weight checked before the whole weight is read.
 PEEK_ELEMENTS = 64
@@ -23,7 +25,11 @@ PEEK_ELEMENTS = 64
 NEUTRAL = {"Mul": ((0, 1), 1), "Div": ((1,), 1), "Add": ((0, 1), 0), "Sub": ((1,), 0)}
 
 
-def neutral_operand(rw: Rewriter, node: gs.Node) -> bool:
+@rule(*NEUTRAL)
+def neutral_operand(rw: PeepholeContext, node: gs.Node) -> bool:
+    """Mul/Div by 1, Add/Sub of 0, when broadcasting keeps the other operand's shape: the other operand."""
+    if len(node.inputs) < 2:
+        return False
     positions, neutral = NEUTRAL[node.op]
     for position in positions:
         operand = node.inputs[position]
@@ -40,7 +46,11 @@ def neutral_operand(rw: Rewriter, node: gs.Node) -> bool:
     return False
 
 
-def constant_condition(rw: Rewriter, node: gs.Node) -> bool:
+@rule("Where")
+def where_constant_condition(rw: PeepholeContext, node: gs.Node) -> bool:
+    """Where with an all-true or all-false constant condition: the chosen branch (expanded if broadcasting grew it)."""
+    if len(node.inputs) < 2:
+        return False
     condition = constant_value(node.inputs[0])
     if condition is None or np.asarray(condition).size == 0:
         return False
@@ -86,14 +96,4 @@ def _broadcast_keeps_shape(tensor: gs.Tensor, constant_shape: tuple[int, ...]) -
     return all(size == 1 or (isinstance(dim, (int, np.integer)) and dim == size) for dim, size in zip(trailing, constant_shape))
 
 
-def _binary(rule):  # type: ignore[no-untyped-def]
-    def guarded(rw: Rewriter, node: gs.Node) -> bool:
-        return is_plain(node) and len(node.inputs) >= 2 and len(node.outputs) == 1 and rule(rw, node)
-
-    return guarded
-
-
-RULES = [
-    Rule("neutral_operand", tuple(NEUTRAL), _binary(neutral_operand)),
-    Rule("where_constant_condition", ("Where",), _binary(constant_condition)),
-]
+ARITHMETIC_RULES = [neutral_operand, where_constant_condition]

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from mapc.ir import producer
-from mapc.passes.peephole.rewrite import Rewriter, Rule, is_plain, static_shape
+from mapc.ir.graph import is_default_domain, producer
+from mapc.ir.rewrite import RewriteContext, rule
+from mapc.ir.shapes import static_shape
 
 RESHAPE_LIKE = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")
 
 
-def reshape_chain(rw: Rewriter, node: gs.Node) -> bool:
+@rule(*RESHAPE_LIKE)
+def reshape_chain(rw: RewriteContext, node: gs.Node) -> bool:
+    """A Reshape-like op reading another: one Reshape of the inner op's input to the final shape."""
     inner = producer(node.inputs[0])
-    if inner is None or inner.op not in RESHAPE_LIKE or not is_plain(inner) or not inner.inputs:
+    if inner is None or inner.op not in RESHAPE_LIKE or not is_default_domain(inner) or not inner.inputs:
         return False
     shape = static_shape(node.outputs[0])
     if shape is None:
@@ -33,9 +36,11 @@ def reshape_chain(rw: Rewriter, node: gs.Node) -> bool:
     return rw.reshape(node, source, shape)
 
 
-def transpose_chain(rw: Rewriter, node: gs.Node) -> bool:
+@rule("Transpose")
+def transpose_chain(rw: RewriteContext, node: gs.Node) -> bool:
+    """Transpose of a Transpose: one Transpose by the composed permutation (none if the identity)."""
     inner = producer(node.inputs[0])
-    if inner is None or inner.op != "Transpose" or not is_plain(inner):
+    if inner is None or inner.op != "Transpose" or not is_default_domain(inner):
         return False
     source = inner.inputs[0]
     rank = None if source.shape is None else len(source.shape)
@@ -50,14 +55,4 @@ def transpose_chain(rw: Rewriter, node: gs.Node) -> bool:
     return True
 
 
-def _single(rule):  # type: ignore[no-untyped-def]
-    def guarded(rw: Rewriter, node: gs.Node) -> bool:
-        return is_plain(node) and bool(node.inputs) and len(node.outputs) == 1 and rule(rw, node)
-
-    return guarded
-
-
-RULES = [
-    Rule("reshape_chain", RESHAPE_LIKE, _single(reshape_chain)),
-    Rule("transpose_chain", ("Transpose",), _single(transpose_chain)),
-]
+CHAIN_RULES = [reshape_chain, transpose_chain]

@@ -6,9 +6,13 @@
 * ``Slice`` with unit steps that keeps the whole input;
 * ``Concat`` of a single input;
 * ``Gather``/``GatherND`` whose constant indices enumerate the input in order (a Reshape);
-* ``ScatterND`` whose constant indices cover the whole data tensor in order (its updates, reshaped).
+* ``ScatterND`` whose constant indices cover the whole data tensor in order (its updates, reshaped);
+* ``Identity``, and ``Dropout`` at inference (``cleanup``'s no-ops).
 
-Every rewrite is exact: the output holds the same elements in the same order.
+Every rewrite is exact: the output holds the same elements in the same order. The rules are
+shared: ``peephole`` runs :data:`IDENTITY_RULES`, ``cleanup`` :data:`NOOP_RULES`, ``fuse``
+the Cast identity among its canonical forms and ``attention-mask`` :data:`INDEX_RULES` on mask
+subgraphs.
 """
 
 from __future__ import annotations
@@ -17,16 +21,26 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 
-from mapc.passes.peephole.rewrite import Rewriter, Rule, int_constant, is_plain, same_dtype, static_shape
+from mapc.ir.graph import constant_value, int_constant, is_default_domain
+from mapc.ir.rewrite import RewriteContext, rule
+from mapc.ir.shapes import same_dtype, static_shape
 
 
-def same_shape(rw: Rewriter, node: gs.Node) -> bool:
+@rule("Reshape", "Expand", "Squeeze", "Unsqueeze", "Flatten")
+def identity_reshape(ctx: RewriteContext, node: gs.Node) -> bool:
+    """A Reshape-like op whose output shape is its input's: the input."""
+    return _same_shape(ctx, node)
+
+
+def _same_shape(rw: RewriteContext, node: gs.Node) -> bool:
     data, result = node.inputs[0], node.outputs[0]
     shape = static_shape(data)
     return shape is not None and shape == static_shape(result) and same_dtype(data, result) and rw.bypass(node, data)
 
 
-def cast_to_same_type(rw: Rewriter, node: gs.Node) -> bool:
+@rule("Cast", "CastLike")
+def identity_cast(rw: RewriteContext, node: gs.Node) -> bool:
+    """Cast or CastLike to the type its input already has: the input."""
     data = node.inputs[0]
     if data.dtype is None:
         return False
@@ -39,7 +53,9 @@ def cast_to_same_type(rw: Rewriter, node: gs.Node) -> bool:
     return rw.bypass(node, data)
 
 
-def transpose(rw: Rewriter, node: gs.Node) -> bool:
+@rule("Transpose")
+def transpose_simplified(rw: RewriteContext, node: gs.Node) -> bool:
+    """Transpose by the identity permutation: the input; one that only moves size-1 axes: a Reshape."""
     data = node.inputs[0]
     shape = static_shape(data)
     rank = len(shape) if shape is not None else (len(data.shape) if data.shape is not None else None)
@@ -56,19 +72,25 @@ def transpose(rw: Rewriter, node: gs.Node) -> bool:
     return _reshape_or_bypass(rw, node, data, tuple(shape[axis] for axis in perm))
 
 
-def full_slice(rw: Rewriter, node: gs.Node) -> bool:
+@rule("Slice")
+def identity_slice(rw: RewriteContext, node: gs.Node) -> bool:
+    """Slice with unit steps that keeps the whole input: the input."""
     if len(node.inputs) >= 5 and not node.inputs[4].is_empty():
         steps = int_constant(node.inputs[4])
         if steps is None or not np.all(steps == 1):
             return False
-    return same_shape(rw, node)
+    return _same_shape(rw, node)
 
 
-def single_concat(rw: Rewriter, node: gs.Node) -> bool:
+@rule("Concat")
+def single_input_concat(rw: RewriteContext, node: gs.Node) -> bool:
+    """Concat of one input: the input."""
     return len(node.inputs) == 1 and rw.bypass(node, node.inputs[0])
 
 
-def gather_in_order(rw: Rewriter, node: gs.Node) -> bool:
+@rule("Gather")
+def gather_in_order(rw: RewriteContext, node: gs.Node) -> bool:
+    """Gather whose constant indices list the axis in order: the input (a Reshape to the index shape)."""
     data, indices = node.inputs[0], node.inputs[1]
     shape, index = static_shape(data), int_constant(indices)
     if shape is None or index is None or not shape:
@@ -81,7 +103,9 @@ def gather_in_order(rw: Rewriter, node: gs.Node) -> bool:
     return _reshape_or_bypass(rw, node, data, shape[:axis] + tuple(index.shape) + shape[axis + 1 :])
 
 
-def gathernd_in_order(rw: Rewriter, node: gs.Node) -> bool:
+@rule("GatherND")
+def gathernd_in_order(rw: RewriteContext, node: gs.Node) -> bool:
+    """GatherND whose constant index rows enumerate the input in order: a Reshape (or the input)."""
     data, indices = node.inputs[0], node.inputs[1]
     shape, index = static_shape(data), int_constant(indices)
     batch = int(node.attrs.get("batch_dims", 0))
@@ -95,7 +119,9 @@ def gathernd_in_order(rw: Rewriter, node: gs.Node) -> bool:
     return _reshape_or_bypass(rw, node, data, tuple(index.shape[:-1]) + shape[batch + depth :])
 
 
-def scatternd_covering(rw: Rewriter, node: gs.Node) -> bool:
+@rule("ScatterND")
+def scatternd_covering(rw: RewriteContext, node: gs.Node) -> bool:
+    """ScatterND whose constant index rows cover the whole data tensor in order: its updates, reshaped."""
     data, indices, updates = node.inputs[0], node.inputs[1], node.inputs[2]
     shape, index = static_shape(data), int_constant(indices)
     if shape is None or index is None or index.ndim < 1 or node.attrs.get("reduction", "none") != "none":
@@ -119,26 +145,44 @@ def _enumerates(index: np.ndarray, dims: tuple[int, ...], batch: int) -> bool:
     return bool(np.all(normalized == grid[None]))
 
 
-def _reshape_or_bypass(rw: Rewriter, node: gs.Node, data: gs.Tensor, shape: tuple[int, ...]) -> bool:
+def _reshape_or_bypass(rw: RewriteContext, node: gs.Node, data: gs.Tensor, shape: tuple[int, ...]) -> bool:
     if static_shape(data) == shape:
         return rw.bypass(node, data)
     return rw.reshape(node, data, shape)
 
 
-def _plain(rule):  # type: ignore[no-untyped-def]
-    def guarded(rw: Rewriter, node: gs.Node) -> bool:
-        return is_plain(node) and bool(node.inputs) and len(node.outputs) == 1 and rule(rw, node)
+@rule("Identity", plain=False)
+def identity_op(rw: RewriteContext, node: gs.Node) -> bool:
+    """Identity: its input."""
+    return is_default_domain(node) and bool(node.inputs) and bool(node.outputs) and rw.bypass(node, node.inputs[0])
 
-    return guarded
+
+@rule("Dropout", plain=False)
+def inference_dropout(rw: RewriteContext, node: gs.Node) -> bool:
+    """Dropout when not training (no training_mode, or a constant false one) whose mask is unused: its input."""
+    if not is_default_domain(node) or not node.inputs or not node.outputs:
+        return False
+    if len(node.outputs) > 1 and not node.outputs[1].is_empty() and bool(node.outputs[1].outputs):
+        return False
+    if len(node.inputs) >= 3 and not node.inputs[2].is_empty():
+        training = constant_value(node.inputs[2])
+        if training is None or bool(np.asarray(training).any()):
+            return False
+    return rw.bypass(node, node.inputs[0])
 
 
-RULES = [
-    Rule("identity_reshape", ("Reshape", "Expand", "Squeeze", "Unsqueeze", "Flatten"), _plain(same_shape)),
-    Rule("identity_cast", ("Cast", "CastLike"), _plain(cast_to_same_type)),
-    Rule("transpose_simplified", ("Transpose",), _plain(transpose)),
-    Rule("identity_slice", ("Slice",), _plain(full_slice)),
-    Rule("single_input_concat", ("Concat",), _plain(single_concat)),
-    Rule("gather_in_order", ("Gather",), _plain(gather_in_order)),
-    Rule("gathernd_in_order", ("GatherND",), _plain(gathernd_in_order)),
-    Rule("scatternd_covering", ("ScatterND",), _plain(scatternd_covering)),
+#: The identities ``peephole`` runs, in order.
+IDENTITY_RULES = [
+    identity_reshape,
+    identity_cast,
+    transpose_simplified,
+    identity_slice,
+    single_input_concat,
+    gather_in_order,
+    gathernd_in_order,
+    scatternd_covering,
 ]
+#: Ops that compute nothing at inference (``cleanup``).
+NOOP_RULES = [identity_op, inference_dropout, identity_cast]
+#: Index plumbing that selects everything in order (``attention-mask`` runs them on mask subgraphs).
+INDEX_RULES = [identity_slice, gather_in_order, gathernd_in_order, scatternd_covering]

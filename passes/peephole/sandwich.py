@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import can_take_name, constant_value, is_graph_output, producer
-from mapc.passes.peephole.rewrite import Rewriter, Rule, is_plain, static_shape
+from mapc.ir.graph import can_take_name, constant_value, is_default_domain, is_graph_output, producer
+from mapc.ir.rewrite import RewriteContext, rule
+from mapc.ir.shapes import static_shape
 
 #: Ops that compute each output element from the same-position elements of their inputs.
 ELEMENTWISE = frozenset(
@@ -31,8 +32,12 @@ ELEMENTWISE = frozenset(
 MAX_REGION = 64
 
 
-def reshape_sandwich(rw: Rewriter, node: gs.Node) -> bool:
-    """``node`` is the closing Reshape; remove it and the opening one if the region qualifies."""
+@rule("Reshape")
+def reshape_sandwich(rw: RewriteContext, node: gs.Node) -> bool:
+    """Elementwise ops between a Reshape and a Reshape back run on the original shape; both Reshapes go.
+
+    ``node`` is the closing Reshape; it and the opening one go if the region qualifies.
+    """
     closing_shape = static_shape(node.outputs[0])
     end = node.inputs[0]
     if closing_shape is None or end.outputs != [node] or producer(end) is None:
@@ -66,7 +71,7 @@ def _region(end: gs.Tensor, closing_shape: tuple[int, ...]) -> tuple[list[gs.Nod
         node = pending.pop()
         if node is None or id(node) in region:
             continue
-        if not is_plain(node) or node.op not in ELEMENTWISE or len(node.outputs) != 1 or len(region) >= MAX_REGION:
+        if not is_default_domain(node) or node.op not in ELEMENTWISE or len(node.outputs) != 1 or len(region) >= MAX_REGION:
             return None
         if static_shape(node.outputs[0]) != middle:
             return None
@@ -75,7 +80,7 @@ def _region(end: gs.Tensor, closing_shape: tuple[int, ...]) -> tuple[list[gs.Nod
             if tensor.is_empty() or _single_element(tensor, len(closing_shape)):
                 continue
             source = producer(tensor)
-            if source is not None and source.op == "Reshape" and is_plain(source) and static_shape(source.inputs[0]) == closing_shape:
+            if source is not None and source.op == "Reshape" and is_default_domain(source) and static_shape(source.inputs[0]) == closing_shape:
                 if opening is not None and source is not opening:
                     return None
                 opening = source
@@ -100,8 +105,4 @@ def _single_element(tensor: gs.Tensor, rank: int) -> bool:
     return value is not None and np.size(value) == 1 and np.ndim(value) <= rank
 
 
-def _guard(rw: Rewriter, node: gs.Node) -> bool:
-    return is_plain(node) and len(node.inputs) >= 1 and len(node.outputs) == 1 and reshape_sandwich(rw, node)
-
-
-RULES = [Rule("reshape_sandwich", ("Reshape",), _guard)]
+SANDWICH_RULES = [reshape_sandwich]

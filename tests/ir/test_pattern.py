@@ -1,4 +1,4 @@
-"""mapc.ir.pattern: matching (commutation, products, shared sub-patterns), near-misses, rewrites."""
+"""mapc.ir.pattern: matching (commutation, products, shared sub-patterns, constant values)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from mapc.ir import load
 from mapc.ir.pattern import (
-    Match,
-    NearMiss,
-    NoMatch,
-    RewriteContext,
-    Rule,
-    apply_rule,
     const,
     find_matches,
     maybe,
@@ -92,62 +86,3 @@ def test_constant_value_is_compared_with_tolerance():
     assert find_matches(op.Mul(var(), const(value=np.sqrt(0.5), rtol=1e-6)), output_of(model, "y"))[0]
     matches, deepest = find_matches(op.Mul(var(), const(value=0.7)), output_of(model, "y"))
     assert not matches and "expected the constant 0.7" in deepest.reason
-
-
-class Double(Rule):
-    """Add(x, x) -> Mul(x, 2), refusing integer-named inputs."""
-
-    name = "double"
-    pattern = op.Add(var("x"), var("x"))
-
-    def check(self, match: Match, ctx: RewriteContext) -> None:
-        if match.tensors["x"].name == "skip":
-            raise NoMatch
-        if match.tensors["x"].name == "refuse":
-            raise NearMiss("named-refuse", "the input is called refuse", "rename it")
-
-    def rewrite(self, match: Match, params: None, ctx: RewriteContext) -> gs.Tensor:
-        return ctx.node("Mul", [match.tensors["x"], ctx.const(np.float32(2.0))])
-
-
-def test_rule_rewrites_and_reports():
-    model = model_of([helper.make_node("Add", ["x", "x"], ["y"])])
-    report = apply_rule(Double(), RewriteContext(model))
-    assert report.fired == 1 and [n.op for n in model.graph.nodes] == ["Mul"]
-    assert [t.name for t in model.graph.outputs] == ["y"]
-
-
-def test_check_refusal_is_a_near_miss_and_no_match_is_silent():
-    refused = model_of([helper.make_node("Add", ["refuse", "refuse"], ["y"])], inputs=("refuse",))
-    report = apply_rule(Double(), RewriteContext(refused))
-    assert report.fired == 0 and [(m.code, m.fix) for m in report.near_misses] == [("named-refuse", "rename it")]
-    skipped = model_of([helper.make_node("Add", ["skip", "skip"], ["y"])], inputs=("skip",))
-    assert apply_rule(Double(), RewriteContext(skipped)).near_misses == []
-
-
-class SquarePlusOne(Rule):
-    """Add(Mul(x, x), 1) -> Sigmoid(x) (nonsense; tests inner uses)."""
-
-    name = "square-plus-one"
-    pattern = op.Add(op.Mul(var("x"), var("x"), name="square"), const(value=1.0))
-    near_miss_after = "square"
-
-    def rewrite(self, match: Match, params: None, ctx: RewriteContext) -> gs.Tensor:
-        return ctx.node("Sigmoid", [match.tensors["x"]])
-
-
-def test_inner_node_read_elsewhere_is_a_near_miss():
-    nodes = [
-        helper.make_node("Mul", ["x", "x"], ["s"]),
-        helper.make_node("Add", ["s", "one"], ["a"]),
-        helper.make_node("Add", ["a", "s"], ["y"]),
-    ]
-    report = apply_rule(SquarePlusOne(), RewriteContext(model_of(nodes, [("one", 1.0)])))
-    assert report.fired == 0 and report.near_misses[0].code == "shared-intermediate"
-
-
-def test_partial_structural_match_is_reported_after_the_anchor():
-    nodes = [helper.make_node("Mul", ["x", "x"], ["s"]), helper.make_node("Add", ["s", "two"], ["y"])]
-    report = apply_rule(SquarePlusOne(), RewriteContext(model_of(nodes, [("two", 2.0)])))
-    assert [m.code for m in report.near_misses] == ["structure"]
-    assert "expected the constant 1" in report.near_misses[0].condition

@@ -78,13 +78,13 @@ def test_the_whole_group_preserves_random_models(model):
 def test_identity_reshapes(node, initializers, in_shape, out_shape, removed):
     model, counters = peephole(one_op(node, in_shape, out_shape, initializers))
     assert (node.op_type not in ops(model)) == removed
-    assert counters["identity_reshape"] == int(removed)
+    assert counters["identity-reshape"] == int(removed)
 
 
 @pytest.mark.parametrize(("to", "removed"), [(F, True), (TensorProto.DOUBLE, False)])
 def test_cast_to_the_same_type(to, removed):
     model, counters = peephole(one_op(helper.make_node("Cast", ["x"], ["o"], to=to), [2], [2], y_type=to))
-    assert ("Cast" not in ops(model)) == removed and counters["identity_cast"] == int(removed)
+    assert ("Cast" not in ops(model)) == removed and counters["identity-cast"] == int(removed)
 
 
 def test_castlike_to_the_same_type():
@@ -122,7 +122,7 @@ def test_slice(starts, ends, steps, out, removed):
     inputs = ["x", "st", "en", "ax"] + (["sp"] if steps else [])
     inits = [const("st", starts), const("en", ends), const("ax", [0])] + ([const("sp", steps)] if steps else [])
     model, counters = peephole(one_op(helper.make_node("Slice", inputs, ["o"]), [4, 3], out, inits))
-    assert ("Slice" not in ops(model)) == removed and counters["identity_slice"] == int(removed)
+    assert ("Slice" not in ops(model)) == removed and counters["identity-slice"] == int(removed)
 
 
 def test_single_input_concat():
@@ -154,7 +154,7 @@ def test_gathernd_in_order_as_the_dynamo_mask_writes_it():
     """GatherND(mask, Concat(batch_idx, kv_idx)) over every position, in order (npu-deployment M6)."""
     grid = np.stack(np.meshgrid(np.arange(2), np.arange(5), indexing="ij"), axis=-1).reshape(2, 1, 1, 5, 2)
     model, counters = peephole(one_op(helper.make_node("GatherND", ["x", "i"], ["o"]), [2, 5], [2, 1, 1, 5], [const("i", grid)]))
-    assert ops(model) == ["Relu", "Reshape", "Identity"] and counters["gathernd_in_order"] == 1
+    assert ops(model) == ["Relu", "Reshape", "Identity"] and counters["gathernd-in-order"] == 1
 
 
 @pytest.mark.parametrize(
@@ -270,7 +270,7 @@ def test_neutral_operand(op, constant_first, value, removed):
     model, counters = peephole(one_op(helper.make_node(op, inputs, ["o"]), [2, 3], out_shape, [const("k", value)]) if not constant_first else
                                make_model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node(op, ["k", "r"], ["o"]), helper.make_node("Identity", ["o"], ["y"])],
                                           [helper.make_tensor_value_info("x", F, [2, 3])], [helper.make_tensor_value_info("y", F, out_shape)], [const("k", value)]))
-    assert (op not in ops(model)) == removed and counters["neutral_operand"] == int(removed)
+    assert (op not in ops(model)) == removed and counters["neutral-operand"] == int(removed)
 
 
 def test_neutral_operand_on_integers_and_dynamic_shapes():
@@ -279,7 +279,7 @@ def test_neutral_operand_on_integers_and_dynamic_shapes():
                        [const("zero", np.zeros((1, 3), np.int64)), const("one", np.int64(1))])
     model, counters = peephole(proto)
     assert ops(model) == ["Mul"]  # Add removed; Mul kept: its output z would have to be the graph input x
-    assert counters["neutral_operand"] == 1
+    assert counters["neutral-operand"] == 1
 
 
 def signed_zero_model(op: str, zero: float) -> onnx.ModelProto:
@@ -363,7 +363,7 @@ def sandwich_model(second_reader: bool = False, constant=np.float32(0.5), closin
 
 def test_elementwise_ops_between_a_reshape_and_its_inverse_run_on_the_original_shape():
     model, counters = peephole(sandwich_model())
-    assert ops(model) == ["Relu", "Pow", "Mul", "Add", "Tanh", "Mul", "MatMul"] and counters["reshape_sandwich"] == 1
+    assert ops(model) == ["Relu", "Pow", "Mul", "Add", "Tanh", "Mul", "MatMul"] and counters["reshape-sandwich"] == 1
     assert model.graph.tensors()["inner"].shape == [8, 4]
 
 
@@ -378,4 +378,4 @@ def test_elementwise_ops_between_a_reshape_and_its_inverse_run_on_the_original_s
 )
 def test_reshape_sandwich_near_misses(proto):
     model, counters = peephole(proto)
-    assert ops(model).count("Reshape") == 2 and counters["reshape_sandwich"] == 0
+    assert ops(model).count("Reshape") == 2 and counters["reshape-sandwich"] == 0

@@ -57,7 +57,7 @@ def _feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize(
     ("name", "collapsed", "split"),
-    [("llama-dynamo-eager", 1, 1), ("bert-dynamo-sdpa", 1, 1), ("gpt2-ts-sdpa", 0, 1), ("llama-ts440-eager", 3, 0)],
+    [("llama-dynamo-eager", 1, 1), ("bert-dynamo-sdpa", 1, 1), ("gpt2-ts-sdpa", 1, 1), ("llama-ts440-eager", 3, 0)],
 )
 def test_folded_masks_lose_their_index_plumbing_and_split_the_causal_part(name, collapsed, split):
     model = folded(name)

@@ -1,0 +1,58 @@
+"""The stages of ``fuse`` and the order of their rules: the one place that order is written.
+
+``canonical`` rules repeat until none fires (one spelling per idiom, so the fusion patterns fit
+every exporter); ``fold`` rules fold weights and biases into the ops that read them; ``fuse``
+rules turn decomposed layers into one standard op. Within a stage, rules run in list order,
+each over the whole graph.
+"""
+
+from __future__ import annotations
+
+from mapc.passes.fusion.attention import AttentionFusion
+from mapc.passes.fusion.batch_norm import BatchNormToMulAdd, ConvBatchNormFold
+from mapc.passes.fusion.bias import ConvBiasFold, GemmBiasFold, MatMulAddToGemm
+from mapc.passes.fusion.canonical import (
+    AddFromSubNeg,
+    ConstantSecond,
+    DivByConstant,
+    DivFromReciprocal,
+    DoubleNeg,
+    NegFromMul,
+    NegFromSub,
+    PowToMul,
+    ReciprocalFromDiv,
+    SubFromAddNeg,
+)
+from mapc.passes.fusion.canonical_attention import AttentionScaleToScores, KTransposeInOneStep, WhereMaskToAdd
+from mapc.passes.fusion.gelu import GeluExactFusion, GeluTanhFusion
+from mapc.passes.fusion.normalization import LayerNormFusion, RmsNormFusion
+from mapc.passes.fusion.rotary import PartialRotaryFusion, RotaryFusion
+from mapc.passes.peephole.identities import identity_cast
+
+CANONICAL = [
+    identity_cast,
+    ConstantSecond(),
+    DivByConstant(),
+    AddFromSubNeg(),
+    DoubleNeg(),
+    NegFromMul(),
+    NegFromSub(),
+    SubFromAddNeg(),
+    PowToMul(),
+    ReciprocalFromDiv(),
+    DivFromReciprocal(),
+    WhereMaskToAdd(),
+    AttentionScaleToScores(),
+    KTransposeInOneStep(),
+]
+FOLD = [ConvBiasFold(), GemmBiasFold(), ConvBatchNormFold(), BatchNormToMulAdd(), MatMulAddToGemm()]
+FUSE = [
+    AttentionFusion(),
+    PartialRotaryFusion(),
+    RotaryFusion(),
+    LayerNormFusion(),
+    RmsNormFusion(),
+    GeluExactFusion(),
+    GeluTanhFusion(),
+]
+STAGES = {"canonical": CANONICAL, "fold": FOLD, "fuse": FUSE}
