@@ -168,7 +168,7 @@ def inspect_output(case: Case, produced: Path, reference: dict) -> dict:
     import mapc
     from mapc.ir import infer_shapes, run
     from mapc.ir.compare import compare_outputs
-    from mapc.passes.static_report import dynamic_tensors
+    from mapc.passes.check_static import dynamic_tensors
 
     proto = onnx.load(str(produced))
     nodes = list(_all_nodes(proto.graph))

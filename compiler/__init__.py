@@ -16,7 +16,7 @@ The Python API in brief::
             return mapc.PassResult(changed=False)
 """
 
-from mapc.api import CompileResult, compile, default_pipeline
+from mapc.api import CompileResult, compile
 from mapc.ir import Model, load, save
 from mapc.ir.errors import (
     CheckFailed,
@@ -27,6 +27,7 @@ from mapc.ir.errors import (
     VerificationError,
 )
 from mapc.ir.version import __version__
+from mapc.options import CompileOptions, default_pipeline
 from mapc.passes import (
     Note,
     Pass,
@@ -39,6 +40,7 @@ from mapc.passes.pipeline import Fixpoint, PassManager
 
 __all__ = [
     "CheckFailed",
+    "CompileOptions",
     "CompileResult",
     "Fixpoint",
     "MapcError",

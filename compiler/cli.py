@@ -22,8 +22,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mapc.api import CompileResult, default_pipeline
+from mapc.api import CompileResult
 from mapc.api import compile as compile_model
+from mapc.cli_flags import add_flags, given_flags
 from mapc.cli_targets import add_target_arguments, add_targets_command, target_options
 from mapc.inspection import summarize
 from mapc.ir import load, save
@@ -37,7 +38,8 @@ from mapc.ir.errors import (
 )
 from mapc.ir.external import same_file
 from mapc.ir.version import __version__
-from mapc.passes import registered_passes
+from mapc.options import CompileOptions, default_pipeline
+from mapc.passes import MASK_INPUTS, registered_passes
 from mapc.passes.pipeline import build_pipeline, flatten_steps
 from mapc.progress import PassProgress
 from mapc.report import REPORT_SUFFIXES, print_result, write_report
@@ -52,19 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser = commands.add_parser("compile", help="run a pipeline of passes on a model and write the result")
     compile_parser.add_argument("model", type=Path, help="input ONNX model (never modified)")
     compile_parser.add_argument("-o", "--output", type=Path, help="output path (default: <stem>.mapc.onnx beside the input)")
-    compile_parser.add_argument("--passes", help=f"pipeline, e.g. 'cleanup,fixpoint(cleanup)' (default: {default_pipeline()!r})")
-    compile_parser.add_argument("--verify-each", action="store_true", help="after every pass, check validity and outputs against the input model")
-    compile_parser.add_argument("--verify", action="store_true", help="compare the compiled model's outputs with the input model's")
-    compile_parser.add_argument("--input-shape", dest="input_shapes", action="append", default=[], metavar="NAME:D1,D2,...", help="fix the shape of graph input NAME (repeatable), e.g. input_ids:1,128")
-    compile_parser.add_argument("--dim", dest="dims", action="append", default=[], metavar="NAME=VALUE", help="fix symbolic dim NAME wherever it occurs (repeatable), e.g. batch_size=1")
-    compile_parser.add_argument("--require-static", action="store_true", help="fail (exit 1) unless every tensor of the result has a static shape")
-    compile_parser.add_argument("--seed", type=int, default=0, help="seed for generated verification inputs (default 0)")
     compile_parser.add_argument(
         "--report", type=Path, action="append", default=[], metavar="FILE.json|FILE.html",
         help="write a report: JSON (for tools) or a self-contained HTML page; repeat for both",
     )
-    compile_parser.add_argument("--target-opset", type=int, metavar="N", help="first upgrade the model to ai.onnx opset N (verified), so fusion can emit that opset's standard ops (e.g. 23 for Attention)")
-    compile_parser.add_argument("--strict-fusion", action="store_true", help="fail (exit 1) when a fusion rule near-misses, naming the node, the failing condition and the fix")
+    add_flags(compile_parser, [CompileOptions])
     compile_parser.add_argument("--quantize", metavar="SCHEME", nargs="?", const="", help="quantize after the other passes and before partitioning: a8w8, a16w8, w4 or a16w4; alone, the target's default scheme (a8w8 for npu); needs --calibration")
     compile_parser.add_argument("--calibration", metavar="DIR|FILE|random", help="calibration samples: a folder of .npz files (one sample each, keys = input names), a .npz/.npy file of stacked samples, or 'random'")
     compile_parser.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy", "mse"], help="how each tensor's range is chosen (default minmax)")
@@ -130,31 +124,15 @@ def run_compile(args: argparse.Namespace) -> int:
             raise UsageError(f"--report {report}: the file name must end in {' or '.join(REPORT_SUFFIXES)}")
     if args.emit_partitions and not args.target:
         raise UsageError("--emit-partitions needs a target (--target NAME)")
-    input_shapes = parse_input_shapes(args.input_shapes)
-    dims = parse_dims(args.dims)
-    quantize = _quantize_options(args)
+    options = CompileOptions(**given_flags(args, CompileOptions), pass_options=mask_options(args) or None,
+                             quantize=_quantize_options(args), **target_options(args))
+    options.validate()
     console = Console(quiet=args.quiet)
     with PassProgress(enabled=not args.quiet) as progress:
         progress.stage("loading")
         model = load(args.model)
         try:
-            result = compile_model(
-                model,
-                passes=args.passes,
-                verify_each=args.verify_each,
-                verify=args.verify,
-                seed=args.seed,
-                dims=dims,
-                input_shapes=input_shapes,
-                require_static=args.require_static,
-                on_pass_start=progress.pass_started,
-                on_progress=progress.update,
-                target_opset=args.target_opset,
-                strict_fusion=args.strict_fusion,
-                pass_options=mask_options(args),
-                **target_options(args),
-                quantize=quantize,
-            )
+            result = compile_model(model, options, on_pass_start=progress.pass_started, on_progress=progress.update)
         except VerificationError as error:
             failed = getattr(error, "result", None)
             if failed is not None:
@@ -184,7 +162,7 @@ def mask_options(args: argparse.Namespace) -> dict[str, dict[str, object]]:
         shared["precision"] = args.mask_precision
     if not shared and not args.mask_as_input:
         return {}
-    pipeline = args.passes if args.passes is not None else default_pipeline()
+    pipeline = args.flag_passes if args.flag_passes is not None else default_pipeline()
     present = [name for name in ("attention-mask", "decompose-attention") if name in {s.name for s in flatten_steps(build_pipeline(pipeline))}]
     if not present:
         raise UsageError("--mask-value, --mask-precision and --mask-as-input need the attention-mask or decompose-attention pass in the pipeline")
@@ -198,7 +176,8 @@ def mask_options(args: argparse.Namespace) -> dict[str, dict[str, object]]:
 
 def write_host_models(result: CompileResult, written: Path) -> list[Path]:
     """Write the host-side models of hoisted mask inputs beside the compiled model."""
-    models = result.facts.get("attention-mask", {}).get("host_models", {})
+    hoisted = result.facts.get(MASK_INPUTS)
+    models = hoisted.host_models if hoisted is not None else {}
     paths = []
     stem = written.name[: -len(".onnx")] if written.name.endswith(".onnx") else written.name
     for input_name, proto in models.items():
@@ -209,49 +188,6 @@ def write_host_models(result: CompileResult, written: Path) -> list[Path]:
     return paths
 
 
-def parse_input_shapes(specs: Sequence[str]) -> dict[str, list[int]]:
-    """``["input_ids:1,128", ...]`` -> ``{"input_ids": [1, 128]}``; :class:`UsageError` if malformed.
-
-    The name is everything before the last ``:`` (names such as ``input:0`` work); a scalar input
-    is written ``NAME:`` with no dims.
-    """
-    shapes: dict[str, list[int]] = {}
-    for spec in specs:
-        name, colon, dims = spec.rpartition(":")
-        if not colon or not name:
-            raise UsageError(f"--input-shape {spec!r}: expected NAME:D1,D2,... (e.g. input_ids:1,128)")
-        try:
-            shape = [int(d) for d in dims.replace("x", ",").split(",")] if dims.strip() else []
-        except ValueError:
-            raise UsageError(f"--input-shape {spec!r}: dims must be whole numbers separated by commas") from None
-        if any(d < 0 for d in shape):
-            raise UsageError(f"--input-shape {spec!r}: dims must not be negative")
-        if name in shapes and shapes[name] != shape:
-            raise UsageError(f"--input-shape {name!r} is given twice with different shapes")
-        shapes[name] = shape
-    return shapes
-
-
-def parse_dims(specs: Sequence[str]) -> dict[str, int]:
-    """``["batch_size=1", ...]`` -> ``{"batch_size": 1}``; :class:`UsageError` if malformed."""
-    dims: dict[str, int] = {}
-    for spec in specs:
-        name, equals, value = spec.rpartition("=")
-        name = name.strip()
-        if not equals or not name:
-            raise UsageError(f"--dim {spec!r}: expected NAME=VALUE (e.g. batch_size=1)")
-        try:
-            number = int(value)
-        except ValueError:
-            raise UsageError(f"--dim {spec!r}: the value must be a whole number") from None
-        if number < 0:
-            raise UsageError(f"--dim {spec!r}: the value must not be negative")
-        if name in dims and dims[name] != number:
-            raise UsageError(f"--dim {name!r} is given twice with different values")
-        dims[name] = number
-    return dims
-
-
 def _quantize_options(args: argparse.Namespace) -> dict[str, object] | None:
     """The quantize pass options the flags ask for; UsageError for inconsistent flags."""
     extras = {"--calibration": args.calibration, "--calibration-method": args.calibration_method, "--accuracy-target": args.accuracy_target}
@@ -260,10 +196,6 @@ def _quantize_options(args: argparse.Namespace) -> dict[str, object] | None:
         if given:
             raise UsageError(f"{given[0]} needs --quantize SCHEME")
         return None
-    if args.calibration is None:
-        raise UsageError("--quantize needs --calibration DIR|FILE|random")
-    if args.verify or args.verify_each:
-        raise UsageError("--verify and --verify-each compare within float tolerances, which quantization cannot meet; use --accuracy-target")
     return {
         "scheme": args.quantize or None,
         "calibration": args.calibration,

@@ -44,10 +44,12 @@ def target_options(args: argparse.Namespace) -> dict[str, Any]:
         return {}
     return {
         "target": args.target,
-        "min_partition_ops": args.min_partition_ops,
-        "max_partitions": args.max_partitions,
-        "cpu_ops": [op for op in args.cpu_ops.split(",") if op.strip()],
-        "cost_model": args.cost_model,
+        "partition": {
+            "min_partition_ops": args.min_partition_ops,
+            "max_partitions": args.max_partitions,
+            "cpu_ops": [op for op in args.cpu_ops.split(",") if op.strip()],
+            "cost_model": args.cost_model,
+        },
     }
 
 

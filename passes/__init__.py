@@ -6,16 +6,35 @@ sub-package such as ``fusion/``) defining a registered :class:`Pass`, plus its t
 
 from mapc.passes import (  # noqa: F401  (registers the built-in passes)
     attention_mask,
+    check_static,
     cleanup,
     fix_shapes,
     fold_constants,
     fusion,
     peephole,
     quantize,
-    static_report,
     upgrade_opset,
 )
+from mapc.passes.attention_mask.facts import MASK_INPUTS, MaskInputs
 from mapc.passes.base import Note, Pass, PassContext, PassResult
+from mapc.passes.facts import Fact, Facts
 from mapc.passes.registry import get_pass, has_pass, register_pass, registered_passes
+from mapc.passes.shape_ops import SHAPES
+from mapc.passes.verify import UNDEFINED_OUTPUTS
 
-__all__ = ["Note", "Pass", "PassContext", "PassResult", "get_pass", "has_pass", "register_pass", "registered_passes"]
+__all__ = [
+    "MASK_INPUTS",
+    "SHAPES",
+    "UNDEFINED_OUTPUTS",
+    "Fact",
+    "Facts",
+    "MaskInputs",
+    "Note",
+    "Pass",
+    "PassContext",
+    "PassResult",
+    "get_pass",
+    "has_pass",
+    "register_pass",
+    "registered_passes",
+]

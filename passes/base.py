@@ -8,6 +8,9 @@ A pass is a :class:`Pass` subclass (or a function wrapped by
   matches and what it produces;
 * ``Options``: a dataclass of typed options with defaults (values given as strings in a
   pipeline are converted by :func:`parse_options`);
+* ``requires`` / ``provides``: the :class:`~mapc.passes.facts.Fact` s it needs before it runs
+  and sets for later passes; the pass manager establishes the first (shapes are inferred once,
+  when the graph changed) and checks the second, so ``run`` never asks whether someone else did;
 * ``run(model, ctx) -> PassResult``: edit ``model`` in place and say whether it changed,
   with counters (``{"removed_identity": 3}``) and notes (near-misses, things left alone).
 """
@@ -25,6 +28,7 @@ from typing import Any, ClassVar, Literal
 from mapc.ir import Model
 from mapc.ir.errors import UsageError
 from mapc.ir.notes import Note
+from mapc.passes.facts import Fact, Facts
 
 
 @dataclass
@@ -45,14 +49,15 @@ class PassContext:
         seed: seed for anything random (verification inputs, calibration fallbacks).
         dims: concrete values of symbolic dims, by name, as the user fixed them.
         input_shapes: concrete shapes of graph inputs, by input name, as the user fixed them.
-        facts: what passes tell later passes (e.g. which masks were rewritten); keyed by pass.
+        facts: what passes tell later passes, by :class:`~mapc.passes.facts.Fact` (the shapes'
+            snapshot, the partition plan, the mask inputs built on the host, ...).
         progress: callback for long work inside a pass: ``progress(description, done, total)``.
     """
 
     seed: int = 0
     dims: dict[str, int] = field(default_factory=dict)
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: Facts = field(default_factory=Facts)
     progress: Callable[[str, int | None, int | None], None] | None = None
 
     def report_progress(self, description: str, done: int | None = None, total: int | None = None) -> None:
@@ -70,6 +75,10 @@ class Pass:
 
     name: ClassVar[str]
     Options: ClassVar[type] = NoOptions
+    #: Facts established (or checked present) by the pass manager before ``run``.
+    requires: ClassVar[tuple[Fact[Any], ...]] = ()
+    #: Facts ``run`` sets for later passes; the manager fails the pass if one is missing.
+    provides: ClassVar[tuple[Fact[Any], ...]] = ()
 
     def __init__(self, options: Any = None, **values: Any) -> None:
         if options is not None and values:

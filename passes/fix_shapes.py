@@ -15,7 +15,7 @@ from mapc.ir.errors import UsageError
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import remember_shapes, replace_shape_ops, shapes_are_current
-from mapc.passes.static_report import dynamic_tensors
+from mapc.passes.check_static import dynamic_tensors
 
 Dim = int | str | None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,7 @@ import onnx_graphsurgeon as gs
 from mapc.ir import Model, OnnxRuntimeError, constant_nbytes, is_graph_output, run_nodes
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.constants import replace_with_constant
+from mapc.passes.facts import Fact
 from mapc.passes.fold_if import inline_constant_ifs
 from mapc.passes.fold_plan import (
     EVALUABLE_DOMAINS,
@@ -21,9 +22,33 @@ from mapc.passes.fold_plan import (
     plan_folding,
 )
 from mapc.passes.registry import register_pass
-from mapc.passes.shape_ops import ensure_shapes, replace_shape_ops
+from mapc.passes.shape_ops import SHAPES, ensure_shapes, replace_shape_ops
 
 _MB = 1 << 20
+
+
+@dataclass
+class FoldMemory:
+    """What fold-constants learnt in earlier rounds of this compile."""
+
+    #: Nodes (by name, op and input names) onnxruntime failed to evaluate: not tried again.
+    failed: set[tuple[str, str, tuple[str, ...]]] = field(default_factory=set)
+    #: Notes already given (a note is not repeated every fixpoint round).
+    noted: set[Any] = field(default_factory=set)
+
+    def first_time(self, key: Any) -> bool:
+        """True the first time ``key`` is noted in this compile."""
+        if key in self.noted:
+            return False
+        self.noted.add(key)
+        return True
+
+
+def _start_memory(model: Model, ctx: PassContext) -> None:
+    ctx.facts.setdefault(FOLD_MEMORY, FoldMemory())
+
+
+FOLD_MEMORY: Fact[FoldMemory] = Fact("fold-memory", "what fold-constants learnt in earlier rounds", establish=_start_memory)
 
 
 @register_pass
@@ -51,6 +76,7 @@ class FoldConstants(Pass):
     """
 
     name = "fold-constants"
+    requires = (SHAPES, FOLD_MEMORY)
 
     @dataclass
     class Options:
@@ -60,20 +86,21 @@ class FoldConstants(Pass):
         duplicate_kb: float = 64.0
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        state = ctx.facts.setdefault(self.name, {"failed": set(), "noted": set()})
+        memory = ctx.facts[FOLD_MEMORY]
         counters = dict.fromkeys(
             ("nodes_folded", "constants_created", "shape_ops_replaced", "ifs_inlined", "sessions", "eval_failed", "kept_too_large", "kept_shared_weight"), 0
         )
         notes: list[Note] = []
         counters["ifs_inlined"] = inline_constant_ifs(model)
-        ensure_shapes(model, ctx)
+        if counters["ifs_inlined"]:
+            ensure_shapes(model, ctx)
         counters["shape_ops_replaced"] = replace_shape_ops(model)
         counters["nodes_folded"] += counters["shape_ops_replaced"]
         constant_nodes = _inline_constant_nodes(model)
         counters["nodes_folded"] += constant_nodes
         counters["constants_created"] += constant_nodes
         max_bytes = int(self.options.max_size_mb * _MB)
-        exclude: set[int] = {id(n) for n in model.graph.nodes if _key(n) in state["failed"]}
+        exclude: set[int] = {id(n) for n in model.graph.nodes if _key(n) in memory.failed}
         domains = EVALUABLE_DOMAINS | {f.domain for f in model.functions}
         evaluator = _Evaluator(model, ctx, counters)
         failures: list[tuple[gs.Node, str]] = []
@@ -89,19 +116,19 @@ class FoldConstants(Pass):
             exclude.update(id(node) for node, _ in found)
         plan.too_large.extend(oversized)
         for node, message in failures:
-            state["failed"].add(_key(node))
+            memory.failed.add(_key(node))
             counters["eval_failed"] += 1
-            notes.append(Note("fold.eval-failed", f"onnxruntime cannot evaluate this {node.op} ({message}); it stays, and folding continued around it",
+            notes.append(Note("fold-constants.eval-failed", f"onnxruntime cannot evaluate this {node.op} ({message}); it stays, and folding continued around it",
                               node=node.name, severity="warning"))
         for node, size in plan.too_large:
             counters["kept_too_large"] += 1
-            if _remember(state, ("large", _key(node))):
-                notes.append(Note("fold.too-large", f"kept {node.op}: its result would be {size / _MB:.1f} MB, above max_size_mb={self.options.max_size_mb:g}",
+            if memory.first_time(("large", _key(node))):
+                notes.append(Note("fold-constants.too-large", f"kept {node.op}: its result would be {size / _MB:.1f} MB, above max_size_mb={self.options.max_size_mb:g}",
                                   node=node.name, fix="raise fold-constants{max_size_mb=...} to fold it"))
         for node, weight in plan.duplicates:
             counters["kept_shared_weight"] += 1
-            if _remember(state, ("shared", _key(node))):
-                notes.append(Note("fold.shared-weight", f"kept {node.op}: folding would duplicate weight {weight!r}, which other nodes also read", node=node.name))
+            if memory.first_time(("shared", _key(node))):
+                notes.append(Note("fold-constants.shared-weight", f"kept {node.op}: folding would duplicate weight {weight!r}, which other nodes also read", node=node.name))
         folded, created = _materialize(model, plan.components, values)
         counters["nodes_folded"] += folded
         counters["constants_created"] += created
@@ -262,12 +289,6 @@ def _key(node: gs.Node) -> tuple[str, str, tuple[str, ...]]:
     return (node.name, node.op, tuple(t.name for t in node.inputs))
 
 
-def _remember(state: dict[str, Any], key: Any) -> bool:
-    """True the first time ``key`` is seen in this compile (notes are not repeated every round)."""
-    if key in state["noted"]:
-        return False
-    state["noted"].add(key)
-    return True
 
 
 def _reason(message: str) -> str:

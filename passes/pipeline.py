@@ -11,7 +11,9 @@ instances and :class:`Fixpoint` groups.
 
 :class:`PassManager` runs a pipeline on a model, timing each pass, counting nodes before and
 after, and with ``verify_each`` checking after every pass that the model is still valid and
-still computes the input model's outputs, naming the first pass that broke it.
+still computes the input model's outputs, naming the first pass that broke it. Before each pass
+it establishes the facts the pass ``requires`` (shapes are inferred only when the graph changed
+since the last inference) and after it checks the facts it ``provides``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Union
 from mapc.ir import Model, count_nodes
 from mapc.ir.errors import MapcError, UsageError
 from mapc.passes.base import Note, Pass, PassContext, PassResult, parse_options
+from mapc.passes.facts import establish, missing_provided
 from mapc.passes.registry import get_pass
 from mapc.passes.verify import Verifier
 
@@ -349,6 +352,7 @@ class PassManager:
         model.forget_names()
         started = time.perf_counter()
         try:
+            establish(step.name, step.requires, model, ctx)
             result = step.run(model, ctx)
         except MapcError:
             raise
@@ -357,6 +361,10 @@ class PassManager:
         seconds = time.perf_counter() - started
         if not isinstance(result, PassResult):
             raise PassCrashed(step.name, TypeError(f"run() returned {type(result).__name__}, not PassResult"))
+        missing = missing_provided(step.provides, ctx)
+        if missing:
+            names = ", ".join(fact.name for fact in missing)
+            raise PassCrashed(step.name, RuntimeError(f"it declares it provides {names} but did not set it"))
         record = PassRecord(
             name=step.name,
             options=step.options_dict(),

@@ -14,6 +14,7 @@ from typing import Any, overload
 from mapc.ir import Model
 from mapc.ir.errors import UsageError
 from mapc.passes.base import NoOptions, Pass, PassContext, PassResult
+from mapc.passes.facts import Fact
 
 _REGISTRY: dict[str, type[Pass]] = {}
 
@@ -26,23 +27,36 @@ def register_pass(target: type[Pass]) -> type[Pass]: ...
 def register_pass(target: PassFunction) -> type[Pass]: ...
 @overload
 def register_pass(
-    target: None = None, *, name: str | None = None, options: type | None = None, replace: bool = False
+    target: None = None,
+    *,
+    name: str | None = None,
+    options: type | None = None,
+    requires: tuple[Fact[Any], ...] = (),
+    provides: tuple[Fact[Any], ...] = (),
+    replace: bool = False,
 ) -> Callable[[Any], type[Pass]]: ...
 
 
 def register_pass(
-    target: Any = None, *, name: str | None = None, options: type | None = None, replace: bool = False
+    target: Any = None,
+    *,
+    name: str | None = None,
+    options: type | None = None,
+    requires: tuple[Fact[Any], ...] = (),
+    provides: tuple[Fact[Any], ...] = (),
+    replace: bool = False,
 ) -> Any:
     """Register a pass class, or a function turned into one, under its name.
 
     Usable bare (``@register_pass``) or with arguments (``@register_pass(name="my-pass")``).
     A function's name defaults to its Python name with ``_`` turned into ``-``; its docstring
-    becomes the pass's summary and description; ``options`` is its Options dataclass. A name
+    becomes the pass's summary and description; ``options`` is its Options dataclass and
+    ``requires``/``provides`` its facts (see :class:`~mapc.passes.base.Pass`). A name
     that is already registered is an error unless ``replace=True``.
     """
 
     def register(item: Any) -> type[Pass]:
-        pass_class = item if isinstance(item, type) and issubclass(item, Pass) else _wrap_function(item, name, options)
+        pass_class = item if isinstance(item, type) and issubclass(item, Pass) else _wrap_function(item, name, options, requires, provides)
         if name is not None and pass_class.name != name:
             pass_class.name = name
         if not getattr(pass_class, "name", None):
@@ -60,7 +74,9 @@ def register_pass(
     return register(target) if target is not None else register
 
 
-def _wrap_function(function: PassFunction, name: str | None, options: type | None) -> type[Pass]:
+def _wrap_function(
+    function: PassFunction, name: str | None, options: type | None, requires: tuple[Fact[Any], ...], provides: tuple[Fact[Any], ...]
+) -> type[Pass]:
     pass_name = name or function.__name__.replace("_", "-")
 
     def run(self: Pass, model: Model, ctx: PassContext) -> PassResult:
@@ -73,6 +89,8 @@ def _wrap_function(function: PassFunction, name: str | None, options: type | Non
         {
             "name": pass_name,
             "Options": options or NoOptions,
+            "requires": tuple(requires),
+            "provides": tuple(provides),
             "__doc__": function.__doc__,
             "__module__": function.__module__,
             "run": run,

@@ -1,7 +1,8 @@
 """Shapes for the shape passes: inference only when needed, and Shape/Size replaced by constants.
 
-:func:`ensure_shapes` re-runs onnx shape inference unless the graph is exactly as it was after
-the last inference in this compile (passes that only fold or bypass nodes keep annotated
+:func:`ensure_shapes` establishes the :data:`SHAPES` fact that passes declare in ``requires``: it
+re-runs onnx shape inference unless the graph is exactly as it was after the last inference in
+this compile (passes that only fold or bypass nodes keep annotated
 shapes true, but they make more shapes inferable, so any structural change re-infers).
 
 :func:`replace_shape_ops` is shared by ``fix-shapes`` (right after fixing the inputs) and
@@ -12,34 +13,50 @@ a 1 GB weight costs nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from mapc.ir import Model, infer_shapes
 from mapc.passes.base import PassContext
 from mapc.passes.constants import replace_with_constant
+from mapc.passes.facts import Fact
+
+
+@dataclass(frozen=True)
+class ShapeState:
+    """The graph's structure when shapes were last inferred, and whether inference succeeded."""
+
+    snapshot: tuple
+    ok: bool
 
 
 def ensure_shapes(model: Model, ctx: PassContext) -> bool:
     """Annotate fresh shapes (stale ones forgotten first) unless nothing changed since the last
-    time; returns False if onnx's inference failed."""
+    time; returns False if onnx's inference failed. Establishes :data:`SHAPES`."""
     if shapes_are_current(model, ctx):
-        return bool(ctx.facts["shapes"]["ok"])
+        return ctx.facts[SHAPES].ok
     # Only equivalent rewrites happen between fix-shapes and here, so annotations stay true.
-    ok = infer_shapes(model, forget_existing=True, trust_existing_dims=True)
+    ok = infer_shapes(model)
     remember_shapes(model, ctx, ok)
     return ok
 
 
 def shapes_are_current(model: Model, ctx: PassContext) -> bool:
     """True if shapes were inferred in this compile and the graph has not changed since."""
-    snapshot = ctx.facts.get("shapes", {}).get("snapshot")
-    return snapshot is not None and _same(snapshot, _snapshot(model.graph))
+    state = ctx.facts.get(SHAPES)
+    return state is not None and _same(state.snapshot, _snapshot(model.graph))
 
 
 def remember_shapes(model: Model, ctx: PassContext, ok: bool) -> None:
     """Record that the graph's shapes were just inferred (``ok``: inference succeeded)."""
-    ctx.facts["shapes"] = {"snapshot": _snapshot(model.graph), "ok": ok}
+    ctx.facts[SHAPES] = ShapeState(_snapshot(model.graph), ok)
+
+
+#: Every tensor carries the shape onnx infers for the graph as it is now (``ok`` False: inference
+#: failed on this model, annotations are what the exporter wrote).
+SHAPES: Fact[ShapeState] = Fact("shapes", "shapes inferred since the graph last changed", establish=ensure_shapes)
 
 
 def _snapshot(graph: gs.Graph) -> tuple:

@@ -7,7 +7,7 @@ loads it) and compares its outputs on the same inputs with :func:`mapc.ir.compar
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,15 @@ from mapc.ir import Model, OnnxRuntimeError, run, seeded_inputs
 from mapc.ir.compare import OutputComparison, Tolerance, check_valid, compare_outputs
 from mapc.ir.errors import VerificationError
 from mapc.passes.base import PassContext
+from mapc.passes.facts import Fact
+
+#: ``hook(model, feeds, outputs) -> {output name: bool array}``: the elements of each output that
+#: are undefined for these inputs (True = leave out of the comparison).
+UndefinedElements = Callable[[Model, Mapping[str, np.ndarray], Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+#: Output elements the rewritten model leaves undefined, by the pass that says so
+#: (attention-mask: rows whose every key is masked).
+UNDEFINED_OUTPUTS: Fact[dict[str, UndefinedElements]] = Fact("undefined-outputs", "output elements a pass made undefined")
 
 
 class Verifier:
@@ -42,15 +51,11 @@ class Verifier:
     def compare(self, model: Model) -> list[OutputComparison]:
         """Run ``model`` on the reference inputs and compare (no exception on mismatch).
 
-        Elements a pass declared undefined are left out: a pass may put a callable
-        ``verify_ignore(model, feeds, outputs) -> {output: bool array}`` in its
-        ``ctx.facts[name]`` (attention-mask does, for fully masked attention rows)."""
+        Elements a pass declared undefined in :data:`UNDEFINED_OUTPUTS` are left out
+        (attention-mask declares fully masked attention rows)."""
         actual = run(model, self.feeds)
         expected = self.expected
-        for facts in list(self.ctx.facts.values()):
-            hook = facts.get("verify_ignore") if isinstance(facts, dict) else None
-            if hook is None:
-                continue
+        for hook in list(self.ctx.facts.get(UNDEFINED_OUTPUTS, {}).values()):
             for name, ignored in hook(model, self.feeds, actual).items():
                 if name in expected and name in actual:
                     expected = {**expected, name: np.where(ignored, np.zeros((), expected[name].dtype), expected[name])}

@@ -16,16 +16,23 @@ import numpy as np
 
 from mapc.ir import Model, infer_shapes, remove_dead_nodes, toposort
 from mapc.ir.rewrite import RewriteContext, apply_rules
-from mapc.passes.peephole.identities import INDEX_RULES
 from mapc.passes.attention_mask import decompose  # noqa: F401  (registers decompose-attention)
-from mapc.passes.attention_mask.detection import AttentionSite, attentions_in_subgraphs, cone, find_attentions
+from mapc.passes.attention_mask.detection import (
+    AttentionSite,
+    attentions_in_subgraphs,
+    cone,
+    find_attentions,
+)
+from mapc.passes.attention_mask.facts import MASK_INPUTS, MaskInputs
 from mapc.passes.attention_mask.families import MaskFamily, classify
 from mapc.passes.attention_mask.fills import Precision, resolve_mask_value
 from mapc.passes.attention_mask.hoist import drop_orphaned_inputs, hoist_masks
 from mapc.passes.attention_mask.rewrites import MaskRewriter, SiteOutcome
 from mapc.passes.attention_mask.verification import fully_masked_positions
 from mapc.passes.base import Note, Pass, PassContext, PassResult
+from mapc.passes.peephole.identities import INDEX_RULES
 from mapc.passes.registry import register_pass
+from mapc.passes.verify import UNDEFINED_OUTPUTS
 
 
 def _fully_masked_on(
@@ -61,6 +68,7 @@ class AttentionMask(Pass):
     """
 
     name = "attention-mask"
+    provides = (MASK_INPUTS,)
 
     @dataclass
     class Options:
@@ -127,16 +135,14 @@ class AttentionMask(Pass):
             # later passes may hide the masks (lowering moves them into functions), so the rows
             # are found on a snapshot of this model (structure only: weights are shared).
             snapshot = model.copy()
-            ctx.facts.setdefault(self.name, {})["verify_ignore"] = partial(_fully_masked_on, snapshot, neg=neg)
+            ctx.facts.setdefault(UNDEFINED_OUTPUTS, {})[self.name] = partial(_fully_masked_on, snapshot, neg=neg)
         if hoisted:
             drop_orphaned_inputs(model, hoisted, readers_before)
-            facts = ctx.facts.setdefault(self.name, {})
-            facts["hoisted_inputs"] = [mask.contract(neg) for mask in hoisted]
-            facts["host_models"] = {mask.input.name: mask.host_model for mask in hoisted}
             for mask in hoisted:
                 contract = mask.contract(neg)
                 notes.append(Note("attention-mask.hoisted-input", f"new input {mask.input.name!r} {contract['shape']}: {contract['host_recipe']}",
                                   node=", ".join(mask.attentions), fix="build this input on the host (see the report's details)", severity="warning"))
+        ctx.facts[MASK_INPUTS] = MaskInputs([mask.contract(neg) for mask in hoisted], {mask.input.name: mask.host_model for mask in hoisted})
         toposort(graph)
         for site in sites:
             family = families[id(site)]

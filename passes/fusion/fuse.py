@@ -6,18 +6,29 @@ from dataclasses import dataclass, field
 
 from mapc.ir import MAPC_DOMAIN, Model, infer_shapes, remove_dead_nodes, toposort
 from mapc.ir.errors import CheckFailed, UsageError
-from mapc.ir.rewrite import Rule, RuleReport, apply_rules, rule_details, rule_names, rule_notes
+from mapc.ir.rewrite import (
+    Rule,
+    RuleReport,
+    apply_rules,
+    rule_details,
+    rule_names,
+    rule_notes,
+)
 from mapc.passes.base import Pass, PassContext, PassResult
 from mapc.passes.fusion.context import FusionContext, FusionSettings
 from mapc.passes.fusion.stages import STAGES
 from mapc.passes.registry import register_pass
+from mapc.passes.shape_ops import SHAPES
 
 #: Canonical rules repeat until nothing changes, at most this many rounds.
 MAX_CANONICAL_ROUNDS = 8
 
 
 def run_rules(model: Model, ctx: PassContext, rules: list[Rule], settings: FusionSettings) -> dict[str, RuleReport]:
-    """Canonical rules to a fixed point, then the other rules once each, in stage order."""
+    """Canonical rules to a fixed point, then the other rules once each, in stage order.
+
+    Expects annotated shapes (the passes declare :data:`~mapc.passes.shape_ops.SHAPES`) and
+    re-infers them after each rule that fired, for the next rule's checks."""
     canonical_names = {rule.name for rule in STAGES["canonical"]}
     canonical = [rule for rule in rules if rule.name in canonical_names]
     others = [rule for rule in rules if rule.name not in canonical_names]
@@ -28,7 +39,6 @@ def run_rules(model: Model, ctx: PassContext, rules: list[Rule], settings: Fusio
         toposort(model.graph)
         infer_shapes(model)
 
-    infer_shapes(model)
     apply_rules(canonical, fusion, rounds=MAX_CANONICAL_ROUNDS, reports=reports, after_round=refresh)
     for index, rule in enumerate(others):
         ctx.report_progress(f"fusion: {rule.name}", index, len(others))
@@ -82,6 +92,7 @@ class Fuse(Pass):
     """
 
     name = "fuse"
+    requires = (SHAPES,)
 
     @dataclass
     class Options:
@@ -118,6 +129,7 @@ class Canonicalize(Pass):
     """
 
     name = "canonicalize"
+    requires = (SHAPES,)
 
     @dataclass
     class Options:

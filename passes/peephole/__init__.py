@@ -20,7 +20,7 @@ from mapc.passes.peephole.context import PeepholeContext
 from mapc.passes.peephole.identities import IDENTITY_RULES
 from mapc.passes.peephole.sandwich import reshape_sandwich
 from mapc.passes.registry import register_pass
-from mapc.passes.shape_ops import ensure_shapes
+from mapc.passes.shape_ops import SHAPES
 
 #: Every peephole rule, in the order they are tried on a node (the first that fires wins).
 RULES = [*IDENTITY_RULES, reshape_chain, transpose_chain, reshape_sandwich, neutral_operand, where_constant_condition]
@@ -51,6 +51,7 @@ class Peephole(Pass):
     """
 
     name = "peephole"
+    requires = (SHAPES,)
 
     @dataclass
     class Options:
@@ -58,7 +59,6 @@ class Peephole(Pass):
         signed_zeros: bool = False
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        ensure_shapes(model, ctx)
         rewrites = PeepholeContext(model, signed_zeros=self.options.signed_zeros)
         reports = apply_rules(RULES, rewrites, sweep=True, rounds=MAX_SWEEPS, after_round=lambda n: ctx.report_progress("peephole sweep", n, None))
         counters = {name: report.fired for name, report in reports.items()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper, numpy_helper
 
 from mapc.ir import load

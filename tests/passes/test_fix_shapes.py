@@ -264,7 +264,7 @@ def test_leftovers_name_the_op_that_stopped_inference_and_the_unfixed_dims():
 def test_check_static_reports_and_require_fails_with_one_line():
     model, records = fix(nonzero_model(), "fix-shapes,check-static", dims={"n": 2})
     codes = sorted(note.code for note in records[1].notes)
-    assert codes == ["static.inference-stopped", "static.input-dim"]
+    assert codes == ["check-static.inference-stopped", "check-static.input-dim"]
     with pytest.raises(CheckFailed) as error:
         fix(nonzero_model(), "fix-shapes,check-static{require=true}", dims={"n": 2})
     message = str(error.value)

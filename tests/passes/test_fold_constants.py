@@ -204,7 +204,7 @@ def test_a_node_onnxruntime_cannot_evaluate_stays_and_the_rest_folds():
     gather = model.graph.nodes[0]
     assert isinstance(gather.inputs[0], gs.Constant) and gather.inputs[0].values.tolist() == [-1, -1, -1]  # b1 folded
     (note,) = record.notes
-    assert note.code == "fold.eval-failed" and note.node == "bad_gather" and note.severity == "warning"
+    assert note.code == "fold-constants.eval-failed" and note.node == "bad_gather" and note.severity == "warning"
     assert record.counters["eval_failed"] == 1 and record.counters["nodes_folded"] == 3
     (again,) = PassManager("fold-constants").run(model, ctx)
     assert not again.changed and again.counters["sessions"] == 0 and not again.notes  # not retried in the same compile
@@ -228,7 +228,7 @@ def test_a_large_intermediate_inside_a_subgraph_is_not_materialised():
     model = load(big_expand(32))
     (record,) = PassManager("fold-constants").run(model, PassContext())
     assert ops(model) == ["Expand", "ReduceSum", "Add"]  # Expand's 32 MB result is above the guard
-    assert record.counters["kept_too_large"] == 1 and record.notes[0].code == "fold.too-large"
+    assert record.counters["kept_too_large"] == 1 and record.notes[0].code == "fold-constants.too-large"
 
 
 def test_the_size_guard_is_an_option():
@@ -258,7 +258,7 @@ def test_a_shared_weight_is_not_duplicated():
     model = load(weight_model(1 << 16, shared=True))  # 256 KB, read by Transpose and MatMul
     (record,) = PassManager("fold-constants").run(model, PassContext())
     assert ops(model) == ["Transpose", "MatMul", "MatMul"]
-    assert record.counters["kept_shared_weight"] == 1 and record.notes[0].code == "fold.shared-weight"
+    assert record.counters["kept_shared_weight"] == 1 and record.notes[0].code == "fold-constants.shared-weight"
 
 
 def test_a_small_shared_weight_may_be_duplicated():

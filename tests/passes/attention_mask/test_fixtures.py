@@ -18,7 +18,7 @@ import pytest
 
 from mapc.ir import load, run
 from mapc.ir.compare import Tolerance, compare_outputs
-from mapc.passes import PassContext
+from mapc.passes import MASK_INPUTS, PassContext
 from mapc.passes.attention_mask.detection import find_attentions
 from mapc.passes.pipeline import PassManager
 from tests.conftest import in_ci
@@ -205,8 +205,8 @@ def test_hoisted_mask_input_built_by_the_host_model_reproduces_the_outputs(name)
     feeds = case.feeds("left")
     expected = original_outputs(name, "left")
     rewritten, info = compiled(name, "attention-mask{mask_as_input=true}")
-    hoisted = info["facts"].get("attention-mask", {}).get("hoisted_inputs", [])
-    host_models = info["facts"].get("attention-mask", {}).get("host_models", {})
+    hoisted = info["facts"][MASK_INPUTS].contracts
+    host_models = info["facts"][MASK_INPUTS].host_models
     if name == "input-additive":
         assert not hoisted
         return

@@ -21,7 +21,7 @@ from mapc.ir import Model, constant_value, is_static
 from mapc.ir.errors import CheckFailed
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
-from mapc.passes.shape_ops import ensure_shapes
+from mapc.passes.shape_ops import SHAPES
 
 #: Ops whose output size depends on the values of their inputs, not only on input shapes.
 DATA_DEPENDENT_OPS = frozenset({"NonZero", "Unique", "Compress", "NonMaxSuppression", "StringSplit", "RegexFullMatch"})
@@ -128,10 +128,10 @@ def leftover_notes(leftovers: list[dict[str, Any]], severity: str = "warning") -
             previous = by_stop.get(stop["node"], (stop, 0))
             by_stop[stop["node"]] = (stop, previous[1] + 1)
     for dim, count in sorted(by_dim.items()):
-        notes.append(Note("static.input-dim", f"input dim {dim} is not fixed; {count} tensor(s) depend on it",
+        notes.append(Note("check-static.input-dim", f"input dim {dim} is not fixed; {count} tensor(s) depend on it",
                           fix="fix it with --input-shape or --dim", severity=severity))  # type: ignore[arg-type]
     for name, (stop, count) in sorted(by_stop.items()):
-        notes.append(Note("static.inference-stopped", f"{stop['op']}: {stop['reason']}; {count} tensor(s) stay dynamic",
+        notes.append(Note("check-static.inference-stopped", f"{stop['op']}: {stop['reason']}; {count} tensor(s) stay dynamic",
                           node=name, severity=severity))  # type: ignore[arg-type]
     return notes
 
@@ -147,6 +147,7 @@ class CheckStatic(Pass):
     """
 
     name = "check-static"
+    requires = (SHAPES,)
 
     @dataclass
     class Options:
@@ -154,7 +155,6 @@ class CheckStatic(Pass):
         require: bool = False
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        ensure_shapes(model, ctx)
         leftovers = dynamic_tensors(model)
         if leftovers and self.options.require:
             raise CheckFailed(f"--require-static: {summarize_leftovers(leftovers)}")
