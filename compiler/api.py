@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mapc.ir import Model, count_nodes, load, save, seeded_inputs
+from mapc.ir import Model, count_nodes, is_default_domain, load, save, seeded_inputs
 from mapc.ir.errors import UsageError, VerificationError
 from mapc.ir.model import ModelSource
 from mapc.ir.version import __version__
@@ -106,7 +106,7 @@ class CompileResult:
 def op_histogram(model: Model) -> dict[str, int]:
     """Nodes per op type, subgraphs included (custom ops as ``domain::Op``)."""
     graphs = [model.graph, *model.graph.subgraphs(recursive=True)]
-    return dict(Counter(node.op if node.domain in (None, "", "ai.onnx") else f"{node.domain}::{node.op}" for g in graphs for node in g.nodes))
+    return dict(Counter(node.op if is_default_domain(node) else f"{node.domain}::{node.op}" for g in graphs for node in g.nodes))
 
 
 def compile(

@@ -1,6 +1,8 @@
 """``argparse`` arguments generated from flags declared in options' metadata (:mod:`mapc.passes.flags`).
 
-:func:`add_flags` adds one argument per flagged field of an options dataclass (a flag several
+:func:`add_compile_flags` adds every option flag of ``mapc compile`` (the compile's own and
+those the passes declare) and :func:`compile_options_from_flags` turns what was given back
+into a validated :class:`~mapc.options.CompileOptions`. Underneath, :func:`add_flags` adds one argument per flagged field of an options dataclass (a flag several
 classes declare is added once); :func:`given_flags` reads back, per class, the options whose
 flag the user gave, converted to the field's type. Nothing given means "not set": every
 argument defaults to None, so an option's own default stays the only default.
@@ -16,8 +18,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mapc.ir.errors import UsageError
+from mapc.options import CompileOptions, default_pipeline
+from mapc.passes import registered_passes
 from mapc.passes.base import convert_option
 from mapc.passes.flags import Flag, flagged_fields
+from mapc.passes.pipeline import build_pipeline, flatten_steps
 
 
 def add_flags(parser: argparse._ActionsContainer, options_classes: Iterable[type], added: set[str] | None = None) -> None:
@@ -100,3 +105,61 @@ def _plain(kind: Any) -> Any:
 def _choices(kind: Any) -> list[str] | None:
     plain = _plain(kind)
     return list(typing.get_args(plain)) if typing.get_origin(plain) is typing.Literal else None
+
+
+# -- mapc compile --------------------------------------------------------------------------------
+
+#: Passes that compile() appends itself: their flags become its ``quantize`` / ``target`` and
+#: ``partition`` arguments instead of options of a pipeline step.
+APPENDED_PASSES = ("quantize", "partition")
+
+
+def pass_flag_classes() -> dict[str, type]:
+    """The options class of every registered pass that declares a flag, by pass name."""
+    return {name: cls.Options for name, cls in registered_passes().items() if flagged_fields(cls.Options)}
+
+
+def add_compile_flags(parser: argparse.ArgumentParser, target_group: argparse._ArgumentGroup) -> None:
+    """Every flag of ``mapc compile`` that sets an option: the compile's own, then the passes'
+    (the partition pass's in ``target_group``)."""
+    added: set[str] = set()
+    classes = pass_flag_classes()
+    add_flags(parser, [CompileOptions, *(options for name, options in classes.items() if name != "partition")], added)
+    if "partition" in classes:
+        add_flags(target_group, [classes["partition"]], added)
+
+
+def compile_options_from_flags(args: argparse.Namespace) -> CompileOptions:
+    """The :class:`CompileOptions` the flags of ``mapc compile`` ask for (validated)."""
+    classes = pass_flag_classes()
+    given = given_flag_names(args, [CompileOptions, *classes.values()])
+    check_requirements(given)
+    values = given_flags(args, CompileOptions)
+    chosen = {name: found for name, options in classes.items() if (found := given_flags(args, options))}
+    quantize = chosen.pop("quantize", None)
+    if quantize is not None:
+        quantize = {**quantize, "scheme": quantize.get("scheme") or None}  # bare --quantize: the target's default
+    partition = chosen.pop("partition", {})
+    target = partition.pop("target", None)
+    options = CompileOptions(
+        **values,
+        target=target,
+        partition=partition or None,
+        quantize=quantize,
+        pass_options=_in_pipeline(chosen, values.get("passes"), classes, given) or None,
+    )
+    options.validate()
+    return options
+
+
+def _in_pipeline(chosen: dict[str, dict[str, Any]], passes: str | None, classes: Mapping[str, type], given: Mapping[str, Flag]) -> dict[str, dict[str, Any]]:
+    """The flagged options of pipeline passes, for the passes the pipeline has; :class:`UsageError`
+    for a flag none of whose passes is in the pipeline."""
+    if not chosen:
+        return {}
+    present = {step.name for step in flatten_steps(build_pipeline(passes if passes is not None else default_pipeline()))}
+    for spelling in given:
+        declaring = [name for name, options in classes.items() if name not in APPENDED_PASSES and any(d.spelling == spelling for _, d in flagged_fields(options))]
+        if declaring and not present & set(declaring):
+            raise UsageError(f"{spelling} needs the {' or '.join(declaring)} pass in the pipeline")
+    return {name: found for name, found in chosen.items() if name in present}

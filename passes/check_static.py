@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, constant_value, is_static
+from mapc.ir import Model, constant_value, is_default_domain, is_static
 from mapc.ir.errors import CheckFailed
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
@@ -212,11 +212,11 @@ def _read_tensors(node: gs.Node) -> list[gs.Tensor]:
 
 def _intrinsic_stop(node: gs.Node) -> bool:
     """Ops that stop shape inference whatever their inputs: custom, control flow, data-dependent."""
-    return (node.domain or "") not in ("", "ai.onnx") or node.op in DATA_DEPENDENT_OPS or any(True for _ in node.subgraphs())
+    return not is_default_domain(node) or node.op in DATA_DEPENDENT_OPS or any(True for _ in node.subgraphs())
 
 
 def _stop_reason(node: gs.Node) -> str:
-    if (node.domain or "") not in ("", "ai.onnx"):
+    if not is_default_domain(node):
         return f"onnx has no shape inference for custom op {node.domain}::{node.op}"
     if any(True for _ in node.subgraphs()):
         return "control flow: shape inference does not see through its subgraphs"

@@ -13,7 +13,6 @@ from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from mapc.ir import (
     Model,
-    infer_shapes,
     peek_bytes,
     remove_dead_nodes,
     replace_all_uses,
@@ -23,6 +22,7 @@ from mapc.ir.rewrite import RewriteContext, apply_rules
 from mapc.passes.base import Pass, PassContext, PassResult
 from mapc.passes.peephole.identities import NOOP_RULES
 from mapc.passes.registry import register_pass
+from mapc.passes.shape_ops import ensure_shapes
 
 #: Ops whose result depends on more than their inputs: never merged, never assumed idempotent.
 NONDETERMINISTIC_OPS = frozenset(
@@ -60,7 +60,7 @@ class Cleanup(Pass):
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         counters = {"noops_removed": 0, "dead_nodes_removed": 0, "initializers_removed": 0, "duplicates_merged": 0, "cse_merged": 0}
         initializers_before = _count_initializers(model.graph)
-        counters["noops_removed"] = _remove_noops(model)
+        counters["noops_removed"] = _remove_noops(model, ctx)
         counters["dead_nodes_removed"] = remove_dead_nodes(model.graph)
         if self.options.dedupe_initializers:
             counters["duplicates_merged"] = _merge_duplicate_initializers(model)
@@ -75,11 +75,12 @@ class Cleanup(Pass):
 # -- no-ops --------------------------------------------------------------------------------------
 
 
-def _remove_noops(model: Model) -> int:
-    """Bypass the inference no-ops (:data:`~mapc.passes.peephole.identities.NOOP_RULES`) of every graph."""
+def _remove_noops(model: Model, ctx: PassContext) -> int:
+    """Bypass the inference no-ops (:data:`~mapc.passes.peephole.identities.NOOP_RULES`) of every
+    graph; shapes are inferred only when a Cast's input dtype is unknown."""
     graphs = [model.graph, *model.graph.subgraphs(recursive=True)]
     if any(node.op in ("Cast", "CastLike") and node.inputs[0].dtype is None for g in graphs for node in g.nodes):
-        infer_shapes(model)
+        ensure_shapes(model, ctx)
     removed = 0
     for graph in graphs:
         reports = apply_rules(NOOP_RULES, RewriteContext(model, graph=graph), sweep=True)

@@ -13,9 +13,9 @@ from mapc.ir import Model, infer_shapes
 from mapc.ir.dim_expr import evaluate_dim, solve_dim, symbols_of
 from mapc.ir.errors import UsageError
 from mapc.passes.base import Note, Pass, PassContext, PassResult
+from mapc.passes.check_static import dynamic_tensors
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import remember_shapes, replace_shape_ops, shapes_are_current
-from mapc.passes.check_static import dynamic_tensors
 
 Dim = int | str | None
 

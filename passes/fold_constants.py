@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, OnnxRuntimeError, constant_nbytes, is_graph_output, run_nodes
+from mapc.ir import Model, OnnxRuntimeError, constant_nbytes, is_default_domain, is_graph_output, run_nodes
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.constants import replace_with_constant
 from mapc.passes.facts import Fact
@@ -248,7 +248,7 @@ def _inline_constant_nodes(model: Model) -> int:
     graph = model.graph
     inlined = []
     for node in graph.nodes:
-        if node.op != "Constant" or (node.domain or "") not in ("", "ai.onnx") or not isinstance(node.attrs.get("value"), gs.Constant):
+        if node.op != "Constant" or not is_default_domain(node) or not isinstance(node.attrs.get("value"), gs.Constant):
             continue
         output = node.outputs[0]
         if is_graph_output(graph, output):

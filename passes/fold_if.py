@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, constant_value, replace_all_uses, toposort
+from mapc.ir import Model, constant_value, is_default_domain, replace_all_uses, toposort
 
 
 def inline_constant_ifs(model: Model) -> int:
@@ -19,7 +19,7 @@ def inline_constant_ifs(model: Model) -> int:
     graph = model.graph
     inlined = 0
     for node in list(graph.nodes):
-        if node.op != "If" or (node.domain or "") not in ("", "ai.onnx") or not node.inputs:
+        if node.op != "If" or not is_default_domain(node) or not node.inputs:
             continue
         condition = constant_value(node.inputs[0])
         if condition is None or np.size(condition) != 1:

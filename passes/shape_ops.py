@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, infer_shapes
+from mapc.ir import Model, infer_shapes, is_default_domain
 from mapc.passes.base import PassContext
 from mapc.passes.constants import replace_with_constant
 from mapc.passes.facts import Fact
@@ -83,7 +83,7 @@ def _identical(first: tuple, second: tuple) -> bool:
 def shape_op_value(node: gs.Node) -> np.ndarray | None:
     """The int64 value a ``Shape`` (with its ``start``/``end``) or ``Size`` node computes, if the
     dims it reads are static; None otherwise."""
-    if (node.domain or "") not in ("", "ai.onnx") or node.op not in ("Shape", "Size") or not node.inputs:
+    if not is_default_domain(node) or node.op not in ("Shape", "Size") or not node.inputs:
         return None
     shape = _known_shape(node.inputs[0])
     if shape is None:
