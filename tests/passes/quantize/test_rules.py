@@ -11,7 +11,7 @@ from mapc.ir import Runner, toposort
 from mapc.ir.errors import ModelError
 from mapc.passes.quantize import opset as opset_module
 from tests.conftest import make_model
-from tests.passes.quantize_support import dequantize_of, ops, quantize, sqnr_by_output, structure_problems
+from tests.passes.quantize.support import dequantize_of, ops, quantize, sqnr_by_output, structure_problems
 
 F = TensorProto.FLOAT
 RNG = np.random.default_rng(1)
