@@ -18,7 +18,7 @@ from mapc.passes.quantize.data import CalibrationData, open_calibration
 from mapc.passes.quantize.emit import BiasDecision, Decisions, ProbeChoice, ProbeSpec, write_probe, write_qdq
 from mapc.passes.quantize.opset import upgrade_opset
 from mapc.passes.quantize.params import MASK_POLICIES, ActivationParams, Group, ParamsConfig, assign_groups
-from mapc.passes.quantize.placement import DATA_MOVEMENT, NATURAL_RANGES, BiasSpec, Fold, PlacementConfig, Plan, WeightSpec, is_constant, node_key, plan_placement
+from mapc.passes.quantize.placement import DATA_MOVEMENT, NATURAL_RANGES, BiasSpec, Fold, PlacementConfig, Placement, WeightSpec, is_constant, node_key, plan_placement
 from mapc.passes.quantize.qtypes import MIN_REAL_RANGE, QUANT_TYPES, QuantType, fake_quantize, quantize
 from mapc.passes.quantize.ranges import HISTOGRAM_METHODS, METHODS, RangeChoice, choose_range
 from mapc.passes.quantize.schemes import Scheme, activation_type_for, get_scheme
@@ -55,7 +55,7 @@ class _BiasEntry:
 class _State:
     """What the run found and decided, shared by its steps."""
 
-    plan: Plan
+    placement: Placement
     groups: list[Group] = field(default_factory=list)
     weights: list[_WeightEntry] = field(default_factory=list)
     biases: list[_BiasEntry] = field(default_factory=list)
@@ -191,8 +191,8 @@ class Quantize(Pass):
             exclude_op_types=frozenset(options.exclude_op_types),
             fixed_range_ops=frozenset(options.fixed_range_ops),
         )
-        plan = plan_placement(model, config)
-        state = _State(plan, notes=[*notes, *plan.notes])
+        placement = plan_placement(model, config)
+        state = _State(placement, notes=[*notes, *placement.notes])
         calibration = self._calibrate(model, state, data, calibration_indices, activation_type, ctx)
         self._quantize_weights(model, state, calibration)
         decisions = self._decide(state, *self._planned_states(state))
@@ -205,7 +205,7 @@ class Quantize(Pass):
         details = self._details(state, calibration, report, sensitivity, data, calibration_indices, holdout_indices, scheme, activation_type, opset_before, model, final)
         details["seconds"] = round(time.perf_counter() - started, 3)
         counters = {
-            "quantized_nodes": len(state.plan.nodes),
+            "quantized_nodes": len(state.placement.nodes),
             "activations_quantized": sum(1 for name in final.activations if name not in final.constant_uses),
             "weights_quantized": len(final.weights),
             "biases_quantized": len(final.biases),
@@ -269,13 +269,13 @@ class Quantize(Pass):
 
     def _calibrate(self, model: Model, state: _State, data: CalibrationData, indices: list[int], activation_type, ctx: PassContext) -> dict[str, Any]:
         options = self.options
-        plan = state.plan
+        placement = state.placement
         method = options.calibration_method
-        tensors = list(plan.activations)
-        histograms = [t for t in tensors if t not in plan.fixed] if method in HISTOGRAM_METHODS else []
+        tensors = list(placement.activations)
+        histograms = [t for t in tensors if t not in placement.fixed] if method in HISTOGRAM_METHODS else []
         channel_axes = {}
         if options.bias_correction:
-            channel_axes = {tensor: axis for tensor, axis in plan.channel_inputs.values()}
+            channel_axes = {tensor: axis for tensor, axis in placement.channel_inputs.values()}
         started = time.perf_counter()
         collection = collect(
             model, tensors, data, indices,
@@ -285,10 +285,10 @@ class Quantize(Pass):
         ranges: dict[str, RangeChoice] = {}
         fallbacks = []
         if activation_type is not None:
-            decisive = _decision_tensors(model, plan) if method != "minmax" else set()
+            decisive = _decision_tensors(model, placement) if method != "minmax" else set()
             bounded = _bounded_tensors(model) if method != "minmax" else set()
             for name in tensors:
-                if name in plan.fixed:
+                if name in placement.fixed:
                     continue
                 stats = collection.stats[name]
                 if name in decisive or name in bounded:
@@ -305,11 +305,11 @@ class Quantize(Pass):
                     fallbacks.append({"tensor": name, "reason": choice.fallback})
             tensors_by_name = model.graph.tensors()
             constant_stats = {}
-            for name in plan.constants:
+            for name in placement.constants:
                 constant_stats[name] = TensorStats()
                 constant_stats[name].update_range(np.asarray(constant_value(tensors_by_name[name]), dtype=np.float32))
             params_config = ParamsConfig(activation_type, options.symmetric_activations, options.min_real_range, options.mask_policy, _wide_type(options.wide_activation_type))
-            state.groups = assign_groups(plan, ranges, {**collection.stats, **constant_stats}, params_config)
+            state.groups = assign_groups(placement, ranges, {**collection.stats, **constant_stats}, params_config)
         if fallbacks:
             state.notes.append(Note(
                 "quantize.calibration-fallback",
@@ -330,11 +330,11 @@ class Quantize(Pass):
 
     def _quantize_weights(self, model: Model, state: _State, calibration: dict[str, Any]) -> None:
         options = self.options
-        plan = state.plan
+        placement = state.placement
         tensors = model.graph.tensors()
         by_key: dict[tuple, int] = {}
         promote = options.accuracy_target is not None
-        for use, spec in plan.weights.items():
+        for use, spec in placement.weights.items():
             index = by_key.get(spec.key)
             if index is None:
                 values = np.asarray(constant_value(tensors[spec.tensor]), dtype=np.float32)
@@ -344,8 +344,8 @@ class Quantize(Pass):
                 index = by_key[spec.key] = len(state.weights)
                 state.weights.append(_WeightEntry(spec, [], values, main, alternative))
             state.weights[index].uses.append(use)
-        weight_of = {use: by_key[spec.key] for use, spec in plan.weights.items()}
-        for use, spec in plan.biases.items():
+        weight_of = {use: by_key[spec.key] for use, spec in placement.weights.items()}
+        for use, spec in placement.biases.items():
             if spec.weight not in weight_of:
                 continue
             values = np.asarray(constant_value(tensors[spec.tensor]), dtype=np.float32)
@@ -357,7 +357,7 @@ class Quantize(Pass):
         nodes = {node_key(node): node for node in model.graph.nodes}
         existing = {entry.use: entry for entry in state.biases}
         corrected = 0
-        for key, (tensor, _axis) in state.plan.channel_inputs.items():
+        for key, (tensor, _axis) in state.placement.channel_inputs.items():
             use = (key, 1)
             if use not in weight_of or tensor not in stats:
                 continue
@@ -398,7 +398,7 @@ class Quantize(Pass):
 
     def _decide(self, state: _State, activation_state: np.ndarray, weight_state: np.ndarray) -> Decisions:
         """The concrete quantizers for a setting of the probe's switches (1 planned, 2 promoted)."""
-        decisions = Decisions(constant_uses=dict(state.plan.constant_uses))
+        decisions = Decisions(constant_uses=dict(state.placement.constant_uses))
         quantized = [g for g in state.groups if g.params is not None]
         for group, setting in zip(quantized, activation_state):
             params = group.params if setting == 1 else group.alternative
@@ -431,7 +431,7 @@ class Quantize(Pass):
         for entry, weight in zip(state.weights, chosen):
             for use in entry.uses:
                 decisions.weights[use] = weight
-        decisions.folds = [fold for fold in state.plan.folds.values() if _fold_is_exact(fold, decisions.activations.get(fold.output))]
+        decisions.folds = [fold for fold in state.placement.folds.values() if _fold_is_exact(fold, decisions.activations.get(fold.output))]
         state.adjusted = adjusted
         return decisions
 
@@ -497,7 +497,7 @@ class Quantize(Pass):
 
     def _screen(self, model: Model, state: _State, quantized: list[Group], units: list[Unit], samples: list[dict[str, np.ndarray]], calibration: dict[str, Any]) -> None:
         """Local quantization noise of every unit, to pick the ones worth measuring exactly."""
-        constants = set(state.plan.constant_uses)
+        constants = set(state.placement.constant_uses)
         members = {i: [m for m in g.members if m not in constants] for i, g in enumerate(quantized)}
 
         def activation_noise(index: int, tensors: dict[str, np.ndarray]) -> tuple[float, float]:
@@ -522,7 +522,7 @@ class Quantize(Pass):
     def _probe_model(self, model: Model, state: _State, quantized: list[Group], decisions: Decisions, switchable_groups: set[int], switchable_weights: set[int], *, fixed: bool) -> Model:
         """A copy of the float model with the probe's quantizers: the switchable units, plus
         (``fixed``) every other unit as in the final model; without ``fixed`` the rest is float."""
-        spec = ProbeSpec(constant_uses=dict(state.plan.constant_uses))
+        spec = ProbeSpec(constant_uses=dict(state.placement.constant_uses))
         for index, group in enumerate(quantized):
             switchable = index in switchable_groups
             if switchable or fixed:
@@ -562,7 +562,7 @@ class Quantize(Pass):
         return {"samples": metrics.samples, "worst_sqnr_db": _round(metrics.worst_sqnr()), "outputs": metrics.results()}
 
     def _details(self, state, calibration, report, sensitivity, data, calibration_indices, holdout_indices, scheme, activation_type, opset_before, model, final) -> dict[str, Any]:
-        plan = state.plan
+        placement = state.placement
         fallbacks = calibration["fallbacks"]
         excluded = [{"tensors": g.members, "reason": g.excluded} for g in state.groups if g.excluded]
         details: dict[str, Any] = {
@@ -582,9 +582,9 @@ class Quantize(Pass):
             },
             "opset": {"before": opset_before, "after": model.opset},
             "placement": {
-                "quantized_nodes": len(plan.nodes),
-                "activation_tensors": len(plan.activations),
-                "constants": len(plan.constants),
+                "quantized_nodes": len(placement.nodes),
+                "activation_tensors": len(placement.activations),
+                "constants": len(placement.constants),
                 "weights": len(state.weights),
                 "biases": len(final.biases),
                 "tied_groups": sum(1 for g in state.groups if len(g.members) > 1),
@@ -609,11 +609,11 @@ class Quantize(Pass):
 DECISION_OPS = frozenset({"Softmax", "LogSoftmax", "ArgMax", "ArgMin", "TopK"})
 
 
-def _decision_tensors(model: Model, plan: Plan) -> set[str]:
+def _decision_tensors(model: Model, placement: Placement) -> set[str]:
     """Graph outputs and inputs of decision ops, with every tensor tied to them."""
     seeds = {t.name for t in model.graph.outputs}
     seeds |= {node.inputs[0].name for node in model.graph.nodes if node.op in DECISION_OPS and node.inputs}
-    return {name for group in plan.groups if seeds.intersection(group) for name in group} | seeds
+    return {name for group in placement.groups if seeds.intersection(group) for name in group} | seeds
 
 
 #: Ops whose outputs are bounded whatever their inputs.
