@@ -16,7 +16,7 @@ from mapc.passes.quantize import accuracy as acc
 from mapc.passes.quantize.calibrate import DEFAULT_BINS, TensorStats, collect
 from mapc.passes.quantize.data import CalibrationData, open_calibration
 from mapc.passes.quantize.emit import BiasDecision, Decisions, ProbeChoice, ProbeSpec, write_probe, write_qdq
-from mapc.passes.quantize.opset import upgrade_opset
+from mapc.passes.opset_conversion import upgrade_verified
 from mapc.passes.quantize.params import MASK_POLICIES, ActivationParams, Group, ParamsConfig, assign_groups
 from mapc.passes.quantize.placement import DATA_MOVEMENT, NATURAL_RANGES, BiasSpec, Fold, PlacementConfig, Placement, WeightSpec, is_constant, node_key, plan_placement
 from mapc.passes.quantize.qtypes import MIN_REAL_RANGE, QUANT_TYPES, QuantType, fake_quantize, quantize
@@ -256,7 +256,7 @@ class Quantize(Pass):
             if blocked:
                 raise UsageError(f"scheme {scheme.name!r} needs DequantizeLinear(block_size) from opset 21; com.microsoft Q/DQ cannot express it")
             return Note("quantize.contrib-qdq", f"opset {model.opset} kept; Q/DQ that need opset {required} use the com.microsoft domain", severity="info")
-        reason = upgrade_opset(model, required, data.sample(0))
+        reason = upgrade_verified(model, required, data.sample(0))
         if reason is None:
             return Note("quantize.opset-raised", f"opset raised to {required} (verified: outputs unchanged) so standard Q/DQ can express scheme {scheme.name}")
         if blocked or self.options.qdq_domain == "onnx":
