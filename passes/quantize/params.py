@@ -20,9 +20,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from mapc.passes.quantize.calibrate import TensorStats
-from mapc.passes.quantize.placement import NATURAL_RANGES, Placement
-from mapc.passes.quantize.qtypes import MIN_REAL_RANGE, QuantType, activation_params
+from mapc.passes.quantize.placement import NATURAL_RANGES, Fold, Placement
+from mapc.passes.quantize.qtypes import MIN_REAL_RANGE, QuantType, activation_params, quantize
 from mapc.passes.quantize.ranges import RangeChoice
 
 #: Moderate mask fills (down to this) can be represented with 16 bits (npu-deployment.md §2 R1).
@@ -153,3 +155,15 @@ def _assign(
 def _params(low: float, high: float, qtype: QuantType, config: ParamsConfig) -> ActivationParams:
     scale, zero_point = activation_params(low, high, qtype, symmetric=config.symmetric, min_range=config.min_range)
     return ActivationParams(qtype, scale, zero_point)
+
+
+def fold_is_exact(fold: Fold, params: ActivationParams | None) -> bool:
+    """True if quantizing with ``params`` already clamps exactly where the Relu/Clip does."""
+    if params is None:
+        return False
+    qtype = params.qtype
+    if fold.low is not None and int(quantize(np.float32(fold.low), params.scale, params.zero_point, qtype)) != qtype.qmin:
+        return False
+    if fold.high is not None and int(quantize(np.float32(fold.high), params.scale, params.zero_point, qtype)) != qtype.qmax:
+        return False
+    return True

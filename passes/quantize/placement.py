@@ -33,6 +33,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from mapc.ir import Model, constant_value, is_graph_output, producer
+from mapc.ir.graph import is_default_domain
+from mapc.ir.shapes import static_shape
 from mapc.passes.base import Note
 from mapc.passes.quantize.qtypes import QUANT_TYPES, QuantType
 
@@ -187,13 +189,6 @@ def _is_float32(tensor: gs.Tensor) -> bool:
     return dtype is not None and np.dtype(dtype) == np.float32
 
 
-def _shape(tensor: gs.Tensor) -> tuple[int, ...] | None:
-    shape = tensor.shape
-    if shape is None or any(not isinstance(d, (int, np.integer)) for d in shape):
-        return None
-    return tuple(int(d) for d in shape)
-
-
 def plan_placement(model: Model, config: PlacementConfig) -> Placement:
     """Decide placement for ``model`` (shapes and dtypes must be inferred)."""
     placement = Placement()
@@ -204,7 +199,7 @@ def plan_placement(model: Model, config: PlacementConfig) -> Placement:
     constants: dict[str, None] = {}
     ties = _UnionFind()
     for node in graph.nodes:
-        if (node.domain or "") not in ("", "ai.onnx") or node.op not in QUANTIZED_INPUTS:
+        if not is_default_domain(node) or node.op not in QUANTIZED_INPUTS:
             continue
         if node.name in config.exclude_nodes or node.op in config.exclude_op_types:
             continue
@@ -268,6 +263,43 @@ def _ties_output(node: gs.Node) -> bool:
     return True
 
 
+# -- tensors whose range must not be clipped -------------------------------------------------------
+
+#: Ops whose input decides a choice: clipping it changes which class or token wins.
+DECISION_OPS = frozenset({"Softmax", "LogSoftmax", "ArgMax", "ArgMin", "TopK"})
+#: Ops whose outputs are bounded whatever their inputs.
+BOUNDED_OPS = frozenset({"Erf", "Tanh", "Sigmoid", "HardSigmoid", "Softmax", "Sin", "Cos"})
+#: Ops that keep a bounded input bounded when their other inputs are constants.
+BOUND_PRESERVING = frozenset({"Add", "Sub", "Mul", "Div", "Neg", "Abs", "Relu", "Clip"}) | DATA_MOVEMENT
+
+
+def decision_tensors(model: Model, placement: Placement) -> set[str]:
+    """Graph outputs and inputs of decision ops, with every tensor tied to them."""
+    seeds = {t.name for t in model.graph.outputs}
+    seeds |= {node.inputs[0].name for node in model.graph.nodes if node.op in DECISION_OPS and node.inputs}
+    return {name for group in placement.groups if seeds.intersection(group) for name in group} | seeds
+
+
+def bounded_tensors(model: Model) -> set[str]:
+    """Tensors bounded by construction: outputs of :data:`BOUNDED_OPS`, of Clip with constant
+    bounds, and of affine maps and data movement of bounded tensors (GELU's ``1 + erf(x/√2)``).
+    Their calibrated range has no outliers; clipping it only cuts real values."""
+    bounded: set[str] = set()
+    for node in model.graph.nodes:  # topological order
+        outputs = [t.name for t in node.outputs if t.name]
+        if node.op in BOUNDED_OPS:
+            bounded.update(outputs)
+        elif node.op == "Clip" and len(node.inputs) >= 3 and all(is_constant(t) for t in node.inputs[1:3] if t.name):
+            bounded.update(outputs)
+        elif node.op in BOUND_PRESERVING and node.inputs:
+            data = [t for t in node.inputs if t.name and not is_constant(t)]
+            if node.op in DATA_MOVEMENT:
+                data = data[:1]
+            if data and all(t.name in bounded for t in data):
+                bounded.update(outputs)
+    return bounded
+
+
 # -- weights and biases ----------------------------------------------------------------------------
 
 
@@ -300,7 +332,7 @@ def _weight(node: gs.Node, index: int) -> gs.Tensor | None:
 
 def _plan_conv(node: gs.Node, key: str, config: PlacementConfig, placement: Placement) -> bool:
     weight = _weight(node, 1)
-    shape = _shape(weight) if weight is not None else None
+    shape = static_shape(weight) if weight is not None else None
     if weight is None or shape is None or len(shape) < 3:
         return False
     group = int(node.attrs.get("group", 1))
@@ -325,7 +357,7 @@ def _plan_conv(node: gs.Node, key: str, config: PlacementConfig, placement: Plac
 
 def _plan_gemm(node: gs.Node, key: str, config: PlacementConfig, placement: Placement) -> bool:
     weight = _weight(node, 1)
-    shape = _shape(weight) if weight is not None else None
+    shape = static_shape(weight) if weight is not None else None
     if weight is None or shape is None or len(shape) != 2:
         return False
     trans_b = bool(node.attrs.get("transB", 0))
@@ -339,7 +371,7 @@ def _plan_gemm(node: gs.Node, key: str, config: PlacementConfig, placement: Plac
     beta = float(node.attrs.get("beta", 1.0))
     channels = shape[output_axis]
     if bias is not None and qtype.bits != 4 and config.activation_type is not None and beta != 0.0:
-        bias_shape = _shape(bias)
+        bias_shape = static_shape(bias)
         if bias_shape in ((channels,), (1, channels)):
             factor = float(node.attrs.get("alpha", 1.0)) / beta
             placement.biases[(key, 2)] = BiasSpec(bias.name, node.inputs[0].name, (key, 1), "identity" if config.per_channel else "scalar", 1, factor)
@@ -350,7 +382,7 @@ def _plan_gemm(node: gs.Node, key: str, config: PlacementConfig, placement: Plac
 
 def _plan_matmul(node: gs.Node, key: str, config: PlacementConfig, placement: Placement) -> bool:
     weight = _weight(node, 1)
-    shape = _shape(weight) if weight is not None else None
+    shape = static_shape(weight) if weight is not None else None
     if weight is None or shape is None or len(shape) == 0:
         return False
     qtype = config.matmul_weight_type
