@@ -1,18 +1,20 @@
-"""``upgrade-opset``: move a model to a newer ai.onnx opset, checked against the original."""
+"""``upgrade-opset``: move a model to a newer ai.onnx opset, checked against the original.
+
+The conversion itself is :mod:`mapc.passes.opset_conversion`, shared with ``quantize``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import onnx
-import onnx.version_converter
-from onnx import helper
 
 from mapc.ir import Model, OnnxRuntimeError, infer_shapes, load, run, seeded_inputs
 from mapc.ir.compare import check_valid, compare_outputs
 from mapc.ir.errors import ModelError, UsageError, VerificationError
 from mapc.ir.runtime_limits import runtime_limits
 from mapc.passes.base import Note, Pass, PassContext, PassResult
+from mapc.passes.opset_conversion import ConversionError, convert_version, first_difference, raise_ir_version
 from mapc.passes.registry import register_pass
 
 
@@ -47,11 +49,10 @@ class UpgradeOpset(Pass):
             return PassResult(changed=False, notes=[Note("upgrade.not-needed", f"the model is already at opset {current}")])
         original = model.to_proto()
         try:
-            converted = onnx.version_converter.convert_version(original, target)
-        except Exception as error:  # the converter raises bare RuntimeErrors/ConvertErrors
-            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ModelError(f"cannot upgrade the model from opset {current} to {target}: {detail}") from None
-        converted.ir_version = max(converted.ir_version, helper.find_min_ir_version_for(list(converted.opset_import)))
+            converted = convert_version(original, target)
+        except ConversionError as error:
+            raise ModelError(f"cannot upgrade the model from opset {current} to {target}: {error}") from None
+        raise_ir_version(converted)
         _keep_value_info(original, converted)
         upgraded = load(converted, base_dir=model.base_dir)
         infer_shapes(upgraded)
@@ -79,9 +80,9 @@ def _verify(original: onnx.ModelProto, upgraded: Model, model: Model, ctx: PassC
     except OnnxRuntimeError as error:
         raise VerificationError(f"upgrade to opset {upgraded.opset}: the converted model does not run ({error})") from None
     comparisons = compare_outputs(expected, actual)
-    for comparison in comparisons:
-        if not comparison.ok:
-            raise VerificationError(f"upgrade to opset {upgraded.opset} changed output {comparison.name!r}: {comparison.problem}")
+    difference = first_difference(comparisons)
+    if difference is not None:
+        raise VerificationError(f"upgrade to opset {upgraded.opset} changed output {difference.name!r}: {difference.problem}")
     return max((c.max_abs_error for c in comparisons), default=0.0)
 
 

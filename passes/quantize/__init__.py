@@ -10,10 +10,14 @@ Modules, one job each:
 * :mod:`.placement`: which nodes and tensors are quantized, axes, ties, fixed ranges, folds;
 * :mod:`.params`: activation parameters per tie group (masks, fixed ranges);
 * :mod:`.weights`: per-channel and block-wise weights, int32 biases, bias correction;
-* :mod:`.opset`: raising the opset (verified) when a scheme needs it;
+* raising the opset a scheme needs: :func:`mapc.passes.opset_conversion.upgrade_verified`;
 * :mod:`.emit`: writing QDQ, and the switchable probe behind the accuracy report;
-* :mod:`.accuracy`: output metrics, per-tensor contributions, promotion to a target;
-* :mod:`.quantize`: the pass.
+* :mod:`.accuracy`: output metrics of the QDQ model against the float one;
+* :mod:`.sensitivity`: per-tensor contributions, promotion to a target (the algorithm);
+* :mod:`.state`: what a run found, shared by its steps, and the quantizers a switch setting gives;
+* :mod:`.offenders`: the sensitivity step (units, probes, promotion) of a run;
+* :mod:`.report`: the pass's counters and ``details``;
+* :mod:`.quantize`: the pass (options, and run calling the steps).
 """
 
 from mapc.passes.quantize.quantize import Quantize

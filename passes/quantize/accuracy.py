@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mapc.ir import Model, Runner
+from mapc.ir.shapes import is_static_dim
 
 Progress = Callable[[str, int, int], None]
 #: Output ops whose (batch, sequence, class) outputs count as classifier-like.
@@ -135,7 +136,7 @@ def classifier_like_outputs(model: Model) -> frozenset[str]:
         if tensor.dtype is None or np.dtype(tensor.dtype).kind != "f" or tensor.shape is None:
             continue
         dims = [d for d in tensor.shape if d != 1]
-        if not dims or not isinstance(dims[-1], (int, np.integer)) or dims[-1] < 2:
+        if not dims or not is_static_dim(dims[-1]) or dims[-1] < 2:
             continue
         source = tensor.inputs[0].op if tensor.inputs else None
         if len(dims) <= 2 or (len(dims) == 3 and source in LOGIT_OPS):

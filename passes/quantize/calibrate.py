@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mapc.ir import Model, Runner
+from mapc.ir.shapes import is_static_dim
 from mapc.passes.quantize.data import CalibrationData
 
 #: Values at or below this are attention-mask fills (finfo.min, -1e9, -1e4 plus a score, -inf),
@@ -233,7 +234,7 @@ def estimated_sizes(model: Model, names: Sequence[str]) -> dict[str, int]:
         shape = getattr(tensor, "shape", None) or ()
         count = 1
         for dim in shape:
-            count *= int(dim) if isinstance(dim, (int, np.integer)) and dim > 0 else 1
+            count *= int(dim) if is_static_dim(dim) and dim > 0 else 1
         sizes[name] = 4 * count
     return sizes
 

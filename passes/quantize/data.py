@@ -28,6 +28,7 @@ import onnx_graphsurgeon as gs
 from mapc.ir import Model
 from mapc.ir.errors import UsageError
 from mapc.ir.evaluate import DEFAULT_DIM, random_array
+from mapc.ir.shapes import is_static_dim
 
 RANDOM = "random"
 
@@ -132,7 +133,7 @@ def _random(inputs: list[InputSpec], seed: int, count: int, dims: Mapping[str, i
 
 
 def _concrete(dim: int | str | None, dims: Mapping[str, int]) -> int:
-    if isinstance(dim, (int, np.integer)) and dim >= 0:
+    if is_static_dim(dim):
         return int(dim)
     if isinstance(dim, str) and dim in dims:
         return int(dims[dim])
@@ -210,6 +211,6 @@ def _fit(arrays: Mapping[str, np.ndarray], spec: InputSpec, where: str) -> np.nd
         if array.ndim != len(spec.shape):
             raise UsageError(f"calibration sample {where!r}: input {spec.name!r} has rank {len(spec.shape)}, the array has shape {list(array.shape)}")
         for axis, (want, have) in enumerate(zip(spec.shape, array.shape)):
-            if isinstance(want, (int, np.integer)) and want >= 0 and want != have:
+            if is_static_dim(want) and want != have:
                 raise UsageError(f"calibration sample {where!r}: input {spec.name!r} needs size {want} on axis {axis}, the array has {have}")
     return np.ascontiguousarray(array)

@@ -20,9 +20,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from mapc.passes.quantize.calibrate import TensorStats
-from mapc.passes.quantize.placement import NATURAL_RANGES, Plan
-from mapc.passes.quantize.qtypes import MIN_REAL_RANGE, QuantType, activation_params
+from mapc.passes.quantize.placement import NATURAL_RANGES, Fold, Placement
+from mapc.passes.quantize.qtypes import MIN_REAL_RANGE, QuantType, activation_params, quantize
 from mapc.passes.quantize.ranges import RangeChoice
 
 #: Moderate mask fills (down to this) can be represented with 16 bits (npu-deployment.md §2 R1).
@@ -71,25 +73,25 @@ class ParamsConfig:
 
 
 def assign_groups(
-    plan: Plan,
+    placement: Placement,
     ranges: dict[str, RangeChoice],
     stats: dict[str, TensorStats],
     config: ParamsConfig,
 ) -> list[Group]:
-    """Parameters for every group of ``plan`` (see module doc). ``stats`` covers calibrated
+    """Parameters for every group of ``placement`` (see module doc). ``stats`` covers calibrated
     tensors and constants alike; ``ranges`` the calibrated ones (constants use their values'
     exact range)."""
     groups = []
-    for index, members in enumerate(plan.groups):
+    for index, members in enumerate(placement.groups):
         group = Group(index, list(members))
-        _assign(group, plan, ranges, stats, config)
+        _assign(group, placement, ranges, stats, config)
         groups.append(group)
     return groups
 
 
 def _assign(
     group: Group,
-    plan: Plan,
+    placement: Placement,
     ranges: dict[str, RangeChoice],
     stats: dict[str, TensorStats],
     config: ParamsConfig,
@@ -105,8 +107,8 @@ def _assign(
                 return
             choice = ranges.get(member)
             low, high = (choice.low, choice.high) if choice is not None and not member_stats.mask_like else (member_stats.low, member_stats.high)
-            if member in plan.bounded:
-                bound_low, bound_high = NATURAL_RANGES[plan.bounded[member]]
+            if member in placement.bounded:
+                bound_low, bound_high = NATURAL_RANGES[placement.bounded[member]]
                 low, high = min(max(low, bound_low), bound_high), max(min(high, bound_high), bound_low)
         else:
             continue
@@ -117,7 +119,7 @@ def _assign(
         return
     group.low, group.high = min(lows), max(highs)
     for member in group.members:
-        clamp_low, clamp_high = plan.clamps.get(member, (None, None))
+        clamp_low, clamp_high = placement.clamps.get(member, (None, None))
         if clamp_low is not None:
             group.low = min(max(group.low, clamp_low), group.high)
         if clamp_high is not None:
@@ -134,7 +136,7 @@ def _assign(
             return
         qtype = config.wider(qtype)
         group.origin = f"attention-mask path (fill {fill:.3g}): {qtype.bits}-bit"
-    fixed = [plan.fixed[m] for m in group.members if m in plan.fixed]
+    fixed = [placement.fixed[m] for m in group.members if m in placement.fixed]
     if fixed and not group.mask:
         intervals = {NATURAL_RANGES[op] for op in fixed}
         fixed_low, fixed_high = min(i[0] for i in intervals), max(i[1] for i in intervals)
@@ -153,3 +155,15 @@ def _assign(
 def _params(low: float, high: float, qtype: QuantType, config: ParamsConfig) -> ActivationParams:
     scale, zero_point = activation_params(low, high, qtype, symmetric=config.symmetric, min_range=config.min_range)
     return ActivationParams(qtype, scale, zero_point)
+
+
+def fold_is_exact(fold: Fold, params: ActivationParams | None) -> bool:
+    """True if quantizing with ``params`` already clamps exactly where the Relu/Clip does."""
+    if params is None:
+        return False
+    qtype = params.qtype
+    if fold.low is not None and int(quantize(np.float32(fold.low), params.scale, params.zero_point, qtype)) != qtype.qmin:
+        return False
+    if fold.high is not None and int(quantize(np.float32(fold.high), params.scale, params.zero_point, qtype)) != qtype.qmax:
+        return False
+    return True

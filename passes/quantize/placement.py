@@ -1,6 +1,6 @@
 """Where Q/DQ goes: the quantized nodes, their tensors, and which tensors share parameters.
 
-:func:`plan_placement` reads the graph (never the weights' values) and returns a :class:`Plan`:
+:func:`plan_placement` reads the graph (never the weights' values) and returns a :class:`Placement`:
 
 * **quantized nodes**: ops an integer NPU runs (:data:`QUANTIZED_INPUTS`), in the main graph,
   not excluded by the user; in weight-only schemes only the weighted ops;
@@ -33,6 +33,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from mapc.ir import Model, constant_value, is_graph_output, producer
+from mapc.ir.graph import is_default_domain
+from mapc.ir.shapes import static_shape
 from mapc.passes.base import Note
 from mapc.passes.quantize.qtypes import QUANT_TYPES, QuantType
 
@@ -145,7 +147,7 @@ class Fold:
 
 
 @dataclass
-class Plan:
+class Placement:
     """Everything placement decided; tensors and nodes by name (node key: its first output)."""
 
     nodes: list[str] = field(default_factory=list)
@@ -187,45 +189,38 @@ def _is_float32(tensor: gs.Tensor) -> bool:
     return dtype is not None and np.dtype(dtype) == np.float32
 
 
-def _shape(tensor: gs.Tensor) -> tuple[int, ...] | None:
-    shape = tensor.shape
-    if shape is None or any(not isinstance(d, (int, np.integer)) for d in shape):
-        return None
-    return tuple(int(d) for d in shape)
-
-
-def plan_placement(model: Model, config: PlacementConfig) -> Plan:
+def plan_placement(model: Model, config: PlacementConfig) -> Placement:
     """Decide placement for ``model`` (shapes and dtypes must be inferred)."""
-    plan = Plan()
+    placement = Placement()
     graph = model.graph
     if any(True for node in graph.nodes for _ in node.subgraphs()):
-        plan.notes.append(Note("quantize.subgraphs", "nodes inside If/Loop/Scan bodies are left in float", fix="split control flow before quantizing"))
+        placement.notes.append(Note("quantize.subgraphs", "nodes inside If/Loop/Scan bodies are left in float", fix="split control flow before quantizing"))
     activations: dict[str, None] = {}
     constants: dict[str, None] = {}
     ties = _UnionFind()
     for node in graph.nodes:
-        if (node.domain or "") not in ("", "ai.onnx") or node.op not in QUANTIZED_INPUTS:
+        if not is_default_domain(node) or node.op not in QUANTIZED_INPUTS:
             continue
         if node.name in config.exclude_nodes or node.op in config.exclude_op_types:
             continue
         key = node_key(node)
-        weighted = _plan_weights(node, key, config, plan)
+        weighted = _plan_weights(node, key, config, placement)
         if config.activation_type is None:
             if weighted:
-                plan.nodes.append(key)
+                placement.nodes.append(key)
             continue
         data_inputs = _data_inputs(node)
         if not any(_is_float32(node.inputs[i]) for i in data_inputs) and not any(_is_float32(t) for t in node.outputs):
             continue
-        plan.nodes.append(key)
+        placement.nodes.append(key)
         quantized_inputs = []
         for index in data_inputs:
             tensor = node.inputs[index]
-            if not tensor.name or not _is_float32(tensor) or (key, index) in plan.weights or (key, index) in plan.biases:
+            if not tensor.name or not _is_float32(tensor) or (key, index) in placement.weights or (key, index) in placement.biases:
                 continue
             if is_constant(tensor):
                 constants[tensor.name] = None
-                plan.constant_uses.setdefault(tensor.name, []).append((key, index))
+                placement.constant_uses.setdefault(tensor.name, []).append((key, index))
             else:
                 activations[tensor.name] = None
             quantized_inputs.append(tensor)
@@ -233,21 +228,21 @@ def plan_placement(model: Model, config: PlacementConfig) -> Plan:
         for tensor in outputs:
             activations[tensor.name] = None
         if node.op in NATURAL_RANGES and outputs:
-            plan.bounded[outputs[0].name] = node.op
+            placement.bounded[outputs[0].name] = node.op
             if node.op in config.fixed_range_ops:
-                plan.fixed[outputs[0].name] = node.op
+                placement.fixed[outputs[0].name] = node.op
         if node.op in DATA_MOVEMENT and _ties_output(node) and quantized_inputs and quantized_inputs[0] is node.inputs[0]:
             for tensor in outputs:
                 ties.union(node.inputs[0].name, tensor.name)
         if node.op == "Concat" and config.tie_concat:
             for tensor in [*quantized_inputs, *outputs]:
                 ties.union(outputs[0].name, tensor.name)
-    _plan_folds(model, config, plan, activations, ties)
-    plan.activations = list(activations)
-    plan.constants = list(constants)
-    plan.groups = ties.groups([*plan.activations, *plan.constants])
-    _note_runtime_weights(model, plan)
-    return plan
+    _plan_folds(model, config, placement, activations, ties)
+    placement.activations = list(activations)
+    placement.constants = list(constants)
+    placement.groups = ties.groups([*placement.activations, *placement.constants])
+    _note_runtime_weights(model, placement)
+    return placement
 
 
 def _data_inputs(node: gs.Node) -> list[int]:
@@ -268,25 +263,62 @@ def _ties_output(node: gs.Node) -> bool:
     return True
 
 
+# -- tensors whose range must not be clipped -------------------------------------------------------
+
+#: Ops whose input decides a choice: clipping it changes which class or token wins.
+DECISION_OPS = frozenset({"Softmax", "LogSoftmax", "ArgMax", "ArgMin", "TopK"})
+#: Ops whose outputs are bounded whatever their inputs.
+BOUNDED_OPS = frozenset({"Erf", "Tanh", "Sigmoid", "HardSigmoid", "Softmax", "Sin", "Cos"})
+#: Ops that keep a bounded input bounded when their other inputs are constants.
+BOUND_PRESERVING = frozenset({"Add", "Sub", "Mul", "Div", "Neg", "Abs", "Relu", "Clip"}) | DATA_MOVEMENT
+
+
+def decision_tensors(model: Model, placement: Placement) -> set[str]:
+    """Graph outputs and inputs of decision ops, with every tensor tied to them."""
+    seeds = {t.name for t in model.graph.outputs}
+    seeds |= {node.inputs[0].name for node in model.graph.nodes if node.op in DECISION_OPS and node.inputs}
+    return {name for group in placement.groups if seeds.intersection(group) for name in group} | seeds
+
+
+def bounded_tensors(model: Model) -> set[str]:
+    """Tensors bounded by construction: outputs of :data:`BOUNDED_OPS`, of Clip with constant
+    bounds, and of affine maps and data movement of bounded tensors (GELU's ``1 + erf(x/√2)``).
+    Their calibrated range has no outliers; clipping it only cuts real values."""
+    bounded: set[str] = set()
+    for node in model.graph.nodes:  # topological order
+        outputs = [t.name for t in node.outputs if t.name]
+        if node.op in BOUNDED_OPS:
+            bounded.update(outputs)
+        elif node.op == "Clip" and len(node.inputs) >= 3 and all(is_constant(t) for t in node.inputs[1:3] if t.name):
+            bounded.update(outputs)
+        elif node.op in BOUND_PRESERVING and node.inputs:
+            data = [t for t in node.inputs if t.name and not is_constant(t)]
+            if node.op in DATA_MOVEMENT:
+                data = data[:1]
+            if data and all(t.name in bounded for t in data):
+                bounded.update(outputs)
+    return bounded
+
+
 # -- weights and biases ----------------------------------------------------------------------------
 
 
-def _plan_weights(node: gs.Node, key: str, config: PlacementConfig, plan: Plan) -> bool:
+def _plan_weights(node: gs.Node, key: str, config: PlacementConfig, placement: Placement) -> bool:
     """Record the weight/bias specs of a weighted node; True if it has a quantized weight."""
     weight_only = config.activation_type is None
     if node.op in ("Conv", "ConvTranspose"):
-        return _plan_conv(node, key, config, plan)
+        return _plan_conv(node, key, config, placement)
     if node.op == "Gemm":
-        return _plan_gemm(node, key, config, plan)
+        return _plan_gemm(node, key, config, placement)
     if node.op == "MatMul":
-        return _plan_matmul(node, key, config, plan)
+        return _plan_matmul(node, key, config, placement)
     if node.op in ("LayerNormalization", "InstanceNormalization") and not weight_only:
         scale = node.inputs[1] if len(node.inputs) > 1 else None
         if scale is not None and is_constant(scale) and _is_float32(scale):
             qtype = QUANT_TYPES["int8"]
-            plan.weights[(key, 1)] = WeightSpec(scale.name, qtype, None, None, True)
+            placement.weights[(key, 1)] = WeightSpec(scale.name, qtype, None, None, True)
             if len(node.inputs) > 2 and node.inputs[2].name and is_constant(node.inputs[2]) and _is_float32(node.inputs[2]):
-                plan.biases[(key, 2)] = BiasSpec(node.inputs[2].name, node.inputs[0].name, (key, 1), "scalar")
+                placement.biases[(key, 2)] = BiasSpec(node.inputs[2].name, node.inputs[0].name, (key, 1), "scalar")
             return True
     return False
 
@@ -298,9 +330,9 @@ def _weight(node: gs.Node, index: int) -> gs.Tensor | None:
     return tensor if tensor.name and is_constant(tensor) and _is_float32(tensor) else None
 
 
-def _plan_conv(node: gs.Node, key: str, config: PlacementConfig, plan: Plan) -> bool:
+def _plan_conv(node: gs.Node, key: str, config: PlacementConfig, placement: Placement) -> bool:
     weight = _weight(node, 1)
-    shape = _shape(weight) if weight is not None else None
+    shape = static_shape(weight) if weight is not None else None
     if weight is None or shape is None or len(shape) < 3:
         return False
     group = int(node.attrs.get("group", 1))
@@ -312,65 +344,65 @@ def _plan_conv(node: gs.Node, key: str, config: PlacementConfig, plan: Plan) -> 
         else:
             axis, channel_map, repeats = 1, ("tile" if group > 1 else "identity"), group
     qtype = config.conv_weight_type
-    plan.weights[(key, 1)] = WeightSpec(weight.name, qtype, axis if config.per_channel else None, None, config.weight_symmetric or qtype.signed)
+    placement.weights[(key, 1)] = WeightSpec(weight.name, qtype, axis if config.per_channel else None, None, config.weight_symmetric or qtype.signed)
     if not config.per_channel:
         channel_map = "scalar"
     bias = _weight(node, 2)
     if bias is not None and config.activation_type is not None:
-        plan.biases[(key, 2)] = BiasSpec(bias.name, node.inputs[0].name, (key, 1), channel_map, repeats)
+        placement.biases[(key, 2)] = BiasSpec(bias.name, node.inputs[0].name, (key, 1), channel_map, repeats)
     if node.op == "Conv":
-        plan.channel_inputs[key] = (node.inputs[0].name, 1)
+        placement.channel_inputs[key] = (node.inputs[0].name, 1)
     return True
 
 
-def _plan_gemm(node: gs.Node, key: str, config: PlacementConfig, plan: Plan) -> bool:
+def _plan_gemm(node: gs.Node, key: str, config: PlacementConfig, placement: Placement) -> bool:
     weight = _weight(node, 1)
-    shape = _shape(weight) if weight is not None else None
+    shape = static_shape(weight) if weight is not None else None
     if weight is None or shape is None or len(shape) != 2:
         return False
     trans_b = bool(node.attrs.get("transB", 0))
     output_axis, input_axis = (0, 1) if trans_b else (1, 0)
     qtype = config.matmul_weight_type
     if qtype.bits == 4:
-        plan.weights[(key, 1)] = WeightSpec(weight.name, qtype, input_axis, config.block_size, config.weight_symmetric, output_axis)
+        placement.weights[(key, 1)] = WeightSpec(weight.name, qtype, input_axis, config.block_size, config.weight_symmetric, output_axis)
     else:
-        plan.weights[(key, 1)] = WeightSpec(weight.name, qtype, output_axis if config.per_channel else None, None, config.weight_symmetric or qtype.signed)
+        placement.weights[(key, 1)] = WeightSpec(weight.name, qtype, output_axis if config.per_channel else None, None, config.weight_symmetric or qtype.signed)
     bias = _weight(node, 2)
     beta = float(node.attrs.get("beta", 1.0))
     channels = shape[output_axis]
     if bias is not None and qtype.bits != 4 and config.activation_type is not None and beta != 0.0:
-        bias_shape = _shape(bias)
+        bias_shape = static_shape(bias)
         if bias_shape in ((channels,), (1, channels)):
             factor = float(node.attrs.get("alpha", 1.0)) / beta
-            plan.biases[(key, 2)] = BiasSpec(bias.name, node.inputs[0].name, (key, 1), "identity" if config.per_channel else "scalar", 1, factor)
+            placement.biases[(key, 2)] = BiasSpec(bias.name, node.inputs[0].name, (key, 1), "identity" if config.per_channel else "scalar", 1, factor)
     trans_a = bool(node.attrs.get("transA", 0))
-    plan.channel_inputs[key] = (node.inputs[0].name, 0 if trans_a else 1)
+    placement.channel_inputs[key] = (node.inputs[0].name, 0 if trans_a else 1)
     return True
 
 
-def _plan_matmul(node: gs.Node, key: str, config: PlacementConfig, plan: Plan) -> bool:
+def _plan_matmul(node: gs.Node, key: str, config: PlacementConfig, placement: Placement) -> bool:
     weight = _weight(node, 1)
-    shape = _shape(weight) if weight is not None else None
+    shape = static_shape(weight) if weight is not None else None
     if weight is None or shape is None or len(shape) == 0:
         return False
     qtype = config.matmul_weight_type
     rank = len(shape)
     if qtype.bits == 4:
-        plan.weights[(key, 1)] = WeightSpec(weight.name, qtype, max(rank - 2, 0), config.block_size, config.weight_symmetric, rank - 1 if rank >= 2 else None)
+        placement.weights[(key, 1)] = WeightSpec(weight.name, qtype, max(rank - 2, 0), config.block_size, config.weight_symmetric, rank - 1 if rank >= 2 else None)
     else:
         per_channel = config.per_channel and config.per_channel_matmul and rank >= 2
-        plan.weights[(key, 1)] = WeightSpec(weight.name, qtype, rank - 1 if per_channel else None, None, config.weight_symmetric or qtype.signed)
-    plan.channel_inputs[key] = (node.inputs[0].name, -1)
+        placement.weights[(key, 1)] = WeightSpec(weight.name, qtype, rank - 1 if per_channel else None, None, config.weight_symmetric or qtype.signed)
+    placement.channel_inputs[key] = (node.inputs[0].name, -1)
     return True
 
 
-def _note_runtime_weights(model: Model, plan: Plan) -> None:
+def _note_runtime_weights(model: Model, placement: Placement) -> None:
     """MatMul/Gemm/Conv weights computed from constants at run time cannot be per-channel."""
     for node in model.graph.nodes:
-        if node.op in WEIGHTED_OPS and len(node.inputs) > 1 and (node_key(node), 1) not in plan.weights and node_key(node) in plan.nodes:
+        if node.op in WEIGHTED_OPS and len(node.inputs) > 1 and (node_key(node), 1) not in placement.weights and node_key(node) in placement.nodes:
             source = producer(node.inputs[1])
             if source is not None and source.inputs and all(is_constant(t) for t in source.inputs if t.name):
-                plan.notes.append(Note(
+                placement.notes.append(Note(
                     "quantize.runtime-weight",
                     f"the weight of {node.op} is computed from constants at run time ({source.op}), so it is quantized per tensor like an activation",
                     node=node.name or node_key(node),
@@ -381,10 +413,10 @@ def _note_runtime_weights(model: Model, plan: Plan) -> None:
 # -- activation folding ----------------------------------------------------------------------------
 
 
-def _plan_folds(model: Model, config: PlacementConfig, plan: Plan, activations: dict[str, None], ties: _UnionFind) -> None:
+def _plan_folds(model: Model, config: PlacementConfig, placement: Placement, activations: dict[str, None], ties: _UnionFind) -> None:
     if not config.fold_activations or config.symmetric_activations or config.activation_type is None:
         return
-    quantized = set(plan.nodes)
+    quantized = set(placement.nodes)
     graph = model.graph
     tensors = graph.tensors()
     for node in graph.nodes:
@@ -404,8 +436,8 @@ def _plan_folds(model: Model, config: PlacementConfig, plan: Plan, activations: 
             if not _group_feeds_only(graph, tensors, ties.members(source_tensor.name), source_tensor, source):
                 continue
             ties.union(source_tensor.name, output.name)
-            plan.clamps[output.name] = bounds
-        plan.folds[output.name] = Fold(node_key(node), output.name, *bounds)
+            placement.clamps[output.name] = bounds
+        placement.folds[output.name] = Fold(node_key(node), output.name, *bounds)
         activations.pop(source_tensor.name, None)
 
 

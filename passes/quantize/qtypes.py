@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import ml_dtypes
 import numpy as np
-import onnx
 
 #: Smallest real range an activation quantizer may span (QNN's ``MinimumRealRange``): a
 #: constant or all-zero tensor still gets a positive scale.
@@ -39,10 +38,6 @@ class QuantType:
     def levels(self) -> int:
         """Number of steps between qmin and qmax."""
         return self.qmax - self.qmin
-
-    @property
-    def onnx_type(self) -> int:
-        return getattr(onnx.TensorProto, self.name.upper())
 
     @property
     def numpy_dtype(self) -> np.dtype:
@@ -116,11 +111,6 @@ def _with_zero(low: float, high: float, min_range: float) -> tuple[float, float]
 def _scale32(scale: float) -> float:
     """``scale`` as the float32 that will be stored, never zero or subnormal."""
     return float(max(np.float32(scale), np.finfo(np.float32).tiny))
-
-
-def represented_range(scale: float, zero_point: int, qtype: QuantType) -> tuple[float, float]:
-    """The real values of qmin and qmax under ``(scale, zero_point)``."""
-    return (qtype.qmin - zero_point) * scale, (qtype.qmax - zero_point) * scale
 
 
 def quantize(x: np.ndarray, scale: np.ndarray | float, zero_point: np.ndarray | int, qtype: QuantType) -> np.ndarray:

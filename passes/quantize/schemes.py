@@ -180,3 +180,12 @@ def activation_type_for(scheme: Scheme, requested: str | None) -> QuantType | No
             f"{' or '.join(scheme.activation_types)}, not {requested!r}"
         )
     return QUANT_TYPES[requested]
+
+
+def wide_type_for(requested: str | None) -> QuantType | None:
+    """The 16-bit type named by the ``wide_activation_type`` option (UsageError otherwise)."""
+    if requested is None:
+        return None
+    if requested not in ("uint16", "int16"):
+        raise UsageError(f"wide_activation_type must be uint16 or int16, got {requested!r}")
+    return QUANT_TYPES[requested]

@@ -41,10 +41,6 @@ class QuantizedWeight:
     def dequantized(self) -> np.ndarray:
         return _dequantize(self.codes, self.scale, self.zero_point, self.spec, self.shape)
 
-    def channel_scales(self) -> np.ndarray:
-        """Per-channel scales (a 0-d array for per-tensor weights)."""
-        return self.scale
-
 
 def quantize_weight(values: np.ndarray, spec: WeightSpec, *, search_steps: int = 0) -> QuantizedWeight:
     """Quantize a float weight according to ``spec``. ``search_steps`` > 0 enables the

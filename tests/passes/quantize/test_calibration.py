@@ -18,7 +18,7 @@ from mapc.passes.quantize.qtypes import QUANT_TYPES, activation_params
 from mapc.passes.quantize.ranges import METHODS, choose_range
 from mapc.passes.quantize.schemes import QuantizationSupport
 from tests.conftest import make_model
-from tests.passes.quantize_support import quantize
+from tests.passes.quantize.support import quantize
 
 F = TensorProto.FLOAT
 U8 = QUANT_TYPES["uint8"]

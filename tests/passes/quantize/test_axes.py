@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from mapc.ir import Runner
 from tests.conftest import make_model
-from tests.passes.quantize_support import dequantize_of, quantize, structure_problems
+from tests.passes.quantize.support import dequantize_of, quantize, structure_problems
 
 F = TensorProto.FLOAT
 RNG = np.random.default_rng(0)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from mapc.ir import Runner, load, seeded_inputs
 from mapc.ir.compare import check_valid
 from mapc.testing import onnx_models
-from tests.passes.quantize_support import calibration_samples, quantize, sqnr_by_output, structure_problems
+from tests.passes.quantize.support import calibration_samples, quantize, sqnr_by_output, structure_problems
 
 #: The op families a per-channel int8 model handles without ill-conditioned arithmetic.
 WELL_CONDITIONED = ("matmul", "gemm", "conv", "conv_transpose", "pool", "reshape", "transpose", "concat", "split", "slice", "squeeze", "flatten", "unary", "softmax")

@@ -9,9 +9,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from mapc.ir import Runner, toposort
 from mapc.ir.errors import ModelError
-from mapc.passes.quantize import opset as opset_module
+from mapc.passes import opset_conversion
 from tests.conftest import make_model
-from tests.passes.quantize_support import dequantize_of, ops, quantize, sqnr_by_output, structure_problems
+from tests.passes.quantize.support import dequantize_of, ops, quantize, sqnr_by_output, structure_problems
 
 F = TensorProto.FLOAT
 RNG = np.random.default_rng(1)
@@ -256,7 +256,7 @@ def test_sixteen_bit_activations_use_contrib_qdq_when_the_opset_stays(monkeypatc
     assert model.opset == 18
     quantizers = [n for n in model.graph.nodes if n.op == "QuantizeLinear"]
     assert quantizers and all(n.domain == "com.microsoft" for n in quantizers)
-    monkeypatch.setattr(opset_module, "_converted", lambda model, version: "the converter refused")
+    monkeypatch.setattr(opset_conversion, "_converted_skeleton", lambda model, version: "the converter refused")
     model, record = quantize(proto, scheme="a16w8")
     assert model.opset == 18 and any(n.code == "quantize.contrib-qdq" and n.severity == "warning" for n in record.notes)
     Runner(model).run({"x": RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)})

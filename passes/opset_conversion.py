@@ -1,0 +1,129 @@
+"""Moving a model to a newer ai.onnx opset with onnx's version converter, checked by running it.
+
+The one implementation behind both users of the converter:
+
+* the ``upgrade-opset`` pass (:mod:`mapc.passes.upgrade_opset`) converts the whole model with
+  :func:`convert_version` and :func:`raise_ir_version` (strict: an opset onnx does not know is an
+  error), then checks it with :func:`first_difference` and fails loudly when it differs;
+* ``quantize`` raises the opset a scheme needs with :func:`upgrade_verified`: the conversion
+  runs on a weight-free skeleton (large weights never pass through the converter and are
+  re-attached by name afterwards), the old and the new model run on one sample, and the new one
+  is adopted only if the outputs agree within float tolerance; otherwise it returns the reason
+  and leaves the model as it was. It never lowers an opset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import version_converter
+
+from mapc.ir import Model, OnnxRuntimeError, run
+from mapc.ir.compare import OutputComparison, compare_outputs
+from mapc.ir.gs_compat import remember_lost_parts
+from mapc.ir.shapes import SKELETON_INLINE_BYTES
+
+
+class ConversionError(Exception):
+    """onnx's version converter refused the model; the message is the converter's first line."""
+
+
+def convert_version(proto: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    """``proto`` converted to ai.onnx ``version`` (ConversionError if the converter refuses)."""
+    try:
+        return version_converter.convert_version(proto, version)
+    except Exception as error:  # the converter raises RuntimeError/ValueError/C++ assertion text
+        raise ConversionError(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from None
+
+
+def raise_ir_version(converted: onnx.ModelProto, *, at_least: int = 0, strict: bool = True) -> None:
+    """Raise ``converted``'s IR version to what its opsets need (and to ``at_least``). ``strict``:
+    an opset onnx does not know raises ValueError; otherwise it keeps what the converter wrote."""
+    if strict:
+        minimum_ir = onnx.helper.find_min_ir_version_for(list(converted.opset_import))
+    else:
+        opsets = [onnx.helper.make_opsetid(d, v) for d, v in ((e.domain, e.version) for e in converted.opset_import)]
+        try:
+            minimum_ir = onnx.helper.find_min_ir_version_for(opsets, ignore_unknown=True)
+        except Exception:  # an opset onnx does not know: keep what the converter wrote
+            minimum_ir = converted.ir_version
+    converted.ir_version = max(converted.ir_version, at_least, minimum_ir)
+
+
+def first_difference(comparisons: Sequence[OutputComparison]) -> OutputComparison | None:
+    """The first output the converted model computes differently, or None."""
+    return next((comparison for comparison in comparisons if not comparison.ok), None)
+
+
+def upgrade_verified(model: Model, version: int, feeds: Mapping[str, np.ndarray]) -> str | None:
+    """Convert ``model`` (in place) to ai.onnx ``version``; None on success, else the reason it
+    was left unchanged."""
+    if model.opset >= version:
+        return None
+    candidate = _converted_skeleton(model, version)
+    if isinstance(candidate, str):
+        return candidate
+    try:
+        expected = run(model, feeds)
+        actual = run(candidate, feeds)
+    except OnnxRuntimeError as error:
+        _retire(candidate.graph)
+        return f"the converted model does not run ({error})"
+    difference = first_difference(compare_outputs(expected, actual))
+    if difference is not None:
+        _retire(candidate.graph)
+        return f"the converted model computes {difference.name!r} differently ({difference.problem})"
+    _retire(model.graph)
+    model.graph = candidate.graph
+    model.opset_imports = candidate.opset_imports
+    model.ir_version = candidate.ir_version
+    model.forget_names()
+    return None
+
+
+def _converted_skeleton(model: Model, version: int) -> Model | str:
+    """``model`` converted without passing its large weights through the converter (they are
+    re-attached by name), or the converter's reason for refusing."""
+    originals = {name: t for name, t in model.graph.tensors().items() if isinstance(t, gs.Constant)}
+    skeleton = model.to_proto(weights_above=SKELETON_INLINE_BYTES)
+    lifted = {value.name for value in skeleton.graph.input} & set(originals)
+    try:
+        converted = convert_version(skeleton, version)
+    except ConversionError as error:
+        return f"onnx's version converter cannot convert it ({error})"
+    raise_ir_version(converted, at_least=model.ir_version, strict=False)
+    graph = gs.import_onnx(converted)
+    graph.functions = []
+    remember_lost_parts(converted.graph, graph)
+    for name, tensor in list(graph.tensors().items()):
+        original = originals.get(name)
+        if original is None or original is tensor or not (isinstance(tensor, gs.Constant) or name in lifted):
+            continue
+        for node in list(tensor.outputs):
+            for index, value in enumerate(node.inputs):
+                if value is tensor:
+                    node.inputs[index] = original
+    graph.inputs = [t for t in graph.inputs if t.name not in lifted]
+    header = onnx.ModelProto()
+    header.CopyFrom(model._header)
+    header.ir_version = converted.ir_version
+    opset_imports = {("" if e.domain == "ai.onnx" else e.domain): e.version for e in converted.opset_import}
+    return Model(
+        graph,
+        opset_imports=opset_imports,
+        header=header,
+        functions=model.functions,
+        base_dir=model.base_dir,
+        source_path=model.source_path,
+        external_values=model._external_values,
+    )
+
+
+def _retire(graph: gs.Graph) -> None:
+    """Detach the old graph's nodes so shared weights no longer list them as readers."""
+    for node in graph.nodes:
+        node.inputs.clear()
+        node.outputs.clear()
