@@ -46,7 +46,7 @@ class UpgradeOpset(Pass):
             raise UsageError(f"upgrade-opset needs opset=N with 1 <= N <= {newest} (got {target})")
         current = model.opset
         if current >= target:
-            return PassResult(changed=False, notes=[Note("upgrade.not-needed", f"the model is already at opset {current}")])
+            return PassResult(changed=False, notes=[Note("upgrade-opset.not-needed", f"the model is already at opset {current}")])
         original = model.to_proto()
         try:
             converted = convert_version(original, target)
@@ -61,7 +61,7 @@ class UpgradeOpset(Pass):
         if self.options.verify:
             details["max_abs_error"] = _verify(original, upgraded, model, ctx)
             if details["max_abs_error"] is None:
-                notes.append(Note("upgrade.unverified", "the input model does not run in onnxruntime, so the upgrade was not compared", severity="warning"))
+                notes.append(Note("upgrade-opset.unverified", "the input model does not run in onnxruntime, so the upgrade was not compared", severity="warning"))
         model.adopt(upgraded)
         return PassResult(changed=True, counters={"opset_from": current, "opset_to": target}, notes=notes, details=details)
 
