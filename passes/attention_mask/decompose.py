@@ -32,6 +32,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from mapc.ir import Model, infer_shapes, remove_dead_nodes, toposort
+from mapc.ir.graph import is_default_domain
 from mapc.passes.attention_mask.fills import Precision, resolve_mask_value
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
@@ -72,7 +73,7 @@ class DecomposeAttention(Pass):
         neg = resolve_mask_value(self.options.precision, self.options.mask_value, self.name)
         infer_shapes(model)
         graph = model.graph
-        nodes = [n for n in graph.nodes if n.op == "Attention" and (n.domain or "") in ("", "ai.onnx")]
+        nodes = [n for n in graph.nodes if n.op == "Attention" and is_default_domain(n)]
         notes: list[Note] = []
         details = []
         decomposed = 0
