@@ -1,7 +1,7 @@
-"""R6: replace the mask subgraph with a float graph input the host computes.
+"""R6's building blocks: the float graph input that replaces a mask subgraph, and its contract.
 
-Every distinct final mask (layers usually share one) becomes a graph input
-``additive_attention_mask`` of shape ``[B, 1, S, T]`` (the mask's own shape where the
+The rule itself is :func:`~.rules.mask_as_input`. Every distinct final mask (layers usually
+share one) becomes a graph input ``additive_attention_mask`` of shape ``[B, 1, S, T]`` (the mask's own shape where the
 attention's scores are not 4-D). The contract, recorded in the report and in
 ``ctx.facts["attention-mask"]["hoisted_inputs"]``: additive, float, 0 where query ``i`` may
 attend key ``j`` and ``NEG`` elsewhere, every value in ``[NEG, 0]``. Graph inputs that only fed
