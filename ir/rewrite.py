@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -44,19 +44,24 @@ from mapc.ir.pattern import Match, Pattern, find_matches, root_ops
 if TYPE_CHECKING:
     from mapc.ir.model import Model
 
+Severity = Literal["info", "warning", "error"]
+
 
 class NearMiss(Exception):
     """A rule refused a match. ``code`` is stable (``heads-unproven``); ``condition`` says what
-    failed in one sentence; ``fix`` what would make the rule fire."""
+    failed in one sentence; ``fix`` what would make the rule fire. ``node`` names the node
+    concerned when it is not the one the rule was tried on; ``severity`` is the note's."""
 
-    def __init__(self, code: str, condition: str, fix: str | None = None) -> None:
+    def __init__(self, code: str, condition: str, fix: str | None = None, *, node: str | None = None, severity: Severity = "warning") -> None:
         super().__init__(condition)
         self.code = code
         self.condition = condition
         self.fix = fix
+        self.node = node
+        self.severity = severity
 
     def note(self, node: str | None) -> Note:
-        return Note(self.code, self.condition, node=node, fix=self.fix, severity="warning")
+        return Note(self.code, self.condition, node=self.node if self.node is not None else node, fix=self.fix, severity=self.severity)
 
 
 class NoMatch(Exception):
@@ -134,9 +139,9 @@ class RewriteContext:
         self.removed.clear()
 
     # -- building -------------------------------------------------------------------------------
-    def remark(self, code: str, condition: str, fix: str | None = None) -> None:
-        """Record, from a rewrite that fires anyway, a part of the rule that could not apply."""
-        self.remarks.append(NearMiss(code, condition, fix))
+    def remark(self, code: str, condition: str, fix: str | None = None, *, node: str | None = None, severity: Severity = "warning") -> None:
+        """Record a part of the rule that could not apply (the rest of the rewrite may still fire)."""
+        self.remarks.append(NearMiss(code, condition, fix, node=node, severity=severity))
 
     def node(
         self,
@@ -178,6 +183,9 @@ class Rule:
 
     name: str
     ops: frozenset[str]
+    #: Visit this rule's anchors last node first (True) or in graph order (False), whatever the
+    #: driver's ``last_first``; None follows the driver. Rule-by-rule schedule only.
+    last_first: bool | None = None
 
     def attempt(self, node: gs.Node, ctx: RewriteContext, report: RuleReport) -> bool:  # pragma: no cover - abstract
         """Try the rule on ``node``; True if it rewrote something (near-misses go to ``report``)."""
@@ -189,25 +197,31 @@ class Rule:
 
 
 class FunctionRule(Rule):
-    """An op-keyed rule made by :func:`rule` from ``function(ctx, node) -> bool``."""
+    """An op-keyed rule made by :func:`rule` from ``function(ctx, node) -> bool``. What the
+    function records with ``ctx.remark`` goes to its report, whether it fired or not."""
 
-    def __init__(self, function: Callable[[Any, gs.Node], bool], ops: Iterable[str], name: str, plain: bool) -> None:
+    def __init__(self, function: Callable[[Any, gs.Node], bool], ops: Iterable[str], name: str, plain: bool, last_first: bool | None = None) -> None:
         self.function = function
         self.ops = frozenset(ops)
         self.name = name
         self.plain = plain
+        self.last_first = last_first
         self.__doc__ = function.__doc__
 
     def attempt(self, node: gs.Node, ctx: RewriteContext, report: RuleReport) -> bool:
         if self.plain and not (is_default_domain(node) and node.inputs and len(node.outputs) == 1):
             return False
+        ctx.remarks.clear()
+        refusal: list[NearMiss] = []
         try:
-            return bool(self.function(ctx, node))
+            fired = bool(self.function(ctx, node))
         except NoMatch:
-            return False
+            fired = False
         except NearMiss as miss:
-            report.near_misses.append(miss.note(node.name))
-            return False
+            fired, refusal = False, [miss]
+        report.near_misses.extend(miss.note(node.name) for miss in [*ctx.remarks, *refusal])
+        ctx.remarks.clear()
+        return fired
 
     def __call__(self, ctx: RewriteContext, node: gs.Node) -> bool:
         return bool(self.function(ctx, node))
@@ -216,17 +230,20 @@ class FunctionRule(Rule):
         return f"rule({self.name!r})"
 
 
-def rule(*ops: str, name: str | None = None, plain: bool = True) -> Callable[[Callable[[Any, gs.Node], bool]], FunctionRule]:
+def rule(
+    *ops: str, name: str | None = None, plain: bool = True, last_first: bool | None = None
+) -> Callable[[Callable[[Any, gs.Node], bool]], FunctionRule]:
     """Make ``function(ctx, node) -> bool`` an op-keyed rule anchored at ``ops``.
 
     Its name defaults to the function's with ``_`` as ``-``; its docstring is its description.
-    ``plain`` (default) tries it only on default-domain nodes with inputs and one output.
+    ``plain`` (default) tries it only on default-domain nodes with inputs and one output;
+    ``last_first`` fixes the order its anchors are visited in (see :attr:`Rule.last_first`).
     """
 
     def make(function: Callable[[Any, gs.Node], bool]) -> FunctionRule:
         if not (function.__doc__ or "").strip():
             raise ValueError(f"rule {function.__name__}: a rule needs a docstring saying what it matches and produces")
-        return FunctionRule(function, ops, name or function.__name__.replace("_", "-"), plain)
+        return FunctionRule(function, ops, name or function.__name__.replace("_", "-"), plain, last_first)
 
     return make
 
@@ -355,8 +372,8 @@ def apply_rules(
     """Apply the stage ``rules`` (in that order) to ``ctx.graph``; one report per rule.
 
     Rule by rule (default): each rule over every node of its op types (last node first unless
-    ``last_first`` is False), then the next rule; ``after_rule(rule)`` runs after a rule that
-    fired. With ``rounds > 1`` the whole list repeats until a round fires nothing.
+    ``last_first`` is False or the rule fixes its own order), then the next rule;
+    ``after_rule(rule)`` runs after a rule that fired. With ``rounds > 1`` the whole list repeats until a round fires nothing.
     ``sweep``: node by node in graph order, the first of the node's rules that fires wins; each
     round is one sweep, repeated until one changes nothing (at most ``rounds``).
     ``after_round(n)`` runs after each round that changed something.
@@ -388,7 +405,8 @@ def _rule_by_rule(rules: Sequence[Rule], ctx: RewriteContext, reports: dict[str,
         anchors = item.ops
         fired = 0
         nodes = list(ctx.graph.nodes)
-        for node in reversed(nodes) if last_first else nodes:
+        backwards = last_first if item.last_first is None else item.last_first
+        for node in reversed(nodes) if backwards else nodes:
             if id(node) in ctx.removed or node.op not in anchors or not _in_scope(node, ctx):
                 continue
             if item.attempt(node, ctx, report):

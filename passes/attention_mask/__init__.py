@@ -1,37 +1,36 @@
 """``attention-mask`` and ``decompose-attention``: attention masks that survive fp16 and int8/int16.
 
 One module per job: :mod:`.detection` finds attentions and their masks, :mod:`.families` names
-them, :mod:`.rewrites` applies R1-R5, :mod:`.hoist` R6, :mod:`.decompose` R9, :mod:`.fills` holds
-the fill values. See ``docs/passes/attention-mask.md``.
+them, :mod:`.rules` holds the rewrites R1-R6 (rules of :mod:`mapc.ir.rewrite`, run in the order
+of :mod:`.stages`) on :mod:`.context`'s building blocks, :mod:`.hoist` builds R6's new input,
+:mod:`.decompose` is R9, :mod:`.fills` holds the fill values. See ``docs/passes/attention-mask.md``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import numpy as np
 
-from mapc.ir import Model, infer_shapes, remove_dead_nodes, toposort
-from mapc.ir.rewrite import RewriteContext, apply_rules
+from mapc.ir import Model, remove_dead_nodes, toposort
+from mapc.ir.rewrite import RewriteContext, RuleReport, apply_rules
 from mapc.passes.attention_mask import decompose  # noqa: F401  (registers decompose-attention)
-from mapc.passes.attention_mask.detection import (
-    AttentionSite,
-    attentions_in_subgraphs,
-    cone,
-    find_attentions,
-)
+from mapc.passes.attention_mask.context import MaskContext, SiteOutcome
+from mapc.passes.attention_mask.detection import AttentionSite, attentions_in_subgraphs, cone, find_attentions
 from mapc.passes.attention_mask.facts import MASK_INPUTS, MaskInputs
 from mapc.passes.attention_mask.families import MaskFamily, classify
-from mapc.passes.attention_mask.fills import Precision, resolve_mask_value
-from mapc.passes.attention_mask.hoist import drop_orphaned_inputs, hoist_masks
-from mapc.passes.attention_mask.rewrites import MaskRewriter, SiteOutcome
+from mapc.passes.attention_mask.fills import FillOptions, resolve_mask_value
+from mapc.passes.attention_mask.hoist import drop_orphaned_inputs
+from mapc.passes.attention_mask.stages import CANONICAL, FINITE
 from mapc.passes.attention_mask.verification import fully_masked_positions
 from mapc.passes.base import Note, Pass, PassContext, PassResult
+from mapc.passes.flags import flag
 from mapc.passes.peephole.identities import INDEX_RULES
 from mapc.passes.registry import register_pass
+from mapc.passes.shape_ops import SHAPES
 from mapc.passes.verify import UNDEFINED_OUTPUTS
 
 
@@ -70,20 +69,19 @@ class AttentionMask(Pass):
     name = "attention-mask"
     provides = (MASK_INPUTS,)
 
+    requires = (SHAPES,)
+
     @dataclass
-    class Options:
-        #: Activation precision of the target: picks the default fill.
-        precision: Precision = "fp16"
-        #: The finite fill written at masked positions (default: by precision).
-        mask_value: float | None = None
+    class Options(FillOptions):
         #: Replace each mask subgraph with a float graph input computed on the host (R6).
-        mask_as_input: bool = False
+        mask_as_input: bool = field(default=False, metadata=flag(
+            "--mask-as-input", "replace each attention-mask subgraph with a float graph input [B,1,S,T] built on the "
+            "host; writes <output stem>.<input>.host.onnx computing it"))
         #: Largest constant mask (MiB) created by folding a constant boolean part (R5).
         max_constant_mb: float = 16.0
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         neg = resolve_mask_value(self.options.precision, self.options.mask_value, self.name)
-        infer_shapes(model)
         graph = model.graph
         notes = [
             Note("attention-mask.in-subgraph", "attention inside a control-flow body is left alone", node=node.name,
@@ -98,37 +96,18 @@ class AttentionMask(Pass):
             remove_dead_nodes(graph)
             sites = find_attentions(graph)
         families = {id(site): named.get(id(site.node)) or classify(graph, site) for site in sites}
-        rewriter = MaskRewriter(model, neg, int(self.options.max_constant_mb * (1 << 20)), additive_attention_masks=self.options.mask_as_input)
-        outcomes: dict[int, SiteOutcome] = {}
-        for index, site in enumerate(sites):
-            ctx.report_progress("attention masks", index, len(sites))
-            outcome = SiteOutcome()
-            if _reads_qk_output(site):
-                notes.append(Note("attention-mask.qk-output", "Attention exposes qk_matmul_output; its mask is left alone",
-                                  node=site.name, fix="drop the debug output qk_matmul_output"))
-            else:
-                rewriter.canonicalize(site, outcome)
-            outcomes[id(site)] = outcome
+        masks = MaskContext(model, neg, int(self.options.max_constant_mb * (1 << 20)), mask_as_input=self.options.mask_as_input,
+                            sites=sites, families=families)
+        reports: dict[str, RuleReport] = {}
+        ctx.report_progress("attention masks", 0, 2)
+        apply_rules(CANONICAL, masks, last_first=False, reports=reports)
         remove_dead_nodes(graph)  # the replaced spine nodes must not count as non-mask readers
-        notes += self._replace_fills(rewriter, sites, outcomes)
         readers_before = {id(t): bool(t.outputs) for t in graph.inputs}
-        hoisted = []
-        if self.options.mask_as_input:
-            sinks = [(site, outcomes[id(site)].sink) for site in sites if outcomes[id(site)].sink is not None]
-            hoisted = hoist_masks(model, sinks, families, neg, rewriter.clamp)  # type: ignore[arg-type]
-            for mask in hoisted:
-                for site in sites:
-                    if site.name in mask.attentions:
-                        outcomes[id(site)].add("R6:hoisted-to-input")
-        for site in sites:
-            if site.guard is None:
-                continue
-            if rewriter.is_finite(outcomes[id(site)].sink):
-                rewriter.drop_guard(site)
-                outcomes[id(site)].add("R3:nan-guard-removed")
-            else:
-                notes.append(Note("attention-mask.guard-kept", "NaN guard kept: the mask still holds a non-finite or huge fill",
-                                  node=site.guard.name, fix="see the attention-mask.fill-kept notes"))
+        ctx.report_progress("attention masks", 1, 2)
+        apply_rules(FINITE, masks, last_first=False, reports=reports)
+        notes += [Note(f"{self.name}.{miss.code}", miss.message, node=miss.node, fix=miss.fix, severity=miss.severity)
+                  for report in reports.values() for miss in report.near_misses]
+        hoisted, outcomes = masks.hoisted, masks.outcomes
         remove_dead_nodes(graph)
         if sites:
             # Fully masked rows are a property of the inputs and of the masks as rewritten here;
@@ -149,7 +128,7 @@ class AttentionMask(Pass):
             if family.unrecognised:
                 notes.append(Note("attention-mask.unrecognised", f"mask {', '.join(family.unrecognised)} matches no known family; generic rewrites only",
                                   node=site.name, fix="hoist it with --mask-as-input, or report the exporter so the family can be added"))
-        counters = dict(sorted(rewriter.counters.items()))
+        counters = dict(sorted(masks.counters.items()))
         counters["masks_hoisted"] = len(hoisted)
         counters["identity_index_ops_collapsed"] = collapsed
         details: dict[str, Any] = {
@@ -162,34 +141,10 @@ class AttentionMask(Pass):
         changed = any(value for value in counters.values())
         return PassResult(changed=changed, counters=counters, notes=notes, details=details)
 
-    def _replace_fills(self, rewriter: MaskRewriter, sites: list[AttentionSite], outcomes: dict[int, SiteOutcome]) -> list[Note]:
-        sinks = [outcomes[id(site)].sink for site in sites if outcomes[id(site)].sink is not None]
-        replaced, blocked = rewriter.replace_fills(sinks)  # type: ignore[arg-type]
-        if replaced:
-            fresh = rewriter.created_fills
-            for site in sites:
-                sink = outcomes[id(site)].sink
-                if sink is None:
-                    continue
-                mask = sink[0].inputs[sink[1]]
-                if id(mask) in fresh or any(id(t) in fresh for node in cone([mask]) for t in [*node.inputs, *node.outputs]):
-                    outcomes[id(site)].add("R1:finite-fill")
-        return [
-            Note("attention-mask.fill-kept", f"fill in {tensor.name!r} also reaches {reader}, not only masks; left alone",
-                 node=reader, fix="the mask may overflow in fp16 and ruin per-tensor quantization; hoist it with --mask-as-input",
-                 severity="warning")
-            for tensor, reader in blocked
-        ]
-
-
-def _reads_qk_output(site: AttentionSite) -> bool:
-    outputs = site.node.outputs
-    return site.kind == "attention-op" and len(outputs) > 3 and not outputs[3].is_empty() and bool(outputs[3].outputs)
-
 
 def _site_record(site: AttentionSite, family: MaskFamily, outcome: SiteOutcome) -> dict[str, Any]:
     record: dict[str, Any] = {"node": site.name, "kind": site.kind, **family.as_dict(), "rewrites": outcome.rewrites}
-    if outcome.sink is not None:
-        node, slot = outcome.sink
-        record["mask"] = node.inputs[slot].name
+    mask = outcome.mask()
+    if mask is not None:
+        record["mask"] = mask.name
     return record

@@ -31,10 +31,12 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, infer_shapes, remove_dead_nodes, toposort
-from mapc.passes.attention_mask.fills import Precision, resolve_mask_value
+from mapc.ir import Model, remove_dead_nodes, toposort
+from mapc.ir.graph import is_default_domain
+from mapc.passes.attention_mask.fills import FillOptions, resolve_mask_value
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
+from mapc.passes.shape_ops import SHAPES
 
 Dim = int | str | None
 
@@ -55,13 +57,10 @@ class DecomposeAttention(Pass):
     """
 
     name = "decompose-attention"
+    requires = (SHAPES,)
 
     @dataclass
-    class Options:
-        #: Activation precision of the target: picks the default fill.
-        precision: Precision = "fp16"
-        #: The finite fill written at masked positions (default: by precision).
-        mask_value: float | None = None
+    class Options(FillOptions):
         #: Where the scale is applied: on the scores (Q @ K^T, then Mul) or on Q before the MatMul
         #: (cheaper when the key length exceeds the head size, and keeps fp16 products in range).
         scale_on: Literal["scores", "query"] = "scores"
@@ -70,9 +69,8 @@ class DecomposeAttention(Pass):
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         neg = resolve_mask_value(self.options.precision, self.options.mask_value, self.name)
-        infer_shapes(model)
         graph = model.graph
-        nodes = [n for n in graph.nodes if n.op == "Attention" and (n.domain or "") in ("", "ai.onnx")]
+        nodes = [n for n in graph.nodes if n.op == "Attention" and is_default_domain(n)]
         notes: list[Note] = []
         details = []
         decomposed = 0

@@ -23,14 +23,13 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from mapc.ir import MAPC_DOMAIN, constant_value, producer, standard_op
+from mapc.ir.graph import SHAPE_READERS, is_default_domain
 from mapc.passes.attention_mask.fills import is_float_dtype, uniform_value
 
 #: Ops that multiply two activations: the query-key product of an attention.
 _PRODUCT_OPS = frozenset({"MatMul", "Gemm", "Einsum"})
 #: How far back from a spine operand the query-key product may be (scale, cast, transpose...).
 _PRODUCT_SEARCH_DEPTH = 6
-#: Ops never followed when looking for the product: they read shapes, not values.
-_SHAPE_READERS = frozenset({"Shape", "Size"})
 
 ContributionKind = Literal["additive", "keep-where", "mask-where", "attn-mask"]
 
@@ -123,7 +122,7 @@ def _softmax_site(softmax: gs.Node) -> AttentionSite | None:
 
 def _spine_step(tensor: gs.Tensor) -> tuple[Contribution, gs.Tensor] | None:
     node = producer(tensor)
-    if node is None or (node.domain or "") not in ("", "ai.onnx"):
+    if node is None or not is_default_domain(node):
         return None
     if node.op == "Add" and len(node.inputs) == 2:
         side = _score_side(node.inputs[0], node.inputs[1])
@@ -164,7 +163,7 @@ def _product_depth(tensor: gs.Tensor) -> int | None:
     while queue:
         current, depth = queue.popleft()
         node = producer(current)
-        if node is None or node.op in _SHAPE_READERS:
+        if node is None or node.op in SHAPE_READERS:
             continue
         if node.op in _PRODUCT_OPS and sum(not _is_constant(t) for t in node.inputs if not t.is_empty()) >= 2:
             return depth

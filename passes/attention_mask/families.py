@@ -35,13 +35,18 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from mapc.ir import producer
+from mapc.ir.graph import SHAPE_READERS, small_constant
+from mapc.ir.walk import walk
 from mapc.passes.attention_mask.detection import AttentionSite, Contribution, cone
-from mapc.passes.attention_mask.fills import is_float_dtype, small_constant, uniform_value
+from mapc.passes.attention_mask.fills import MAX_INSPECT_BYTES, is_float_dtype, uniform_value
 
 _COMPARISONS = frozenset({"Less", "LessOrEqual", "Greater", "GreaterOrEqual"})
 #: Ops a position grid passes through between its ``Range`` and the comparison.
 _GRID_STEPS = frozenset({"Unsqueeze", "Reshape", "Cast", "Expand", "Squeeze", "Add", "Sub", "Slice", "Identity"})
-_SHAPE_READERS = frozenset({"Shape", "Size"})
+#: Nodes a grid walk looks at before giving up.
+_GRID_WALK_LIMIT = 12
+#: Ops between an already hoisted float mask input and the attention.
+_INPUT_STEPS = frozenset({"Reshape", "Unsqueeze", "Cast", "Expand", "Identity", "Max", "Clip", "Slice"})
 
 
 @dataclass
@@ -106,7 +111,7 @@ def _classify_contribution(graph: gs.Graph, site: AttentionSite, contribution: C
 def _additive_tensor_family(graph: gs.Graph, tensor: gs.Tensor) -> set[str]:
     """Family of an additive mask, including mapc's own canonical forms (so a second run, or a
     run after decompose-attention, still names what it sees)."""
-    if small_constant(tensor) is not None:
+    if small_constant(tensor, MAX_INSPECT_BYTES) is not None:
         return {"constant"}
     nodes = cone([tensor])
     ops = Counter(node.op for node in nodes)
@@ -180,20 +185,14 @@ def _sub_from_one(tensor: gs.Tensor) -> bool:
 
 def _is_input_mask(graph: gs.Graph, tensor: gs.Tensor) -> bool:
     """A float mask that is a graph input, possibly reshaped or cast (already hoisted)."""
-    inputs = {id(t) for t in graph.inputs}
-    current = tensor
-    while id(current) not in inputs:
-        node = producer(current)
-        if node is None or node.op not in ("Reshape", "Unsqueeze", "Cast", "Expand", "Identity", "Max", "Clip", "Slice"):
-            return False
-        current = node.inputs[0]
-    return is_float_dtype(current.dtype)
+    walked = walk(tensor, _INPUT_STEPS)
+    return walked.stop is None and any(t is walked.tensor for t in graph.inputs) and is_float_dtype(walked.tensor.dtype)
 
 
 def _has_bool_buffer(nodes: list[gs.Node]) -> bool:
     for node in nodes:
         for tensor in node.inputs:
-            value = small_constant(tensor)
+            value = small_constant(tensor, MAX_INSPECT_BYTES)
             if value is not None and value.dtype == np.bool_ and value.size > 1 and not np.all(value == value.flat[0]):
                 return True
     return False
@@ -203,7 +202,7 @@ def _components(graph: gs.Graph, nodes: list[gs.Node], mask: gs.Tensor) -> set[s
     parts: set[str] = set()
     inputs = {id(t) for t in graph.inputs}
     if id(mask) in inputs or any(
-        id(t) in inputs for node in nodes if node.op not in _SHAPE_READERS for t in node.inputs
+        id(t) in inputs for node in nodes if node.op not in SHAPE_READERS for t in node.inputs
     ):
         parts.add("padding")
     if any(node.op == "Trilu" for node in nodes):
@@ -224,41 +223,31 @@ def _components(graph: gs.Graph, nodes: list[gs.Node], mask: gs.Tensor) -> set[s
 def _grid_offset(tensor: gs.Tensor) -> str | None:
     """How a position grid (a ``Range`` through reshapes and casts) is shifted: ``"none"``,
     ``"constant"`` (a window), ``"dynamic"`` (a cache length); None if it is not a grid."""
-    shift = "none"
-    current = tensor
-    for _ in range(12):
-        node = producer(current)
-        if node is None:
-            return None
-        if node.op == "Range":
-            return shift
+    shifts: list[gs.Tensor] = []  # the other operand of each Add/Sub on the way
+
+    def through(node: gs.Node) -> gs.Tensor | None:
         if node.op not in _GRID_STEPS:
             return None
-        if node.op in ("Add", "Sub"):
-            grid_side = [t for t in node.inputs if _leads_to_range(t)]
-            if len(grid_side) != 1:
-                return None
-            other = next(t for t in node.inputs if t is not grid_side[0])
-            if shift != "dynamic":
-                shift = "constant" if small_constant(other) is not None else "dynamic"
-            current = grid_side[0]
-            continue
-        current = node.inputs[0]
-    return None
+        if node.op not in ("Add", "Sub"):
+            return node.inputs[0]
+        grid_side = [t for t in node.inputs if _leads_to_range(t)]
+        if len(grid_side) != 1:
+            return None
+        shifts.append(next(t for t in node.inputs if t is not grid_side[0]))
+        return grid_side[0]
+
+    if not walk(tensor, through, _GRID_WALK_LIMIT).stopped_at("Range"):
+        return None
+    if not shifts:
+        return "none"
+    return "constant" if all(small_constant(t, MAX_INSPECT_BYTES) is not None for t in shifts) else "dynamic"
 
 
 def _leads_to_range(tensor: gs.Tensor) -> bool:
-    current = tensor
-    for _ in range(12):
-        node = producer(current)
-        if node is None:
-            return False
-        if node.op == "Range":
-            return True
+    def through(node: gs.Node) -> gs.Tensor | None:
         if node.op not in _GRID_STEPS:
-            return False
+            return None
         candidates = [t for t in node.inputs if producer(t) is not None] if node.op in ("Add", "Sub") else [node.inputs[0]]
-        if not candidates:
-            return False
-        current = candidates[0]
-    return False
+        return candidates[0] if candidates else None
+
+    return walk(tensor, through, _GRID_WALK_LIMIT).stopped_at("Range")

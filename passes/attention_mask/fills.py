@@ -10,16 +10,33 @@ The defaults below are the values practitioners ship, chosen from the measuremen
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from mapc.ir import constant_nbytes, constant_value, producer
+from mapc.ir import producer
 from mapc.ir.errors import UsageError
+from mapc.ir.graph import is_default_domain, small_constant
+from mapc.passes.flags import flag
 
 Precision = Literal["fp32", "fp16", "int16", "int8"]
+
+
+@dataclass
+class FillOptions:
+    """The options every mask pass has (attention-mask, decompose-attention): declared once,
+    with their flags, and inherited by each pass's Options."""
+
+    #: Activation precision of the target: picks the default fill.
+    precision: Precision = field(default="fp16", metadata=flag(
+        "--mask-precision", "target activation precision that picks the default mask fill (default fp16)"))
+    #: The finite fill written at masked positions (default: by precision).
+    mask_value: float | None = field(default=None, metadata=flag(
+        "--mask-value", "finite fill for masked attention positions (attention-mask, decompose-attention; default by "
+        "--mask-precision: fp16 -1e4, int16 -50, int8 -20)", metavar="NEG"))
 
 #: Default ``NEG`` per target activation precision.
 #:
@@ -58,14 +75,6 @@ def resolve_mask_value(precision: str, mask_value: float | None, who: str) -> fl
 
 def is_float_dtype(dtype: object) -> bool:
     return dtype is not None and np.dtype(dtype).type in FLOAT_KINDS
-
-
-def small_constant(tensor: gs.Tensor) -> np.ndarray | None:
-    """The value of an initializer or ``Constant`` output, unless it is too large to inspect."""
-    if isinstance(tensor, gs.Constant) and constant_nbytes(tensor) > MAX_INSPECT_BYTES:
-        return None
-    value = constant_value(tensor)
-    return None if value is None else np.asarray(value)
 
 
 def single_fill(values: np.ndarray) -> float | None:
@@ -119,13 +128,13 @@ def uniform_value(tensor: gs.Tensor, _memo: dict[int, object] | None = None) -> 
 
 
 def _uniform(tensor: gs.Tensor, memo: dict[int, object]) -> np.ndarray | None:
-    value = small_constant(tensor)
+    value = small_constant(tensor, MAX_INSPECT_BYTES)
     if value is not None:
         if value.size == 0 or not np.all(value == value.flat[0]):
             return None
         return np.asarray(value.flat[0])
     node = producer(tensor)
-    if node is None or (node.domain or "") not in ("", "ai.onnx"):
+    if node is None or not is_default_domain(node):
         return None
     if node.op == "ConstantOfShape":
         fill = node.attrs.get("value")

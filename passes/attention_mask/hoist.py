@@ -1,7 +1,7 @@
-"""R6: replace the mask subgraph with a float graph input the host computes.
+"""R6's building blocks: the float graph input that replaces a mask subgraph, and its contract.
 
-Every distinct final mask (layers usually share one) becomes a graph input
-``additive_attention_mask`` of shape ``[B, 1, S, T]`` (the mask's own shape where the
+The rule itself is :func:`~.rules.mask_as_input`. Every distinct final mask (layers usually
+share one) becomes a graph input ``additive_attention_mask`` of shape ``[B, 1, S, T]`` (the mask's own shape where the
 attention's scores are not 4-D). The contract, recorded in the report and in
 ``ctx.facts["attention-mask"]["hoisted_inputs"]``: additive, float, 0 where query ``i`` may
 attend key ``j`` and ``NEG`` elsewhere, every value in ``[NEG, 0]``. Graph inputs that only fed
@@ -21,7 +21,6 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from mapc.ir import Model
 from mapc.passes.attention_mask.detection import AttentionSite, cone, cone_inputs
-from mapc.passes.attention_mask.families import MaskFamily
 
 Dim = int | str | None
 
@@ -31,6 +30,8 @@ class HoistedMask:
     """One new graph input and the host-side contract for it."""
 
     input: gs.Variable
+    #: What the attentions read: the input clamped to ``>= NEG``.
+    clamped: gs.Tensor
     source: str
     attentions: list[str]
     components: list[str]
@@ -55,32 +56,16 @@ class HoistedMask:
         }
 
 
-def hoist_masks(model: Model, sinks: list[tuple[AttentionSite, tuple[gs.Node, int]]], families: dict[int, MaskFamily], neg: float,
-                clamp: Callable[[gs.Tensor], gs.Tensor]) -> list[HoistedMask]:
-    """Turn each distinct mask read at ``sinks`` into a graph input, read through ``clamp``
-    (``Max(., NEG)``: a host passing finfo.min cannot break the device graph). Masks that are
-    already a clamped graph input are left alone."""
-    graph = model.graph
-    inputs = {id(t) for t in graph.inputs}
-    groups: dict[int, list[tuple[AttentionSite, tuple[gs.Node, int]]]] = {}
-    for site, sink in sinks:
-        mask = sink[0].inputs[sink[1]]
-        source = mask.inputs[0] if mask.inputs else None
-        if not (source is not None and source.op == "Max" and any(id(t) in inputs for t in source.inputs)):
-            groups.setdefault(id(mask), []).append((site, sink))
-    hoisted = []
-    for members in groups.values():
-        first_site, (node, slot) = members[0]
-        mask = node.inputs[slot]
-        new_input = gs.Variable(model.fresh_name("additive_attention_mask"), dtype=mask.dtype, shape=_hoisted_shape(first_site, mask))
-        host = _host_model(model, mask, new_input, neg)
-        graph.inputs.append(new_input)
-        clamped = clamp(new_input)
-        for _, (reader, index) in members:
-            reader.inputs[index] = clamped
-        components = sorted({part for site, _ in members for part in families[id(site)].components})
-        hoisted.append(HoistedMask(new_input, mask.name, [site.name for site, _ in members], components, host_model=host))
-    return hoisted
+def new_mask_input(model: Model, site: AttentionSite, mask: gs.Tensor, neg: float, clamp: Callable[[gs.Tensor], gs.Tensor]) -> HoistedMask:
+    """A new graph input standing for ``mask`` (first read by ``site``), and its host model.
+
+    Attentions read it through ``clamp`` (``Max(., NEG)``: a host passing finfo.min cannot break
+    the device graph); the caller rewires them to :attr:`HoistedMask.clamped`.
+    """
+    new_input = gs.Variable(model.fresh_name("additive_attention_mask"), dtype=mask.dtype, shape=_hoisted_shape(site, mask))
+    host = _host_model(model, mask, new_input, neg)
+    model.graph.inputs.append(new_input)
+    return HoistedMask(new_input, clamp(new_input), mask.name, [], [], host_model=host)
 
 
 #: Ops of the network itself: a mask cone reaching one reads an activation's shape.

@@ -23,6 +23,7 @@ from mapc.ir import is_graph_output, producer, replace_all_uses
 from mapc.ir.graph import constant_tensor, scalar_value
 from mapc.ir.pattern import Match, op, var
 from mapc.ir.rewrite import NoMatch
+from mapc.ir.walk import sole_reader, walk
 from mapc.passes.fusion.canonical import CanonicalRule, neutral_operand
 from mapc.passes.fusion.context import FusionContext, same_dim, same_dims
 
@@ -30,11 +31,6 @@ from mapc.passes.fusion.context import FusionContext, same_dim, same_dims
 MASK_FILL_LIMIT = -1e30
 #: Ops a scalar factor moves through unchanged on its way to the score MatMul.
 _SCALE_TRANSPARENT = frozenset({"Reshape", "Transpose"})
-
-
-def _sole_reader(tensor: gs.Tensor) -> gs.Node | None:
-    readers = tensor.outputs
-    return readers[0] if len(readers) == 1 else None
 
 
 def _scalar_factor(node: gs.Node, ctx: FusionContext) -> tuple[gs.Tensor, float] | None:
@@ -61,51 +57,40 @@ def score_matmul(tensor: gs.Tensor, ctx: FusionContext) -> tuple[gs.Node, list[g
     Returns (MatMul, scalar nodes between it and the first mask Add, the Add/Cast nodes above).
     Mask Adds are followed along their non-constant operand that leads to a MatMul.
     """
-    above: list[gs.Node] = []
-    current = tensor
-    for _ in range(16):
-        node = producer(current)
-        if node is None:
-            return None
-        if node.op == "MatMul":
-            return node, [], above
+
+    def through(node: gs.Node) -> gs.Tensor | None:
         if node.op == "Cast":
-            above.append(node)
-            current = node.inputs[0]
-            continue
-        if _scalar_factor(node, ctx) is not None:
-            scalars = []
-            while node is not None and _scalar_factor(node, ctx) is not None:
-                scalars.append(node)
-                node = producer(_scalar_factor(node, ctx)[0])
-            if node is not None and node.op == "MatMul":
-                return node, scalars, above
-            return None
+            return node.inputs[0]
         if node.op == "Add" and len(node.inputs) == 2:
-            above.append(node)
             branches = [t for t in node.inputs if constant_tensor(t) is None and _reaches_matmul(t, ctx)]
-            if len(branches) != 1:
-                return None
-            current = branches[0]
-            continue
+            return branches[0] if len(branches) == 1 else None
         return None
+
+    walked = walk(tensor, through, 16)
+    node = walked.stop
+    if node is None:
+        return None
+    if node.op == "MatMul":
+        return node, [], walked.passed
+    if _scalar_factor(node, ctx) is None:
+        return None
+    scalars = []
+    while node is not None and _scalar_factor(node, ctx) is not None:
+        scalars.append(node)
+        node = producer(_scalar_factor(node, ctx)[0])
+    if node is not None and node.op == "MatMul":
+        return node, scalars, walked.passed
     return None
 
 
 def _reaches_matmul(tensor: gs.Tensor, ctx: FusionContext, depth: int = 8) -> bool:
-    node = producer(tensor)
-    while node is not None and depth > 0:
-        if node.op == "MatMul":
-            return True
+    def through(node: gs.Node) -> gs.Tensor | None:
         scalar = _scalar_factor(node, ctx)
         if scalar is not None:
-            node = producer(scalar[0])
-        elif node.op in ("Add", "Cast"):
-            node = producer(node.inputs[0])
-        else:
-            return False
-        depth -= 1
-    return False
+            return scalar[0]
+        return node.inputs[0] if node.op in ("Add", "Cast") else None
+
+    return walk(tensor, through, depth).stopped_at("MatMul")
 
 
 def _operand_scalars(tensor: gs.Tensor, ctx: FusionContext) -> list[gs.Node]:
@@ -231,14 +216,4 @@ def _is_fill(tensor: gs.Tensor) -> bool:
 
 def _feeds_softmax(tensor: gs.Tensor) -> bool:
     """True if ``tensor`` reaches a Softmax through a chain of single-reader Adds."""
-    current = tensor
-    for _ in range(8):
-        reader = _sole_reader(current)
-        if reader is None:
-            return False
-        if reader.op == "Softmax":
-            return True
-        if reader.op != "Add":
-            return False
-        current = reader.outputs[0]
-    return False
+    return walk(tensor, {"Add"}, 8, step=sole_reader).stopped_at("Softmax")

@@ -23,6 +23,7 @@ from mapc.ir import producer
 from mapc.ir.graph import constant_tensor, scalar_value, small_constant
 from mapc.ir.pattern import Match, op, var
 from mapc.ir.rewrite import NearMiss
+from mapc.ir.walk import walk
 from mapc.passes.fusion.context import FusionContext, FusionRule, same_dim, show_dims
 from mapc.passes.fusion.functions import Body
 
@@ -214,24 +215,21 @@ _HALF_PRESERVING = frozenset({"Cos", "Sin", "Cast", "Identity", "Neg"})
 
 def _repeats_halves(tensor: gs.Tensor) -> bool:
     """True if ``tensor``'s last axis provably is [f, f] for some f."""
-    current = tensor
-    for _ in range(16):
-        node = producer(current)
-        if node is None:
-            return False
-        if node.op == "Concat" and len(node.inputs) == 2 and node.inputs[0] is node.inputs[1]:
-            rank = len(node.inputs[0].shape) if node.inputs[0].shape is not None else None
-            return rank is not None and _last_axis(node.attrs.get("axis"), rank) is True
+
+    def through(node: gs.Node) -> gs.Tensor | None:
         if node.op in _HALF_PRESERVING:
-            current = node.inputs[0]
-        elif node.op == "Mul" and len(node.inputs) == 2:
+            return node.inputs[0]
+        if node.op == "Mul" and len(node.inputs) == 2:
             scalars = [t for t in node.inputs if scalar_value(t) is not None and constant_tensor(t) is not None]
-            if len(scalars) != 1:
-                return False
-            current = node.inputs[1] if node.inputs[0] is scalars[0] else node.inputs[0]
-        else:
-            return False
-    return False
+            if len(scalars) == 1:
+                return node.inputs[1] if node.inputs[0] is scalars[0] else node.inputs[0]
+        return None
+
+    node = walk(tensor, through, 16).stop
+    if node is None or not (node.op == "Concat" and len(node.inputs) == 2 and node.inputs[0] is node.inputs[1]):
+        return False
+    rank = len(node.inputs[0].shape) if node.inputs[0].shape is not None else None
+    return rank is not None and _last_axis(node.attrs.get("axis"), rank) is True
 
 
 def _half_cache(ctx: FusionContext, table: gs.Tensor | np.ndarray, plan: RotaryPlan) -> gs.Tensor:

@@ -174,3 +174,27 @@ def test_a_bypass_that_would_rename_a_graph_input_is_refused():
     ctx = RewriteContext(model)
     assert not ctx.bypass(model.graph.nodes[0], model.graph.inputs[0])
     assert len(model.graph.nodes) == 1
+
+
+@rule("Relu", last_first=False)
+def name_in_graph_order(ctx: RewriteContext, node: gs.Node) -> bool:
+    """Every Relu: remarks its name, to show the order a rule visits its anchors in."""
+    ctx.remark("visited", f"visited {node.name}", node=f"seen:{node.name}", severity="info")
+    return node.name == "r1"
+
+
+def test_an_op_keyed_rule_reports_its_remarks_fired_or_not_with_their_own_node_and_severity():
+    report = apply_rules([name_in_graph_order], RewriteContext(relu_chain(3)))["name-in-graph-order"]
+    assert report.fired == 1
+    assert [(m.message, m.node, m.severity) for m in report.near_misses] == [
+        ("visited r0", "seen:r0", "info"), ("visited r1", "seen:r1", "info"), ("visited r2", "seen:r2", "info")]
+
+
+def test_a_rule_may_fix_its_own_visiting_order():
+    def visited(item, last_first):
+        report = apply_rules([item], RewriteContext(relu_chain(2)), last_first=last_first)[item.name]
+        return [m.node for m in report.near_misses]
+
+    backwards = rule("Relu", name="backwards", last_first=True)(name_in_graph_order.function)
+    assert visited(name_in_graph_order, True) == ["seen:r0", "seen:r1"]
+    assert visited(backwards, False) == ["seen:r1", "seen:r0"]

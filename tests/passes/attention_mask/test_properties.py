@@ -4,7 +4,7 @@ idempotent, deterministic; and finite, fp16-safe masks, on random attention grap
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 
 from mapc.ir import load, run
 from mapc.ir.compare import Tolerance
@@ -33,8 +33,7 @@ def test_attention_mask_preserves_outputs_outside_fully_masked_rows(case):
 @given(attention_graphs())
 def test_rewritten_masks_stay_finite_in_fp16(case):
     """In fp16 the rewritten graph has no NaN/inf anywhere, fully masked rows included."""
-    if case.feeds["q"].dtype == np.float16 or case.family == "float-input":
-        return
+    assume(case.feeds["q"].dtype != np.float16 and case.family != "float-input")
     model = load(case.model)
     from mapc.passes.pipeline import PassManager
 
