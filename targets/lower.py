@@ -52,8 +52,8 @@ class LoweredPartition:
 
 def lower_partitions(model: Model, plan: Plan) -> list[LoweredPartition]:
     """Replace each partition of ``plan`` in ``model`` by a call to a new local function."""
-    if plan.facts.graph is not model.graph or len(model.graph.nodes) != len(plan.facts.nodes) or any(
-        a is not b.node for a, b in zip(model.graph.nodes, plan.facts.nodes)
+    if plan.model_view.graph is not model.graph or len(model.graph.nodes) != len(plan.model_view.nodes) or any(
+        a is not b.node for a, b in zip(model.graph.nodes, plan.model_view.nodes)
     ):
         raise ValueError("the model changed between partitioning and lowering")
     target = plan.target

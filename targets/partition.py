@@ -33,7 +33,7 @@ import onnx_graphsurgeon as gs
 
 from mapc.ir import Model, toposort
 from mapc.targets.cost import Work, node_seconds, node_work, tensor_bytes, transfer_seconds
-from mapc.targets.facts import ModelFacts, collect_facts, is_constant
+from mapc.targets.views import ModelView, view_model, is_constant
 from mapc.targets.rules import Reason
 from mapc.targets.spec import Target
 from mapc.targets.support import NodeSupport, check_support
@@ -45,7 +45,7 @@ MERGE_LIMIT = 4096
 FREE_OPS = frozenset({"Constant", "Identity"})
 
 Progress = Callable[[str, "int | None", "int | None"], None]
-SupportOverride = Callable[[ModelFacts, Target], "list[NodeSupport]"]
+SupportOverride = Callable[[ModelView, Target], "list[NodeSupport]"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class Plan:
 
     target: Target
     options: PartitionOptions
-    facts: ModelFacts
+    model_view: ModelView
     support: list[NodeSupport]
     units: list[Unit]
     segments: list[Segment]
@@ -136,17 +136,17 @@ def plan_partitions(
     report = progress or (lambda *args: None)
     toposort(model.graph)
     report("inferring shapes", None, None)
-    facts = collect_facts(model)
+    model_view = view_model(model)
     if support is not None:
-        verdicts = support(facts, target)
+        verdicts = support(model_view, target)
     else:
-        verdicts = check_support(facts, target, cpu_ops=options.cpu_ops, progress=progress)
-    graph = _Graph(model.graph, facts, target, dict(dims or {}))
+        verdicts = check_support(model_view, target, cpu_ops=options.cpu_ops, progress=progress)
+    graph = _Graph(model.graph, model_view, target, dict(dims or {}))
     units = atomic_units(model.graph, target.ops.fused_patterns) if not target.is_host else [
         Unit(i, [i], "node", i) for i in range(len(model.graph.nodes))
     ]
     reasons: dict[int, list[Reason]] = {i: list(v.reasons) for i, v in enumerate(verdicts) if v.reasons}
-    eligible = _eligible_units(units, verdicts, reasons, facts, target)
+    eligible = _eligible_units(units, verdicts, reasons, model_view, target)
     pinned = {u.index for u in units if all(verdicts[m].lowered for m in u.members)}
     if pinned:
         _keep_existing_partitions(units, eligible, reasons, target)
@@ -167,7 +167,7 @@ def plan_partitions(
 
     segments = _segments(unit_graph, groups, pinned, units, graph, target)
     estimate = _estimate(segments, graph, target)
-    return Plan(target, options, facts, verdicts, units, segments, reasons, graph.work, graph.readers, estimate, rounds)
+    return Plan(target, options, model_view, verdicts, units, segments, reasons, graph.work, graph.readers, estimate, rounds)
 
 
 # -- graph bookkeeping --------------------------------------------------------------------------------
@@ -176,11 +176,11 @@ def plan_partitions(
 class _Graph:
     """Per-node dependencies, tensors read and written, and cost on both devices."""
 
-    def __init__(self, graph: gs.Graph, facts: ModelFacts, target: Target, dims: dict[str, int]) -> None:
+    def __init__(self, graph: gs.Graph, model_view: ModelView, target: Target, dims: dict[str, int]) -> None:
         self.graph = graph
-        self.facts = facts
+        self.model_view = model_view
         self.dims = dims
-        self.work = [node_work(node, dims) for node in facts.nodes]
+        self.work = [node_work(node, dims) for node in model_view.nodes]
         host = target.host_performance
         self.cpu_seconds = [node_seconds(work, host) for work in self.work]
         accelerator = None if target.is_host else target
@@ -228,7 +228,7 @@ class _Graph:
 
     def moved_bytes(self, tensors: Iterable[gs.Tensor]) -> int:
         """Bytes that cross the host-device link: weights are compiled in and never move."""
-        return sum(tensor_bytes(self.facts.describe(t), self.dims) for t in tensors if not is_constant(t))
+        return sum(tensor_bytes(self.model_view.describe(t), self.dims) for t in tensors if not is_constant(t))
 
 
 def _nested_nodes(graph: gs.Graph) -> list[gs.Node]:
@@ -260,7 +260,7 @@ class _UnitGraph:
 
 
 def _eligible_units(
-    units: list[Unit], verdicts: list[NodeSupport], reasons: dict[int, list[Reason]], facts: ModelFacts, target: Target
+    units: list[Unit], verdicts: list[NodeSupport], reasons: dict[int, list[Reason]], model_view: ModelView, target: Target
 ) -> list[bool]:
     """Units whose members are all supported; members of the others get a reason naming the culprit."""
     eligible = []
@@ -272,7 +272,7 @@ def _eligible_units(
         eligible.append(not blocked and not any(verdicts[m].lowered for m in unit.members))
         if not blocked:
             continue
-        culprit = facts.nodes[blocked[0]]
+        culprit = model_view.nodes[blocked[0]]
         for member in unit.members:
             if not verdicts[member].supported:
                 continue
@@ -280,7 +280,7 @@ def _eligible_units(
                 message = f"a Constant stays with its only reader {culprit.label!r} ({culprit.op}), which cannot run on {target.name}"
             else:
                 message = (
-                    f"part of the {unit.kind} of {facts.nodes[unit.anchor].label!r}, which is never split, "
+                    f"part of the {unit.kind} of {model_view.nodes[unit.anchor].label!r}, which is never split, "
                     f"and its member {culprit.label!r} ({culprit.op}) cannot run on {target.name}"
                 )
             reasons.setdefault(member, []).append(Reason("unit.member-unsupported", message))
@@ -421,7 +421,7 @@ def _demote(
     kept: list[tuple[float, list[int], list[int]]] = []
     for group in groups:
         members = sorted(m for u in group for m in units[u].members)
-        ops = sum(1 for m in members if graph.facts.nodes[m].op not in FREE_OPS)
+        ops = sum(1 for m in members if graph.model_view.nodes[m].op not in FREE_OPS)
         cpu, device, transfer = _group_costs(members, graph, target)
         reason = None
         if ops < options.min_partition_ops:

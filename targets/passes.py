@@ -65,11 +65,11 @@ class Partition(Pass):
         ctx.facts[PLAN_FACT] = plan
         on_target = sum(len(s.nodes) for s in plan.segments if s.on_target)
         notes = []
-        if not plan.facts.shapes_inferred:
+        if not plan.model_view.shapes_inferred:
             notes.append(Note("partition.no-shapes", "onnx shape inference failed on this model; shape rules see unknown shapes", severity="warning"))
         return PassResult(
             changed=False,
-            counters={"partitions": len(plan.partitions), "nodes_on_target": on_target, "nodes_on_cpu": len(plan.facts.nodes) - on_target},
+            counters={"partitions": len(plan.partitions), "nodes_on_target": on_target, "nodes_on_cpu": len(plan.model_view.nodes) - on_target},
             notes=notes,
         )
 
@@ -91,7 +91,7 @@ class Lower(Pass):
         plan = ctx.facts.get(PLAN_FACT)
         if not isinstance(plan, Plan):
             raise UsageError("the lower pass needs the partition pass before it (e.g. 'partition{target=npu},lower')")
-        if plan.facts.graph is not model.graph:
+        if plan.model_view.graph is not model.graph:
             raise UsageError("the lower pass must run right after partition, on the same model")
         lowered = lower_partitions(model, plan)
         if lowered:

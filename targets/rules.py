@@ -1,6 +1,6 @@
 """Constraint rules: small functions whose docstring is the rule a user reads.
 
-A rule is a function ``constraint_*(node: NodeFacts, target: Target) -> (ok, detail)``
+A rule is a function ``constraint_*(node: NodeView, target: Target) -> (ok, detail)``
 registered with :func:`constraint`. Its docstring's first line is the rule in one sentence,
 with limits written as ``{conv.max_stride}`` and filled in from the target record; further
 lines explain it. ``detail`` says what this node has ("strides are 4x4").
@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from mapc.targets.facts import NodeFacts
+from mapc.targets.views import NodeView
 from mapc.targets.spec import Target, TargetKind
 
-Check = Callable[[NodeFacts, Target], "tuple[bool, str]"]
-FixHint = Callable[[NodeFacts, Target, str], "str | None"]
+Check = Callable[[NodeView, Target], "tuple[bool, str]"]
+FixHint = Callable[[NodeView, Target, str], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,12 @@ class Rule:
     def applies_to(self, op: str) -> bool:
         return self.ops is None or op in self.ops
 
-    def suggest(self, node: NodeFacts, target: Target, detail: str) -> str | None:
+    def suggest(self, node: NodeView, target: Target, detail: str) -> str | None:
         if self.fix is None or isinstance(self.fix, str):
             return self.fix
         return self.fix(node, target, detail)
 
-    def reason(self, node: NodeFacts, target: Target, detail: str) -> Reason:
+    def reason(self, node: NodeView, target: Target, detail: str) -> Reason:
         sentence = self.summary(target).rstrip(".")
         return Reason(self.code, f"{sentence}; {detail}" if detail else sentence, self.suggest(node, target, detail))
 
@@ -107,7 +107,7 @@ def registered_rules() -> list[Rule]:
     return list(_RULES)
 
 
-def evaluate(node: NodeFacts, target: Target, rules: list[Rule]) -> list[Reason]:
+def evaluate(node: NodeView, target: Target, rules: list[Rule]) -> list[Reason]:
     """Every reason ``node`` cannot run on ``target`` (empty when it can)."""
     applicable = [rule for rule in rules if rule.applies_to(node.op)]
     allows = [rule for rule in applicable if rule.kind == "allow"]

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from mapc.ir import load
 from mapc.targets import get_target
 from mapc.targets.constraints import rules_for
-from mapc.targets.facts import collect_facts
+from mapc.targets.views import view_model
 from mapc.targets.rules import Reason, evaluate
 from mapc.targets.spec import OpSet, Performance, Target, TensorLimits
 from tests.conftest import make_model
@@ -64,8 +64,8 @@ def reasons_for(
 ) -> list[Reason]:
     """Every reason ``target`` refuses ``node`` (between ``extra_nodes`` and ``after_nodes``)."""
     model = load(make_model([*extra_nodes, node, *after_nodes], inputs, outputs, initializers, opset=opset))
-    facts = collect_facts(model)
-    subject = next(n for n in facts.nodes if n.node.name == node.name)
+    model_view = view_model(model)
+    subject = next(n for n in model_view.nodes if n.node.name == node.name)
     return evaluate(subject, target, rules_for(target))
 
 
