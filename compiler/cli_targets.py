@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mapc.ir.errors import EXIT_OK
-from mapc.targets import DEFAULT_TARGET, builtin_targets, get_target, rules_for
+from mapc.targets import DEFAULT_TARGET, builtin_targets, get_target, constraints_for
 from mapc.targets.docs import target_markdown
 
 
@@ -63,7 +63,7 @@ def run_targets(args: argparse.Namespace) -> int:
     if args.show:
         target = get_target(args.show)
         if args.json:
-            rules = [{"code": r.code, "kind": r.kind, "ops": sorted(r.ops) if r.ops else None, "text": r.text(target)} for r in rules_for(target)]
+            rules = [{"code": r.code, "kind": r.kind, "ops": sorted(r.ops) if r.ops else None, "text": r.text(target)} for r in constraints_for(target)]
             print(json.dumps({"name": target.name, "description": target.description, "kind": target.kind, "rules": rules}, indent=2))
         elif args.markdown:
             print(target_markdown(target), end="")

@@ -15,7 +15,7 @@ import onnx.defs
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from mapc.targets.views import BIAS_INPUTS, PARAMETER_INPUTS, WEIGHT_INPUTS, NodeView, dims_text
-from mapc.targets.rules import Rule, constraint, registered_rules
+from mapc.targets.rules import Constraint, constraint, registered_constraints
 from mapc.targets.spec import CONTROL_FLOW_OPS, Target
 
 Result = tuple[bool, str]
@@ -494,7 +494,7 @@ def constraint_reduce_axis_size(node: NodeView, target: Target) -> Result:
     return False, "reduces " + ", ".join(f"axis {a} of size {data.shape[a]}" for a in long_axes)
 
 
-def rules_for(target: Target) -> list[Rule]:
-    """The rules that make up ``target``, allow rules first, in registration order."""
-    chosen = [rule for rule in registered_rules() if target.kind in rule.kinds and rule.when(target)]
-    return sorted(chosen, key=lambda rule: rule.kind != "allow")
+def constraints_for(target: Target) -> list[Constraint]:
+    """The constraints that make up ``target``, allow constraints first, in registration order."""
+    chosen = [c for c in registered_constraints() if target.kind in c.kinds and c.when(target)]
+    return sorted(chosen, key=lambda c: c.kind != "allow")

@@ -1,13 +1,13 @@
-"""Constraint rules: small functions whose docstring is the rule a user reads.
+"""Constraints: small functions whose docstring is the rule a user reads.
 
-A rule is a function ``constraint_*(node: NodeView, target: Target) -> (ok, detail)``
+A constraint is a function ``constraint_*(node: NodeView, target: Target) -> (ok, detail)``
 registered with :func:`constraint`. Its docstring's first line is the rule in one sentence,
 with limits written as ``{conv.max_stride}`` and filled in from the target record; further
 lines explain it. ``detail`` says what this node has ("strides are 4x4").
 
-A node is supported when **any allow rule** passes and **no veto** fails (the composition
-ExecuTorch's Arm backend and torch.fx use). Rules that read a limit the target leaves unset are
-not part of that target (``when``). The same rule objects produce fallback reasons,
+A node is supported when **any allow constraint** passes and **no veto** fails (the composition
+ExecuTorch's Arm backend and torch.fx use). Constraints that read a limit the target leaves unset
+are not part of that target (``when``). The same :class:`Constraint` objects produce fallback reasons,
 ``mapc targets --show`` and ``docs/targets/<name>.md``.
 """
 
@@ -41,7 +41,7 @@ class Reason:
 
 
 @dataclass(frozen=True)
-class Rule:
+class Constraint:
     """One registered constraint function and where it applies."""
 
     code: str
@@ -77,7 +77,7 @@ class Rule:
         return Reason(self.code, f"{sentence}; {detail}" if detail else sentence, self.suggest(node, target, detail))
 
 
-_RULES: list[Rule] = []
+_CONSTRAINTS: list[Constraint] = []
 
 
 def constraint(
@@ -89,43 +89,43 @@ def constraint(
     when: Callable[[Target], bool] = lambda target: True,
     fix: FixHint | str | None = None,
 ) -> Callable[[Check], Check]:
-    """Register a ``constraint_*`` function as a rule (see the module docstring)."""
+    """Register a ``constraint_*`` function as a :class:`Constraint` (see the module docstring)."""
 
     def register(check: Check) -> Check:
         if not check.__name__.startswith("constraint_") or not (check.__doc__ or "").strip():
-            raise ValueError(f"{check.__name__}: a rule is a documented constraint_* function")
-        if any(rule.code == code for rule in _RULES):
-            raise ValueError(f"rule code {code!r} is already registered")
-        _RULES.append(Rule(code, kind, check, None if ops is None else frozenset(ops), kinds, when, fix))
+            raise ValueError(f"{check.__name__}: a constraint is a documented constraint_* function")
+        if any(registered.code == code for registered in _CONSTRAINTS):
+            raise ValueError(f"constraint code {code!r} is already registered")
+        _CONSTRAINTS.append(Constraint(code, kind, check, None if ops is None else frozenset(ops), kinds, when, fix))
         return check
 
     return register
 
 
-def registered_rules() -> list[Rule]:
-    """Every registered rule, in registration order (:mod:`mapc.targets.constraints` holds the built-in ones)."""
-    return list(_RULES)
+def registered_constraints() -> list[Constraint]:
+    """Every registered constraint, in registration order (:mod:`mapc.targets.constraints` holds the built-in ones)."""
+    return list(_CONSTRAINTS)
 
 
-def evaluate(node: NodeView, target: Target, rules: list[Rule]) -> list[Reason]:
+def evaluate(node: NodeView, target: Target, constraints: list[Constraint]) -> list[Reason]:
     """Every reason ``node`` cannot run on ``target`` (empty when it can)."""
-    applicable = [rule for rule in rules if rule.applies_to(node.op)]
-    allows = [rule for rule in applicable if rule.kind == "allow"]
+    applicable = [c for c in constraints if c.applies_to(node.op)]
+    allows = [c for c in applicable if c.kind == "allow"]
     reasons: list[Reason] = []
     refusals = []
-    for rule in allows:
-        ok, detail = rule.check(node, target)
+    for allow in allows:
+        ok, detail = allow.check(node, target)
         if ok:
             break
-        refusals.append((rule, detail))
+        refusals.append((allow, detail))
     else:
         if refusals:
-            rule, detail = refusals[0]
+            first, _ = refusals[0]
             details = "; ".join(d for _, d in refusals if d)
-            reasons.append(Reason("op.not-supported", details or f"{node.op} is not supported", rule.suggest(node, target, details)))
-    for rule in applicable:
-        if rule.kind == "veto":
-            ok, detail = rule.check(node, target)
+            reasons.append(Reason("op.not-supported", details or f"{node.op} is not supported", first.suggest(node, target, details)))
+    for veto in applicable:
+        if veto.kind == "veto":
+            ok, detail = veto.check(node, target)
             if not ok:
-                reasons.append(rule.reason(node, target, detail))
+                reasons.append(veto.reason(node, target, detail))
     return reasons

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mapc.targets.constraints import rules_for
+from mapc.targets.constraints import constraints_for
 from mapc.targets.partition import Plan, Segment
 
 #: Rule text for reason codes that do not come from a constraint function.
@@ -113,7 +113,7 @@ def fallback(plan: Plan) -> list[dict[str, Any]]:
 
 def fallback_by_reason(plan: Plan) -> list[dict[str, Any]]:
     """Fallback grouped by reason code: the rule, how many nodes, which ops, examples, the fix."""
-    rule_text = {rule.code: rule.summary(plan.target) for rule in rules_for(plan.target)}
+    rule_text = {rule.code: rule.summary(plan.target) for rule in constraints_for(plan.target)}
     groups: dict[str, dict[str, Any]] = {}
     for index in _cpu_nodes(plan):
         node = plan.model_view.nodes[index]

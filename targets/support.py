@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import onnx.defs
 
 from mapc.ir.errors import UsageError
-from mapc.targets.constraints import rules_for
+from mapc.targets.constraints import constraints_for
 from mapc.targets.views import ModelView, NodeView
 from mapc.targets.rules import Reason, evaluate
 from mapc.targets.spec import Target
@@ -49,7 +49,7 @@ def check_support(
 ) -> list[NodeSupport]:
     """One :class:`NodeSupport` per node of ``model_view``, in the same order."""
     forced = frozenset(cpu_ops)
-    rules = rules_for(target)
+    rules = constraints_for(target)
     verdicts = []
     for count, node in enumerate(model_view.nodes):
         if progress is not None and count % PROGRESS_EVERY == 0:

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from mapc.ir import load
 from mapc.targets import get_target
-from mapc.targets.constraints import rules_for
+from mapc.targets.constraints import constraints_for
 from mapc.targets.views import view_model
 from mapc.targets.rules import Reason, evaluate
 from mapc.targets.spec import OpSet, Performance, Target, TensorLimits
@@ -66,7 +66,7 @@ def reasons_for(
     model = load(make_model([*extra_nodes, node, *after_nodes], inputs, outputs, initializers, opset=opset))
     model_view = view_model(model)
     subject = next(n for n in model_view.nodes if n.node.name == node.name)
-    return evaluate(subject, target, rules_for(target))
+    return evaluate(subject, target, constraints_for(target))
 
 
 def codes(reasons: Sequence[Reason]) -> list[str]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from mapc.targets import rules_for
+from mapc.targets import constraints_for
 from mapc.targets.rules import constraint
 from tests.targets.helpers import (
     CPU,
@@ -95,7 +95,7 @@ def test_unknown_and_partly_known_shapes_are_not_static():
     graph = helper.make_graph([custom, node], "g", [info("x", [2])], [info("y", 1)])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("vendor", 1)], ir_version=10)
     model_view = view_model(load(proto))
-    reasons = evaluate(model_view.nodes[1], NPU, rules_for(NPU))
+    reasons = evaluate(model_view.nodes[1], NPU, constraints_for(NPU))
     assert "input 'f' has an unknown shape" in next(r.message for r in reasons if r.code == "shape.static")
     reshape = helper.make_node("Reshape", ["x", "s"], ["r"], name="reshape")
     relu_node = helper.make_node("Relu", ["r"], ["y"], name="n")
@@ -331,22 +331,22 @@ def test_cpu_target_checks_onnxruntime_kernels():
 
 def test_every_rule_has_a_documented_first_line_with_limits_filled_in():
     for target in (NPU, ETHOS, CPU):
-        for rule in rules_for(target):
+        for rule in constraints_for(target):
             text = rule.text(target)
             assert text and "{" not in text, (rule.code, text)
             assert rule.check.__name__.startswith("constraint_")
 
 
 def test_rules_whose_limit_is_unset_are_not_part_of_the_target():
-    npu_codes = {rule.code for rule in rules_for(NPU)}
-    ethos_codes = {rule.code for rule in rules_for(ETHOS)}
+    npu_codes = {rule.code for rule in constraints_for(NPU)}
+    ethos_codes = {rule.code for rule in constraints_for(ETHOS)}
     assert "tensor.batch" in ethos_codes and "tensor.batch" not in npu_codes
     assert "matmul.constant-weights" in ethos_codes and "matmul.constant-weights" not in npu_codes
-    assert {rule.code for rule in rules_for(CPU)} == {"ort.kernel"}
+    assert {rule.code for rule in constraints_for(CPU)} == {"ort.kernel"}
 
 
 def test_allow_rules_come_first_and_message_joins_rule_and_detail():
-    rules = rules_for(NPU)
+    rules = constraints_for(NPU)
     assert rules[0].kind == "allow" and all(rule.kind == "veto" for rule in rules[1:])
     reason = check(relu([1, 2, 3, 4, 5]), NPU, "tensor.rank")
     assert reason.message == "Tensors must have rank at most 4; input 'x' has rank 5; output 'y' has rank 5"
