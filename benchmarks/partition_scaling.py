@@ -64,14 +64,14 @@ def build(nodes: int, unsupported: float, seed: int) -> tuple[bytes, Target, set
 
 def measure(nodes: int, unsupported: float) -> dict[str, float]:
     serialized, target, refused = build(nodes, unsupported, seed=nodes)
-    from mapc.targets.rules import Reason
+    from mapc.ir.notes import Note
     from mapc.targets.support import check_support
 
     def support(model_view, target):  # the target's rules, plus the benchmark's random refusals
         verdicts = check_support(model_view, target)
         for verdict in verdicts:
             if verdict.view.label in refused:
-                verdict.reasons.append(Reason("bench.refused", "refused at random"))
+                verdict.reasons.append(Note("bench.refused", "refused at random"))
         return verdicts
 
     reference = load(serialized)

@@ -21,7 +21,7 @@ from mapc.targets.constraints import constraints_for
 from mapc.targets.lower import emit_partitions, lower_partitions
 from mapc.targets.partition import PartitionOptions, Plan, plan_partitions
 from mapc.targets.registry import builtin_targets, get_target
-from mapc.targets.rules import Constraint, Reason
+from mapc.targets.rules import Constraint
 from mapc.targets.spec import Performance, Target
 from mapc.targets.summary import plan_report
 from mapc.targets.support import NodeSupport, check_support
@@ -35,7 +35,6 @@ __all__ = [
     "PartitionOptions",
     "Performance",
     "Plan",
-    "Reason",
     "Target",
     "builtin_targets",
     "check_support",

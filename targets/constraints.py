@@ -14,9 +14,9 @@ import numpy as np
 import onnx.defs
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from mapc.targets.views import BIAS_INPUTS, PARAMETER_INPUTS, WEIGHT_INPUTS, NodeView, dims_text
 from mapc.targets.rules import Constraint, constraint, registered_constraints
 from mapc.targets.spec import CONTROL_FLOW_OPS, Target
+from mapc.targets.views import BIAS_INPUTS, PARAMETER_INPUTS, WEIGHT_INPUTS, NodeView, dims_text
 
 Result = tuple[bool, str]
 OK: Result = (True, "")

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mapc.targets.views import NodeView, TensorView
 from mapc.targets.spec import Performance, Target
+from mapc.targets.views import NodeView, TensorView
 
 #: Ops that only reinterpret a buffer: no compute and no memory traffic.
 VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Constant", "Shape", "Size"})

@@ -32,12 +32,12 @@ import networkx as nx
 import onnx_graphsurgeon as gs
 
 from mapc.ir import Model, toposort
+from mapc.ir.notes import Note
 from mapc.targets.cost import Work, node_seconds, node_work, tensor_bytes, transfer_seconds
-from mapc.targets.views import ModelView, view_model, is_constant
-from mapc.targets.rules import Reason
 from mapc.targets.spec import Target
 from mapc.targets.support import NodeSupport, check_support
 from mapc.targets.units import Unit, atomic_units
+from mapc.targets.views import ModelView, is_constant, view_model
 
 #: Above this many candidate partitions the merge step is skipped (the schedule is already acyclic).
 MERGE_LIMIT = 4096
@@ -108,7 +108,7 @@ class Plan:
     support: list[NodeSupport]
     units: list[Unit]
     segments: list[Segment]
-    reasons: dict[int, list[Reason]]
+    reasons: dict[int, list[Note]]
     work: list[Work]
     readers: list[list[int]]
     estimate: Estimate
@@ -145,7 +145,7 @@ def plan_partitions(
     units = atomic_units(model.graph, target.ops.fused_patterns) if not target.is_host else [
         Unit(i, [i], "node", i) for i in range(len(model.graph.nodes))
     ]
-    reasons: dict[int, list[Reason]] = {i: list(v.reasons) for i, v in enumerate(verdicts) if v.reasons}
+    reasons: dict[int, list[Note]] = {i: list(v.reasons) for i, v in enumerate(verdicts) if v.reasons}
     eligible = _eligible_units(units, verdicts, reasons, model_view, target)
     pinned = {u.index for u in units if all(verdicts[m].lowered for m in u.members)}
     if pinned:
@@ -260,7 +260,7 @@ class _UnitGraph:
 
 
 def _eligible_units(
-    units: list[Unit], verdicts: list[NodeSupport], reasons: dict[int, list[Reason]], model_view: ModelView, target: Target
+    units: list[Unit], verdicts: list[NodeSupport], reasons: dict[int, list[Note]], model_view: ModelView, target: Target
 ) -> list[bool]:
     """Units whose members are all supported; members of the others get a reason naming the culprit."""
     eligible = []
@@ -283,16 +283,16 @@ def _eligible_units(
                     f"part of the {unit.kind} of {model_view.nodes[unit.anchor].label!r}, which is never split, "
                     f"and its member {culprit.label!r} ({culprit.op}) cannot run on {target.name}"
                 )
-            reasons.setdefault(member, []).append(Reason("unit.member-unsupported", message))
+            reasons.setdefault(member, []).append(Note("unit.member-unsupported", message))
     return eligible
 
 
-def _keep_existing_partitions(units: list[Unit], eligible: list[bool], reasons: dict[int, list[Reason]], target: Target) -> None:
+def _keep_existing_partitions(units: list[Unit], eligible: list[bool], reasons: dict[int, list[Note]], target: Target) -> None:
     """A model compiled before keeps its partitions and gets no new ones (compiling is idempotent)."""
-    reason = Reason(
+    reason = Note(
         "partition.already-compiled",
         f"the model already holds partitions for {target.name}; mapc does not partition a compiled model again",
-        "compile the original model instead",
+        fix="compile the original model instead",
     )
     for unit in units:
         if eligible[unit.index]:
@@ -413,7 +413,7 @@ def _demote(
     units: list[Unit],
     graph: _Graph,
     options: PartitionOptions,
-    reasons: dict[int, list[Reason]],
+    reasons: dict[int, list[Note]],
     target: Target,
 ) -> list[int]:
     """Send unprofitable, too small or surplus partitions back to the CPU; return their units."""
@@ -425,17 +425,17 @@ def _demote(
         cpu, device, transfer = _group_costs(members, graph, target)
         reason = None
         if ops < options.min_partition_ops:
-            reason = Reason(
+            reason = Note(
                 "partition.too-small",
                 f"its partition has {ops} op(s), fewer than --min-partition-ops {options.min_partition_ops}",
-                "lower --min-partition-ops, or make the neighbouring ops supported so partitions merge",
+                fix="lower --min-partition-ops, or make the neighbouring ops supported so partitions merge",
             )
         elif options.cost_model and cpu <= device + transfer:
-            reason = Reason(
+            reason = Note(
                 "cost.unprofitable",
                 f"its partition of {ops} op(s) would cost {_ms(device)} on {target.name} plus {_ms(transfer)} of transfers, "
                 f"more than {_ms(cpu)} on the CPU",
-                "make the ops around it supported so it joins a larger partition, or keep it with --no-cost-model",
+                fix="make the ops around it supported so it joins a larger partition, or keep it with --no-cost-model",
             )
         if reason is not None:
             _record(reason, members, reasons)
@@ -446,10 +446,10 @@ def _demote(
         ranked = sorted(kept, key=lambda item: -item[0])
         for gain, group, members in ranked[options.max_partitions :]:
             _record(
-                Reason(
+                Note(
                     "partition.limit",
                     f"more partitions than --max-partitions {options.max_partitions}; this one gains least ({_ms(gain)})",
-                    "raise --max-partitions",
+                    fix="raise --max-partitions",
                 ),
                 members,
                 reasons,
@@ -458,7 +458,7 @@ def _demote(
     return demoted
 
 
-def _record(reason: Reason, members: Sequence[int], reasons: dict[int, list[Reason]]) -> None:
+def _record(reason: Note, members: Sequence[int], reasons: dict[int, list[Note]]) -> None:
     for member in members:
         reasons.setdefault(member, []).append(reason)
 

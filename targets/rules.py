@@ -18,26 +18,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from mapc.targets.views import NodeView
+from mapc.ir.notes import Note
 from mapc.targets.spec import Target, TargetKind
+from mapc.targets.views import NodeView
 
 Check = Callable[[NodeView, Target], "tuple[bool, str]"]
 FixHint = Callable[[NodeView, Target, str], "str | None"]
-
-
-@dataclass(frozen=True)
-class Reason:
-    """Why one node cannot run on the target: a stable code, a sentence, and a fix if one exists."""
-
-    code: str
-    message: str
-    fix: str | None = None
-
-    def as_dict(self) -> dict[str, str]:
-        record = {"code": self.code, "message": self.message}
-        if self.fix:
-            record["fix"] = self.fix
-        return record
 
 
 @dataclass(frozen=True)
@@ -72,9 +58,10 @@ class Constraint:
             return self.fix
         return self.fix(node, target, detail)
 
-    def reason(self, node: NodeView, target: Target, detail: str) -> Reason:
+    def reason(self, node: NodeView, target: Target, detail: str) -> Note:
+        """Why ``node`` fails this constraint: the rule's sentence, what the node has, the fix."""
         sentence = self.summary(target).rstrip(".")
-        return Reason(self.code, f"{sentence}; {detail}" if detail else sentence, self.suggest(node, target, detail))
+        return Note(self.code, f"{sentence}; {detail}" if detail else sentence, fix=self.suggest(node, target, detail))
 
 
 _CONSTRAINTS: list[Constraint] = []
@@ -107,11 +94,11 @@ def registered_constraints() -> list[Constraint]:
     return list(_CONSTRAINTS)
 
 
-def evaluate(node: NodeView, target: Target, constraints: list[Constraint]) -> list[Reason]:
+def evaluate(node: NodeView, target: Target, constraints: list[Constraint]) -> list[Note]:
     """Every reason ``node`` cannot run on ``target`` (empty when it can)."""
     applicable = [c for c in constraints if c.applies_to(node.op)]
     allows = [c for c in applicable if c.kind == "allow"]
-    reasons: list[Reason] = []
+    reasons: list[Note] = []
     refusals = []
     for allow in allows:
         ok, detail = allow.check(node, target)
@@ -122,7 +109,7 @@ def evaluate(node: NodeView, target: Target, constraints: list[Constraint]) -> l
         if refusals:
             first, _ = refusals[0]
             details = "; ".join(d for _, d in refusals if d)
-            reasons.append(Reason("op.not-supported", details or f"{node.op} is not supported", first.suggest(node, target, details)))
+            reasons.append(Note("op.not-supported", details or f"{node.op} is not supported", fix=first.suggest(node, target, details)))
     for veto in applicable:
         if veto.kind == "veto":
             ok, detail = veto.check(node, target)

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 import onnx.defs
 
 from mapc.ir.errors import UsageError
+from mapc.ir.notes import Note
 from mapc.targets.constraints import constraints_for
-from mapc.targets.views import ModelView, NodeView
-from mapc.targets.rules import Reason, evaluate
+from mapc.targets.rules import evaluate
 from mapc.targets.spec import Target
+from mapc.targets.views import ModelView, NodeView
 
 
 @dataclass
@@ -24,7 +25,7 @@ class NodeSupport:
     """The verdict for one node: no reasons means the target runs it."""
 
     view: NodeView
-    reasons: list[Reason] = field(default_factory=list)
+    reasons: list[Note] = field(default_factory=list)
     lowered: bool = False
 
     @property
@@ -59,7 +60,7 @@ def check_support(
             continue
         reasons = [] if node.op == "Constant" else evaluate(node, target, rules)
         if node.op in forced:
-            reasons.append(Reason("user.cpu-ops", f"{node.op} is forced to the CPU by --cpu-ops"))
+            reasons.append(Note("user.cpu-ops", f"{node.op} is forced to the CPU by --cpu-ops"))
         verdicts.append(NodeSupport(node, reasons))
     return verdicts
 

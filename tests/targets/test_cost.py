@@ -9,8 +9,8 @@ from onnx import TensorProto, helper
 from mapc.ir import load
 from mapc.targets import PartitionOptions, plan_partitions
 from mapc.targets.cost import Work, bytes_per_element, node_seconds, node_work
-from mapc.targets.views import view_model
 from mapc.targets.spec import Performance
+from mapc.targets.views import view_model
 from tests.conftest import make_model
 from tests.targets.helpers import NPU, TOY_OPS, const, info, toy_target
 

@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from mapc.ir import load
+from mapc.ir.notes import Note
 from mapc.targets import PartitionOptions, plan_partitions
-from mapc.targets.views import ModelView
 from mapc.targets.passes import Partition
-from mapc.targets.rules import Reason
 from mapc.targets.spec import OpSet
 from mapc.targets.support import NodeSupport, check_support
+from mapc.targets.views import ModelView
 from mapc.testing import assert_pass_preserves, onnx_models
 from tests.conftest import make_model
 from tests.targets.helpers import const, info, qdq_pair, toy_target
@@ -297,7 +297,7 @@ def random_predicates(draw):
 
     def support(model_view: ModelView, target) -> list[NodeSupport]:
         return [
-            NodeSupport(n, [] if accepted[n.index % 64] else [Reason("test.refused", "refused by the random predicate")])
+            NodeSupport(n, [] if accepted[n.index % 64] else [Note("test.refused", "refused by the random predicate")])
             for n in model_view.nodes
         ]
 

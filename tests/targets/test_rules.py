@@ -87,8 +87,8 @@ def test_static_shapes_rule_names_the_input_and_suggests_input_shape():
 
 def test_unknown_and_partly_known_shapes_are_not_static():
     from mapc.ir import load
-    from mapc.targets.views import view_model
     from mapc.targets.rules import evaluate
+    from mapc.targets.views import view_model
 
     custom = helper.make_node("Foo", ["x"], ["f"], name="custom", domain="vendor")
     node = helper.make_node("Relu", ["f"], ["y"], name="n")
