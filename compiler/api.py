@@ -48,7 +48,7 @@ from mapc.passes.quantize.qtypes import QUANT_TYPES
 from mapc.passes.quantize.schemes import get_scheme
 from mapc.passes.verify import Verifier
 from mapc.targets import Plan, Target, emit_partitions, get_target, plan_report
-from mapc.targets.passes import PLAN_FACT, Partition
+from mapc.targets.partition import PLAN_FACT, Partition
 
 #: Version of the report's keys (docs/report-schema.md); bumped only if a key is removed or changes meaning.
 REPORT_SCHEMA_VERSION = 1

@@ -12,14 +12,14 @@ compiled model is lowered (see docs/targets.md).
 * :mod:`~mapc.targets.support`: every node's verdict; :mod:`~mapc.targets.units`: atomic groups;
   :mod:`~mapc.targets.partition`: the acyclic, cost-aware plan; :mod:`~mapc.targets.cost`: the
   roofline estimate; :mod:`~mapc.targets.lower`: partitions as local functions.
-* :mod:`~mapc.targets.passes`: the ``partition`` and ``lower`` passes.
+* The ``partition`` pass lives in :mod:`~mapc.targets.partition`, the ``lower`` pass in
+  :mod:`~mapc.targets.lower`; importing this package registers both.
 """
 
-from mapc.targets import passes  # noqa: F401  (registers the partition and lower passes)
 from mapc.targets.builtin import BUILTIN_TARGETS, DEFAULT_TARGET
 from mapc.targets.constraints import constraints_for
-from mapc.targets.lower import emit_partitions, lower_partitions
-from mapc.targets.partition import PartitionOptions, Plan, plan_partitions
+from mapc.targets.lower import Lower, emit_partitions, lower_partitions
+from mapc.targets.partition import PLAN_FACT, Partition, PartitionOptions, Plan, plan_partitions
 from mapc.targets.registry import builtin_targets, get_target
 from mapc.targets.rules import Constraint
 from mapc.targets.spec import Performance, Target
@@ -30,8 +30,11 @@ from mapc.targets.user import load_target_file
 __all__ = [
     "BUILTIN_TARGETS",
     "DEFAULT_TARGET",
+    "PLAN_FACT",
     "Constraint",
+    "Lower",
     "NodeSupport",
+    "Partition",
     "PartitionOptions",
     "Performance",
     "Plan",

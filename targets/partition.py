@@ -20,6 +20,10 @@
 
 The result is a :class:`Plan`: segments in execution order (partitions on the target and runs
 of CPU nodes), every fallback node with its reasons, and the estimate.
+
+The :class:`Partition` pass (``partition{target=npu}``) runs :func:`plan_partitions` without
+changing the model (it annotates shapes) and leaves the plan in ``ctx.facts[PLAN_FACT]`` for the
+``lower`` pass (:mod:`mapc.targets.lower`) and for the report.
 """
 
 from __future__ import annotations
@@ -27,15 +31,19 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import networkx as nx
 import onnx_graphsurgeon as gs
 
 from mapc.ir import Model, toposort
+from mapc.ir.errors import UsageError
 from mapc.ir.notes import Note
+from mapc.passes import Pass, PassContext, PassResult, register_pass
 from mapc.targets.cost import Work, node_seconds, node_work, tensor_bytes, transfer_seconds
+from mapc.targets.registry import get_target
 from mapc.targets.spec import Target
-from mapc.targets.support import NodeSupport, check_support
+from mapc.targets.support import NodeSupport, check_support, validate_cpu_ops
 from mapc.targets.units import Unit, atomic_units
 from mapc.targets.views import ModelView, is_constant, view_model
 
@@ -43,6 +51,9 @@ from mapc.targets.views import ModelView, is_constant, view_model
 MERGE_LIMIT = 4096
 #: Ops that do no work of their own; they do not count towards ``min_partition_ops``.
 FREE_OPS = frozenset({"Constant", "Identity"})
+
+#: Where the partition pass leaves its :class:`Plan` in ``ctx.facts``.
+PLAN_FACT = "partition"
 
 Progress = Callable[[str, "int | None", "int | None"], None]
 SupportOverride = Callable[[ModelView, Target], "list[NodeSupport]"]
@@ -56,6 +67,15 @@ class PartitionOptions:
     max_partitions: int | None = None
     cpu_ops: tuple[str, ...] = ()
     cost_model: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as a compiled model's ``mapc.partition_options`` metadata records them."""
+        return {
+            "min_partition_ops": self.min_partition_ops,
+            "max_partitions": self.max_partitions,
+            "cpu_ops": list(self.cpu_ops),
+            "cost_model": self.cost_model,
+        }
 
 
 @dataclass
@@ -551,3 +571,54 @@ def _estimate(segments: list[Segment], graph: _Graph, target: Target) -> Estimat
         dispatch_seconds=len(on_target) * target.performance.dispatch_us * 1e-6,
         assumed_dims=any(work.assumed_dims for work in graph.work),
     )
+
+
+# -- the pass -----------------------------------------------------------------------------------------------
+
+
+@register_pass
+class Partition(Pass):
+    """Check every node against a target and plan acyclic, cost-aware partitions.
+
+    Runs shape inference, checks each node with the target's rules (every failing rule is a
+    reason with a fix where one exists), keeps QDQ node units and the target's fused patterns
+    together, groups supported units into partitions that keep the graph acyclic, and sends back
+    to the CPU any partition whose estimated gain does not pay for its transfers and dispatch
+    (see docs/targets.md). The model is not changed; the plan goes to the ``lower`` pass.
+    A model that already holds partitions for the target is not partitioned again.
+    """
+
+    name = "partition"
+
+    @dataclass
+    class Options:
+        target: Any = "npu"  # a target name, a .toml path, or a Target
+        min_partition_ops: int = 1
+        max_partitions: int | None = None
+        cpu_ops: list[str] = field(default_factory=list)
+        cost_model: bool = True
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        options = self.options
+        target = options.target if isinstance(options.target, Target) else get_target(str(options.target))
+        if options.min_partition_ops < 1:
+            raise UsageError("--min-partition-ops must be at least 1")
+        if options.max_partitions is not None and options.max_partitions < 0:
+            raise UsageError("--max-partitions must be 0 or more")
+        settings = PartitionOptions(
+            min_partition_ops=options.min_partition_ops,
+            max_partitions=options.max_partitions,
+            cpu_ops=validate_cpu_ops(options.cpu_ops),
+            cost_model=options.cost_model,
+        )
+        plan = plan_partitions(model, target, settings, dims=ctx.dims, progress=ctx.progress)
+        ctx.facts[PLAN_FACT] = plan
+        on_target = sum(len(s.nodes) for s in plan.segments if s.on_target)
+        notes = []
+        if not plan.model_view.shapes_inferred:
+            notes.append(Note("partition.no-shapes", "onnx shape inference failed on this model; shape rules see unknown shapes", severity="warning"))
+        return PassResult(
+            changed=False,
+            counters={"partitions": len(plan.partitions), "nodes_on_target": on_target, "nodes_on_cpu": len(plan.model_view.nodes) - on_target},
+            notes=notes,
+        )

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from mapc.ir import load
 from mapc.ir.notes import Note
 from mapc.targets import PartitionOptions, plan_partitions
-from mapc.targets.passes import Partition
+from mapc.targets.partition import Partition
 from mapc.targets.spec import OpSet
 from mapc.targets.support import NodeSupport, check_support
 from mapc.targets.views import ModelView
