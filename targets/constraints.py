@@ -14,6 +14,7 @@ import numpy as np
 import onnx.defs
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from mapc.ir.shapes import is_static
 from mapc.targets.rules import Constraint, constraint, registered_constraints
 from mapc.targets.spec import CONTROL_FLOW_OPS, Target
 from mapc.targets.views import BIAS_INPUTS, PARAMETER_INPUTS, WEIGHT_INPUTS, NodeView, dims_text
@@ -269,7 +270,7 @@ def _kernel(node: NodeView) -> list[int] | None:
     if kernel:
         return [int(k) for k in kernel]
     weights = node.input(1)
-    if weights is not None and weights.shape is not None and all(isinstance(d, int) for d in weights.shape[2:]):
+    if weights is not None and weights.shape is not None and is_static(weights.shape[2:]):
         return [int(d) for d in weights.shape[2:]]  # type: ignore[arg-type]
     return None
 

@@ -132,7 +132,7 @@ def _macs(node: NodeView, count) -> int:  # type: ignore[no-untyped-def]
 
 def _attention_macs(node: NodeView) -> int:
     query, key, value = node.input(0), node.input(1), node.input(2)
-    if any(t is None or t.shape is None or not all(isinstance(d, int) for d in t.shape) for t in (query, key, value)):
+    if any(t is None or not t.static for t in (query, key, value)):
         return 0
     q, k, v = (tuple(int(d) for d in t.shape) for t in (query, key, value))  # type: ignore[union-attr]
     if len(q) == 4:  # [batch, heads, q_len, head_size]

@@ -29,6 +29,8 @@ from mapc.ir import (
     producer,
     standard_op,
 )
+from mapc.ir.graph import is_default_domain
+from mapc.ir.shapes import is_static_dim
 
 Dim = int | str | None
 
@@ -243,7 +245,7 @@ def is_constant(tensor: gs.Tensor) -> bool:
     if isinstance(tensor, gs.Constant):
         return True
     source = producer(tensor)
-    return source is not None and source.op == "Constant" and source.domain in ("", None)
+    return source is not None and source.op == "Constant" and is_default_domain(source)
 
 
 @functools.lru_cache(maxsize=None)
@@ -262,8 +264,8 @@ def _omitted(tensor: gs.Tensor) -> bool:
 
 
 def _dim(dim: Any) -> Dim:
-    if isinstance(dim, (int, np.integer)):
-        return int(dim) if dim >= 0 else None
+    if is_static_dim(dim):
+        return int(dim)
     return dim if isinstance(dim, str) else None
 
 
