@@ -1,6 +1,6 @@
 """Checking every node against a target: supported, or every reason it is not.
 
-:func:`check_support` evaluates the target's rules (:mod:`mapc.targets.rules`) on each node's
+:func:`check_support` evaluates the target's constraints (:mod:`mapc.targets.rules`) on each node's
 views and adds the user's forced fallbacks (``--cpu-ops``). ``Constant`` nodes are data and
 always follow their readers; nodes already lowered into the target's domain stay where they are.
 """
