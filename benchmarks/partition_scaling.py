@@ -64,14 +64,14 @@ def build(nodes: int, unsupported: float, seed: int) -> tuple[bytes, Target, set
 
 def measure(nodes: int, unsupported: float) -> dict[str, float]:
     serialized, target, refused = build(nodes, unsupported, seed=nodes)
-    from mapc.targets.rules import Reason
+    from mapc.ir.notes import Note
     from mapc.targets.support import check_support
 
-    def support(facts, target):  # the target's rules, plus the benchmark's random refusals
-        verdicts = check_support(facts, target)
+    def support(model_view, target):  # the target's rules, plus the benchmark's random refusals
+        verdicts = check_support(model_view, target)
         for verdict in verdicts:
-            if verdict.facts.label in refused:
-                verdict.reasons.append(Reason("bench.refused", "refused at random"))
+            if verdict.view.label in refused:
+                verdict.reasons.append(Note("bench.refused", "refused at random"))
         return verdicts
 
     reference = load(serialized)
@@ -87,13 +87,13 @@ def measure(nodes: int, unsupported: float) -> dict[str, float]:
     lower_partitions(model, plan)
     lowered = time.perf_counter() - started
     return {
-        "nodes": len(plan.facts.nodes),
+        "nodes": len(plan.model_view.nodes),
         "partitions": len(plan.partitions),
         "rounds": plan.rounds,
         "shape_inference_s": shapes,
         "plan_s": planned,
         "lower_s": lowered,
-        "plan_per_node_us": planned / len(plan.facts.nodes) * 1e6,
+        "plan_per_node_us": planned / len(plan.model_view.nodes) * 1e6,
         "plan_vs_shapes": planned / shapes,
     }
 

@@ -31,8 +31,7 @@ from mapc.passes import Facts, PassContext
 from mapc.passes.fix_shapes import check_dim_names, resolve_dims
 from mapc.passes.pipeline import PassManager, PassRecord, ProgressHook, flatten_steps
 from mapc.passes.verify import Verifier
-from mapc.targets import Plan, Target, emit_partitions, get_target, plan_report
-from mapc.targets.passes import PLAN_FACT
+from mapc.targets import PARTITION_PLAN, Plan, Target, emit_partitions, get_target, plan_report
 
 #: Version of the report's keys (docs/report-schema.md); bumped only if a key is removed or changes meaning.
 REPORT_SCHEMA_VERSION = 1
@@ -202,7 +201,7 @@ def compile(
             "strict_fusion": options.strict_fusion,
             "quantize": {**options.quantize, "scheme": quantizer.options.scheme} if quantizer is not None else None,
         },
-        plan=ctx.facts.get(PLAN_FACT) if resolved is not None else None,
+        plan=ctx.facts.get(PARTITION_PLAN) if resolved is not None else None,
         facts=ctx.facts,
     )
     if result.plan is not None:

@@ -24,8 +24,8 @@ from rich.text import Text
 
 from mapc.api import CompileResult
 from mapc.api import compile as compile_model
-from mapc.cli_flags import add_flags, given_flags
-from mapc.cli_targets import add_target_arguments, add_targets_command, target_options
+from mapc.cli_flags import add_compile_flags, compile_options_from_flags
+from mapc.cli_targets import add_target_arguments, add_targets_command
 from mapc.inspection import summarize
 from mapc.ir import load, save
 from mapc.ir.errors import (
@@ -38,9 +38,7 @@ from mapc.ir.errors import (
 )
 from mapc.ir.external import same_file
 from mapc.ir.version import __version__
-from mapc.options import CompileOptions, default_pipeline
 from mapc.passes import MASK_INPUTS, registered_passes
-from mapc.passes.pipeline import build_pipeline, flatten_steps
 from mapc.progress import PassProgress
 from mapc.report import REPORT_SUFFIXES, print_result, write_report
 
@@ -58,18 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", type=Path, action="append", default=[], metavar="FILE.json|FILE.html",
         help="write a report: JSON (for tools) or a self-contained HTML page; repeat for both",
     )
-    add_flags(compile_parser, [CompileOptions])
-    compile_parser.add_argument("--quantize", metavar="SCHEME", nargs="?", const="", help="quantize after the other passes and before partitioning: a8w8, a16w8, w4 or a16w4; alone, the target's default scheme (a8w8 for npu); needs --calibration")
-    compile_parser.add_argument("--calibration", metavar="DIR|FILE|random", help="calibration samples: a folder of .npz files (one sample each, keys = input names), a .npz/.npy file of stacked samples, or 'random'")
-    compile_parser.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy", "mse"], help="how each tensor's range is chosen (default minmax)")
-    compile_parser.add_argument("--accuracy-target", type=float, metavar="SQNR_DB", help="promote the worst tensors to 16 bits until every output's SQNR reaches this (e.g. 30)")
     compile_parser.add_argument("--external-data", dest="external_data", action="store_true", default=None, help="always write weights to <output>.data")
     compile_parser.add_argument("--no-external-data", dest="external_data", action="store_false", help="embed weights in the output file")
-    compile_parser.add_argument("--mask-value", type=float, metavar="NEG", help="finite fill for masked attention positions (attention-mask, decompose-attention; default by --mask-precision: fp16 -1e4, int16 -50, int8 -20)")
-    compile_parser.add_argument("--mask-precision", choices=["fp32", "fp16", "int16", "int8"], help="target activation precision that picks the default mask fill (default fp16)")
-    compile_parser.add_argument("--mask-as-input", action="store_true", help="replace each attention-mask subgraph with a float graph input [B,1,S,T] built on the host; writes <output stem>.<input>.host.onnx computing it")
     compile_parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    add_target_arguments(compile_parser)
+    add_compile_flags(compile_parser, add_target_arguments(compile_parser))
     compile_parser.set_defaults(handler=run_compile)
 
     inspect_parser = commands.add_parser("inspect", help="summarize a model: opsets, I/O and dynamic dims, ops, parameters")
@@ -122,11 +112,9 @@ def run_compile(args: argparse.Namespace) -> int:
     for report in args.report:
         if report.suffix.lower() not in REPORT_SUFFIXES:
             raise UsageError(f"--report {report}: the file name must end in {' or '.join(REPORT_SUFFIXES)}")
-    if args.emit_partitions and not args.target:
+    options = compile_options_from_flags(args)
+    if args.emit_partitions and options.target is None:
         raise UsageError("--emit-partitions needs a target (--target NAME)")
-    options = CompileOptions(**given_flags(args, CompileOptions), pass_options=mask_options(args) or None,
-                             quantize=_quantize_options(args), **target_options(args))
-    options.validate()
     console = Console(quiet=args.quiet)
     with PassProgress(enabled=not args.quiet) as progress:
         progress.stage("loading")
@@ -153,27 +141,6 @@ def run_compile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def mask_options(args: argparse.Namespace) -> dict[str, dict[str, object]]:
-    """Options of the mask passes set by --mask-value, --mask-precision and --mask-as-input."""
-    shared: dict[str, object] = {}
-    if args.mask_value is not None:
-        shared["mask_value"] = args.mask_value
-    if args.mask_precision is not None:
-        shared["precision"] = args.mask_precision
-    if not shared and not args.mask_as_input:
-        return {}
-    pipeline = args.flag_passes if args.flag_passes is not None else default_pipeline()
-    present = [name for name in ("attention-mask", "decompose-attention") if name in {s.name for s in flatten_steps(build_pipeline(pipeline))}]
-    if not present:
-        raise UsageError("--mask-value, --mask-precision and --mask-as-input need the attention-mask or decompose-attention pass in the pipeline")
-    if args.mask_as_input and "attention-mask" not in present:
-        raise UsageError("--mask-as-input needs the attention-mask pass in the pipeline")
-    options = {name: dict(shared) for name in present}
-    if args.mask_as_input:
-        options["attention-mask"]["mask_as_input"] = True
-    return {name: values for name, values in options.items() if values}
-
-
 def write_host_models(result: CompileResult, written: Path) -> list[Path]:
     """Write the host-side models of hoisted mask inputs beside the compiled model."""
     hoisted = result.facts.get(MASK_INPUTS)
@@ -186,22 +153,6 @@ def write_host_models(result: CompileResult, written: Path) -> list[Path]:
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in input_name)
         paths.append(save(load(proto), written.with_name(f"{stem}.{safe}.host.onnx")))
     return paths
-
-
-def _quantize_options(args: argparse.Namespace) -> dict[str, object] | None:
-    """The quantize pass options the flags ask for; UsageError for inconsistent flags."""
-    extras = {"--calibration": args.calibration, "--calibration-method": args.calibration_method, "--accuracy-target": args.accuracy_target}
-    if args.quantize is None:
-        given = [flag for flag, value in extras.items() if value is not None]
-        if given:
-            raise UsageError(f"{given[0]} needs --quantize SCHEME")
-        return None
-    return {
-        "scheme": args.quantize or None,
-        "calibration": args.calibration,
-        "calibration_method": args.calibration_method,
-        "accuracy_target": args.accuracy_target,
-    }
 
 
 def run_inspect(args: argparse.Namespace) -> int:

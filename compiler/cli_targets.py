@@ -17,40 +17,16 @@ from rich.table import Table
 from rich.text import Text
 
 from mapc.ir.errors import EXIT_OK
-from mapc.targets import DEFAULT_TARGET, builtin_targets, get_target, rules_for
+from mapc.targets import DEFAULT_TARGET, builtin_targets, constraints_for, get_target
 from mapc.targets.docs import target_markdown
 
 
-def add_target_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``mapc compile`` flags that choose a target and steer partitioning."""
+def add_target_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The group of ``mapc compile`` flags about the target; the partition pass's own flags
+    (``--target``, ``--min-partition-ops``, ...) are added to it from its options."""
     group = parser.add_argument_group("target", "partition and lower for a device (see `mapc targets`)")
-    group.add_argument(
-        "--target",
-        nargs="?",
-        const=DEFAULT_TARGET,
-        metavar="NAME|FILE.toml",
-        help=f"target to compile for: {DEFAULT_TARGET} (the default when the flag has no value), cpu, ethos-u55, or a TOML description",
-    )
-    group.add_argument("--min-partition-ops", type=int, default=1, metavar="N", help="partitions with fewer ops stay on the CPU (default 1)")
-    group.add_argument("--max-partitions", type=int, metavar="N", help="keep at most N partitions, those with the largest estimated gain")
-    group.add_argument("--cpu-ops", metavar="OP,...", default="", help="op types forced onto the CPU, e.g. Softmax,Resize")
-    group.add_argument("--no-cost-model", dest="cost_model", action="store_false", help="keep every supported partition even when the estimate says it does not pay")
     group.add_argument("--emit-partitions", metavar="DIR", help="also write each partition as a standalone model, the host graph and partitions.json to DIR")
-
-
-def target_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of :func:`mapc.compile` taken from the parsed target flags."""
-    if not args.target:
-        return {}
-    return {
-        "target": args.target,
-        "partition": {
-            "min_partition_ops": args.min_partition_ops,
-            "max_partitions": args.max_partitions,
-            "cpu_ops": [op for op in args.cpu_ops.split(",") if op.strip()],
-            "cost_model": args.cost_model,
-        },
-    }
+    return group
 
 
 def add_targets_command(commands: Any) -> None:
@@ -65,7 +41,7 @@ def run_targets(args: argparse.Namespace) -> int:
     if args.show:
         target = get_target(args.show)
         if args.json:
-            rules = [{"code": r.code, "kind": r.kind, "ops": sorted(r.ops) if r.ops else None, "text": r.text(target)} for r in rules_for(target)]
+            rules = [{"code": r.code, "kind": r.kind, "ops": sorted(r.ops) if r.ops else None, "text": r.text(target)} for r in constraints_for(target)]
             print(json.dumps({"name": target.name, "description": target.description, "kind": target.kind, "rules": rules}, indent=2))
         elif args.markdown:
             print(target_markdown(target), end="")

@@ -48,7 +48,7 @@ def segment_colour(plan: Plan, segment_id: int) -> str:
 
 def render_svg(plan: Plan) -> str:
     """The graph of ``plan`` as a standalone ``<svg>`` element."""
-    boxes, edges = _node_view(plan) if len(plan.facts.nodes) <= MAX_DRAWN_NODES else _segment_view(plan)
+    boxes, edges = _node_view(plan) if len(plan.model_view.nodes) <= MAX_DRAWN_NODES else _segment_view(plan)
     positions, width, height = _layout(len(boxes), edges)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="graph" width="{width}" height="{height}" '
@@ -90,7 +90,7 @@ def _clip(text: str, limit: int) -> str:
 def _node_view(plan: Plan) -> tuple[list[Box], list[tuple[int, int]]]:
     device_of = plan.device_of()
     boxes = []
-    for node in plan.facts.nodes:
+    for node in plan.model_view.nodes:
         segment = device_of[node.index]
         where = f"partition {segment.id} on {segment.device}" if segment.on_target else "CPU"
         reasons = plan.reasons.get(node.index, [])

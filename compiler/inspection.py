@@ -12,6 +12,8 @@ import onnx_graphsurgeon as gs
 from mapc.ir import Model, constant_nbytes, count_nodes
 from mapc.ir.dim_expr import symbols_of
 from mapc.ir.external import ExternalValues
+from mapc.ir.graph import is_default_domain
+from mapc.ir.shapes import is_static_dim
 
 
 def summarize(model: Model) -> dict[str, Any]:
@@ -27,7 +29,7 @@ def summarize(model: Model) -> dict[str, Any]:
         {"input": entry["name"], "axis": axis, "dim": dim}
         for entry in inputs
         for axis, dim in enumerate(entry["shape"] or [])
-        if not isinstance(dim, int)
+        if not is_static_dim(dim)
     ]
     return {
         "file": str(model.source_path) if model.source_path else None,
@@ -78,7 +80,7 @@ def suggested_flags(inputs: list[dict[str, Any]]) -> str:
 
 
 def _op_name(node: gs.Node) -> str:
-    return f"{node.domain}::{node.op}" if node.domain not in (None, "", "ai.onnx") else node.op
+    return node.op if is_default_domain(node) else f"{node.domain}::{node.op}"
 
 
 def _describe_io(tensor: gs.Tensor) -> dict[str, Any]:
@@ -87,6 +89,6 @@ def _describe_io(tensor: gs.Tensor) -> dict[str, Any]:
 
 
 def _dim(dim: Any) -> int | str | None:
-    if isinstance(dim, (int, np.integer)) and dim >= 0:
+    if is_static_dim(dim):
         return int(dim)
     return str(dim) if dim not in (None, -1) else None

@@ -18,6 +18,7 @@ from mapc.passes import (  # noqa: F401  (registers the built-in passes)
 from mapc.passes.attention_mask.facts import MASK_INPUTS, MaskInputs
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.facts import Fact, Facts
+from mapc.passes.flags import flag
 from mapc.passes.registry import get_pass, has_pass, register_pass, registered_passes
 from mapc.passes.shape_ops import SHAPES
 from mapc.passes.verify import UNDEFINED_OUTPUTS
@@ -28,6 +29,7 @@ __all__ = [
     "UNDEFINED_OUTPUTS",
     "Fact",
     "Facts",
+    "flag",
     "MaskInputs",
     "Note",
     "Pass",

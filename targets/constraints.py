@@ -14,9 +14,10 @@ import numpy as np
 import onnx.defs
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from mapc.targets.facts import BIAS_INPUTS, PARAMETER_INPUTS, WEIGHT_INPUTS, NodeFacts, dims_text
-from mapc.targets.rules import Rule, constraint, registered_rules
+from mapc.ir.shapes import is_static
+from mapc.targets.rules import Constraint, constraint, registered_constraints
 from mapc.targets.spec import CONTROL_FLOW_OPS, Target
+from mapc.targets.views import BIAS_INPUTS, PARAMETER_INPUTS, WEIGHT_INPUTS, NodeView, dims_text
 
 Result = tuple[bool, str]
 OK: Result = (True, "")
@@ -47,7 +48,7 @@ FIX_BY_OP = {
 # -- fix hints --------------------------------------------------------------------------------------
 
 
-def fix_dynamic_shape(node: NodeFacts, target: Target, detail: str) -> str:
+def fix_dynamic_shape(node: NodeView, target: Target, detail: str) -> str:
     """Name the graph inputs whose symbolic dims reach this node, with an --input-shape example."""
     names = {d for _, tensor in node.all_tensors() for d in (tensor.shape or ()) if isinstance(d, str)}
     sources = sorted({name for dim in names for name, _ in node.model.dim_sources.get(dim, [])})
@@ -60,7 +61,7 @@ def fix_dynamic_shape(node: NodeFacts, target: Target, detail: str) -> str:
     return "fix the input shapes: " + " ".join(examples)
 
 
-def fix_dtype(node: NodeFacts, target: Target, detail: str) -> str | None:
+def fix_dtype(node: NodeView, target: Target, detail: str) -> str | None:
     if any(f" is {kind}" in detail for kind in FLOAT_DTYPES):
         return FIX_QUANTIZE
     if " is int64" in detail and node.op in ("Shape", "Size", "Gather", "Concat", "Unsqueeze", "Squeeze", "Cast", "Range"):
@@ -68,11 +69,11 @@ def fix_dtype(node: NodeFacts, target: Target, detail: str) -> str | None:
     return None
 
 
-def fix_unsupported_op(node: NodeFacts, target: Target, detail: str) -> str | None:
+def fix_unsupported_op(node: NodeView, target: Target, detail: str) -> str | None:
     return FIX_BY_OP.get(node.op)
 
 
-def fix_parameters(node: NodeFacts, target: Target, detail: str) -> str | None:
+def fix_parameters(node: NodeView, target: Target, detail: str) -> str | None:
     if node.op in ("Gather", "GatherElements", "GatherND"):
         return None  # data-dependent lookups (embeddings) stay on the host
     return FIX_FOLD
@@ -82,7 +83,7 @@ def fix_parameters(node: NodeFacts, target: Target, detail: str) -> str | None:
 
 
 @constraint("op.listed", kind="allow", fix=fix_unsupported_op)
-def constraint_op_listed(node: NodeFacts, target: Target) -> Result:
+def constraint_op_listed(node: NodeView, target: Target) -> Result:
     """The operator is one of the {derived.op_count} this target runs: {ops.supported}."""
     if node.op == "Constant" or node.op in target.ops.supported:
         return OK
@@ -90,7 +91,7 @@ def constraint_op_listed(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("ort.kernel", kind="allow", kinds=("host",))
-def constraint_ort_kernel(node: NodeFacts, target: Target) -> Result:
+def constraint_ort_kernel(node: NodeView, target: Target) -> Result:
     """onnxruntime's CPU execution provider has a kernel for the op at the model's opset.
 
     Ops ONNX defines as functions (onnxruntime expands them) and the model's own local
@@ -130,7 +131,7 @@ def _expands_to_function(op: str, domain: str, opset: int) -> bool:
 
 
 @constraint("op.control-flow", ops=CONTROL_FLOW_OPS, when=lambda t: not t.ops.control_flow, fix=fix_unsupported_op)
-def constraint_no_control_flow(node: NodeFacts, target: Target) -> Result:
+def constraint_no_control_flow(node: NodeView, target: Target) -> Result:
     """Control flow (If, Loop, Scan) runs on the host.
 
     The device executes a fixed dataflow graph; branches and loops are decided by the CPU.
@@ -139,7 +140,7 @@ def constraint_no_control_flow(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("shape.static", when=lambda t: t.tensors.static_shapes, fix=fix_dynamic_shape)
-def constraint_static_shapes(node: NodeFacts, target: Target) -> Result:
+def constraint_static_shapes(node: NodeView, target: Target) -> Result:
     """Every tensor the op reads or writes must have a static shape.
 
     The device is compiled for fixed shapes: symbolic dims (``batch``) and dims shape inference
@@ -156,7 +157,7 @@ def constraint_static_shapes(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("tensor.rank", when=lambda t: t.tensors.max_rank is not None)
-def constraint_rank(node: NodeFacts, target: Target) -> Result:
+def constraint_rank(node: NodeView, target: Target) -> Result:
     """Tensors must have rank at most {tensors.max_rank}."""
     limit = target.tensors.max_rank
     assert limit is not None
@@ -165,7 +166,7 @@ def constraint_rank(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("tensor.dims", when=lambda t: t.tensors.max_dim is not None)
-def constraint_dims(node: NodeFacts, target: Target) -> Result:
+def constraint_dims(node: NodeView, target: Target) -> Result:
     """Every dim must be between 1 and {tensors.max_dim}."""
     limit = target.tensors.max_dim
     assert limit is not None
@@ -178,7 +179,7 @@ def constraint_dims(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("tensor.batch", when=lambda t: t.tensors.max_batch is not None, fix="fix the batch size to 1: --input-shape NAME:1,... or --dim BATCH_DIM=1")
-def constraint_batch(node: NodeFacts, target: Target) -> Result:
+def constraint_batch(node: NodeView, target: Target) -> Result:
     """Feature maps (rank 3 or more) must have a batch (axis 0) of at most {tensors.max_batch}."""
     limit = target.tensors.max_batch
     assert limit is not None
@@ -193,7 +194,7 @@ def constraint_batch(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("dtype.data", fix=fix_dtype)
-def constraint_data_dtypes(node: NodeFacts, target: Target) -> Result:
+def constraint_data_dtypes(node: NodeView, target: Target) -> Result:
     """Data tensors must have one of the target's dtypes: {tensors.dtypes}; {derived.float32_policy}.
 
     Ops with their own list: {derived.op_dtypes}. In a QDQ model an op computes on the quantized
@@ -221,7 +222,7 @@ def _dtype_ok(dtype: str, allowed: frozenset[str], target: Target) -> bool:
 
 
 @constraint("params.constant", ops=PARAMETER_INPUTS, fix=fix_parameters)
-def constraint_constant_parameters(node: NodeFacts, target: Target) -> Result:
+def constraint_constant_parameters(node: NodeView, target: Target) -> Result:
     """Parameter inputs (shapes, axes, pads, scales, indices, bounds) must be compile-time constants.
 
     A Reshape whose shape is computed from ``Shape`` at run time, or a Gather whose indices
@@ -236,7 +237,7 @@ def constraint_constant_parameters(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("weights.constant", ops=WEIGHT_INPUTS)
-def constraint_constant_weights(node: NodeFacts, target: Target) -> Result:
+def constraint_constant_weights(node: NodeView, target: Target) -> Result:
     """Weights and biases of Conv, ConvTranspose and Gemm must be constants.
 
     Initializers count, also behind a DequantizeLinear (quantized weights).
@@ -250,7 +251,7 @@ def constraint_constant_weights(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("matmul.constant-weights", ops=("MatMul", "MatMulInteger"), when=lambda t: not t.limits.matmul_dynamic_weights)
-def constraint_matmul_weights(node: NodeFacts, target: Target) -> Result:
+def constraint_matmul_weights(node: NodeView, target: Target) -> Result:
     """MatMul's second operand must be a constant: the device has no activation-by-activation product.
 
     Attention scores (Q·Kᵀ) and context (P·V) multiply two activations and stay on the host.
@@ -264,17 +265,17 @@ def constraint_matmul_weights(node: NodeFacts, target: Target) -> Result:
 # -- convolution --------------------------------------------------------------------------------------
 
 
-def _kernel(node: NodeFacts) -> list[int] | None:
+def _kernel(node: NodeView) -> list[int] | None:
     kernel = node.attr("kernel_shape")
     if kernel:
         return [int(k) for k in kernel]
     weights = node.input(1)
-    if weights is not None and weights.shape is not None and all(isinstance(d, int) for d in weights.shape[2:]):
+    if weights is not None and weights.shape is not None and is_static(weights.shape[2:]):
         return [int(d) for d in weights.shape[2:]]  # type: ignore[arg-type]
     return None
 
 
-def _dilated_kernel(node: NodeFacts) -> list[int] | None:
+def _dilated_kernel(node: NodeView) -> list[int] | None:
     kernel = _kernel(node)
     if kernel is None:
         return None
@@ -287,7 +288,7 @@ def _hw(values: list[int]) -> str:
 
 
 @constraint("conv.spatial-dims", ops=CONV_OPS, when=lambda t: t.conv.max_spatial_dims is not None)
-def constraint_conv_spatial_dims(node: NodeFacts, target: Target) -> Result:
+def constraint_conv_spatial_dims(node: NodeView, target: Target) -> Result:
     """Conv and ConvTranspose may have at most {conv.max_spatial_dims} spatial dims."""
     kernel = _kernel(node)
     limit = target.conv.max_spatial_dims
@@ -297,7 +298,7 @@ def constraint_conv_spatial_dims(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("conv.kernel-height", ops=CONV_OPS, when=lambda t: t.conv.max_kernel_height is not None)
-def constraint_conv_kernel_height(node: NodeFacts, target: Target) -> Result:
+def constraint_conv_kernel_height(node: NodeView, target: Target) -> Result:
     """The dilated kernel height must be at most {conv.max_kernel_height}.
 
     Height is the first spatial axis (the only one of a 1-D convolution); the dilated extent is
@@ -311,7 +312,7 @@ def constraint_conv_kernel_height(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("conv.kernel-width", ops=CONV_OPS, when=lambda t: t.conv.max_kernel_width is not None)
-def constraint_conv_kernel_width(node: NodeFacts, target: Target) -> Result:
+def constraint_conv_kernel_width(node: NodeView, target: Target) -> Result:
     """The dilated kernel width must be at most {conv.max_kernel_width}."""
     kernel = _dilated_kernel(node)
     limit = target.conv.max_kernel_width
@@ -321,7 +322,7 @@ def constraint_conv_kernel_width(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("conv.kernel-area", ops=CONV_OPS, when=lambda t: t.conv.max_kernel_area is not None)
-def constraint_conv_kernel_area(node: NodeFacts, target: Target) -> Result:
+def constraint_conv_kernel_area(node: NodeView, target: Target) -> Result:
     """The kernel area (product of the kernel dims) must be at most {conv.max_kernel_area}."""
     kernel = _kernel(node)
     limit = target.conv.max_kernel_area
@@ -335,7 +336,7 @@ def _stride_range(target: Target) -> tuple[int, int]:
 
 
 @constraint("conv.stride", ops=("Conv",), when=lambda t: t.conv.min_stride is not None or t.conv.max_stride is not None)
-def constraint_conv_stride(node: NodeFacts, target: Target) -> Result:
+def constraint_conv_stride(node: NodeView, target: Target) -> Result:
     """Conv strides must be between {conv.min_stride} and {conv.max_stride}."""
     strides = [int(s) for s in node.attr("strides") or []]
     low, high = _stride_range(target)
@@ -345,7 +346,7 @@ def constraint_conv_stride(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("conv.transpose-stride", ops=("ConvTranspose",), when=lambda t: t.conv.transpose_max_stride is not None)
-def constraint_conv_transpose_stride(node: NodeFacts, target: Target) -> Result:
+def constraint_conv_transpose_stride(node: NodeView, target: Target) -> Result:
     """ConvTranspose strides must be at most {conv.transpose_max_stride}."""
     strides = [int(s) for s in node.attr("strides") or []]
     limit = target.conv.transpose_max_stride
@@ -355,7 +356,7 @@ def constraint_conv_transpose_stride(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("conv.dilation", ops=CONV_OPS, when=lambda t: t.conv.max_dilation is not None)
-def constraint_conv_dilation(node: NodeFacts, target: Target) -> Result:
+def constraint_conv_dilation(node: NodeView, target: Target) -> Result:
     """Dilations must be at most {conv.max_dilation}."""
     dilations = [int(d) for d in node.attr("dilations") or []]
     limit = target.conv.max_dilation
@@ -365,7 +366,7 @@ def constraint_conv_dilation(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("conv.channels", ops=CONV_OPS, when=lambda t: t.conv.max_channels is not None)
-def constraint_conv_channels(node: NodeFacts, target: Target) -> Result:
+def constraint_conv_channels(node: NodeView, target: Target) -> Result:
     """Input and output channels (axis 1) must be at most {conv.max_channels}."""
     limit = target.conv.max_channels
     assert limit is not None
@@ -379,7 +380,7 @@ def constraint_conv_channels(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("conv.groups", ops=CONV_OPS, when=lambda t: not t.conv.grouped)
-def constraint_conv_groups(node: NodeFacts, target: Target) -> Result:
+def constraint_conv_groups(node: NodeView, target: Target) -> Result:
     """Grouped convolutions must be ordinary (group 1) or depthwise (group = input channels)."""
     group = int(node.attr("group", 1))
     data = node.input(0)
@@ -393,7 +394,7 @@ def constraint_conv_groups(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("pool.kernel-height", ops=POOL_OPS, when=lambda t: t.pool.max_kernel_height is not None)
-def constraint_pool_kernel_height(node: NodeFacts, target: Target) -> Result:
+def constraint_pool_kernel_height(node: NodeView, target: Target) -> Result:
     """Pooling kernel height must be at most {pool.max_kernel_height}."""
     kernel = [int(k) for k in node.attr("kernel_shape") or []]
     limit = target.pool.max_kernel_height
@@ -403,7 +404,7 @@ def constraint_pool_kernel_height(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("pool.kernel-area", ops=POOL_OPS, when=lambda t: t.pool.max_kernel_area is not None)
-def constraint_pool_kernel_area(node: NodeFacts, target: Target) -> Result:
+def constraint_pool_kernel_area(node: NodeView, target: Target) -> Result:
     """Pooling kernel area must be at most {pool.max_kernel_area}."""
     kernel = [int(k) for k in node.attr("kernel_shape") or []]
     limit = target.pool.max_kernel_area
@@ -413,7 +414,7 @@ def constraint_pool_kernel_area(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("pool.stride", ops=POOL_OPS, when=lambda t: t.pool.min_stride is not None or t.pool.max_stride is not None)
-def constraint_pool_stride(node: NodeFacts, target: Target) -> Result:
+def constraint_pool_stride(node: NodeView, target: Target) -> Result:
     """Pooling strides must be between {pool.min_stride} and {pool.max_stride}."""
     strides = [int(s) for s in node.attr("strides") or []]
     low, high = target.pool.min_stride or 1, target.pool.max_stride or 1 << 30
@@ -423,7 +424,7 @@ def constraint_pool_stride(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("pool.padded-average", ops=("AveragePool",), when=lambda t: t.pool.max_padded_avg_kernel is not None)
-def constraint_padded_average_pool(node: NodeFacts, target: Target) -> Result:
+def constraint_padded_average_pool(node: NodeView, target: Target) -> Result:
     """AveragePool with padding may have a kernel of at most {pool.max_padded_avg_kernel} in each dim."""
     kernel = [int(k) for k in node.attr("kernel_shape") or []]
     padded = any(int(p) for p in node.attr("pads") or []) or node.attr("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER", b"SAME_UPPER", b"SAME_LOWER")
@@ -441,7 +442,7 @@ def _text(value: object) -> str:
 
 
 @constraint("resize.mode", ops=("Resize",), when=lambda t: t.limits.resize_modes is not None)
-def constraint_resize_mode(node: NodeFacts, target: Target) -> Result:
+def constraint_resize_mode(node: NodeView, target: Target) -> Result:
     """Resize mode must be one of: {limits.resize_modes}; only the last two axes may be scaled."""
     problems = []
     mode = _text(node.attr("mode", "nearest"))
@@ -455,7 +456,7 @@ def constraint_resize_mode(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("pad.mode", ops=("Pad",), when=lambda t: t.limits.pad_modes is not None, fix="rewrite reflect/edge padding as Slice + Concat")
-def constraint_pad_mode(node: NodeFacts, target: Target) -> Result:
+def constraint_pad_mode(node: NodeView, target: Target) -> Result:
     """Pad mode must be one of: {limits.pad_modes}."""
     mode = _text(node.attr("mode", "constant"))
     if target.limits.pad_modes is None or mode in target.limits.pad_modes:
@@ -464,7 +465,7 @@ def constraint_pad_mode(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("norm.last-axis", ops=NORMALIZING_OPS, when=lambda t: t.limits.normalize_last_axis_only)
-def constraint_normalize_last_axis(node: NodeFacts, target: Target) -> Result:
+def constraint_normalize_last_axis(node: NodeView, target: Target) -> Result:
     """Softmax, LogSoftmax and the normalizations must normalize over the last axis only."""
     data = node.input(0)
     if data is None or data.rank is None:
@@ -479,7 +480,7 @@ def constraint_normalize_last_axis(node: NodeFacts, target: Target) -> Result:
 
 
 @constraint("reduce.axis-size", ops=REDUCE_OPS, when=lambda t: t.limits.max_reduce_axis is not None)
-def constraint_reduce_axis_size(node: NodeFacts, target: Target) -> Result:
+def constraint_reduce_axis_size(node: NodeView, target: Target) -> Result:
     """Each reduced axis may be at most {limits.max_reduce_axis} long."""
     data = node.input(0)
     limit = target.limits.max_reduce_axis
@@ -494,7 +495,7 @@ def constraint_reduce_axis_size(node: NodeFacts, target: Target) -> Result:
     return False, "reduces " + ", ".join(f"axis {a} of size {data.shape[a]}" for a in long_axes)
 
 
-def rules_for(target: Target) -> list[Rule]:
-    """The rules that make up ``target``, allow rules first, in registration order."""
-    chosen = [rule for rule in registered_rules() if target.kind in rule.kinds and rule.when(target)]
-    return sorted(chosen, key=lambda rule: rule.kind != "allow")
+def constraints_for(target: Target) -> list[Constraint]:
+    """The constraints that make up ``target``, allow constraints first, in registration order."""
+    chosen = [c for c in registered_constraints() if target.kind in c.kinds and c.when(target)]
+    return sorted(chosen, key=lambda c: c.kind != "allow")

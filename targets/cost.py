@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mapc.targets.facts import NodeFacts, TensorFacts
 from mapc.targets.spec import Performance, Target
+from mapc.targets.views import NodeView, TensorView
 
 #: Ops that only reinterpret a buffer: no compute and no memory traffic.
 VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Constant", "Shape", "Size"})
@@ -57,11 +57,11 @@ class Work:
     assumed_dims: bool
 
 
-def node_work(node: NodeFacts, dims: Mapping[str, int]) -> Work:
+def node_work(node: NodeView, dims: Mapping[str, int]) -> Work:
     """Count ``node``'s MACs, element-wise work and the elements of each tensor it touches."""
     assumed = False
 
-    def count(tensor: TensorFacts | None) -> int:
+    def count(tensor: TensorView | None) -> int:
         nonlocal assumed
         if tensor is None or tensor.shape is None:
             assumed = assumed or tensor is not None
@@ -94,14 +94,14 @@ def node_work(node: NodeFacts, dims: Mapping[str, int]) -> Work:
     return Work(int(macs), int(vector_ops), _compute_dtype(node), weights, activations, assumed)
 
 
-def _compute_dtype(node: NodeFacts) -> str:
+def _compute_dtype(node: NodeView) -> str:
     for tensor in [node.input(0), *node.outputs]:
         if tensor is not None and tensor.dtype is not None:
             return tensor.dtype
     return "float32"
 
 
-def _macs(node: NodeFacts, count) -> int:  # type: ignore[no-untyped-def]
+def _macs(node: NodeView, count) -> int:  # type: ignore[no-untyped-def]
     op = node.op
     if op == "Conv":
         weights = node.input(1)
@@ -130,9 +130,9 @@ def _macs(node: NodeFacts, count) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def _attention_macs(node: NodeFacts) -> int:
+def _attention_macs(node: NodeView) -> int:
     query, key, value = node.input(0), node.input(1), node.input(2)
-    if any(t is None or t.shape is None or not all(isinstance(d, int) for d in t.shape) for t in (query, key, value)):
+    if any(t is None or not t.static for t in (query, key, value)):
         return 0
     q, k, v = (tuple(int(d) for d in t.shape) for t in (query, key, value))  # type: ignore[union-attr]
     if len(q) == 4:  # [batch, heads, q_len, head_size]
@@ -188,7 +188,7 @@ def transfer_seconds(nbytes: float, target: Target) -> float:
     return nbytes / (bandwidth * 1e9)
 
 
-def tensor_bytes(tensor: TensorFacts, dims: Mapping[str, int]) -> int:
+def tensor_bytes(tensor: TensorView, dims: Mapping[str, int]) -> int:
     """Bytes of a tensor as the host stores it (symbolic dims as fixed, else 1)."""
     if tensor.shape is None:
         return 0

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from mapc.targets.builtin import BUILTIN_TARGETS, DEFAULT_TARGET
-from mapc.targets.constraints import rules_for
+from mapc.targets.constraints import constraints_for
 from mapc.targets.spec import Performance, Target, render_value
 
 
@@ -39,7 +39,7 @@ def target_markdown(target: Target) -> str:
     if target.ops.supported:
         lines += ["## Operators", "", ", ".join(f"`{op}`" for op in sorted(target.ops.supported)), ""]
     lines += ["## Rules", "", "A node runs on the target when an allow rule accepts it and no veto rejects it.", ""]
-    for rule in rules_for(target):
+    for rule in constraints_for(target):
         scope = "every op" if rule.ops is None else ", ".join(sorted(rule.ops))
         lines += [f"### `{rule.code}` ({rule.kind}; {scope})", "", rule.text(target), ""]
     return "\n".join(lines).rstrip() + "\n"

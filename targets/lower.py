@@ -13,6 +13,9 @@ the function so shape inference through the call keeps working.
 
 :func:`emit_partitions` writes each partition of a compiled model as a standalone ONNX model
 (for a vendor compiler), the host graph without the partition bodies, and a manifest.
+
+The :class:`Lower` pass (``lower``, right after ``partition``) lowers the plan the partition
+pass left in ``ctx.facts`` and stamps the model's metadata (:func:`record_metadata`).
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ from onnx import helper, numpy_helper
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from mapc.ir import Model, constant_nbytes, remove_nodes, save, toposort
-from mapc.ir.errors import OutputError
-from mapc.targets.partition import Plan, Segment
+from mapc.ir.errors import OutputError, UsageError
+from mapc.ir.version import __version__
+from mapc.passes import Pass, PassContext, PassResult, register_pass
+from mapc.targets.partition import PARTITION_PLAN, Plan, Segment
+from mapc.targets.summary import coverage, estimate
 
 #: Constants up to this size (scalars, shapes, axes, a few scales) are copied into the function
 #: body as Constant nodes; anything larger is a weight and is passed in.
@@ -52,8 +58,8 @@ class LoweredPartition:
 
 def lower_partitions(model: Model, plan: Plan) -> list[LoweredPartition]:
     """Replace each partition of ``plan`` in ``model`` by a call to a new local function."""
-    if plan.facts.graph is not model.graph or len(model.graph.nodes) != len(plan.facts.nodes) or any(
-        a is not b.node for a, b in zip(model.graph.nodes, plan.facts.nodes)
+    if plan.model_view.graph is not model.graph or len(model.graph.nodes) != len(plan.model_view.nodes) or any(
+        a is not b.node for a, b in zip(model.graph.nodes, plan.model_view.nodes)
     ):
         raise ValueError("the model changed between partitioning and lowering")
     target = plan.target
@@ -77,6 +83,41 @@ def lower_partitions(model: Model, plan: Plan) -> list[LoweredPartition]:
         toposort(model.graph)
         model.forget_names()
     return lowered
+
+
+@register_pass
+class Lower(Pass):
+    """Replace each planned partition by one node backed by a model-local function.
+
+    Needs the ``partition`` pass before it. Each partition becomes ``<domain>::partition_<k>``
+    (domain ``mapc.<target>``) whose local function holds the partition's nodes; weights stay
+    initializers passed as inputs, small constants move into the function. The model still
+    runs in onnxruntime, which inlines the functions. Metadata records the target, the mapc
+    version, the partition options and a summary.
+    """
+
+    name = "lower"
+    requires = (PARTITION_PLAN,)
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        plan = ctx.facts[PARTITION_PLAN]
+        if plan.model_view.graph is not model.graph:
+            raise UsageError("the lower pass must run right after partition, on the same model")
+        lowered = lower_partitions(model, plan)
+        if lowered:
+            record_metadata(model, plan)
+        return PassResult(changed=bool(lowered), counters={"partitions_lowered": len(lowered)})
+
+
+def record_metadata(model: Model, plan: Plan) -> None:
+    """Stamp the compiled model with the target, mapc version, options and a summary."""
+    model.set_metadata("mapc.version", __version__)
+    model.set_metadata("mapc.target", str(plan.target))
+    model.set_metadata("mapc.partition_options", json.dumps(plan.options.as_dict(), sort_keys=True))
+    model.set_metadata(
+        "mapc.summary",
+        json.dumps({"coverage": coverage(plan), "estimate": estimate(plan), "partitions": len(plan.partitions)}, sort_keys=True),
+    )
 
 
 def _fresh_function_name(domain: str, number: int, taken: set[tuple[str, str]]) -> str:

@@ -20,6 +20,10 @@
 
 The result is a :class:`Plan`: segments in execution order (partitions on the target and runs
 of CPU nodes), every fallback node with its reasons, and the estimate.
+
+The :class:`Partition` pass (``partition{target=npu}``) runs :func:`plan_partitions` without
+changing the model (it annotates shapes) and leaves the plan in ``ctx.facts[PARTITION_PLAN]`` for the
+``lower`` pass (:mod:`mapc.targets.lower`) and for the report.
 """
 
 from __future__ import annotations
@@ -27,35 +31,55 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import networkx as nx
 import onnx_graphsurgeon as gs
 
 from mapc.ir import Model, toposort
+from mapc.ir.errors import UsageError
+from mapc.ir.notes import Note
+from mapc.passes import Fact, Pass, PassContext, PassResult, flag, register_pass
+from mapc.targets.builtin import DEFAULT_TARGET
 from mapc.targets.cost import Work, node_seconds, node_work, tensor_bytes, transfer_seconds
-from mapc.targets.facts import ModelFacts, collect_facts, is_constant
-from mapc.targets.rules import Reason
+from mapc.targets.registry import get_target
 from mapc.targets.spec import Target
-from mapc.targets.support import NodeSupport, check_support
+from mapc.targets.support import NodeSupport, check_support, validate_cpu_ops
 from mapc.targets.units import Unit, atomic_units
+from mapc.targets.views import ModelView, is_constant, view_model
 
 #: Above this many candidate partitions the merge step is skipped (the schedule is already acyclic).
 MERGE_LIMIT = 4096
 #: Ops that do no work of their own; they do not count towards ``min_partition_ops``.
 FREE_OPS = frozenset({"Constant", "Identity"})
 
+
 Progress = Callable[[str, "int | None", "int | None"], None]
-SupportOverride = Callable[[ModelFacts, Target], "list[NodeSupport]"]
+SupportOverride = Callable[[ModelView, Target], "list[NodeSupport]"]
 
 
 @dataclass(frozen=True)
 class PartitionOptions:
-    """User controls of partitioning (``mapc compile`` flags of the same names)."""
+    """User controls of partitioning, declared once: the partition pass's options and their flags."""
 
-    min_partition_ops: int = 1
-    max_partitions: int | None = None
-    cpu_ops: tuple[str, ...] = ()
-    cost_model: bool = True
+    min_partition_ops: int = field(default=1, metadata=flag(
+        "--min-partition-ops", "partitions with fewer ops stay on the CPU (default 1)", metavar="N", requires="--target"))
+    max_partitions: int | None = field(default=None, metadata=flag(
+        "--max-partitions", "keep at most N partitions, those with the largest estimated gain", metavar="N", requires="--target"))
+    cpu_ops: tuple[str, ...] = field(default=(), metadata=flag(
+        "--cpu-ops", "op types forced onto the CPU, e.g. Softmax,Resize", metavar="OP,...", requires="--target"))
+    cost_model: bool = field(default=True, metadata=flag(
+        "--cost-model", "keep every supported partition even when the estimate says it does not pay",
+        negative="--no-cost-model", requires="--target"))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as a compiled model's ``mapc.partition_options`` metadata records them."""
+        return {
+            "min_partition_ops": self.min_partition_ops,
+            "max_partitions": self.max_partitions,
+            "cpu_ops": list(self.cpu_ops),
+            "cost_model": self.cost_model,
+        }
 
 
 @dataclass
@@ -104,11 +128,11 @@ class Plan:
 
     target: Target
     options: PartitionOptions
-    facts: ModelFacts
+    model_view: ModelView
     support: list[NodeSupport]
     units: list[Unit]
     segments: list[Segment]
-    reasons: dict[int, list[Reason]]
+    reasons: dict[int, list[Note]]
     work: list[Work]
     readers: list[list[int]]
     estimate: Estimate
@@ -121,6 +145,10 @@ class Plan:
 
     def device_of(self) -> dict[int, Segment]:
         return {node: segment for segment in self.segments for node in segment.nodes}
+
+
+#: The plan the partition pass leaves for ``lower`` and for the report.
+PARTITION_PLAN: Fact[Plan] = Fact("partition-plan", "the partition plan", provided_by="partition")
 
 
 def plan_partitions(
@@ -136,17 +164,17 @@ def plan_partitions(
     report = progress or (lambda *args: None)
     toposort(model.graph)
     report("inferring shapes", None, None)
-    facts = collect_facts(model)
+    model_view = view_model(model)
     if support is not None:
-        verdicts = support(facts, target)
+        verdicts = support(model_view, target)
     else:
-        verdicts = check_support(facts, target, cpu_ops=options.cpu_ops, progress=progress)
-    graph = _Graph(model.graph, facts, target, dict(dims or {}))
+        verdicts = check_support(model_view, target, cpu_ops=options.cpu_ops, progress=progress)
+    graph = _Graph(model.graph, model_view, target, dict(dims or {}))
     units = atomic_units(model.graph, target.ops.fused_patterns) if not target.is_host else [
         Unit(i, [i], "node", i) for i in range(len(model.graph.nodes))
     ]
-    reasons: dict[int, list[Reason]] = {i: list(v.reasons) for i, v in enumerate(verdicts) if v.reasons}
-    eligible = _eligible_units(units, verdicts, reasons, facts, target)
+    reasons: dict[int, list[Note]] = {i: list(v.reasons) for i, v in enumerate(verdicts) if v.reasons}
+    eligible = _eligible_units(units, verdicts, reasons, model_view, target)
     pinned = {u.index for u in units if all(verdicts[m].lowered for m in u.members)}
     if pinned:
         _keep_existing_partitions(units, eligible, reasons, target)
@@ -167,7 +195,7 @@ def plan_partitions(
 
     segments = _segments(unit_graph, groups, pinned, units, graph, target)
     estimate = _estimate(segments, graph, target)
-    return Plan(target, options, facts, verdicts, units, segments, reasons, graph.work, graph.readers, estimate, rounds)
+    return Plan(target, options, model_view, verdicts, units, segments, reasons, graph.work, graph.readers, estimate, rounds)
 
 
 # -- graph bookkeeping --------------------------------------------------------------------------------
@@ -176,11 +204,11 @@ def plan_partitions(
 class _Graph:
     """Per-node dependencies, tensors read and written, and cost on both devices."""
 
-    def __init__(self, graph: gs.Graph, facts: ModelFacts, target: Target, dims: dict[str, int]) -> None:
+    def __init__(self, graph: gs.Graph, model_view: ModelView, target: Target, dims: dict[str, int]) -> None:
         self.graph = graph
-        self.facts = facts
+        self.model_view = model_view
         self.dims = dims
-        self.work = [node_work(node, dims) for node in facts.nodes]
+        self.work = [node_work(node, dims) for node in model_view.nodes]
         host = target.host_performance
         self.cpu_seconds = [node_seconds(work, host) for work in self.work]
         accelerator = None if target.is_host else target
@@ -228,7 +256,7 @@ class _Graph:
 
     def moved_bytes(self, tensors: Iterable[gs.Tensor]) -> int:
         """Bytes that cross the host-device link: weights are compiled in and never move."""
-        return sum(tensor_bytes(self.facts.describe(t), self.dims) for t in tensors if not is_constant(t))
+        return sum(tensor_bytes(self.model_view.describe(t), self.dims) for t in tensors if not is_constant(t))
 
 
 def _nested_nodes(graph: gs.Graph) -> list[gs.Node]:
@@ -260,7 +288,7 @@ class _UnitGraph:
 
 
 def _eligible_units(
-    units: list[Unit], verdicts: list[NodeSupport], reasons: dict[int, list[Reason]], facts: ModelFacts, target: Target
+    units: list[Unit], verdicts: list[NodeSupport], reasons: dict[int, list[Note]], model_view: ModelView, target: Target
 ) -> list[bool]:
     """Units whose members are all supported; members of the others get a reason naming the culprit."""
     eligible = []
@@ -272,7 +300,7 @@ def _eligible_units(
         eligible.append(not blocked and not any(verdicts[m].lowered for m in unit.members))
         if not blocked:
             continue
-        culprit = facts.nodes[blocked[0]]
+        culprit = model_view.nodes[blocked[0]]
         for member in unit.members:
             if not verdicts[member].supported:
                 continue
@@ -280,19 +308,19 @@ def _eligible_units(
                 message = f"a Constant stays with its only reader {culprit.label!r} ({culprit.op}), which cannot run on {target.name}"
             else:
                 message = (
-                    f"part of the {unit.kind} of {facts.nodes[unit.anchor].label!r}, which is never split, "
+                    f"part of the {unit.kind} of {model_view.nodes[unit.anchor].label!r}, which is never split, "
                     f"and its member {culprit.label!r} ({culprit.op}) cannot run on {target.name}"
                 )
-            reasons.setdefault(member, []).append(Reason("unit.member-unsupported", message))
+            reasons.setdefault(member, []).append(Note("unit.member-unsupported", message))
     return eligible
 
 
-def _keep_existing_partitions(units: list[Unit], eligible: list[bool], reasons: dict[int, list[Reason]], target: Target) -> None:
+def _keep_existing_partitions(units: list[Unit], eligible: list[bool], reasons: dict[int, list[Note]], target: Target) -> None:
     """A model compiled before keeps its partitions and gets no new ones (compiling is idempotent)."""
-    reason = Reason(
+    reason = Note(
         "partition.already-compiled",
         f"the model already holds partitions for {target.name}; mapc does not partition a compiled model again",
-        "compile the original model instead",
+        fix="compile the original model instead",
     )
     for unit in units:
         if eligible[unit.index]:
@@ -413,7 +441,7 @@ def _demote(
     units: list[Unit],
     graph: _Graph,
     options: PartitionOptions,
-    reasons: dict[int, list[Reason]],
+    reasons: dict[int, list[Note]],
     target: Target,
 ) -> list[int]:
     """Send unprofitable, too small or surplus partitions back to the CPU; return their units."""
@@ -421,21 +449,21 @@ def _demote(
     kept: list[tuple[float, list[int], list[int]]] = []
     for group in groups:
         members = sorted(m for u in group for m in units[u].members)
-        ops = sum(1 for m in members if graph.facts.nodes[m].op not in FREE_OPS)
+        ops = sum(1 for m in members if graph.model_view.nodes[m].op not in FREE_OPS)
         cpu, device, transfer = _group_costs(members, graph, target)
         reason = None
         if ops < options.min_partition_ops:
-            reason = Reason(
+            reason = Note(
                 "partition.too-small",
                 f"its partition has {ops} op(s), fewer than --min-partition-ops {options.min_partition_ops}",
-                "lower --min-partition-ops, or make the neighbouring ops supported so partitions merge",
+                fix="lower --min-partition-ops, or make the neighbouring ops supported so partitions merge",
             )
         elif options.cost_model and cpu <= device + transfer:
-            reason = Reason(
+            reason = Note(
                 "cost.unprofitable",
                 f"its partition of {ops} op(s) would cost {_ms(device)} on {target.name} plus {_ms(transfer)} of transfers, "
                 f"more than {_ms(cpu)} on the CPU",
-                "make the ops around it supported so it joins a larger partition, or keep it with --no-cost-model",
+                fix="make the ops around it supported so it joins a larger partition, or keep it with --no-cost-model",
             )
         if reason is not None:
             _record(reason, members, reasons)
@@ -446,10 +474,10 @@ def _demote(
         ranked = sorted(kept, key=lambda item: -item[0])
         for gain, group, members in ranked[options.max_partitions :]:
             _record(
-                Reason(
+                Note(
                     "partition.limit",
                     f"more partitions than --max-partitions {options.max_partitions}; this one gains least ({_ms(gain)})",
-                    "raise --max-partitions",
+                    fix="raise --max-partitions",
                 ),
                 members,
                 reasons,
@@ -458,7 +486,7 @@ def _demote(
     return demoted
 
 
-def _record(reason: Reason, members: Sequence[int], reasons: dict[int, list[Reason]]) -> None:
+def _record(reason: Note, members: Sequence[int], reasons: dict[int, list[Note]]) -> None:
     for member in members:
         reasons.setdefault(member, []).append(reason)
 
@@ -551,3 +579,54 @@ def _estimate(segments: list[Segment], graph: _Graph, target: Target) -> Estimat
         dispatch_seconds=len(on_target) * target.performance.dispatch_us * 1e-6,
         assumed_dims=any(work.assumed_dims for work in graph.work),
     )
+
+
+# -- the pass -----------------------------------------------------------------------------------------------
+
+
+@register_pass
+class Partition(Pass):
+    """Check every node against a target and plan acyclic, cost-aware partitions.
+
+    Runs shape inference, checks each node with the target's rules (every failing rule is a
+    reason with a fix where one exists), keeps QDQ node units and the target's fused patterns
+    together, groups supported units into partitions that keep the graph acyclic, and sends back
+    to the CPU any partition whose estimated gain does not pay for its transfers and dispatch
+    (see docs/targets.md). The model is not changed; the plan goes to the ``lower`` pass.
+    A model that already holds partitions for the target is not partitioned again.
+    """
+
+    name = "partition"
+    provides = (PARTITION_PLAN,)
+
+    @dataclass(frozen=True)
+    class Options(PartitionOptions):
+        #: A target name, a .toml path, or a :class:`~mapc.targets.Target`.
+        target: Any = field(default=DEFAULT_TARGET, metadata=flag(
+            "--target", f"target to compile for: {DEFAULT_TARGET} (the default when the flag has no value), cpu, "
+            "ethos-u55, or a TOML description", metavar="NAME|FILE.toml", const=DEFAULT_TARGET))
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        options = self.options
+        target = options.target if isinstance(options.target, Target) else get_target(str(options.target))
+        if options.min_partition_ops < 1:
+            raise UsageError("--min-partition-ops must be at least 1")
+        if options.max_partitions is not None and options.max_partitions < 0:
+            raise UsageError("--max-partitions must be 0 or more")
+        settings = PartitionOptions(
+            min_partition_ops=options.min_partition_ops,
+            max_partitions=options.max_partitions,
+            cpu_ops=validate_cpu_ops(options.cpu_ops),
+            cost_model=options.cost_model,
+        )
+        plan = plan_partitions(model, target, settings, dims=ctx.dims, progress=ctx.progress)
+        ctx.facts[PARTITION_PLAN] = plan
+        on_target = sum(len(s.nodes) for s in plan.segments if s.on_target)
+        notes = []
+        if not plan.model_view.shapes_inferred:
+            notes.append(Note("partition.no-shapes", "onnx shape inference failed on this model; shape rules see unknown shapes", severity="warning"))
+        return PassResult(
+            changed=False,
+            counters={"partitions": len(plan.partitions), "nodes_on_target": on_target, "nodes_on_cpu": len(plan.model_view.nodes) - on_target},
+            notes=notes,
+        )

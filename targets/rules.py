@@ -1,13 +1,13 @@
-"""Constraint rules: small functions whose docstring is the rule a user reads.
+"""Constraints: small functions whose docstring is the rule a user reads.
 
-A rule is a function ``constraint_*(node: NodeFacts, target: Target) -> (ok, detail)``
+A constraint is a function ``constraint_*(node: NodeView, target: Target) -> (ok, detail)``
 registered with :func:`constraint`. Its docstring's first line is the rule in one sentence,
 with limits written as ``{conv.max_stride}`` and filled in from the target record; further
 lines explain it. ``detail`` says what this node has ("strides are 4x4").
 
-A node is supported when **any allow rule** passes and **no veto** fails (the composition
-ExecuTorch's Arm backend and torch.fx use). Rules that read a limit the target leaves unset are
-not part of that target (``when``). The same rule objects produce fallback reasons,
+A node is supported when **any allow constraint** passes and **no veto** fails (the composition
+ExecuTorch's Arm backend and torch.fx use). Constraints that read a limit the target leaves unset
+are not part of that target (``when``). The same :class:`Constraint` objects produce fallback reasons,
 ``mapc targets --show`` and ``docs/targets/<name>.md``.
 """
 
@@ -18,30 +18,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from mapc.targets.facts import NodeFacts
+from mapc.ir.notes import Note
 from mapc.targets.spec import Target, TargetKind
+from mapc.targets.views import NodeView
 
-Check = Callable[[NodeFacts, Target], "tuple[bool, str]"]
-FixHint = Callable[[NodeFacts, Target, str], "str | None"]
-
-
-@dataclass(frozen=True)
-class Reason:
-    """Why one node cannot run on the target: a stable code, a sentence, and a fix if one exists."""
-
-    code: str
-    message: str
-    fix: str | None = None
-
-    def as_dict(self) -> dict[str, str]:
-        record = {"code": self.code, "message": self.message}
-        if self.fix:
-            record["fix"] = self.fix
-        return record
+Check = Callable[[NodeView, Target], "tuple[bool, str]"]
+FixHint = Callable[[NodeView, Target, str], "str | None"]
 
 
 @dataclass(frozen=True)
-class Rule:
+class Constraint:
     """One registered constraint function and where it applies."""
 
     code: str
@@ -67,17 +53,18 @@ class Rule:
     def applies_to(self, op: str) -> bool:
         return self.ops is None or op in self.ops
 
-    def suggest(self, node: NodeFacts, target: Target, detail: str) -> str | None:
+    def suggest(self, node: NodeView, target: Target, detail: str) -> str | None:
         if self.fix is None or isinstance(self.fix, str):
             return self.fix
         return self.fix(node, target, detail)
 
-    def reason(self, node: NodeFacts, target: Target, detail: str) -> Reason:
+    def reason(self, node: NodeView, target: Target, detail: str) -> Note:
+        """Why ``node`` fails this constraint: the rule's sentence, what the node has, the fix."""
         sentence = self.summary(target).rstrip(".")
-        return Reason(self.code, f"{sentence}; {detail}" if detail else sentence, self.suggest(node, target, detail))
+        return Note(self.code, f"{sentence}; {detail}" if detail else sentence, fix=self.suggest(node, target, detail))
 
 
-_RULES: list[Rule] = []
+_CONSTRAINTS: list[Constraint] = []
 
 
 def constraint(
@@ -89,43 +76,43 @@ def constraint(
     when: Callable[[Target], bool] = lambda target: True,
     fix: FixHint | str | None = None,
 ) -> Callable[[Check], Check]:
-    """Register a ``constraint_*`` function as a rule (see the module docstring)."""
+    """Register a ``constraint_*`` function as a :class:`Constraint` (see the module docstring)."""
 
     def register(check: Check) -> Check:
         if not check.__name__.startswith("constraint_") or not (check.__doc__ or "").strip():
-            raise ValueError(f"{check.__name__}: a rule is a documented constraint_* function")
-        if any(rule.code == code for rule in _RULES):
-            raise ValueError(f"rule code {code!r} is already registered")
-        _RULES.append(Rule(code, kind, check, None if ops is None else frozenset(ops), kinds, when, fix))
+            raise ValueError(f"{check.__name__}: a constraint is a documented constraint_* function")
+        if any(registered.code == code for registered in _CONSTRAINTS):
+            raise ValueError(f"constraint code {code!r} is already registered")
+        _CONSTRAINTS.append(Constraint(code, kind, check, None if ops is None else frozenset(ops), kinds, when, fix))
         return check
 
     return register
 
 
-def registered_rules() -> list[Rule]:
-    """Every registered rule, in registration order (:mod:`mapc.targets.constraints` holds the built-in ones)."""
-    return list(_RULES)
+def registered_constraints() -> list[Constraint]:
+    """Every registered constraint, in registration order (:mod:`mapc.targets.constraints` holds the built-in ones)."""
+    return list(_CONSTRAINTS)
 
 
-def evaluate(node: NodeFacts, target: Target, rules: list[Rule]) -> list[Reason]:
+def evaluate(node: NodeView, target: Target, constraints: list[Constraint]) -> list[Note]:
     """Every reason ``node`` cannot run on ``target`` (empty when it can)."""
-    applicable = [rule for rule in rules if rule.applies_to(node.op)]
-    allows = [rule for rule in applicable if rule.kind == "allow"]
-    reasons: list[Reason] = []
+    applicable = [c for c in constraints if c.applies_to(node.op)]
+    allows = [c for c in applicable if c.kind == "allow"]
+    reasons: list[Note] = []
     refusals = []
-    for rule in allows:
-        ok, detail = rule.check(node, target)
+    for allow in allows:
+        ok, detail = allow.check(node, target)
         if ok:
             break
-        refusals.append((rule, detail))
+        refusals.append((allow, detail))
     else:
         if refusals:
-            rule, detail = refusals[0]
+            first, _ = refusals[0]
             details = "; ".join(d for _, d in refusals if d)
-            reasons.append(Reason("op.not-supported", details or f"{node.op} is not supported", rule.suggest(node, target, details)))
-    for rule in applicable:
-        if rule.kind == "veto":
-            ok, detail = rule.check(node, target)
+            reasons.append(Note("op.not-supported", details or f"{node.op} is not supported", fix=first.suggest(node, target, details)))
+    for veto in applicable:
+        if veto.kind == "veto":
+            ok, detail = veto.check(node, target)
             if not ok:
-                reasons.append(rule.reason(node, target, detail))
+                reasons.append(veto.reason(node, target, detail))
     return reasons

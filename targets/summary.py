@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mapc.targets.constraints import rules_for
+from mapc.targets.constraints import constraints_for
 from mapc.targets.partition import Plan, Segment
 
 #: Rule text for reason codes that do not come from a constraint function.
@@ -43,14 +43,14 @@ def target_summary(plan: Plan) -> dict[str, Any]:
 def _on_target(plan: Plan) -> set[int]:
     """Nodes the target runs: those in partitions, or for the host itself every node it has a kernel for."""
     if plan.target.is_host:
-        return {node.index for node in plan.facts.nodes if not plan.reasons.get(node.index)}
+        return {node.index for node in plan.model_view.nodes if not plan.reasons.get(node.index)}
     return {node for segment in plan.segments if segment.on_target for node in segment.nodes}
 
 
 def coverage(plan: Plan) -> dict[str, Any]:
     """How much of the model runs on the target, by nodes and by MACs."""
     on_target = _on_target(plan)
-    nodes_total = len(plan.facts.nodes)
+    nodes_total = len(plan.model_view.nodes)
     macs_total = sum(work.macs for work in plan.work)
     macs_on_target = sum(plan.work[i].macs for i in on_target)
     return {
@@ -70,7 +70,7 @@ def partitions(plan: Plan) -> list[dict[str, Any]]:
 
 
 def _segment(plan: Plan, segment: Segment) -> dict[str, Any]:
-    nodes = [plan.facts.nodes[i] for i in segment.nodes]
+    nodes = [plan.model_view.nodes[i] for i in segment.nodes]
     record: dict[str, Any] = {
         "id": segment.id,
         "device": segment.device,
@@ -97,13 +97,13 @@ def fallback(plan: Plan) -> list[dict[str, Any]]:
     """Every node left on the CPU, with all its reasons and the fixes that would help."""
     entries = []
     for index in _cpu_nodes(plan):
-        facts = plan.facts.nodes[index]
+        view = plan.model_view.nodes[index]
         reasons = plan.reasons.get(index, [])
         fixes = list(dict.fromkeys(r.fix for r in reasons if r.fix))
         entries.append(
             {
-                "node": facts.label,
-                "op_type": facts.op,
+                "node": view.label,
+                "op_type": view.op,
                 "reasons": [{"code": r.code, "message": r.message} for r in reasons],
                 "fix": "; ".join(fixes) if fixes else None,
             }
@@ -113,10 +113,10 @@ def fallback(plan: Plan) -> list[dict[str, Any]]:
 
 def fallback_by_reason(plan: Plan) -> list[dict[str, Any]]:
     """Fallback grouped by reason code: the rule, how many nodes, which ops, examples, the fix."""
-    rule_text = {rule.code: rule.summary(plan.target) for rule in rules_for(plan.target)}
+    rule_text = {rule.code: rule.summary(plan.target) for rule in constraints_for(plan.target)}
     groups: dict[str, dict[str, Any]] = {}
     for index in _cpu_nodes(plan):
-        node = plan.facts.nodes[index]
+        node = plan.model_view.nodes[index]
         for reason in plan.reasons.get(index, []):
             group = groups.setdefault(reason.code, {"ops": Counter(), "examples": [], "fixes": {}, "nodes": 0})
             group["nodes"] += 1
@@ -141,7 +141,7 @@ def fallback_by_reason(plan: Plan) -> list[dict[str, Any]]:
 def _cpu_nodes(plan: Plan) -> list[int]:
     """Nodes left to the CPU (for the host target: the nodes it cannot run)."""
     on_target = _on_target(plan)
-    return [node.index for node in plan.facts.nodes if node.index not in on_target]
+    return [node.index for node in plan.model_view.nodes if node.index not in on_target]
 
 
 def estimate(plan: Plan) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Checking every node against a target: supported, or every reason it is not.
 
-:func:`check_support` evaluates the target's rules (:mod:`mapc.targets.rules`) on each node's
-facts and adds the user's forced fallbacks (``--cpu-ops``). ``Constant`` nodes are data and
+:func:`check_support` evaluates the target's constraints (:mod:`mapc.targets.rules`) on each node's
+views and adds the user's forced fallbacks (``--cpu-ops``). ``Constant`` nodes are data and
 always follow their readers; nodes already lowered into the target's domain stay where they are.
 """
 
@@ -13,18 +13,19 @@ from dataclasses import dataclass, field
 import onnx.defs
 
 from mapc.ir.errors import UsageError
-from mapc.targets.constraints import rules_for
-from mapc.targets.facts import ModelFacts, NodeFacts
-from mapc.targets.rules import Reason, evaluate
+from mapc.ir.notes import Note
+from mapc.targets.constraints import constraints_for
+from mapc.targets.rules import evaluate
 from mapc.targets.spec import Target
+from mapc.targets.views import ModelView, NodeView
 
 
 @dataclass
 class NodeSupport:
     """The verdict for one node: no reasons means the target runs it."""
 
-    facts: NodeFacts
-    reasons: list[Reason] = field(default_factory=list)
+    view: NodeView
+    reasons: list[Note] = field(default_factory=list)
     lowered: bool = False
 
     @property
@@ -41,30 +42,30 @@ PROGRESS_EVERY = 1000
 
 
 def check_support(
-    facts: ModelFacts,
+    model_view: ModelView,
     target: Target,
     *,
     cpu_ops: Iterable[str] = (),
     progress: Callable[[str, int | None, int | None], None] | None = None,
 ) -> list[NodeSupport]:
-    """One :class:`NodeSupport` per node of ``facts``, in the same order."""
+    """One :class:`NodeSupport` per node of ``model_view``, in the same order."""
     forced = frozenset(cpu_ops)
-    rules = rules_for(target)
+    rules = constraints_for(target)
     verdicts = []
-    for count, node in enumerate(facts.nodes):
+    for count, node in enumerate(model_view.nodes):
         if progress is not None and count % PROGRESS_EVERY == 0:
-            progress(f"checking nodes against {target.name}", count, len(facts.nodes))
+            progress(f"checking nodes against {target.name}", count, len(model_view.nodes))
         if is_lowered(node, target):
             verdicts.append(NodeSupport(node, lowered=True))
             continue
         reasons = [] if node.op == "Constant" else evaluate(node, target, rules)
         if node.op in forced:
-            reasons.append(Reason("user.cpu-ops", f"{node.op} is forced to the CPU by --cpu-ops"))
+            reasons.append(Note("user.cpu-ops", f"{node.op} is forced to the CPU by --cpu-ops"))
         verdicts.append(NodeSupport(node, reasons))
     return verdicts
 
 
-def is_lowered(node: NodeFacts, target: Target) -> bool:
+def is_lowered(node: NodeView, target: Target) -> bool:
     """True for a partition node mapc already lowered for ``target`` (a call into its domain)."""
     return not target.is_host and node.node.domain == target.domain
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import onnx_graphsurgeon as gs
 
 from mapc.ir import producer
+from mapc.ir.graph import is_default_domain
 
 
 @dataclass
@@ -66,7 +67,7 @@ def atomic_units(graph: gs.Graph, fused_patterns: Sequence[Sequence[str]] = ()) 
         return reader if id(reader) in index_of else None
 
     for index, node in enumerate(nodes):
-        if node.op in ("QuantizeLinear", "DequantizeLinear", "Constant") or node.domain not in ("", None):
+        if node.op in ("QuantizeLinear", "DequantizeLinear", "Constant") or not is_default_domain(node):
             continue
         members = [index]
         for tensor in node.inputs:

@@ -42,7 +42,7 @@ def test_html_report_renders_with_summary_fallback_and_graph(chromium, tmp_path)
     source = page.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?https?:""", source), "the page must not load anything from the network"
     dom = render(chromium, page)
-    nodes = len(result.plan.facts.nodes)
+    nodes = len(result.plan.model_view.nodes)
     assert f'data-graph-nodes="{nodes}"' in dom, "the browser found every node of the graph"
     width = int(re.search(r'data-graph-width="(\d+)"', dom).group(1))
     assert width > 100, "the SVG was laid out"

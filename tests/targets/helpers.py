@@ -10,10 +10,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from mapc.ir import load
 from mapc.targets import get_target
-from mapc.targets.constraints import rules_for
-from mapc.targets.facts import collect_facts
-from mapc.targets.rules import Reason, evaluate
+from mapc.targets.constraints import constraints_for
+from mapc.targets.rules import evaluate
 from mapc.targets.spec import OpSet, Performance, Target, TensorLimits
+from mapc.targets.views import view_model
 from tests.conftest import make_model
 
 F = TensorProto.FLOAT
@@ -61,15 +61,15 @@ def reasons_for(
     extra_nodes: Sequence[onnx.NodeProto] = (),
     after_nodes: Sequence[onnx.NodeProto] = (),
     opset: int = 18,
-) -> list[Reason]:
+) -> list[Note]:
     """Every reason ``target`` refuses ``node`` (between ``extra_nodes`` and ``after_nodes``)."""
     model = load(make_model([*extra_nodes, node, *after_nodes], inputs, outputs, initializers, opset=opset))
-    facts = collect_facts(model)
-    subject = next(n for n in facts.nodes if n.node.name == node.name)
-    return evaluate(subject, target, rules_for(target))
+    model_view = view_model(model)
+    subject = next(n for n in model_view.nodes if n.node.name == node.name)
+    return evaluate(subject, target, constraints_for(target))
 
 
-def codes(reasons: Sequence[Reason]) -> list[str]:
+def codes(reasons: Sequence[Note]) -> list[str]:
     return [reason.code for reason in reasons]
 
 

@@ -9,8 +9,8 @@ from onnx import TensorProto, helper
 from mapc.ir import load
 from mapc.targets import PartitionOptions, plan_partitions
 from mapc.targets.cost import Work, bytes_per_element, node_seconds, node_work
-from mapc.targets.facts import collect_facts
 from mapc.targets.spec import Performance
+from mapc.targets.views import view_model
 from tests.conftest import make_model
 from tests.targets.helpers import NPU, TOY_OPS, const, info, toy_target
 
@@ -18,8 +18,8 @@ F = TensorProto.FLOAT
 
 
 def work_of(nodes, inputs, outputs, initializers=(), opset=18, index=-1, dims=None):
-    facts = collect_facts(load(make_model(nodes, inputs, outputs, initializers, opset=opset)))
-    return node_work(facts.nodes[index], dims or {})
+    model_view = view_model(load(make_model(nodes, inputs, outputs, initializers, opset=opset)))
+    return node_work(model_view.nodes[index], dims or {})
 
 
 def test_conv_macs_are_output_elements_times_kernel_volume():

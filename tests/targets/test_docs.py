@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mapc.cli import main
-from mapc.targets import BUILTIN_TARGETS, rules_for
+from mapc.targets import BUILTIN_TARGETS, constraints_for
 from mapc.targets.docs import target_markdown
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -21,7 +21,7 @@ def test_committed_target_pages_are_current():
 def test_every_rule_text_is_on_the_page():
     for target in BUILTIN_TARGETS.values():
         page = target_markdown(target)
-        for rule in rules_for(target):
+        for rule in constraints_for(target):
             assert f"`{rule.code}`" in page and rule.text(target) in page
 
 

@@ -39,7 +39,7 @@ def weighted_chain():
 
 def test_partitions_become_calls_of_local_functions_that_onnxruntime_runs():
     proto = weighted_chain()
-    result = mapc.compile(proto, target=TOY, cost_model=False, verify=True)
+    result = mapc.compile(proto, target=TOY, partition={"cost_model": False}, verify=True)
     assert result.verification["ok"]
     host = result.model.graph.nodes
     assert [(n.op, n.domain) for n in host] == [("partition_0", "mapc.toy"), ("Sin", None), ("partition_1", "mapc.toy")]
@@ -58,7 +58,7 @@ def test_inline_threshold_is_small():
 
 
 def test_metadata_records_target_version_options_and_summary():
-    result = mapc.compile(weighted_chain(), target=TOY, cost_model=False, max_partitions=5, cpu_ops=["Abs"])
+    result = mapc.compile(weighted_chain(), target=TOY, partition={"cost_model": False, "max_partitions": 5, "cpu_ops": ["Abs"]})
     metadata = result.model.metadata
     assert metadata["mapc.target"] == "toy" and metadata["mapc.version"] == mapc.__version__
     options = json.loads(metadata["mapc.partition_options"])
@@ -75,7 +75,7 @@ def test_external_weights_stay_on_disk_and_in_external_data(tmp_path):
     model = load(source)
     weight = next(t for t in model.graph.tensors().values() if t.name == "w")
     assert is_lazy(weight)
-    result = mapc.compile(model, target=TOY, cost_model=False)
+    result = mapc.compile(model, target=TOY, partition={"cost_model": False})
     assert is_lazy(weight), "partitioning and lowering never read the weight"
     written = result.save(tmp_path / "out.onnx")
     assert (tmp_path / "out.onnx.data").exists()
@@ -90,7 +90,7 @@ def test_ir_version_is_raised_to_allow_functions_and_names_do_not_collide():
     proto.ir_version = 7
     existing = helper.make_function("mapc.toy", "partition_0", ["a"], ["b"], [helper.make_node("Identity", ["a"], ["b"])], [helper.make_opsetid("", 18)])
     proto.functions.append(existing)
-    result = mapc.compile(proto, target=TOY, cost_model=False, verify=True)
+    result = mapc.compile(proto, target=TOY, partition={"cost_model": False}, verify=True)
     assert result.model.ir_version == 8
     names = sorted(f.name for f in result.model.functions)
     assert names == ["partition_0", "partition_0_1", "partition_1"]
@@ -128,7 +128,7 @@ def test_emit_needs_a_target(tmp_path):
 
 
 def test_lower_without_partition_is_a_usage_error():
-    with pytest.raises(mapc.UsageError, match="needs the partition pass"):
+    with pytest.raises(mapc.UsageError, match="needs the partition plan: run 'partition' before it"):
         mapc.compile(weighted_chain(), passes="lower")
 
 
@@ -153,7 +153,7 @@ def test_real_exports_with_fixed_dims_lower_and_verify(name):
             if dim.dim_param in ("batch_size", "sequence_length"):
                 dim.dim_value = 1 if dim.dim_param == "batch_size" else 8
     del proto.graph.value_info[:]
-    result = mapc.compile(proto, target="npu", cost_model=False, verify=True)
+    result = mapc.compile(proto, target="npu", partition={"cost_model": False}, verify=True)
     assert result.verification["ok"]
     assert result.plan.partitions and result.report["coverage"]["nodes_on_target"] > 0
     assert all(entry["reasons"] for entry in result.report["fallback"])

@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from mapc.ir import load
+from mapc.ir.notes import Note
 from mapc.targets import PartitionOptions, plan_partitions
-from mapc.targets.facts import ModelFacts
-from mapc.targets.passes import Partition
-from mapc.targets.rules import Reason
+from mapc.targets.partition import Partition
 from mapc.targets.spec import OpSet
 from mapc.targets.support import NodeSupport, check_support
+from mapc.targets.views import ModelView
 from mapc.testing import assert_pass_preserves, onnx_models
 from tests.conftest import make_model
 from tests.targets.helpers import const, info, qdq_pair, toy_target
@@ -43,14 +43,14 @@ def plan_of(proto, target=TOY, options=STRUCTURE_ONLY, **kwargs):
 
 def layout(plan):
     """(partitions on the target as sets of node names in execution order, CPU node names)."""
-    names = [n.label for n in plan.facts.nodes]
+    names = [n.label for n in plan.model_view.nodes]
     partitions = [{names[i] for i in s.nodes} for s in plan.segments if s.on_target]
     cpu = {names[i] for s in plan.segments if not s.on_target for i in s.nodes}
     return partitions, cpu
 
 
 def assert_invariants(plan):
-    count = len(plan.facts.nodes)
+    count = len(plan.model_view.nodes)
     placed = sorted(i for s in plan.segments for i in s.nodes)
     assert placed == list(range(count)), "every node in exactly one segment"
     position = {i: k for k, s in enumerate(plan.segments) for i in s.nodes}
@@ -69,7 +69,7 @@ def assert_invariants(plan):
         assert len({position[m] for m in unit.members}) == 1, "atomic units are never split"
     for segment in plan.segments:
         if not segment.on_target and not plan.target.is_host:
-            silent = [plan.facts.nodes[i].label for i in segment.nodes if not plan.reasons.get(i)]
+            silent = [plan.model_view.nodes[i].label for i in segment.nodes if not plan.reasons.get(i)]
             assert not silent, f"nodes on the CPU without a reason: {silent}"
     return contracted
 
@@ -184,7 +184,7 @@ def test_zoo_lowered_model_computes_the_same_outputs(name):
 
 def test_qdq_unit_members_carry_the_reason_of_their_unsupported_member():
     plan = plan_of(qdq_unit_with_unsupported_op())
-    by_name = {plan.facts.nodes[i].label: reasons for i, reasons in plan.reasons.items()}
+    by_name = {plan.model_view.nodes[i].label: reasons for i, reasons in plan.reasons.items()}
     assert [r.code for r in by_name["x_DQ"]] == ["unit.member-unsupported"]
     assert "'s' (Sin)" in by_name["x_DQ"][0].message and "never split" in by_name["x_DQ"][0].message
     assert [r.code for r in by_name["s"]] == ["op.not-supported"]
@@ -295,10 +295,10 @@ def random_predicates(draw):
     """A support predicate that accepts an arbitrary subset of nodes (by position)."""
     accepted = draw(st.lists(st.booleans(), min_size=64, max_size=64))
 
-    def support(facts: ModelFacts, target) -> list[NodeSupport]:
+    def support(model_view: ModelView, target) -> list[NodeSupport]:
         return [
-            NodeSupport(n, [] if accepted[n.index % 64] else [Reason("test.refused", "refused by the random predicate")])
-            for n in facts.nodes
+            NodeSupport(n, [] if accepted[n.index % 64] else [Note("test.refused", "refused by the random predicate")])
+            for n in model_view.nodes
         ]
 
     return support
@@ -371,7 +371,7 @@ def test_random_qdq_models_keep_units_whole_and_outputs_equal(model, seed, targe
 def test_check_support_matches_plan_support():
     proto = diamond()
     model = load(proto)
-    from mapc.targets.facts import collect_facts
+    from mapc.targets.views import view_model
 
-    verdicts = check_support(collect_facts(model), TOY)
+    verdicts = check_support(view_model(model), TOY)
     assert [v.supported for v in verdicts] == [True, False, True, True]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from mapc.targets import rules_for
+from mapc.targets import constraints_for
 from mapc.targets.rules import constraint
 from tests.targets.helpers import (
     CPU,
@@ -87,15 +87,15 @@ def test_static_shapes_rule_names_the_input_and_suggests_input_shape():
 
 def test_unknown_and_partly_known_shapes_are_not_static():
     from mapc.ir import load
-    from mapc.targets.facts import collect_facts
     from mapc.targets.rules import evaluate
+    from mapc.targets.views import view_model
 
     custom = helper.make_node("Foo", ["x"], ["f"], name="custom", domain="vendor")
     node = helper.make_node("Relu", ["f"], ["y"], name="n")
     graph = helper.make_graph([custom, node], "g", [info("x", [2])], [info("y", 1)])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("vendor", 1)], ir_version=10)
-    facts = collect_facts(load(proto))
-    reasons = evaluate(facts.nodes[1], NPU, rules_for(NPU))
+    model_view = view_model(load(proto))
+    reasons = evaluate(model_view.nodes[1], NPU, constraints_for(NPU))
     assert "input 'f' has an unknown shape" in next(r.message for r in reasons if r.code == "shape.static")
     reshape = helper.make_node("Reshape", ["x", "s"], ["r"], name="reshape")
     relu_node = helper.make_node("Relu", ["r"], ["y"], name="n")
@@ -200,11 +200,11 @@ def test_matmul_of_two_activations_is_refused_on_ethos_only():
 def test_forced_cpu_ops_are_a_reason_of_their_own():
     from mapc.ir import load
     from mapc.targets import check_support
-    from mapc.targets.facts import collect_facts
+    from mapc.targets.views import view_model
     from tests.conftest import make_model
 
     node, inputs, outputs, _ = relu([1, 2])
-    verdicts = check_support(collect_facts(load(make_model([node], inputs, outputs))), NPU, cpu_ops=["Relu"])
+    verdicts = check_support(view_model(load(make_model([node], inputs, outputs))), NPU, cpu_ops=["Relu"])
     assert codes(verdicts[0].reasons) == ["user.cpu-ops"]
     assert "--cpu-ops" in verdicts[0].reasons[0].message
 
@@ -331,22 +331,22 @@ def test_cpu_target_checks_onnxruntime_kernels():
 
 def test_every_rule_has_a_documented_first_line_with_limits_filled_in():
     for target in (NPU, ETHOS, CPU):
-        for rule in rules_for(target):
+        for rule in constraints_for(target):
             text = rule.text(target)
             assert text and "{" not in text, (rule.code, text)
             assert rule.check.__name__.startswith("constraint_")
 
 
 def test_rules_whose_limit_is_unset_are_not_part_of_the_target():
-    npu_codes = {rule.code for rule in rules_for(NPU)}
-    ethos_codes = {rule.code for rule in rules_for(ETHOS)}
+    npu_codes = {rule.code for rule in constraints_for(NPU)}
+    ethos_codes = {rule.code for rule in constraints_for(ETHOS)}
     assert "tensor.batch" in ethos_codes and "tensor.batch" not in npu_codes
     assert "matmul.constant-weights" in ethos_codes and "matmul.constant-weights" not in npu_codes
-    assert {rule.code for rule in rules_for(CPU)} == {"ort.kernel"}
+    assert {rule.code for rule in constraints_for(CPU)} == {"ort.kernel"}
 
 
 def test_allow_rules_come_first_and_message_joins_rule_and_detail():
-    rules = rules_for(NPU)
+    rules = constraints_for(NPU)
     assert rules[0].kind == "allow" and all(rule.kind == "veto" for rule in rules[1:])
     reason = check(relu([1, 2, 3, 4, 5]), NPU, "tensor.rank")
     assert reason.message == "Tensors must have rank at most 4; input 'x' has rank 5; output 'y' has rank 5"
@@ -366,7 +366,7 @@ def test_a_rule_must_be_a_documented_constraint_function():
 def test_fused_ops_written_as_mapc_functions_are_judged_as_the_standard_op():
     import onnx_graphsurgeon as gs
 
-    from mapc.targets.facts import op_name
+    from mapc.targets.views import op_name
 
     assert op_name(gs.Node("Attention", domain="mapc")) == "Attention"
     assert op_name(gs.Node("Gelu", domain="mapc")) == "Gelu"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import mapc
-from mapc.targets import get_target, load_target_file, rules_for
+from mapc.targets import get_target, load_target_file, constraints_for
 from tests.targets.models import static_cnn
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "my_npu.toml"
@@ -44,7 +44,7 @@ def test_the_shipped_example_loads_with_every_section():
     assert target.quantization.schemes == ("a8w8",) and target.quantization.activation_types == ("int8",)
     assert target.quantization.max_opset == 17
     assert str(target) == str(EXAMPLE) and target.origin == str(EXAMPLE)
-    codes = {rule.code for rule in rules_for(target)}
+    codes = {rule.code for rule in constraints_for(target)}
     assert {"conv.kernel-area", "tensor.batch", "matmul.constant-weights", "pool.kernel-area"} <= codes
 
 

@@ -1,7 +1,7 @@
 """What the support rules look at: each node's tensors with dtypes, shapes and constness.
 
-:func:`collect_facts` runs shape inference once and describes every top-level node as a
-:class:`NodeFacts`. Dtypes are *effective*: in a QDQ model an op between DequantizeLinear and
+:func:`view_model` runs shape inference once and describes every top-level node as a
+:class:`NodeView`. Dtypes are *effective*: in a QDQ model an op between DequantizeLinear and
 QuantizeLinear computes on the quantized type, so a float tensor produced by DequantizeLinear
 counts as the DQ input's type, and a float tensor a node produces for QuantizeLinear readers only
 counts as the Q output's type; graph inputs and outputs keep the float type they really have.
@@ -29,6 +29,8 @@ from mapc.ir import (
     producer,
     standard_op,
 )
+from mapc.ir.graph import is_default_domain
+from mapc.ir.shapes import is_static_dim
 
 Dim = int | str | None
 
@@ -89,7 +91,7 @@ WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {"Conv": (1, 2), "ConvTranspose": (1
 
 
 @dataclass
-class TensorFacts:
+class TensorView:
     """One tensor as a rule sees it.
 
     ``dtype`` is the effective type (see the module docstring), ``stored_dtype`` the graph's;
@@ -114,21 +116,21 @@ class TensorFacts:
 
 
 @dataclass
-class NodeFacts:
+class NodeView:
     """One node with its tensors (None for an omitted optional input) and attributes."""
 
     node: gs.Node
     index: int
     label: str
     op: str
-    inputs: list[TensorFacts | None]
-    outputs: list[TensorFacts]
-    model: ModelFacts = field(repr=False)
+    inputs: list[TensorView | None]
+    outputs: list[TensorView]
+    model: ModelView = field(repr=False)
 
     def attr(self, name: str, default: Any = None) -> Any:
         return self.node.attrs.get(name, default)
 
-    def input(self, index: int) -> TensorFacts | None:
+    def input(self, index: int) -> TensorView | None:
         return self.inputs[index] if index < len(self.inputs) else None
 
     def constant_ints(self, index: int) -> list[int] | None:
@@ -143,7 +145,7 @@ class NodeFacts:
             return None
         return [int(v) for v in np.asarray(value).ravel()]
 
-    def data_tensors(self) -> Iterator[tuple[str, TensorFacts]]:
+    def data_tensors(self) -> Iterator[tuple[str, TensorView]]:
         """Tensors the data dtype rule checks: inputs that are not parameters or biases, and outputs."""
         skip = set(PARAMETER_INPUTS.get(self.op, ())) | set(BIAS_INPUTS.get(self.op, ()))
         for position, tensor in enumerate(self.inputs):
@@ -152,7 +154,7 @@ class NodeFacts:
         for tensor in self.outputs:
             yield f"output {tensor.name!r}", tensor
 
-    def all_tensors(self) -> Iterator[tuple[str, TensorFacts]]:
+    def all_tensors(self) -> Iterator[tuple[str, TensorView]]:
         """Every input (parameters included) and output."""
         for tensor in self.inputs:
             if tensor is not None:
@@ -160,7 +162,7 @@ class NodeFacts:
         for tensor in self.outputs:
             yield f"output {tensor.name!r}", tensor
 
-    def shaped_tensors(self) -> Iterator[tuple[str, TensorFacts]]:
+    def shaped_tensors(self) -> Iterator[tuple[str, TensorView]]:
         """Tensors whose shape the device must know: data and weights, not tiny parameters."""
         parameters = set(PARAMETER_INPUTS.get(self.op, ()))
         for position, tensor in enumerate(self.inputs):
@@ -171,19 +173,19 @@ class NodeFacts:
 
 
 @dataclass
-class ModelFacts:
-    """Model-wide facts: which graph input axes carry each symbolic dim, the opset, every node."""
+class ModelView:
+    """The model as the rules see it: which graph input axes carry each symbolic dim, the opset, every node."""
 
     graph: gs.Graph = field(repr=False)
     opset: int
     dim_sources: dict[str, list[tuple[str, int]]]
     input_shapes: dict[str, tuple[Dim, ...]]
     shapes_inferred: bool
-    nodes: list[NodeFacts] = field(default_factory=list)
-    _tensors: dict[int, TensorFacts] = field(default_factory=dict, repr=False)
+    nodes: list[NodeView] = field(default_factory=list)
+    _tensors: dict[int, TensorView] = field(default_factory=dict, repr=False)
 
-    def describe(self, tensor: gs.Tensor) -> TensorFacts:
-        """The facts of any tensor of the graph (computed once per tensor)."""
+    def describe(self, tensor: gs.Tensor) -> TensorView:
+        """The view of any tensor of the graph (computed once per tensor)."""
         known = self._tensors.get(id(tensor))
         if known is None:
             known = _describe_tensor(self.graph, tensor)
@@ -191,7 +193,7 @@ class ModelFacts:
         return known
 
 
-def collect_facts(model: Model) -> ModelFacts:
+def view_model(model: Model) -> ModelView:
     """Run shape inference and describe every top-level node of ``model`` (in graph order)."""
     inferred = infer_shapes(model)
     graph = model.graph
@@ -201,7 +203,7 @@ def collect_facts(model: Model) -> ModelFacts:
         for axis, dim in enumerate(tensor.shape or []):
             if isinstance(dim, str):
                 dim_sources.setdefault(dim, []).append((tensor.name, axis))
-    facts = ModelFacts(
+    view = ModelView(
         graph=graph,
         opset=model.opset,
         dim_sources=dim_sources,
@@ -209,18 +211,18 @@ def collect_facts(model: Model) -> ModelFacts:
         shapes_inferred=inferred,
     )
     for index, node in enumerate(graph.nodes):
-        facts.nodes.append(
-            NodeFacts(
+        view.nodes.append(
+            NodeView(
                 node=node,
                 index=index,
                 label=node_label(node, index),
                 op=op_name(node),
-                inputs=[None if _omitted(t) else facts.describe(t) for t in node.inputs],
-                outputs=[facts.describe(t) for t in node.outputs if not _omitted(t)],
-                model=facts,
+                inputs=[None if _omitted(t) else view.describe(t) for t in node.inputs],
+                outputs=[view.describe(t) for t in node.outputs if not _omitted(t)],
+                model=view,
             )
         )
-    return facts
+    return view
 
 
 def node_label(node: gs.Node, index: int) -> str:
@@ -243,7 +245,7 @@ def is_constant(tensor: gs.Tensor) -> bool:
     if isinstance(tensor, gs.Constant):
         return True
     source = producer(tensor)
-    return source is not None and source.op == "Constant" and source.domain in ("", None)
+    return source is not None and source.op == "Constant" and is_default_domain(source)
 
 
 @functools.lru_cache(maxsize=None)
@@ -262,12 +264,12 @@ def _omitted(tensor: gs.Tensor) -> bool:
 
 
 def _dim(dim: Any) -> Dim:
-    if isinstance(dim, (int, np.integer)):
-        return int(dim) if dim >= 0 else None
+    if is_static_dim(dim):
+        return int(dim)
     return dim if isinstance(dim, str) else None
 
 
-def _describe_tensor(graph: gs.Graph, tensor: gs.Tensor) -> TensorFacts:
+def _describe_tensor(graph: gs.Graph, tensor: gs.Tensor) -> TensorView:
     constant = is_constant(tensor)
     stored = dtype_name(tensor.dtype)
     shape = None if tensor.shape is None else tuple(_dim(d) for d in tensor.shape)
@@ -286,7 +288,7 @@ def _describe_tensor(graph: gs.Graph, tensor: gs.Tensor) -> TensorFacts:
             quantized_types = {dtype_name(r.outputs[0].dtype) for r in readers if r.outputs}
             if len(quantized_types) == 1 and None not in quantized_types:
                 effective = quantized_types.pop()
-    return TensorFacts(tensor.name, effective, stored, shape, constant, weight)
+    return TensorView(tensor.name, effective, stored, shape, constant, weight)
 
 
 def dims_text(shape: Sequence[Dim] | None) -> str:
