@@ -17,26 +17,29 @@ The Python API in brief::
 """
 
 from mapc.api import CompileResult, compile
-from mapc.ir import Model, load, save
-from mapc.ir.errors import (
+from mapc.ir import (
     CheckFailed,
     MapcError,
+    Model,
     ModelError,
     OutputError,
     UsageError,
     VerificationError,
+    __version__,
+    load,
+    save,
 )
-from mapc.ir.version import __version__
 from mapc.options import CompileOptions, default_pipeline
 from mapc.passes import (
+    Fixpoint,
     Note,
     Pass,
     PassContext,
+    PassManager,
     PassResult,
     register_pass,
     registered_passes,
 )
-from mapc.passes.pipeline import Fixpoint, PassManager
 
 __all__ = [
     "CheckFailed",

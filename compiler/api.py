@@ -22,15 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mapc.ir import Model, count_nodes, is_default_domain, load, save, seeded_inputs
-from mapc.ir.errors import UsageError, VerificationError
-from mapc.ir.model import ModelSource
-from mapc.ir.version import __version__
+from mapc.ir import Model, ModelSource, UsageError, VerificationError, __version__, count_nodes, is_default_domain, load, save, seeded_inputs
 from mapc.options import CompileOptions
-from mapc.passes import Facts, PassContext
-from mapc.passes.fix_shapes import check_dim_names, resolve_dims
-from mapc.passes.pipeline import PassManager, PassRecord, ProgressHook, flatten_steps
-from mapc.passes.verify import Verifier
+from mapc.passes import Facts, PassContext, PassManager, PassRecord, ProgressHook, Verifier, check_dim_names, flatten_steps, resolve_dims
 from mapc.targets import PARTITION_PLAN, Plan, Target, emit_partitions, get_target, plan_report
 
 #: Version of the report's keys (docs/report-schema.md); bumped only if a key is removed or changes meaning.

@@ -27,17 +27,18 @@ from mapc.api import compile as compile_model
 from mapc.cli_flags import add_compile_flags, compile_options_from_flags
 from mapc.cli_targets import add_target_arguments, add_targets_command
 from mapc.inspection import summarize
-from mapc.ir import load, save
-from mapc.ir.errors import (
+from mapc.ir import (
     EXIT_INTERNAL,
     EXIT_OK,
     MapcError,
     OutputError,
     UsageError,
     VerificationError,
+    __version__,
+    load,
+    same_file,
+    save,
 )
-from mapc.ir.external import same_file
-from mapc.ir.version import __version__
 from mapc.passes import MASK_INPUTS, registered_passes
 from mapc.progress import PassProgress
 from mapc.report import REPORT_SUFFIXES, print_result, write_report

@@ -17,12 +17,9 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mapc.ir.errors import UsageError
+from mapc.ir import UsageError
 from mapc.options import CompileOptions, default_pipeline
-from mapc.passes import registered_passes
-from mapc.passes.base import convert_option
-from mapc.passes.flags import Flag, flagged_fields
-from mapc.passes.pipeline import build_pipeline, flatten_steps
+from mapc.passes import Flag, build_pipeline, convert_option, flagged_fields, flatten_steps, registered_passes
 
 
 def add_flags(parser: argparse._ActionsContainer, options_classes: Iterable[type], added: set[str] | None = None) -> None:

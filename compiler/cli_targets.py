@@ -16,9 +16,8 @@ from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
 
-from mapc.ir.errors import EXIT_OK
-from mapc.targets import DEFAULT_TARGET, builtin_targets, constraints_for, get_target
-from mapc.targets.docs import target_markdown
+from mapc.ir import EXIT_OK
+from mapc.targets import DEFAULT_TARGET, builtin_targets, constraints_for, get_target, target_markdown
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:

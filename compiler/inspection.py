@@ -9,11 +9,7 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, constant_nbytes, count_nodes
-from mapc.ir.dim_expr import symbols_of
-from mapc.ir.external import ExternalValues
-from mapc.ir.graph import is_default_domain
-from mapc.ir.shapes import is_static_dim
+from mapc.ir import ExternalValues, Model, constant_nbytes, count_nodes, is_default_domain, is_static_dim, symbols_of
 
 
 def summarize(model: Model) -> dict[str, Any]:

@@ -16,23 +16,22 @@ from typing import Any
 
 import numpy as np
 
-from mapc.ir.compare import Tolerance
-from mapc.ir.errors import UsageError
-from mapc.passes import Pass, get_pass
-from mapc.passes.bindings import Binding
-from mapc.passes.flags import flag
-from mapc.passes.pipeline import (
+from mapc.ir import Tolerance, UsageError
+from mapc.passes import (
+    Binding,
+    Pass,
     Step,
     StepSpec,
     build_pipeline,
+    flag,
     flatten_steps,
+    get_pass,
     map_passes,
     with_options,
     with_pass_options,
 )
-from mapc.passes.quantize import get_scheme
+from mapc.passes.quantize import QUANT_TYPES, get_scheme
 from mapc.passes.quantize import resolve as resolve_quantization
-from mapc.passes.quantize.qtypes import QUANT_TYPES
 from mapc.targets import Target
 
 

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mapc.api import CompileResult
-from mapc.ir.errors import OutputError
+from mapc.ir import OutputError
 from mapc.report_html import render_html
 from mapc.report_rows import accuracy_target_text, quantization_offender_rows, quantization_output_rows
 

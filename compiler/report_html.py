@@ -13,7 +13,7 @@ from html import escape
 from typing import Any
 
 from mapc.graph_svg import render_svg, segment_colour
-from mapc.ir.version import __version__
+from mapc.ir import __version__
 from mapc.report_rows import accuracy_target_text, quantization_offender_rows, quantization_output_rows
 from mapc.targets import Plan
 

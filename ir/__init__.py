@@ -8,14 +8,21 @@
 * :func:`run`, :class:`Runner`, :func:`run_nodes`, :func:`seeded_inputs`: evaluation in onnxruntime.
 """
 
-from mapc.ir.evaluate import OnnxRuntimeError, Runner, make_session, run, run_nodes, seeded_inputs
+from mapc.ir.compare import OutputComparison, Tolerance, check_valid, compare_outputs
+from mapc.ir.dim_expr import evaluate_dim, solve_dim, symbols_of
+from mapc.ir.errors import EXIT_INTERNAL, EXIT_OK, CheckFailed, MapcError, ModelError, OutputError, UsageError, VerificationError
+from mapc.ir.evaluate import DEFAULT_DIM, OnnxRuntimeError, Runner, make_session, random_array, run, run_nodes, seeded_inputs
+from mapc.ir.external import ExternalValues, iter_chunks, same_file
 from mapc.ir.graph import (
     MAPC_DOMAIN,
+    SHAPE_READERS,
     can_take_name,
     constant_nbytes,
+    constant_tensor,
     constant_value,
     consumers,
     count_nodes,
+    int_constant,
     is_default_domain,
     is_graph_input,
     is_graph_output,
@@ -26,40 +33,104 @@ from mapc.ir.graph import (
     remove_dead_nodes,
     remove_nodes,
     replace_all_uses,
+    scalar_value,
+    small_constant,
     standard_op,
     toposort,
 )
-from mapc.ir.model import Model, load, save
-from mapc.ir.shapes import infer_shapes, is_static
+from mapc.ir.gs_compat import remember_lost_parts, set_overload
+from mapc.ir.model import Model, ModelSource, load, save
+from mapc.ir.notes import Note
+from mapc.ir.pattern import COMMUTATIVE_OPS, Alt, Match, const, op, product, var
+from mapc.ir.rewrite import NearMiss, NoMatch, PatternRule, RewriteContext, Rule, RuleReport, apply_rules, rule, rule_details, rule_names, rule_notes
+from mapc.ir.runtime_limits import runtime_limits
+from mapc.ir.shapes import SKELETON_INLINE_BYTES, infer_shapes, is_static, is_static_dim, same_dtype, static_shape
+from mapc.ir.version import __version__
+from mapc.ir.walk import sole_reader, walk
 
 __all__ = [
+    "COMMUTATIVE_OPS",
+    "DEFAULT_DIM",
+    "EXIT_INTERNAL",
+    "EXIT_OK",
     "MAPC_DOMAIN",
+    "SHAPE_READERS",
+    "SKELETON_INLINE_BYTES",
+    "Alt",
+    "CheckFailed",
+    "ExternalValues",
+    "MapcError",
+    "Match",
     "Model",
+    "ModelError",
+    "ModelSource",
+    "NearMiss",
+    "NoMatch",
+    "Note",
     "OnnxRuntimeError",
-    "can_take_name",
+    "OutputComparison",
+    "OutputError",
+    "PatternRule",
+    "RewriteContext",
+    "Rule",
+    "RuleReport",
     "Runner",
+    "Tolerance",
+    "UsageError",
+    "VerificationError",
+    "__version__",
+    "apply_rules",
+    "can_take_name",
+    "check_valid",
+    "compare_outputs",
+    "const",
     "constant_nbytes",
+    "constant_tensor",
     "constant_value",
     "consumers",
     "count_nodes",
+    "evaluate_dim",
     "infer_shapes",
+    "int_constant",
     "is_default_domain",
     "is_graph_input",
     "is_graph_output",
     "is_lazy",
     "is_static",
-    "peek_bytes",
-    "peek_values",
+    "is_static_dim",
+    "iter_chunks",
     "load",
     "make_session",
+    "op",
+    "peek_bytes",
+    "peek_values",
     "producer",
+    "product",
+    "random_array",
+    "remember_lost_parts",
     "remove_dead_nodes",
     "remove_nodes",
     "replace_all_uses",
+    "rule",
+    "rule_details",
+    "rule_names",
+    "rule_notes",
     "run",
     "run_nodes",
+    "runtime_limits",
+    "same_dtype",
+    "same_file",
     "save",
+    "scalar_value",
     "seeded_inputs",
+    "set_overload",
+    "small_constant",
+    "sole_reader",
+    "solve_dim",
     "standard_op",
+    "static_shape",
+    "symbols_of",
     "toposort",
+    "var",
+    "walk",
 ]

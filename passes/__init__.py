@@ -16,27 +16,48 @@ from mapc.passes import (  # noqa: F401  (registers the built-in passes)
     upgrade_opset,
 )
 from mapc.passes.attention_mask.facts import MASK_INPUTS, MaskInputs
-from mapc.passes.base import Note, Pass, PassContext, PassResult
+from mapc.passes.base import Note, Pass, PassContext, PassResult, convert_option
+from mapc.passes.bindings import Binding
 from mapc.passes.facts import Fact, Facts
-from mapc.passes.flags import flag
+from mapc.passes.fix_shapes import check_dim_names, resolve_dims
+from mapc.passes.flags import Flag, flag, flagged_fields
+from mapc.passes.pipeline import Fixpoint, PassManager, PassRecord, ProgressHook, Step, StepSpec, build_pipeline, flatten_steps, map_passes, with_options, with_pass_options
 from mapc.passes.registry import get_pass, has_pass, register_pass, registered_passes
 from mapc.passes.shape_ops import SHAPES
-from mapc.passes.verify import UNDEFINED_OUTPUTS
+from mapc.passes.verify import UNDEFINED_OUTPUTS, Verifier
 
 __all__ = [
     "MASK_INPUTS",
     "SHAPES",
     "UNDEFINED_OUTPUTS",
+    "Binding",
     "Fact",
     "Facts",
-    "flag",
+    "Fixpoint",
+    "Flag",
     "MaskInputs",
     "Note",
     "Pass",
     "PassContext",
+    "PassManager",
+    "PassRecord",
     "PassResult",
+    "ProgressHook",
+    "Step",
+    "StepSpec",
+    "Verifier",
+    "build_pipeline",
+    "check_dim_names",
+    "convert_option",
+    "flag",
+    "flagged_fields",
+    "flatten_steps",
     "get_pass",
     "has_pass",
+    "map_passes",
     "register_pass",
     "registered_passes",
+    "resolve_dims",
+    "with_options",
+    "with_pass_options",
 ]

@@ -25,9 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from mapc.ir import Model
-from mapc.ir.errors import UsageError
-from mapc.ir.notes import Note
+from mapc.ir import Model, Note, UsageError
 from mapc.passes.facts import Fact, Facts
 
 

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, constant_value, is_default_domain, is_static
-from mapc.ir.errors import CheckFailed
+from mapc.ir import CheckFailed, Model, constant_value, is_default_domain, is_static
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES

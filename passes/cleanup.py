@@ -12,13 +12,15 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from mapc.ir import (
+    ExternalValues,
     Model,
+    RewriteContext,
+    apply_rules,
+    iter_chunks,
     peek_bytes,
     remove_dead_nodes,
     replace_all_uses,
 )
-from mapc.ir.external import ExternalValues, iter_chunks
-from mapc.ir.rewrite import RewriteContext, apply_rules
 from mapc.passes.base import Pass, PassContext, PassResult
 from mapc.passes.peephole.identities import NOOP_RULES
 from mapc.passes.registry import register_pass

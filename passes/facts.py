@@ -17,8 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from mapc.ir import Model
-from mapc.ir.errors import UsageError
+from mapc.ir import Model, UsageError
 
 if TYPE_CHECKING:
     from mapc.passes.base import PassContext

@@ -9,9 +9,7 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, infer_shapes
-from mapc.ir.dim_expr import evaluate_dim, solve_dim, symbols_of
-from mapc.ir.errors import UsageError
+from mapc.ir import Model, UsageError, evaluate_dim, infer_shapes, solve_dim, symbols_of
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.check_static import dynamic_tensors
 from mapc.passes.registry import register_pass

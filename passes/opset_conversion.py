@@ -21,10 +21,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import version_converter
 
-from mapc.ir import Model, OnnxRuntimeError, run
-from mapc.ir.compare import OutputComparison, compare_outputs
-from mapc.ir.gs_compat import remember_lost_parts
-from mapc.ir.shapes import SKELETON_INLINE_BYTES
+from mapc.ir import SKELETON_INLINE_BYTES, Model, OnnxRuntimeError, OutputComparison, compare_outputs, remember_lost_parts, run
 
 
 class ConversionError(Exception):

@@ -24,8 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from mapc.ir import Model, count_nodes
-from mapc.ir.errors import MapcError, UsageError
+from mapc.ir import MapcError, Model, UsageError, count_nodes
 from mapc.passes.base import Note, Pass, PassContext, PassResult, parse_options
 from mapc.passes.facts import establish, missing_provided
 from mapc.passes.registry import get_pass

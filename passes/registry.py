@@ -11,8 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, overload
 
-from mapc.ir import Model
-from mapc.ir.errors import UsageError
+from mapc.ir import Model, UsageError
 from mapc.passes.base import NoOptions, Pass, PassContext, PassResult
 from mapc.passes.facts import Fact
 

@@ -9,10 +9,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from mapc.ir import Model, OnnxRuntimeError, infer_shapes, load, run, seeded_inputs
-from mapc.ir.compare import check_valid, compare_outputs
-from mapc.ir.errors import ModelError, UsageError, VerificationError
-from mapc.ir.runtime_limits import runtime_limits
+from mapc.ir import Model, ModelError, OnnxRuntimeError, UsageError, VerificationError, check_valid, compare_outputs, infer_shapes, load, run, runtime_limits, seeded_inputs
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.opset_conversion import ConversionError, convert_version, first_difference, raise_ir_version
 from mapc.passes.registry import register_pass

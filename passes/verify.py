@@ -12,9 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mapc.ir import Model, OnnxRuntimeError, run, seeded_inputs
-from mapc.ir.compare import OutputComparison, Tolerance, check_valid, compare_outputs
-from mapc.ir.errors import VerificationError
+from mapc.ir import Model, OnnxRuntimeError, OutputComparison, Tolerance, VerificationError, check_valid, compare_outputs, run, seeded_inputs
 from mapc.passes.base import PassContext
 from mapc.passes.facts import Fact
 

@@ -18,6 +18,7 @@ compiled model is lowered (see docs/targets.md).
 
 from mapc.targets.builtin import BUILTIN_TARGETS, DEFAULT_TARGET
 from mapc.targets.constraints import constraints_for
+from mapc.targets.docs import target_markdown
 from mapc.targets.lower import Lower, emit_partitions, lower_partitions
 from mapc.targets.partition import PARTITION_PLAN, Partition, PartitionOptions, Plan, plan_partitions
 from mapc.targets.registry import builtin_targets, get_target
@@ -48,4 +49,5 @@ __all__ = [
     "lower_partitions",
     "plan_partitions",
     "plan_report",
+    "target_markdown",
 ]

@@ -31,9 +31,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
-from mapc.ir import Model, constant_nbytes, remove_nodes, save, toposort
-from mapc.ir.errors import OutputError, UsageError
-from mapc.ir.version import __version__
+from mapc.ir import Model, OutputError, UsageError, __version__, constant_nbytes, remove_nodes, save, toposort
 from mapc.passes import Pass, PassContext, PassResult, register_pass
 from mapc.targets.partition import PARTITION_PLAN, Plan, Segment
 from mapc.targets.summary import coverage, estimate

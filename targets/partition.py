@@ -36,9 +36,7 @@ from typing import Any
 import networkx as nx
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, toposort
-from mapc.ir.errors import UsageError
-from mapc.ir.notes import Note
+from mapc.ir import Model, Note, UsageError, toposort
 from mapc.passes import Fact, Pass, PassContext, PassResult, flag, register_pass
 from mapc.targets.builtin import DEFAULT_TARGET
 from mapc.targets.cost import Work, node_seconds, node_work, tensor_bytes, transfer_seconds

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mapc.ir.errors import UsageError
+from mapc.ir import UsageError
 from mapc.targets.builtin import BUILTIN_TARGETS
 from mapc.targets.spec import Target
 from mapc.targets.user import load_target_file

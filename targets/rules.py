@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from mapc.ir.notes import Note
+from mapc.ir import Note
 from mapc.targets.spec import Target, TargetKind
 from mapc.targets.views import NodeView
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mapc.passes.quantize.schemes import QuantizationSupport
+from mapc.passes.quantize import QuantizationSupport
 
 #: Element types a target can name, spelled like numpy dtype names.
 DTYPES = (

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 
 import onnx.defs
 
-from mapc.ir.errors import UsageError
-from mapc.ir.notes import Note
+from mapc.ir import Note, UsageError
 from mapc.targets.constraints import constraints_for
 from mapc.targets.rules import evaluate
 from mapc.targets.spec import Target

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import onnx_graphsurgeon as gs
 
-from mapc.ir import producer
-from mapc.ir.graph import is_default_domain
+from mapc.ir import is_default_domain, producer
 
 
 @dataclass

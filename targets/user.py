@@ -22,8 +22,8 @@ from typing import Any
 
 import onnx.defs
 
-from mapc.ir.errors import UsageError
-from mapc.passes.quantize.schemes import QuantizationSupport
+from mapc.ir import UsageError
+from mapc.passes.quantize import QuantizationSupport
 from mapc.targets.builtin import BUILTIN_TARGETS
 from mapc.targets.builtin.host_cpu import APPLICATION_CPU
 from mapc.targets.spec import (

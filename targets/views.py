@@ -24,13 +24,13 @@ from mapc.ir import (
     constant_nbytes,
     constant_value,
     infer_shapes,
+    is_default_domain,
     is_graph_output,
     is_static,
+    is_static_dim,
     producer,
     standard_op,
 )
-from mapc.ir.graph import is_default_domain
-from mapc.ir.shapes import is_static_dim
 
 Dim = int | str | None
 

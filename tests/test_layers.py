@@ -64,6 +64,24 @@ def resolve(name: str) -> str:
     return name
 
 
+def _reexports(package: str) -> dict[str, str]:
+    """Names a package's ``__init__`` imports from elsewhere, with the module each comes from."""
+    tree = ast.parse(MODULES[package].read_text())
+    return {alias.asname or alias.name: node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module for alias in node.names}
+
+
+REEXPORTS = {package: _reexports(package) for package in PACKAGES}
+
+
+def resolve_from(module: str, name: str) -> str:
+    """What ``from module import name`` imports: a submodule, or the package re-exporting a name
+    (``from mapc.ir import walk`` is the function ``mapc.ir`` re-exports, not ``mapc.ir.walk``)."""
+    source = REEXPORTS.get(module, {}).get(name)
+    if source is not None and source != module:
+        return module
+    return resolve(f"{module}.{name}")
+
+
 def imports_of(module: str, path: Path) -> list[Import]:
     tree = ast.parse(path.read_text(), filename=str(path))
     found: list[Import] = []
@@ -83,7 +101,7 @@ def imports_of(module: str, path: Path) -> list[Import]:
                     found.append(Import(module, child.module or "", child.lineno, module_level, True))
                 elif child.module and child.module.split(".")[0] == "mapc":
                     for alias in child.names:
-                        found.append(Import(module, resolve(f"{child.module}.{alias.name}"), child.lineno, module_level, False))
+                        found.append(Import(module, resolve_from(child.module, alias.name), child.lineno, module_level, False))
             else:
                 visit(child, module_level)
 

@@ -20,11 +20,8 @@ import numpy as np
 import onnx
 import onnx.printer
 
-from mapc.ir import Model, load, run, seeded_inputs
-from mapc.ir.compare import Tolerance, check_valid, compare_outputs
-from mapc.ir.errors import VerificationError
-from mapc.passes import Pass, PassContext
-from mapc.passes.pipeline import PassManager, PassRecord, StepSpec
+from mapc.ir import Model, Tolerance, VerificationError, check_valid, compare_outputs, load, run, seeded_inputs
+from mapc.passes import Pass, PassContext, PassManager, PassRecord, StepSpec
 
 PassLike = str | Pass | type[Pass] | Sequence[StepSpec]
 

@@ -43,7 +43,7 @@ import numpy as np
 import onnx
 from hypothesis import strategies as st
 
-from mapc.ir.evaluate import DEFAULT_DIM
+from mapc.ir import DEFAULT_DIM
 from mapc.testing.builder import Dynamic, ModelBuilder, TensorInfo
 
 Draw = Callable[[st.SearchStrategy], object]

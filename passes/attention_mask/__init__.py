@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mapc.ir import Model, remove_dead_nodes, toposort
-from mapc.ir.rewrite import RewriteContext, RuleReport, apply_rules
+from mapc.ir import Model, RewriteContext, RuleReport, apply_rules, remove_dead_nodes, toposort
 from mapc.passes.attention_mask import decompose  # noqa: F401  (registers decompose-attention)
 from mapc.passes.attention_mask.context import MaskContext, SiteOutcome
 from mapc.passes.attention_mask.detection import AttentionSite, attentions_in_subgraphs, cone, find_attentions

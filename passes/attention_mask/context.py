@@ -17,10 +17,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, constant_nbytes, producer
-from mapc.ir.graph import SHAPE_READERS, small_constant
-from mapc.ir.rewrite import RewriteContext
-from mapc.ir.walk import walk
+from mapc.ir import SHAPE_READERS, Model, RewriteContext, constant_nbytes, producer, small_constant, walk
 from mapc.passes.attention_mask.detection import AttentionSite
 from mapc.passes.attention_mask.families import MaskFamily
 from mapc.passes.attention_mask.fills import FLOAT_KINDS, MAX_INSPECT_BYTES, is_float_dtype, single_fill, uniform_value

@@ -31,8 +31,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, remove_dead_nodes, toposort
-from mapc.ir.graph import is_default_domain
+from mapc.ir import Model, is_default_domain, remove_dead_nodes, toposort
 from mapc.passes.attention_mask.fills import FillOptions, resolve_mask_value
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass

@@ -22,8 +22,7 @@ from typing import Literal
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import MAPC_DOMAIN, constant_value, producer, standard_op
-from mapc.ir.graph import SHAPE_READERS, is_default_domain
+from mapc.ir import MAPC_DOMAIN, SHAPE_READERS, constant_value, is_default_domain, producer, standard_op
 from mapc.passes.attention_mask.fills import is_float_dtype, uniform_value
 
 #: Ops that multiply two activations: the query-key product of an attention.

@@ -34,9 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import producer
-from mapc.ir.graph import SHAPE_READERS, small_constant
-from mapc.ir.walk import walk
+from mapc.ir import SHAPE_READERS, producer, small_constant, walk
 from mapc.passes.attention_mask.detection import AttentionSite, Contribution, cone
 from mapc.passes.attention_mask.fills import MAX_INSPECT_BYTES, is_float_dtype, uniform_value
 

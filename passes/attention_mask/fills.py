@@ -17,9 +17,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from mapc.ir import producer
-from mapc.ir.errors import UsageError
-from mapc.ir.graph import is_default_domain, small_constant
+from mapc.ir import UsageError, is_default_domain, producer, small_constant
 from mapc.passes.flags import flag
 
 Precision = Literal["fp32", "fp16", "int16", "int8"]

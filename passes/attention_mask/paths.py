@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from mapc.ir import is_graph_output
-from mapc.ir.graph import SHAPE_READERS
+from mapc.ir import SHAPE_READERS, is_graph_output
 from mapc.passes.attention_mask.detection import cone
 from mapc.passes.attention_mask.fills import uniform_value
 

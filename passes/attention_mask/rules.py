@@ -17,9 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import MAPC_DOMAIN, is_graph_output, producer, replace_all_uses
-from mapc.ir.graph import small_constant
-from mapc.ir.rewrite import NearMiss, NoMatch, rule
+from mapc.ir import MAPC_DOMAIN, NearMiss, NoMatch, is_graph_output, producer, replace_all_uses, rule, small_constant
 from mapc.passes.attention_mask.context import MaskContext, SiteOutcome
 from mapc.passes.attention_mask.detection import AttentionSite, cone
 from mapc.passes.attention_mask.fills import MAX_INSPECT_BYTES, is_float_dtype, single_fill, uniform_value

@@ -27,10 +27,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from mapc.ir import producer
-from mapc.ir.graph import constant_tensor, scalar_value, small_constant
-from mapc.ir.pattern import Alt, Match, const, op, var
-from mapc.ir.rewrite import NearMiss
+from mapc.ir import Alt, Match, NearMiss, const, constant_tensor, op, producer, scalar_value, small_constant, var
 from mapc.passes.fusion.context import Dim, FusionContext, FusionRule, same_dim, same_dims, show_dims
 from mapc.passes.fusion.functions import Body
 

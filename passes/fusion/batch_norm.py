@@ -18,9 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir.graph import constant_tensor
-from mapc.ir.pattern import Match, op, var
-from mapc.ir.rewrite import NearMiss
+from mapc.ir import Match, NearMiss, constant_tensor, op, var
 from mapc.passes.fusion.context import FusionContext, FusionRule
 
 

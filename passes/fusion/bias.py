@@ -16,9 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir.graph import constant_tensor, small_constant
-from mapc.ir.pattern import Match, op, var
-from mapc.ir.rewrite import NearMiss, NoMatch
+from mapc.ir import Match, NearMiss, NoMatch, constant_tensor, op, small_constant, var
 from mapc.passes.fusion.context import FusionContext, FusionRule
 
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir.graph import constant_tensor, small_constant
-from mapc.ir.pattern import COMMUTATIVE_OPS, Match, const, op, var
-from mapc.ir.rewrite import NoMatch
+from mapc.ir import COMMUTATIVE_OPS, Match, NoMatch, const, constant_tensor, op, small_constant, var
 from mapc.passes.fusion.context import FusionContext, FusionRule
 
 

@@ -19,11 +19,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import is_graph_output, producer, replace_all_uses
-from mapc.ir.graph import constant_tensor, scalar_value
-from mapc.ir.pattern import Match, op, var
-from mapc.ir.rewrite import NoMatch
-from mapc.ir.walk import sole_reader, walk
+from mapc.ir import Match, NoMatch, constant_tensor, is_graph_output, op, producer, replace_all_uses, scalar_value, sole_reader, var, walk
 from mapc.passes.fusion.canonical import CanonicalRule, neutral_operand
 from mapc.passes.fusion.context import FusionContext, same_dim, same_dims
 

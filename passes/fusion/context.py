@@ -16,8 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model
-from mapc.ir.rewrite import NearMiss, PatternRule, RewriteContext
+from mapc.ir import Model, NearMiss, PatternRule, RewriteContext
 from mapc.passes.fusion.functions import Decomposition, FunctionLibrary
 
 Dim = int | str | None

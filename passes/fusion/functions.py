@@ -23,8 +23,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 
-from mapc.ir import MAPC_DOMAIN, Model
-from mapc.ir.gs_compat import set_overload
+from mapc.ir import MAPC_DOMAIN, Model, set_overload
 
 #: IR version that introduced function overloads.
 OVERLOAD_IR_VERSION = 10

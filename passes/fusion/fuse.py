@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mapc.ir import MAPC_DOMAIN, Model, infer_shapes, remove_dead_nodes, toposort
-from mapc.ir.errors import CheckFailed, UsageError
-from mapc.ir.rewrite import (
+from mapc.ir import (
+    MAPC_DOMAIN,
+    CheckFailed,
+    Model,
     Rule,
     RuleReport,
+    UsageError,
     apply_rules,
+    infer_shapes,
+    remove_dead_nodes,
     rule_details,
     rule_names,
     rule_notes,
+    toposort,
 )
 from mapc.passes.base import Pass, PassContext, PassResult
 from mapc.passes.fusion.context import FusionContext, FusionSettings

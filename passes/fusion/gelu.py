@@ -18,8 +18,7 @@ import math
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir.pattern import Alt, Match, const, op, product, var
-from mapc.ir.rewrite import NearMiss, NoMatch
+from mapc.ir import Alt, Match, NearMiss, NoMatch, const, op, product, var
 from mapc.passes.fusion.context import FusionContext, FusionRule
 from mapc.passes.fusion.functions import Body
 

@@ -22,10 +22,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from mapc.ir import producer
-from mapc.ir.graph import scalar_value, small_constant
-from mapc.ir.pattern import Match, const, op, var
-from mapc.ir.rewrite import NearMiss, NoMatch
+from mapc.ir import Match, NearMiss, NoMatch, const, op, producer, scalar_value, small_constant, var
 from mapc.passes.fusion.context import Dim, FusionContext, FusionRule, same_dims, show_dims
 from mapc.passes.fusion.functions import Body
 

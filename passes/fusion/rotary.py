@@ -19,11 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import producer
-from mapc.ir.graph import constant_tensor, scalar_value, small_constant
-from mapc.ir.pattern import Match, op, var
-from mapc.ir.rewrite import NearMiss
-from mapc.ir.walk import walk
+from mapc.ir import Match, NearMiss, constant_tensor, op, producer, scalar_value, small_constant, var, walk
 from mapc.passes.fusion.context import FusionContext, FusionRule, same_dim, show_dims
 from mapc.passes.fusion.functions import Body
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mapc.ir import Model, remove_dead_nodes
-from mapc.ir.rewrite import apply_rules, rule_details
+from mapc.ir import Model, apply_rules, remove_dead_nodes, rule_details
 from mapc.passes.base import Pass, PassContext, PassResult
 from mapc.passes.peephole.arithmetic import neutral_operand, where_constant_condition
 from mapc.passes.peephole.chains import reshape_chain, transpose_chain

@@ -14,9 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir.graph import constant_value, is_lazy, peek_values
-from mapc.ir.rewrite import rule
-from mapc.ir.shapes import same_dtype, static_shape
+from mapc.ir import constant_value, is_lazy, peek_values, rule, same_dtype, static_shape
 from mapc.passes.peephole.context import PeepholeContext
 
 #: Leading elements of a lazy weight checked before the whole weight is read.

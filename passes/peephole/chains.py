@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from mapc.ir.graph import is_default_domain, producer
-from mapc.ir.rewrite import RewriteContext, rule
-from mapc.ir.shapes import static_shape
+from mapc.ir import RewriteContext, is_default_domain, producer, rule, static_shape
 
 RESHAPE_LIKE = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from mapc.ir import Model
-from mapc.ir.rewrite import RewriteContext
+from mapc.ir import Model, RewriteContext
 
 
 class PeepholeContext(RewriteContext):

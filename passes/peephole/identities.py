@@ -21,9 +21,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 
-from mapc.ir.graph import constant_value, int_constant, is_default_domain
-from mapc.ir.rewrite import RewriteContext, rule
-from mapc.ir.shapes import same_dtype, static_shape
+from mapc.ir import RewriteContext, constant_value, int_constant, is_default_domain, rule, same_dtype, static_shape
 
 
 @rule("Reshape", "Expand", "Squeeze", "Unsqueeze", "Flatten")

@@ -12,9 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir.graph import can_take_name, constant_value, is_default_domain, is_graph_output, producer
-from mapc.ir.rewrite import RewriteContext, rule
-from mapc.ir.shapes import static_shape
+from mapc.ir import RewriteContext, can_take_name, constant_value, is_default_domain, is_graph_output, producer, rule, static_shape
 
 #: Ops that compute each output element from the same-position elements of their inputs.
 ELEMENTWISE = frozenset(

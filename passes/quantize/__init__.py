@@ -20,7 +20,16 @@ Modules, one job each:
 * :mod:`.quantize`: the pass (options, and run calling the steps).
 """
 
+from mapc.passes.quantize.qtypes import QUANT_TYPES
 from mapc.passes.quantize.quantize import Quantize
-from mapc.passes.quantize.schemes import SCHEMES, Scheme, get_scheme, resolve
+from mapc.passes.quantize.schemes import SCHEMES, QuantizationSupport, Scheme, get_scheme, resolve
 
-__all__ = ["SCHEMES", "Quantize", "Scheme", "get_scheme", "resolve"]
+__all__ = [
+    "QUANT_TYPES",
+    "SCHEMES",
+    "QuantizationSupport",
+    "Quantize",
+    "Scheme",
+    "get_scheme",
+    "resolve",
+]

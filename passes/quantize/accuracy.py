@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mapc.ir import Model, Runner
-from mapc.ir.shapes import is_static_dim
+from mapc.ir import Model, Runner, is_static_dim
 
 Progress = Callable[[str, int, int], None]
 #: Output ops whose (batch, sequence, class) outputs count as classifier-like.

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mapc.ir import Model, Runner
-from mapc.ir.shapes import is_static_dim
+from mapc.ir import Model, Runner, is_static_dim
 from mapc.passes.quantize.data import CalibrationData
 
 #: Values at or below this are attention-mask fills (finfo.min, -1e9, -1e4 plus a score, -inf),

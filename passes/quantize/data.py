@@ -25,10 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model
-from mapc.ir.errors import UsageError
-from mapc.ir.evaluate import DEFAULT_DIM, random_array
-from mapc.ir.shapes import is_static_dim
+from mapc.ir import DEFAULT_DIM, Model, UsageError, is_static_dim, random_array
 
 RANDOM = "random"
 

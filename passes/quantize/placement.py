@@ -32,9 +32,7 @@ from typing import Literal
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, constant_value, is_graph_output, producer
-from mapc.ir.graph import is_default_domain
-from mapc.ir.shapes import static_shape
+from mapc.ir import Model, constant_value, is_default_domain, is_graph_output, producer, static_shape
 from mapc.passes.base import Note
 from mapc.passes.quantize.qtypes import QUANT_TYPES, QuantType
 

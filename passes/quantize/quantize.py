@@ -8,8 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mapc.ir import Model, Runner, constant_value
-from mapc.ir.errors import ModelError, UsageError
+from mapc.ir import Model, ModelError, Runner, UsageError, constant_value
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.flags import flag
 from mapc.passes.opset_conversion import upgrade_verified

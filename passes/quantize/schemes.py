@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mapc.ir.errors import UsageError
+from mapc.ir import UsageError
 from mapc.passes.quantize.qtypes import ACTIVATION_TYPES, QUANT_TYPES, QuantType
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 
-from mapc.passes.quantize.schemes import QuantizationSupport
+from mapc.passes.quantize import QuantizationSupport
 from mapc.targets.spec import DTYPES, OpSet, Performance, Target, TensorLimits
 
 APPLICATION_CPU = Performance(

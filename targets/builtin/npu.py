@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import inspect
 
-from mapc.passes.quantize.schemes import QuantizationSupport
+from mapc.passes.quantize import QuantizationSupport
 from mapc.targets.builtin.host_cpu import APPLICATION_CPU
 from mapc.targets.spec import (
     ConvLimits,
