@@ -6,10 +6,12 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
-from onnx import helper
+from onnx import TensorProto, helper, numpy_helper
 
+from mapc.ir import load
 from mapc.testing import load_profile
 
 PROFILE = load_profile()
@@ -57,3 +59,15 @@ MAPC_SCRIPT = str(Path(sys.executable).parent / "mapc")
 
 def in_ci() -> bool:
     return bool(os.environ.get("CI"))
+
+
+def model_of(nodes, initializers=(), inputs=("x",), shape=(2, 3)):
+    """A float model of ``nodes``: the named inputs and the last node's output all of ``shape``."""
+    return load(
+        make_model(
+            nodes,
+            [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)) for name in inputs],
+            [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, list(shape))],
+            [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in initializers],
+        )
+    )

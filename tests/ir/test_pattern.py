@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
-from mapc.ir import load
 from mapc.ir.pattern import (
     const,
     find_matches,
@@ -14,20 +13,9 @@ from mapc.ir.pattern import (
     product,
     var,
 )
-from tests.conftest import make_model
+from tests.conftest import model_of
 
 F = TensorProto.FLOAT
-
-
-def model_of(nodes, initializers=(), inputs=("x",), shape=(2, 3)):
-    return load(
-        make_model(
-            nodes,
-            [helper.make_tensor_value_info(name, F, list(shape)) for name in inputs],
-            [helper.make_tensor_value_info(nodes[-1].output[0], F, list(shape))],
-            [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in initializers],
-        )
-    )
 
 
 def output_of(model, name):

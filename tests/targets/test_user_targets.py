@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import mapc
-from mapc.targets import get_target, load_target_file, constraints_for
+from mapc.targets import constraints_for, get_target, load_target_file
 from tests.targets.models import static_cnn
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "my_npu.toml"
