@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir.graph import constant_tensor, producer, scalar_value, small_constant
+from mapc.ir.graph import constant_tensor, is_default_domain, producer, scalar_value, small_constant
 
 #: Binary ops whose two operands may be swapped.
 COMMUTATIVE_OPS = frozenset({"Add", "Mul", "Max", "Min", "And", "Or", "Xor", "Equal", "BitwiseAnd", "BitwiseOr", "BitwiseXor"})
@@ -359,7 +359,7 @@ def _mul_trees(tensor: gs.Tensor, limit: int, top: bool = True) -> Iterator[tupl
     if not top:
         yield [], [tensor]
     node = producer(tensor)
-    if node is None or node.op != "Mul" or (node.domain or "") not in ("", "ai.onnx") or limit < 2:
+    if node is None or node.op != "Mul" or not is_default_domain(node) or limit < 2:
         return
     if not top and (len(tensor.outputs) != 1):
         return

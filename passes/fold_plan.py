@@ -68,7 +68,7 @@ class Component:
 
 
 @dataclass
-class Plan:
+class FoldPlan:
     components: list[Component] = field(default_factory=list)
     #: Nodes kept because of the size guard: node -> (output bytes, guard bytes).
     too_large: list[tuple[gs.Node, int]] = field(default_factory=list)
@@ -83,9 +83,9 @@ def plan_folding(
     duplicate_bytes: int,
     exclude: set[int],
     domains: frozenset[str],
-) -> Plan:
+) -> FoldPlan:
     """Choose the foldable nodes of ``graph`` (not in ``exclude``, by id) and group them."""
-    plan = Plan()
+    plan = FoldPlan()
     foldable: dict[int, gs.Node] = {}
     produced_by_foldable: set[int] = set()
     estimates: dict[int, int | None] = {}
