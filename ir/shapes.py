@@ -24,7 +24,7 @@ Dim = int | str | None
 
 
 def infer_shapes(
-    model: Model, *, forget_existing: bool = False, trust_existing_dims: bool = False, data_prop: bool = True
+    model: Model, *, forget_existing: bool = False, data_prop: bool = True
 ) -> bool:
     """Annotate every tensor of ``model.graph`` with the dtype and shape onnx infers.
 
@@ -32,9 +32,8 @@ def infer_shapes(
     afresh. Where fresh inference can only say "unknown" for a dim, the previous annotation
     survives if it is a *name* the exporter wrote (``batch``, ``s0``): a name is never folded
     into a constant, and it carries what onnx cannot rediscover (that two dims are the same),
-    which fusion needs. With ``trust_existing_dims`` a previous *number* survives too: right for
-    passes that only replace nodes by equivalent ones (every annotation stays true), wrong after
-    the input shapes changed (``fix-shapes``), where old numbers are stale. Graph outputs keep a
+    which fusion needs; a previous *number* does not (after ``fix-shapes`` changed the input
+    shapes, old numbers are stale). Graph outputs keep a
     declared dim wherever inference knows less. Returns False (leaving the model unchanged) if
     onnx's inference itself fails on this model.
     """
@@ -64,7 +63,7 @@ def infer_shapes(
             if value.name in output_names:
                 shape = _merge(tensor.shape, shape)
             elif value.name in before:
-                shape = _keep_known(before[value.name], shape, numbers=trust_existing_dims)
+                shape = _keep_known(before[value.name], shape)
             tensor.shape = shape
     return True
 
@@ -110,15 +109,14 @@ def _is_name(dim: Dim) -> bool:
     return isinstance(dim, str) and not dim.startswith("unk__")
 
 
-def _keep_known(before: list[Dim], inferred: list[Dim], *, numbers: bool) -> list[Dim]:
-    """``inferred``, with ``before``'s names (and numbers, if trusted) where inference knows nothing."""
+def _keep_known(before: list[Dim], inferred: list[Dim]) -> list[Dim]:
+    """``inferred``, with ``before``'s names where inference knows nothing."""
     if len(before) != len(inferred):
         return inferred
     kept = []
     for old, new in zip(before, inferred):
         unknown = new is None or (isinstance(new, str) and not _is_name(new))
-        trusted = _is_name(old) or (numbers and isinstance(old, (int, np.integer)) and old >= 0)
-        kept.append(old if unknown and trusted else new)
+        kept.append(old if unknown and _is_name(old) else new)
     return kept
 
 

@@ -22,7 +22,7 @@ from mapc.passes.facts import Fact, Facts
 from mapc.passes.fix_shapes import check_dim_names, resolve_dims
 from mapc.passes.flags import Flag, flag, flagged_fields
 from mapc.passes.pipeline import Fixpoint, PassManager, PassRecord, ProgressHook, Step, StepSpec, build_pipeline, flatten_steps, map_passes, with_options, with_pass_options
-from mapc.passes.registry import get_pass, has_pass, register_pass, registered_passes
+from mapc.passes.registry import get_pass, register_pass, registered_passes
 from mapc.passes.shape_ops import SHAPES
 from mapc.passes.verify import UNDEFINED_OUTPUTS, Verifier
 
@@ -53,7 +53,6 @@ __all__ = [
     "flagged_fields",
     "flatten_steps",
     "get_pass",
-    "has_pass",
     "map_passes",
     "register_pass",
     "registered_passes",

@@ -13,7 +13,7 @@ and a pipeline that forgets that fails with a usage error naming the pass to run
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -65,9 +65,6 @@ class Facts:
 
     def __contains__(self, fact: object) -> bool:
         return fact in self._values
-
-    def __iter__(self) -> Iterator[Fact[Any]]:
-        return iter(self._values)
 
     def setdefault(self, fact: Fact[T], value: T) -> T:
         return self._values.setdefault(fact, value)

@@ -106,10 +106,6 @@ def get_pass(name: str) -> type[Pass]:
         raise UsageError(f"unknown pass {name!r} (known passes: {known})") from None
 
 
-def has_pass(name: str) -> bool:
-    return name in _REGISTRY
-
-
 def registered_passes() -> dict[str, type[Pass]]:
     """All registered passes by name, sorted by name."""
     return dict(sorted(_REGISTRY.items()))

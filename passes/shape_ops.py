@@ -33,8 +33,8 @@ class ShapeState:
 
 
 def ensure_shapes(model: Model, ctx: PassContext) -> bool:
-    """Annotate fresh shapes (stale ones forgotten first) unless nothing changed since the last
-    time; returns False if onnx's inference failed. Establishes :data:`SHAPES`."""
+    """Infer shapes unless the graph is unchanged since the last inference in this compile;
+    returns False if onnx's inference failed. Establishes :data:`SHAPES`."""
     if shapes_are_current(model, ctx):
         return ctx.facts[SHAPES].ok
     # Only equivalent rewrites happen between fix-shapes and here, so annotations stay true.
