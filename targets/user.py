@@ -49,6 +49,8 @@ SECTIONS: dict[str, type] = {
 }
 TOP_LEVEL = {"name", "description", "domain", "base", "sources", "notes"}
 DTYPE_KEYS = {"dtypes", "bias_dtypes", "float32_as", "macs_per_cycle"}
+#: String keys that take one of a few values.
+CHOICES = {"norm_scale_type": ("int8", "uint8")}
 PERFORMANCE_REQUIRED = ("clock_mhz", "macs_per_cycle", "vector_ops_per_cycle", "memory_gbps")
 
 
@@ -178,6 +180,8 @@ class TargetFileReader:
                 self.fail(path, f"must be a string, got {raw!r}")
             if key in DTYPE_KEYS:
                 self._check_dtype(path, raw)
+            if key in CHOICES and raw not in CHOICES[key]:
+                self.fail(path, f"must be one of {', '.join(CHOICES[key])}, got {raw!r}")
             return raw
         if origin is frozenset:
             items = self._strings(raw, path)

@@ -80,6 +80,8 @@ class PlacementConfig:
     per_channel: bool = True
     per_channel_matmul: bool = True
     weight_symmetric: bool = True
+    #: LayerNorm/InstanceNorm scales: int8 symmetric, or uint8 asymmetric (what Qualcomm HTP takes).
+    norm_scale_type: QuantType = QUANT_TYPES["int8"]
     symmetric_activations: bool = False
     fold_activations: bool = True
     tie_concat: bool = True
@@ -313,8 +315,8 @@ def _plan_weights(node: gs.Node, key: str, config: PlacementConfig, placement: P
     if node.op in ("LayerNormalization", "InstanceNormalization") and not weight_only:
         scale = node.inputs[1] if len(node.inputs) > 1 else None
         if scale is not None and is_constant(scale) and _is_float32(scale):
-            qtype = QUANT_TYPES["int8"]
-            placement.weights[(key, 1)] = WeightSpec(scale.name, qtype, None, None, True)
+            qtype = config.norm_scale_type
+            placement.weights[(key, 1)] = WeightSpec(scale.name, qtype, None, None, qtype.signed)
             if len(node.inputs) > 2 and node.inputs[2].name and is_constant(node.inputs[2]) and _is_float32(node.inputs[2]):
                 placement.biases[(key, 2)] = BiasSpec(node.inputs[2].name, node.inputs[0].name, (key, 1), "scalar")
             return True

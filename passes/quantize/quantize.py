@@ -87,6 +87,9 @@ class Quantize(Pass):
         per_channel_matmul: bool = True
         #: int8 (symmetric, default) or uint8 (asymmetric) for 8-bit weights.
         weight_type: str = "int8"
+        #: int8 (symmetric, default) or uint8 (asymmetric) for LayerNorm/InstanceNorm scales
+        #: (Qualcomm HTP validates LayerNorm only with a uint8 scale).
+        norm_scale_type: str = "int8"
         #: 4-bit block size along the input dim (default: the scheme's, 32).
         block_size: int | None = None
         #: Steps of the 4-bit per-block scale search (0: plain round-to-nearest).
@@ -160,6 +163,7 @@ class Quantize(Pass):
             per_channel=options.per_channel,
             per_channel_matmul=options.per_channel_matmul,
             weight_symmetric=weight_type.signed,
+            norm_scale_type=QUANT_TYPES[options.norm_scale_type],
             symmetric_activations=options.symmetric_activations,
             fold_activations=options.fold_activations,
             tie_concat=options.tie_concat,
@@ -202,6 +206,8 @@ class Quantize(Pass):
             raise UsageError(f"calibration_method must be one of {', '.join(METHODS)}")
         if options.weight_type not in ("int8", "uint8"):
             raise UsageError("weight_type must be int8 or uint8 (4-bit weights come with the w4/a16w4 schemes)")
+        if options.norm_scale_type not in ("int8", "uint8"):
+            raise UsageError("norm_scale_type must be int8 or uint8")
         if options.mask_policy not in MASK_POLICIES:
             raise UsageError(f"mask_policy must be one of {', '.join(MASK_POLICIES)}")
         if not 0 <= options.holdout < 1:

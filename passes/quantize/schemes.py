@@ -88,7 +88,8 @@ class QuantizationSupport:
     ``symmetric_activations`` asks for zero points at the middle of the type;
     ``per_channel_matmul`` false quantizes MatMul weights per tensor (Conv and Gemm stay per
     channel, as on Qualcomm HTP); 4-bit weights use the first of ``block_sizes``;
-    ``max_opset`` is the highest ai.onnx opset the device's tool chain reads (below 21, 16-bit
+    ``norm_scale_type`` is the type of LayerNorm/InstanceNorm scales (``int8`` symmetric or
+    ``uint8`` asymmetric); ``max_opset`` is the highest ai.onnx opset the device's tool chain reads (below 21, 16-bit
     Q/DQ is written in the com.microsoft domain).
     """
 
@@ -97,6 +98,7 @@ class QuantizationSupport:
     symmetric_activations: bool = False
     per_channel_matmul: bool = True
     block_sizes: tuple[int, ...] = (32, 64, 128)
+    norm_scale_type: str = "int8"
     max_opset: int | None = None
 
     @property
@@ -155,6 +157,7 @@ def resolve(scheme_name: str | None, support: QuantizationSupport | None = None,
                 options["wide_activation_type"] = wide[0]
         options["symmetric_activations"] = support.symmetric_activations
         options["per_channel_matmul"] = support.per_channel_matmul
+        options["norm_scale_type"] = support.norm_scale_type
         if scheme.default_block_size is not None:
             options["block_size"] = support.block_sizes[0] if support.block_sizes else scheme.default_block_size
         required = scheme.required_opset(activation_type)

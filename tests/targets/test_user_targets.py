@@ -96,6 +96,7 @@ def test_compile_with_a_file_target_end_to_end(tmp_path):
         (MINIMAL + '[quantization]\nschemes = "a8w8"\n', "key 'quantization.schemes' must be a list of strings, got 'a8w8'"),
         (MINIMAL + '[quantization]\nactivation_types = ["int9"]\n', "key 'quantization.activation_types' names unknown dtype 'int9'"),
         (MINIMAL + "[quantization]\nblock_sizes = [32, 0]\n", "key 'quantization.block_sizes' must be a list of positive integers"),
+        (MINIMAL + '[quantization]\nnorm_scale_type = "int16"\n', "key 'quantization.norm_scale_type' must be one of int8, uint8, got 'int16'"),
         ("name = \n", "not valid TOML"),
     ],
 )
@@ -118,3 +119,8 @@ def test_missing_file_and_unknown_target_names():
         get_target("nowhere/missing.toml")
     with pytest.raises(mapc.UsageError, match="unknown target 'tpu' .built-in targets: npu, cpu, ethos-u55"):
         get_target("tpu")
+
+
+def test_a_file_sets_the_normalization_scale_type(tmp_path):
+    target = load_target_file(write(tmp_path, 'name = "htp-like"\nbase = "npu"\n[quantization]\nnorm_scale_type = "uint8"\n'))
+    assert target.quantization.norm_scale_type == "uint8"

@@ -225,9 +225,10 @@ def test_degenerate_model_tensors_fall_back_per_tensor_and_are_reported(method):
 
 
 def test_a_target_picks_the_activation_type_and_placement_for_a_scheme():
-    qnn = QuantizationSupport(schemes=("a8w8", "a16w8"), activation_types=("uint8", "uint16"), per_channel_matmul=False)
+    qnn = QuantizationSupport(schemes=("a8w8", "a16w8"), activation_types=("uint8", "uint16"), per_channel_matmul=False, norm_scale_type="uint8")
     assert resolve("a16w8", qnn, calibration="data") == {
-        "scheme": "a16w8", "activation_type": "uint16", "symmetric_activations": False, "per_channel_matmul": False, "calibration": "data",
+        "scheme": "a16w8", "activation_type": "uint16", "symmetric_activations": False, "per_channel_matmul": False,
+        "norm_scale_type": "uint8", "calibration": "data",
     }
     signed = QuantizationSupport(schemes=("a8w8",), activation_types=("int8",), symmetric_activations=True)
     assert resolve("a8w8", signed)["activation_type"] == "int8"

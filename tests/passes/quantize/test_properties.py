@@ -62,4 +62,6 @@ def test_second_run_changes_nothing_and_runs_are_deterministic(proto):
     again, _ = quantize(proto, sensitivity_samples=0)
     assert first.to_proto().SerializeToString(deterministic=True) == again.to_proto().SerializeToString(deterministic=True)
     second = quantize(first.to_proto(), sensitivity_samples=0)[1]
-    assert not second.changed and second.notes[0].code == "quantize.already-quantized"
+    assert not second.changed
+    if record.changed:  # a graph with nothing to quantize (a lone Sin) is left as it is, twice
+        assert second.notes[0].code == "quantize.already-quantized"
