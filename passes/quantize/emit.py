@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, constant_value, is_graph_input, remove_nodes, toposort
+from mapc.ir import Model, constant_value, is_graph_input, is_graph_output, remove_nodes, toposort
 from mapc.passes.quantize.params import ActivationParams
 from mapc.passes.quantize.placement import Fold, node_key
 from mapc.passes.quantize.qtypes import INT32, QuantType, quantize
@@ -237,6 +237,37 @@ def write_qdq(model: Model, decisions: Decisions) -> dict[str, int]:
         writer.redirect(tensor, lambda tensor=tensor, params=params: writer.quantize_activation(tensor, params))
     toposort(model.graph)
     return {**writer.count, "activations_folded": removed}
+
+
+def dedicate_dequantizers(model: Model) -> int:
+    """Give every reader of a shared DequantizeLinear its own copy; returns the copies added.
+
+    Toolchains that group a DQ with the op reading it into one quantized node unit
+    (onnxruntime's QNN EP) need one DQ per reader: a DQ shared by several readers lands in
+    several units, which makes the QNN EP plugin abort (``Processed N nodes. Expected to process
+    M``). The copies read the same integer codes, scale and zero point, so no weight is copied.
+    A graph output keeps the original DQ.
+    """
+    added = 0
+    graph = model.graph
+    for node in list(graph.nodes):
+        if node.op != "DequantizeLinear" or not node.outputs:
+            continue
+        shared = node.outputs[0]
+        readers = list({id(reader): reader for reader in shared.outputs}.values())
+        keep_first = not is_graph_output(graph, shared)
+        for reader in readers[1:] if keep_first else readers:
+            output = gs.Variable(model.fresh_name(f"{shared.name}_dedicated"), dtype=shared.dtype, shape=shared.shape)
+            copy = gs.Node("DequantizeLinear", model.fresh_name(f"{node.name}_dedicated"), attrs=dict(node.attrs),
+                           inputs=list(node.inputs), outputs=[output], domain=node.domain)
+            graph.nodes.append(copy)
+            for index, tensor in enumerate(list(reader.inputs)):
+                if tensor is shared:
+                    reader.inputs[index] = output
+            added += 1
+    if added:
+        toposort(graph)
+    return added
 
 
 def _quantized_constant(writer: _Writer, tensor: gs.Tensor, params: ActivationParams) -> gs.Variable:

@@ -16,7 +16,7 @@ from mapc.passes.quantize import accuracy as acc
 from mapc.passes.quantize import report
 from mapc.passes.quantize.calibrate import DEFAULT_BINS, TensorStats, collect
 from mapc.passes.quantize.data import CalibrationData, open_calibration
-from mapc.passes.quantize.emit import Decisions, write_qdq
+from mapc.passes.quantize.emit import Decisions, dedicate_dequantizers, write_qdq
 from mapc.passes.quantize.offenders import SensitivityConfig, find_offenders
 from mapc.passes.quantize.params import MASK_POLICIES, ParamsConfig, assign_groups
 from mapc.passes.quantize.placement import NATURAL_RANGES, BiasSpec, PlacementConfig, bounded_tensors, decision_tensors, node_key, plan_placement
@@ -90,6 +90,9 @@ class Quantize(Pass):
         #: int8 (symmetric, default) or uint8 (asymmetric) for LayerNorm/InstanceNorm scales
         #: (Qualcomm HTP validates LayerNorm only with a uint8 scale).
         norm_scale_type: str = "int8"
+        #: One DequantizeLinear per reader (QNN's EP groups each DQ into its reader's node unit and
+        #: aborts on a DQ shared by several); the copies share the integer codes.
+        dedicated_dequantizers: bool = False
         #: 4-bit block size along the input dim (default: the scheme's, 32).
         block_size: int | None = None
         #: Steps of the 4-bit per-block scale search (0: plain round-to-nearest).
@@ -179,6 +182,8 @@ class Quantize(Pass):
         sensitivity, promoted = find_offenders(model, reference, state, decisions, data, holdout_indices, calibration["collection"], self._sensitivity_config(), ctx.report_progress)
         final = decide(state, *(promoted or planned_settings(state)))
         counts = write_qdq(model, final)
+        if options.dedicated_dequantizers:
+            counts["dequantize_linear"] += dedicate_dequantizers(model)
         self._note_domains(model, final, state)
         accuracy = self._accuracy(reference, model, data, holdout_indices, ctx)
         details = report.details(

@@ -89,7 +89,8 @@ class QuantizationSupport:
     ``per_channel_matmul`` false quantizes MatMul weights per tensor (Conv and Gemm stay per
     channel, as on Qualcomm HTP); 4-bit weights use the first of ``block_sizes``;
     ``norm_scale_type`` is the type of LayerNorm/InstanceNorm scales (``int8`` symmetric or
-    ``uint8`` asymmetric); ``max_opset`` is the highest ai.onnx opset the device's tool chain reads (below 21, 16-bit
+    ``uint8`` asymmetric); ``dedicated_dequantizers`` gives every reader of a quantized tensor its
+    own DequantizeLinear (QNN's EP needs it); ``max_opset`` is the highest ai.onnx opset the device's tool chain reads (below 21, 16-bit
     Q/DQ is written in the com.microsoft domain).
     """
 
@@ -99,6 +100,7 @@ class QuantizationSupport:
     per_channel_matmul: bool = True
     block_sizes: tuple[int, ...] = (32, 64, 128)
     norm_scale_type: str = "int8"
+    dedicated_dequantizers: bool = False
     max_opset: int | None = None
 
     @property
@@ -158,6 +160,8 @@ def resolve(scheme_name: str | None, support: QuantizationSupport | None = None,
         options["symmetric_activations"] = support.symmetric_activations
         options["per_channel_matmul"] = support.per_channel_matmul
         options["norm_scale_type"] = support.norm_scale_type
+        if support.dedicated_dequantizers:
+            options["dedicated_dequantizers"] = True
         if scheme.default_block_size is not None:
             options["block_size"] = support.block_sizes[0] if support.block_sizes else scheme.default_block_size
         required = scheme.required_opset(activation_type)
