@@ -80,6 +80,8 @@ def parse_dims(specs: Sequence[str]) -> dict[str, int]:
 
 #: The target-independent simplification group of the default pipeline, repeated to a fixed point.
 SIMPLIFY = ("fix-shapes", "fold-constants", "peephole", "cleanup")
+#: The group without fix-shapes: tidies what rewrites leave.
+TIDY = tuple(name for name in SIMPLIFY if name != "fix-shapes")
 #: Rewrites into what NPUs run, after the group.
 REWRITES = ("fuse", "attention-mask")
 
@@ -105,9 +107,8 @@ def default_pipeline(
     ``partition`` and ``lower`` for a target.
     """
     shapes_given = bool(dims or input_shapes)
-    tidy = [name for name in SIMPLIFY if name != "fix-shapes"]
-    simplify = list(SIMPLIFY) if shapes_given else tidy
-    stages = [f"fixpoint({','.join(simplify)})", *REWRITES, f"fixpoint({','.join(tidy)})"]
+    simplify = SIMPLIFY if shapes_given else TIDY
+    stages = [f"fixpoint({','.join(simplify)})", *REWRITES, f"fixpoint({','.join(TIDY)})"]
     if shapes_given or require_static:
         stages.append("check-static{require=true}" if require_static else "check-static")
     return ",".join(stages)
@@ -157,6 +158,9 @@ class CompileOptions:
         "standard ops (e.g. 23 for Attention)", metavar="N"))
     strict_fusion: bool = field(default=False, metadata=flag(
         "--strict-fusion", "fail (exit 1) when a fusion rule near-misses, naming the node, the failing condition and the fix"))
+    check_with_qnn: bool = field(default=False, metadata=flag(
+        "--check-with-qnn", "build the result with Qualcomm's QNN EP (HTP emulator; the qnn extra) and compare its verdict "
+        "with mapc's plan node by node; fails (exit 1) when QNN refuses a node mapc placed on the NPU", requires="--target"))
     #: A target name, a TOML path or a :class:`~mapc.targets.Target`: partition and lower for it.
     target: str | os.PathLike | Target | None = None
     #: Options of the ``partition`` pass other than the target (``min_partition_ops``, ``cpu_ops``...).
@@ -179,15 +183,24 @@ class CompileOptions:
             raise UsageError("--quantize needs --calibration DIR|FILE|random")
         if self.partition and self.target is None:
             raise UsageError(f"partition options ({', '.join(sorted(self.partition))}) need a target (--target NAME)")
+        if self.check_with_qnn and self.target is None:
+            raise UsageError("--check-with-qnn needs a target (--target qnn-htp)")
 
     def steps(self, target: Target | None) -> list[Step]:
-        """The pipeline this compile runs: the given or default pipeline, then quantize, partition and lower."""
+        """The pipeline this compile runs: the given or default pipeline, then quantize, partition and lower.
+
+        A target adds its own: ``upgrade-opset`` to its ``min_opset`` first (unless
+        ``target_opset`` is given), and its ``prepare`` passes, then the tidy group, before quantize.
+        """
         if self.passes is None:
             steps = build_pipeline(default_pipeline(dims=self.dims, input_shapes=self.input_shapes, require_static=self.require_static))
         else:
             steps = build_pipeline(self.passes)
             if self.require_static:
                 steps.append(get_pass("check-static")(require=True))
+        if target is not None and target.prepare:
+            steps += [get_pass(name)() for name in target.prepare]
+            steps += build_pipeline(f"fixpoint({','.join(TIDY)})")
         if self.quantize is not None:
             quantizer = quantize_step(self.quantize, target)
             for binding in BINDINGS:
@@ -195,8 +208,9 @@ class CompileOptions:
             steps.append(quantizer)
         if target is not None:
             steps += [get_pass("partition")(target=target, **(self.partition or {})), get_pass("lower")()]
-        if self.target_opset is not None:
-            steps.insert(0, get_pass("upgrade-opset")(opset=self.target_opset))
+        opset = self.target_opset if self.target_opset is not None else (target.min_opset if target is not None else None)
+        if opset is not None:
+            steps.insert(0, get_pass("upgrade-opset")(opset=opset))
         if self.strict_fusion:
             if not any(step.name == "fuse" for step in flatten_steps(steps)):
                 raise UsageError("--strict-fusion needs a pipeline with the fuse pass")

@@ -14,7 +14,7 @@ import numpy as np
 import onnx.defs
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from mapc.ir import is_static
+from mapc.ir import is_graph_input, is_graph_output, is_static
 from mapc.targets.rules import Constraint, constraint, registered_constraints
 from mapc.targets.spec import CONTROL_FLOW_OPS, Target
 from mapc.targets.views import BIAS_INPUTS, PARAMETER_INPUTS, WEIGHT_INPUTS, NodeView, dims_text
@@ -27,6 +27,7 @@ POOL_OPS = ("MaxPool", "AveragePool", "LpPool")
 NORMALIZING_OPS = ("Softmax", "LogSoftmax", "LayerNormalization", "RMSNormalization")
 REDUCE_OPS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare")
 FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
+GATHER_OPS = ("Gather", "GatherElements", "GatherND")
 
 #: How to make a node pass, by what it lacks. Pass names are mapc's; flags are `mapc compile`'s.
 FIX_FOLD = "give static input shapes (--input-shape NAME:D1,D2,... or --dim NAME=VALUE) so fix-shapes and fold-constants turn the shape arithmetic into constants"
@@ -74,7 +75,7 @@ def fix_unsupported_op(node: NodeView, target: Target, detail: str) -> str | Non
 
 
 def fix_parameters(node: NodeView, target: Target, detail: str) -> str | None:
-    if node.op in ("Gather", "GatherElements", "GatherND"):
+    if node.op in GATHER_OPS:
         return None  # data-dependent lookups (embeddings) stay on the host
     return FIX_FOLD
 
@@ -165,6 +166,16 @@ def constraint_rank(node: NodeView, target: Target) -> Result:
     return (not problems, "; ".join(problems[:3]))
 
 
+@constraint("tensor.op-rank", when=lambda t: bool(t.ops.max_rank))
+def constraint_op_rank(node: NodeView, target: Target) -> Result:
+    """Some ops take lower ranks than the tensors' limit: {ops.max_rank}."""
+    limit = target.ops.max_rank.get(node.op)
+    if limit is None:
+        return OK
+    problems = [f"{role} has rank {tensor.rank}" for role, tensor in node.shaped_tensors() if tensor.rank is not None and tensor.rank > limit]
+    return (not problems, "; ".join(problems[:3]))
+
+
 @constraint("tensor.dims", when=lambda t: t.tensors.max_dim is not None)
 def constraint_dims(node: NodeView, target: Target) -> Result:
     """Every dim must be between 1 and {tensors.max_dim}."""
@@ -226,8 +237,11 @@ def constraint_constant_parameters(node: NodeView, target: Target) -> Result:
     """Parameter inputs (shapes, axes, pads, scales, indices, bounds) must be compile-time constants.
 
     A Reshape whose shape is computed from ``Shape`` at run time, or a Gather whose indices
-    are data (an embedding lookup), cannot be compiled for the device.
+    are data (an embedding lookup), cannot be compiled for the device; gathers with data
+    indices can where the target says so (gather dynamic indices: {limits.gather_dynamic_indices}).
     """
+    if node.op in GATHER_OPS and target.limits.gather_dynamic_indices:
+        return OK
     problems = []
     for position in PARAMETER_INPUTS.get(node.op, ()):
         tensor = node.input(position)
@@ -260,6 +274,21 @@ def constraint_matmul_weights(node: NodeView, target: Target) -> Result:
     if weights is None or weights.weight:
         return OK
     return False, f"operand {weights.name!r} is computed at run time"
+
+
+@constraint("matmul.dynamic-dtype", ops=("MatMul",), when=lambda t: t.limits.matmul_dynamic_dtypes is not None)
+def constraint_matmul_dynamic_dtype(node: NodeView, target: Target) -> Result:
+    """A MatMul of two activations must compute in one of: {limits.matmul_dynamic_dtypes}.
+
+    Qualcomm HTP refuses a 16-bit signed activation-by-activation MatMul (QNN
+    ``backendValidateOpConfig`` error 3110, "Failed to add fused Matmul node").
+    """
+    allowed = target.limits.matmul_dynamic_dtypes or frozenset()
+    operands = [node.input(0), node.input(1)]
+    if any(operand is None or operand.weight for operand in operands):
+        return OK
+    problems = [f"operand {operand.name!r} is {operand.dtype}" for operand in operands if operand is not None and operand.dtype is not None and not _dtype_ok(operand.dtype, allowed, target)]
+    return (not problems, "; ".join(problems))
 
 
 # -- convolution --------------------------------------------------------------------------------------
@@ -493,6 +522,48 @@ def constraint_reduce_axis_size(node: NodeView, target: Target) -> Result:
     if not long_axes:
         return OK
     return False, "reduces " + ", ".join(f"axis {a} of size {data.shape[a]}" for a in long_axes)
+
+
+# -- quantization ---------------------------------------------------------------------------------------
+
+
+@constraint("qdq.graph-boundary", ops=("QuantizeLinear", "DequantizeLinear"), when=lambda t: t.limits.boundary_qdq_on_host)
+def constraint_boundary_qdq(node: NodeView, target: Target) -> Result:
+    """A QuantizeLinear of a graph input, or a DequantizeLinear of a graph output, runs on the host.
+
+    The device's graph takes and returns quantized tensors; converting the application's float
+    tensors is the host's job. onnxruntime's QNN EP does this by default ("QNN EP is configured
+    to not take Q nodes that consume a graph input" / "DQ nodes that generate a graph output").
+    """
+    graph = node.model.graph
+    if node.op == "QuantizeLinear" and node.node.inputs and is_graph_input(graph, node.node.inputs[0]):
+        return False, f"it quantizes graph input {node.node.inputs[0].name!r}"
+    if node.op == "DequantizeLinear" and node.node.outputs and is_graph_output(graph, node.node.outputs[0]):
+        return False, f"it dequantizes graph output {node.node.outputs[0].name!r}"
+    return OK
+
+
+@constraint("norm.scale-sign", ops=("LayerNormalization", "InstanceNormalization"), when=lambda t: t.limits.norm_scale_sign_matches_input,
+            fix="quantize for this target (its quantization section sets norm_scale_type)")
+def constraint_norm_scale_sign(node: NodeView, target: Target) -> Result:
+    """A quantized normalization scale must be signed exactly when its data input is.
+
+    Qualcomm HTP validates LayerNorm with uint8/uint16 data and a uint8 scale, or int8 data and
+    an int8 scale; any other mix fails ``backendValidateOpConfig`` (error 3110), and the QNN EP
+    used to abort the process on it.
+    """
+    data, scale = node.input(0), node.input(1)
+    if data is None or scale is None or data.dtype is None or scale.dtype is None:
+        return OK
+    if not (_is_integer(data.dtype) and _is_integer(scale.dtype)):
+        return OK
+    if data.dtype.startswith("u") == scale.dtype.startswith("u"):
+        return OK
+    return False, f"the data is {data.dtype} and the scale {scale.dtype}"
+
+
+def _is_integer(dtype: str) -> bool:
+    return dtype.startswith(("int", "uint")) and dtype != "int32"
 
 
 def constraints_for(target: Target) -> list[Constraint]:

@@ -91,7 +91,9 @@ class Lower(Pass):
     (domain ``mapc.<target>``) whose local function holds the partition's nodes; weights stay
     initializers passed as inputs, small constants move into the function. The model still
     runs in onnxruntime, which inlines the functions. Metadata records the target, the mapc
-    version, the partition options and a summary.
+    version, the partition options and a summary. A target whose ``lowering`` is ``none``
+    (``qnn-htp``: onnxruntime's QNN EP forms its partitions from the plain QDQ graph) keeps the
+    graph as it is and only gets the metadata.
     """
 
     name = "lower"
@@ -101,6 +103,9 @@ class Lower(Pass):
         plan = ctx.facts[PARTITION_PLAN]
         if plan.model_view.graph is not model.graph:
             raise UsageError("the lower pass must run right after partition, on the same model")
+        if plan.target.lowering == "none":
+            record_metadata(model, plan)
+            return PassResult(changed=False, counters={"partitions_lowered": 0})
         lowered = lower_partitions(model, plan)
         if lowered:
             record_metadata(model, plan)
@@ -112,6 +117,8 @@ def record_metadata(model: Model, plan: Plan) -> None:
     model.set_metadata("mapc.version", __version__)
     model.set_metadata("mapc.target", str(plan.target))
     model.set_metadata("mapc.partition_options", json.dumps(plan.options.as_dict(), sort_keys=True))
+    if plan.target.vendor is not None:  # what the vendor's runtime needs to build it as planned
+        model.set_metadata(f"mapc.{plan.target.vendor.name}_options", json.dumps(dict(plan.target.vendor.options), sort_keys=True))
     model.set_metadata(
         "mapc.summary",
         json.dumps({"coverage": coverage(plan), "estimate": estimate(plan), "partitions": len(plan.partitions)}, sort_keys=True),

@@ -95,6 +95,8 @@ class OpSet:
 
     supported: frozenset[str] = frozenset()
     dtypes: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: Per-op rank limits below the tensors' ``max_rank`` (QNN: InstanceNormalization 4).
+    max_rank: Mapping[str, int] = field(default_factory=dict)
     control_flow: bool = False
     fused_patterns: tuple[tuple[str, ...], ...] = ()
 
@@ -135,9 +137,35 @@ class OpLimits:
     matmul_dynamic_weights: bool = True
     normalize_last_axis_only: bool = False
     max_reduce_axis: int | None = None
+    #: Gather, GatherElements and GatherND may take indices computed at run time (an embedding
+    #: lookup of token ids); otherwise their indices must be constants.
+    gather_dynamic_indices: bool = False
+    #: Dtypes an activation-by-activation MatMul may have (None: any of the op's dtypes).
+    matmul_dynamic_dtypes: frozenset[str] | None = None
+    #: A quantized LayerNormalization/InstanceNormalization scale must be signed exactly when the
+    #: data is (QNN HTP: uint8 activations with a uint8 scale, int8 with int8).
+    norm_scale_sign_matches_input: bool = False
+    #: A QuantizeLinear reading a graph input, or a DequantizeLinear writing a graph output, stays
+    #: on the host (onnxruntime's QNN EP leaves them to the CPU by default).
+    boundary_qdq_on_host: bool = False
 
 
 TargetKind = Literal["accelerator", "host"]
+#: How ``lower`` writes the partitions: as model-local functions of the target's domain, or not at
+#: all (``none``: the vendor's runtime forms the partitions itself from the plain QDQ graph).
+Lowering = Literal["functions", "none"]
+
+
+@dataclass(frozen=True)
+class VendorCompiler:
+    """The vendor's own compiler, which can check the target's placement node by node.
+
+    ``name`` is the oracle (``qnn``: onnxruntime's QNN execution provider, see
+    :mod:`mapc.targets.qnn`); ``options`` are passed to it as they are (``htp_arch``).
+    """
+
+    name: str
+    options: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -162,6 +190,14 @@ class Target:
         default_factory=lambda: Performance(clock_mhz=1000, macs_per_cycle={"float32": 1}, vector_ops_per_cycle=1, memory_gbps=1)
     )
     host: Performance | None = None
+    lowering: Lowering = "functions"
+    vendor: VendorCompiler | None = None
+    #: ``mapc compile`` first upgrades a model below this ai.onnx opset to it, so that fusion
+    #: emits the standard ops the device's compiler maps (e.g. Gelu-20 instead of a function).
+    min_opset: int | None = None
+    #: Passes ``mapc compile`` runs for this target after the target-independent pipeline and
+    #: before quantization: rewrites of ops the device lacks (``decompose-attention``).
+    prepare: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     notes: str = ""
     origin: str = "built-in"

@@ -24,7 +24,7 @@ import onnx.defs
 
 from mapc.ir import UsageError
 from mapc.passes.quantize import QuantizationSupport
-from mapc.targets.builtin import BUILTIN_TARGETS
+from mapc.targets.builtin import BUILTIN_TARGETS, builtin_target
 from mapc.targets.builtin.host_cpu import APPLICATION_CPU
 from mapc.targets.spec import (
     DTYPES,
@@ -48,7 +48,7 @@ SECTIONS: dict[str, type] = {
     "host": Performance,
 }
 TOP_LEVEL = {"name", "description", "domain", "base", "sources", "notes"}
-DTYPE_KEYS = {"dtypes", "bias_dtypes", "float32_as", "macs_per_cycle"}
+DTYPE_KEYS = {"dtypes", "bias_dtypes", "float32_as", "macs_per_cycle", "matmul_dynamic_dtypes"}
 #: String keys that take one of a few values.
 CHOICES = {"norm_scale_type": ("int8", "uint8")}
 PERFORMANCE_REQUIRED = ("clock_mhz", "macs_per_cycle", "vector_ops_per_cycle", "memory_gbps")
@@ -119,10 +119,14 @@ class TargetFileReader:
     def _base(self, value: Any) -> Target | None:
         if value is None:
             return None
-        if value not in BUILTIN_TARGETS or BUILTIN_TARGETS[value].is_host:
+        try:
+            base = builtin_target(value) if isinstance(value, str) else None
+        except UsageError as error:
+            self.fail("base", str(error))
+        if base is None or base.is_host:
             choices = ", ".join(n for n, t in BUILTIN_TARGETS.items() if not t.is_host)
             self.fail("base", f"must name a built-in accelerator ({choices}), got {value!r}")
-        return BUILTIN_TARGETS[value]
+        return base
 
     def _string(self, table: Mapping[str, Any], key: str, *, required: bool) -> str:
         value = table.get(key)
@@ -221,7 +225,12 @@ class TargetFileReader:
         result: dict[str, Any] = {}
         for name, value in raw.items():
             entry = f"{path}.{name}"
-            if key == "macs_per_cycle":
+            if key == "max_rank":  # ops.max_rank: op -> rank
+                self._check_op(entry, name)
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    self.fail(entry, f"must be a positive integer, got {value!r}")
+                result[name] = value
+            elif key == "macs_per_cycle":
                 self._check_dtype(entry, name)
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                     self.fail(entry, f"must be a positive number, got {value!r}")

@@ -74,7 +74,7 @@ def test_compile_with_a_file_target_end_to_end(tmp_path):
     [
         ("colour = 1\n" + MINIMAL, "key 'colour' is not a target setting"),
         (MINIMAL + "colour = 1\n", "key 'performance.colour' is not a setting of [performance]"),
-        (MINIMAL.replace("[ops]", "[ops]\nsuported = []"), "key 'ops.suported' is not a setting of [ops] (known: control_flow, dtypes, fused_patterns, supported)"),
+        (MINIMAL.replace("[ops]", "[ops]\nsuported = []"), "key 'ops.suported' is not a setting of [ops] (known: control_flow, dtypes, fused_patterns, max_rank, supported)"),
         (MINIMAL.replace('dtypes = ["int8"]', 'dtypes = ["int7"]'), "key 'tensors.dtypes' names unknown dtype 'int7'"),
         (MINIMAL.replace('supported = ["Relu"]', 'supported = ["Reluu"]'), "key 'ops.supported' names unknown operator 'Reluu'"),
         (MINIMAL.replace("[tensors]", "[tensors]\nmax_rank = \"4\""), "key 'tensors.max_rank' must be a positive integer, got '4'"),
@@ -92,7 +92,7 @@ def test_compile_with_a_file_target_end_to_end(tmp_path):
         (MINIMAL + '[ops.dtypes]\nRelu = "int8"\n', "key 'ops.dtypes.Relu' must be a list of strings, got 'int8'"),
         (MINIMAL.replace('supported = ["Relu"]', 'supported = ["Relu"]\nfused_patterns = ["Conv"]'), "key 'ops.fused_patterns' must be a list of op chains"),
         (MINIMAL.replace("[tensors]", "conv = 3\n[tensors]"), "key 'conv' must be a table ([conv])"),
-        ('base = "cpu"\nname = "x"\n', "key 'base' must name a built-in accelerator (npu, ethos-u55), got 'cpu'"),
+        ('base = "cpu"\nname = "x"\n', "key 'base' must name a built-in accelerator (npu, ethos-u55, qnn-htp), got 'cpu'"),
         (MINIMAL + '[quantization]\nschemes = "a8w8"\n', "key 'quantization.schemes' must be a list of strings, got 'a8w8'"),
         (MINIMAL + '[quantization]\nactivation_types = ["int9"]\n', "key 'quantization.activation_types' names unknown dtype 'int9'"),
         (MINIMAL + "[quantization]\nblock_sizes = [32, 0]\n", "key 'quantization.block_sizes' must be a list of positive integers"),
