@@ -26,6 +26,7 @@ from mapc.ir import Model, ModelSource, UsageError, VerificationError, __version
 from mapc.options import CompileOptions
 from mapc.passes import Facts, PassContext, PassManager, PassRecord, ProgressHook, Verifier, check_dim_names, flatten_steps, resolve_dims
 from mapc.targets import PARTITION_PLAN, Plan, Target, emit_partitions, get_target, plan_report
+from mapc.targets.qnn import Agreement, check_plan
 
 #: Version of the report's keys (docs/report-schema.md); bumped only if a key is removed or changes meaning.
 REPORT_SCHEMA_VERSION = 1
@@ -48,6 +49,8 @@ class CompileResult:
     #: What the passes told later passes and the caller (``PassContext.facts``), by fact.
     facts: Facts = field(default_factory=Facts)
     ops_before: dict[str, int] = field(default_factory=dict)
+    #: QNN's verdict beside the plan, node by node (``check_with_qnn``).
+    qnn: Agreement | None = None
 
     @property
     def nodes_after(self) -> int:
@@ -79,6 +82,8 @@ class CompileResult:
             report.update(plan_report(self.plan))
         if self.verification is not None:
             report["verification"] = self.verification
+        if self.qnn is not None:
+            report["qnn"] = self.qnn.as_dict()
         return report
 
     @property
@@ -134,6 +139,10 @@ def compile(
       the per-dtype defaults of :mod:`mapc.ir.compare`.
     * ``target_opset``: first upgrade the model to this ai.onnx opset (``upgrade-opset``), so that
       ``fuse`` can emit the standard ops that opset has.
+    * ``check_with_qnn``: build the result with Qualcomm's QNN EP for the target's HTP
+      architecture (a target QNN compiles: ``qnn-htp``) and put its verdict beside the plan in
+      ``result.qnn`` (:class:`~mapc.targets.qnn.Agreement`); the caller decides what a
+      disagreement means (the CLI fails on a node mapc placed on HTP that QNN refused).
     * ``strict_fusion``: make every near-miss of ``fuse`` an error (:class:`~mapc.ir.errors.CheckFailed`).
     * ``pass_options``: options set on every step of the named passes, overriding the pipeline's
       (``{"attention-mask": {"mask_value": -50}}``); a pass not in the pipeline is an error.
@@ -200,6 +209,10 @@ def compile(
     )
     if result.plan is not None:
         working.set_metadata("mapc.pipeline", manager.text)
+    if options.check_with_qnn and result.plan is not None:
+        if on_pass_start is not None:
+            on_pass_start("check-with-qnn")
+        result.qnn = check_plan(working, result.plan)
     if options.verify and verifier is not None:
         comparisons = verifier.compare(working)
         result.verification = {

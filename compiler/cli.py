@@ -30,6 +30,7 @@ from mapc.inspection import summarize
 from mapc.ir import (
     EXIT_INTERNAL,
     EXIT_OK,
+    CheckFailed,
     MapcError,
     OutputError,
     UsageError,
@@ -139,7 +140,20 @@ def run_compile(args: argparse.Namespace) -> int:
         console.print(f"wrote {len(emitted)} files to {args.emit_partitions} (partitions, host graph, partitions.json)", markup=False)
     for path in host_models:
         console.print(f"wrote {path} (computes a hoisted mask input on the host)", markup=False)
+    if result.qnn is not None and not result.qnn.ok:
+        raise CheckFailed(_qnn_failure(result))
     return EXIT_OK
+
+
+def _qnn_failure(result: CompileResult) -> str:
+    """The one line a failed --check-with-qnn ends with."""
+    agreement = result.qnn
+    assert agreement is not None
+    if not agreement.check.built:
+        return f"QNN did not build the compiled model: {agreement.check.error}"
+    first = agreement.overclaims[0]
+    return (f"QNN refused {len(agreement.overclaims)} node(s) mapc placed on HTP (a bug of the target's rules), "
+            f"first {first.name!r} ({first.op}): {first.qnn.reason}")
 
 
 def write_host_models(result: CompileResult, written: Path) -> list[Path]:

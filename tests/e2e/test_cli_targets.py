@@ -29,7 +29,7 @@ def models(tmp_path):
 def test_targets_lists_the_builtins(capsys):
     assert main(["targets", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
-    assert [t["name"] for t in listing] == ["npu", "cpu", "ethos-u55"]
+    assert [t["name"] for t in listing] == ["npu", "cpu", "ethos-u55", "qnn-htp"]
     assert [t["name"] for t in listing if t["default"]] == ["npu"]
     assert main(["targets"]) == 0
     assert "ethos-u55" in capsys.readouterr().out

@@ -1,0 +1,67 @@
+"""QNN's verdict beside mapc's plan, for the terminal and the HTML page (``--check-with-qnn``).
+
+Both read the report's ``qnn`` section (``docs/report-schema.md``): whether QNN built the model,
+nodes per status, and every node where mapc and QNN disagree, overclaims (mapc said HTP, QNN
+refused: a bug of the target's rules) first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+#: Disagreeing nodes listed in the terminal; the JSON and HTML reports list all.
+MAX_DISAGREEMENT_ROWS = 20
+#: Order and wording of the two kinds of disagreement.
+DISAGREEMENTS = {
+    "mapc-overclaims": "mapc: HTP, QNN: refused",
+    "mapc-underclaims": "mapc: CPU, QNN: HTP",
+}
+
+
+def qnn_headline(qnn: dict[str, Any]) -> str:
+    """One line: built or not, and how many nodes agree."""
+    counts = ", ".join(f"{status} {n}" for status, n in sorted(qnn["counts"].items()))
+    built = "built the model" if qnn["built"] else ("ABORTED" if qnn["aborted"] else "did NOT build the model")
+    timing = f" in {qnn['build_seconds']:.1f} s" if qnn.get("build_seconds") is not None and qnn["built"] else ""
+    return (
+        f"QNN HTP (v{qnn['arch']}) {built}{timing}: {counts}; mapc's plan agrees on {qnn['nodes_agreeing']}/{qnn['nodes_compared']} nodes "
+        f"({qnn['overclaims']} placed on HTP that QNN refused, {qnn['underclaims']} kept on the CPU that QNN takes)"
+    )
+
+
+def disagreement_rows(qnn: dict[str, Any], *, brief: bool = False) -> list[tuple[str, str, str, str, str]]:
+    """(kind, node, op, mapc's reasons, QNN's reason) for every disagreeing node, overclaims first.
+
+    ``brief`` keeps only mapc's reason codes (the terminal); the full sentences are in the reports.
+    """
+    order = list(DISAGREEMENTS)
+    nodes = sorted((n for n in qnn["nodes"] if n["disagreement"]), key=lambda n: (order.index(n["disagreement"]), n["index"]))
+    rows = []
+    for n in nodes:
+        reasons = [reason.split(":", 1)[0] if brief else reason for reason in n["mapc_reasons"]]
+        rows.append((DISAGREEMENTS[n["disagreement"]], n["name"], n["op"], "; ".join(reasons) or "-", n["qnn_reason"] or "-"))
+    return rows
+
+
+def print_qnn(qnn: dict[str, Any], console: Console) -> None:
+    """The headline, QNN's error with the log's last lines when it failed, and the disagreements."""
+    console.print(qnn_headline(qnn), markup=False, highlight=False)
+    if not qnn["built"]:
+        console.print(f"  QNN: {qnn['error']}", markup=False, highlight=False)
+        for line in qnn["log_tail"][-6:]:
+            console.print(f"  | {line.strip()[:200]}", markup=False, highlight=False, style="dim")
+    rows = disagreement_rows(qnn, brief=True)
+    if not rows:
+        return
+    table = Table(title=f"mapc vs QNN: {len(rows)} nodes disagree", title_justify="left")
+    for column in ("disagreement", "node", "op", "mapc", "QNN"):
+        table.add_column(column)
+    for row in rows[:MAX_DISAGREEMENT_ROWS]:
+        table.add_row(*(Text(cell) for cell in row))
+    if len(rows) > MAX_DISAGREEMENT_ROWS:
+        table.add_row(f"... {len(rows) - MAX_DISAGREEMENT_ROWS} more (see --report)", "", "", "", "")
+    console.print(table)

@@ -1,0 +1,205 @@
+"""qnn-htp: Qualcomm's Hexagon NPU (HTP) as onnxruntime's QNN execution provider builds for it.
+
+This target is checkable: ``mapc compile ... --target qnn-htp --check-with-qnn`` builds the
+result with the QNN EP of onnxruntime-qnn (Qualcomm's HTP backend, which on x86 compiles for
+and emulates the NPU) and compares QNN's verdict with mapc's plan node by node
+(:mod:`mapc.targets.qnn`). Every limit below is backed by a test in
+``tests/targets/qnn/test_rules_against_qnn.py`` that shows QNN accepting what the rule allows
+and refusing what it refuses.
+
+Sources: onnxruntime's QNN op builders (``onnxruntime/core/providers/qnn/builder/opbuilder/``,
+``op_builder_factory.cc``: which ONNX ops the EP maps, and the checks each builder makes),
+Qualcomm's "HTP Op Def Supplement" (QNN SDK docs: per op the INT8/INT16/FP16 input, weight and
+bias types), the QNN EP documentation (onnxruntime.ai, "QNN Execution Provider": QDQ model
+requirements, ``htp_arch``, EPContext), and the emulator itself (onnxruntime-qnn 2.7.0).
+
+* Quantized models are QDQ models: uint8 or uint16 activations (asymmetric, per tensor), int8
+  weights symmetric per channel for Conv/ConvTranspose/Gemm and MatMul, int32 biases.
+  LayerNormalization's scale must be **uint8** (asymmetric): an int8 scale fails
+  ``backendValidateOpConfig`` with error 3110 and the EP aborts the process. Every reader of a
+  quantized tensor gets its own DequantizeLinear: a DQ shared by several readers lands in
+  several node units and the EP aborts (``Processed 9 nodes. Expected to process 74``).
+* float32 models, and float islands of quantized ones, run in fp16 on v69 and later: the target's
+  QNN options (``mapc targets --show qnn-htp``, and the compiled model's metadata) turn on
+  ``enable_htp_fp16_precision`` with the architecture's ``soc_model``. Without it, float ops
+  QNN validated still fail when it finalizes the graph (``QNN_COMMON_ERROR_MEM_ALLOC``).
+* Static shapes only, rank at most 5 (4 for InstanceNormalization, RMSNormalization and
+  BatchNormalization). int64 tensors are accepted: the EP narrows them to int32. Gathers take
+  run-time indices (the embedding lookup of token ids runs on HTP).
+* A QuantizeLinear of a graph input or a DequantizeLinear of a graph output is left to the CPU
+  by the EP's defaults: the application hands the NPU quantized tensors (or pays one
+  conversion on the CPU at each end).
+* The compiled model is the plain QDQ graph (``lowering = none``): the QNN EP forms its
+  partitions itself. ``--emit epcontext`` adds the EPContext model with the context binary QNN
+  compiled for the architecture.
+
+Architectures (``--target qnn-htp:v75``; plain ``qnn-htp`` is v73): v68 (Snapdragon 888), v69
+(8 Gen 1), v73 (8 Gen 2, the default), v75 (8 Gen 3, X Elite), v79 (8 Elite), v81 (8 Elite
+Gen 5). v68 has no fp16 compute: float models must be quantized there.
+
+Performance: a roofline of a v73-class HTP (scalar clock 1 GHz, 8 MiB of VTCM); only relative
+figures are meaningful. QNN's own profiling is the authority for latency.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+from mapc.ir import UsageError
+from mapc.passes.quantize import QuantizationSupport
+from mapc.targets.builtin.host_cpu import APPLICATION_CPU
+from mapc.targets.spec import (
+    ConvLimits,
+    OpLimits,
+    OpSet,
+    Performance,
+    PoolLimits,
+    Target,
+    TensorLimits,
+    VendorCompiler,
+)
+
+NAME = "qnn-htp"
+#: The HTP architectures the QNN EP's ``htp_arch`` option names, oldest first, and the SoC of each.
+ARCHITECTURES = {
+    "v68": "Snapdragon 888",
+    "v69": "Snapdragon 8 Gen 1",
+    "v73": "Snapdragon 8 Gen 2",
+    "v75": "Snapdragon 8 Gen 3 / X Elite",
+    "v79": "Snapdragon 8 Elite",
+    "v81": "Snapdragon 8 Elite Gen 5",
+}
+DEFAULT_ARCH = "v73"
+#: QNN's SoC model id of each architecture's phone SoC (SM8350, SM8450, SM8550, SM8650, SM8750;
+#: the QNN SDK's SoC table). The QNN EP needs it for fp16 precision. v81's SM8850 id is not
+#: published where mapc could check it: on v81 float islands must be quantized.
+SOC_MODELS = {"v68": "30", "v69": "36", "v73": "43", "v75": "57", "v79": "69"}
+#: Architectures without fp16 compute (HTP Op Def Supplement: FP16 from v69 on; the emulator
+#: fails to finalize Gelu, Gather and CumSum in fp16 on v68).
+NO_FP16 = frozenset({"v68"})
+
+#: int64 tensors are accepted: the EP narrows them to int32 (base_op_builder.cc ProcessInt64Tensors).
+DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "int32", "int64", "float16", "bool"})
+
+#: ONNX ops the QNN EP maps to HTP ops (op_builder_factory.cc) that HTP validated in the
+#: emulator for uint8 and uint16 activations.
+OPS = frozenset(
+    {
+        # element-wise
+        "Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "Sqrt", "Reciprocal", "Abs", "Neg", "Exp", "Log",
+        "Sin", "Cos", "Tanh", "Sigmoid", "Relu", "LeakyRelu", "PRelu", "Elu", "Clip", "HardSigmoid", "HardSwish",
+        "Gelu", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Where", "Cast",
+        "Round", "Floor", "Ceil", "Sign",
+        # linear algebra and normalization
+        "Conv", "ConvTranspose", "MatMul", "Gemm", "LayerNormalization", "RMSNormalization", "BatchNormalization",
+        "InstanceNormalization", "Softmax", "LogSoftmax",
+        # pooling and reductions
+        "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax",
+        "ReduceMin", "ReduceProd", "ReduceL2", "ArgMax", "ArgMin", "TopK", "CumSum",
+        # data movement
+        "Reshape", "Transpose", "Concat", "Split", "Slice", "Squeeze", "Unsqueeze", "Flatten", "Pad", "Resize",
+        "DepthToSpace", "SpaceToDepth", "Expand", "Tile", "Gather", "GatherElements", "GatherND", "ScatterND",
+        # quantization
+        "QuantizeLinear", "DequantizeLinear",
+    }
+)  # fmt: skip
+
+BASE = Target(
+    name=NAME,
+    description="Qualcomm Hexagon NPU (HTP v73) as onnxruntime's QNN EP builds it: QDQ uint8/uint16, fp16; checkable with --check-with-qnn.",
+    tensors=TensorLimits(
+        dtypes=DTYPES,
+        float32_as="float16",
+        bias_dtypes=frozenset({"int32", "float16"}),
+        static_shapes=True,
+        max_rank=5,
+    ),
+    ops=OpSet(
+        supported=OPS,
+        dtypes={
+            "QuantizeLinear": frozenset({"float32", "float16", "uint8", "int8", "uint16", "int16"}),
+            "DequantizeLinear": frozenset({"float32", "float16", "uint8", "int8", "uint16", "int16", "int32"}),
+            "Cast": DTYPES | {"float32"},
+            # 16-bit signed data fails validation (3110) with either scale type.
+            "LayerNormalization": frozenset({"uint8", "uint16", "int8", "float16"}),
+            # signed data: the EP turns the scale unsigned and the session fails after the layout transform.
+            "InstanceNormalization": frozenset({"uint8", "uint16", "float16"}),
+        },
+        # instancenormalization_op_builder.cc (rank 3-4), rmsnormalization_op_builder.cc and
+        # batchnormalization_op_builder.cc (rank <= 4).
+        max_rank={"InstanceNormalization": 4, "RMSNormalization": 4, "BatchNormalization": 4},
+    ),
+    conv=ConvLimits(max_spatial_dims=3),
+    pool=PoolLimits(),
+    limits=OpLimits(
+        matmul_dynamic_weights=True,
+        matmul_dynamic_dtypes=frozenset({"uint8", "uint16", "int8", "float16"}),
+        norm_scale_sign_matches_input=True,
+        gather_dynamic_indices=True,
+        boundary_qdq_on_host=True,
+    ),
+    quantization=QuantizationSupport(
+        schemes=("a8w8", "a16w8"),
+        activation_types=("uint8", "uint16"),
+        symmetric_activations=False,
+        per_channel_matmul=True,
+        norm_scale_type="uint8",
+        dedicated_dequantizers=True,
+    ),
+    performance=Performance(
+        clock_mhz=1000,
+        macs_per_cycle={"int8": 8192, "uint8": 8192, "int16": 2048, "uint16": 2048, "float16": 2048, "bool": 8192},
+        vector_ops_per_cycle=1024,
+        memory_gbps=51,
+        sram_kib=8192,
+        sram_gbps=512,
+        transfer_gbps=16,
+        dispatch_us=50,
+        op_overhead_us=0.1,
+    ),
+    host=APPLICATION_CPU,
+    lowering="none",
+    min_opset=23,
+    prepare=("decompose-attention",),
+    vendor=VendorCompiler("qnn", {}),
+    notes=inspect.cleandoc(__doc__ or ""),
+    sources=(
+        "onnxruntime QNN EP op builders (onnxruntime/core/providers/qnn/builder/opbuilder/, op_builder_factory.cc)",
+        "Qualcomm QNN SDK 'HTP Op Def Supplement' (per-op INT8/INT16/FP16 input, weight and bias types)",
+        "onnxruntime.ai 'QNN Execution Provider' (QDQ requirements, htp_arch, EPContext)",
+        "onnxruntime-qnn 2.7.0 HTP emulator: tests/targets/qnn/ (every rule accepted and refused by QNN itself)",
+    ),
+)
+
+
+def provider_options(version: str) -> dict[str, str]:
+    """The QNN EP options that build for ``version``: the arch, its SoC, fp16 where it has it."""
+    options = {"htp_arch": version.removeprefix("v")}
+    if version in SOC_MODELS:
+        options["soc_model"] = SOC_MODELS[version]
+        if version not in NO_FP16:
+            options["enable_htp_fp16_precision"] = "1"
+    return options
+
+
+def qnn_htp(arch: str = DEFAULT_ARCH) -> Target:
+    """The ``qnn-htp`` target for one HTP architecture (``v73`` or ``73``)."""
+    version = arch if arch.startswith("v") else f"v{arch}"
+    if version not in ARCHITECTURES:
+        raise UsageError(f"unknown HTP architecture {arch!r} for {NAME} (known: {', '.join(ARCHITECTURES)})")
+    options = provider_options(version)
+    tensors = BASE.tensors
+    if "enable_htp_fp16_precision" not in options:
+        tensors = dataclasses.replace(tensors, dtypes=tensors.dtypes - {"float16"}, float32_as=None)
+    return dataclasses.replace(
+        BASE,
+        name=NAME if version == DEFAULT_ARCH else f"{NAME}:{version}",
+        description=BASE.description.replace(f"HTP {DEFAULT_ARCH}", f"HTP {version}, {ARCHITECTURES[version]}"),
+        domain="mapc.qnn_htp" if version == DEFAULT_ARCH else f"mapc.qnn_htp_{version}",
+        tensors=tensors,
+        vendor=VendorCompiler("qnn", options),
+    )
+
+
+QNN_HTP = qnn_htp(DEFAULT_ARCH)

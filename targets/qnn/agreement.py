@@ -1,0 +1,133 @@
+"""mapc's plan beside QNN's verdict, node by node: :func:`compare_plan`.
+
+Each node of the planned model gets one :class:`NodeAgreement`: where mapc placed it (on the
+target or on the CPU, with mapc's reasons) and what QNN did with it. Two kinds of disagreement:
+
+* ``mapc-overclaims``: mapc placed the node on HTP and QNN refused it (or never got to it
+  because the build failed). That is a bug of the target's rules: a compile with
+  ``--check-with-qnn`` fails on it.
+* ``mapc-underclaims``: mapc kept the node on the CPU and QNN would have taken it. mapc is
+  too cautious (a missing op, a rule too strict, or a cost decision QNN does not make).
+
+``Constant`` nodes are not compared: onnxruntime turns them into initializers before any EP
+sees them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mapc.ir import Model, UsageError
+from mapc.targets.partition import Plan
+from mapc.targets.qnn.oracle import QnnCheck, ask_qnn, require_qnn
+from mapc.targets.qnn.verdict import NodeVerdict
+
+Disagreement = Literal["", "mapc-overclaims", "mapc-underclaims"]
+
+
+@dataclass(frozen=True)
+class NodeAgreement:
+    """One node: mapc's placement and reasons, QNN's verdict, and whether they agree."""
+
+    index: int
+    name: str
+    op: str
+    mapc_on_target: bool
+    mapc_reasons: tuple[str, ...]
+    qnn: NodeVerdict
+
+    @property
+    def disagreement(self) -> Disagreement:
+        if self.op == "Constant":
+            return ""
+        if self.mapc_on_target and not self.qnn.on_htp:
+            return "mapc-overclaims"
+        if not self.mapc_on_target and self.qnn.on_htp:
+            return "mapc-underclaims"
+        return ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "op": self.op,
+            "mapc": "target" if self.mapc_on_target else "cpu",
+            "mapc_reasons": list(self.mapc_reasons),
+            "qnn": self.qnn.status,
+            "qnn_reason": self.qnn.reason,
+            "disagreement": self.disagreement,
+        }
+
+
+@dataclass
+class Agreement:
+    """The node-by-node comparison of one plan with one QNN check."""
+
+    check: QnnCheck
+    nodes: list[NodeAgreement]
+
+    @property
+    def overclaims(self) -> list[NodeAgreement]:
+        """Nodes mapc put on HTP that QNN refused: bugs of the target's rules."""
+        return [node for node in self.nodes if node.disagreement == "mapc-overclaims"]
+
+    @property
+    def underclaims(self) -> list[NodeAgreement]:
+        return [node for node in self.nodes if node.disagreement == "mapc-underclaims"]
+
+    @property
+    def compared(self) -> list[NodeAgreement]:
+        return [node for node in self.nodes if node.op != "Constant"]
+
+    @property
+    def agreeing(self) -> int:
+        return sum(1 for node in self.compared if not node.disagreement)
+
+    @property
+    def ok(self) -> bool:
+        """QNN built the model and took every node mapc placed on HTP."""
+        return self.check.built and not self.overclaims
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.check.as_dict(),
+            "ok": self.ok,
+            "nodes_compared": len(self.compared),
+            "nodes_agreeing": self.agreeing,
+            "overclaims": len(self.overclaims),
+            "underclaims": len(self.underclaims),
+            "disagreements_by_op": dict(Counter(f"{n.disagreement}:{n.op}" for n in self.nodes if n.disagreement)),
+            "nodes": [node.as_dict() for node in self.nodes],
+        }
+
+
+def compare_plan(plan: Plan, check: QnnCheck) -> Agreement:
+    """Pair every node of ``plan`` with QNN's verdict on the same node (same graph order)."""
+    views = plan.model_view.nodes
+    if len(views) != len(check.verdicts):
+        raise ValueError(f"QNN was asked about {len(check.verdicts)} nodes, the plan has {len(views)}")
+    on_target = {index for segment in plan.segments if segment.on_target for index in segment.nodes}
+    nodes = []
+    for view, verdict in zip(views, check.verdicts):
+        reasons = tuple(f"{note.code}: {note.message}" for note in plan.reasons.get(view.index, []))
+        nodes.append(NodeAgreement(view.index, verdict.name, view.node.op, view.index in on_target, reasons, verdict))
+    return Agreement(check, nodes)
+
+
+def check_plan(model: Model, plan: Plan, **ask: Any) -> Agreement:
+    """Ask QNN about ``model`` (as planned, not lowered) for the plan's target and compare.
+
+    The target must name QNN as its vendor compiler (``qnn-htp`` and the TOML targets based on
+    it); its options (``htp_arch``) go to :func:`~mapc.targets.qnn.oracle.ask_qnn`, as do ``ask``.
+    """
+    target = plan.target
+    if target.vendor is None or target.vendor.name != "qnn":
+        raise UsageError(f"--check-with-qnn needs a target that QNN compiles (qnn-htp, qnn-htp:v75, ...); {target} is not one")
+    if target.lowering != "none":
+        raise UsageError(f"--check-with-qnn needs the plain QDQ graph, but {target} lowers partitions into functions")
+    require_qnn("--check-with-qnn")
+    options = dict(target.vendor.options)
+    arch = options.pop("htp_arch")
+    return compare_plan(plan, ask_qnn(model, arch=arch, provider_options=options, **ask))
