@@ -3,8 +3,7 @@
 The one implementation behind both users of the converter:
 
 * the ``upgrade-opset`` pass (:mod:`mapc.passes.upgrade_opset`) converts the whole model with
-  :func:`convert_version` and :func:`raise_ir_version` (strict: an opset onnx does not know is an
-  error), then checks it with :func:`first_difference` and fails loudly when it differs;
+  :func:`convert_version` (model-local functions included) and :func:`raise_ir_version`, then checks it with :func:`first_difference` and fails loudly when it differs;
 * ``quantize`` raises the opset a scheme needs with :func:`upgrade_verified`: the conversion
   runs on a weight-free skeleton (large weights never pass through the converter and are
   re-attached by name afterwards), the old and the new model run on one sample, and the new one
@@ -29,24 +28,56 @@ class ConversionError(Exception):
 
 
 def convert_version(proto: onnx.ModelProto, version: int) -> onnx.ModelProto:
-    """``proto`` converted to ai.onnx ``version`` (ConversionError if the converter refuses)."""
+    """``proto`` converted to ai.onnx ``version``, its model-local functions included
+    (ConversionError if the converter refuses)."""
     try:
-        return version_converter.convert_version(proto, version)
+        converted = version_converter.convert_version(proto, version)
     except Exception as error:  # the converter raises RuntimeError/ValueError/C++ assertion text
-        raise ConversionError(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from None
+        raise ConversionError(_first_line(error)) from None
+    del converted.functions[:]  # the converter drops or keeps them unconverted, depending on the onnx release
+    for function in proto.functions:
+        body = onnx.FunctionProto()
+        body.CopyFrom(function)
+        _convert_function(body, version, converted.ir_version)
+        converted.functions.append(body)
+    return converted
 
 
-def raise_ir_version(converted: onnx.ModelProto, *, at_least: int = 0, strict: bool = True) -> None:
-    """Raise ``converted``'s IR version to what its opsets need (and to ``at_least``). ``strict``:
-    an opset onnx does not know raises ValueError; otherwise it keeps what the converter wrote."""
-    if strict:
-        minimum_ir = onnx.helper.find_min_ir_version_for(list(converted.opset_import))
-    else:
-        opsets = [onnx.helper.make_opsetid(d, v) for d, v in ((e.domain, e.version) for e in converted.opset_import)]
-        try:
-            minimum_ir = onnx.helper.find_min_ir_version_for(opsets, ignore_unknown=True)
-        except Exception:  # an opset onnx does not know: keep what the converter wrote
-            minimum_ir = converted.ir_version
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _convert_function(function: onnx.FunctionProto, version: int, ir_version: int) -> None:
+    """Convert a local function's body in place: onnx's converter leaves functions at their old
+    opset, which the onnx checker then refuses (and onnxruntime's QNN EP aborts on)."""
+    imports = {entry.domain: entry.version for entry in function.opset_import}
+    if imports.get("", version) >= version:
+        return
+    untyped = [onnx.helper.make_value_info(name, onnx.TypeProto()) for name in function.input]
+    results = [onnx.helper.make_value_info(name, onnx.TypeProto()) for name in function.output]
+    body = onnx.helper.make_model(
+        onnx.helper.make_graph(list(function.node), function.name, untyped, results),
+        opset_imports=list(function.opset_import), ir_version=ir_version,
+    )
+    try:
+        converted = version_converter.convert_version(body, version)
+    except Exception as error:
+        raise ConversionError(f"local function {function.domain}::{function.name}: {_first_line(error)}") from None
+    del function.node[:]
+    function.node.extend(converted.graph.node)
+    for entry in function.opset_import:
+        if entry.domain == "":
+            entry.version = version
+
+
+def raise_ir_version(converted: onnx.ModelProto, *, at_least: int = 0) -> None:
+    """Raise ``converted``'s IR version to what its opsets need (and to ``at_least``); a domain
+    onnx does not know (a model-local function's, a vendor's) keeps what the converter wrote."""
+    opsets = [onnx.helper.make_opsetid(d, v) for d, v in ((e.domain, e.version) for e in converted.opset_import)]
+    try:
+        minimum_ir = onnx.helper.find_min_ir_version_for(opsets, ignore_unknown=True)
+    except Exception:  # an opset onnx does not know: keep what the converter wrote
+        minimum_ir = converted.ir_version
     converted.ir_version = max(converted.ir_version, at_least, minimum_ir)
 
 
@@ -77,6 +108,7 @@ def upgrade_verified(model: Model, version: int, feeds: Mapping[str, np.ndarray]
     model.graph = candidate.graph
     model.opset_imports = candidate.opset_imports
     model.ir_version = candidate.ir_version
+    model.functions = candidate.functions
     model.forget_names()
     return None
 
@@ -91,7 +123,7 @@ def _converted_skeleton(model: Model, version: int) -> Model | str:
         converted = convert_version(skeleton, version)
     except ConversionError as error:
         return f"onnx's version converter cannot convert it ({error})"
-    raise_ir_version(converted, at_least=model.ir_version, strict=False)
+    raise_ir_version(converted, at_least=model.ir_version)
     graph = gs.import_onnx(converted)
     graph.functions = []
     remember_lost_parts(converted.graph, graph)
@@ -112,7 +144,7 @@ def _converted_skeleton(model: Model, version: int) -> Model | str:
         graph,
         opset_imports=opset_imports,
         header=header,
-        functions=model.functions,
+        functions=list(converted.functions),
         base_dir=model.base_dir,
         source_path=model.source_path,
         external_values=model._external_values,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
+import onnx
 from onnx import TensorProto, helper
 
 from mapc.ir import load
@@ -60,3 +61,32 @@ def test_missing_or_impossible_target_is_a_usage_error():
 def test_upgrade_preserves_random_models(model):
     rewritten, _ = assert_pass_preserves(model, [("upgrade-opset", {"opset": 23})])
     assert rewritten.opset == 23
+
+
+def model_with_a_local_function(opset: int = 13):
+    """y = mean-centred x, computed by a model-local function whose body uses ReduceMean (its
+    axes move from an attribute to an input at opset 18)."""
+    body = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[-1], keepdims=1), helper.make_node("Sub", ["x", "m"], ["y"])]
+    function = helper.make_function("local", "Centre", ["x"], ["y"], body, [helper.make_opsetid("", opset)])
+    proto = make_model(
+        [helper.make_node("Centre", ["x"], ["y"], domain="local")],
+        [helper.make_tensor_value_info("x", F, [2, 4])],
+        [helper.make_tensor_value_info("y", F, [2, 4])],
+        opset=opset,
+    )
+    proto.opset_import.append(helper.make_opsetid("local", 1))
+    proto.functions.append(function)
+    return proto
+
+
+@pytest.mark.parametrize("pipeline", [[("upgrade-opset", {"opset": 21})], [("quantize", {"scheme": "a16w8", "calibration": "random"})]])
+def test_local_functions_move_to_the_new_opset_with_the_model(pipeline):
+    """onnx's converter leaves local functions behind (or drops them); the onnx checker then refuses
+    the model, and onnxruntime's QNN EP aborts on it. Both users of the converter convert them."""
+    model = load(model_with_a_local_function())
+    PassManager(pipeline).run(model, PassContext(seed=0))
+    proto = model.to_proto()
+    onnx.checker.check_model(proto)
+    [function] = proto.functions
+    assert {entry.domain: entry.version for entry in function.opset_import}[""] == 21
+    assert len([n for n in function.node if n.op_type == "ReduceMean"][0].input) == 2
