@@ -28,6 +28,7 @@ changing the model (it annotates shapes) and leaves the plan in ``ctx.facts[PART
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -158,8 +159,15 @@ def plan_partitions(
     support: SupportOverride | None = None,
     progress: Progress | None = None,
 ) -> Plan:
-    """Decide the placement of every top-level node of ``model`` on ``target`` (see module doc)."""
+    """Decide the placement of every top-level node of ``model`` on ``target`` (see module doc).
+
+    For a target whose runtime forms the partitions itself (``lowering`` none: the QNN EP takes
+    every node unit it supports), the plan predicts that runtime, so the cost model and
+    ``min_partition_ops``, which it does not apply, are off.
+    """
     report = progress or (lambda *args: None)
+    if target.lowering == "none":
+        options = dataclasses.replace(options, cost_model=False, min_partition_ops=1)
     toposort(model.graph)
     report("inferring shapes", None, None)
     model_view = view_model(model)

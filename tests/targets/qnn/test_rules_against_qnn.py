@@ -1,0 +1,129 @@
+"""Every rule of the qnn-htp target, backed by QNN itself: what a rule allows QNN builds on HTP,
+what it refuses QNN refuses too (onnxruntime-qnn's HTP backend, emulated; skipped without the
+``qnn`` extra). Each case plans the model with mapc and asks QNN about the same model."""
+
+from __future__ import annotations
+
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import numpy as np
+from tests.targets.qnn.support import needs_qnn, plan_and_ask, quantized_for, single_op_model, the, weight
+
+pytestmark = needs_qnn
+
+
+def agreed(agreement, op, on_htp: bool):
+    """mapc and QNN both put ``op`` on HTP (or both keep it off), and mapc overclaims nothing."""
+    node = the(agreement, op)
+    assert node.mapc_on_target is on_htp, (node.mapc_reasons, node.qnn)
+    assert node.qnn.on_htp is on_htp, node.qnn
+    assert not agreement.overclaims, [(n.name, n.qnn.reason) for n in agreement.overclaims]
+    return node
+
+
+def layernorm(shape=(1, 8, 16)):
+    gamma, beta = weight("gamma", shape[-1:], 0.2, 1.0), weight("beta", shape[-1:], 0.1)
+    nodes = [helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["ln"], axis=-1), helper.make_node("Tanh", ["ln"], ["y"])]
+    return single_op_model(nodes, {"x": list(shape)}, list(shape), [gamma, beta])
+
+
+@pytest.mark.parametrize("scheme", ["a8w8", "a16w8"])
+def test_layernorm_runs_with_the_targets_unsigned_scale(scheme):
+    agreement = plan_and_ask(quantized_for(layernorm(), scheme=scheme))
+    assert agreement.check.built
+    agreed(agreement, "LayerNormalization", True)
+
+
+def test_layernorm_with_a_signed_scale_over_unsigned_data_is_refused_by_both():
+    agreement = plan_and_ask(quantized_for(layernorm(), norm_scale_type="int8"))
+    node = agreed(agreement, "LayerNormalization", False)
+    assert any(reason.startswith("norm.scale-sign") for reason in node.mapc_reasons)
+    assert "3110" in node.qnn.reason
+
+
+def add_of_rank(rank: int):
+    shape = [1, 2, 3, 2, 4, 2][:rank]
+    return single_op_model([helper.make_node("Add", ["x", "z"], ["y"])], {"x": shape, "z": shape}, shape)
+
+
+def test_rank_five_runs_and_rank_six_is_refused():
+    agreed(plan_and_ask(quantized_for(add_of_rank(5))), "Add", True)
+    node = agreed(plan_and_ask(quantized_for(add_of_rank(6))), "Add", False)
+    assert any(reason.startswith("tensor.rank") for reason in node.mapc_reasons)
+
+
+def unary(op: str, opset: int = 21):
+    return single_op_model([helper.make_node(op, ["x"], ["y"])], {"x": [1, 8, 16]}, [1, 8, 16], opset=opset)
+
+
+def test_gelu_runs_and_erf_has_no_qnn_op():
+    agreed(plan_and_ask(quantized_for(unary("Gelu"))), "Gelu", True)
+    node = agreed(plan_and_ask(unary("Erf")), "Erf", False)
+    assert any(reason.startswith("op.not-supported") for reason in node.mapc_reasons)
+    assert "not supported by QNN EP" in node.qnn.reason
+
+
+def activation_matmul():
+    nodes = [helper.make_node("Transpose", ["b"], ["bt"], perm=[0, 2, 1]), helper.make_node("MatMul", ["a", "bt"], ["y"])]
+    return single_op_model(nodes, {"a": [1, 8, 16], "b": [1, 8, 16]}, [1, 8, 8])
+
+
+def test_activation_matmul_runs_unsigned_and_is_refused_at_signed_16_bits():
+    agreed(plan_and_ask(quantized_for(activation_matmul(), scheme="a16w8")), "MatMul", True)
+    signed = quantized_for(activation_matmul(), scheme="a16w8", activation_type="int16")
+    node = agreed(plan_and_ask(signed), "MatMul", False)
+    assert any(reason.startswith("matmul.dynamic-dtype") for reason in node.mapc_reasons)
+
+
+def test_an_embedding_lookup_of_token_ids_runs_on_htp():
+    table = weight("table", (64, 16))
+    proto = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Gather", ["table", "ids"], ["emb"]), helper.make_node("Tanh", ["emb"], ["y"])],
+            "embedding", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16])], [table],
+        ),
+        opset_imports=[helper.make_opsetid("", 21)], ir_version=10,
+    )
+    agreed(plan_and_ask(quantized_for(proto)), "Gather", True)
+
+
+def instance_norm(spatial=(4, 4)):
+    channels = 4
+    shape = [1, channels, *spatial]
+    nodes = [helper.make_node("InstanceNormalization", ["x", "s", "b"], ["n"]), helper.make_node("Relu", ["n"], ["y"])]
+    return single_op_model(nodes, {"x": shape}, shape, [weight("s", [channels], 0.2, 1.0), weight("b", [channels], 0.1)])
+
+
+def test_instance_norm_runs_on_unsigned_data_and_not_on_signed_data():
+    agreed(plan_and_ask(quantized_for(instance_norm())), "InstanceNormalization", True)
+    agreement = plan_and_ask(quantized_for(instance_norm(), activation_type="int8", norm_scale_type="int8"))
+    node = the(agreement, "InstanceNormalization")
+    assert not node.mapc_on_target and any(reason.startswith("dtype.data") for reason in node.mapc_reasons)
+    # QNN refuses it after the layout transform, and the whole session fails with it
+    assert not node.qnn.on_htp or not agreement.check.built
+
+
+def test_instance_norm_above_rank_four_is_refused():
+    agreement = plan_and_ask(quantized_for(instance_norm(spatial=(2, 4, 4))))
+    node = the(agreement, "InstanceNormalization")
+    assert not node.mapc_on_target and any(reason.startswith("tensor.op-rank") for reason in node.mapc_reasons)
+    assert not node.qnn.on_htp or not agreement.check.built
+
+
+def test_graph_boundary_qdq_stays_on_the_cpu_in_both():
+    agreement = plan_and_ask(quantized_for(unary("Tanh")))
+    boundary = [n for n in agreement.nodes if n.qnn.status == "boundary"]
+    assert {n.op for n in boundary} == {"QuantizeLinear", "DequantizeLinear"}
+    for node in boundary:
+        assert not node.mapc_on_target and any(reason.startswith("qdq.graph-boundary") for reason in node.mapc_reasons)
+    assert not agreement.underclaims and not agreement.overclaims
+
+
+@pytest.mark.parametrize("group", [1, 8])
+def test_per_channel_conv_and_depthwise_conv_run(group):
+    weights = weight("w", [8, 8 // group, 3, 3])
+    nodes = [helper.make_node("Conv", ["x", "w", "bias"], ["y"], pads=[1, 1, 1, 1], group=group)]
+    proto = single_op_model(nodes, {"x": [1, 8, 8, 8]}, [1, 8, 8, 8], [weights, numpy_helper.from_array(np.zeros(8, np.float32), "bias")])
+    agreed(plan_and_ask(quantized_for(proto)), "Conv", True)
