@@ -12,9 +12,10 @@ import functools
 
 import numpy as np
 import onnx.defs
+import onnx_graphsurgeon as gs
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from mapc.ir import is_graph_input, is_graph_output, is_static
+from mapc.ir import is_graph_input, is_graph_output, is_static, producer
 from mapc.targets.rules import Constraint, constraint, registered_constraints
 from mapc.targets.spec import CONTROL_FLOW_OPS, Target
 from mapc.targets.views import BIAS_INPUTS, PARAMETER_INPUTS, WEIGHT_INPUTS, NodeView, dims_text
@@ -252,10 +253,12 @@ def constraint_constant_parameters(node: NodeView, target: Target) -> Result:
 
 @constraint("weights.constant", ops=WEIGHT_INPUTS)
 def constraint_constant_weights(node: NodeView, target: Target) -> Result:
-    """Weights and biases of Conv, ConvTranspose and Gemm must be constants.
+    """Weights and biases of Conv, ConvTranspose and Gemm must be constants (Gemm's computed weights allowed: {limits.gemm_dynamic_weights}).
 
     Initializers count, also behind a DequantizeLinear (quantized weights).
     """
+    if node.op == "Gemm" and target.limits.gemm_dynamic_weights:
+        return OK
     problems = []
     for position in WEIGHT_INPUTS.get(node.op, ()):
         tensor = node.input(position)
@@ -539,8 +542,68 @@ def constraint_boundary_qdq(node: NodeView, target: Target) -> Result:
     if node.op == "QuantizeLinear" and node.node.inputs and is_graph_input(graph, node.node.inputs[0]):
         return False, f"it quantizes graph input {node.node.inputs[0].name!r}"
     if node.op == "DequantizeLinear" and node.node.outputs and is_graph_output(graph, node.node.outputs[0]):
+        if _after_channel_first_op(node.node):
+            return OK  # the EP's NHWC layout transform puts a Transpose between it and the output
         return False, f"it dequantizes graph output {node.node.outputs[0].name!r}"
     return OK
+
+
+#: Ops whose QDQ node unit takes a per-channel weight DequantizeLinear (at input 1).
+PER_AXIS_READERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@constraint("qdq.standalone-per-axis", ops=("DequantizeLinear",), when=lambda t: not t.limits.standalone_per_axis_dequantize)
+def constraint_standalone_per_axis(node: NodeView, target: Target) -> Result:
+    """A per-channel DequantizeLinear runs only inside the QDQ node unit of the op it feeds.
+
+    Qualcomm HTP takes per-channel weights as part of a Conv, ConvTranspose, Gemm or MatMul unit;
+    when no unit takes the DequantizeLinear (another reader, or a Gemm whose bias is not a 1-D
+    int32 DequantizeLinear), the QNN EP refuses it ("QNN EP does not support a standalone DQ op
+    with per-channel quantization").
+    """
+    scale = node.node.inputs[1] if len(node.node.inputs) > 1 else None
+    if scale is None or scale.shape is None or int(np.prod(scale.shape)) <= 1:
+        return OK
+    output = node.node.outputs[0]
+    standalone = [reader for reader in output.outputs if not _takes_per_axis_weight(reader, output)]
+    if not standalone and output.outputs:
+        return OK
+    who = ", ".join(f"{reader.op} {reader.name!r}" for reader in standalone) or "no reader"
+    return False, f"its per-channel scale reaches {who} outside a weight unit"
+
+
+def _takes_per_axis_weight(reader: gs.Node, tensor: gs.Tensor) -> bool:
+    """``reader``'s node unit takes ``tensor``: its weight (with a unit-forming bias) or its int32 bias."""
+    if reader.op not in PER_AXIS_READERS or len(reader.inputs) < 2:
+        return False
+    has_bias = reader.op != "MatMul" and len(reader.inputs) > 2 and bool(reader.inputs[2].name)
+    if reader.inputs[1] is tensor:
+        return not has_bias or _is_int32_vector_bias(reader.inputs[2])
+    return has_bias and reader.inputs[2] is tensor and _is_int32_vector_bias(tensor)
+
+
+def _is_int32_vector_bias(bias: gs.Tensor) -> bool:
+    source = producer(bias)
+    return source is not None and source.op == "DequantizeLinear" and bias.shape is not None and len(bias.shape) == 1 \
+        and source.inputs[0].dtype == np.int32
+
+
+#: Ops onnxruntime's layout transformation rewrites to channels-last for an NHWC execution
+#: provider such as QNN's (``layout_transformation.cc``: the layout-sensitive ops).
+CHANNEL_FIRST_OPS = frozenset({
+    "Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LRN",
+    "DepthToSpace", "SpaceToDepth", "Resize", "InstanceNormalization", "BatchNormalization", "GridSample",
+})  # fmt: skip
+
+
+def _after_channel_first_op(dequantize: gs.Node) -> bool:
+    """The DQ dequantizes the Q of a channel-first op's feature map (rank 3 or more)."""
+    quantize = producer(dequantize.inputs[0]) if dequantize.inputs else None
+    if quantize is None or quantize.op != "QuantizeLinear" or not quantize.inputs:
+        return False
+    source = producer(quantize.inputs[0])
+    shape = quantize.inputs[0].shape
+    return source is not None and source.op in CHANNEL_FIRST_OPS and shape is not None and len(shape) >= 3
 
 
 @constraint("norm.scale-sign", ops=("LayerNormalization", "InstanceNormalization"), when=lambda t: t.limits.norm_scale_sign_matches_input,

@@ -137,6 +137,8 @@ class OpLimits:
     matmul_dynamic_weights: bool = True
     normalize_last_axis_only: bool = False
     max_reduce_axis: int | None = None
+    #: Gemm may take weights computed at run time (QNN's FullyConnected does).
+    gemm_dynamic_weights: bool = False
     #: Gather, GatherElements and GatherND may take indices computed at run time (an embedding
     #: lookup of token ids); otherwise their indices must be constants.
     gather_dynamic_indices: bool = False
@@ -145,6 +147,8 @@ class OpLimits:
     #: A quantized LayerNormalization/InstanceNormalization scale must be signed exactly when the
     #: data is (QNN HTP: uint8 activations with a uint8 scale, int8 with int8).
     norm_scale_sign_matches_input: bool = False
+    #: A per-channel DequantizeLinear may run on its own, outside a weight's node unit.
+    standalone_per_axis_dequantize: bool = True
     #: A QuantizeLinear reading a graph input, or a DequantizeLinear writing a graph output, stays
     #: on the host (onnxruntime's QNN EP leaves them to the CPU by default).
     boundary_qdq_on_host: bool = False

@@ -90,10 +90,10 @@ OPS = frozenset(
         "Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "Sqrt", "Reciprocal", "Abs", "Neg", "Exp", "Log",
         "Sin", "Cos", "Tanh", "Sigmoid", "Relu", "LeakyRelu", "PRelu", "Elu", "Clip", "HardSigmoid", "HardSwish",
         "Gelu", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Where", "Cast",
-        "Round", "Floor", "Ceil", "Sign",
+        "Round", "Floor", "Ceil", "Sign", "Sum",
         # linear algebra and normalization
         "Conv", "ConvTranspose", "MatMul", "Gemm", "LayerNormalization", "RMSNormalization", "BatchNormalization",
-        "InstanceNormalization", "Softmax", "LogSoftmax",
+        "InstanceNormalization", "Softmax", "LogSoftmax", "LRN",
         # pooling and reductions
         "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax",
         "ReduceMin", "ReduceProd", "ReduceL2", "ArgMax", "ArgMin", "TopK", "CumSum",
@@ -137,6 +137,8 @@ BASE = Target(
         matmul_dynamic_dtypes=frozenset({"uint8", "uint16", "int8", "float16"}),
         norm_scale_sign_matches_input=True,
         gather_dynamic_indices=True,
+        gemm_dynamic_weights=True,
+        standalone_per_axis_dequantize=False,
         boundary_qdq_on_host=True,
     ),
     quantization=QuantizationSupport(

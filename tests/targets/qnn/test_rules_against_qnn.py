@@ -127,3 +127,17 @@ def test_per_channel_conv_and_depthwise_conv_run(group):
     nodes = [helper.make_node("Conv", ["x", "w", "bias"], ["y"], pads=[1, 1, 1, 1], group=group)]
     proto = single_op_model(nodes, {"x": [1, 8, 8, 8]}, [1, 8, 8, 8], [weights, numpy_helper.from_array(np.zeros(8, np.float32), "bias")])
     agreed(plan_and_ask(quantized_for(proto)), "Conv", True)
+
+
+@pytest.mark.parametrize(("bias_shape", "on_htp"), [([5], True), ([3, 5], False)])
+def test_a_per_channel_weight_runs_only_inside_its_ops_unit(bias_shape, on_htp):
+    """A Gemm whose bias is a matrix forms no QDQ unit: its per-channel weight DQ would run alone,
+    which QNN refuses; mapc keeps it off HTP (and the Gemm's unit with it)."""
+    proto = single_op_model([helper.make_node("Gemm", ["x", "w", "b"], ["y"])], {"x": [3, 4]}, [3, 5], [weight("w", [4, 5]), weight("b", bias_shape)])
+    agreement = plan_and_ask(quantized_for(proto))
+    [dequantize] = [n for n in agreement.nodes if n.name == "w_DequantizeLinear"]
+    assert dequantize.mapc_on_target is on_htp and dequantize.qnn.on_htp is on_htp
+    if not on_htp:
+        assert any(reason.startswith("qdq.standalone-per-axis") for reason in dequantize.mapc_reasons)
+        assert "standalone DQ op with per-channel quantization" in dequantize.qnn.reason
+    assert not agreement.overclaims

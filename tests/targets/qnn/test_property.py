@@ -1,0 +1,27 @@
+"""Over random graphs compiled for qnn-htp and quantized, every node mapc places on HTP QNN also
+takes, and QNN builds the model; every node mapc keeps on the CPU says why."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import mapc
+from mapc.testing import onnx_models
+from tests.targets.qnn.support import needs_qnn
+
+FAMILIES = ("elementwise", "unary", "matmul", "gemm", "conv", "pool", "reshape", "transpose", "concat", "split", "slice", "squeeze", "softmax", "reduce")
+
+
+@needs_qnn
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(onnx_models(families=FAMILIES, symbolic=False, discontinuous=False), st.sampled_from(["a8w8", "a16w8"]))
+def test_qnn_takes_every_node_mapc_places_on_htp(proto, scheme):
+    result = mapc.compile(proto, target="qnn-htp", quantize={"scheme": scheme, "calibration": "random"}, check_with_qnn=True)
+    agreement = result.qnn
+    assert agreement is not None
+    assert not agreement.overclaims, [(n.name, n.op, n.qnn.reason) for n in agreement.overclaims]
+    if any(node.mapc_on_target for node in agreement.nodes):
+        assert agreement.check.built, agreement.check.error
+    for node in agreement.nodes:
+        assert node.mapc_on_target or node.mapc_reasons, node.name
