@@ -25,8 +25,9 @@ from typing import Any
 from mapc.ir import Model, ModelSource, UsageError, VerificationError, __version__, count_nodes, is_default_domain, load, save, seeded_inputs
 from mapc.options import CompileOptions
 from mapc.passes import Facts, PassContext, PassManager, PassRecord, ProgressHook, Verifier, check_dim_names, flatten_steps, resolve_dims
+from mapc.passes.quantize import HELD_OUT
 from mapc.targets import PARTITION_PLAN, Plan, Target, emit_partitions, get_target, plan_report
-from mapc.targets.qnn import Agreement, check_plan
+from mapc.targets.qnn import Agreement, ContextModel, accuracy_on_qnn, check_plan, require_qnn_target, write_context_model
 
 #: Version of the report's keys (docs/report-schema.md); bumped only if a key is removed or changes meaning.
 REPORT_SCHEMA_VERSION = 1
@@ -51,6 +52,10 @@ class CompileResult:
     ops_before: dict[str, int] = field(default_factory=dict)
     #: QNN's verdict beside the plan, node by node (``check_with_qnn``).
     qnn: Agreement | None = None
+    #: The EPContext model QNN compiled (:meth:`emit_context`).
+    context: ContextModel | None = None
+    #: The accuracy report measured on the device (``accuracy_on``).
+    device_accuracy: dict[str, Any] | None = None
 
     @property
     def nodes_after(self) -> int:
@@ -84,6 +89,10 @@ class CompileResult:
             report["verification"] = self.verification
         if self.qnn is not None:
             report["qnn"] = self.qnn.as_dict()
+        if self.context is not None:
+            report["epcontext"] = self.context.as_dict()
+        if self.device_accuracy is not None:
+            report["device_accuracy"] = self.device_accuracy
         return report
 
     @property
@@ -93,6 +102,14 @@ class CompileResult:
     def save(self, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
         """Write the compiled model (see :func:`mapc.ir.save`)."""
         return save(self.model, path, external_data=external_data)
+
+    def emit_context(self, path: str | os.PathLike) -> ContextModel:
+        """Have QNN compile the result for the target and write the EPContext model to ``path``
+        (a target QNN compiles: ``qnn-htp``); recorded in the report under ``epcontext``."""
+        if self.plan is None:
+            raise UsageError("an EPContext model needs a target (compile with target='qnn-htp')")
+        self.context = write_context_model(self.model, self.plan.target, path)
+        return self.context
 
     def emit_partitions(self, directory: str | os.PathLike) -> list[Path]:
         """Write each partition as a standalone model, the host graph and a manifest to ``directory``."""
@@ -143,6 +160,8 @@ def compile(
       architecture (a target QNN compiles: ``qnn-htp``) and put its verdict beside the plan in
       ``result.qnn`` (:class:`~mapc.targets.qnn.Agreement`); the caller decides what a
       disagreement means (the CLI fails on a node mapc placed on HTP that QNN refused).
+    * ``accuracy_on``: ``"qnn"`` also measures the quantization accuracy report on QNN's HTP
+      emulator (held-out samples, at most 8), in ``result.device_accuracy``.
     * ``strict_fusion``: make every near-miss of ``fuse`` an error (:class:`~mapc.ir.errors.CheckFailed`).
     * ``pass_options``: options set on every step of the named passes, overriding the pipeline's
       (``{"attention-mask": {"mask_value": -50}}``); a pass not in the pipeline is an error.
@@ -161,6 +180,10 @@ def compile(
     options = options if options is not None else CompileOptions(**values)
     options.validate()
     resolved = get_target(options.target) if options.target is not None else None
+    if options.check_with_qnn:
+        require_qnn_target(resolved, "--check-with-qnn")
+    if options.accuracy_on == "qnn":
+        require_qnn_target(resolved, "--accuracy-on qnn")
     working = model if isinstance(model, Model) else load(model)
     if options.dims:
         check_dim_names(working.graph, options.dims)
@@ -213,6 +236,11 @@ def compile(
         if on_pass_start is not None:
             on_pass_start("check-with-qnn")
         result.qnn = check_plan(working, result.plan)
+    held_out = ctx.facts.get(HELD_OUT)
+    if options.accuracy_on == "qnn" and result.plan is not None and held_out is not None:
+        if on_pass_start is not None:
+            on_pass_start("accuracy-on-qnn")
+        result.device_accuracy = accuracy_on_qnn(working, result.plan.target, held_out)
     if options.verify and verifier is not None:
         comparisons = verifier.compare(working)
         result.verification = {

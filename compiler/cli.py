@@ -43,6 +43,8 @@ from mapc.ir import (
 from mapc.passes import MASK_INPUTS, registered_passes
 from mapc.progress import PassProgress
 from mapc.report import REPORT_SUFFIXES, print_result, write_report
+from mapc.targets import get_target
+from mapc.targets.qnn import context_path, require_qnn_target
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +119,8 @@ def run_compile(args: argparse.Namespace) -> int:
     options = compile_options_from_flags(args)
     if args.emit_partitions and options.target is None:
         raise UsageError("--emit-partitions needs a target (--target NAME)")
+    if args.emit is not None:
+        require_qnn_target(get_target(options.target) if options.target is not None else None, "--emit epcontext")
     console = Console(quiet=args.quiet)
     with PassProgress(enabled=not args.quiet) as progress:
         progress.stage("loading")
@@ -132,10 +136,16 @@ def run_compile(args: argparse.Namespace) -> int:
         progress.stage("saving")
         written = result.save(output, external_data=args.external_data)
         emitted = result.emit_partitions(args.emit_partitions) if args.emit_partitions else []
+        if args.emit is not None:
+            progress.stage("compiling the context binary with QNN")
+            result.emit_context(context_path(written, args.emit.folder))
         host_models = write_host_models(result, written)
         for report in args.report:
             write_report(report, result, output=written)
     print_result(result, console, written)
+    if result.context is not None:
+        console.print(f"wrote {result.context.path} (EPContext: QNN context binary for HTP v{result.context.arch}, "
+                      f"{result.context.bytes / 1e6:.1f} MB, compiled in {result.context.compile_seconds:.1f} s)", markup=False)
     if emitted:
         console.print(f"wrote {len(emitted)} files to {args.emit_partitions} (partitions, host graph, partitions.json)", markup=False)
     for path in host_models:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -25,7 +27,24 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentG
     (``--target``, ``--min-partition-ops``, ...) are added to it from its options."""
     group = parser.add_argument_group("target", "partition and lower for a device (see `mapc targets`)")
     group.add_argument("--emit-partitions", metavar="DIR", help="also write each partition as a standalone model, the host graph and partitions.json to DIR")
+    group.add_argument("--emit", metavar="epcontext[=DIR]", type=parse_emit, help="also write <stem>_ctx.onnx (beside the output, or in DIR): "
+                       "the EPContext model with the context binary QNN compiled for the target (qnn-htp), loaded on the device without compiling")
     return group
+
+
+@dataclass(frozen=True)
+class EmitContext:
+    """``--emit epcontext[=DIR]``: where the EPContext model goes (None: beside the output)."""
+
+    folder: Path | None
+
+
+def parse_emit(value: str) -> EmitContext:
+    """``epcontext`` or ``epcontext=DIR``."""
+    kind, equals, folder = value.partition("=")
+    if kind != "epcontext" or (equals and not folder):
+        raise argparse.ArgumentTypeError(f"expected epcontext or epcontext=DIR, got {value!r}")
+    return EmitContext(Path(folder) if folder else None)
 
 
 def add_targets_command(commands: Any) -> None:

@@ -161,6 +161,9 @@ class CompileOptions:
     check_with_qnn: bool = field(default=False, metadata=flag(
         "--check-with-qnn", "build the result with Qualcomm's QNN EP (HTP emulator; the qnn extra) and compare its verdict "
         "with mapc's plan node by node; fails (exit 1) when QNN refuses a node mapc placed on the NPU", requires="--target"))
+    accuracy_on: str | None = field(default=None, metadata=flag(
+        "--accuracy-on", "also measure the accuracy report on the device: 'qnn' runs the quantized model on QNN's HTP "
+        "emulator on the held-out samples (at most 8), beside the CPU QDQ simulation", metavar="qnn", requires="--quantize"))
     #: A target name, a TOML path or a :class:`~mapc.targets.Target`: partition and lower for it.
     target: str | os.PathLike | Target | None = None
     #: Options of the ``partition`` pass other than the target (``min_partition_ops``, ``cpu_ops``...).
@@ -183,6 +186,12 @@ class CompileOptions:
             raise UsageError("--quantize needs --calibration DIR|FILE|random")
         if self.partition and self.target is None:
             raise UsageError(f"partition options ({', '.join(sorted(self.partition))}) need a target (--target NAME)")
+        if self.accuracy_on not in (None, "qnn"):
+            raise UsageError(f"--accuracy-on takes 'qnn' (QNN's HTP emulator), got {self.accuracy_on!r}")
+        if self.accuracy_on is not None and self.quantize is None:
+            raise UsageError("--accuracy-on needs --quantize")
+        if self.accuracy_on is not None and self.target is None:
+            raise UsageError("--accuracy-on qnn needs a target (--target qnn-htp)")
         if self.check_with_qnn and self.target is None:
             raise UsageError("--check-with-qnn needs a target (--target qnn-htp)")
 

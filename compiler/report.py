@@ -20,7 +20,7 @@ from rich.text import Text
 from mapc.api import CompileResult
 from mapc.ir import OutputError
 from mapc.report_html import render_html
-from mapc.report_qnn import print_qnn
+from mapc.report_qnn import print_device_accuracy, print_qnn
 from mapc.report_rows import accuracy_target_text, quantization_offender_rows, quantization_output_rows
 
 
@@ -80,6 +80,8 @@ def print_result(result: CompileResult, console: Console, output: Path | None) -
     for record in result.passes:
         if record.name == "quantize" and "accuracy" in record.details:
             print_quantization(record.details, console)
+    if result.device_accuracy is not None:
+        print_device_accuracy(result.device_accuracy, console)
     if result.qnn is not None:
         print_qnn(result.report["qnn"], console)
     if result.verification is not None:

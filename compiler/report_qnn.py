@@ -65,3 +65,26 @@ def print_qnn(qnn: dict[str, Any], console: Console) -> None:
     if len(rows) > MAX_DISAGREEMENT_ROWS:
         table.add_row(f"... {len(rows) - MAX_DISAGREEMENT_ROWS} more (see --report)", "", "", "", "")
     console.print(table)
+
+
+def print_device_accuracy(accuracy: dict[str, Any], console: Console) -> None:
+    """The accuracy report measured on the device, beside the CPU simulation's SQNR."""
+    table = Table(title=f"quantized vs float on {accuracy['device']}: {accuracy['samples']} held-out sample(s), {accuracy['seconds']:.1f} s",
+                  title_justify="left")
+    for column, justify in (("output", "left"), ("SQNR dB", "right"), ("CPU QDQ dB", "right"), ("cosine", "right"), ("max abs err", "right"), ("top-1", "right")):
+        table.add_column(column, justify=justify)
+    for row in accuracy["outputs"]:
+        if "sqnr_db" not in row:
+            table.add_row(Text(row["output"]), "exact" if row.get("exact_match") else "differs", "", "", "", "")
+            continue
+        table.add_row(
+            Text(row["output"]),
+            "exact" if row["exact"] else f"{row['sqnr_db']:.1f}",
+            "-" if row["cpu_sqnr_db"] is None else f"{row['cpu_sqnr_db']:.1f}",
+            f"{row['cosine']:.5f}",
+            f"{row['max_abs_error']:.3g}",
+            f"{100 * row['top1_agreement']:.1f}%" if "top1_agreement" in row else "-",
+        )
+    console.print(table)
+    for output in accuracy["divergent_outputs"]:
+        console.print(f"warning: {output}: the device's SQNR differs from the CPU QDQ simulation's by more than 1 dB", markup=False)

@@ -20,12 +20,16 @@ Modules, one job each:
 * :mod:`.quantize`: the pass (options, and run calling the steps).
 """
 
+from mapc.passes.quantize.accuracy import HELD_OUT, HeldOut, OutputMetrics
 from mapc.passes.quantize.qtypes import QUANT_TYPES
 from mapc.passes.quantize.quantize import Quantize
 from mapc.passes.quantize.schemes import SCHEMES, QuantizationSupport, Scheme, get_scheme, resolve
 
 __all__ = [
+    "HELD_OUT",
     "QUANT_TYPES",
+    "HeldOut",
+    "OutputMetrics",
     "SCHEMES",
     "QuantizationSupport",
     "Quantize",

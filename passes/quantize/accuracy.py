@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mapc.ir import Model, Runner, is_static_dim
+from mapc.passes.facts import Fact
 
 Progress = Callable[[str, int, int], None]
 #: Output ops whose (batch, sequence, class) outputs count as classifier-like.
@@ -151,3 +152,24 @@ def measure(runner_reference: Runner, runner_quantized: Runner, samples: Sequenc
         if progress is not None:
             progress("accuracy", done + 1, len(samples))
     return metrics
+
+
+@dataclass
+class HeldOut:
+    """The held-out samples of a quantize run and the float model they are measured against,
+    kept so that the same accuracy can be measured elsewhere (on the silicon: ``--accuracy-on
+    qnn``). The reference shares its weights with the compiled model."""
+
+    samples: list[dict[str, np.ndarray]]
+    reference: Model
+    classifier_like: frozenset[str]
+
+    def reference_outputs(self) -> list[dict[str, np.ndarray]]:
+        runner = Runner(self.reference)
+        return [runner.run(sample) for sample in self.samples]
+
+
+#: At most this many held-out samples are kept for measuring on a device emulator (slow).
+HELD_OUT_LIMIT = 8
+#: The quantize pass's held-out samples and float reference (set when it quantized).
+HELD_OUT: Fact[HeldOut] = Fact("quantize-held-out", "the quantize pass's held-out samples and float reference", provided_by="quantize")

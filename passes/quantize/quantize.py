@@ -387,7 +387,9 @@ class Quantize(Pass):
     def _accuracy(self, reference: Model, model: Model, data: CalibrationData, holdout: list[int], ctx: PassContext) -> dict[str, Any]:
         """Output metrics of the QDQ model against the float one on the held-out samples."""
         classifier_like = acc.classifier_like_outputs(reference)
-        return report.accuracy_section(acc.measure(Runner(reference), Runner(model), list(data.samples(holdout)), classifier_like, ctx.report_progress))
+        samples = list(data.samples(holdout))
+        ctx.facts[acc.HELD_OUT] = acc.HeldOut(samples[: acc.HELD_OUT_LIMIT], reference, classifier_like)
+        return report.accuracy_section(acc.measure(Runner(reference), Runner(model), samples, classifier_like, ctx.report_progress))
 
     def _sensitivity_config(self) -> SensitivityConfig:
         options = self.options

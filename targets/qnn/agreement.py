@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from mapc.ir import Model, UsageError
 from mapc.targets.partition import Plan
+from mapc.targets.spec import Target
 from mapc.targets.qnn.oracle import QnnCheck, ask_qnn, require_qnn
 from mapc.targets.qnn.verdict import NodeVerdict
 
@@ -123,11 +124,19 @@ def check_plan(model: Model, plan: Plan, **ask: Any) -> Agreement:
     it); its options (``htp_arch``) go to :func:`~mapc.targets.qnn.oracle.ask_qnn`, as do ``ask``.
     """
     target = plan.target
-    if target.vendor is None or target.vendor.name != "qnn":
-        raise UsageError(f"--check-with-qnn needs a target that QNN compiles (qnn-htp, qnn-htp:v75, ...); {target} is not one")
-    if target.lowering != "none":
-        raise UsageError(f"--check-with-qnn needs the plain QDQ graph, but {target} lowers partitions into functions")
-    require_qnn("--check-with-qnn")
-    options = dict(target.vendor.options)
+    require_qnn_target(target, "--check-with-qnn")
+    options = dict(target.vendor.options)  # type: ignore[union-attr]
     arch = options.pop("htp_arch")
     return compare_plan(plan, ask_qnn(model, arch=arch, provider_options=options, **ask))
+
+
+def require_qnn_target(target: Target | None, what: str) -> None:
+    """:class:`UsageError` unless ``target`` is one QNN compiles (its plain QDQ graph) and the
+    ``qnn`` extra is installed; ``what`` names the flag asking."""
+    if target is None:
+        raise UsageError(f"{what} needs a target (--target qnn-htp)")
+    if target.vendor is None or target.vendor.name != "qnn":
+        raise UsageError(f"{what} needs a target that QNN compiles (qnn-htp, qnn-htp:v75, ...); {target} is not one")
+    if target.lowering != "none":
+        raise UsageError(f"{what} needs the plain QDQ graph, but {target} lowers partitions into functions")
+    require_qnn(what)
