@@ -7,6 +7,7 @@ refused: a bug of the target's rules) first.
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any
 
 from rich.console import Console
@@ -88,3 +89,31 @@ def print_device_accuracy(accuracy: dict[str, Any], console: Console) -> None:
     console.print(table)
     for output in accuracy["divergent_outputs"]:
         console.print(f"warning: {output}: the device's SQNR differs from the CPU QDQ simulation's by more than 1 dB", markup=False)
+
+
+def qnn_html(qnn: dict[str, Any], device_accuracy: dict[str, Any] | None, epcontext: dict[str, Any] | None) -> list[str]:
+    """The page's QNN section: the headline, the failure with the log's last lines, every
+    disagreement with both sides' full reasons, the accuracy on the device and the artifact."""
+    html = [f"<h2>QNN's verdict beside mapc's plan</h2><p class=\"{'good' if qnn['ok'] else 'bad'}\">{escape(qnn_headline(qnn))}</p>"]
+    if not qnn["built"]:
+        html.append(f"<p class=\"bad\">QNN: {escape(qnn['error'])}</p><pre>{escape(chr(10).join(qnn['log_tail']))}</pre>")
+    rows = [f"<tr>{''.join(f'<td>{escape(cell)}</td>' for cell in row)}</tr>" for row in disagreement_rows(qnn)]
+    if rows:
+        head = "".join(f"<th>{column}</th>" for column in ("disagreement", "node", "op", "mapc", "QNN"))
+        html.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    html += device_accuracy_html(device_accuracy) if device_accuracy is not None else []
+    if epcontext is not None:
+        html.append(f"<p>EPContext model: <code>{escape(epcontext['path'])}</code>, {epcontext['bytes']:,} bytes, "
+                    f"compiled by QNN for HTP v{escape(epcontext['htp_arch'])} in {epcontext['compile_seconds']:.1f} s.</p>")
+    return html
+
+
+def device_accuracy_html(accuracy: dict[str, Any]) -> list[str]:
+    head = "".join(f"<th>{column}</th>" for column in ("output", "SQNR dB on the device", "CPU QDQ SQNR dB", "cosine", "max abs error", "top-1"))
+    rows = []
+    for row in accuracy["outputs"]:
+        cells = [row["output"], "-" if row.get("sqnr_db") is None else f"{row['sqnr_db']:.1f}", "-" if row.get("cpu_sqnr_db") is None else f"{row['cpu_sqnr_db']:.1f}",
+                 f"{row.get('cosine', 0):.5f}", f"{row.get('max_abs_error', 0):.3g}", f"{100 * row['top1_agreement']:.1f}%" if "top1_agreement" in row else "-"]
+        rows.append(f"<tr>{''.join(f'<td>{escape(cell)}</td>' for cell in cells)}</tr>")
+    title = f"Accuracy on {accuracy['device']}: {accuracy['samples']} held-out sample(s), {accuracy['seconds']:.1f} s"
+    return [f"<h3>{escape(title)}</h3><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"]

@@ -13,6 +13,7 @@ from mapc.passes import (  # noqa: F401  (registers the built-in passes)
     fusion,
     peephole,
     quantize,
+    unstride_conv,
     upgrade_opset,
 )
 from mapc.passes.attention_mask.facts import MASK_INPUTS, MaskInputs

@@ -29,6 +29,9 @@ requirements, ``htp_arch``, EPContext), and the emulator itself (onnxruntime-qnn
 * A QuantizeLinear of a graph input or a DequantizeLinear of a graph output is left to the CPU
   by the EP's defaults: the application hands the NPU quantized tensors (or pays one
   conversion on the CPU at each end).
+* A strided, dilated 1-D depthwise Conv becomes a stride-1 Conv and a strided Slice
+  (``unstride-conv``): HTP's DepthWiseConv2d refuses the combination after the layout
+  transform, and the whole session fails.
 * The compiled model is the plain QDQ graph (``lowering = none``): the QNN EP forms its
   partitions itself. ``--emit epcontext`` adds the EPContext model with the context binary QNN
   compiled for the architecture.
@@ -163,7 +166,7 @@ BASE = Target(
     host=APPLICATION_CPU,
     lowering="none",
     min_opset=23,
-    prepare=("decompose-attention",),
+    prepare=("decompose-attention", "unstride-conv"),
     vendor=VendorCompiler("qnn", {}),
     notes=inspect.cleandoc(__doc__ or ""),
     sources=(

@@ -199,7 +199,7 @@ def _check(
     options: dict[str, str],
     keep_log: str | os.PathLike | None,
 ) -> QnnCheck:
-    reading = parse_log(text)
+    reading = parse_log(text, [name for name, _ in names])
     built = READY in text
     verdicts = []
     for name, op in names:

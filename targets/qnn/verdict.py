@@ -10,8 +10,8 @@ considers (a QDQ group such as ``DQ -> LayerNormalization -> Q`` counts as one u
 
 preceded, when QNN's own op validation refused the unit, by
 ``QNN.backendValidateOpConfig() failed for node `X` of type `LayerNorm` with error code 3110``.
-It does so once per ``GetCapability`` pass (before and after the layout transform); the last
-pass a node appears in decides. When the session is built, onnxruntime also lists the nodes it
+It does so once per ``GetCapability`` pass (before and after the layout transform, which
+renames the nodes it rewrites ``<name>_token_<n>``); the last pass a node appears in decides. When the session is built, onnxruntime also lists the nodes it
 placed on the CPU (``Node(s) placed on [CPUExecutionProvider]``), which is the final word.
 
 :func:`parse_log` turns that into one :class:`NodeVerdict` per node name.
@@ -20,6 +20,7 @@ placed on the CPU (``Node(s) placed on [CPUExecutionProvider]``), which is the f
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -69,8 +70,23 @@ class LogReading:
     placements_logged: bool = False
 
 
-def parse_log(text: str) -> LogReading:
-    """Read the EP's validation lines and onnxruntime's node placements (see the module doc)."""
+#: onnxruntime's layout transformation (NCHW -> NHWC, before the second GetCapability pass)
+#: replaces a node by one named ``<name>_token_<n>``.
+_LAYOUT_COPY = re.compile(r"^(?P<name>.*)_token_\d+$")
+
+
+def parse_log(text: str, names: Collection[str] = ()) -> LogReading:
+    """Read the EP's validation lines and onnxruntime's node placements (see the module doc).
+
+    ``names``: the model's node names; a layout-transformed copy of one of them
+    (``conv_token_1``) is reported under the original's name.
+    """
+    known = set(names)
+
+    def original(name: str) -> str:
+        match = _LAYOUT_COPY.match(name)
+        return match["name"] if match and match["name"] in known else name
+
     reading = LogReading()
     validated: dict[str, NodeVerdict] = {}
     members: list[tuple[str, str]] = []
@@ -108,7 +124,7 @@ def parse_log(text: str) -> LogReading:
             unit_op, passed, reason = match["op"], match.group(1) == "PASSED", ""
             continue
         if match := _MEMBER.search(line):
-            members.append((match["op"], match["name"]))
+            members.append((match["op"], original(match["name"])))
             continue
         if match := _REASON.search(line):
             reason = match["reason"].strip()
@@ -121,7 +137,7 @@ def parse_log(text: str) -> LogReading:
         if placing is not None:
             if match := _PLACED_NODE.search(line):
                 if placing == "CPUExecutionProvider":
-                    reading.placed_on_cpu.add(match["name"])
+                    reading.placed_on_cpu.add(original(match["name"]))
                 continue
             placing = None
     close_unit()

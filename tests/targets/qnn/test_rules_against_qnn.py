@@ -4,10 +4,11 @@ what it refuses QNN refuses too (onnxruntime-qnn's HTP backend, emulated; skippe
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import numpy as np
+import mapc
 from tests.targets.qnn.support import needs_qnn, plan_and_ask, quantized_for, single_op_model, the, weight
 
 pytestmark = needs_qnn
@@ -141,3 +142,14 @@ def test_a_per_channel_weight_runs_only_inside_its_ops_unit(bias_shape, on_htp):
         assert any(reason.startswith("qdq.standalone-per-axis") for reason in dequantize.mapc_reasons)
         assert "standalone DQ op with per-channel quantization" in dequantize.qnn.reason
     assert not agreement.overclaims
+
+
+def test_a_strided_dilated_1d_depthwise_conv_fails_the_session_until_unstrided():
+    """QNN refuses it after the layout transform, which fails the whole session; compiled for
+    qnn-htp, unstride-conv makes it a stride-1 Conv and a Slice that QNN builds."""
+    weights = weight("w", [4, 1, 3])
+    node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3], strides=[2], dilations=[2], group=4, pads=[0, 0])
+    proto = single_op_model([node], {"x": [1, 4, 16]}, [1, 4, 6], [weights])
+    assert not plan_and_ask(quantized_for(proto)).check.built
+    result = mapc.compile(proto, target="qnn-htp", quantize={"scheme": "a8w8", "calibration": "random"}, check_with_qnn=True)
+    assert result.qnn.ok and {n.op for n in result.qnn.nodes if n.qnn.on_htp} >= {"Conv", "Slice"}
