@@ -12,6 +12,7 @@ import pytest
 import mapc
 from mapc.cli import main
 from tests.targets.models import static_cnn, static_transformer
+from tests.targets.qnn.support import needs_qnn
 
 SCHEMA_PAGE = Path(__file__).resolve().parents[1] / "docs" / "report-schema.md"
 ROW = re.compile(r"^\| `([^`]+)` \| ([^|]+) \| ([^|]+) \|")
@@ -74,7 +75,7 @@ def check(report: dict[str, Any], present: set[str]) -> None:
 def test_the_schema_page_parses():
     schema = documented()
     assert {"target", "passes", "coverage", "partitions", "fallback", "estimate", "verification"} <= set(schema)
-    assert all(when in {"always", "target", "verify", "verify-each", "cli", "sometimes"} for _, when in schema.values())
+    assert all(when in {"always", "target", "verify", "verify-each", "cli", "qnn", "sometimes"} for _, when in schema.values())
     for type_text, _ in schema.values():
         for option in type_text.split(" or "):
             assert option.strip().removeprefix("map of ") in TYPES, type_text
@@ -98,3 +99,13 @@ def test_the_cli_report_matches_and_the_sample_in_the_docs_is_current_in_shape(t
     check(json.loads(report.read_text()), {"always", "target", "verify", "cli"})
     sample = SCHEMA_PAGE.parent / "sample-report" / "cnn-npu.json"
     check(json.loads(sample.read_text()), {"always", "target", "verify", "cli"})
+
+
+@needs_qnn
+def test_the_qnn_sections_match(tmp_path):
+    model, report = tmp_path / "cnn.onnx", tmp_path / "report.json"
+    model.write_bytes(static_cnn(size=16).SerializeToString())
+    argv = ["compile", str(model), "--target", "qnn-htp", "--quantize", "--calibration", "random", "--check-with-qnn",
+            "--accuracy-on", "qnn", "--emit", "epcontext", "--report", str(report), "-q"]
+    assert main(argv) == 0
+    check(json.loads(report.read_text()), {"always", "target", "cli", "qnn"})
