@@ -110,7 +110,7 @@ OPS = frozenset(
 
 BASE = Target(
     name=NAME,
-    description="Qualcomm Hexagon NPU (HTP v73) as onnxruntime's QNN EP builds it: QDQ uint8/uint16, fp16; checkable with --check-with-qnn.",
+    description="Qualcomm Hexagon NPU (HTP v73; qnn-htp:v68..v81 for others) as onnxruntime's QNN EP builds it: QDQ uint8/uint16, fp16; checkable with --check-with-qnn.",
     tensors=TensorLimits(
         dtypes=DTYPES,
         float32_as="float16",
@@ -200,7 +200,7 @@ def qnn_htp(arch: str = DEFAULT_ARCH) -> Target:
     return dataclasses.replace(
         BASE,
         name=NAME if version == DEFAULT_ARCH else f"{NAME}:{version}",
-        description=BASE.description.replace(f"HTP {DEFAULT_ARCH}", f"HTP {version}, {ARCHITECTURES[version]}"),
+        description=BASE.description.replace(f"HTP {DEFAULT_ARCH};", f"HTP {version}, {ARCHITECTURES[version]};"),
         domain="mapc.qnn_htp" if version == DEFAULT_ARCH else f"mapc.qnn_htp_{version}",
         tensors=tensors,
         vendor=VendorCompiler("qnn", options),
