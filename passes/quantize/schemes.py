@@ -90,7 +90,8 @@ class QuantizationSupport:
     channel, as on Qualcomm HTP); 4-bit weights use the first of ``block_sizes``;
     ``norm_scale_type`` is the type of LayerNorm/InstanceNorm scales (``int8`` symmetric or
     ``uint8`` asymmetric); ``dedicated_dequantizers`` gives every reader of a quantized tensor its
-    own DequantizeLinear (QNN's EP needs it); ``max_opset`` is the highest ai.onnx opset the device's tool chain reads (below 21, 16-bit
+    own DequantizeLinear (QNN's EP needs it); ``fixed_range_ops`` are the ops whose outputs get their
+    whole natural range (Softmax, Sigmoid, Tanh: HTP's 16-bit lookup tables assume it); ``max_opset`` is the highest ai.onnx opset the device's tool chain reads (below 21, 16-bit
     Q/DQ is written in the com.microsoft domain).
     """
 
@@ -101,6 +102,7 @@ class QuantizationSupport:
     block_sizes: tuple[int, ...] = (32, 64, 128)
     norm_scale_type: str = "int8"
     dedicated_dequantizers: bool = False
+    fixed_range_ops: tuple[str, ...] = ("Softmax",)
     max_opset: int | None = None
 
     @property
@@ -162,6 +164,8 @@ def resolve(scheme_name: str | None, support: QuantizationSupport | None = None,
         options["norm_scale_type"] = support.norm_scale_type
         if support.dedicated_dequantizers:
             options["dedicated_dequantizers"] = True
+        if support.fixed_range_ops != ("Softmax",):
+            options["fixed_range_ops"] = list(support.fixed_range_ops)
         if scheme.default_block_size is not None:
             options["block_size"] = support.block_sizes[0] if support.block_sizes else scheme.default_block_size
         required = scheme.required_opset(activation_type)

@@ -153,3 +153,14 @@ def test_a_strided_dilated_1d_depthwise_conv_fails_the_session_until_unstrided()
     assert not plan_and_ask(quantized_for(proto)).check.built
     result = mapc.compile(proto, target="qnn-htp", quantize={"scheme": "a8w8", "calibration": "random"}, check_with_qnn=True)
     assert result.qnn.ok and {n.op for n in result.qnn.nodes if n.qnn.on_htp} >= {"Conv", "Slice"}
+
+
+@pytest.mark.parametrize("op", ["Sigmoid", "Tanh"])
+def test_16_bit_sigmoid_and_tanh_compute_on_htp_what_the_qdq_model_does(op):
+    """HTP's 16-bit Sigmoid/Tanh assume the output spans the op's natural range; qnn-htp quantizes
+    them so, and the emulator then agrees with the CPU simulation (a calibrated range: 27-45 dB)."""
+    proto = single_op_model([helper.make_node(op, ["x"], ["y"])], {"x": [1, 64]}, [1, 64])
+    result = mapc.compile(proto, target="qnn-htp", quantize={"scheme": "a16w8", "calibration": "random"}, accuracy_on="qnn")
+    [row] = result.device_accuracy["outputs"]
+    assert row["sqnr_db"] is None or row["sqnr_db"] >= 60, row
+    assert not result.device_accuracy["divergent_outputs"]
