@@ -606,6 +606,20 @@ def _after_channel_first_op(dequantize: gs.Node) -> bool:
     return source is not None and source.op in CHANNEL_FIRST_OPS and shape is not None and len(shape) >= 3
 
 
+@constraint("rope.position-ids", ops=("RotaryEmbedding",), when=lambda t: not t.limits.rotary_position_ids)
+def constraint_rotary_position_ids(node: NodeView, target: Target) -> Result:
+    """RotaryEmbedding must take cos/sin already gathered per position, without position_ids.
+
+    Qualcomm HTP builds a RotaryEmbedding whose caches are ``[batch, sequence, rotary_dim / 2]``
+    and refuses one that gathers them by ``position_ids`` ("Failed to create native
+    RotaryEmbedding node", ``backendValidateOpConfig``).
+    """
+    positions = node.input(3)
+    if positions is None:
+        return OK
+    return False, f"it gathers its caches by position_ids {positions.name!r}"
+
+
 @constraint("norm.scale-sign", ops=("LayerNormalization", "InstanceNormalization"), when=lambda t: t.limits.norm_scale_sign_matches_input,
             fix="quantize for this target (its quantization section sets norm_scale_type)")
 def constraint_norm_scale_sign(node: NodeView, target: Target) -> Result:

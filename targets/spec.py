@@ -147,6 +147,8 @@ class OpLimits:
     #: A quantized LayerNormalization/InstanceNormalization scale must be signed exactly when the
     #: data is (QNN HTP: uint8 activations with a uint8 scale, int8 with int8).
     norm_scale_sign_matches_input: bool = False
+    #: RotaryEmbedding may take position_ids (else its cos/sin caches must be per position already).
+    rotary_position_ids: bool = True
     #: A per-channel DequantizeLinear may run on its own, outside a weight's node unit.
     standalone_per_axis_dequantize: bool = True
     #: A QuantizeLinear reading a graph input, or a DequantizeLinear writing a graph output, stays

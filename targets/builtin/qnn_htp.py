@@ -100,7 +100,7 @@ OPS = frozenset(
         "Round", "Floor", "Ceil", "Sign", "Sum",
         # linear algebra and normalization
         "Conv", "ConvTranspose", "MatMul", "Gemm", "LayerNormalization", "RMSNormalization", "BatchNormalization",
-        "InstanceNormalization", "Softmax", "LogSoftmax", "LRN",
+        "InstanceNormalization", "Softmax", "LogSoftmax", "LRN", "RotaryEmbedding",
         # pooling and reductions
         "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax",
         "ReduceMin", "ReduceProd", "ReduceL2", "ArgMax", "ArgMin", "TopK", "CumSum",
@@ -146,6 +146,7 @@ BASE = Target(
         gather_dynamic_indices=True,
         gemm_dynamic_weights=True,
         standalone_per_axis_dequantize=False,
+        rotary_position_ids=False,
         boundary_qdq_on_host=True,
     ),
     quantization=QuantizationSupport(

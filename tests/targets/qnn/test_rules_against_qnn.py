@@ -164,3 +164,22 @@ def test_16_bit_sigmoid_and_tanh_compute_on_htp_what_the_qdq_model_does(op):
     [row] = result.device_accuracy["outputs"]
     assert row["sqnr_db"] is None or row["sqnr_db"] >= 60, row
     assert not result.device_accuracy["divergent_outputs"]
+
+
+def rotary(with_positions: bool):
+    shape = [1, 4, 8, 8]
+    caches = (16, 4) if with_positions else (1, 8, 4)
+    inputs = ["x", "cos", "sin", *(["pos"] if with_positions else [])]
+    initializers = [numpy_helper.from_array(np.cos(np.linspace(0, 1, int(np.prod(caches)))).reshape(caches).astype(np.float32), "cos"),
+                    numpy_helper.from_array(np.sin(np.linspace(0, 1, int(np.prod(caches)))).reshape(caches).astype(np.float32), "sin")]
+    if with_positions:
+        initializers.append(numpy_helper.from_array(np.arange(8, dtype=np.int64).reshape(1, 8), "pos"))
+    nodes = [helper.make_node("RotaryEmbedding", inputs, ["r"]), helper.make_node("Tanh", ["r"], ["y"])]
+    return single_op_model(nodes, {"x": shape}, shape, initializers, opset=23)
+
+
+@pytest.mark.parametrize(("with_positions", "on_htp"), [(False, True), (True, False)])
+def test_rotary_embedding_runs_with_per_position_caches_only(with_positions, on_htp):
+    node = agreed(plan_and_ask(quantized_for(rotary(with_positions))), "RotaryEmbedding", on_htp)
+    if not on_htp:
+        assert any(reason.startswith("rope.position-ids") for reason in node.mapc_reasons)
