@@ -606,6 +606,31 @@ def _after_channel_first_op(dequantize: gs.Node) -> bool:
     return source is not None and source.op in CHANNEL_FIRST_OPS and shape is not None and len(shape) >= 3
 
 
+@constraint("matmul.single-element", ops=("MatMul", "Gemm"), when=lambda t: not t.limits.single_element_matmul)
+def constraint_single_element_matmul(node: NodeView, target: Target) -> Result:
+    """MatMul and Gemm must not read a single-element data input.
+
+    Qualcomm HTP's compiler never finishes finalizing a FullyConnected of a ``[1, 1]`` input (the
+    emulator was still compiling after minutes, 8- and 16-bit alike).
+    """
+    data = node.input(0)
+    if data is None or data.shape is None or not data.static or int(np.prod([int(d) for d in data.shape])) != 1:  # type: ignore[arg-type]
+        return OK
+    return False, f"input {data.name!r} has shape {dims_text(data.shape)}"
+
+
+@constraint("gemm.alpha", ops=("Gemm",), when=lambda t: not t.limits.gemm_any_alpha, fix="fold alpha into the constant weight")
+def constraint_gemm_alpha(node: NodeView, target: Target) -> Result:
+    """Gemm's alpha must be 1.
+
+    Qualcomm HTP runs Gemm as FullyConnected, which "only support[s] alpha=1.0" (QNN EP).
+    """
+    alpha = float(node.attr("alpha", 1.0))
+    if alpha == 1.0:
+        return OK
+    return False, f"alpha is {alpha:g}"
+
+
 @constraint("rope.position-ids", ops=("RotaryEmbedding",), when=lambda t: not t.limits.rotary_position_ids)
 def constraint_rotary_position_ids(node: NodeView, target: Target) -> Result:
     """RotaryEmbedding must take cos/sin already gathered per position, without position_ids.

@@ -147,6 +147,10 @@ class OpLimits:
     #: A quantized LayerNormalization/InstanceNormalization scale must be signed exactly when the
     #: data is (QNN HTP: uint8 activations with a uint8 scale, int8 with int8).
     norm_scale_sign_matches_input: bool = False
+    #: MatMul and Gemm may read a single-element data input (QNN never finishes compiling that).
+    single_element_matmul: bool = True
+    #: Gemm may have an alpha other than 1 (QNN's FullyConnected takes only alpha = 1).
+    gemm_any_alpha: bool = True
     #: RotaryEmbedding may take position_ids (else its cos/sin caches must be per position already).
     rotary_position_ids: bool = True
     #: A per-channel DequantizeLinear may run on its own, outside a weight's node unit.

@@ -147,6 +147,8 @@ BASE = Target(
         gemm_dynamic_weights=True,
         standalone_per_axis_dequantize=False,
         rotary_position_ids=False,
+        gemm_any_alpha=False,
+        single_element_matmul=False,
         boundary_qdq_on_host=True,
     ),
     quantization=QuantizationSupport(

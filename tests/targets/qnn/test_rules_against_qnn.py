@@ -9,9 +9,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import mapc
+from mapc.targets import get_target, plan_partitions
+from mapc.targets.qnn import ask_qnn
 from tests.targets.qnn.support import needs_qnn, plan_and_ask, quantized_for, single_op_model, the, weight
 
 pytestmark = needs_qnn
+HTP_V73 = {"soc_model": "43", "enable_htp_fp16_precision": "1"}
 
 
 def agreed(agreement, op, on_htp: bool):
@@ -183,3 +186,21 @@ def test_rotary_embedding_runs_with_per_position_caches_only(with_positions, on_
     node = agreed(plan_and_ask(quantized_for(rotary(with_positions))), "RotaryEmbedding", on_htp)
     if not on_htp:
         assert any(reason.startswith("rope.position-ids") for reason in node.mapc_reasons)
+
+
+@pytest.mark.parametrize(("alpha", "on_htp"), [(1.0, True), (0.5, False)])
+def test_gemm_runs_with_alpha_one_only(alpha, on_htp):
+    proto = single_op_model([helper.make_node("Gemm", ["x", "w", "b"], ["y"], alpha=alpha)], {"x": [3, 4]}, [3, 5], [weight("w", [4, 5]), weight("b", [5])])
+    node = agreed(plan_and_ask(quantized_for(proto)), "Gemm", on_htp)
+    if not on_htp:
+        assert any(reason.startswith("gemm.alpha") for reason in node.mapc_reasons) and "alpha=1.0" in node.qnn.reason
+
+
+def test_a_single_element_fully_connected_is_kept_off_htp_where_qnn_never_finishes():
+    proto = single_op_model([helper.make_node("Gemm", ["x", "w"], ["y"])], {"x": [1, 1]}, [1, 3], [weight("w", [1, 3])])
+    model = quantized_for(proto)
+    plan = plan_partitions(model, get_target("qnn-htp"))
+    [gemm] = [s for s in plan.support if s.view.op == "Gemm"]
+    assert any(note.code == "matmul.single-element" for note in gemm.reasons)
+    check = ask_qnn(model, provider_options=HTP_V73, timeout=20)  # QNN's own verdict: it does not finish
+    assert not check.built and check.error == "QNN did not finish within 20 s"
