@@ -44,16 +44,11 @@ from quantization import CNNS, TRANSFORMERS, make_samples, prepare_cnn, prepare_
 
 import mapc  # noqa: E402
 from mapc.targets import get_target  # noqa: E402
-from mapc.targets.qnn import ask_qnn  # noqa: E402
+from mapc.targets.qnn import ask_qnn, qnn_options  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {"cnn": ROOT / "examples" / "cnn.onnx", "transformer": ROOT / "examples" / "transformer.onnx"}
 DEFAULT_MODELS = ["transformer", "cnn", *CNNS, *TRANSFORMERS]
-
-
-def qnn_options() -> tuple[str, dict[str, str]]:
-    options = dict(get_target("qnn-htp").vendor.options)
-    return options.pop("htp_arch"), options
 
 
 def worst_sqnr(float_path: Path, outputs: list[dict[str, np.ndarray]] | None, samples: list[dict[str, np.ndarray]]) -> float | None:
@@ -77,7 +72,7 @@ def worst_sqnr(float_path: Path, outputs: list[dict[str, np.ndarray]] | None, sa
 
 def qnn_outcome(model_path: Path, float_path: Path, holdout: list[dict[str, np.ndarray]], folder: Path, tag: str) -> dict:
     """QNN builds the model, runs the held-out samples and compiles its EPContext model."""
-    arch, options = qnn_options()
+    arch, options = qnn_options(get_target("qnn-htp"))
     check = ask_qnn(onnx.load(str(model_path)), arch=arch, provider_options=options, samples=holdout)
     not_on_htp = Counter(v.op for v in check.verdicts if v.status not in ("htp", "boundary"))
     outcome = {

@@ -83,7 +83,7 @@ def print_result(result: CompileResult, console: Console, output: Path | None) -
     if result.device_accuracy is not None:
         print_device_accuracy(result.device_accuracy, console)
     if result.qnn is not None:
-        print_qnn(result.report["qnn"], console)
+        print_qnn(result.qnn.as_dict(), console)
     if result.verification is not None:
         worst = max((o["max_abs_error"] for o in result.verification["outputs"]), default=0.0)
         verdict = "outputs match" if result.verification["ok"] else "outputs DIFFER"

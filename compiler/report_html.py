@@ -14,7 +14,7 @@ from typing import Any
 
 from mapc.graph_svg import render_svg, segment_colour
 from mapc.ir import __version__
-from mapc.report_qnn import qnn_html
+from mapc.report_qnn import device_html
 from mapc.report_rows import accuracy_target_text, quantization_offender_rows, quantization_output_rows
 from mapc.targets import Plan
 
@@ -65,8 +65,7 @@ def render_html(report: dict[str, Any], plan: Plan | None) -> str:
             body += _quantization(record["details"])
     if report.get("verification") is not None:
         body += _verification(report["verification"])
-    if report.get("qnn") is not None:
-        body += qnn_html(report["qnn"], report.get("device_accuracy"), report.get("epcontext"))
+    body += device_html(report)
     if plan is not None:
         body += [
             "<h2>Graph, coloured by partition</h2>",

@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mapc.targets.qnn import DIVERGENCE_DB
+
 #: Disagreeing nodes listed in the terminal; the JSON and HTML reports list all.
 MAX_DISAGREEMENT_ROWS = 20
 #: Order and wording of the two kinds of disagreement.
@@ -88,12 +90,25 @@ def print_device_accuracy(accuracy: dict[str, Any], console: Console) -> None:
         )
     console.print(table)
     for output in accuracy["divergent_outputs"]:
-        console.print(f"warning: {output}: the device's SQNR differs from the CPU QDQ simulation's by more than 1 dB", markup=False)
+        console.print(f"warning: {output}: the device's SQNR differs from the CPU QDQ simulation's by more than {DIVERGENCE_DB:g} dB", markup=False)
 
 
-def qnn_html(qnn: dict[str, Any], device_accuracy: dict[str, Any] | None, epcontext: dict[str, Any] | None) -> list[str]:
-    """The page's QNN section: the headline, the failure with the log's last lines, every
-    disagreement with both sides' full reasons, the accuracy on the device and the artifact."""
+def device_html(report: dict[str, Any]) -> list[str]:
+    """The page's device sections, each when the compile produced it: QNN's verdict, the
+    accuracy on the device, the EPContext artifact."""
+    html = qnn_html(report["qnn"]) if report.get("qnn") is not None else []
+    if report.get("device_accuracy") is not None:
+        html += device_accuracy_html(report["device_accuracy"])
+    epcontext = report.get("epcontext")
+    if epcontext is not None:
+        html.append(f"<p>EPContext model: <code>{escape(epcontext['path'])}</code>, {epcontext['bytes']:,} bytes, "
+                    f"compiled by QNN for HTP v{escape(epcontext['htp_arch'])} in {epcontext['compile_seconds']:.1f} s.</p>")
+    return html
+
+
+def qnn_html(qnn: dict[str, Any]) -> list[str]:
+    """QNN's verdict: the headline, the failure with the log's last lines, and every
+    disagreement with both sides' full reasons."""
     html = [f"<h2>QNN's verdict beside mapc's plan</h2><p class=\"{'good' if qnn['ok'] else 'bad'}\">{escape(qnn_headline(qnn))}</p>"]
     if not qnn["built"]:
         html.append(f"<p class=\"bad\">QNN: {escape(qnn['error'])}</p><pre>{escape(chr(10).join(qnn['log_tail']))}</pre>")
@@ -101,10 +116,6 @@ def qnn_html(qnn: dict[str, Any], device_accuracy: dict[str, Any] | None, epcont
     if rows:
         head = "".join(f"<th>{column}</th>" for column in ("disagreement", "node", "op", "mapc", "QNN"))
         html.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
-    html += device_accuracy_html(device_accuracy) if device_accuracy is not None else []
-    if epcontext is not None:
-        html.append(f"<p>EPContext model: <code>{escape(epcontext['path'])}</code>, {epcontext['bytes']:,} bytes, "
-                    f"compiled by QNN for HTP v{escape(epcontext['htp_arch'])} in {epcontext['compile_seconds']:.1f} s.</p>")
     return html
 
 
@@ -116,4 +127,4 @@ def device_accuracy_html(accuracy: dict[str, Any]) -> list[str]:
                  f"{row.get('cosine', 0):.5f}", f"{row.get('max_abs_error', 0):.3g}", f"{100 * row['top1_agreement']:.1f}%" if "top1_agreement" in row else "-"]
         rows.append(f"<tr>{''.join(f'<td>{escape(cell)}</td>' for cell in cells)}</tr>")
     title = f"Accuracy on {accuracy['device']}: {accuracy['samples']} held-out sample(s), {accuracy['seconds']:.1f} s"
-    return [f"<h3>{escape(title)}</h3><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"]
+    return [f"<h2>{escape(title)}</h2><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"]

@@ -4,7 +4,8 @@ Matches a ``Conv`` over a rank-3 input ``[N, C, L]`` that is depthwise (``group`
 channels, one channel included) with a stride above 1 **and** a dilation above 1. Produces the
 same Conv with stride 1 followed by ``Slice(axes=[2], steps=[stride])``: output position ``i`` of
 the strided Conv is position ``i * stride`` of the stride-1 one, and ``ceil(L1 / s)`` positions of
-``L1`` are exactly ``floor((L1 - 1) / s) + 1`` (the strided length), for any pads. The Slice is
+``L1`` are exactly ``floor((L1 - 1) / s) + 1`` (the strided length), for any explicit pads
+(``auto_pad`` SAME, whose padding depends on the stride, is left alone). The Slice is
 exact, so the rewrite holds for every input.
 
 Why: Qualcomm HTP runs a 1-D Conv as a 2-D one after onnxruntime's NHWC layout transform, and its
@@ -27,13 +28,15 @@ from mapc.passes.shape_ops import SHAPES
 
 def _strided_dilated_depthwise_1d(node: gs.Node) -> int | None:
     """The stride to move out of ``node``, or None if it is not such a Conv."""
-    if node.op != "Conv" or not is_default_domain(node) or not node.inputs:
+    if node.op != "Conv" or not is_default_domain(node) or not node.inputs or not node.outputs:
         return None
+    if str(node.attrs.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID"):
+        return None  # SAME padding depends on the stride
     data = node.inputs[0]
     if data.shape is None or len(data.shape) != 3 or not isinstance(data.shape[1], (int, np.integer)):
         return None
-    strides = [int(s) for s in node.attrs.get("strides", [1])]
-    dilations = [int(d) for d in node.attrs.get("dilations", [1])]
+    strides = [int(s) for s in node.attrs.get("strides") or [1]]
+    dilations = [int(d) for d in node.attrs.get("dilations") or [1]]
     if int(node.attrs.get("group", 1)) != int(data.shape[1]) or len(strides) != 1:
         return None
     if strides[0] > 1 and max(dilations) > 1:

@@ -562,7 +562,7 @@ def constraint_standalone_per_axis(node: NodeView, target: Target) -> Result:
     with per-channel quantization").
     """
     scale = node.node.inputs[1] if len(node.node.inputs) > 1 else None
-    if scale is None or scale.shape is None or int(np.prod(scale.shape)) <= 1:
+    if scale is None or not node.node.outputs or not is_static(scale.shape) or int(np.prod([int(d) for d in scale.shape])) <= 1:
         return OK
     output = node.node.outputs[0]
     standalone = [reader for reader in output.outputs if not _takes_per_axis_weight(reader, output)]

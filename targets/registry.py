@@ -15,11 +15,11 @@ def get_target(name_or_path: str | Path | Target) -> Target:
     if isinstance(name_or_path, Target):
         return name_or_path
     text = str(name_or_path)
-    if text.endswith(".toml") or Path(text).is_file():
-        return load_target_file(text)
     builtin = builtin_target(text)
     if builtin is not None:
         return builtin
+    if text.endswith(".toml") or Path(text).is_file():
+        return load_target_file(text)
     known = ", ".join([*BUILTIN_TARGETS, *(f"{name}:VARIANT" for name in VARIANTS)])
     raise UsageError(f"unknown target {text!r} (built-in targets: {known}; or give a path to a .toml target description)")
 

@@ -34,6 +34,6 @@ def test_terminal_names_the_abort_the_log_and_each_disagreement():
 
 
 def test_html_section_carries_both_sides_and_escapes_names():
-    page = "".join(qnn_html({**QNN, "nodes": [*QNN["nodes"], {**QNN["nodes"][1], "name": "<b>", "index": 4}]}, None, None))
+    page = "".join(qnn_html({**QNN, "nodes": [*QNN["nodes"], {**QNN["nodes"][1], "name": "<b>", "index": 4}]}))
     assert "ABORTED" in page and "backendValidateOpConfig error 3110" in page
     assert "<td>&lt;b&gt;</td>" in page and "<td><b></td>" not in page

@@ -9,7 +9,6 @@ from __future__ import annotations
 from mapc.targets.builtin.ethos_u55 import ETHOS_U55
 from mapc.targets.builtin.host_cpu import CPU
 from mapc.targets.builtin.npu import NPU
-from mapc.targets.builtin.qnn_htp import ARCHITECTURES as QNN_HTP_ARCHITECTURES
 from mapc.targets.builtin.qnn_htp import QNN_HTP, qnn_htp
 from mapc.targets.spec import Target
 
@@ -30,4 +29,4 @@ def builtin_target(name: str) -> Target | None:
     return None
 
 
-__all__ = ["BUILTIN_TARGETS", "CPU", "DEFAULT_TARGET", "ETHOS_U55", "NPU", "QNN_HTP", "QNN_HTP_ARCHITECTURES", "VARIANTS", "builtin_target"]
+__all__ = ["BUILTIN_TARGETS", "CPU", "DEFAULT_TARGET", "ETHOS_U55", "NPU", "QNN_HTP", "VARIANTS", "builtin_target"]

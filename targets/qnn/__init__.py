@@ -13,10 +13,10 @@
 * :mod:`~mapc.targets.qnn.child`: the child process (only onnxruntime and onnxruntime-qnn).
 """
 
-from mapc.targets.qnn.accuracy import accuracy_on_qnn
-from mapc.targets.qnn.agreement import Agreement, NodeAgreement, check_plan, compare_plan, require_qnn_target
+from mapc.targets.qnn.accuracy import DIVERGENCE_DB, accuracy_on_qnn
+from mapc.targets.qnn.agreement import Agreement, NodeAgreement, check_plan, compare_plan, qnn_options, require_qnn_target
 from mapc.targets.qnn.context import ContextModel, context_path, write_context_model
 from mapc.targets.qnn.oracle import INSTALL_HINT, QnnCheck, ask_qnn, qnn_available, require_qnn
 from mapc.targets.qnn.verdict import NodeVerdict, parse_log
 
-__all__ = ["INSTALL_HINT", "accuracy_on_qnn", "Agreement", "ContextModel", "context_path", "require_qnn_target", "write_context_model", "NodeAgreement", "check_plan", "compare_plan", "NodeVerdict", "QnnCheck", "ask_qnn", "parse_log", "qnn_available", "require_qnn"]
+__all__ = ["DIVERGENCE_DB", "INSTALL_HINT", "accuracy_on_qnn", "qnn_options", "Agreement", "ContextModel", "context_path", "require_qnn_target", "write_context_model", "NodeAgreement", "check_plan", "compare_plan", "NodeVerdict", "QnnCheck", "ask_qnn", "parse_log", "qnn_available", "require_qnn"]

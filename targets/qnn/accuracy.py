@@ -17,7 +17,7 @@ from typing import Any
 
 from mapc.ir import CheckFailed, Model, Runner
 from mapc.passes.quantize import HeldOut, OutputMetrics
-from mapc.targets.qnn.agreement import require_qnn_target
+from mapc.targets.qnn.agreement import qnn_options, require_qnn_target
 from mapc.targets.qnn.oracle import ask_qnn
 from mapc.targets.spec import Target
 
@@ -30,8 +30,7 @@ EXACT_ENOUGH_DB = 60.0
 def accuracy_on_qnn(model: Model, target: Target, held_out: HeldOut) -> dict[str, Any]:
     """The accuracy report of ``model`` run on the HTP emulator beside the CPU's (see module doc)."""
     require_qnn_target(target, "--accuracy-on qnn")
-    options = dict(target.vendor.options)  # type: ignore[union-attr]
-    arch = options.pop("htp_arch")
+    arch, options = qnn_options(target)
     started = time.perf_counter()
     check = ask_qnn(model, arch=arch, provider_options=options, samples=held_out.samples)
     if not check.built or check.outputs is None:

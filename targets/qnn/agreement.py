@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mapc.ir import Model, UsageError
+from mapc.ir import CheckFailed, Model, UsageError
 from mapc.targets.partition import Plan
 from mapc.targets.spec import Target
 from mapc.targets.qnn.oracle import QnnCheck, ask_qnn, require_qnn
@@ -108,7 +108,7 @@ def compare_plan(plan: Plan, check: QnnCheck) -> Agreement:
     """Pair every node of ``plan`` with QNN's verdict on the same node (same graph order)."""
     views = plan.model_view.nodes
     if len(views) != len(check.verdicts):
-        raise ValueError(f"QNN was asked about {len(check.verdicts)} nodes, the plan has {len(views)}")
+        raise CheckFailed(f"QNN was asked about {len(check.verdicts)} nodes, but the plan has {len(views)}: the model changed after planning")
     on_target = {index for segment in plan.segments if segment.on_target for index in segment.nodes}
     nodes = []
     for view, verdict in zip(views, check.verdicts):
@@ -125,9 +125,14 @@ def check_plan(model: Model, plan: Plan, **ask: Any) -> Agreement:
     """
     target = plan.target
     require_qnn_target(target, "--check-with-qnn")
-    options = dict(target.vendor.options)  # type: ignore[union-attr]
-    arch = options.pop("htp_arch")
+    arch, options = qnn_options(target)
     return compare_plan(plan, ask_qnn(model, arch=arch, provider_options=options, **ask))
+
+
+def qnn_options(target: Target) -> tuple[str, dict[str, str]]:
+    """The HTP architecture and the other QNN EP options a QNN target names."""
+    options = dict(target.vendor.options) if target.vendor is not None else {}
+    return options.pop("htp_arch", "73"), options
 
 
 def require_qnn_target(target: Target | None, what: str) -> None:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mapc.ir import CheckFailed, Model
-from mapc.targets.qnn.agreement import require_qnn_target
+from mapc.ir import CheckFailed, Model, UsageError
+from mapc.targets.qnn.agreement import qnn_options, require_qnn_target
 from mapc.targets.qnn.oracle import ask_qnn
 from mapc.targets.spec import Target
 
@@ -51,8 +51,7 @@ def write_context_model(model: Model, target: Target, path: str | os.PathLike) -
     if not final.parent.is_dir():
         raise UsageError(f"--emit epcontext: folder {final.parent} does not exist")
     temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp.onnx")
-    options = dict(target.vendor.options)
-    arch = options.pop("htp_arch")
+    arch, options = qnn_options(target)
     try:
         check = ask_qnn(model, arch=arch, provider_options=options, context_model=temporary)
         if not check.built or not temporary.exists():

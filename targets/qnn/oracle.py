@@ -73,9 +73,6 @@ class QnnCheck:
     run_seconds: float | None = None
     #: Outputs per sample when samples were given and the session ran them.
     outputs: list[dict[str, np.ndarray]] | None = None
-    #: The EPContext model written, when asked for.
-    context_model: Path | None = None
-    log_path: Path | None = None
     options: dict[str, str] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
@@ -104,24 +101,21 @@ def ask_qnn(
     model: Model | onnx.ModelProto,
     *,
     arch: str = "73",
-    soc_model: str | None = None,
     samples: Sequence[Mapping[str, np.ndarray]] | None = None,
     context_model: str | os.PathLike | None = None,
-    embed_context: bool = True,
     provider_options: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
-    keep_log: str | os.PathLike | None = None,
 ) -> QnnCheck:
     """Build ``model`` with the QNN EP (HTP backend, ``htp_arch=arch``) in a child process.
 
     ``samples`` are run on the emulator and their outputs returned; ``context_model`` makes QNN
-    also write the EPContext model there (the context binary embedded, or beside it when
-    ``embed_context`` is false). ``provider_options`` are passed to the EP as they are.
+    also write the EPContext model there (the context binary embedded). ``provider_options``
+    (``soc_model``, ...) are passed to the EP as they are.
     Raises :class:`UsageError` when onnxruntime-qnn is not installed; every failure of QNN
     itself (a refused graph, an abort, a time-out) is reported in the result, never raised.
     """
     require_qnn("asking QNN")
-    options = {"htp_arch": str(arch), **({"soc_model": str(soc_model)} if soc_model else {}), **dict(provider_options or {})}
+    options = {"htp_arch": str(arch), **dict(provider_options or {})}
     with tempfile.TemporaryDirectory(prefix="mapc-qnn-") as scratch:
         folder = Path(scratch)
         path, names = _named_copy(model, folder)
@@ -134,7 +128,7 @@ def ask_qnn(
             request["session_config"] = {
                 "ep.context_enable": "1",
                 "ep.context_file_path": str(Path(context_model).resolve()),
-                "ep.context_embed_mode": "1" if embed_context else "0",
+                "ep.context_embed_mode": "1",
             }
         (folder / "request.json").write_text(json.dumps(request), encoding="utf-8")
         log_path = folder / "qnn.log"
@@ -150,10 +144,8 @@ def ask_qnn(
                 returncode = None
         elapsed = time.perf_counter() - start
         text = log_path.read_text(encoding="utf-8", errors="replace")
-        if keep_log is not None:
-            Path(keep_log).write_text(text, encoding="utf-8")
         outputs = _read_outputs(folder / "outputs.npz") if samples and RAN in text else None
-        return _check(arch, names, text, returncode, elapsed, timeout, outputs, context_model, options, keep_log)
+        return _check(arch, names, text, returncode, elapsed, timeout, outputs, bool(samples), options)
 
 
 def _named_copy(model: Model | onnx.ModelProto, folder: Path) -> tuple[Path, list[tuple[str, str]]]:
@@ -165,10 +157,16 @@ def _named_copy(model: Model | onnx.ModelProto, folder: Path) -> tuple[Path, lis
         onnx.save_model(model, str(path))
     proto = onnx.load_model(str(path), load_external_data=False)
     seen: Counter[str] = Counter(node.name for node in proto.graph.node)
+    taken = set(seen)
     names = []
     for index, node in enumerate(proto.graph.node):
         if not node.name or seen[node.name] > 1:
-            node.name = f"mapc_node_{index}"
+            fresh, suffix = f"mapc_node_{index}", 0
+            while fresh in taken:
+                suffix += 1
+                fresh = f"mapc_node_{index}_{suffix}"
+            taken.add(fresh)
+            node.name = fresh
         names.append((node.name, node.op_type))
     onnx.save_model(proto, str(path))
     return path, names
@@ -195,9 +193,8 @@ def _check(
     elapsed: float,
     timeout: float,
     outputs: list[dict[str, np.ndarray]] | None,
-    context_model: str | os.PathLike | None,
+    asked_to_run: bool,
     options: dict[str, str],
-    keep_log: str | os.PathLike | None,
 ) -> QnnCheck:
     reading = parse_log(text, [name for name, _ in names])
     built = READY in text
@@ -213,7 +210,7 @@ def _check(
     error = ""
     if returncode is None:
         error = f"QNN did not finish within {timeout:g} s"
-    elif not built:
+    elif not built or (asked_to_run and RAN not in text):
         error = _failure_line(lines, aborted)
     return QnnCheck(
         arch=arch,
@@ -221,12 +218,10 @@ def _check(
         built=built,
         aborted=aborted,
         error=error,
-        log_tail=lines[-LOG_TAIL_LINES:] if not built else [],
+        log_tail=lines[-LOG_TAIL_LINES:] if error else [],
         build_seconds=_marker_seconds(text, READY) if built else elapsed,
         run_seconds=_marker_seconds(text, RAN),
         outputs=outputs,
-        context_model=Path(context_model) if context_model is not None and built else None,
-        log_path=Path(keep_log) if keep_log is not None else None,
         options=options,
     )
 

@@ -53,6 +53,7 @@ def test_the_examples_compile_for_qnn_htp_with_every_node_but_the_boundary_on_ht
         (["--emit", "epcontext"], "--emit epcontext needs a target"),
         (["--target", "qnn-htp", "--accuracy-on", "qnn"], "--accuracy-on needs --quantize"),
         (["--target", "qnn-htp:v99"], "unknown HTP architecture 'v99'"),
+        (["--target", "qnn-htp", "--emit", "epcontext=no/such/folder"], "--emit epcontext=no/such/folder: the folder does not exist"),
     ],
 )
 def test_flag_mistakes_are_one_line_errors_before_any_work(tmp_path, capsys, extra, message):

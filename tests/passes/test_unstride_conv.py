@@ -8,6 +8,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from mapc.ir import load
+from mapc.passes import PassContext, PassManager
 from mapc.testing import assert_pass_preserves, onnx_models
 from tests.conftest import make_model
 
@@ -40,3 +42,14 @@ def test_other_convs_are_left_alone(group, stride, dilation):
 @given(onnx_models(families=("conv", "elementwise", "unary", "reshape")))
 def test_random_graphs_keep_their_outputs(proto):
     assert_pass_preserves(proto, ["unstride-conv"])
+
+
+def test_same_padding_which_depends_on_the_stride_is_left_alone():
+    proto = conv1d(4, 4, 16, 3, 2, 2, [0, 0])
+    conv = proto.graph.node[0]
+    del conv.attribute[[a.name for a in conv.attribute].index("pads")]
+    conv.attribute.append(helper.make_attribute("auto_pad", "VALID"))
+    assert assert_pass_preserves(proto, ["unstride-conv"])[1][0].counters["convs_unstrided"] == 1
+    conv.attribute[-1].CopyFrom(helper.make_attribute("auto_pad", "SAME_UPPER"))
+    records = PassManager(["unstride-conv"]).run(load(proto), PassContext())  # onnxruntime refuses dilated SAME: not run
+    assert records[0].counters["convs_unstrided"] == 0

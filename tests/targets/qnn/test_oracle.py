@@ -54,3 +54,9 @@ def test_without_the_extra_the_error_names_it(monkeypatch):
     monkeypatch.setattr(oracle, "qnn_available", lambda: False)
     with pytest.raises(UsageError, match=r"pip install 'mapc\[qnn\]'"):
         ask_qnn(tanh_model())
+
+
+def test_unnamed_and_duplicate_nodes_get_names_no_other_node_has(tmp_path):
+    proto = single_op_model([helper.make_node("Relu", ["x"], ["a"], name="mapc_node_1"), helper.make_node("Tanh", ["a"], ["y"])], {"x": [2]}, [2])
+    _, names = oracle._named_copy(proto, tmp_path)
+    assert [name for name, _ in names] == ["mapc_node_1", "mapc_node_1_1"]
