@@ -232,15 +232,17 @@ def compile(
     )
     if result.plan is not None:
         working.set_metadata("mapc.pipeline", manager.text)
+    held_out = ctx.facts.get(HELD_OUT) if options.accuracy_on == "qnn" else None
     if options.check_with_qnn and result.plan is not None:
         if on_pass_start is not None:
             on_pass_start("check-with-qnn")
-        result.qnn = check_plan(working, result.plan)
-    held_out = ctx.facts.get(HELD_OUT)
-    if options.accuracy_on == "qnn" and result.plan is not None and held_out is not None:
+        # One QNN build serves both: it also runs the held-out samples when accuracy is asked for.
+        result.qnn = check_plan(working, result.plan, samples=held_out.samples if held_out is not None else None)
+    if held_out is not None and result.plan is not None:
         if on_pass_start is not None:
             on_pass_start("accuracy-on-qnn")
-        result.device_accuracy = accuracy_on_qnn(working, result.plan.target, held_out)
+        built = result.qnn.check if result.qnn is not None and result.qnn.check.outputs is not None else None
+        result.device_accuracy = accuracy_on_qnn(working, result.plan.target, held_out, built)
     if options.verify and verifier is not None:
         comparisons = verifier.compare(working)
         result.verification = {

@@ -18,7 +18,7 @@ from typing import Any
 from mapc.ir import CheckFailed, Model, Runner
 from mapc.passes.quantize import HeldOut, OutputMetrics
 from mapc.targets.qnn.agreement import qnn_options, require_qnn_target
-from mapc.targets.qnn.oracle import ask_qnn
+from mapc.targets.qnn.oracle import QnnCheck, ask_qnn
 from mapc.targets.spec import Target
 
 #: An HTP SQNR this far from the CPU simulation's is called out...
@@ -27,15 +27,22 @@ DIVERGENCE_DB = 1.0
 EXACT_ENOUGH_DB = 60.0
 
 
-def accuracy_on_qnn(model: Model, target: Target, held_out: HeldOut) -> dict[str, Any]:
-    """The accuracy report of ``model`` run on the HTP emulator beside the CPU's (see module doc)."""
+def accuracy_on_qnn(model: Model, target: Target, held_out: HeldOut, check: QnnCheck | None = None) -> dict[str, Any]:
+    """The accuracy report of ``model`` run on the HTP emulator beside the CPU's (see module doc).
+
+    ``check``: a QNN build of ``model`` that already ran ``held_out.samples`` (``--check-with-qnn``
+    asks for them), so the emulator is not started twice.
+    """
     require_qnn_target(target, "--accuracy-on qnn")
     arch, options = qnn_options(target)
     started = time.perf_counter()
-    check = ask_qnn(model, arch=arch, provider_options=options, samples=held_out.samples)
-    if not check.built or check.outputs is None:
+    if check is None:
+        check = ask_qnn(model, arch=arch, provider_options=options, samples=held_out.samples)
+        seconds = time.perf_counter() - started
+    else:
+        seconds = (check.build_seconds or 0.0) + (check.run_seconds or 0.0)
+    if not check.built or check.outputs is None or len(check.outputs) != len(held_out.samples):
         raise CheckFailed(f"--accuracy-on qnn: QNN did not run the model: {check.error or 'no outputs'}")
-    seconds = time.perf_counter() - started
     references = held_out.reference_outputs()
     on_htp, on_cpu = OutputMetrics(held_out.classifier_like), OutputMetrics(held_out.classifier_like)
     cpu = Runner(model)
