@@ -65,3 +65,20 @@ def test_second_run_changes_nothing_and_runs_are_deterministic(proto):
     assert not second.changed
     if record.changed:  # a graph with nothing to quantize (a lone Sin) is left as it is, twice
         assert second.notes[0].code == "quantize.already-quantized"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(onnx_models(families=("elementwise", "unary", "matmul", "conv", "concat", "split", "reshape"), discontinuous=False, symbolic=False))
+def test_dedicated_dequantizers_compute_exactly_what_shared_ones_do(proto):
+    """Each reader's own DequantizeLinear reads the same codes, scale and zero point: the outputs
+    are bit-identical, and no DequantizeLinear has more than one reader (graph outputs aside)."""
+    shared, _ = quantize(proto, sensitivity_samples=0)
+    dedicated, _ = quantize(proto, sensitivity_samples=0, dedicated_dequantizers=True)
+    for sample in calibration_samples(proto, 3):
+        expected, actual = Runner(shared).run(sample), Runner(dedicated).run(sample)
+        for name, value in expected.items():
+            np.testing.assert_array_equal(actual[name], value)
+    outputs = {t.name for t in dedicated.graph.outputs}
+    for node in dedicated.graph.nodes:
+        if node.op == "DequantizeLinear" and node.outputs[0].name not in outputs:
+            assert len({id(reader) for reader in node.outputs[0].outputs}) <= 1, node.name
