@@ -39,7 +39,7 @@ from mapc.ir.graph import (
     toposort,
 )
 from mapc.ir.gs_compat import remember_lost_parts, set_overload
-from mapc.ir.model import Model, ModelSource, load, save
+from mapc.ir.model import Model, ModelSource, load, save, save_sharing_weights
 from mapc.ir.notes import Note
 from mapc.ir.pattern import COMMUTATIVE_OPS, Alt, Match, const, op, product, var
 from mapc.ir.rewrite import NearMiss, NoMatch, PatternRule, RewriteContext, Rule, RuleReport, apply_rules, rule, rule_details, rule_names, rule_notes
@@ -121,6 +121,7 @@ __all__ = [
     "same_dtype",
     "same_file",
     "save",
+    "save_sharing_weights",
     "scalar_value",
     "seeded_inputs",
     "set_overload",

@@ -13,9 +13,10 @@ model would exceed protobuf's 2 GB limit, or when asked.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -32,6 +33,7 @@ from mapc.ir.external import (
     ExternalValues,
     copy_bytes,
     external_ref,
+    iter_chunks,
     same_file,
     tensor_nbytes,
     uses_external_data,
@@ -419,6 +421,78 @@ def save(
         for temporary in temporaries:
             temporary.unlink(missing_ok=True)
     return out
+
+
+def save_sharing_weights(models: Mapping[str | os.PathLike, Model], data_name: str) -> list[Path]:
+    """Write several models into one folder with one external data file ``data_name`` they share.
+
+    A weight whose bytes (and element type) an earlier model already wrote is stored once and
+    every model points at the same bytes: two graphs compiled from one checkpoint (an LLM's
+    prefill and decode steps) keep one copy of the weights. Atomic like :func:`save`: every file
+    is written to a temporary name first and nothing is renamed until all are written.
+    """
+    outputs = [(Path(path), model) for path, model in models.items()]
+    folders = {path.parent for path, _ in outputs}
+    if len(folders) != 1:
+        raise OutputError("models sharing a weight file must be written to one folder")
+    folder = folders.pop() if str(next(iter(folders), "")) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"output folder {folder} does not exist")
+    data_path = folder / data_name
+    for path, model in outputs:
+        if model.source_path is not None and (path.resolve() == model.source_path or same_file(path, model.source_path)):
+            raise OutputError(f"refusing to overwrite the input model {model.source_path}; choose another output folder")
+        if any(same_file(data_path, source) for source in model.external_sources):
+            raise OutputError(f"refusing to overwrite {data_path}: the input model reads its weights from it")
+    temporaries: list[Path] = []
+    try:
+        renames: list[tuple[Path, Path]] = []
+        data_tmp = _temporary(folder, data_name, temporaries)
+        written: dict[tuple[int, bytes], tuple[int, int]] = {}
+        serialized = []
+        with open(data_tmp, "wb") as handle:
+            offset = 0
+            for path, model in outputs:
+                proto = model.to_proto()
+                for tensor in _initializers(proto.graph):
+                    ref = _source_ref(tensor, model.base_dir)
+                    if ref is None and (tensor.ByteSize() < EXTERNAL_THRESHOLD or tensor.data_type == onnx.TensorProto.STRING):
+                        continue
+                    raw = None if ref is not None else _raw_bytes(tensor)
+                    digest = hashlib.sha256()
+                    for chunk in (iter_chunks(ref) if ref is not None else (raw,)):
+                        digest.update(chunk)
+                    key = (tensor.data_type, digest.digest())
+                    if key not in written:
+                        length = ref.length if ref is not None else len(raw)
+                        padding = -offset % (_PAGE if length >= 16 * _PAGE else 64)
+                        handle.write(b"\0" * padding)
+                        offset += padding
+                        if ref is not None:
+                            copy_bytes(ref, handle)
+                        else:
+                            handle.write(raw)
+                        written[key] = (offset, length)
+                        offset += length
+                    _point_at(tensor, data_name, *written[key])
+                serialized.append((path, proto.SerializeToString(deterministic=True)))
+            _flush(handle)
+        renames.append((data_tmp, data_path))
+        for path, data in serialized:
+            model_tmp = _temporary(folder, path.name, temporaries)
+            with open(model_tmp, "wb") as handle:
+                handle.write(data)
+                _flush(handle)
+            renames.append((model_tmp, path))
+        for temporary, final in renames:
+            os.replace(temporary, final)
+            temporaries.remove(temporary)
+    except OSError as error:
+        raise OutputError(f"cannot write {data_path}: {error.strerror or error}") from None
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+    return [path for path, _ in outputs]
 
 
 def _initializers(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:

@@ -1,0 +1,143 @@
+"""The reference runtime of a static LLM split: greedy decoding with onnxruntime, exactly as the manifest says.
+
+This is the host loop a device integrator ports. The cache is one array per layer and kind,
+``[1, kv_heads, context, head_dim]``, where slot ``j`` holds the token at position ``j``.
+
+* **Prefill** takes up to N prompt tokens at positions ``n .. n+L-1`` (``n`` tokens already
+  cached, ``n + N <= context``). A chunk shorter than N is left-padded with the pad token; the
+  pad rows and columns are masked. The graph reads the cache's first ``context - N`` slots; the
+  mask attends slot ``j`` when ``j < n`` and, among the chunk's own tokens (the last N columns),
+  token ``k`` attends token ``l <= k``. The new keys and values of real tokens go to slots
+  ``n .. n+L-1``. A longer prompt runs as several chunks; what does not fit a chunk
+  (``n + N > context``) runs through decode.
+* **Decode** takes one token at position ``n`` (``n < context``), reads slots ``0 .. context-2``,
+  attends slots ``j < n`` and itself, and its keys and values go to slot ``n``.
+
+``mask_fill`` (the manifest's) marks what may not be attended.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mapc.ir import UsageError, make_session
+from mapc.llm.manifest import read_manifest
+
+
+class StaticRunner:
+    """Both graphs of a split folder loaded in onnxruntime, with the cache they share."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+        self.manifest = read_manifest(directory)
+        self.context = int(self.manifest["context"])
+        self.fill = float(self.manifest["mask_fill"])
+        self.sessions = {name: make_session(_load(self.directory / entry["file"]), base_dir=self.directory)
+                         for name, entry in self.manifest["graphs"].items()}
+        self.tables = {name: (np.load(self.directory / spec["file"]), int(spec["axis"]))
+                       for name, spec in self.manifest["rope"]["tables"].items()}
+        self.reset()
+
+    def reset(self) -> None:
+        """Empty the cache."""
+        decode = self.manifest["graphs"]["decode"]
+        self.cache: dict[str, np.ndarray] = {}
+        for entry in decode["inputs"]:
+            if entry["role"] in ("past_key", "past_value"):
+                shape = list(entry["shape"])
+                shape[2] = self.context
+                self.cache[entry["name"]] = np.zeros(shape, entry["dtype"])
+        self.filled = 0
+
+    def step(self, graph: str, tokens: Sequence[int]) -> np.ndarray:
+        """Run ``graph`` on ``tokens`` (at most its ``new_tokens``) at the next positions; return
+        the logits of the last token and write the new keys and values into the cache."""
+        entry = self.manifest["graphs"][graph]
+        width = int(entry["new_tokens"])
+        count = len(tokens)
+        if not 1 <= count <= width:
+            raise UsageError(f"the {graph} graph takes 1 to {width} tokens, not {count}")
+        start = self.filled
+        past = self.context - width
+        if start > past or start + count > self.context:
+            raise UsageError(f"the cache holds {start} of {self.context} positions: no room for {count} more in {graph}")
+        pad = width - count
+        positions = np.zeros(width, np.int64)
+        positions[pad:] = np.arange(start, start + count)
+        mask = np.full((width, self.context), self.fill, np.float32)
+        for row in range(pad, width):
+            mask[row, :start] = 0.0
+            mask[row, past + pad: past + row + 1] = 0.0
+        feeds: dict[str, np.ndarray] = {}
+        for spec in entry["inputs"]:
+            role, name = spec["role"], spec["name"]
+            if role == "input_ids":
+                feeds[name] = np.array([[0] * pad + list(tokens)], spec["dtype"])
+            elif role == "position_ids":
+                feeds[name] = positions[None].astype(spec["dtype"])
+            elif role == "attention_mask":
+                feeds[name] = mask.reshape(spec["shape"]).astype(spec["dtype"])
+            elif role in ("rope_cos", "rope_sin"):
+                table, axis = self.tables[name]
+                feeds[name] = np.moveaxis(table[positions], 0, axis).reshape(spec["shape"]).astype(spec["dtype"])
+            elif role in ("past_key", "past_value"):
+                feeds[name] = self.cache[name][:, :, :past]
+            else:
+                raise UsageError(f"input {name!r} of the {graph} graph has role {role!r}, which the runtime does not know")
+        names = [spec["name"] for spec in entry["outputs"]]
+        values = dict(zip(names, self.sessions[graph].run(names, feeds)))
+        for spec in entry["outputs"]:
+            if spec["role"] in ("new_key", "new_value"):
+                cache_name = f"past_{spec['role'][4:]}.{spec['layer']}"
+                self.cache[cache_name][:, :, start: start + count] = values[spec["name"]][:, :, pad:]
+        self.filled += count
+        logits = next(values[spec["name"]] for spec in entry["outputs"] if spec["role"] == "logits")
+        return logits[0, -1]
+
+    def prefill(self, prompt: Sequence[int]) -> np.ndarray:
+        """Feed a whole prompt (chunked prefill, then decode for what no chunk fits); the last logits."""
+        if not prompt:
+            raise UsageError("the prompt is empty")
+        if self.filled + len(prompt) > self.context:
+            raise UsageError(f"a prompt of {len(prompt)} tokens does not fit a cache of {self.context} positions")
+        width = int(self.manifest["graphs"]["prefill"]["new_tokens"])
+        index = 0
+        logits = None
+        while index < len(prompt):
+            chunk = list(prompt[index: index + width])
+            if self.filled + width <= self.context:
+                logits = self.step("prefill", chunk)
+                index += len(chunk)
+            else:
+                logits = self.step("decode", [prompt[index]])
+                index += 1
+        return logits
+
+
+def generate(directory: str | os.PathLike, prompt_ids: Sequence[int], max_new_tokens: int) -> list[int]:
+    """Greedy decoding through a split folder: up to ``max_new_tokens`` new token ids (fewer when
+    the cache fills)."""
+    runner = StaticRunner(directory)
+    vocab = int(runner.manifest["vocab_size"])
+    if any(not 0 <= int(t) < vocab for t in prompt_ids):
+        raise UsageError(f"prompt token ids must lie in [0, {vocab})")
+    logits = runner.prefill([int(t) for t in prompt_ids])
+    tokens: list[int] = []
+    while len(tokens) < max_new_tokens:
+        token = int(np.argmax(logits))
+        tokens.append(token)
+        if len(tokens) == max_new_tokens or runner.filled >= runner.context:
+            break
+        logits = runner.step("decode", [token])
+    return tokens
+
+
+def _load(path: Path) -> Any:
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False)

@@ -1,0 +1,174 @@
+"""``mapc llm``: one decoder export in, a static prefill graph and a static decode graph out.
+
+For each step (``prefill``: N new tokens, ``decode``: 1) the export is loaded, given the static
+interface (:func:`~.static_io.static_step`) and compiled by :func:`mapc.compile` with every
+input shape fixed and the attention mask hoisted into a host input (``mask_as_input``); the
+hoisted input is then named ``attention_mask``. Both graphs are written with one shared weight
+file (:func:`mapc.ir.save_sharing_weights`), the rotary tables when the host computes RoPE, and
+the manifest (:mod:`.manifest`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from mapc.api import CompileResult, compile
+from mapc.ir import Model, OutputError, UsageError, __version__, load, save_sharing_weights, standard_op
+from mapc.llm.manifest import FORMAT, FORMAT_VERSION, graph_entry, write_manifest
+from mapc.llm.positions import find_position_cut
+from mapc.llm.roles import DecoderRoles, find_roles
+from mapc.llm.static_io import MASK_2D, RopeTable, static_step
+from mapc.passes import MASK_INPUTS
+from mapc.targets import Target, get_target
+
+RopeMode = Literal["auto", "graph", "inputs"]
+WEIGHTS_NAME = "weights.data"
+#: The token a prompt shorter than a prefill chunk is left-padded with (masked, so any id works).
+PAD_TOKEN = 0
+
+
+@dataclass
+class LLMOptions:
+    """What ``mapc llm`` is asked for (the CLI flags of the same names)."""
+
+    context: int
+    prefill: int
+    target: str | Target | None = None
+    #: ``quantize`` options as for :func:`mapc.compile` (``{"scheme": "a16w8", "calibration": ...}``).
+    quantize: dict[str, Any] | None = None
+    #: ``graph``: Sin/Cos of the positions stay in the graphs; ``inputs``: the host looks the
+    #: rotary tables up; ``auto``: ``inputs`` when the target does not run Sin and Cos.
+    rope: RopeMode = "auto"
+    roles: Mapping[str, str] = field(default_factory=dict)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.context < 2:
+            raise UsageError(f"--context {self.context}: the cache needs at least 2 positions")
+        if not 1 <= self.prefill < self.context:
+            raise UsageError(f"--prefill {self.prefill}: a prefill chunk takes 1 to context-1 ({self.context - 1}) tokens")
+        if self.rope not in ("auto", "graph", "inputs"):
+            raise UsageError(f"--rope {self.rope}: choose auto, graph or inputs")
+
+
+@dataclass
+class StaticLLM:
+    """The outcome of :func:`split`: both compiled graphs, the manifest, and where they went."""
+
+    graphs: dict[str, CompileResult]
+    manifest: dict[str, Any]
+    rope: list[RopeTable]
+    directory: Path | None = None
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """One ``mapc compile`` report per graph, under ``prefill`` and ``decode``."""
+        return {name: result.report for name, result in self.graphs.items()}
+
+
+def split(source: str | os.PathLike, options: LLMOptions, *,
+          on_graph: Callable[[str], None] | None = None) -> StaticLLM:
+    """Compile the decoder at ``source`` into static prefill and decode graphs (not yet written)."""
+    options.validate()
+    target = get_target(options.target) if options.target is not None else None
+    rope_inputs = options.rope == "inputs" or (options.rope == "auto" and target is not None and not _runs_trig(target))
+    graphs: dict[str, CompileResult] = {}
+    entries: dict[str, Any] = {}
+    tables: list[RopeTable] = []
+    mask_fill: float | None = None
+    roles: DecoderRoles | None = None
+    for name, new_tokens in (("prefill", options.prefill), ("decode", 1)):
+        if on_graph is not None:
+            on_graph(name)
+        model = load(source)
+        roles = find_roles(model, options.roles)
+        if options.context > _max_positions(model, roles):
+            raise UsageError(f"--context {options.context}: the model's position table holds only "
+                             f"{_max_positions(model, roles)} positions")
+        step = static_step(model, roles, find_position_cut(model, roles), new_tokens=new_tokens,
+                           context=options.context, rope_inputs=rope_inputs)
+        result = compile(model, target=options.target, input_shapes=step.input_shapes, quantize=options.quantize,
+                         seed=options.seed, pass_options={"attention-mask": {"mask_as_input": True}})
+        fill = _name_mask_input(result, name, new_tokens, options.context)
+        mask_fill = fill if mask_fill is None else min(mask_fill, fill)
+        graphs[name] = result
+        entries[name] = graph_entry(result.model, f"{name}.onnx", new_tokens)
+        tables = step.rope or tables
+    assert roles is not None and mask_fill is not None
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "mapc_version": __version__,
+        "source": Path(source).name,
+        "context": options.context,
+        "prefill": options.prefill,
+        "vocab_size": roles.vocab_size,
+        "layers": len(roles.layers),
+        "kv_heads": roles.kv_heads,
+        "head_dim": roles.head_dim,
+        "mask_fill": mask_fill,
+        "pad_token_id": PAD_TOKEN,
+        "weights": WEIGHTS_NAME,
+        "rope": {"mode": "inputs" if rope_inputs else "graph",
+                 "tables": {t.input: {"file": f"{t.input}.npy", "axis": t.axis} for t in tables}},
+        "target": str(target) if target is not None else None,
+        "quantize": graphs["decode"].options.get("quantize"),
+        "graphs": entries,
+    }
+    return StaticLLM(graphs, manifest, tables)
+
+
+def write(llm: StaticLLM, directory: str | os.PathLike) -> Path:
+    """Write both graphs, their shared weights, the rotary tables and the manifest to ``directory``."""
+    folder = Path(directory)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create {folder}: {error.strerror or error}") from None
+    save_sharing_weights({folder / entry["file"]: llm.graphs[name].model
+                          for name, entry in llm.manifest["graphs"].items()}, WEIGHTS_NAME)
+    for table in llm.rope:
+        temporary = folder / f".{table.input}.{os.getpid()}.tmp.npy"
+        np.save(temporary, table.table)
+        os.replace(temporary, folder / f"{table.input}.npy")
+    write_manifest(folder, llm.manifest)
+    llm.directory = folder
+    return folder
+
+
+def _runs_trig(target: Target) -> bool:
+    return target.is_host or {"Sin", "Cos"} <= set(target.ops.supported)
+
+
+def _max_positions(model: Model, roles: DecoderRoles) -> int:
+    """The size of a learned position table (GPT-2's wpe), or unbounded for rotary models."""
+    sizes = [int(node.inputs[0].shape[0]) for node in model.graph.nodes
+             if standard_op(node) == "Gather" and node.inputs[0].shape is not None and len(node.inputs[0].shape) == 2
+             and int(node.inputs[0].shape[0]) != roles.vocab_size and hasattr(node.inputs[0], "values")]
+    return min(sizes) if sizes else 1 << 31
+
+
+def _name_mask_input(result: CompileResult, graph: str, new_tokens: int, context: int) -> float:
+    """Name the hoisted mask input ``attention_mask`` (one input for every layer) and return its fill."""
+    hoisted = result.facts.get(MASK_INPUTS)
+    names = [contract["input"] for contract in hoisted.contracts] if hoisted is not None else []
+    model = result.model
+    leftover = [t.name for t in model.graph.inputs if t.name == MASK_2D]
+    if len(names) != 1 or leftover:
+        reason = "the mask still reads the 2-D padding mask" if leftover else f"{len(names)} separate masks were found"
+        raise UsageError(f"cannot give the {graph} graph one host-computed attention mask: {reason}")
+    mask = next(t for t in model.graph.inputs if t.name == names[0])
+    if [int(d) if isinstance(d, int) else d for d in mask.shape] != [1, 1, new_tokens, context]:
+        raise UsageError(f"the {graph} graph's attention mask has shape {mask.shape}, not [1, 1, {new_tokens}, {context}]")
+    mask.name = "attention_mask"
+    clamp = next((node for node in mask.outputs if standard_op(node) == "Max"), None)
+    floor = clamp.inputs[1] if clamp is not None and clamp.inputs[0] is mask else None
+    if floor is None or not hasattr(floor, "values") or np.asarray(floor.values).size != 1:
+        raise UsageError(f"the {graph} graph's attention mask is not clamped to a fill value")
+    return float(np.asarray(floor.values).reshape(-1)[0])

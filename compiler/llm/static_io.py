@@ -1,0 +1,254 @@
+"""Give one decoder export the static interface of a prefill or decode step.
+
+:func:`static_step` edits a loaded decoder (whose roles and position cut were found on it) into a
+step that takes ``T`` new tokens over a cache of ``C`` positions:
+
+* ``input_ids`` becomes int32 ``[1, T]`` (the embedding Gather reads it as it is);
+* the graph's own position arithmetic is cut at :class:`~.positions.PositionCut` and fed from an
+  int32 ``position_ids`` ``[1, T]`` input, or, with ``rope_inputs``, the rotary ``Cos``/``Sin``
+  are replaced by ``rope_cos``/``rope_sin`` inputs (the host looks rows up in a table mapc
+  writes, :class:`RopeTable`);
+* past K/V inputs are renamed ``past_key.{i}``/``past_value.{i}`` ``[1, kv_heads, C - T,
+  head_dim]``, and each present output (``Concat(past, new)``) is replaced by the new keys or
+  values alone, ``new_key.{i}``/``new_value.{i}`` ``[1, kv_heads, T, head_dim]``;
+* the logits output is renamed ``logits``; the 2-D mask input stays (as ``attention_mask_2d``
+  ``[1, C]``) until the attention-mask pass turns the mask it feeds into a host input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from mapc.ir import Model, UsageError, remove_dead_nodes, run_nodes, standard_op
+from mapc.llm.positions import PositionCut
+from mapc.llm.roles import DecoderRoles
+
+#: The name the 2-D padding mask has until the attention-mask pass replaces what it feeds.
+MASK_2D = "attention_mask_2d"
+
+
+@dataclass
+class RopeTable:
+    """Host-side rotary tables: ``table[position]``, position axis moved to ``axis``, reshaped to the input."""
+
+    input: str
+    table: np.ndarray
+    axis: int
+    shape: list[int]
+
+    def rows(self, positions: np.ndarray) -> np.ndarray:
+        return np.moveaxis(self.table[positions], 0, self.axis).reshape(self.shape)
+
+
+@dataclass
+class StaticStep:
+    """A decoder edited to take ``new_tokens`` tokens over a ``context``-position cache."""
+
+    model: Model
+    new_tokens: int
+    context: int
+    input_shapes: dict[str, list[int]]
+    rope: list[RopeTable]
+
+
+def static_step(model: Model, roles: DecoderRoles, cut: PositionCut, *, new_tokens: int, context: int,
+                rope_inputs: bool) -> StaticStep:
+    """Edit ``model`` in place into one static step (see the module docstring)."""
+    graph = model.graph
+    past_length = context - new_tokens
+    by_name = {tensor.name: tensor for tensor in graph.inputs}
+    logits = next(tensor for tensor in graph.outputs if tensor.name == roles.logits)
+    presents = {tensor.name: tensor for tensor in graph.outputs}
+    _free_names(model, ["input_ids", "position_ids", "logits", MASK_2D, "rope_cos", "rope_sin",
+                        *(f"{kind}.{layer.index}" for layer in roles.layers
+                          for kind in ("past_key", "past_value", "new_key", "new_value"))])
+    shapes: dict[str, list[int]] = {}
+
+    tokens = _retyped_input(model, by_name[roles.input_ids], "input_ids", np.int32, [1, new_tokens], keep_for=("Gather", 1))
+    shapes[tokens.name] = [1, new_tokens]
+    by_name[roles.attention_mask].name = MASK_2D
+    shapes[MASK_2D] = [1, context]
+    positions = _position_input(model, cut, new_tokens)
+    shapes[positions.name] = [1, new_tokens]
+    rope: list[RopeTable] = []
+    if rope_inputs:
+        rope = _rope_inputs(model, cut, positions, new_tokens, context)
+        shapes.update({table.input: table.shape for table in rope})
+    for layer in roles.layers:
+        for past_name, present_name, kind in ((layer.past_key, layer.present_key, "key"),
+                                              (layer.past_value, layer.present_value, "value")):
+            past = by_name[past_name]
+            past.name = f"past_{kind}.{layer.index}"
+            shapes[past.name] = [1, roles.kv_heads, past_length, roles.head_dim]
+            _new_only(model, presents[present_name], f"new_{kind}.{layer.index}", past.dtype,
+                      [1, roles.kv_heads, new_tokens, roles.head_dim])
+    logits.name = "logits"
+    if not positions.outputs:
+        graph.inputs = [tensor for tensor in graph.inputs if tensor is not positions]
+        del shapes[positions.name]
+    remove_dead_nodes(graph)
+    model.forget_names()
+    return StaticStep(model, new_tokens, context, shapes, rope)
+
+
+def _free_names(model: Model, names: list[str]) -> None:
+    """Rename tensors that hold a name the static interface gives to another tensor."""
+    wanted = set(names)
+    for tensor in list(model.graph.tensors().values()):
+        if tensor.name in wanted:
+            tensor.name = model.fresh_name(f"{tensor.name}_original")
+
+
+def _retyped_input(model: Model, old: gs.Variable, name: str, dtype: type, shape: list[int],
+                   keep_for: tuple[str, int] | None = None) -> gs.Variable:
+    """A new graph input ``name`` replacing ``old``: readers get it through a Cast to ``old``'s
+    dtype, except ``keep_for`` (op, input slot), which reads it directly."""
+    new = gs.Variable(name, dtype=np.dtype(dtype), shape=shape)
+    cast_output: gs.Variable | None = None
+    for node in list(old.outputs):
+        for slot, tensor in enumerate(node.inputs):
+            if tensor is not old:
+                continue
+            if keep_for is not None and standard_op(node) == keep_for[0] and slot == keep_for[1]:
+                node.inputs[slot] = new
+                continue
+            if cast_output is None:
+                cast_output = gs.Variable(model.fresh_name(f"{name}_{np.dtype(old.dtype).name}"), dtype=old.dtype)
+                model.graph.nodes.append(gs.Node("Cast", model.fresh_name(f"{name}_cast"), {"to": _onnx_type(old.dtype)},
+                                                 inputs=[new], outputs=[cast_output]))
+            node.inputs[slot] = cast_output
+    model.graph.inputs = [new if tensor is old else tensor for tensor in model.graph.inputs]
+    return new
+
+
+def _position_input(model: Model, cut: PositionCut, new_tokens: int) -> gs.Variable:
+    """The int32 ``position_ids`` [1, T] input, wired into every cut tensor's readers on the way
+    to the position users."""
+    if len(cut.tensors) == 1 and cut.tensors[0] in model.graph.inputs:
+        return _retyped_input(model, cut.tensors[0], "position_ids", np.int32, [1, new_tokens])
+    positions = gs.Variable("position_ids", dtype=np.dtype(np.int32), shape=[1, new_tokens])
+    readers = cut.readers
+    for tensor in cut.tensors:
+        dtype, rank = cut.kinds[tensor.name]
+        value: gs.Tensor = positions
+        if dtype != np.int32:
+            value = _node(model, "Cast", [value], {"to": _onnx_type(dtype)}, dtype)
+        if rank != 2:
+            shape = gs.Constant(model.fresh_name("position_shape"), np.array([1] * (rank - 1) + [-1], np.int64))
+            value = _node(model, "Reshape", [value, shape], {}, dtype)
+        for node in readers:
+            _rewire(node, tensor, value)
+    model.graph.inputs.append(positions)
+    return positions
+
+
+def _node(model: Model, op: str, inputs: list[gs.Tensor], attrs: dict, dtype: np.dtype) -> gs.Variable:
+    output = gs.Variable(model.fresh_name(f"position_{op.lower()}"), dtype=dtype)
+    model.graph.nodes.append(gs.Node(op, model.fresh_name(f"position_{op.lower()}"), attrs, inputs=inputs, outputs=[output]))
+    return output
+
+
+def _rope_inputs(model: Model, cut: PositionCut, positions: gs.Variable, new_tokens: int, context: int) -> list[RopeTable]:
+    """Replace every rotary Cos/Sin by a ``rope_cos``/``rope_sin`` input and build the host tables."""
+    tables = []
+    for op, name in (("Cos", "rope_cos"), ("Sin", "rope_sin")):
+        nodes = [node for node in cut.rotary if standard_op(node) == op]
+        if not nodes:
+            continue
+        sources = [_half_source(node) for node in nodes]
+        probe = _evaluate_from_positions(model, positions, [s for s, _ in sources], np.arange(new_tokens))
+        full = _evaluate_from_positions(model, positions, [s for s, _ in sources], np.arange(context))
+        first = probe[sources[0][0].name]
+        if any(not np.array_equal(probe[s.name], first) for s, _ in sources[1:]):
+            raise UsageError(f"the model computes several different rotary {op} tables; keep Sin/Cos on the device "
+                             "(--rope graph)")
+        axis = _position_axis(first.shape, full[sources[0][0].name].shape)
+        table = np.moveaxis(np.cos(full[sources[0][0].name]) if op == "Cos" else np.sin(full[sources[0][0].name]), axis, 0)
+        rope_input = gs.Variable(name, dtype=np.dtype(table.dtype), shape=list(first.shape))
+        model.graph.inputs.append(rope_input)
+        tables.append(RopeTable(name, np.ascontiguousarray(table), axis, list(first.shape)))
+        for node, (_, halves) in zip(nodes, sources):
+            replacement: gs.Tensor = rope_input
+            if halves:
+                replacement = gs.Variable(model.fresh_name(f"{name}_full"), dtype=rope_input.dtype)
+                model.graph.nodes.append(gs.Node("Concat", model.fresh_name(f"{name}_concat"), {"axis": -1},
+                                                 inputs=[rope_input, rope_input], outputs=[replacement]))
+            output = node.outputs[0]
+            for reader in list(output.outputs):
+                _rewire(reader, output, replacement)
+            if output in model.graph.outputs:
+                raise UsageError(f"the rotary {op} output {output.name!r} is a graph output; keep Sin/Cos on the device")
+    return tables
+
+
+def _half_source(node: gs.Node) -> tuple[gs.Tensor, bool]:
+    """What a Cos/Sin really reads: ``f`` when its input is ``Concat(f, f)`` on the last axis."""
+    source = node.inputs[0]
+    producer = source.inputs[0] if source.inputs else None
+    if producer is not None and standard_op(producer) == "Concat" and len(producer.inputs) == 2 \
+            and producer.inputs[0] is producer.inputs[1] and producer.attrs.get("axis") in (-1, len(source.shape or ()) - 1):
+        return producer.inputs[0], True
+    return source, False
+
+
+def _evaluate_from_positions(model: Model, positions: gs.Variable, tensors: list[gs.Tensor], values: np.ndarray) -> dict[str, np.ndarray]:
+    nodes: dict[int, gs.Node] = {}
+    stack = list(tensors)
+    while stack:
+        tensor = stack.pop()
+        node = tensor.inputs[0] if tensor.inputs else None
+        if node is not None and id(node) not in nodes:
+            nodes[id(node)] = node
+            stack.extend(t for t in node.inputs if not t.is_empty())
+    order = {id(node): index for index, node in enumerate(model.graph.nodes)}
+    ordered = sorted(nodes.values(), key=lambda node: order[id(node)])
+    produced = {id(t) for node in ordered for t in node.outputs}
+    feeds: dict[str, np.ndarray] = {positions.name: values.astype(np.int32)[None]}
+    for node in ordered:
+        for tensor in node.inputs:
+            if id(tensor) in produced or tensor.is_empty() or tensor.name in feeds:
+                continue
+            if not isinstance(tensor, gs.Constant):
+                raise UsageError(f"the rotary tables depend on {tensor.name!r}, not only on the positions; keep "
+                                 "Sin/Cos on the device (--rope graph)")
+            feeds[tensor.name] = np.asarray(tensor.values)
+    return run_nodes(ordered, feeds, [t.name for t in tensors], opset_imports=model.opset_imports,
+                     ir_version=model.ir_version, functions=model.functions)
+
+
+def _position_axis(step_shape: tuple[int, ...], full_shape: tuple[int, ...]) -> int:
+    differing = [axis for axis, (a, b) in enumerate(zip(step_shape, full_shape)) if a != b]
+    if len(differing) != 1:
+        raise UsageError("cannot tell which axis of the rotary table is the position; keep Sin/Cos on the device "
+                         "(--rope graph)")
+    return differing[0]
+
+
+def _new_only(model: Model, present: gs.Tensor, name: str, dtype: np.dtype, shape: list[int]) -> None:
+    """Replace the present output ``Concat(past, new)`` by ``new`` alone, named ``name``."""
+    graph = model.graph
+    concat = present.inputs[0]
+    new = concat.inputs[1]
+    if new in graph.inputs or new in graph.outputs or isinstance(new, gs.Constant):
+        copy = gs.Variable(model.fresh_name(name), dtype=dtype)
+        graph.nodes.append(gs.Node("Identity", model.fresh_name(f"{name}_copy"), inputs=[new], outputs=[copy]))
+        new = copy
+    present.name = model.fresh_name(f"{name}_concat")
+    new.name = name
+    new.dtype = dtype
+    new.shape = shape
+    graph.outputs = [new if tensor is present else tensor for tensor in graph.outputs]
+
+
+def _rewire(node: gs.Node, old: gs.Tensor, new: gs.Tensor) -> None:
+    for slot, tensor in enumerate(node.inputs):
+        if tensor is old:
+            node.inputs[slot] = new
+
+
+def _onnx_type(dtype: np.dtype) -> int:
+    return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
