@@ -46,6 +46,7 @@ class HoistedMask:
             "dtype": str(self.input.dtype),
             "shape": dims,
             "contract": f"additive: 0 where query i may attend key j, {neg:g} where it may not; every value in [{neg:g}, 0]",
+            "fill": neg,
             "replaces": self.source,
             "removed_inputs": self.removed_inputs,
             "attentions": self.attentions,

@@ -159,7 +159,12 @@ class AttentionScaleToScores(CanonicalRule):
 
 
 class KTransposeInOneStep(CanonicalRule):
-    """Reshape(Transpose(Reshape(K, [B*H,L,D]), [0,2,1]), [B,H,D,L]) -> Transpose(K, [0,1,3,2])."""
+    """Reshape(Transpose(Reshape(K, [B*H,L,D]), [0,2,1]), [B,H,D,L]) -> Transpose(K, [0,1,3,2]).
+
+    K may have more leading axes than [B, H] when they multiply to B*H (GQA's repeat_kv
+    ``[B, Hkv, rep, L, D]``, which the dynamo exporter flattens in the same Reshape): it is
+    then reshaped to [B, H, L, D] first, so the repeat stays visible to the attention fusion.
+    """
 
     name = "k-transpose"
     pattern = op.Reshape(
@@ -168,18 +173,32 @@ class KTransposeInOneStep(CanonicalRule):
         name="split",
     )
 
-    def check(self, match: Match, ctx: FusionContext) -> None:
+    def check(self, match: Match, ctx: FusionContext) -> bool:
         k = ctx.shape(match.tensors["k"])
         merged = ctx.shape(match.nodes["merge"].outputs[0])
         split = ctx.shape(match.root.outputs[0])
-        if k is None or merged is None or split is None or len(k) != 4 or len(merged) != 3 or len(split) != 4:
+        if k is None or merged is None or split is None or len(k) < 4 or len(merged) != 3 or len(split) != 4:
             raise NoMatch
-        if not (same_dims(merged[1:], k[2:]) and same_dims(split[:2], k[:2]) and same_dim(split[2], k[3]) and same_dim(split[3], k[2])):
+        if not (same_dims(merged[1:], k[-2:]) and same_dim(split[2], k[-1]) and same_dim(split[3], k[-2])):
             raise NoMatch
+        if len(k) == 4:
+            if not same_dims(split[:2], k[:2]):
+                raise NoMatch
+            return False
+        leading = [ctx.static(d) for d in [*k[:-2], *split[:2]]]
+        if None in leading or int(np.prod(leading[:-2])) != leading[-2] * leading[-1]:
+            raise NoMatch
+        return True
 
-    def rewrite(self, match: Match, params: None, ctx: FusionContext) -> gs.Tensor:
+    def rewrite(self, match: Match, regroup: bool, ctx: FusionContext) -> gs.Tensor:
         out = match.root.outputs[0]
-        return ctx.node("Transpose", [match.tensors["k"]], attrs={"perm": [0, 1, 3, 2]}, dtype=out.dtype, shape=ctx.shape(out))
+        k = match.tensors["k"]
+        if regroup:
+            split = ctx.shape(out)
+            shape = [ctx.static(split[0]), ctx.static(split[1]), ctx.static(split[3]), ctx.static(split[2])]
+            k = ctx.node("Reshape", [k, ctx.const(np.array(shape, dtype=np.int64), "k_heads_shape")], name="k_heads",
+                         dtype=k.dtype, shape=shape)
+        return ctx.node("Transpose", [k], attrs={"perm": [0, 1, 3, 2]}, dtype=out.dtype, shape=ctx.shape(out))
 
 
 class WhereMaskToAdd(CanonicalRule):

@@ -36,8 +36,9 @@ class Peephole(Pass):
     Matches, in the main graph (rules in docs/passes/shapes-and-folding.md):
       * identities: Reshape/Expand/Squeeze/Unsqueeze/Flatten to the input's own shape, Cast to
         the input's type, Transpose by the identity permutation, Slice with unit steps keeping
-        everything, Concat of one input, Gather/GatherND whose constant indices list the input
-        in order, ScatterND whose constant indices cover the whole data tensor in order;
+        everything, Concat of one input (and its inputs of size 0 on the axis), Gather/GatherND
+        whose constant indices list the input in order, ScatterND whose constant indices cover
+        the whole data tensor in order;
       * Transpose that only moves size-1 axes becomes a Reshape;
       * chains: Reshape-like op after Reshape-like op (Reshape, Squeeze, Unsqueeze, Flatten)
         becomes one Reshape; Transpose after Transpose becomes one (or none);

@@ -4,7 +4,7 @@
 * ``Cast``/``CastLike`` to the type the input already has;
 * ``Transpose`` by the identity permutation, or one that only moves size-1 axes (a Reshape);
 * ``Slice`` with unit steps that keeps the whole input;
-* ``Concat`` of a single input;
+* ``Concat`` of a single input, and inputs of size 0 along the Concat's axis;
 * ``Gather``/``GatherND`` whose constant indices enumerate the input in order (a Reshape);
 * ``ScatterND`` whose constant indices cover the whole data tensor in order (its updates, reshaped);
 * ``Identity``, and ``Dropout`` at inference (``cleanup``'s no-ops).
@@ -84,6 +84,23 @@ def identity_slice(rw: RewriteContext, node: gs.Node) -> bool:
 def single_input_concat(rw: RewriteContext, node: gs.Node) -> bool:
     """Concat of one input: the input."""
     return len(node.inputs) == 1 and rw.bypass(node, node.inputs[0])
+
+
+@rule("Concat")
+def empty_concat_inputs(rw: RewriteContext, node: gs.Node) -> bool:
+    """Concat inputs of size 0 along the axis add nothing: dropped (partial rotary with every
+    dim rotated concatenates an empty pass-through slice)."""
+    shapes = [static_shape(tensor) for tensor in node.inputs]
+    if len(node.inputs) < 2 or any(shape is None or not shape for shape in shapes):
+        return False
+    axis = int(node.attrs.get("axis", 0)) % len(shapes[0])
+    kept = [tensor for tensor, shape in zip(node.inputs, shapes) if shape[axis] != 0]
+    if not kept or len(kept) == len(node.inputs):
+        return False
+    if len(kept) == 1:
+        return rw.bypass(node, kept[0])
+    rw.become(node, "Concat", kept, {"axis": node.attrs.get("axis", 0)})
+    return True
 
 
 @rule("Gather")
@@ -176,6 +193,7 @@ IDENTITY_RULES = [
     transpose_simplified,
     identity_slice,
     single_input_concat,
+    empty_concat_inputs,
     gather_in_order,
     gathernd_in_order,
     scatternd_covering,
