@@ -20,7 +20,7 @@ from mapc.ir import Model, OutputError
 FORMAT = "mapc-static-llm"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-_ROLE = re.compile(r"^(input_ids|position_ids|attention_mask|rope_cos|rope_sin|logits|past_key|past_value|new_key|new_value)(?:\.(\d+))?$")
+_ROLE = re.compile(r"^(input_ids|position_ids|attention_mask|rope_cos|rope_sin|token_embeds|position_embeds|logits|past_key|past_value|new_key|new_value)(?:\.(\d+))?$")
 
 
 def tensor_entry(tensor: gs.Tensor) -> dict[str, Any]:
@@ -31,12 +31,12 @@ def tensor_entry(tensor: gs.Tensor) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": tensor.name, "role": match.group(1)}
     if match.group(2) is not None:
         entry["layer"] = int(match.group(2))
-    entry["shape"] = [int(d) for d in tensor.shape]
+    entry["shape"] = [int(d) if isinstance(d, (int, np.integer)) else str(d) for d in tensor.shape]
     entry["dtype"] = np.dtype(tensor.dtype).name
     return entry
 
 
-def graph_entry(model: Model, file: str, new_tokens: int) -> dict[str, Any]:
+def graph_entry(model: Model, file: str, new_tokens: int | str) -> dict[str, Any]:
     return {
         "file": file,
         "new_tokens": new_tokens,

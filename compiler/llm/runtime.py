@@ -37,8 +37,9 @@ class StaticRunner:
         self.manifest = read_manifest(directory)
         self.context = int(self.manifest["context"])
         self.fill = float(self.manifest["mask_fill"])
+        entries = {**self.manifest["graphs"], **self.manifest.get("host_graphs", {})}
         self.sessions = {name: make_session(_load(self.directory / entry["file"]), base_dir=self.directory)
-                         for name, entry in self.manifest["graphs"].items()}
+                         for name, entry in entries.items()}
         self.tables = {name: (np.load(self.directory / spec["file"]), int(spec["axis"]))
                        for name, spec in self.manifest["rope"]["tables"].items()}
         self.reset()
@@ -73,11 +74,15 @@ class StaticRunner:
         for row in range(pad, width):
             mask[row, :start] = 0.0
             mask[row, past + pad: past + row + 1] = 0.0
+        ids = np.array([[int(self.manifest["pad_token_id"])] * pad + list(tokens)], np.int64)
+        embeds = self._embed(ids, positions[None])
         feeds: dict[str, np.ndarray] = {}
         for spec in entry["inputs"]:
             role, name = spec["role"], spec["name"]
             if role == "input_ids":
-                feeds[name] = np.array([[0] * pad + list(tokens)], spec["dtype"])
+                feeds[name] = ids.astype(spec["dtype"])
+            elif role in ("token_embeds", "position_embeds"):
+                feeds[name] = embeds[name].astype(spec["dtype"])
             elif role == "position_ids":
                 feeds[name] = positions[None].astype(spec["dtype"])
             elif role == "attention_mask":
@@ -98,6 +103,16 @@ class StaticRunner:
         self.filled += count
         logits = next(values[spec["name"]] for spec in entry["outputs"] if spec["role"] == "logits")
         return logits[0, -1]
+
+    def _embed(self, ids: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """The host's embedding lookups (``host_graphs.embedding``), if the split has them."""
+        entry = self.manifest.get("host_graphs", {}).get("embedding")
+        if entry is None:
+            return {}
+        values = {"input_ids": ids, "position_ids": positions}
+        feeds = {spec["name"]: values[spec["role"]].astype(spec["dtype"]) for spec in entry["inputs"]}
+        names = [spec["name"] for spec in entry["outputs"]]
+        return dict(zip(names, self.sessions["embedding"].run(names, feeds)))
 
     def prefill(self, prompt: Sequence[int]) -> np.ndarray:
         """Feed a whole prompt (chunked prefill, then decode for what no chunk fits); the last logits."""

@@ -23,11 +23,12 @@ from mapc.ir import Model, OutputError, UsageError, __version__, load, save_shar
 from mapc.llm.manifest import FORMAT, FORMAT_VERSION, graph_entry, write_manifest
 from mapc.llm.positions import find_position_cut
 from mapc.llm.roles import DecoderRoles, find_roles
-from mapc.llm.static_io import MASK_2D, RopeTable, static_step
+from mapc.llm.static_io import MASK_2D, RopeTable, host_embedding, static_step
 from mapc.passes import MASK_INPUTS
 from mapc.targets import Target, get_target
 
 RopeMode = Literal["auto", "graph", "inputs"]
+EmbeddingMode = Literal["auto", "graph", "host"]
 WEIGHTS_NAME = "weights.data"
 #: The token a prompt shorter than a prefill chunk is left-padded with (masked, so any id works).
 PAD_TOKEN = 0
@@ -45,6 +46,10 @@ class LLMOptions:
     #: ``graph``: Sin/Cos of the positions stay in the graphs; ``inputs``: the host looks the
     #: rotary tables up; ``auto``: ``inputs`` when the target does not run Sin and Cos.
     rope: RopeMode = "auto"
+    #: ``graph``: the embedding lookups stay in the graphs; ``host``: the host runs them
+    #: (``embed.onnx``) and the graphs take the embeddings; ``auto``: ``host`` when the target
+    #: cannot gather by run-time indices.
+    embedding: EmbeddingMode = "auto"
     roles: Mapping[str, str] = field(default_factory=dict)
     seed: int = 0
 
@@ -55,6 +60,8 @@ class LLMOptions:
             raise UsageError(f"--prefill {self.prefill}: a prefill chunk takes 1 to context-1 ({self.context - 1}) tokens")
         if self.rope not in ("auto", "graph", "inputs"):
             raise UsageError(f"--rope {self.rope}: choose auto, graph or inputs")
+        if self.embedding not in ("auto", "graph", "host"):
+            raise UsageError(f"--embedding {self.embedding}: choose auto, graph or host")
 
 
 @dataclass
@@ -64,6 +71,8 @@ class StaticLLM:
     graphs: dict[str, CompileResult]
     manifest: dict[str, Any]
     rope: list[RopeTable]
+    #: The embedding graph the host runs (``--embedding host``), or None.
+    embedding: Model | None = None
     directory: Path | None = None
 
     @property
@@ -78,6 +87,9 @@ def split(source: str | os.PathLike, options: LLMOptions, *,
     options.validate()
     target = get_target(options.target) if options.target is not None else None
     rope_inputs = options.rope == "inputs" or (options.rope == "auto" and target is not None and not _runs_trig(target))
+    embedding_on_host = options.embedding == "host" or (
+        options.embedding == "auto" and target is not None and not target.is_host and not target.limits.gather_dynamic_indices)
+    host_tables: dict[str, tuple[str, np.ndarray]] = {}
     graphs: dict[str, CompileResult] = {}
     entries: dict[str, Any] = {}
     tables: list[RopeTable] = []
@@ -92,15 +104,18 @@ def split(source: str | os.PathLike, options: LLMOptions, *,
             raise UsageError(f"--context {options.context}: the model's position table holds only "
                              f"{_max_positions(model, roles)} positions")
         step = static_step(model, roles, find_position_cut(model, roles), new_tokens=new_tokens,
-                           context=options.context, rope_inputs=rope_inputs)
+                           context=options.context, rope_inputs=rope_inputs, embedding_on_host=embedding_on_host)
         result = compile(model, target=options.target, input_shapes=step.input_shapes, quantize=options.quantize,
                          seed=options.seed, pass_options={"attention-mask": {"mask_as_input": True}})
         fill = _name_mask_input(result, name, new_tokens, options.context)
+        _drop_unread_inputs(result.model)
         mask_fill = fill if mask_fill is None else min(mask_fill, fill)
         graphs[name] = result
         entries[name] = graph_entry(result.model, f"{name}.onnx", new_tokens)
         tables = step.rope or tables
+        host_tables = step.host_tables or host_tables
     assert roles is not None and mask_fill is not None
+    embedding = load(host_embedding(host_tables, 13)) if host_tables else None
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -120,8 +135,9 @@ def split(source: str | os.PathLike, options: LLMOptions, *,
         "target": str(target) if target is not None else None,
         "quantize": graphs["decode"].options.get("quantize"),
         "graphs": entries,
+        "host_graphs": {"embedding": graph_entry(embedding, "embed.onnx", "tokens")} if embedding is not None else {},
     }
-    return StaticLLM(graphs, manifest, tables)
+    return StaticLLM(graphs, manifest, tables, embedding)
 
 
 def write(llm: StaticLLM, directory: str | os.PathLike) -> Path:
@@ -131,8 +147,10 @@ def write(llm: StaticLLM, directory: str | os.PathLike) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"cannot create {folder}: {error.strerror or error}") from None
-    save_sharing_weights({folder / entry["file"]: llm.graphs[name].model
-                          for name, entry in llm.manifest["graphs"].items()}, WEIGHTS_NAME)
+    models = {folder / entry["file"]: llm.graphs[name].model for name, entry in llm.manifest["graphs"].items()}
+    if llm.embedding is not None:
+        models[folder / llm.manifest["host_graphs"]["embedding"]["file"]] = llm.embedding
+    save_sharing_weights(models, WEIGHTS_NAME)
     for table in llm.rope:
         temporary = folder / f".{table.input}.{os.getpid()}.tmp.npy"
         np.save(temporary, table.table)
@@ -140,6 +158,11 @@ def write(llm: StaticLLM, directory: str | os.PathLike) -> Path:
     write_manifest(folder, llm.manifest)
     llm.directory = folder
     return folder
+
+
+def _drop_unread_inputs(model: Model) -> None:
+    """Token or position inputs nothing reads any more (their readers folded away) leave the interface."""
+    model.graph.inputs = [t for t in model.graph.inputs if t.outputs or t.name not in ("input_ids", "position_ids")]
 
 
 def _runs_trig(target: Target) -> bool:
@@ -167,8 +190,4 @@ def _name_mask_input(result: CompileResult, graph: str, new_tokens: int, context
     if [int(d) if isinstance(d, int) else d for d in mask.shape] != [1, 1, new_tokens, context]:
         raise UsageError(f"the {graph} graph's attention mask has shape {mask.shape}, not [1, 1, {new_tokens}, {context}]")
     mask.name = "attention_mask"
-    clamp = next((node for node in mask.outputs if standard_op(node) == "Max"), None)
-    floor = clamp.inputs[1] if clamp is not None and clamp.inputs[0] is mask else None
-    if floor is None or not hasattr(floor, "values") or np.asarray(floor.values).size != 1:
-        raise UsageError(f"the {graph} graph's attention mask is not clamped to a fill value")
-    return float(np.asarray(floor.values).reshape(-1)[0])
+    return float(hoisted.contracts[0]["fill"])

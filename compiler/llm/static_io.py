@@ -11,6 +11,9 @@ step that takes ``T`` new tokens over a cache of ``C`` positions:
 * past K/V inputs are renamed ``past_key.{i}``/``past_value.{i}`` ``[1, kv_heads, C - T,
   head_dim]``, and each present output (``Concat(past, new)``) is replaced by the new keys or
   values alone, ``new_key.{i}``/``new_value.{i}`` ``[1, kv_heads, T, head_dim]``;
+* with ``embedding_on_host``, the token embedding Gather (and a learned position embedding's)
+  leaves the graph: its output becomes a ``token_embeds`` (``position_embeds``) input
+  ``[1, T, hidden]`` and :func:`host_embedding` builds the small graph the host runs instead;
 * the logits output is renamed ``logits``; the 2-D mask input stays (as ``attention_mask_2d``
   ``[1, C]``) until the attention-mask pass turns the mask it feeds into a host input.
 """
@@ -25,7 +28,7 @@ import onnx_graphsurgeon as gs
 
 from mapc.ir import Model, UsageError, remove_dead_nodes, run_nodes, standard_op
 from mapc.llm.positions import PositionCut
-from mapc.llm.roles import DecoderRoles
+from mapc.llm.roles import DecoderRoles, embedding_gather
 
 #: The name the 2-D padding mask has until the attention-mask pass replaces what it feeds.
 MASK_2D = "attention_mask_2d"
@@ -53,17 +56,20 @@ class StaticStep:
     context: int
     input_shapes: dict[str, list[int]]
     rope: list[RopeTable]
+    #: Embedding tables moved to the host, by the input they now feed (``token_embeds``...).
+    host_tables: dict[str, tuple[str, np.ndarray]]
 
 
 def static_step(model: Model, roles: DecoderRoles, cut: PositionCut, *, new_tokens: int, context: int,
-                rope_inputs: bool) -> StaticStep:
+                rope_inputs: bool, embedding_on_host: bool = False) -> StaticStep:
     """Edit ``model`` in place into one static step (see the module docstring)."""
     graph = model.graph
     past_length = context - new_tokens
     by_name = {tensor.name: tensor for tensor in graph.inputs}
     logits = next(tensor for tensor in graph.outputs if tensor.name == roles.logits)
     presents = {tensor.name: tensor for tensor in graph.outputs}
-    _free_names(model, ["input_ids", "position_ids", "logits", MASK_2D, "rope_cos", "rope_sin",
+    _free_names(model, ["input_ids", "position_ids", "logits", MASK_2D, "rope_cos", "rope_sin", "token_embeds",
+                        "position_embeds",
                         *(f"{kind}.{layer.index}" for layer in roles.layers
                           for kind in ("past_key", "past_value", "new_key", "new_value"))])
     shapes: dict[str, list[int]] = {}
@@ -74,6 +80,13 @@ def static_step(model: Model, roles: DecoderRoles, cut: PositionCut, *, new_toke
     shapes[MASK_2D] = [1, context]
     positions = _position_input(model, cut, new_tokens)
     shapes[positions.name] = [1, new_tokens]
+    host_tables: dict[str, tuple[str, np.ndarray]] = {}
+    if embedding_on_host:
+        gathers = [("token_embeds", tokens.name, embedding_gather(tokens))]
+        gathers += [("position_embeds", positions.name, node) for node in cut.users if standard_op(node) == "Gather"]
+        for name, index_input, gather in gathers:
+            host_tables[name] = (index_input, _embeds_input(model, gather, name, new_tokens))
+            shapes[name] = [1, new_tokens, int(host_tables[name][1].shape[1])]
     rope: list[RopeTable] = []
     if rope_inputs:
         rope = _rope_inputs(model, cut, positions, new_tokens, context)
@@ -87,12 +100,46 @@ def static_step(model: Model, roles: DecoderRoles, cut: PositionCut, *, new_toke
             _new_only(model, presents[present_name], f"new_{kind}.{layer.index}", past.dtype,
                       [1, roles.kv_heads, new_tokens, roles.head_dim])
     logits.name = "logits"
-    if not positions.outputs:
-        graph.inputs = [tensor for tensor in graph.inputs if tensor is not positions]
-        del shapes[positions.name]
     remove_dead_nodes(graph)
+    for tensor in (positions, tokens):
+        if not tensor.outputs:
+            graph.inputs = [t for t in graph.inputs if t is not tensor]
+            del shapes[tensor.name]
     model.forget_names()
-    return StaticStep(model, new_tokens, context, shapes, rope)
+    return StaticStep(model, new_tokens, context, shapes, rope, host_tables)
+
+
+def _embeds_input(model: Model, gather: gs.Node | None, name: str, new_tokens: int) -> np.ndarray:
+    """Replace ``gather``'s output by a graph input ``name`` [1, T, hidden]; return its table."""
+    if gather is None:
+        raise UsageError("cannot find the token embedding Gather to move to the host; keep it in the graph "
+                         "(--embedding graph)")
+    indices = gather.inputs[1]
+    if int(gather.attrs.get("axis", 0)) != 0 or (indices.shape is not None and len(indices.shape) != 2):
+        raise UsageError(f"the embedding Gather {gather.name!r} does not look up [batch, tokens] rows; keep it in "
+                         "the graph (--embedding graph)")
+    table = np.asarray(gather.inputs[0].values)
+    output = gather.outputs[0]
+    embeds = gs.Variable(name, dtype=table.dtype, shape=[1, new_tokens, int(table.shape[1])])
+    for reader in list(output.outputs):
+        _rewire(reader, output, embeds)
+    if output in model.graph.outputs:
+        raise UsageError(f"the embedding {output.name!r} is a graph output; keep it in the graph (--embedding graph)")
+    model.graph.inputs.append(embeds)
+    return table
+
+
+def host_embedding(tables: dict[str, tuple[str, np.ndarray]], opset: int) -> onnx.ModelProto:
+    """The graph the host runs instead of the embedding Gathers: int32 ids/positions [1, tokens]
+    in, one ``[1, tokens, hidden]`` output per table."""
+    inputs, nodes, initializers, outputs = {}, [], [], []
+    for name, (index_input, table) in tables.items():
+        inputs[index_input] = onnx.helper.make_tensor_value_info(index_input, onnx.TensorProto.INT32, [1, "tokens"])
+        initializers.append(onnx.numpy_helper.from_array(table, f"{name}.table"))
+        nodes.append(onnx.helper.make_node("Gather", [f"{name}.table", index_input], [name], name=f"{name}.gather"))
+        outputs.append(onnx.helper.make_tensor_value_info(name, _onnx_type(table.dtype), [1, "tokens", int(table.shape[1])]))
+    graph = onnx.helper.make_graph(nodes, "host_embedding", list(inputs.values()), outputs, initializers)
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
 
 
 def _free_names(model: Model, names: list[str]) -> None:
