@@ -1,6 +1,6 @@
-"""The ``mapc`` command line: ``compile``, ``inspect``, ``passes`` and ``targets``.
+"""The ``mapc`` command line: ``compile``, ``inspect``, ``passes``, ``targets`` and ``llm``.
 
-Target flags and the ``targets`` command live in :mod:`mapc.cli_targets`.
+Target flags and the ``targets`` command live in :mod:`mapc.cli_targets`, ``llm`` in :mod:`mapc.cli_llm`.
 
 Every user error ends with one line on stderr (``mapc: error: ...``) and the exit code of its
 :class:`~mapc.ir.errors.MapcError` class (see README, "Exit codes"); a traceback appears only with
@@ -25,6 +25,7 @@ from rich.text import Text
 from mapc.api import CompileResult
 from mapc.api import compile as compile_model
 from mapc.cli_flags import add_compile_flags, compile_options_from_flags
+from mapc.cli_llm import add_llm_command
 from mapc.cli_targets import add_target_arguments, add_targets_command
 from mapc.inspection import summarize
 from mapc.ir import (
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     passes_parser.add_argument("--json", action="store_true", help="print JSON")
     passes_parser.set_defaults(handler=run_passes)
     add_targets_command(commands)
+    add_llm_command(commands)
     return parser
 
 

@@ -18,7 +18,13 @@ from mapc.llm.roles import find_roles
 
 def generate_dynamic(source: str | os.PathLike, prompt_ids: Sequence[int], max_new_tokens: int,
                      roles: dict[str, str] | None = None) -> list[int]:
-    """Up to ``max_new_tokens`` greedy token ids from the dynamic export at ``source``."""
+    """``max_new_tokens`` greedy token ids from the dynamic export at ``source``."""
+    return greedy_dynamic(source, prompt_ids, max_new_tokens, roles)[0]
+
+
+def greedy_dynamic(source: str | os.PathLike, prompt_ids: Sequence[int], max_new_tokens: int,
+                   roles: dict[str, str] | None = None) -> tuple[list[int], list[np.ndarray]]:
+    """Greedy token ids and, for each, the logits it was chosen from (the last position's)."""
     model = load(source)
     found = find_roles(model, roles)
     dtypes = {t.name: np.dtype(t.dtype) for t in model.graph.inputs}
@@ -28,6 +34,7 @@ def generate_dynamic(source: str | os.PathLike, prompt_ids: Sequence[int], max_n
     present_to_past.update({layer.present_value: layer.past_value for layer in found.layers})
     tokens = [int(t) for t in prompt_ids]
     generated: list[int] = []
+    chosen_from: list[np.ndarray] = []
     step = tokens
     length = 0
     while len(generated) < max_new_tokens:
@@ -39,7 +46,9 @@ def generate_dynamic(source: str | os.PathLike, prompt_ids: Sequence[int], max_n
         values = dict(zip(names, session.run(names, feeds)))
         past = {present_to_past[name]: values[name] for name in present_to_past}
         length += len(step)
-        token = int(np.argmax(values[found.logits][0, -1]))
+        logits = values[found.logits][0, -1]
+        token = int(np.argmax(logits))
         generated.append(token)
+        chosen_from.append(logits)
         step = [token]
-    return generated
+    return generated, chosen_from

@@ -19,7 +19,7 @@ This is the host loop a device integrator ports. The cache is one array per laye
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,9 @@ from mapc.llm.manifest import read_manifest
 class StaticRunner:
     """Both graphs of a split folder loaded in onnxruntime, with the cache they share."""
 
-    def __init__(self, directory: str | os.PathLike) -> None:
+    def __init__(self, directory: str | os.PathLike, record: Callable[[str, dict[str, np.ndarray]], None] | None = None) -> None:
+        #: Called with each graph's name and feeds before it runs (calibration samples).
+        self.record = record
         self.directory = Path(directory)
         self.manifest = read_manifest(directory)
         self.context = int(self.manifest["context"])
@@ -94,6 +96,8 @@ class StaticRunner:
                 feeds[name] = self.cache[name][:, :, :past]
             else:
                 raise UsageError(f"input {name!r} of the {graph} graph has role {role!r}, which the runtime does not know")
+        if self.record is not None:  # the token and position ids too: the graph reads them before folding
+            self.record(graph, {"input_ids": ids.astype(np.int32), "position_ids": positions[None].astype(np.int32), **feeds})
         names = [spec["name"] for spec in entry["outputs"]]
         values = dict(zip(names, self.sessions[graph].run(names, feeds)))
         for spec in entry["outputs"]:
@@ -132,6 +136,18 @@ class StaticRunner:
                 logits = self.step("decode", [prompt[index]])
                 index += 1
         return logits
+
+
+def teacher_forced(runner: StaticRunner, prompt_ids: Sequence[int], tokens: Sequence[int]) -> list[np.ndarray]:
+    """The logits the split gives after the prompt and after each of ``tokens`` but the last
+    (what greedy decoding chose each token from, were the split to choose the same ones)."""
+    runner.reset()
+    logits = [runner.prefill([int(t) for t in prompt_ids])]
+    for token in tokens[:-1]:
+        if runner.filled >= runner.context:
+            break
+        logits.append(runner.step("decode", [int(token)]))
+    return logits
 
 
 def generate(directory: str | os.PathLike, prompt_ids: Sequence[int], max_new_tokens: int) -> list[int]:

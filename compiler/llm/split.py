@@ -10,7 +10,9 @@ the manifest (:mod:`.manifest`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 
 from mapc.api import CompileResult, compile
 from mapc.ir import Model, OutputError, UsageError, __version__, load, save_sharing_weights, standard_op
+from mapc.llm.agreement import measure_agreement, record_calibration
 from mapc.llm.manifest import FORMAT, FORMAT_VERSION, graph_entry, write_manifest
 from mapc.llm.positions import find_position_cut
 from mapc.llm.roles import DecoderRoles, find_roles
@@ -30,6 +33,7 @@ from mapc.targets import Target, get_target
 RopeMode = Literal["auto", "graph", "inputs"]
 EmbeddingMode = Literal["auto", "graph", "host"]
 WEIGHTS_NAME = "weights.data"
+STEPS = ("prefill", "decode")
 #: The token a prompt shorter than a prefill chunk is left-padded with (masked, so any id works).
 PAD_TOKEN = 0
 
@@ -73,18 +77,66 @@ class StaticLLM:
     rope: list[RopeTable]
     #: The embedding graph the host runs (``--embedding host``), or None.
     embedding: Model | None = None
+    source: Path | None = None
+    roles: dict[str, str] = field(default_factory=dict)
+    seed: int = 0
+    #: Per graph, the names its inputs had inside the pipeline (the hoisted mask's), by final name.
+    renamed: dict[str, dict[str, str]] = field(default_factory=dict)
     directory: Path | None = None
 
     @property
     def report(self) -> dict[str, Any]:
-        """One ``mapc compile`` report per graph, under ``prefill`` and ``decode``."""
-        return {name: result.report for name, result in self.graphs.items()}
+        """One ``mapc compile`` report per graph, under ``prefill`` and ``decode``, and the
+        split's own facts (manifest, weight bytes, agreement) under ``llm``."""
+        report: dict[str, Any] = {name: result.report for name, result in self.graphs.items()}
+        report["llm"] = {"manifest": self.manifest, "weight_bytes": self.weight_bytes()}
+        return report
+
+    def weight_bytes(self) -> dict[str, int]:
+        """Bytes of weights in the shared file, and what storing them once per graph would take."""
+        separate = sum(_initializer_bytes(result.model) for result in self.graphs.values())
+        if self.embedding is not None:
+            separate += _initializer_bytes(self.embedding)
+        shared = separate
+        if self.directory is not None and (self.directory / WEIGHTS_NAME).exists():
+            shared = (self.directory / WEIGHTS_NAME).stat().st_size
+        return {"shared": shared, "separate": separate}
 
 
-def split(source: str | os.PathLike, options: LLMOptions, *,
-          on_graph: Callable[[str], None] | None = None) -> StaticLLM:
-    """Compile the decoder at ``source`` into static prefill and decode graphs (not yet written)."""
+def split(source: str | os.PathLike, options: LLMOptions, *, on_graph: Callable[[str], None] | None = None,
+          on_pass_start: Callable[[str], None] | None = None) -> StaticLLM:
+    """Compile the decoder at ``source`` into static prefill and decode graphs (see :func:`write`).
+
+    Quantized without ``calibration``, both graphs are first compiled in float and decode seeded
+    prompts; what each graph is fed becomes its calibration data (:func:`~.agreement.record_calibration`).
+    A ``calibration`` folder holds ``prefill/`` and ``decode/`` sample folders.
+    """
     options.validate()
+    quantize = options.quantize
+    if quantize is None:
+        return _compile_pair(source, options, {}, on_graph, on_pass_start)
+    calibration = quantize.get("calibration")
+    if calibration == "random":
+        return _compile_pair(source, options, {name: quantize for name in STEPS}, on_graph, on_pass_start)
+    if calibration is not None:
+        folders = {name: Path(calibration) / name for name in STEPS}
+        missing = [str(folder) for folder in folders.values() if not folder.is_dir()]
+        if missing:
+            raise UsageError(f"--calibration {calibration}: needs a prefill/ and a decode/ folder of samples ({missing[0]} is missing)")
+        return _compile_pair(source, options, {name: {**quantize, "calibration": str(folders[name])} for name in STEPS},
+                             on_graph, on_pass_start)
+    with tempfile.TemporaryDirectory(prefix="mapc-llm-") as scratch:
+        float_split = _compile_pair(source, dataclasses.replace(options, quantize=None), {}, on_graph, on_pass_start)
+        write(float_split, Path(scratch) / "float", measure=False)
+        if on_graph is not None:
+            on_graph("calibration: decoding with the float graphs")
+        folders = record_calibration(Path(scratch) / "float", Path(scratch) / "calibration", float_split.renamed, options.seed)
+        return _compile_pair(source, options, {name: {**quantize, "calibration": str(folders[name])} for name in STEPS},
+                             on_graph, on_pass_start)
+
+
+def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapping[str, dict[str, Any]],
+                  on_graph: Callable[[str], None] | None, on_pass_start: Callable[[str], None] | None) -> StaticLLM:
     target = get_target(options.target) if options.target is not None else None
     rope_inputs = options.rope == "inputs" or (options.rope == "auto" and target is not None and not _runs_trig(target))
     embedding_on_host = options.embedding == "host" or (
@@ -92,12 +144,14 @@ def split(source: str | os.PathLike, options: LLMOptions, *,
     host_tables: dict[str, tuple[str, np.ndarray]] = {}
     graphs: dict[str, CompileResult] = {}
     entries: dict[str, Any] = {}
+    renamed: dict[str, dict[str, str]] = {}
     tables: list[RopeTable] = []
     mask_fill: float | None = None
     roles: DecoderRoles | None = None
+    rotary = False
     for name, new_tokens in (("prefill", options.prefill), ("decode", 1)):
         if on_graph is not None:
-            on_graph(name)
+            on_graph(f"compiling the {name} graph")
         model = load(source)
         roles = find_roles(model, options.roles)
         if options.context > _max_positions(model, roles):
@@ -105,14 +159,17 @@ def split(source: str | os.PathLike, options: LLMOptions, *,
                              f"{_max_positions(model, roles)} positions")
         step = static_step(model, roles, find_position_cut(model, roles), new_tokens=new_tokens,
                            context=options.context, rope_inputs=rope_inputs, embedding_on_host=embedding_on_host)
-        result = compile(model, target=options.target, input_shapes=step.input_shapes, quantize=options.quantize,
-                         seed=options.seed, pass_options={"attention-mask": {"mask_as_input": True}})
-        fill = _name_mask_input(result, name, new_tokens, options.context)
-        _drop_unread_inputs(result.model)
+        result = compile(model, target=options.target, input_shapes=step.input_shapes, quantize=quantize.get(name),
+                         seed=options.seed, pass_options={"attention-mask": {"mask_as_input": True}},
+                         on_pass_start=on_pass_start)
+        hoisted, fill = _name_mask_input(result, name, new_tokens, options.context)
+        renamed[name] = {"attention_mask": hoisted}
         mask_fill = fill if mask_fill is None else min(mask_fill, fill)
+        _drop_unread_inputs(result.model)
         graphs[name] = result
         entries[name] = graph_entry(result.model, f"{name}.onnx", new_tokens)
         tables = step.rope or tables
+        rotary = step.rotary
         host_tables = step.host_tables or host_tables
     assert roles is not None and mask_fill is not None
     embedding = load(host_embedding(host_tables, 13)) if host_tables else None
@@ -130,18 +187,20 @@ def split(source: str | os.PathLike, options: LLMOptions, *,
         "mask_fill": mask_fill,
         "pad_token_id": PAD_TOKEN,
         "weights": WEIGHTS_NAME,
-        "rope": {"mode": "inputs" if rope_inputs else "graph",
+        "rope": {"mode": "inputs" if tables else ("graph" if rotary else "none"),
                  "tables": {t.input: {"file": f"{t.input}.npy", "axis": t.axis} for t in tables}},
         "target": str(target) if target is not None else None,
         "quantize": graphs["decode"].options.get("quantize"),
         "graphs": entries,
         "host_graphs": {"embedding": graph_entry(embedding, "embed.onnx", "tokens")} if embedding is not None else {},
     }
-    return StaticLLM(graphs, manifest, tables, embedding)
+    return StaticLLM(graphs, manifest, tables, embedding, Path(source), dict(options.roles), options.seed, renamed)
 
 
-def write(llm: StaticLLM, directory: str | os.PathLike) -> Path:
-    """Write both graphs, their shared weights, the rotary tables and the manifest to ``directory``."""
+def write(llm: StaticLLM, directory: str | os.PathLike, *, measure: bool = True) -> Path:
+    """Write both graphs, their shared weights, the rotary tables and the manifest to ``directory``;
+    then (``measure``) decode with them against the source export and record the agreement in
+    the manifest (:func:`~.agreement.measure_agreement`)."""
     folder = Path(directory)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -157,6 +216,9 @@ def write(llm: StaticLLM, directory: str | os.PathLike) -> Path:
         os.replace(temporary, folder / f"{table.input}.npy")
     write_manifest(folder, llm.manifest)
     llm.directory = folder
+    if measure and llm.source is not None:
+        llm.manifest["agreement"] = measure_agreement(folder, llm.source, llm.roles, llm.seed)
+        write_manifest(folder, llm.manifest)
     return folder
 
 
@@ -177,7 +239,12 @@ def _max_positions(model: Model, roles: DecoderRoles) -> int:
     return min(sizes) if sizes else 1 << 31
 
 
-def _name_mask_input(result: CompileResult, graph: str, new_tokens: int, context: int) -> float:
+def _initializer_bytes(model: Model) -> int:
+    return sum(int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize for t in model.graph.tensors().values()
+               if hasattr(t, "values") and t.shape is not None and int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize >= 1024)
+
+
+def _name_mask_input(result: CompileResult, graph: str, new_tokens: int, context: int) -> tuple[str, float]:
     """Name the hoisted mask input ``attention_mask`` (one input for every layer) and return its fill."""
     hoisted = result.facts.get(MASK_INPUTS)
     names = [contract["input"] for contract in hoisted.contracts] if hoisted is not None else []
@@ -189,5 +256,6 @@ def _name_mask_input(result: CompileResult, graph: str, new_tokens: int, context
     mask = next(t for t in model.graph.inputs if t.name == names[0])
     if [int(d) if isinstance(d, int) else d for d in mask.shape] != [1, 1, new_tokens, context]:
         raise UsageError(f"the {graph} graph's attention mask has shape {mask.shape}, not [1, 1, {new_tokens}, {context}]")
+    hoisted_name = mask.name
     mask.name = "attention_mask"
-    return float(hoisted.contracts[0]["fill"])
+    return hoisted_name, float(hoisted.contracts[0]["fill"])

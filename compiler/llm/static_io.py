@@ -58,6 +58,8 @@ class StaticStep:
     rope: list[RopeTable]
     #: Embedding tables moved to the host, by the input they now feed (``token_embeds``...).
     host_tables: dict[str, tuple[str, np.ndarray]]
+    #: Whether the decoder has rotary embeddings at all (GPT-2 learns its positions).
+    rotary: bool
 
 
 def static_step(model: Model, roles: DecoderRoles, cut: PositionCut, *, new_tokens: int, context: int,
@@ -74,12 +76,13 @@ def static_step(model: Model, roles: DecoderRoles, cut: PositionCut, *, new_toke
                           for kind in ("past_key", "past_value", "new_key", "new_value"))])
     shapes: dict[str, list[int]] = {}
 
-    tokens = _retyped_input(model, by_name[roles.input_ids], "input_ids", np.int32, [1, new_tokens], keep_for=("Gather", 1))
+    tokens = _retyped_input(model, by_name[roles.input_ids], "input_ids", np.int32, [1, new_tokens])
     shapes[tokens.name] = [1, new_tokens]
     by_name[roles.attention_mask].name = MASK_2D
     shapes[MASK_2D] = [1, context]
     positions = _position_input(model, cut, new_tokens)
     shapes[positions.name] = [1, new_tokens]
+    rotary = cut.rotary
     host_tables: dict[str, tuple[str, np.ndarray]] = {}
     if embedding_on_host:
         gathers = [("token_embeds", tokens.name, embedding_gather(tokens))]
@@ -106,7 +109,7 @@ def static_step(model: Model, roles: DecoderRoles, cut: PositionCut, *, new_toke
             graph.inputs = [t for t in graph.inputs if t is not tensor]
             del shapes[tensor.name]
     model.forget_names()
-    return StaticStep(model, new_tokens, context, shapes, rope, host_tables)
+    return StaticStep(model, new_tokens, context, shapes, rope, host_tables, bool(rotary))
 
 
 def _embeds_input(model: Model, gather: gs.Node | None, name: str, new_tokens: int) -> np.ndarray:
@@ -150,26 +153,57 @@ def _free_names(model: Model, names: list[str]) -> None:
             tensor.name = model.fresh_name(f"{tensor.name}_original")
 
 
-def _retyped_input(model: Model, old: gs.Variable, name: str, dtype: type, shape: list[int],
-                   keep_for: tuple[str, int] | None = None) -> gs.Variable:
-    """A new graph input ``name`` replacing ``old``: readers get it through a Cast to ``old``'s
-    dtype, except ``keep_for`` (op, input slot), which reads it directly."""
+def _retyped_input(model: Model, old: gs.Variable, name: str, dtype: type, shape: list[int]) -> gs.Variable:
+    """A new graph input ``name`` replacing ``old``; readers that only use it as Gather indices
+    read it directly (:func:`_as_indices`), the others through a Cast to ``old``'s dtype."""
     new = gs.Variable(name, dtype=np.dtype(dtype), shape=shape)
     cast_output: gs.Variable | None = None
     for node in list(old.outputs):
-        for slot, tensor in enumerate(node.inputs):
-            if tensor is not old:
-                continue
-            if keep_for is not None and standard_op(node) == keep_for[0] and slot == keep_for[1]:
-                node.inputs[slot] = new
-                continue
-            if cast_output is None:
-                cast_output = gs.Variable(model.fresh_name(f"{name}_{np.dtype(old.dtype).name}"), dtype=old.dtype)
-                model.graph.nodes.append(gs.Node("Cast", model.fresh_name(f"{name}_cast"), {"to": _onnx_type(old.dtype)},
-                                                 inputs=[new], outputs=[cast_output]))
-            node.inputs[slot] = cast_output
+        if _reads_as_indices(node, old):
+            _as_indices(node, old, new)
+            continue
+        if cast_output is None:
+            cast_output = gs.Variable(model.fresh_name(f"{name}_{np.dtype(old.dtype).name}"), dtype=old.dtype)
+            model.graph.nodes.append(gs.Node("Cast", model.fresh_name(f"{name}_cast"), {"to": _onnx_type(old.dtype)},
+                                             inputs=[new], outputs=[cast_output]))
+        _rewire(node, old, cast_output)
     model.graph.inputs = [new if tensor is old else tensor for tensor in model.graph.inputs]
     return new
+
+
+#: Ops an index tensor may pass on its way to a Gather without its values changing.
+_INDEX_PASS_THROUGH = frozenset({"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"})
+_INT_TYPES = (onnx.TensorProto.INT32, onnx.TensorProto.INT64)
+
+
+def _reads_as_indices(node: gs.Node, tensor: gs.Tensor) -> bool:
+    """True if ``node`` only passes ``tensor`` (through reshapes and integer casts) to Gather
+    indices or to a Cast into another type: then int32 values can be fed as they are, with no
+    int64 arithmetic (positions and token ids fit int32)."""
+    op = standard_op(node)
+    if op == "Gather":
+        return node.inputs[1] is tensor and node.inputs[0] is not tensor
+    if op == "Cast" and node.attrs.get("to") not in _INT_TYPES:
+        return node.inputs[0] is tensor
+    passes = (op in _INDEX_PASS_THROUGH or (op == "Cast" and node.attrs.get("to") in _INT_TYPES)) and node.inputs[0] is tensor
+    if not passes or any(t is tensor for t in node.inputs[1:]) or not node.outputs[0].outputs:
+        return False
+    return all(_reads_as_indices(reader, node.outputs[0]) for reader in node.outputs[0].outputs)
+
+
+def _as_indices(node: gs.Node, old: gs.Tensor, new: gs.Tensor) -> None:
+    """Feed ``new`` (int32) to ``node`` where it read ``old``, on to the Gathers: integer Casts
+    are bypassed and reshaped copies become int32."""
+    op = standard_op(node)
+    if op == "Cast" and node.attrs.get("to") in _INT_TYPES:
+        for reader in list(node.outputs[0].outputs):
+            _as_indices(reader, node.outputs[0], new)
+        return
+    _rewire(node, old, new)
+    if op not in ("Gather", "Cast"):
+        node.outputs[0].dtype = new.dtype
+        for reader in list(node.outputs[0].outputs):
+            _as_indices(reader, node.outputs[0], node.outputs[0])
 
 
 def _position_input(model: Model, cut: PositionCut, new_tokens: int) -> gs.Variable:
@@ -182,12 +216,17 @@ def _position_input(model: Model, cut: PositionCut, new_tokens: int) -> gs.Varia
     for tensor in cut.tensors:
         dtype, rank = cut.kinds[tensor.name]
         value: gs.Tensor = positions
-        if dtype != np.int32:
-            value = _node(model, "Cast", [value], {"to": _onnx_type(dtype)}, dtype)
         if rank != 2:
             shape = gs.Constant(model.fresh_name("position_shape"), np.array([1] * (rank - 1) + [-1], np.int64))
-            value = _node(model, "Reshape", [value, shape], {}, dtype)
-        for node in readers:
+            value = _node(model, "Reshape", [value, shape], {}, np.dtype(np.int32))
+        tensor_readers = [node for node in readers if any(t is tensor for t in node.inputs)]
+        if all(_reads_as_indices(node, tensor) for node in tensor_readers):
+            for node in tensor_readers:
+                _as_indices(node, tensor, value)
+            continue
+        if dtype != np.int32:
+            value = _node(model, "Cast", [value], {"to": _onnx_type(dtype)}, dtype)
+        for node in tensor_readers:
             _rewire(node, tensor, value)
     model.graph.inputs.append(positions)
     return positions

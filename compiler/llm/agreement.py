@@ -1,0 +1,81 @@
+"""How closely a split decodes like the export it came from, and calibration samples from decoding.
+
+* :func:`measure_agreement`: for a few seeded prompts, the source export's greedy tokens are fed
+  to the split teacher-forced; the split agrees on a token when its own greedy choice (argmax) at
+  that step is the same. Logits are compared by SQNR over every step. In fp32 a correct split
+  agrees on every token; quantized it is the number that says what was lost.
+* :func:`record_calibration`: the feeds of every prefill and decode step while a float split
+  decodes seeded prompts (short, exactly one chunk, chunked), written as ``.npz`` samples per
+  graph: calibration on what the graphs really see (cache contents, masks with padding, rotary
+  rows), which ``random`` cannot give.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mapc.llm.reference import greedy_dynamic
+from mapc.llm.runtime import StaticRunner, teacher_forced
+
+#: Samples kept per graph for calibration (spread evenly over what decoding produced).
+CALIBRATION_SAMPLES = 64
+#: Prompts decoded for calibration (a third of them take two prefill chunks).
+CALIBRATION_PROMPTS = 24
+
+
+def prompts(vocab: int, context: int, prefill: int, seed: int, count: int = 3) -> list[list[int]]:
+    """Seeded prompts over the whole vocabulary: shorter than a chunk, one chunk, two chunks
+    (as far as the cache allows)."""
+    rng = np.random.default_rng(seed)
+    lengths = [max(1, prefill // 2), prefill, min(context - 2, prefill + max(1, prefill // 2))]
+    return [rng.integers(0, vocab, lengths[index % 3]).tolist() for index in range(count)]
+
+
+def measure_agreement(directory: str | os.PathLike, source: str | os.PathLike, roles: Mapping[str, str],
+                      seed: int, new_tokens: int = 8) -> dict[str, Any]:
+    """Teacher-forced token agreement and logits SQNR of the split in ``directory`` against ``source``."""
+    runner = StaticRunner(directory)
+    manifest = runner.manifest
+    equal = total = 0
+    signal = noise = 0.0
+    for prompt in prompts(int(manifest["vocab_size"]), runner.context, int(manifest["prefill"]), seed):
+        steps = min(new_tokens, runner.context - len(prompt) + 1)
+        tokens, expected = greedy_dynamic(source, prompt, steps, dict(roles))
+        got = teacher_forced(runner, prompt, tokens)
+        for reference, logits, token in zip(expected, got, tokens):
+            equal += int(np.argmax(logits)) == token
+            total += 1
+            signal += float(np.sum(reference.astype(np.float64) ** 2))
+            noise += float(np.sum((reference.astype(np.float64) - logits) ** 2))
+    sqnr = None if noise == 0 else round(10 * np.log10(signal / noise), 2)
+    return {"tokens_equal": equal, "tokens": total, "logits_sqnr_db": sqnr,
+            "method": "teacher-forced greedy tokens of the source export on seeded prompts"}
+
+
+def record_calibration(directory: str | os.PathLike, destination: Path, names: Mapping[str, Mapping[str, str]],
+                       seed: int) -> dict[str, Path]:
+    """Decode seeded prompts with the float split in ``directory``; write each graph's feeds
+    (inputs renamed by ``names[graph]``) as samples under ``destination/<graph>``."""
+    recorded: dict[str, list[dict[str, np.ndarray]]] = {}
+    runner = StaticRunner(directory, record=lambda graph, feeds: recorded.setdefault(graph, []).append(dict(feeds)))
+    manifest = runner.manifest
+    for prompt in prompts(int(manifest["vocab_size"]), runner.context, int(manifest["prefill"]), seed + 1, CALIBRATION_PROMPTS):
+        runner.reset()
+        logits = runner.prefill(prompt)
+        while runner.filled < min(runner.context, len(prompt) + 8):
+            logits = runner.step("decode", [int(np.argmax(logits))])
+    folders = {}
+    for graph, samples in recorded.items():
+        folder = destination / graph
+        folder.mkdir(parents=True, exist_ok=True)
+        keep = np.unique(np.linspace(0, len(samples) - 1, min(CALIBRATION_SAMPLES, len(samples))).round().astype(int))
+        rename = names.get(graph, {})
+        for index in keep:
+            np.savez(folder / f"sample_{index:04d}.npz", **{rename.get(k, k): v for k, v in samples[index].items()})
+        folders[graph] = folder
+    return folders
