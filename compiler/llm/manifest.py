@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, OutputError
+from mapc.ir import Model, OutputError, UsageError
 
 FORMAT = "mapc-static-llm"
 FORMAT_VERSION = 1
@@ -64,9 +64,9 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        raise OutputError(f"{directory} holds no {MANIFEST_NAME}: not a folder written by 'mapc llm'") from None
+        raise UsageError(f"{directory} holds no {MANIFEST_NAME}: not a folder written by 'mapc llm'") from None
     except (OSError, ValueError) as error:
-        raise OutputError(f"cannot read {path}: {error}") from None
+        raise UsageError(f"cannot read {path}: {error}") from None
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise OutputError(f"{path} is not a {FORMAT} v{FORMAT_VERSION} manifest")
+        raise UsageError(f"{path} is not a {FORMAT} v{FORMAT_VERSION} manifest")
     return manifest

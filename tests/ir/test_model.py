@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import mapc
-from mapc.ir import load, run, save
+from mapc.ir import load, run, save, save_sharing_weights
 from mapc.ir.errors import ModelError, OutputError
 from mapc.ir.external import ExternalValues
 from tests.conftest import make_model
@@ -212,3 +212,47 @@ def test_fresh_names_are_unique_and_deterministic():
     names = [model.fresh_name("h") for _ in range(3)]
     assert names == ["h_1", "h_2", "h_3"]
     assert load(weighted_model()).fresh_name("h") == "h_1"
+
+
+def test_models_sharing_weights_store_each_weight_once(tmp_path):
+    """Two graphs from one checkpoint (a weight read lazily from external data and one held in
+    memory): one data file, every weight once, both models run as before, sources untouched."""
+    source_dir = tmp_path / "in"
+    source_dir.mkdir()
+    source = save_external(weighted_model(), source_dir / "model.onnx")
+    before = digest(source_dir / "weights.bin")
+    first, second = load(source), load(weighted_model())
+    second.graph.tensors()["b"].values = np.random.default_rng(1).standard_normal(64).astype(np.float32)
+    out = tmp_path / "out"
+    out.mkdir()
+    written = save_sharing_weights({out / "a.onnx": first, out / "b.onnx": second}, "shared.data")
+    assert sorted(p.name for p in out.iterdir()) == ["a.onnx", "b.onnx", "shared.data"]
+    # W1 is the same bytes in both (64*64 floats), stored once; the first model's b was external
+    # already and stays so, the second's (other values, below the threshold) is embedded
+    assert (out / "shared.data").stat().st_size == 64 * 64 * 4 + 64 * 4
+    offsets = set()
+    for path in written:
+        proto = onnx.load(str(path), load_external_data=False)
+        for tensor in proto.graph.initializer:
+            if tensor.data_location == TensorProto.EXTERNAL:
+                info = {e.key: e.value for e in tensor.external_data}
+                assert info["location"] == "shared.data"
+                offsets.add((info["offset"], info["length"]))
+    assert len(offsets) == 2
+    feeds = {"x": np.ones((2, 64), np.float32)}
+    np.testing.assert_array_equal(run(load(written[0]), feeds)["y"], run(load(source), feeds)["y"])
+    np.testing.assert_array_equal(run(load(written[1]), feeds)["y"], run(second, feeds)["y"])
+    assert digest(source_dir / "weights.bin") == before
+
+
+def test_sharing_weights_refuses_the_source_and_other_folders(tmp_path):
+    source = save_external(weighted_model(), tmp_path / "model.onnx")
+    model = load(source)
+    with pytest.raises(OutputError, match="input model"):
+        save_sharing_weights({source: model}, "shared.data")
+    with pytest.raises(OutputError, match="reads its weights"):
+        save_sharing_weights({tmp_path / "copy.onnx": model}, "weights.bin")
+    (tmp_path / "other").mkdir()
+    with pytest.raises(OutputError, match="one folder"):
+        save_sharing_weights({tmp_path / "x.onnx": model, tmp_path / "other" / "y.onnx": model}, "shared.data")
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import mapc
@@ -379,3 +380,42 @@ def test_elementwise_ops_between_a_reshape_and_its_inverse_run_on_the_original_s
 def test_reshape_sandwich_near_misses(proto):
     model, counters = peephole(proto)
     assert ops(model).count("Reshape") == 2 and counters["reshape-sandwich"] == 0
+
+
+def test_empty_concat_inputs_are_dropped():
+    """Partial rotary with every dim rotated: Concat(rotated, x[..., 8:8]) is the rotated half."""
+    empty = helper.make_node("Slice", ["r", "s8", "e8", "ax"], ["nothing"])
+    concat = helper.make_node("Concat", ["r", "nothing"], ["o"], axis=-1)
+    inits = [const("s8", [8]), const("e8", [8]), const("ax", [-1])]
+    proto = one_op(concat, [2, 8], [2, 8], inits)
+    proto.graph.node.insert(1, empty)
+    model, counters = peephole(proto)
+    assert counters["empty-concat-inputs"] == 1 and ops(model) == ["Relu", "Identity"]
+    proto = one_op(helper.make_node("Concat", ["x", "nothing", "r"], ["o"], axis=1), [2, 8], [2, 16], inits)
+    proto.graph.node.insert(1, empty)
+    model, counters = peephole(proto)
+    assert counters["empty-concat-inputs"] == 1
+    concat_node = next(n for n in model.graph.nodes if n.op == "Concat")
+    assert [t.name for t in concat_node.inputs] == ["r", "r"]  # one_op feeds Relu(x) as the first input
+
+
+@given(st.integers(1, 3), st.integers(0, 2), st.lists(st.booleans(), min_size=1, max_size=4), st.integers(0, 10**6))
+def test_empty_concat_inputs_property(rank, axis_pick, empties, seed):
+    """Any mix of empty and non-empty Concat inputs: the output is unchanged, bit for bit."""
+    axis = axis_pick % rank
+    rng = np.random.default_rng(seed)
+    base = [int(d) for d in rng.integers(1, 4, rank)]
+    inputs, nodes, infos = [], [], []
+    total = list(base)
+    total[axis] = 0
+    for index, empty in enumerate(empties):
+        shape = list(base)
+        shape[axis] = 0 if empty else int(rng.integers(1, 3))
+        total[axis] += shape[axis]
+        name = f"in{index}"
+        infos.append(helper.make_tensor_value_info(name, F, shape))
+        inputs.append(name)
+    nodes.append(helper.make_node("Concat", inputs, ["c"], axis=axis - rank if seed % 2 else axis))
+    nodes.append(helper.make_node("Relu", ["c"], ["y"]))
+    proto = make_model(nodes, infos, [helper.make_tensor_value_info("y", F, total)])
+    assert_pass_preserves(proto, "peephole", tolerance=EXACT)

@@ -116,3 +116,36 @@ def test_attention_scale_stays_when_a_tensor_it_would_change_is_a_graph_output(s
     proto.graph.output.append(onnx.helper.make_tensor_value_info(matmul.output[0], TensorProto.FLOAT, [None] * 4))
     _, record = canonical(lambda: proto)
     assert record.counters["attention-scale"] == 0
+
+
+def _gqa_flattened_k_transpose(kv_heads: int = 2, rep: int = 2, seq: int = 5, dim: int = 4) -> onnx.ModelProto:
+    """The dynamo exporter's SDPA with GQA: repeat_kv's [B, Hkv, rep, L, D] flattened straight to
+    [B*H, L, D] before K is transposed, then the scores, softmax and V product."""
+    heads = kv_heads * rep
+    g = Graph(18)
+    q = g.input("q", [1, heads, seq, dim])
+    k = g.input("k", [1, kv_heads, seq, dim])
+    v = g.input("v", [1, kv_heads, seq, dim])
+
+    def repeat(x, flat):
+        expanded = g.op("Expand", g.unsqueeze(x, [2]), g.ints([1, kv_heads, rep, seq, dim]))
+        return g.op("Reshape", expanded, g.ints([heads, seq, dim] if flat else [1, heads, seq, dim]))
+
+    kt = g.op("Reshape", g.op("Transpose", repeat(k, True), perm=[0, 2, 1]), g.ints([1, heads, dim, seq]))
+    scores = g.op("Mul", g.op("MatMul", q, kt), g.const(np.float32(dim ** -0.5)))
+    g.output(g.op("MatMul", g.op("Softmax", scores, axis=-1), repeat(v, False)))
+    return g.build()
+
+
+def test_k_transpose_regroups_a_flattened_repeat_kv():
+    rewritten, record = canonical(_gqa_flattened_k_transpose)
+    assert record.counters["k-transpose"] == 1
+    transpose = next(n for n in rewritten.graph.nodes if n.op == "Transpose")
+    assert transpose.attrs["perm"] == [0, 1, 3, 2] and transpose.inputs[0].shape == [1, 4, 5, 4]
+
+
+def test_gqa_behind_a_flattened_k_transpose_fuses_on_the_unrepeated_kv():
+    rewritten, _ = fuse(_gqa_flattened_k_transpose())
+    attention = next(n for n in rewritten.graph.nodes if n.op == "Attention")
+    assert [t.name for t in attention.inputs[1:3]] == ["k", "v"]
+    assert not [n.op for n in rewritten.graph.nodes if n.op in ("Expand", "Unsqueeze")]
