@@ -24,6 +24,8 @@ from mapc.llm.runtime import StaticRunner, teacher_forced
 
 #: Samples kept per graph for calibration (spread evenly over what decoding produced).
 CALIBRATION_SAMPLES = 64
+#: Prompts the agreement is measured on (8 new tokens each).
+AGREEMENT_PROMPTS = 6
 #: Prompts decoded for calibration (a third of them take two prefill chunks).
 CALIBRATION_PROMPTS = 24
 
@@ -43,7 +45,7 @@ def measure_agreement(directory: str | os.PathLike, source: str | os.PathLike, r
     manifest = runner.manifest
     equal = total = 0
     signal = noise = 0.0
-    for prompt in prompts(int(manifest["vocab_size"]), runner.context, int(manifest["prefill"]), seed):
+    for prompt in prompts(int(manifest["vocab_size"]), runner.context, int(manifest["prefill"]), seed, AGREEMENT_PROMPTS):
         steps = min(new_tokens, runner.context - len(prompt) + 1)
         tokens, expected = greedy_dynamic(source, prompt, steps, dict(roles))
         got = teacher_forced(runner, prompt, tokens)
@@ -52,7 +54,7 @@ def measure_agreement(directory: str | os.PathLike, source: str | os.PathLike, r
             total += 1
             signal += float(np.sum(reference.astype(np.float64) ** 2))
             noise += float(np.sum((reference.astype(np.float64) - logits) ** 2))
-    sqnr = None if noise == 0 else round(10 * np.log10(signal / noise), 2)
+    sqnr = None if noise == 0 else round(float(10 * np.log10(signal / noise)), 2)
     return {"tokens_equal": equal, "tokens": total, "logits_sqnr_db": sqnr,
             "method": "teacher-forced greedy tokens of the source export on seeded prompts"}
 
