@@ -42,6 +42,8 @@ def add_llm_command(commands: Any) -> None:
                              help="rotary Sin/Cos in the graphs, or tables the host looks up (auto: inputs when the target lacks Sin/Cos)")
     split_flags.add_argument("--embedding", choices=("auto", "graph", "host"), default="auto",
                              help="embedding lookups in the graphs or on the host (auto: host when the target cannot gather by run-time indices)")
+    split_flags.add_argument("--logits", choices=("all", "last"), default="all",
+                             help="logits for every new token, or only the last one's (lm_head runs once per step)")
     split_flags.add_argument("--role", action="append", default=[], metavar="ROLE=NAME",
                              help=f"name the tensor playing a role when mapc cannot tell ({', '.join(NAMEABLE_ROLES)})")
     split_flags.add_argument("--report", type=Path, metavar="FILE.json", help="write both graphs' compile reports (keys prefill and decode)")
@@ -69,7 +71,7 @@ def run_llm(args: argparse.Namespace) -> int:
     if output.exists() and not output.is_dir():
         raise OutputError(f"output {output} exists and is not a folder")
     options = LLMOptions(context=args.context, prefill=args.prefill, target=args.target, rope=args.rope,
-                         embedding=args.embedding, roles=_roles(args.role), seed=args.seed,
+                         embedding=args.embedding, logits=args.logits, roles=_roles(args.role), seed=args.seed,
                          quantize=_quantize(args.quantize, args.calibration))
     console = Console(quiet=args.quiet)
     with PassProgress(enabled=not args.quiet) as progress:

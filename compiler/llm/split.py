@@ -54,6 +54,8 @@ class LLMOptions:
     #: (``embed.onnx``) and the graphs take the embeddings; ``auto``: ``host`` when the target
     #: cannot gather by run-time indices.
     embedding: EmbeddingMode = "auto"
+    #: ``all``: logits for every new token; ``last``: only the last one's (lm_head runs once).
+    logits: Literal["all", "last"] = "all"
     roles: Mapping[str, str] = field(default_factory=dict)
     seed: int = 0
 
@@ -66,6 +68,8 @@ class LLMOptions:
             raise UsageError(f"--rope {self.rope}: choose auto, graph or inputs")
         if self.embedding not in ("auto", "graph", "host"):
             raise UsageError(f"--embedding {self.embedding}: choose auto, graph or host")
+        if self.logits not in ("all", "last"):
+            raise UsageError(f"--logits {self.logits}: choose all or last")
 
 
 @dataclass
@@ -158,7 +162,8 @@ def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapp
             raise UsageError(f"--context {options.context}: the model's position table holds only "
                              f"{_max_positions(model, roles)} positions")
         step = static_step(model, roles, find_position_cut(model, roles), new_tokens=new_tokens,
-                           context=options.context, rope_inputs=rope_inputs, embedding_on_host=embedding_on_host)
+                           context=options.context, rope_inputs=rope_inputs, embedding_on_host=embedding_on_host,
+                           last_logits=options.logits == "last")
         result = compile(model, target=options.target, input_shapes=step.input_shapes, quantize=quantize.get(name),
                          seed=options.seed, pass_options={"attention-mask": {"mask_as_input": True}},
                          on_pass_start=on_pass_start)
@@ -180,6 +185,7 @@ def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapp
         "source": Path(source).name,
         "context": options.context,
         "prefill": options.prefill,
+        "logits": options.logits,
         "vocab_size": roles.vocab_size,
         "layers": len(roles.layers),
         "kv_heads": roles.kv_heads,

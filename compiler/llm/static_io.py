@@ -63,7 +63,7 @@ class StaticStep:
 
 
 def static_step(model: Model, roles: DecoderRoles, cut: PositionCut, *, new_tokens: int, context: int,
-                rope_inputs: bool, embedding_on_host: bool = False) -> StaticStep:
+                rope_inputs: bool, embedding_on_host: bool = False, last_logits: bool = False) -> StaticStep:
     """Edit ``model`` in place into one static step (see the module docstring)."""
     graph = model.graph
     past_length = context - new_tokens
@@ -103,6 +103,8 @@ def static_step(model: Model, roles: DecoderRoles, cut: PositionCut, *, new_toke
             _new_only(model, presents[present_name], f"new_{kind}.{layer.index}", past.dtype,
                       [1, roles.kv_heads, new_tokens, roles.head_dim])
     logits.name = "logits"
+    if last_logits:
+        _last_position_only(model, logits)
     remove_dead_nodes(graph)
     for tensor in (positions, tokens):
         if not tensor.outputs:
@@ -143,6 +145,21 @@ def host_embedding(tables: dict[str, tuple[str, np.ndarray]], opset: int) -> onn
         outputs.append(onnx.helper.make_tensor_value_info(name, _onnx_type(table.dtype), [1, "tokens", int(table.shape[1])]))
     graph = onnx.helper.make_graph(nodes, "host_embedding", list(inputs.values()), outputs, initializers)
     return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+
+
+def _last_position_only(model: Model, logits: gs.Tensor) -> None:
+    """``--logits last``: lm_head reads the last position's hidden state only, so the logits
+    are ``[1, 1, vocab]`` and the vocabulary projection runs once per step, not T times."""
+    head = logits.inputs[0] if logits.inputs else None
+    hidden = head.inputs[0] if head is not None and standard_op(head) in ("MatMul", "Gemm") else None
+    if hidden is None or isinstance(hidden, gs.Constant) or (hidden.shape is not None and len(hidden.shape) != 3):
+        raise UsageError("--logits last: the logits are not one MatMul of the [batch, tokens, hidden] states (lm_head); "
+                         "use --logits all")
+    last = gs.Variable(model.fresh_name("last_hidden"), dtype=hidden.dtype)
+    bounds = [gs.Constant(model.fresh_name(f"last_{name}"), np.array([value], np.int64))
+              for name, value in (("start", -1), ("end", np.iinfo(np.int64).max), ("axis", 1))]
+    model.graph.nodes.append(gs.Node("Slice", model.fresh_name("last_position"), inputs=[hidden, *bounds], outputs=[last]))
+    _rewire(head, hidden, last)
 
 
 def _free_names(model: Model, names: list[str]) -> None:

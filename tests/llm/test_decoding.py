@@ -52,3 +52,14 @@ def test_on_the_npu_target_tokens_still_equal(splits, name):
     folder, _ = splits(name, "npu")
     prompt = np.random.default_rng(3).integers(0, 128, PREFILL + 2).tolist()
     assert generate(folder, prompt, 10) == generate_dynamic(fixture_path(name), prompt, 10)
+
+
+@pytest.mark.parametrize("name", ["llama-ts-kv", "gpt2-dynamo-kv", "phi3-dynamo-kv"])
+def test_last_logits_only_decodes_the_same(tmp_path, name):
+    from mapc.llm import LLMOptions, read_manifest, split, write
+
+    write(split(fixture_path(name), LLMOptions(context=CONTEXT, prefill=PREFILL, logits="last")), tmp_path)
+    for graph in read_manifest(tmp_path)["graphs"].values():
+        assert next(t for t in graph["outputs"] if t["role"] == "logits")["shape"] == [1, 1, 128]
+    prompt = np.random.default_rng(11).integers(0, 128, PREFILL + 3).tolist()
+    assert generate(tmp_path, prompt, 12) == generate_dynamic(fixture_path(name), prompt, 12)
