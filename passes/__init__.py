@@ -22,6 +22,7 @@ from mapc.passes.bindings import Binding
 from mapc.passes.facts import Fact, Facts
 from mapc.passes.fix_shapes import check_dim_names, resolve_dims
 from mapc.passes.flags import Flag, flag, flagged_fields
+from mapc.passes.fold_if import inline_constant_ifs
 from mapc.passes.pipeline import Fixpoint, PassManager, PassRecord, ProgressHook, Step, StepSpec, build_pipeline, flatten_steps, map_passes, with_options, with_pass_options
 from mapc.passes.registry import get_pass, register_pass, registered_passes
 from mapc.passes.shape_ops import SHAPES
@@ -53,6 +54,7 @@ __all__ = [
     "flag",
     "flagged_fields",
     "flatten_steps",
+    "inline_constant_ifs",
     "get_pass",
     "map_passes",
     "register_pass",

@@ -24,14 +24,26 @@ def inline_constant_ifs(model: Model) -> int:
         condition = constant_value(node.inputs[0])
         if condition is None or np.size(condition) != 1:
             continue
-        branch = node.attrs["then_branch" if bool(np.asarray(condition).reshape(-1)[0]) else "else_branch"]
+        taken = "then_branch" if bool(np.asarray(condition).reshape(-1)[0]) else "else_branch"
+        branch = node.attrs[taken]
         if not isinstance(branch, gs.Graph) or len(branch.outputs) != len(node.outputs):
             continue
         _inline(model, node, branch)
+        _detach(node.attrs["else_branch" if taken == "then_branch" else "then_branch"])
         inlined += 1
     if inlined:
         toposort(graph)
     return inlined
+
+
+def _detach(branch: object) -> None:
+    """Drop the branch not taken: its nodes would otherwise still count as readers of the outer
+    tensors they referenced (a merged decoder's without-past branch reads the padding mask)."""
+    if isinstance(branch, gs.Graph):
+        for inner in (*branch.nodes, *(n for g in branch.subgraphs(recursive=True) for n in g.nodes)):
+            inner.inputs.clear()
+            inner.outputs.clear()
+        branch.nodes = []
 
 
 def _inline(model: Model, node: gs.Node, branch: gs.Graph) -> None:

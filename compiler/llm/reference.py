@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mapc.ir import load, make_session
+from mapc.llm.merged import take_cache_branch
 from mapc.llm.roles import find_roles
 
 
@@ -26,6 +27,7 @@ def greedy_dynamic(source: str | os.PathLike, prompt_ids: Sequence[int], max_new
                    roles: dict[str, str] | None = None) -> tuple[list[int], list[np.ndarray]]:
     """Greedy token ids and, for each, the logits it was chosen from (the last position's)."""
     model = load(source)
+    take_cache_branch(model)
     found = find_roles(model, roles)
     dtypes = {t.name: np.dtype(t.dtype) for t in model.graph.inputs}
     session = make_session(model)

@@ -309,6 +309,8 @@ def test_an_if_with_a_constant_condition_becomes_its_branch(flag, expected):
     model, counters, _ = fold(proto)
     assert ops(model) == expected and counters["ifs_inlined"] == 1
     assert model.graph.outputs[0].name == "y"
+    x = model.graph.inputs[0]
+    assert [n.op for n in x.outputs] == expected, "the branch not taken must not still read x"
 
 
 def test_an_if_with_a_computed_condition_stays():
