@@ -36,6 +36,11 @@ def add_llm_command(commands: Any) -> None:
     split_flags.add_argument("--quantize", nargs="?", const="target-default", metavar="SCHEME",
                              help="quantize both graphs (a8w8, a16w8, ...; default: the target's); calibrated on "
                              "greedy decoding through the float split unless --calibration is given")
+    split_flags.add_argument("--float-io", action="store_true",
+                             help="quantized: keep float graph inputs and outputs (default: integer codes, the KV "
+                             "cache's quantizers tied so the host copies bytes)")
+    split_flags.add_argument("--kv-bits", type=int, choices=(8, 16),
+                             help="quantized: store the KV cache in 8 or 16 bits (default: the activations' width)")
     split_flags.add_argument("--calibration", metavar="DIR|random", help="calibration samples (a folder with prefill/ and "
                              "decode/ sub-folders of .npz samples keyed by the graphs' inputs, or 'random')")
     split_flags.add_argument("--rope", choices=("auto", "graph", "inputs"), default="auto",
@@ -71,7 +76,7 @@ def run_llm(args: argparse.Namespace) -> int:
     if output.exists() and not output.is_dir():
         raise OutputError(f"output {output} exists and is not a folder")
     options = LLMOptions(context=args.context, prefill=args.prefill, target=args.target, rope=args.rope,
-                         embedding=args.embedding, logits=args.logits, roles=_roles(args.role), seed=args.seed,
+                         embedding=args.embedding, logits=args.logits, float_io=args.float_io, kv_bits=args.kv_bits, roles=_roles(args.role), seed=args.seed,
                          quantize=_quantize(args.quantize, args.calibration))
     console = Console(quiet=args.quiet)
     with PassProgress(enabled=not args.quiet) as progress:

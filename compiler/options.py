@@ -170,6 +170,9 @@ class CompileOptions:
     partition: Mapping[str, Any] | None = None
     #: Options of the ``quantize`` pass (``scheme``, ``calibration``, ...); None: no quantization.
     quantize: Mapping[str, Any] | None = None
+    #: Options of the ``quantized-io`` pass, run right after ``quantize`` (graph I/O as integer
+    #: codes, quantizers tied by range); None: float I/O.
+    quantized_io: Mapping[str, Any] | None = None
     #: Options set on every step of the named passes, overriding the pipeline's.
     pass_options: Mapping[str, Mapping[str, Any]] | None = None
     #: Explicit verification inputs (instead of seeded random ones).
@@ -184,6 +187,8 @@ class CompileOptions:
                              "a quantized model is checked by its accuracy report (--accuracy-target)")
         if self.quantize is not None and self.quantize.get("calibration") is None:
             raise UsageError("--quantize needs --calibration DIR|FILE|random")
+        if self.quantized_io is not None and self.quantize is None:
+            raise UsageError("quantized graph I/O needs --quantize")
         if self.partition and self.target is None:
             raise UsageError(f"partition options ({', '.join(sorted(self.partition))}) need a target (--target NAME)")
         if self.accuracy_on not in (None, "qnn"):
@@ -215,6 +220,8 @@ class CompileOptions:
             for binding in BINDINGS:
                 steps = binding.apply(steps, quantizer, self.pass_options or {})
             steps.append(quantizer)
+            if self.quantized_io is not None:
+                steps.append(get_pass("quantized-io")(**self.quantized_io))
         if target is not None:
             steps += [get_pass("partition")(target=target, **(self.partition or {})), get_pass("lower")()]
         opset = self.target_opset if self.target_opset is not None else (target.min_opset if target is not None else None)

@@ -13,6 +13,7 @@ from mapc.passes import (  # noqa: F401  (registers the built-in passes)
     fusion,
     peephole,
     quantize,
+    quantized_io,
     unstride_conv,
     upgrade_opset,
 )
@@ -25,11 +26,14 @@ from mapc.passes.flags import Flag, flag, flagged_fields
 from mapc.passes.fold_if import inline_constant_ifs
 from mapc.passes.pipeline import Fixpoint, PassManager, PassRecord, ProgressHook, Step, StepSpec, build_pipeline, flatten_steps, map_passes, with_options, with_pass_options
 from mapc.passes.registry import get_pass, register_pass, registered_passes
+from mapc.passes.quantized_io import QUANTIZED_IO, QuantizedTensor
 from mapc.passes.shape_ops import SHAPES
 from mapc.passes.verify import UNDEFINED_OUTPUTS, Verifier
 
 __all__ = [
     "MASK_INPUTS",
+    "QUANTIZED_IO",
+    "QuantizedTensor",
     "SHAPES",
     "UNDEFINED_OUTPUTS",
     "Binding",

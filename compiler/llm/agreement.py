@@ -59,6 +59,24 @@ def measure_agreement(directory: str | os.PathLike, source: str | os.PathLike, r
             "method": "teacher-forced greedy tokens of the source export on seeded prompts"}
 
 
+def cache_ranges(folders: Mapping[str, Path]) -> dict[str, list[float]]:
+    """The real range of every cache tensor over the calibration samples of both graphs, given
+    to its past input and its new output alike (``past_key.0`` and ``new_key.0``): one quantizer
+    per layer and kind, so the host copies codes into its cache."""
+    ranges: dict[str, list[float]] = {}
+    for folder in folders.values():
+        for path in sorted(Path(folder).glob("*.npz")):
+            with np.load(path) as sample:
+                for key in sample.files:
+                    if key.startswith(("past_key.", "past_value.")):
+                        values = sample[key]
+                        low, high = ranges.get(key, [0.0, 0.0])
+                        ranges[key] = [min(low, float(values.min())), max(high, float(values.max()))]
+    tied = dict(ranges)
+    tied.update({"new_" + key[len("past_"):]: value for key, value in ranges.items()})
+    return tied
+
+
 def record_calibration(directory: str | os.PathLike, destination: Path, names: Mapping[str, Mapping[str, str]],
                        seed: int) -> dict[str, Path]:
     """Decode seeded prompts with the float split in ``directory``; write each graph's feeds

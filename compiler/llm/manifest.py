@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ MANIFEST_NAME = "manifest.json"
 _ROLE = re.compile(r"^(input_ids|position_ids|attention_mask|rope_cos|rope_sin|token_embeds|position_embeds|logits|past_key|past_value|new_key|new_value)(?:\.(\d+))?$")
 
 
-def tensor_entry(tensor: gs.Tensor) -> dict[str, Any]:
-    """One tensor of the interface: role (and layer) from its name, shape, dtype."""
+def tensor_entry(tensor: gs.Tensor, codes: Any = None) -> dict[str, Any]:
+    """One tensor of the interface: role (and layer) from its name, shape, dtype, and for a
+    tensor of integer codes its quantizer (``real = (code - zero_point) * scale``)."""
     match = _ROLE.match(tensor.name)
     if match is None:
         raise OutputError(f"tensor {tensor.name!r} of a static LLM graph has no role")
@@ -33,15 +35,18 @@ def tensor_entry(tensor: gs.Tensor) -> dict[str, Any]:
         entry["layer"] = int(match.group(2))
     entry["shape"] = [int(d) if isinstance(d, (int, np.integer)) else str(d) for d in tensor.shape]
     entry["dtype"] = np.dtype(tensor.dtype).name
+    if codes is not None:
+        entry["quantization"] = {"scale": codes.scale, "zero_point": codes.zero_point}
     return entry
 
 
-def graph_entry(model: Model, file: str, new_tokens: int | str) -> dict[str, Any]:
+def graph_entry(model: Model, file: str, new_tokens: int | str, codes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    codes = codes or {}
     return {
         "file": file,
         "new_tokens": new_tokens,
-        "inputs": [tensor_entry(t) for t in model.graph.inputs],
-        "outputs": [tensor_entry(t) for t in model.graph.outputs],
+        "inputs": [tensor_entry(t, codes.get(t.name)) for t in model.graph.inputs],
+        "outputs": [tensor_entry(t, codes.get(t.name)) for t in model.graph.outputs],
     }
 
 

@@ -13,7 +13,11 @@ This is the host loop a device integrator ports. The cache is one array per laye
 * **Decode** takes one token at position ``n`` (``n < context``), reads slots ``0 .. context-2``,
   attends slots ``j < n`` and itself, and its keys and values go to slot ``n``.
 
-``mask_fill`` (the manifest's) marks what may not be attended.
+``mask_fill`` (the manifest's) marks what may not be attended. A tensor whose manifest entry has
+a ``quantization`` carries integer codes, ``real = (code - zero_point) * scale``: the host
+quantizes what it feeds (mask, rotary rows, embeddings), dequantizes the logits, and keeps the
+cache as codes, copied as they are when the graphs' past inputs and new outputs share the
+quantizer (mapc ties them) and converted otherwise.
 """
 
 from __future__ import annotations
@@ -50,11 +54,14 @@ class StaticRunner:
         """Empty the cache."""
         decode = self.manifest["graphs"]["decode"]
         self.cache: dict[str, np.ndarray] = {}
+        #: How the cache stores each tensor: the decode graph's past input (dtype, quantizer).
+        self.cache_specs: dict[str, dict] = {}
         for entry in decode["inputs"]:
             if entry["role"] in ("past_key", "past_value"):
                 shape = list(entry["shape"])
                 shape[2] = self.context
-                self.cache[entry["name"]] = np.zeros(shape, entry["dtype"])
+                self.cache[entry["name"]] = encode(np.zeros(shape, np.float32), entry)
+                self.cache_specs[entry["name"]] = entry
         self.filled = 0
 
     def step(self, graph: str, tokens: Sequence[int]) -> np.ndarray:
@@ -84,16 +91,16 @@ class StaticRunner:
             if role == "input_ids":
                 feeds[name] = ids.astype(spec["dtype"])
             elif role in ("token_embeds", "position_embeds"):
-                feeds[name] = embeds[name].astype(spec["dtype"])
+                feeds[name] = encode(embeds[name], spec)
             elif role == "position_ids":
                 feeds[name] = positions[None].astype(spec["dtype"])
             elif role == "attention_mask":
-                feeds[name] = mask.reshape(spec["shape"]).astype(spec["dtype"])
+                feeds[name] = encode(mask.reshape(spec["shape"]), spec)
             elif role in ("rope_cos", "rope_sin"):
                 table, axis = self.tables[name]
-                feeds[name] = np.moveaxis(table[positions], 0, axis).reshape(spec["shape"]).astype(spec["dtype"])
+                feeds[name] = encode(np.moveaxis(table[positions], 0, axis).reshape(spec["shape"]), spec)
             elif role in ("past_key", "past_value"):
-                feeds[name] = self.cache[name][:, :, :past]
+                feeds[name] = convert(self.cache[name][:, :, :past], self.cache_specs[name], spec)
             else:
                 raise UsageError(f"input {name!r} of the {graph} graph has role {role!r}, which the runtime does not know")
         if self.record is not None:  # the token and position ids too: the graph reads them before folding
@@ -103,9 +110,10 @@ class StaticRunner:
         for spec in entry["outputs"]:
             if spec["role"] in ("new_key", "new_value"):
                 cache_name = f"past_{spec['role'][4:]}.{spec['layer']}"
-                self.cache[cache_name][:, :, start: start + count] = values[spec["name"]][:, :, pad:]
+                new = convert(values[spec["name"]][:, :, pad:], spec, self.cache_specs[cache_name])
+                self.cache[cache_name][:, :, start: start + count] = new
         self.filled += count
-        logits = next(values[spec["name"]] for spec in entry["outputs"] if spec["role"] == "logits")
+        logits = next(decode(values[spec["name"]], spec) for spec in entry["outputs"] if spec["role"] == "logits")
         return logits[0, -1]
 
     def _embed(self, ids: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
@@ -113,7 +121,7 @@ class StaticRunner:
         entry = self.manifest.get("host_graphs", {}).get("embedding")
         if entry is None:
             return {}
-        values = {"input_ids": ids, "position_ids": positions}
+        values = {"input_ids": ids, "position_ids": positions}  # the embedding graph's I/O is float
         feeds = {spec["name"]: values[spec["role"]].astype(spec["dtype"]) for spec in entry["inputs"]}
         names = [spec["name"] for spec in entry["outputs"]]
         return dict(zip(names, self.sessions["embedding"].run(names, feeds)))
@@ -136,6 +144,32 @@ class StaticRunner:
                 logits = self.step("decode", [prompt[index]])
                 index += 1
         return logits
+
+
+def encode(values: np.ndarray, spec: dict) -> np.ndarray:
+    """``values`` as the tensor ``spec`` describes: its dtype, as codes when it is quantized."""
+    quantization = spec.get("quantization")
+    if quantization is None:
+        return np.asarray(values).astype(spec["dtype"])
+    info = np.iinfo(spec["dtype"])
+    codes = np.rint(np.asarray(values, np.float32) / np.float32(quantization["scale"])) + quantization["zero_point"]
+    return np.clip(codes, info.min, info.max).astype(spec["dtype"])
+
+
+def decode(values: np.ndarray, spec: dict) -> np.ndarray:
+    """The real values of a tensor ``spec`` describes (codes dequantized)."""
+    quantization = spec.get("quantization")
+    if quantization is None:
+        return values
+    return ((values.astype(np.int64) - quantization["zero_point"]).astype(np.float32) * np.float32(quantization["scale"]))
+
+
+def convert(values: np.ndarray, source: dict, target: dict) -> np.ndarray:
+    """Values stored as ``source`` describes, stored as ``target`` does: the same bytes when both
+    have one dtype and quantizer (mapc ties the cache's), else through the real values."""
+    if source["dtype"] == target["dtype"] and source.get("quantization") == target.get("quantization"):
+        return values
+    return encode(decode(values, source), target)
 
 
 def teacher_forced(runner: StaticRunner, prompt_ids: Sequence[int], tokens: Sequence[int]) -> list[np.ndarray]:

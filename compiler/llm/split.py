@@ -22,13 +22,13 @@ import numpy as np
 
 from mapc.api import CompileResult, compile
 from mapc.ir import Model, OutputError, UsageError, __version__, load, save_sharing_weights, standard_op
-from mapc.llm.agreement import measure_agreement, record_calibration
+from mapc.llm.agreement import cache_ranges, measure_agreement, record_calibration
 from mapc.llm.merged import take_cache_branch
 from mapc.llm.manifest import FORMAT, FORMAT_VERSION, graph_entry, write_manifest
 from mapc.llm.positions import find_position_cut
 from mapc.llm.roles import DecoderRoles, find_roles
 from mapc.llm.static_io import MASK_2D, RopeTable, host_embedding, static_step
-from mapc.passes import MASK_INPUTS
+from mapc.passes import MASK_INPUTS, QUANTIZED_IO
 from mapc.targets import Target, get_target
 
 RopeMode = Literal["auto", "graph", "inputs"]
@@ -57,6 +57,10 @@ class LLMOptions:
     embedding: EmbeddingMode = "auto"
     #: ``all``: logits for every new token; ``last``: only the last one's (lm_head runs once).
     logits: Literal["all", "last"] = "all"
+    #: Quantized: keep float graph I/O (boundary Q/DQ on the host) instead of integer codes.
+    float_io: bool = False
+    #: Quantized with integer I/O: the KV cache's width (8 or 16 bits; None: the activations').
+    kv_bits: int | None = None
     roles: Mapping[str, str] = field(default_factory=dict)
     seed: int = 0
 
@@ -71,6 +75,10 @@ class LLMOptions:
             raise UsageError(f"--embedding {self.embedding}: choose auto, graph or host")
         if self.logits not in ("all", "last"):
             raise UsageError(f"--logits {self.logits}: choose all or last")
+        if self.kv_bits not in (None, 8, 16):
+            raise UsageError(f"--kv-bits {self.kv_bits}: choose 8 or 16")
+        if self.kv_bits is not None and (self.quantize is None or self.float_io):
+            raise UsageError("--kv-bits needs --quantize and integer I/O (not --float-io)")
 
 
 @dataclass
@@ -119,29 +127,39 @@ def split(source: str | os.PathLike, options: LLMOptions, *, on_graph: Callable[
     options.validate()
     quantize = options.quantize
     if quantize is None:
-        return _compile_pair(source, options, {}, on_graph, on_pass_start)
+        return _compile_pair(source, options, {}, None, on_graph, on_pass_start)
     calibration = quantize.get("calibration")
     if calibration == "random":
-        return _compile_pair(source, options, {name: quantize for name in STEPS}, on_graph, on_pass_start)
+        return _compile_pair(source, options, {name: quantize for name in STEPS}, None, on_graph, on_pass_start)
     if calibration is not None:
         folders = {name: Path(calibration) / name for name in STEPS}
         missing = [str(folder) for folder in folders.values() if not folder.is_dir()]
         if missing:
             raise UsageError(f"--calibration {calibration}: needs a prefill/ and a decode/ folder of samples ({missing[0]} is missing)")
         return _compile_pair(source, options, {name: {**quantize, "calibration": str(folders[name])} for name in STEPS},
-                             on_graph, on_pass_start)
+                             _integer_io(options, folders), on_graph, on_pass_start)
     with tempfile.TemporaryDirectory(prefix="mapc-llm-") as scratch:
-        float_split = _compile_pair(source, dataclasses.replace(options, quantize=None), {}, on_graph, on_pass_start)
+        float_split = _compile_pair(source, dataclasses.replace(options, quantize=None, kv_bits=None), {}, None,
+                                    on_graph, on_pass_start)
         write(float_split, Path(scratch) / "float", measure=False)
         if on_graph is not None:
             on_graph("calibration: decoding with the float graphs")
         folders = record_calibration(Path(scratch) / "float", Path(scratch) / "calibration", float_split.renamed, options.seed)
         return _compile_pair(source, options, {name: {**quantize, "calibration": str(folders[name])} for name in STEPS},
-                             on_graph, on_pass_start)
+                             _integer_io(options, folders), on_graph, on_pass_start)
+
+
+def _integer_io(options: LLMOptions, folders: Mapping[str, Path]) -> dict[str, Any] | None:
+    """``quantized-io`` options: every boundary as codes, each cache tensor's past input and new
+    output given one range (from the calibration samples), at ``kv_bits`` when asked."""
+    if options.float_io:
+        return None
+    ranges = cache_ranges(folders)
+    return {"ranges": ranges, "bits": {name: options.kv_bits for name in ranges} if options.kv_bits else {}}
 
 
 def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapping[str, dict[str, Any]],
-                  on_graph: Callable[[str], None] | None, on_pass_start: Callable[[str], None] | None) -> StaticLLM:
+                  integer_io: dict[str, Any] | None, on_graph: Callable[[str], None] | None, on_pass_start: Callable[[str], None] | None) -> StaticLLM:
     target = get_target(options.target) if options.target is not None else None
     rope_inputs = options.rope == "inputs" or (options.rope == "auto" and target is not None and not _runs_trig(target))
     embedding_on_host = options.embedding == "host" or (
@@ -167,14 +185,18 @@ def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapp
                            context=options.context, rope_inputs=rope_inputs, embedding_on_host=embedding_on_host,
                            last_logits=options.logits == "last")
         result = compile(model, target=options.target, input_shapes=step.input_shapes, quantize=quantize.get(name),
+                         quantized_io=integer_io if quantize.get(name) is not None else None,
                          seed=options.seed, pass_options={"attention-mask": {"mask_as_input": True}},
                          on_pass_start=on_pass_start)
         hoisted, fill = _name_mask_input(result, name, new_tokens, options.context)
+        codes = dict(result.facts.get(QUANTIZED_IO) or {})
+        if hoisted in codes:
+            codes["attention_mask"] = codes.pop(hoisted)
         renamed[name] = {"attention_mask": hoisted}
         mask_fill = fill if mask_fill is None else min(mask_fill, fill)
         _drop_unread_inputs(result.model)
         graphs[name] = result
-        entries[name] = graph_entry(result.model, f"{name}.onnx", new_tokens)
+        entries[name] = graph_entry(result.model, f"{name}.onnx", new_tokens, codes)
         tables = step.rope or tables
         rotary = step.rotary
         host_tables = step.host_tables or host_tables
@@ -199,6 +221,7 @@ def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapp
                  "tables": {t.input: {"file": f"{t.input}.npy", "axis": t.axis} for t in tables}},
         "target": str(target) if target is not None else None,
         "quantize": graphs["decode"].options.get("quantize"),
+        "kv_bits": options.kv_bits,
         "graphs": entries,
         "host_graphs": {"embedding": graph_entry(embedding, "embed.onnx", "tokens")} if embedding is not None else {},
     }
