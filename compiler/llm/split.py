@@ -19,15 +19,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
 from mapc.api import CompileResult, compile
 from mapc.ir import Model, OutputError, UsageError, __version__, load, save_sharing_weights, standard_op
 from mapc.llm.agreement import cache_ranges, measure_agreement, record_calibration
-from mapc.llm.merged import take_cache_branch
 from mapc.llm.manifest import FORMAT, FORMAT_VERSION, graph_entry, write_manifest
+from mapc.llm.merged import take_cache_branch
 from mapc.llm.positions import find_position_cut
 from mapc.llm.roles import DecoderRoles, find_roles
-from mapc.llm.static_io import MASK_2D, RopeTable, host_embedding, static_step
+from mapc.llm.embedding import host_embedding
+from mapc.llm.rope import RopeTable
+from mapc.llm.static_io import MASK_2D, static_step
 from mapc.passes import MASK_INPUTS, QUANTIZED_IO
 from mapc.targets import Target, get_target
 
@@ -266,13 +269,13 @@ def _max_positions(model: Model, roles: DecoderRoles) -> int:
     """The size of a learned position table (GPT-2's wpe), or unbounded for rotary models."""
     sizes = [int(node.inputs[0].shape[0]) for node in model.graph.nodes
              if standard_op(node) == "Gather" and node.inputs[0].shape is not None and len(node.inputs[0].shape) == 2
-             and int(node.inputs[0].shape[0]) != roles.vocab_size and hasattr(node.inputs[0], "values")]
+             and int(node.inputs[0].shape[0]) != roles.vocab_size and isinstance(node.inputs[0], gs.Constant)]
     return min(sizes) if sizes else 1 << 31
 
 
 def _initializer_bytes(model: Model) -> int:
     return sum(int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize for t in model.graph.tensors().values()
-               if hasattr(t, "values") and t.shape is not None and int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize >= 1024)
+               if isinstance(t, gs.Constant) and t.shape is not None and int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize >= 1024)
 
 
 def _name_mask_input(result: CompileResult, graph: str, new_tokens: int, context: int) -> tuple[str, float]:

@@ -7,13 +7,14 @@ step that takes ``T`` new tokens over a cache of ``C`` positions:
 * the graph's own position arithmetic is cut at :class:`~.positions.PositionCut` and fed from an
   int32 ``position_ids`` ``[1, T]`` input, or, with ``rope_inputs``, the rotary ``Cos``/``Sin``
   are replaced by ``rope_cos``/``rope_sin`` inputs (the host looks rows up in a table mapc
-  writes, :class:`RopeTable`);
+  writes, :class:`~.rope.RopeTable`);
 * past K/V inputs are renamed ``past_key.{i}``/``past_value.{i}`` ``[1, kv_heads, C - T,
   head_dim]``, and each present output (``Concat(past, new)``) is replaced by the new keys or
   values alone, ``new_key.{i}``/``new_value.{i}`` ``[1, kv_heads, T, head_dim]``;
 * with ``embedding_on_host``, the token embedding Gather (and a learned position embedding's)
   leaves the graph: its output becomes a ``token_embeds`` (``position_embeds``) input
-  ``[1, T, hidden]`` and :func:`host_embedding` builds the small graph the host runs instead;
+  ``[1, T, hidden]`` and :func:`~.embedding.host_embedding` builds the small graph the host runs
+  instead;
 * the logits output is renamed ``logits``; the 2-D mask input stays (as ``attention_mask_2d``
   ``[1, C]``) until the attention-mask pass turns the mask it feeds into a host input.
 """
@@ -26,25 +27,15 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, UsageError, remove_dead_nodes, run_nodes, standard_op
+from mapc.ir import Model, UsageError, remove_dead_nodes, standard_op
+from mapc.llm.embedding import embeds_input
+from mapc.llm.graph_edits import onnx_type, rewire
 from mapc.llm.positions import PositionCut
+from mapc.llm.rope import RopeTable, replace_rotary
 from mapc.llm.roles import DecoderRoles, embedding_gather
 
 #: The name the 2-D padding mask has until the attention-mask pass replaces what it feeds.
 MASK_2D = "attention_mask_2d"
-
-
-@dataclass
-class RopeTable:
-    """Host-side rotary tables: ``table[position]``, position axis moved to ``axis``, reshaped to the input."""
-
-    input: str
-    table: np.ndarray
-    axis: int
-    shape: list[int]
-
-    def rows(self, positions: np.ndarray) -> np.ndarray:
-        return np.moveaxis(self.table[positions], 0, self.axis).reshape(self.shape)
 
 
 @dataclass
@@ -88,11 +79,11 @@ def static_step(model: Model, roles: DecoderRoles, cut: PositionCut, *, new_toke
         gathers = [("token_embeds", tokens.name, embedding_gather(tokens))]
         gathers += [("position_embeds", positions.name, node) for node in cut.users if standard_op(node) == "Gather"]
         for name, index_input, gather in gathers:
-            host_tables[name] = (index_input, _embeds_input(model, gather, name, new_tokens))
+            host_tables[name] = (index_input, embeds_input(model, gather, name, new_tokens))
             shapes[name] = [1, new_tokens, int(host_tables[name][1].shape[1])]
     rope: list[RopeTable] = []
     if rope_inputs:
-        rope = _rope_inputs(model, cut, positions, new_tokens, context)
+        rope = replace_rotary(model, cut, positions, new_tokens, context)
         shapes.update({table.input: table.shape for table in rope})
     for layer in roles.layers:
         for past_name, present_name, kind in ((layer.past_key, layer.present_key, "key"),
@@ -114,39 +105,6 @@ def static_step(model: Model, roles: DecoderRoles, cut: PositionCut, *, new_toke
     return StaticStep(model, new_tokens, context, shapes, rope, host_tables, bool(rotary))
 
 
-def _embeds_input(model: Model, gather: gs.Node | None, name: str, new_tokens: int) -> np.ndarray:
-    """Replace ``gather``'s output by a graph input ``name`` [1, T, hidden]; return its table."""
-    if gather is None:
-        raise UsageError("cannot find the token embedding Gather to move to the host; keep it in the graph "
-                         "(--embedding graph)")
-    indices = gather.inputs[1]
-    if int(gather.attrs.get("axis", 0)) != 0 or (indices.shape is not None and len(indices.shape) != 2):
-        raise UsageError(f"the embedding Gather {gather.name!r} does not look up [batch, tokens] rows; keep it in "
-                         "the graph (--embedding graph)")
-    table = np.asarray(gather.inputs[0].values)
-    output = gather.outputs[0]
-    embeds = gs.Variable(name, dtype=table.dtype, shape=[1, new_tokens, int(table.shape[1])])
-    for reader in list(output.outputs):
-        _rewire(reader, output, embeds)
-    if output in model.graph.outputs:
-        raise UsageError(f"the embedding {output.name!r} is a graph output; keep it in the graph (--embedding graph)")
-    model.graph.inputs.append(embeds)
-    return table
-
-
-def host_embedding(tables: dict[str, tuple[str, np.ndarray]], opset: int) -> onnx.ModelProto:
-    """The graph the host runs instead of the embedding Gathers: int32 ids/positions [1, tokens]
-    in, one ``[1, tokens, hidden]`` output per table."""
-    inputs, nodes, initializers, outputs = {}, [], [], []
-    for name, (index_input, table) in tables.items():
-        inputs[index_input] = onnx.helper.make_tensor_value_info(index_input, onnx.TensorProto.INT32, [1, "tokens"])
-        initializers.append(onnx.numpy_helper.from_array(table, f"{name}.table"))
-        nodes.append(onnx.helper.make_node("Gather", [f"{name}.table", index_input], [name], name=f"{name}.gather"))
-        outputs.append(onnx.helper.make_tensor_value_info(name, _onnx_type(table.dtype), [1, "tokens", int(table.shape[1])]))
-    graph = onnx.helper.make_graph(nodes, "host_embedding", list(inputs.values()), outputs, initializers)
-    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
-
-
 def _last_position_only(model: Model, logits: gs.Tensor) -> None:
     """``--logits last``: lm_head reads the last position's hidden state only, so the logits
     are ``[1, 1, vocab]`` and the vocabulary projection runs once per step, not T times."""
@@ -159,7 +117,7 @@ def _last_position_only(model: Model, logits: gs.Tensor) -> None:
     bounds = [gs.Constant(model.fresh_name(f"last_{name}"), np.array([value], np.int64))
               for name, value in (("start", -1), ("end", np.iinfo(np.int64).max), ("axis", 1))]
     model.graph.nodes.append(gs.Node("Slice", model.fresh_name("last_position"), inputs=[hidden, *bounds], outputs=[last]))
-    _rewire(head, hidden, last)
+    rewire(head, hidden, last)
 
 
 def _free_names(model: Model, names: list[str]) -> None:
@@ -181,9 +139,9 @@ def _retyped_input(model: Model, old: gs.Variable, name: str, dtype: type, shape
             continue
         if cast_output is None:
             cast_output = gs.Variable(model.fresh_name(f"{name}_{np.dtype(old.dtype).name}"), dtype=old.dtype)
-            model.graph.nodes.append(gs.Node("Cast", model.fresh_name(f"{name}_cast"), {"to": _onnx_type(old.dtype)},
+            model.graph.nodes.append(gs.Node("Cast", model.fresh_name(f"{name}_cast"), {"to": onnx_type(old.dtype)},
                                              inputs=[new], outputs=[cast_output]))
-        _rewire(node, old, cast_output)
+        rewire(node, old, cast_output)
     model.graph.inputs = [new if tensor is old else tensor for tensor in model.graph.inputs]
     return new
 
@@ -216,7 +174,7 @@ def _as_indices(node: gs.Node, old: gs.Tensor, new: gs.Tensor) -> None:
         for reader in list(node.outputs[0].outputs):
             _as_indices(reader, node.outputs[0], new)
         return
-    _rewire(node, old, new)
+    rewire(node, old, new)
     if op not in ("Gather", "Cast"):
         node.outputs[0].dtype = new.dtype
         for reader in list(node.outputs[0].outputs):
@@ -242,9 +200,9 @@ def _position_input(model: Model, cut: PositionCut, new_tokens: int) -> gs.Varia
                 _as_indices(node, tensor, value)
             continue
         if dtype != np.int32:
-            value = _node(model, "Cast", [value], {"to": _onnx_type(dtype)}, dtype)
+            value = _node(model, "Cast", [value], {"to": onnx_type(dtype)}, dtype)
         for node in tensor_readers:
-            _rewire(node, tensor, value)
+            rewire(node, tensor, value)
     model.graph.inputs.append(positions)
     return positions
 
@@ -253,82 +211,6 @@ def _node(model: Model, op: str, inputs: list[gs.Tensor], attrs: dict, dtype: np
     output = gs.Variable(model.fresh_name(f"position_{op.lower()}"), dtype=dtype)
     model.graph.nodes.append(gs.Node(op, model.fresh_name(f"position_{op.lower()}"), attrs, inputs=inputs, outputs=[output]))
     return output
-
-
-def _rope_inputs(model: Model, cut: PositionCut, positions: gs.Variable, new_tokens: int, context: int) -> list[RopeTable]:
-    """Replace every rotary Cos/Sin by a ``rope_cos``/``rope_sin`` input and build the host tables."""
-    tables = []
-    for op, name in (("Cos", "rope_cos"), ("Sin", "rope_sin")):
-        nodes = [node for node in cut.rotary if standard_op(node) == op]
-        if not nodes:
-            continue
-        sources = [_half_source(node) for node in nodes]
-        probe = _evaluate_from_positions(model, positions, [s for s, _ in sources], np.arange(new_tokens))
-        full = _evaluate_from_positions(model, positions, [s for s, _ in sources], np.arange(context))
-        first = probe[sources[0][0].name]
-        if any(not np.array_equal(probe[s.name], first) for s, _ in sources[1:]):
-            raise UsageError(f"the model computes several different rotary {op} tables; keep Sin/Cos on the device "
-                             "(--rope graph)")
-        axis = _position_axis(first.shape, full[sources[0][0].name].shape)
-        table = np.moveaxis(np.cos(full[sources[0][0].name]) if op == "Cos" else np.sin(full[sources[0][0].name]), axis, 0)
-        rope_input = gs.Variable(name, dtype=np.dtype(table.dtype), shape=list(first.shape))
-        model.graph.inputs.append(rope_input)
-        tables.append(RopeTable(name, np.ascontiguousarray(table), axis, list(first.shape)))
-        for node, (_, halves) in zip(nodes, sources):
-            replacement: gs.Tensor = rope_input
-            if halves:
-                replacement = gs.Variable(model.fresh_name(f"{name}_full"), dtype=rope_input.dtype)
-                model.graph.nodes.append(gs.Node("Concat", model.fresh_name(f"{name}_concat"), {"axis": -1},
-                                                 inputs=[rope_input, rope_input], outputs=[replacement]))
-            output = node.outputs[0]
-            for reader in list(output.outputs):
-                _rewire(reader, output, replacement)
-            if output in model.graph.outputs:
-                raise UsageError(f"the rotary {op} output {output.name!r} is a graph output; keep Sin/Cos on the device")
-    return tables
-
-
-def _half_source(node: gs.Node) -> tuple[gs.Tensor, bool]:
-    """What a Cos/Sin really reads: ``f`` when its input is ``Concat(f, f)`` on the last axis."""
-    source = node.inputs[0]
-    producer = source.inputs[0] if source.inputs else None
-    if producer is not None and standard_op(producer) == "Concat" and len(producer.inputs) == 2 \
-            and producer.inputs[0] is producer.inputs[1] and producer.attrs.get("axis") in (-1, len(source.shape or ()) - 1):
-        return producer.inputs[0], True
-    return source, False
-
-
-def _evaluate_from_positions(model: Model, positions: gs.Variable, tensors: list[gs.Tensor], values: np.ndarray) -> dict[str, np.ndarray]:
-    nodes: dict[int, gs.Node] = {}
-    stack = list(tensors)
-    while stack:
-        tensor = stack.pop()
-        node = tensor.inputs[0] if tensor.inputs else None
-        if node is not None and id(node) not in nodes:
-            nodes[id(node)] = node
-            stack.extend(t for t in node.inputs if not t.is_empty())
-    order = {id(node): index for index, node in enumerate(model.graph.nodes)}
-    ordered = sorted(nodes.values(), key=lambda node: order[id(node)])
-    produced = {id(t) for node in ordered for t in node.outputs}
-    feeds: dict[str, np.ndarray] = {positions.name: values.astype(np.int32)[None]}
-    for node in ordered:
-        for tensor in node.inputs:
-            if id(tensor) in produced or tensor.is_empty() or tensor.name in feeds:
-                continue
-            if not isinstance(tensor, gs.Constant):
-                raise UsageError(f"the rotary tables depend on {tensor.name!r}, not only on the positions; keep "
-                                 "Sin/Cos on the device (--rope graph)")
-            feeds[tensor.name] = np.asarray(tensor.values)
-    return run_nodes(ordered, feeds, [t.name for t in tensors], opset_imports=model.opset_imports,
-                     ir_version=model.ir_version, functions=model.functions)
-
-
-def _position_axis(step_shape: tuple[int, ...], full_shape: tuple[int, ...]) -> int:
-    differing = [axis for axis, (a, b) in enumerate(zip(step_shape, full_shape)) if a != b]
-    if len(differing) != 1:
-        raise UsageError("cannot tell which axis of the rotary table is the position; keep Sin/Cos on the device "
-                         "(--rope graph)")
-    return differing[0]
 
 
 def _new_only(model: Model, present: gs.Tensor, name: str, dtype: np.dtype, shape: list[int]) -> None:
@@ -347,11 +229,3 @@ def _new_only(model: Model, present: gs.Tensor, name: str, dtype: np.dtype, shap
     graph.outputs = [new if tensor is present else tensor for tensor in graph.outputs]
 
 
-def _rewire(node: gs.Node, old: gs.Tensor, new: gs.Tensor) -> None:
-    for slot, tensor in enumerate(node.inputs):
-        if tensor is old:
-            node.inputs[slot] = new
-
-
-def _onnx_type(dtype: np.dtype) -> int:
-    return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
