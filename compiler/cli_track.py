@@ -185,11 +185,11 @@ def history_table(entries: list[Entry], series: list[tuple[str, str, str, list[f
     shown = entries[-TREND_COLUMNS:]
     first = len(entries) - len(shown)
     table = Table(title=f"{len(entries)} compiles" + (f", the last {len(shown)} shown" if first else ""), title_justify="left")
-    table.add_column("")
+    table.add_column("", no_wrap=True)
     for entry in shown:
         table.add_column(f"#{entry.sequence}", justify="right")
     table.add_column("first -> last", justify="right")
-    for label, read in (("recorded", lambda e: e.recorded_at.replace("T", " ")), ("model", lambda e: e.model_sha256[:12]),
+    for label, read in (("recorded", lambda e: e.recorded_at.replace("T", " ")[:16]), ("model", lambda e: e.model_sha256[:8]),
                         ("mapc", lambda e: e.mapc_version), ("target", lambda e: e.metrics.target or "-")):
         table.add_row(label, *(Text(read(entry)) for entry in shown), "", style="dim")
     table.add_section()
