@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+import mapc
 from mapc.budgets import BUDGETS, check_budgets, load_budgets
 from mapc.ir import UsageError
 from mapc.metrics import Metrics, metrics_of
 from tests.conftest import MAPC_SCRIPT
+from tests.targets.models import static_cnn
 from tests.tracking.conftest import CNN, QUANTIZE, read
 
 
@@ -99,10 +101,7 @@ def test_relative_budgets_are_skipped_without_an_old_report(reports):
     ("min_macs_on_target", 0.5, "MACs on the target (compile with --target)"),
     ("min_sqnr_db", 20, "quantization accuracy"),
 ])
-def test_a_budget_whose_metric_is_missing_fails(tmp_path, key, limit, missing):
-    import mapc
-    from tests.targets.models import static_cnn
-
+def test_a_budget_whose_metric_is_missing_fails(key, limit, missing):
     report = mapc.compile(static_cnn(size=16)).report  # no target, not quantized
     [check] = check_budgets({key: limit}, metrics_of(report))
     assert check.status == "failed" and missing in check.detail
