@@ -148,7 +148,10 @@ def _latency_increase(limit: Any, new: Metrics, old: Metrics | None) -> list[Che
     key = "max_latency_increase"
     if new.estimated_ms is None or old.estimated_ms is None:
         return _missing(key, "latency estimate in one of the reports (compile both with --target)")
-    increase = new.estimated_ms / old.estimated_ms - 1 if old.estimated_ms else 0.0
+    if old.estimated_ms:
+        increase = new.estimated_ms / old.estimated_ms - 1
+    else:
+        increase = float("inf") if new.estimated_ms else 0.0
     return [_check(key, increase <= limit, f"estimated {old.estimated_ms:.4g} -> {new.estimated_ms:.4g} ms ({increase:+.1%}), at most {limit:+.1%} allowed")]
 
 

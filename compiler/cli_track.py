@@ -136,7 +136,7 @@ def run_diff(args: argparse.Namespace) -> int:
 def _metrics(path: Path, options: Any) -> Metrics:
     """A report's metrics, or those of compiling the model ``path`` with ``options``."""
     if path.suffix.lower() == ".json":
-        return metrics_of(load_report(path))
+        return metrics_of(load_report(path), str(path))
     return metrics_of(compile_model(load(path), options).report)
 
 

@@ -134,7 +134,7 @@ def read_history(directory: Path) -> list[Entry]:
         check_report(data["report"], str(path))
         entries.append(Entry(int(match.group(1)), path, str(data.get("recorded_at", "")), str(data.get("model", "")),
                              str(data.get("model_sha256", "")), list(data.get("flags", [])), str(data.get("mapc_version", "")),
-                             metrics_of(data["report"])))
+                             metrics_of(data["report"], str(path))))
     return sorted(entries, key=lambda entry: entry.sequence)
 
 

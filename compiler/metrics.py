@@ -100,8 +100,15 @@ def check_report(data: Any, where: str) -> None:
         raise UsageError(f"{where}: not a mapc compile report (write one with mapc compile --report FILE.json)")
 
 
-def metrics_of(report: dict[str, Any]) -> Metrics:
-    """The :class:`Metrics` of a compile report."""
+def metrics_of(report: dict[str, Any], where: str = "report") -> Metrics:
+    """The :class:`Metrics` of a compile report; :class:`UsageError` naming ``where`` if a key has the wrong shape."""
+    try:
+        return _metrics(report)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise UsageError(f"{where}: not a mapc compile report ({type(error).__name__}: {error})") from None
+
+
+def _metrics(report: dict[str, Any]) -> Metrics:
     coverage = report.get("coverage") or {}
     estimate = report.get("estimate") or {}
     size = report.get("size") or {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -187,3 +188,11 @@ def test_diff_with_budgets_gates_on_the_new_compile_against_the_old(reports, tmp
     assert cases == ["no_new_fallback_reasons", "max_latency_increase", "max_partitions"]
     same = run("diff", str(reports["cq"]), str(reports["cq_again"]), "--expect", str(budgets), cwd=tmp_path)
     assert same.returncode == 0, same.stderr
+
+
+def test_latency_from_zero_is_an_unbounded_increase(reports):
+    old = dataclasses.replace(metrics(reports, "cq"), estimated_ms=0.0)
+    [check] = check_budgets({"max_latency_increase": 10.0}, metrics(reports, "cq"), old)
+    assert check.status == "failed" and "+inf%" in check.detail
+    [same] = check_budgets({"max_latency_increase": 0.0}, old, old)
+    assert same.status == "passed"

@@ -170,12 +170,17 @@ def test_cli_diff_compiles_two_models_with_the_flags(reports, acos_model):
 @pytest.mark.parametrize(("args", "fragment"), [
     (["missing.json", "{cq}"], "report missing.json does not exist"),
     (["{notreport}", "{cq}"], "not a mapc compile report"),
+    (["{broken}", "{cq}"], "broken.json: not a mapc compile report (KeyError"),
     (["{cq}", "{cq}", "--target", "npu"], "--target compiles a model, but"),
     (["{cq}", "{cq}", "--junit", "x.xml"], "--junit needs --expect"),
 ])
 def test_cli_diff_errors_are_one_line(reports, tmp_path, args, fragment):
     (tmp_path / "notreport.json").write_text('{"a": 1}')
-    argv = [a.replace("{cq}", str(reports["cq"])).replace("{notreport}", str(tmp_path / "notreport.json")) for a in args]
+    broken = read(reports["cq"])
+    del broken["partitions"]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    names = {"{cq}": str(reports["cq"]), "{notreport}": str(tmp_path / "notreport.json"), "{broken}": str(tmp_path / "broken.json")}
+    argv = [names.get(a, a) for a in args]
     done = subprocess.run([MAPC_SCRIPT, "diff", *argv], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
