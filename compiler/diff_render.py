@@ -65,8 +65,15 @@ def _fallback_status(entry: FallbackChange) -> str:
     return f"+{len(entry.nodes_added)} / -{len(entry.nodes_removed)} node(s)"
 
 
+#: Nodes named per fallback reason in the terminal and in Markdown (a pull-request comment stays
+#: short on a large model); ``--json`` names them all.
+MAX_NODES_SHOWN = 12
+
+
 def _fallback_nodes(entry: FallbackChange) -> str:
-    return ", ".join([f"+{n}" for n in entry.nodes_added] + [f"-{n}" for n in entry.nodes_removed])
+    nodes = [f"+{n}" for n in entry.nodes_added] + [f"-{n}" for n in entry.nodes_removed]
+    more = len(nodes) - MAX_NODES_SHOWN
+    return ", ".join(nodes[:MAX_NODES_SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
 def summary_line(diff: Diff) -> str:

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from mapc.diff import Change, diff_metrics, fallback_changes
-from mapc.diff_render import diff_markdown, format_change
+from mapc.diff import Change, Diff, diff_metrics, fallback_changes
+from mapc.diff_render import MAX_NODES_SHOWN, diff_markdown, fallback_rows, format_change
 from mapc.metrics import load_report, metrics_of
 from tests.conftest import MAPC_SCRIPT
 from tests.tracking.conftest import EXAMPLES, SHAPES, read
@@ -185,3 +185,11 @@ def test_cli_diff_errors_are_one_line(reports, tmp_path, args, fragment):
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mapc: error: ") and fragment in lines[0], done.stderr
+
+
+def test_long_node_lists_are_cut_in_tables_but_not_in_json():
+    many = [f"n{i}" for i in range(MAX_NODES_SHOWN + 3)]
+    diff = Diff("a", "b", [], fallback_changes({}, {"op.not-supported": many}))
+    [(code, status, nodes)] = fallback_rows(diff)
+    assert status == f"new: {len(many)} node(s)" and nodes.endswith(f"+n{MAX_NODES_SHOWN - 1} and 3 more")
+    assert diff.as_dict()["fallback"][0]["nodes_added"] == many
