@@ -59,12 +59,13 @@ def history_digest(args: argparse.Namespace, model: Model) -> str | None:
 
 def finish_compile(args: argparse.Namespace, result: CompileResult, written: Path, digest: str | None, budgets: dict[str, Any] | None, console: Console) -> int:
     """After a compile was written: record it in the history, then check the budgets; the exit code."""
+    report = cli_report(result, written)
     if args.history is not None and digest is not None:
-        entry = append_entry(args.history, cli_report(result, written), model=args.model, model_sha256=digest, flags=list(args.argv))
+        entry = append_entry(args.history, report, model=args.model, model_sha256=digest, flags=list(args.argv))
         console.print(f"recorded in the history: {entry}", markup=False)
     if budgets is None:
         return EXIT_OK
-    checks = check_budgets(budgets, metrics_of(result.report))
+    checks = check_budgets(budgets, metrics_of(report))
     console.print(budget_table(checks))
     return report_checks(args, checks)
 
