@@ -231,7 +231,7 @@ def check_budgets(budgets: dict[str, Any], new: Metrics, old: Metrics | None = N
     for key, limit in budgets.items():
         budget = BUDGETS[key]
         if budget.relative and old is None:
-            checks.append(Check(key, "skipped", "compares with an old report: use it with mapc diff"))
+            checks.append(Check(key, "skipped", "no old compile to compare with (mapc diff, or mapc compile --history DIR after a first compile)"))
             continue
         checks += budget.evaluate(limit, new, old)
     return checks

@@ -27,7 +27,7 @@ from mapc.api import CompileResult
 from mapc.api import compile as compile_model
 from mapc.cli_flags import add_compile_flags, compile_options_from_flags
 from mapc.cli_targets import add_target_arguments, add_targets_command
-from mapc.cli_track import add_budget_flags, add_diff_command, add_history_command, add_history_flag, finish_compile, history_digest, read_budgets
+from mapc.cli_track import add_budget_flags, add_diff_command, add_history_command, add_history_flag, finish_compile, history_digest, read_baseline, read_budgets
 from mapc.inspection import summarize
 from mapc.ir import (
     EXIT_INTERNAL,
@@ -125,6 +125,7 @@ def run_compile(args: argparse.Namespace) -> int:
             raise UsageError(f"--report {report}: the file name must end in {' or '.join(REPORT_SUFFIXES)}")
     options = compile_options_from_flags(args)
     budgets = read_budgets(args)
+    baseline = read_baseline(args, budgets)
     if args.emit_partitions and options.target is None:
         raise UsageError("--emit-partitions needs a target (--target NAME)")
     if args.emit is not None:
@@ -161,7 +162,7 @@ def run_compile(args: argparse.Namespace) -> int:
         console.print(f"wrote {len(emitted)} files to {args.emit_partitions} (partitions, host graph, partitions.json)", markup=False)
     for path in host_models:
         console.print(f"wrote {path} (computes a hoisted mask input on the host)", markup=False)
-    code = finish_compile(args, result, written, digest, budgets, console)
+    code = finish_compile(args, result, written, digest, budgets, baseline, console)
     if result.qnn is not None and not result.qnn.ok:
         raise CheckFailed(_qnn_failure(result))
     return code

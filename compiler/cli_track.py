@@ -5,7 +5,8 @@
 the compile flags given (:mod:`mapc.diff`); ``--expect budgets.toml`` checks the budgets
 (:mod:`mapc.budgets`) on the new compile, relative ones against the old. A breached budget
 prints one line per budget on stderr (``mapc: budget breached: NAME: detail``) and exits 1;
-``--junit FILE`` also writes the checks as JUnit XML. ``mapc history DIR`` prints the trend of
+``--junit FILE`` also writes the checks as JUnit XML; ``mapc compile --history DIR --expect``
+compares the relative budgets with the last compile in DIR. ``mapc history DIR`` prints the trend of
 the compiles ``--history DIR`` recorded (:mod:`mapc.history`), ``--html FILE`` plots it.
 """
 
@@ -23,7 +24,7 @@ from rich.text import Text
 
 from mapc.api import CompileResult
 from mapc.api import compile as compile_model
-from mapc.budgets import Check, breached, check_budgets, load_budgets
+from mapc.budgets import BUDGETS, Check, breached, check_budgets, load_budgets
 from mapc.cli_flags import add_compile_flags, compile_flags_given, compile_options_from_flags
 from mapc.diff import diff_metrics
 from mapc.diff_render import diff_markdown, print_diff
@@ -52,20 +53,31 @@ def read_budgets(args: argparse.Namespace) -> dict[str, Any] | None:
     return load_budgets(args.expect) if args.expect is not None else None
 
 
+def read_baseline(args: argparse.Namespace, budgets: dict[str, Any] | None) -> Metrics | None:
+    """With ``--history DIR`` and a relative budget: the last compile recorded in DIR, which the
+    relative budgets compare with (None: nothing to compare with). Read before compiling."""
+    if budgets is None or args.history is None or not args.history.exists() or not any(BUDGETS[key].relative for key in budgets):
+        return None
+    entries = read_history(args.history)
+    return entries[-1].metrics if entries else None
+
+
 def history_digest(args: argparse.Namespace, model: Model) -> str | None:
     """The input model's SHA-256 when ``--history`` is given (hashed before the compile changes it)."""
     return model_digest([args.model, *model.external_sources]) if args.history is not None else None
 
 
-def finish_compile(args: argparse.Namespace, result: CompileResult, written: Path, digest: str | None, budgets: dict[str, Any] | None, console: Console) -> int:
-    """After a compile was written: record it in the history, then check the budgets; the exit code."""
+def finish_compile(args: argparse.Namespace, result: CompileResult, written: Path, digest: str | None, budgets: dict[str, Any] | None,
+                   baseline: Metrics | None, console: Console) -> int:
+    """After a compile was written: record it in the history, then check the budgets (relative
+    ones against ``baseline``, see :func:`read_baseline`); the exit code."""
     report = cli_report(result, written)
     if args.history is not None and digest is not None:
         entry = append_entry(args.history, report, model=args.model, model_sha256=digest, flags=list(args.argv))
         console.print(f"recorded in the history: {entry}", markup=False)
     if budgets is None:
         return EXIT_OK
-    checks = check_budgets(budgets, metrics_of(report))
+    checks = check_budgets(budgets, metrics_of(report), baseline)
     console.print(budget_table(checks))
     return report_checks(args, checks)
 

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,21 @@ def test_history_reports_match_the_compile_reports(history, tmp_path):
     kept = json.loads(entry.read_text())["report"]
     written = read(report_path)
     assert set(kept) == set(written) and kept["coverage"] == written["coverage"] and kept["fallback"] == written["fallback"]
+
+
+def test_compile_with_history_checks_relative_budgets_against_the_last_compile(tmp_path):
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text("no_new_fallback_reasons = true\nmax_partitions = 1\n")
+    common = [*CNN, "--target", "npu", *QUANTIZE, "-o", str(tmp_path / "o.onnx"), "--history", str(tmp_path / "h"), "--expect", str(budgets)]
+    first = run("compile", *common, "--junit", str(tmp_path / "first.xml"), "-q", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    skipped = [c.get("name") for c in ET.parse(tmp_path / "first.xml").getroot().iter("testcase") if c.find("skipped") is not None]
+    assert skipped == ["no_new_fallback_reasons"], "nothing recorded yet to compare with"
+    second = run("compile", *common, "--cpu-ops", "Softmax", "-q", cwd=tmp_path)
+    assert second.returncode == 1
+    assert second.stderr.splitlines() == ["mapc: budget breached: no_new_fallback_reasons: new reasons: "
+                                          + "; ".join(f"{code} on {', '.join(nodes)}" for code, nodes in read_history(tmp_path / "h")[-1].metrics.fallback.items())]
+    assert len(list((tmp_path / "h").iterdir())) == 2, "the breaching compile is recorded too"
+    assert read_history(tmp_path / "h")[0].metrics.fallback == {}
+    third = run("compile", *common, "--cpu-ops", "Softmax", "-q", cwd=tmp_path)
+    assert third.returncode == 0, "compared with the second compile, nothing is new"
