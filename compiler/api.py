@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mapc.ir import Model, ModelSource, UsageError, VerificationError, __version__, count_nodes, is_default_domain, load, save, seeded_inputs
+import onnx_graphsurgeon as gs
+
+from mapc.inspection import parameter_bytes
+from mapc.ir import Model, ModelSource, UsageError, VerificationError, __version__, count_nodes, is_default_domain, is_static, load, save, seeded_inputs
 from mapc.options import CompileOptions
 from mapc.passes import Facts, PassContext, PassManager, PassRecord, ProgressHook, Verifier, check_dim_names, flatten_steps, resolve_dims
 from mapc.passes.quantize import HELD_OUT
@@ -50,6 +53,8 @@ class CompileResult:
     #: What the passes told later passes and the caller (``PassContext.facts``), by fact.
     facts: Facts = field(default_factory=Facts)
     ops_before: dict[str, int] = field(default_factory=dict)
+    #: Bytes of the input model's weights (:func:`~mapc.inspection.parameter_bytes`).
+    weight_bytes_before: int = 0
     #: QNN's verdict beside the plan, node by node (``check_with_qnn``).
     qnn: Agreement | None = None
     #: The EPContext model QNN compiled (:meth:`emit_context`).
@@ -81,6 +86,8 @@ class CompileResult:
             "nodes_after": self.nodes_after,
             "op_changes": self.op_changes,
             "seconds": round(sum(record.seconds for record in self.passes), 6),
+            "static": static_io(self.model),
+            "size": {"weights_before": self.weight_bytes_before, "weights": parameter_bytes(self.model)},
             "passes": [record.as_dict() for record in self.passes],
         }
         if self.plan is not None:
@@ -116,6 +123,12 @@ class CompileResult:
         if self.plan is None:
             raise UsageError("emitting partitions needs a target (compile with target=...)")
         return emit_partitions(self.model, self.plan.target.domain, directory)
+
+
+def static_io(model: Model) -> bool:
+    """Whether every graph input (weights aside) and output of ``model`` has a fully static shape."""
+    tensors = [t for t in model.graph.inputs if not isinstance(t, gs.Constant)] + list(model.graph.outputs)
+    return all(is_static(t.shape) for t in tensors)
 
 
 def op_histogram(model: Model) -> dict[str, int]:
@@ -208,6 +221,7 @@ def compile(
         manager.verifier = verifier
     nodes_before = count_nodes(working.graph)
     ops_before = op_histogram(working)
+    weight_bytes_before = parameter_bytes(working)
     records = manager.run(working, ctx)
     quantizer = next((step for step in flatten_steps(manager.steps) if step.name == "quantize"), None) if options.quantize is not None else None
     result = CompileResult(
@@ -216,6 +230,7 @@ def compile(
         pipeline=manager.text,
         nodes_before=nodes_before,
         ops_before=ops_before,
+        weight_bytes_before=weight_bytes_before,
         source=str(working.source_path) if working.source_path else None,
         options={
             "seed": options.seed,

@@ -1,6 +1,8 @@
-"""The ``mapc`` command line: ``compile``, ``inspect``, ``passes``, ``targets`` and ``llm``.
+"""The ``mapc`` command line: ``compile``, ``inspect``, ``passes``, ``targets``, ``diff``, ``history``
+and ``llm``.
 
-Target flags and the ``targets`` command live in :mod:`mapc.cli_targets`, ``llm`` in :mod:`mapc.cli_llm`.
+Target flags and the ``targets`` command live in :mod:`mapc.cli_targets`; ``diff``, ``history``
+and the budget and history flags of ``compile`` in :mod:`mapc.cli_track`; ``llm`` in :mod:`mapc.cli_llm`.
 
 Every user error ends with one line on stderr (``mapc: error: ...``) and the exit code of its
 :class:`~mapc.ir.errors.MapcError` class (see README, "Exit codes"); a traceback appears only with
@@ -27,6 +29,7 @@ from mapc.api import compile as compile_model
 from mapc.cli_flags import add_compile_flags, compile_options_from_flags
 from mapc.cli_llm import add_llm_command
 from mapc.cli_targets import add_target_arguments, add_targets_command
+from mapc.cli_track import add_budget_flags, add_diff_command, add_history_command, add_history_flag, finish_compile, history_digest, read_baseline, read_budgets
 from mapc.inspection import summarize
 from mapc.ir import (
     EXIT_INTERNAL,
@@ -64,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument("--external-data", dest="external_data", action="store_true", default=None, help="always write weights to <output>.data")
     compile_parser.add_argument("--no-external-data", dest="external_data", action="store_false", help="embed weights in the output file")
     compile_parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    add_budget_flags(compile_parser)
+    add_history_flag(compile_parser)
     add_compile_flags(compile_parser, add_target_arguments(compile_parser))
     compile_parser.set_defaults(handler=run_compile)
 
@@ -78,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     passes_parser.set_defaults(handler=run_passes)
     add_targets_command(commands)
     add_llm_command(commands)
+    add_diff_command(commands)
+    add_history_command(commands)
     return parser
 
 
@@ -85,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mapc`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     ort.set_default_logger_severity(3)
     try:
         return int(args.handler(args))
@@ -119,6 +127,8 @@ def run_compile(args: argparse.Namespace) -> int:
         if report.suffix.lower() not in REPORT_SUFFIXES:
             raise UsageError(f"--report {report}: the file name must end in {' or '.join(REPORT_SUFFIXES)}")
     options = compile_options_from_flags(args)
+    budgets = read_budgets(args)
+    baseline = read_baseline(args, budgets)
     if args.emit_partitions and options.target is None:
         raise UsageError("--emit-partitions needs a target (--target NAME)")
     if args.emit is not None:
@@ -129,6 +139,7 @@ def run_compile(args: argparse.Namespace) -> int:
     with PassProgress(enabled=not args.quiet) as progress:
         progress.stage("loading")
         model = load(args.model)
+        digest = history_digest(args, model)
         try:
             result = compile_model(model, options, on_pass_start=progress.pass_started, on_progress=progress.update)
         except VerificationError as error:
@@ -154,9 +165,10 @@ def run_compile(args: argparse.Namespace) -> int:
         console.print(f"wrote {len(emitted)} files to {args.emit_partitions} (partitions, host graph, partitions.json)", markup=False)
     for path in host_models:
         console.print(f"wrote {path} (computes a hoisted mask input on the host)", markup=False)
+    code = finish_compile(args, result, written, digest, budgets, baseline, console)
     if result.qnn is not None and not result.qnn.ok:
         raise CheckFailed(_qnn_failure(result))
-    return EXIT_OK
+    return code
 
 
 def _qnn_failure(result: CompileResult) -> str:

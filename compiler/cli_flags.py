@@ -126,6 +126,11 @@ def add_compile_flags(parser: argparse.ArgumentParser, target_group: argparse._A
         add_flags(target_group, [classes["partition"]], added)
 
 
+def compile_flags_given(args: argparse.Namespace) -> list[str]:
+    """The option flags of ``mapc compile`` the user gave (``--target``, ``--quantize``, ...)."""
+    return list(given_flag_names(args, [CompileOptions, *pass_flag_classes().values()]))
+
+
 def compile_options_from_flags(args: argparse.Namespace) -> CompileOptions:
     """The :class:`CompileOptions` the flags of ``mapc compile`` ask for (validated)."""
     classes = pass_flag_classes()

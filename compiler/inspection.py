@@ -17,8 +17,7 @@ def summarize(model: Model) -> dict[str, Any]:
     external data, and which input dims are dynamic (the inputs that need a fixed shape)."""
     graphs = [model.graph, *model.graph.subgraphs(recursive=True)]
     histogram = Counter(_op_name(node) for graph in graphs for node in graph.nodes)
-    constants = [t for graph in graphs for t in graph.tensors().values() if isinstance(t, gs.Constant)]
-    unique = {id(c): c for c in constants}.values()
+    unique = _constants(model)
     external = [c for c in unique if isinstance(c._values, ExternalValues)]
     inputs = [_describe_io(t) for t in model.graph.inputs if not isinstance(t, gs.Constant)]
     dynamic = [
@@ -40,7 +39,7 @@ def summarize(model: Model) -> dict[str, Any]:
         "parameters": {
             "tensors": len(unique),
             "elements": int(sum(int(np.prod(c.shape, dtype=np.int64)) for c in unique)),
-            "bytes": int(sum(constant_nbytes(c) for c in unique)),
+            "bytes": parameter_bytes(model),
         },
         "external_data": {
             "files": [str(path.name) for path in model.external_sources],
@@ -52,6 +51,18 @@ def summarize(model: Model) -> dict[str, Any]:
         "suggested_flags": suggested_flags(inputs),
         "metadata": model.metadata,
     }
+
+
+def parameter_bytes(model: Model) -> int:
+    """Bytes of every weight of ``model`` (initializers and constants, subgraphs included, each
+    counted once), without loading external or lazy weights."""
+    return int(sum(constant_nbytes(c) for c in _constants(model)))
+
+
+def _constants(model: Model) -> list[gs.Constant]:
+    graphs = [model.graph, *model.graph.subgraphs(recursive=True)]
+    constants = [t for graph in graphs for t in graph.tensors().values() if isinstance(t, gs.Constant)]
+    return list({id(c): c for c in constants}.values())
 
 
 def suggested_flags(inputs: list[dict[str, Any]]) -> str:

@@ -171,10 +171,22 @@ def fallback_table(groups: list[dict[str, Any]], nodes: int) -> Table:
 
 def write_report(path: Path, result: CompileResult, *, output: Path | None = None) -> Path:
     """Write the report as JSON or HTML, chosen by ``path``'s suffix."""
-    report = result.report if output is None else {**result.report, "output": str(output)}
+    report = result.report if output is None else cli_report(result, output)
     if path.suffix.lower() == ".html":
         return write_text(path, render_html(report, result.plan))
     return write_json(path, report)
+def cli_report(result: CompileResult, output: Path) -> dict[str, Any]:
+    """The report with what the command line adds: the output's path and its size on disk."""
+    report = result.report
+    return {**report, "output": str(output), "size": {**report["size"], "output": written_bytes(output)}}
+
+
+def written_bytes(output: Path) -> int:
+    """Bytes of a written model: the file and its external data file (``<output>.data``), if any."""
+    data = output.with_name(output.name + ".data")
+    return output.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+
+
 def print_quantization(details: dict[str, Any], console: Console, offenders: int = 5) -> None:
     """The quantize pass's accuracy report: per-output metrics, top offenders, promotions."""
     calibration = details["calibration"]

@@ -11,7 +11,9 @@ adds the quantization accuracy. Each writes ``<name>.json`` and ``<name>.html``.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +30,17 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def main() -> None:
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[1] / "examples"
-    for name, (model, options) in SAMPLES.items():
-        result = mapc.compile(folder / f"{model}.onnx", target="npu", **options)
-        result.source = f"examples/{model}.onnx"
-        for suffix in (".json", ".html"):
-            path = HERE / f"{name}{suffix}"
-            write_report(path, result, output=Path(f"{model}.mapc.onnx"))
-            print(f"wrote {path}")
+    folder = (Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[1] / "examples").resolve()
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chdir(scratch)  # the compiled models are written here, so the reports name them relatively
+        for name, (model, options) in SAMPLES.items():
+            result = mapc.compile(folder / f"{model}.onnx", target="npu", **options)
+            result.source = f"examples/{model}.onnx"
+            written = result.save(f"{model}.mapc.onnx")
+            for suffix in (".json", ".html"):
+                path = HERE / f"{name}{suffix}"
+                write_report(path, result, output=written)
+                print(f"wrote {path}")
 
 
 if __name__ == "__main__":
