@@ -13,11 +13,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from mapc.ir import EXIT_OK, OutputError, UsageError
+from mapc.ir import EXIT_OK, CheckFailed, OutputError, UsageError
 from mapc.llm import LLMOptions, generate, split, write
 from mapc.llm.roles import NAMEABLE_ROLES
 from mapc.progress import PassProgress
 from mapc.report import write_json
+from mapc.report_qnn import qnn_headline
 
 USAGE = ("mapc llm MODEL --context C --prefill N [-o DIR] [--target T] [--quantize [SCHEME]] [options]\n"
          "       mapc llm generate DIR --prompt-ids 1,2,3 [-n 20]")
@@ -36,6 +37,9 @@ def add_llm_command(commands: Any) -> None:
     split_flags.add_argument("--quantize", nargs="?", const="target-default", metavar="SCHEME",
                              help="quantize both graphs (a8w8, a16w8, ...; default: the target's); calibrated on "
                              "greedy decoding through the float split unless --calibration is given")
+    split_flags.add_argument("--check-with-qnn", action="store_true",
+                             help="have Qualcomm's QNN build both graphs (qnn-htp) and compare its placement with mapc's; "
+                             "exit 1 if it refuses a node mapc placed on HTP")
     split_flags.add_argument("--float-io", action="store_true",
                              help="quantized: keep float graph inputs and outputs (default: integer codes, the KV "
                              "cache's quantizers tied so the host copies bytes)")
@@ -76,7 +80,8 @@ def run_llm(args: argparse.Namespace) -> int:
     if output.exists() and not output.is_dir():
         raise OutputError(f"output {output} exists and is not a folder")
     options = LLMOptions(context=args.context, prefill=args.prefill, target=args.target, rope=args.rope,
-                         embedding=args.embedding, logits=args.logits, float_io=args.float_io, kv_bits=args.kv_bits, roles=_roles(args.role), seed=args.seed,
+                         embedding=args.embedding, logits=args.logits, float_io=args.float_io,
+                         check_with_qnn=args.check_with_qnn, kv_bits=args.kv_bits, roles=_roles(args.role), seed=args.seed,
                          quantize=_quantize(args.quantize, args.calibration))
     console = Console(quiet=args.quiet)
     with PassProgress(enabled=not args.quiet) as progress:
@@ -87,6 +92,15 @@ def run_llm(args: argparse.Namespace) -> int:
         if args.report is not None:
             write_json(args.report, llm.report)
     _print_summary(llm, folder, console)
+    failed = [(name, result.qnn) for name, result in llm.graphs.items() if result.qnn is not None and not result.qnn.ok]
+    for name, result in llm.graphs.items():
+        if result.qnn is not None:
+            console.print(f"{name}: {qnn_headline(result.qnn.as_dict())}", markup=False, highlight=False)
+    if failed:
+        name, agreement = failed[0]
+        reason = agreement.check.error if not agreement.check.built else \
+            f"it refused {len(agreement.overclaims)} node(s) mapc placed on HTP, first {agreement.overclaims[0].name!r}"
+        raise CheckFailed(f"QNN disagrees on the {name} graph: {reason}")
     return EXIT_OK
 
 

@@ -60,6 +60,8 @@ class LLMOptions:
     embedding: EmbeddingMode = "auto"
     #: ``all``: logits for every new token; ``last``: only the last one's (lm_head runs once).
     logits: Literal["all", "last"] = "all"
+    #: Have Qualcomm's QNN build both graphs and put its verdict beside the plan (``qnn-htp``).
+    check_with_qnn: bool = False
     #: Quantized: keep float graph I/O (boundary Q/DQ on the host) instead of integer codes.
     float_io: bool = False
     #: Quantized with integer I/O: the KV cache's width (8 or 16 bits; None: the activations').
@@ -142,7 +144,7 @@ def split(source: str | os.PathLike, options: LLMOptions, *, on_graph: Callable[
         return _compile_pair(source, options, {name: {**quantize, "calibration": str(folders[name])} for name in STEPS},
                              _integer_io(options, folders), on_graph, on_pass_start)
     with tempfile.TemporaryDirectory(prefix="mapc-llm-") as scratch:
-        float_split = _compile_pair(source, dataclasses.replace(options, quantize=None, kv_bits=None), {}, None,
+        float_split = _compile_pair(source, dataclasses.replace(options, quantize=None, kv_bits=None, check_with_qnn=False), {}, None,
                                     on_graph, on_pass_start)
         write(float_split, Path(scratch) / "float", measure=False)
         if on_graph is not None:
@@ -189,6 +191,7 @@ def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapp
                            last_logits=options.logits == "last")
         result = compile(model, target=options.target, input_shapes=step.input_shapes, quantize=quantize.get(name),
                          quantized_io=integer_io if quantize.get(name) is not None else None,
+                         check_with_qnn=options.check_with_qnn,
                          seed=options.seed, pass_options={"attention-mask": {"mask_as_input": True}},
                          on_pass_start=on_pass_start)
         hoisted, fill = _name_mask_input(result, name, new_tokens, options.context)

@@ -9,6 +9,7 @@ from pathlib import Path
 from mapc.ir.errors import EXIT_OK, EXIT_USAGE
 from mapc.llm import generate_dynamic
 from tests.conftest import MAPC_SCRIPT
+from tests.targets.qnn.support import needs_qnn
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "llm"
 
@@ -58,3 +59,16 @@ def test_errors_are_one_line(tmp_path):
     assert_one_line_error(mapc("llm", "generate", tmp_path, "--prompt-ids", "1,2"), EXIT_USAGE, "manifest.json")
     assert_one_line_error(mapc("llm", "generate", tmp_path), EXIT_USAGE, "--prompt-ids")
     assert_one_line_error(mapc("llm", "generate", tmp_path, "--prompt-ids", "1,x"), EXIT_USAGE, "whole numbers")
+
+
+@needs_qnn
+def test_check_with_qnn_reports_qualcomms_verdict_for_both_graphs(tmp_path):
+    done = mapc("llm", FIXTURES / "phi3-dynamo-kv.onnx", "--context", 16, "--prefill", 4, "--target", "qnn-htp",
+                "--quantize", "a16w8", "--check-with-qnn", "-o", tmp_path / "phi")
+    assert done.returncode == EXIT_OK, done.stderr
+    for graph in ("prefill", "decode"):
+        assert f"{graph}: QNN HTP (v73) built the model" in done.stdout.replace("\n", " ")
+    assert "0 placed on HTP that QNN refused" in done.stdout.replace("\n", " ")
+    wrong_target = mapc("llm", FIXTURES / "phi3-dynamo-kv.onnx", "--context", 16, "--prefill", 4, "--target", "npu",
+                        "--check-with-qnn", "-o", tmp_path / "x")
+    assert_one_line_error(wrong_target, EXIT_USAGE, "qnn")
