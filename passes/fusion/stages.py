@@ -26,6 +26,7 @@ from mapc.passes.fusion.canonical import (
 from mapc.passes.fusion.canonical_attention import AttentionScaleToScores, KTransposeInOneStep, WhereMaskToAdd
 from mapc.passes.fusion.gelu import GeluExactFusion, GeluTanhFusion
 from mapc.passes.fusion.normalization import LayerNormFusion, RmsNormFusion
+from mapc.passes.fusion.pad import PadIntoConv
 from mapc.passes.fusion.rotary import PartialRotaryFusion, RotaryFusion
 from mapc.passes.peephole.identities import identity_cast
 
@@ -45,7 +46,7 @@ CANONICAL = [
     AttentionScaleToScores(),
     KTransposeInOneStep(),
 ]
-FOLD = [ConvBiasFold(), GemmBiasFold(), ConvBatchNormFold(), BatchNormToMulAdd(), MatMulAddToGemm()]
+FOLD = [PadIntoConv(), ConvBiasFold(), GemmBiasFold(), ConvBatchNormFold(), BatchNormToMulAdd(), MatMulAddToGemm()]
 FUSE = [
     AttentionFusion(),
     PartialRotaryFusion(),
