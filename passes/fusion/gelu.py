@@ -5,6 +5,7 @@ operand order::
 
     exact: x * 0.5 * (1 + Erf(x * 1/√2))
     tanh:  x * 0.5 * (1 + Tanh(√(2/π) * (x + 0.044715 * x³)))    x³ as Pow(x, 3) or x * x * x
+    tanh, factored (Megatron, bloom): x * 0.5 * (1 + Tanh(√(2/π) * x * (1 + 0.044715 * x²)))
 
 Produces ``Gelu(x)`` with ``approximate`` "none" or "tanh". Constants must equal the textbook
 values to within 1e-5 relative (float32 rounding of √(2/π) and 0.044715 included). Below opset
@@ -40,6 +41,14 @@ def _tanh_pattern():
     cube = Alt((op.Pow(x, const("three", 3.0), name="cube"), product(x, x, x, name="cube_product")))
     inner = op.Add(x, product(cube, const("cubic", CUBIC, CONSTANT_RTOL)), name="polynomial")
     tanh = op.Tanh(product(inner, const("sqrt_2_over_pi", SQRT_2_OVER_PI, CONSTANT_RTOL)), name="tanh")
+    return product(x, const("half", 0.5), op.Add(tanh, const("one", 1.0), name="one_plus"), name="gelu")
+
+
+def _tanh_factored_pattern():
+    x = var("x")
+    square = Alt((op.Pow(x, const("two", 2.0), name="square"), product(x, x, name="square_product")))
+    factor = op.Add(product(square, const("cubic", CUBIC, CONSTANT_RTOL)), const("inner_one", 1.0), name="polynomial")
+    tanh = op.Tanh(product(x, factor, const("sqrt_2_over_pi", SQRT_2_OVER_PI, CONSTANT_RTOL)), name="tanh")
     return product(x, const("half", 0.5), op.Add(tanh, const("one", 1.0), name="one_plus"), name="gelu")
 
 
@@ -85,6 +94,15 @@ class GeluTanhFusion(_GeluRule):
     name = "gelu-tanh"
     approximate = "tanh"
     pattern = _tanh_pattern()
+    near_miss_after = "polynomial"
+
+
+class GeluTanhFactoredFusion(_GeluRule):
+    """x * 0.5 * (1 + tanh(√(2/π) x (1 + 0.044715 x²))) -> Gelu(approximate="tanh") (Megatron's spelling)."""
+
+    name = "gelu-tanh-factored"
+    approximate = "tanh"
+    pattern = _tanh_factored_pattern()
     near_miss_after = "polynomial"
 
 

@@ -24,7 +24,7 @@ from mapc.passes.fusion.canonical import (
     SubFromAddNeg,
 )
 from mapc.passes.fusion.canonical_attention import AttentionScaleToScores, KTransposeInOneStep, WhereMaskToAdd
-from mapc.passes.fusion.gelu import GeluExactFusion, GeluTanhFusion
+from mapc.passes.fusion.gelu import GeluExactFusion, GeluTanhFactoredFusion, GeluTanhFusion
 from mapc.passes.fusion.normalization import LayerNormFusion, RmsNormFusion
 from mapc.passes.fusion.pad import PadIntoConv
 from mapc.passes.fusion.rotary import PartialRotaryFusion, RotaryFusion
@@ -55,5 +55,6 @@ FUSE = [
     RmsNormFusion(),
     GeluExactFusion(),
     GeluTanhFusion(),
+    GeluTanhFactoredFusion(),
 ]
 STAGES = {"canonical": CANONICAL, "fold": FOLD, "fuse": FUSE}

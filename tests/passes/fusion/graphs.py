@@ -286,12 +286,19 @@ class GeluSpec:
     cube: str = "pow"
     swap_operands: bool = False
     opset: int = 18
+    #: tanh only: Megatron's √(2/π)·x·(1 + 0.044715·x²) instead of √(2/π)·(x + 0.044715·x³)
+    factored: bool = False
 
 
 def gelu_model(spec: GeluSpec) -> onnx.ModelProto:
     g = Graph(spec.opset)
     x = g.op("MatMul", g.input("x", list(spec.shape)), g.const(weights((spec.shape[-1], spec.shape[-1]), 7, 1.0)))
-    if spec.approximate == "tanh":
+    if spec.approximate == "tanh" and spec.factored:
+        square = g.op("Pow", x, g.const(np.float32(2.0))) if spec.cube == "pow" else g.op("Mul", x, x)
+        factor = commuted(g, "Add", commuted(g, "Mul", square, g.const(np.float32(0.044715)), spec.swap_operands), g.const(np.float32(1.0)), spec.swap_operands)
+        scaled = commuted(g, "Mul", g.const(np.float32(math.sqrt(2 / math.pi))), x, spec.swap_operands)
+        core = g.op("Tanh", g.op("Mul", scaled, factor))
+    elif spec.approximate == "tanh":
         cube = g.op("Pow", x, g.const(np.float32(3.0))) if spec.cube == "pow" else g.op("Mul", g.op("Mul", x, x), x)
         inner = g.op("Add", x, commuted(g, "Mul", cube, g.const(np.float32(0.044715)), spec.swap_operands))
         core = g.op("Tanh", commuted(g, "Mul", inner, g.const(np.float32(math.sqrt(2 / math.pi))), spec.swap_operands))

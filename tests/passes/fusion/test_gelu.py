@@ -19,6 +19,12 @@ def test_gelu_fuses(approximate, opset):
     assert node.attrs["approximate"] == approximate and (node.domain or "") == ("" if opset >= 20 else "mapc")
     assert set(ops(model)) == {"MatMul", "Gelu"}
 
+def test_megatrons_factored_tanh_gelu_fuses():
+    model, record = fuse(gelu_model(GeluSpec(approximate="tanh", factored=True, opset=20)))
+    (node,) = [n for n in model.graph.nodes if n.op == "Gelu"]
+    assert node.attrs["approximate"] == "tanh" and record.counters["gelu-tanh-factored"] == 1
+
+
 def test_a_wrong_constant_is_a_near_miss_naming_it():
     g = Graph(18)
     x = g.input("x", [2, 4])
@@ -47,6 +53,7 @@ def test_quick_gelu_is_not_gelu():
         cube=st.sampled_from(["pow", "mul"]),
         swap_operands=st.booleans(),
         opset=st.sampled_from([13, 18, 20]),
+        factored=st.booleans(),
     )
 )
 def test_gelu_variants_fuse_and_agree(spec):
