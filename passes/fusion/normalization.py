@@ -4,6 +4,9 @@ Matches, after canonicalisation (Pow(x, 2) is Mul(x, x), x * Reciprocal(Sqrt(v))
 Div(x, Sqrt(v)), 1/s is a Mul)::
 
     LayerNorm: d = x - ReduceMean(x); d / Sqrt(ReduceMean(d * d) + eps) [Cast] [* scale] [+ bias]
+               (d may be Cast to a wider type first: fp16 norms computed in fp32)
+    TF LayerNorm (tf2onnx/keras2onnx, the batch-norm formulation):
+               f = scale / Sqrt(ReduceMean(d * d) + eps); x * f + (bias - ReduceMean(x) * f)
     RMSNorm:   x / Sqrt(ReduceMean(x * x) + eps) [Cast] [* scale]
 
 over the trailing axes (both ReduceMeans alike, keepdims). A Cast sandwich (``x = Cast(h)`` to
@@ -40,9 +43,21 @@ def _affine(normalized, with_bias: bool):
 def _layer_norm_pattern():
     x = var("x")
     centered = op.Sub(x, _reduce_mean(x, "mean"), name="centered")
+    centered = op.Cast(centered, name="cast_centered") | centered
     variance = _reduce_mean(op.Mul(centered, centered, name="square"), "variance")
     std = op.Sqrt(op.Add(variance, const("eps"), name="add_eps"), name="std")
     return _affine(op.Div(centered, std, name="normalized"), with_bias=True)
+
+
+def _tf_layer_norm_pattern():
+    x = var("x")
+    mean = _reduce_mean(x, "mean")
+    centered = op.Sub(x, mean, name="centered")
+    variance = _reduce_mean(op.Mul(centered, centered, name="square"), "variance")
+    std = op.Sqrt(op.Add(variance, const("eps"), name="add_eps"), name="std")
+    factor = op.Div(var("scale"), std, name="factor")
+    shift = op.Sub(var("bias"), op.Mul(mean, factor, name="scaled_mean"), name="shift")
+    return op.Add(op.Mul(x, factor, name="scale_mul"), shift, name="bias_add")
 
 
 def _rms_norm_pattern():
@@ -150,6 +165,13 @@ def _cast_sandwich(match: Match, x: gs.Tensor, dtype: np.dtype, ctx: FusionConte
     """(op input, type computed in, output type, whether the result is cast back) for optional
     Casts around the normalisation: ``x = Cast(h)`` and a Cast of the result back to h's type."""
     cast_out = match.nodes.get("cast_out")
+    cast_centered = match.nodes.get("cast_centered")
+    if cast_centered is not None:  # centred in x's type, normalised in a wider one, cast back
+        compute = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(int(cast_centered.attrs["to"])))
+        back = None if cast_out is None else np.dtype(onnx.helper.tensor_dtype_to_np_dtype(int(cast_out.attrs["to"])))
+        if compute.kind != "f" or back != dtype:
+            raise NearMiss("cast", f"the centred input is cast to {compute} but the result is not cast back to {dtype}", None)
+        return x, compute, dtype, compute != dtype
     if cast_out is None:
         return x, dtype, dtype, False
     target = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(int(cast_out.attrs["to"])))
@@ -207,6 +229,13 @@ class LayerNormFusion(_NormRule):
         result = _unstash(body, body.add("Div", [centered, std]), plan)
         result = body.add("Mul", [result, body.inputs[1]])
         return body.add("Add", [result, body.inputs[2]]) if plan.bias is not None else result
+
+
+class TfLayerNormFusion(LayerNormFusion):
+    """x * f + (bias - mean * f), f = scale / sqrt(var + eps) -> LayerNormalization (tf2onnx, keras2onnx)."""
+
+    name = "layer-norm-tf"
+    pattern = _tf_layer_norm_pattern()
 
 
 class RmsNormFusion(_NormRule):

@@ -25,7 +25,7 @@ from mapc.passes.fusion.canonical import (
 )
 from mapc.passes.fusion.canonical_attention import AttentionScaleToScores, KTransposeInOneStep, WhereMaskToAdd
 from mapc.passes.fusion.gelu import GeluExactFusion, GeluTanhFactoredFusion, GeluTanhFusion
-from mapc.passes.fusion.normalization import LayerNormFusion, RmsNormFusion
+from mapc.passes.fusion.normalization import LayerNormFusion, RmsNormFusion, TfLayerNormFusion
 from mapc.passes.fusion.pad import PadIntoConv
 from mapc.passes.fusion.rotary import PartialRotaryFusion, RotaryFusion
 from mapc.passes.peephole.identities import identity_cast
@@ -52,6 +52,7 @@ FUSE = [
     PartialRotaryFusion(),
     RotaryFusion(),
     LayerNormFusion(),
+    TfLayerNormFusion(),
     RmsNormFusion(),
     GeluExactFusion(),
     GeluTanhFusion(),

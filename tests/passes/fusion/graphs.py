@@ -231,12 +231,34 @@ class NormSpec:
     #: how squares are written: mul | pow
     square: str = "pow"
     swap_operands: bool = False
-    cast_sandwich: bool = False
+    #: False | True (x = Cast(h) to fp32, the result cast back to fp16) | "centered" (centred in
+    #: fp16, Cast to fp32 before the variance, the result cast back)
+    cast_sandwich: bool | str = False
+    #: LayerNorm written as tf2onnx/keras2onnx do: f = scale / std; x * f + (bias - mean * f)
+    batch_norm_form: bool = False
     opset: int = 18
 
 
 def layer_norm_model(spec: NormSpec) -> onnx.ModelProto:
+    if spec.batch_norm_form:
+        return _tf_layer_norm_model(spec)
     return _norm_model(spec, rms=False)
+
+
+def _tf_layer_norm_model(spec: NormSpec) -> onnx.ModelProto:
+    g = Graph(spec.opset)
+    x = g.input("x", list(spec.shape))
+    axes = list(range(-spec.axes, 0))
+    normalized_shape = spec.shape[len(spec.shape) - spec.axes :]
+    mean = g.reduce_mean(x, axes)
+    centered = g.op("Sub", x, mean)
+    square = g.op("Pow", centered, g.const(np.float32(2.0))) if spec.square == "pow" else g.op("Mul", centered, centered)
+    variance = commuted(g, "Add", g.reduce_mean(square, axes), g.const(np.float32(spec.epsilon)), spec.swap_operands)
+    inverse = g.op("Pow", variance, g.const(np.float32(-0.5))) if spec.inverse == "pow" else g.op("Reciprocal", g.op("Sqrt", variance))
+    factor = commuted(g, "Mul", inverse, g.const((1.0 + weights(normalized_shape, 5)).astype(F32)), spec.swap_operands)
+    shift = g.op("Sub", g.const(weights(normalized_shape, 6).astype(F32)), commuted(g, "Mul", mean, factor, spec.swap_operands))
+    g.output(commuted(g, "Add", commuted(g, "Mul", x, factor, spec.swap_operands), shift, spec.swap_operands))
+    return g.build()
 
 
 def rms_norm_model(spec: NormSpec) -> onnx.ModelProto:
@@ -247,13 +269,15 @@ def _norm_model(spec: NormSpec, rms: bool) -> onnx.ModelProto:
     g = Graph(spec.opset)
     dtype = np.dtype(np.float16) if spec.cast_sandwich else F32
     h = g.input("x", list(spec.shape), dtype)
-    x = g.op("Cast", h, to=TensorProto.FLOAT) if spec.cast_sandwich else h
+    x = g.op("Cast", h, to=TensorProto.FLOAT) if spec.cast_sandwich is True else h
     axes = list(range(-spec.axes, 0))
     normalized_shape = spec.shape[len(spec.shape) - spec.axes :]
     if rms:
         centered = x
     else:
         centered = g.op("Sub", x, g.reduce_mean(x, axes))
+        if spec.cast_sandwich == "centered":
+            centered = g.op("Cast", centered, to=TensorProto.FLOAT)
     square = g.op("Pow", centered, g.const(np.float32(2.0))) if spec.square == "pow" else g.op("Mul", centered, centered)
     variance = commuted(g, "Add", g.reduce_mean(square, axes), g.const(np.float32(spec.epsilon)), spec.swap_operands)
     if spec.inverse == "pow":

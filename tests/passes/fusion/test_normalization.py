@@ -47,6 +47,24 @@ def test_cast_sandwich_becomes_stash_type():
     assert np.dtype(node.outputs[0].dtype) == np.float16
 
 
+def test_fp16_layer_norm_centred_before_the_cast_is_one_layer_norm():
+    """HF's fp16 LayerNorm: mean and centring in fp16, the variance in fp32: one
+    LayerNormalization computing in fp32 (not an RMSNormalization of the centred input)."""
+    model, record = fuse(layer_norm_model(NormSpec(cast_sandwich="centered", opset=18)), tolerance=FP16)
+    node = only(model, "LayerNormalization")
+    assert node.inputs[0].name == "x" and node.attrs.get("stash_type", 1) == TensorProto.FLOAT
+    assert "RMSNormalization" not in ops(model) and set(ops(model)) == {"LayerNormalization"}
+
+
+@pytest.mark.parametrize("inverse", ["reciprocal", "pow"])
+def test_tf2onnx_batch_norm_formulation_is_a_layer_norm(inverse):
+    """keras2onnx/tf2onnx: f = gamma * rsqrt(var + eps); x * f + (beta - mean * f)."""
+    model, record = fuse(layer_norm_model(NormSpec(batch_norm_form=True, inverse=inverse, epsilon=1e-3, opset=17)))
+    node = only(model, "LayerNormalization")
+    assert node.inputs[0].name == "x" and len(node.inputs) == 3 and node.attrs["epsilon"] == pytest.approx(1e-3)
+    assert set(ops(model)) == {"LayerNormalization"} and record.counters["layer-norm-tf"] == 1
+
+
 def test_rms_norm_fuses_llama_style():
     spec = NormSpec(inverse="reciprocal", square="pow", bias=False, epsilon=1e-6)
     model, record = fuse(rms_norm_model(spec))
@@ -106,12 +124,18 @@ def test_cast_to_another_type_without_a_sandwich_is_a_near_miss():
         inverse=st.sampled_from(["div", "reciprocal", "pow"]),
         square=st.sampled_from(["mul", "pow"]),
         swap_operands=st.booleans(),
-        cast_sandwich=st.booleans(),
+        cast_sandwich=st.sampled_from([False, True, "centered"]),
+        batch_norm_form=st.booleans(),
         opset=st.sampled_from([13, 17, 18, 23]),
     ),
     rms=st.booleans(),
 )
 def test_normalisation_variants_fuse_and_agree(spec, rms):
+    if spec.batch_norm_form:  # tf2onnx's form is written in float32, with its own parameters
+        spec = replace(spec, cast_sandwich=False, affine=True, bias=True)
+        rms = False
+    if rms and spec.cast_sandwich == "centered":
+        spec = replace(spec, cast_sandwich=True)
     build, op_type, since = (rms_norm_model, "RMSNormalization", 23) if rms else (layer_norm_model, "LayerNormalization", 17)
     model, record = fuse(build(spec), tolerance=FP16 if spec.cast_sandwich else None)
     assert domains(model)[("" if spec.opset >= since else "mapc", op_type)] == 1, misses(record)
