@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Alt, Match, NearMiss, const, constant_tensor, op, producer, scalar_value, small_constant, var
+from mapc.ir import Alt, Match, NearMiss, NoMatch, const, constant_tensor, op, producer, scalar_value, small_constant, var
 from mapc.passes.fusion.context import Dim, FusionContext, FusionRule, same_dim, same_dims, show_dims
 from mapc.passes.fusion.functions import Body
 
@@ -338,3 +338,40 @@ def _repeat_heads(body: Body, tensor: str, times: int) -> str:
     target = body.add("Concat", [batch, body.ints([-1]), rest], axis=0)
     grown = body.add("Expand", [body.unsqueeze(tensor, [2]), body.ints([1, 1, times, 1, 1])])
     return body.add("Reshape", [grown, target])
+
+
+class AttentionOnUnrepeatedKV(FusionRule):
+    """Attention(Q, repeat_kv(K), repeat_kv(V), ...) -> Attention(Q, K, V, ...).
+
+    The dynamo exporter writes GQA as an ONNX ``Attention`` whose K and V went through
+    ``repeat_kv`` (Unsqueeze -> Expand -> Reshape, a rank-5 tensor NPUs refuse). Attention-23
+    takes 4-D K/V with fewer heads than Q itself: query head ``h`` reads K/V head
+    ``h // (q_heads / kv_heads)``, exactly the head ``repeat_kv`` copied there. Matches only when
+    the shapes prove both repeats (same factor, static heads); produces the same Attention on
+    the unrepeated K and V.
+    """
+
+    name = "attention-unrepeat-kv"
+    pattern = op.Attention(var("q"), var("k"), var("v"), ..., name="attention")
+
+    def check(self, match: Match, ctx: FusionContext) -> tuple[gs.Tensor, gs.Tensor]:
+        attention = match.nodes["attention"]
+        if len(attention.outputs) > 1 and any(not t.is_empty() for t in attention.outputs[1:]):
+            raise NoMatch  # present K/V outputs expose the repeated heads
+        if len(attention.inputs) > 4 and any(not t.is_empty() for t in attention.inputs[4:]):
+            raise NoMatch  # a past cache would have to be repeated too
+        k_repeat, v_repeat = repeated_kv(match.tensors["k"], ctx), repeated_kv(match.tensors["v"], ctx)
+        if k_repeat is None and v_repeat is None:
+            raise NoMatch
+        if not (isinstance(k_repeat, tuple) and isinstance(v_repeat, tuple) and k_repeat[1] == v_repeat[1]):
+            raise NearMiss("gqa-unproven", "K and V are not both provably repeated by the same factor", FIX_SHAPES)
+        if ctx.rank(match.tensors["q"]) != 4:
+            raise NoMatch
+        return k_repeat[0], v_repeat[0]
+
+    def rewrite(self, match: Match, kv: tuple[gs.Tensor, gs.Tensor], ctx: FusionContext) -> gs.Tensor:
+        attention = match.nodes["attention"]
+        out = attention.outputs[0]
+        inputs = [match.tensors["q"], *kv, *attention.inputs[3:]]
+        return ctx.node("Attention", inputs, attrs=dict(attention.attrs), dtype=out.dtype, shape=ctx.shape(out),
+                        name=attention.name or "attention")

@@ -8,7 +8,7 @@ each over the whole graph.
 
 from __future__ import annotations
 
-from mapc.passes.fusion.attention import AttentionFusion
+from mapc.passes.fusion.attention import AttentionFusion, AttentionOnUnrepeatedKV
 from mapc.passes.fusion.batch_norm import BatchNormToMulAdd, ConvBatchNormFold
 from mapc.passes.fusion.bias import ConvBiasFold, GemmBiasFold, MatMulAddToGemm
 from mapc.passes.fusion.canonical import (
@@ -49,6 +49,7 @@ CANONICAL = [
 FOLD = [PadIntoConv(), ConvBiasFold(), GemmBiasFold(), ConvBatchNormFold(), BatchNormToMulAdd(), MatMulAddToGemm()]
 FUSE = [
     AttentionFusion(),
+    AttentionOnUnrepeatedKV(),
     PartialRotaryFusion(),
     RotaryFusion(),
     LayerNormFusion(),

@@ -209,3 +209,31 @@ def test_attention_variants_fuse_and_agree(spec):
     model, record = fuse(attention_model(spec), dims={"batch": spec.batch, "seq": spec.seq, "kv_seq": spec.length})
     assert len(fused_attention(model)) == 1, misses(record)
     assert domains(model)[("" if spec.opset >= 23 else "mapc", "Attention")] == 1
+
+
+def _attention23_on_repeated_kv(kv_heads: int = 2, rep: int = 2, seq: int = 5, dim: int = 4):
+    """The dynamo exporter's opset-23 GQA: Attention(Q, repeat_kv(K), repeat_kv(V), mask)."""
+    from onnx import helper
+
+    heads = kv_heads * rep
+    g = Graph(23)
+    q = g.input("q", [1, heads, seq, dim])
+    k = g.input("k", [1, kv_heads, seq, dim])
+    v = g.input("v", [1, kv_heads, seq, dim])
+    mask = g.input("mask", [1, 1, seq, seq])
+
+    def repeat(x):
+        expanded = g.op("Expand", g.unsqueeze(x, [2]), g.ints([1, kv_heads, rep, seq, dim]))
+        return g.op("Reshape", expanded, g.ints([1, heads, seq, dim]))
+
+    g.nodes.append(helper.make_node("Attention", [q, repeat(k), repeat(v), mask], ["y"], scale=dim ** -0.5))
+    g.outputs.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, None))
+    return g.build()
+
+
+def test_attention23_reads_the_unrepeated_kv():
+    model, record = fuse(_attention23_on_repeated_kv())
+    attention = next(n for n in model.graph.nodes if n.op == "Attention")
+    assert [t.name for t in attention.inputs[:3]] == ["q", "k", "v"]
+    assert not [n.op for n in model.graph.nodes if n.op in ("Expand", "Unsqueeze", "Reshape")]
+    assert record.counters["attention-unrepeat-kv"] == 1
