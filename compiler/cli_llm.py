@@ -45,6 +45,8 @@ def add_llm_command(commands: Any) -> None:
                              "cache's quantizers tied so the host copies bytes)")
     split_flags.add_argument("--kv-bits", type=int, choices=(8, 16),
                              help="quantized: store the KV cache in 8 or 16 bits (default: the activations' width)")
+    split_flags.add_argument("--kv-fp16", action="store_true",
+                             help="float splits: keep the KV cache in float16 (half the memory; the graphs cast it)")
     split_flags.add_argument("--calibration", metavar="DIR|random", help="calibration samples (a folder with prefill/ and "
                              "decode/ sub-folders of .npz samples keyed by the graphs' inputs, or 'random')")
     split_flags.add_argument("--rope", choices=("auto", "graph", "inputs"), default="auto",
@@ -80,7 +82,7 @@ def run_llm(args: argparse.Namespace) -> int:
     if output.exists() and not output.is_dir():
         raise OutputError(f"output {output} exists and is not a folder")
     options = LLMOptions(context=args.context, prefill=args.prefill, target=args.target, rope=args.rope,
-                         embedding=args.embedding, logits=args.logits, float_io=args.float_io,
+                         embedding=args.embedding, logits=args.logits, float_io=args.float_io, kv_fp16=args.kv_fp16,
                          check_with_qnn=args.check_with_qnn, kv_bits=args.kv_bits, roles=_roles(args.role), seed=args.seed,
                          quantize=_quantize(args.quantize, args.calibration))
     console = Console(quiet=args.quiet)

@@ -66,6 +66,8 @@ class LLMOptions:
     float_io: bool = False
     #: Quantized with integer I/O: the KV cache's width (8 or 16 bits; None: the activations').
     kv_bits: int | None = None
+    #: Float splits: keep the KV cache in float16 (half the memory; the graphs cast it).
+    kv_fp16: bool = False
     roles: Mapping[str, str] = field(default_factory=dict)
     seed: int = 0
 
@@ -84,6 +86,8 @@ class LLMOptions:
             raise UsageError(f"--kv-bits {self.kv_bits}: choose 8 or 16")
         if self.kv_bits is not None and (self.quantize is None or self.float_io):
             raise UsageError("--kv-bits needs --quantize and integer I/O (not --float-io)")
+        if self.kv_fp16 and self.quantize is not None and not self.float_io:
+            raise UsageError("--kv-fp16 is for float caches; a quantized split stores codes (see --kv-bits)")
 
 
 @dataclass
@@ -188,7 +192,7 @@ def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapp
                              f"{_max_positions(model, roles)} positions")
         step = static_step(model, roles, find_position_cut(model, roles), new_tokens=new_tokens,
                            context=options.context, rope_inputs=rope_inputs, embedding_on_host=embedding_on_host,
-                           last_logits=options.logits == "last")
+                           last_logits=options.logits == "last", cache_dtype=np.float16 if options.kv_fp16 else None)
         result = compile(model, target=options.target, input_shapes=step.input_shapes, quantize=quantize.get(name),
                          quantized_io=integer_io if quantize.get(name) is not None else None,
                          check_with_qnn=options.check_with_qnn,
@@ -228,6 +232,7 @@ def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapp
         "target": str(target) if target is not None else None,
         "quantize": graphs["decode"].options.get("quantize"),
         "kv_bits": options.kv_bits,
+        "kv_fp16": options.kv_fp16,
         "graphs": entries,
         "host_graphs": {"embedding": graph_entry(embedding, "embed.onnx", "tokens")} if embedding is not None else {},
     }

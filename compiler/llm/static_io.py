@@ -54,7 +54,8 @@ class StaticStep:
 
 
 def static_step(model: Model, roles: DecoderRoles, cut: PositionCut, *, new_tokens: int, context: int,
-                rope_inputs: bool, embedding_on_host: bool = False, last_logits: bool = False) -> StaticStep:
+                rope_inputs: bool, embedding_on_host: bool = False, last_logits: bool = False,
+                cache_dtype: np.dtype | None = None) -> StaticStep:
     """Edit ``model`` in place into one static step (see the module docstring)."""
     graph = model.graph
     past_length = context - new_tokens
@@ -93,6 +94,9 @@ def static_step(model: Model, roles: DecoderRoles, cut: PositionCut, *, new_toke
             shapes[past.name] = [1, roles.kv_heads, past_length, roles.head_dim]
             _new_only(model, presents[present_name], f"new_{kind}.{layer.index}", past.dtype,
                       [1, roles.kv_heads, new_tokens, roles.head_dim])
+            if cache_dtype is not None and np.dtype(cache_dtype) != np.dtype(past.dtype):
+                _cache_in(model, past, np.dtype(cache_dtype))
+                _cache_out(model, f"new_{kind}.{layer.index}", np.dtype(cache_dtype))
     logits.name = "logits"
     if last_logits:
         _last_position_only(model, logits)
@@ -211,6 +215,28 @@ def _node(model: Model, op: str, inputs: list[gs.Tensor], attrs: dict, dtype: np
     output = gs.Variable(model.fresh_name(f"position_{op.lower()}"), dtype=dtype)
     model.graph.nodes.append(gs.Node(op, model.fresh_name(f"position_{op.lower()}"), attrs, inputs=inputs, outputs=[output]))
     return output
+
+
+def _cache_in(model: Model, past: gs.Variable, dtype: np.dtype) -> None:
+    """The past input holds ``dtype`` (an fp16 cache): the graph casts it to what it computes in."""
+    computed = gs.Variable(model.fresh_name(f"{past.name}_{np.dtype(past.dtype).name}"), dtype=past.dtype, shape=past.shape)
+    for reader in list(past.outputs):
+        rewire(reader, past, computed)
+    model.graph.nodes.append(gs.Node("Cast", model.fresh_name(f"{past.name}_cast"), {"to": onnx_type(past.dtype)},
+                                     inputs=[past], outputs=[computed]))
+    past.dtype = dtype
+
+
+def _cache_out(model: Model, name: str, dtype: np.dtype) -> None:
+    """The new keys or values output ``name`` leaves the graph as ``dtype``."""
+    graph = model.graph
+    index, new = next((i, t) for i, t in enumerate(graph.outputs) if t.name == name)
+    new.name = model.fresh_name(f"{name}_{np.dtype(new.dtype).name}")
+    stored = gs.Variable(name, dtype=dtype, shape=new.shape)
+    graph.nodes.append(gs.Node("Cast", model.fresh_name(f"{name}_cast"), {"to": onnx_type(dtype)}, inputs=[new], outputs=[stored]))
+    outputs = list(graph.outputs)
+    outputs[index] = stored
+    graph.outputs = outputs
 
 
 def _new_only(model: Model, present: gs.Tensor, name: str, dtype: np.dtype, shape: list[int]) -> None:

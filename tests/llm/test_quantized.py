@@ -73,3 +73,14 @@ def test_float_io_keeps_float_interfaces(tmp_path):
         assert all(dtype == "float32" and quantization is None for dtype, quantization in specs)
     with pytest.raises(UsageError, match="--kv-bits"):
         split(fixture_path("qwen2-dynamo-kv"), LLMOptions(context=16, prefill=4, kv_bits=8))
+
+
+def test_fp16_cache_halves_the_cache_and_keeps_the_tokens(tmp_path):
+    write(split(fixture_path("llama-dynamo-kv"), LLMOptions(context=16, prefill=4, target="npu", kv_fp16=True)), tmp_path)
+    manifest = read_manifest(tmp_path)
+    for specs in _kv_specs(manifest).values():
+        assert all(dtype == "float16" and quantization is None for dtype, quantization in specs)
+    agreement = manifest["agreement"]  # fp16 rounding may flip a near-tie of these flat, untrained logits
+    assert agreement["tokens_equal"] >= 0.9 * agreement["tokens"] and agreement["logits_sqnr_db"] > 40
+    with pytest.raises(UsageError, match="--kv-fp16"):
+        split(fixture_path("llama-dynamo-kv"), LLMOptions(context=16, prefill=4, kv_fp16=True, quantize={"scheme": "a16w8"}))
