@@ -4,7 +4,9 @@ Nodes are placed in layers by longest-path depth from the inputs (a layered, Sug
 drawing): each layer is one row, ordered by the mean position of the node's inputs in the rows
 above (two sweeps) to keep edges short and crossings few. Every node is coloured by the
 partition it runs in (CPU nodes grey) and carries a tooltip with its op, device and, for CPU
-nodes, why. Graphs above :data:`MAX_DRAWN_NODES` are drawn one box per segment instead.
+nodes, why. Graphs above :data:`MAX_DRAWN_NODES` are drawn one box per segment instead. QuantizeLinear/DequantizeLinear nodes are not drawn: edges run
+through them, and an op that reads or writes quantized tensors is marked "(q)", so a quantized
+graph reads like the float one instead of a band of DequantizeLinear boxes.
 """
 
 from __future__ import annotations
@@ -87,17 +89,45 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+#: Ops folded into the edges of the drawing (their op is marked "(q)").
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
 def _node_view(plan: Plan) -> tuple[list[Box], list[tuple[int, int]]]:
     device_of = plan.device_of()
+    nodes = plan.model_view.nodes
+    hidden = {node.index for node in nodes if node.op in QDQ_OPS}
+    if len(hidden) == len(nodes):
+        hidden = set()
+    shown = [node for node in nodes if node.index not in hidden]
+    position = {node.index: index for index, node in enumerate(shown)}
+    writers = {sink: source for source, sinks in enumerate(plan.readers) for sink in sinks}
+    quantized = {n for h in hidden for n in [*plan.readers[h], writers.get(h, -1)] if n not in hidden}
     boxes = []
-    for node in plan.model_view.nodes:
+    for node in shown:
         segment = device_of[node.index]
         where = f"partition {segment.id} on {segment.device}" if segment.on_target else "CPU"
         reasons = plan.reasons.get(node.index, [])
         why = "".join(f"\n- {r.code}: {r.message}" for r in reasons) if segment.device == "cpu" else ""
-        boxes.append(Box(node.index, node.op, node.label, f"{node.label} ({node.op}) - {where}{why}", segment.id, segment.device))
-    edges = [(source, sink) for source, sinks in enumerate(plan.readers) for sink in sinks]
+        label = f"{node.op} (q)" if node.index in quantized else node.op
+        boxes.append(Box(position[node.index], label, node.label, f"{node.label} ({node.op}) - {where}{why}", segment.id, segment.device))
+    edges = sorted({(position[source], position[sink]) for source in position for sink in _visible_readers(plan, source, hidden)})
     return boxes, edges
+
+
+def _visible_readers(plan: Plan, source: int, hidden: set[int]) -> set[int]:
+    """The drawn nodes ``source`` feeds, looking through Q/DQ nodes."""
+    found, stack, seen = set(), list(plan.readers[source]), set()
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node in hidden:
+            stack.extend(plan.readers[node])
+        else:
+            found.add(node)
+    return found
 
 
 def _segment_view(plan: Plan) -> tuple[list[Box], list[tuple[int, int]]]:

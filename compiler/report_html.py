@@ -107,10 +107,16 @@ def _table(headers: list[str], rows: list[str]) -> str:
 def _passes(report: dict[str, Any]) -> list[str]:
     rows = [
         f"<tr><td>{escape(p['name'])}</td><td>{'yes' if p['changed'] else 'no'}</td><td class=\"num\">{p['nodes_before']} → {p['nodes_after']}</td>"
-        f"<td class=\"num\">{p['seconds'] * 1000:.1f}</td></tr>"
+        f"<td>{escape(_did(p))}</td><td class=\"num\">{p['seconds'] * 1000:.1f}</td></tr>"
         for p in report.get("passes", [])
     ]
-    return ["<h2>Passes</h2>", _table(["pass", "changed", "nodes", "ms"], rows)]
+    return ["<h2>Passes</h2>", _table(["pass", "changed", "nodes", "what it did", "ms"], rows)]
+
+
+def _did(record: dict[str, Any]) -> str:
+    """A pass's non-zero counters (rules fired, tensors quantized...), or '-'."""
+    counters = record.get("counters") or {}
+    return ", ".join(f"{name} {value}" for name, value in counters.items() if value) or "-"
 
 
 def _partitions(report: dict[str, Any], plan: Plan) -> list[str]:
@@ -171,7 +177,11 @@ def _quantization(details: dict[str, Any], offenders: int = 10) -> list[str]:
         f"{escape(', '.join(details['weight_types']) or '-')}; {escape(calibration['method'])} calibration on {calibration['samples']} sample(s), "
         f"measured on {accuracy['samples']} held-out sample(s)"
     )
-    html = [f"<h2>Quantization: {summary}</h2>", _table(["output", "SQNR dB", "cosine", "max abs error", "top-1"], [row(r) for r in quantization_output_rows(accuracy)])]
+    html = [f"<h2>Quantization: {summary}</h2>"]
+    if calibration.get("random"):
+        html.append('<p class="bad">CALIBRATED ON RANDOM DATA: the scales fit random inputs, not your data; expect poor '
+                    "accuracy on real inputs. Pass <code>--calibration</code> with real samples (a folder of .npz files).</p>")
+    html += [_table(["output", "SQNR dB", "cosine", "max abs error", "top-1"], [row(r) for r in quantization_output_rows(accuracy)])]
     if worst:
         html += ["<p>Top offenders: each tensor quantized alone, the output SQNR it leaves and its share of the error.</p>", _table(["tensor", "kind", "SQNR dB alone", "share"], worst)]
     target = accuracy_target_text(details, arrow="→")
