@@ -70,16 +70,18 @@ class FixShapes(Pass):
 
 def _infer_with_outputs(model: Model, ctx: PassContext, values: Mapping[str, int], notes: list[Note]) -> int:
     """Re-infer every shape; graph outputs take the inferred static dims, elsewhere their declared
-    dims with fixed symbols substituted. Returns how many outputs changed."""
-    declared = {id(t): _substitute(t.shape, values) for t in model.graph.outputs}
-    before = {id(t): None if t.shape is None else list(t.shape) for t in model.graph.outputs}
-    for tensor in model.graph.outputs:
+    dims with fixed symbols substituted. An output that is an initializer keeps its own shape.
+    Returns how many outputs changed."""
+    outputs = [t for t in model.graph.outputs if not isinstance(t, gs.Constant)]
+    declared = {id(t): _substitute(t.shape, values) for t in outputs}
+    before = {id(t): None if t.shape is None else list(t.shape) for t in outputs}
+    for tensor in outputs:
         tensor.shape = None  # a stale declared dim must not conflict with what inference finds
     ok = infer_shapes(model, forget_existing=True)
     if not ok:
         notes.append(Note("fix-shapes.inference-failed", "onnx shape inference failed on this model; shapes are only fixed at the inputs and outputs", severity="warning"))
     changed = 0
-    for tensor in model.graph.outputs:
+    for tensor in outputs:
         tensor.shape, conflict = _merge_output(declared[id(tensor)], tensor.shape)
         if conflict:
             notes.append(Note("fix-shapes.output-conflict", f"output {tensor.name!r} was declared {conflict[0]} but infers as {conflict[1]}; using the inferred shape", severity="warning"))
