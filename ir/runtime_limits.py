@@ -68,10 +68,44 @@ def _loads(ir_version: int, opset: int) -> bool:
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", value[:1], value[1:])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = ir_version
+    return onnxruntime_loads(model)
+
+
+def onnxruntime_loads(model: onnx.ModelProto) -> bool:
+    """Whether onnxruntime's CPU provider makes a session of ``model`` (no graph optimization)."""
     options = ort.SessionOptions()
     options.log_severity_level = 4
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception:  # onnxruntime raises its own Fail/InvalidGraph types for a version it refuses
+    except Exception:  # onnxruntime raises its own Fail/InvalidGraph types for a model it refuses
         return False
     return True
+
+
+@cache
+def runtime_kernels() -> dict[tuple[str, str], tuple[tuple[int, int], ...]]:
+    """(domain, op) -> the opset version ranges onnxruntime's CPU provider has a kernel for."""
+    from onnxruntime.capi import _pybind_state
+
+    kernels: dict[tuple[str, str], set[tuple[int, int]]] = {}
+    for kernel in _pybind_state.get_all_opkernel_def():
+        if kernel.provider == "CPUExecutionProvider":
+            domain = "" if kernel.domain == "ai.onnx" else kernel.domain
+            kernels.setdefault((domain, kernel.op_name), set()).add(tuple(kernel.version_range))
+    return {key: tuple(sorted(ranges)) for key, ranges in kernels.items()}
+
+
+@cache
+def runtime_schemas() -> frozenset[tuple[str, str]]:
+    """(domain, op) of every operator schema onnxruntime registers (onnx's and its contrib ops)."""
+    from onnxruntime.capi import _pybind_state
+
+    return frozenset(("" if s.domain == "ai.onnx" else s.domain, s.name) for s in _pybind_state.get_all_operator_schema())
+
+
+def runs_in_onnxruntime(domain: str, op: str, since_version: int | None) -> bool:
+    """Whether onnxruntime's CPU provider has a kernel for ``op`` in ``domain`` at the schema
+    version ``since_version`` (any version when None)."""
+    ranges = runtime_kernels().get((domain, op), ())
+    return any(since_version is None or low <= since_version <= high for low, high in ranges)

@@ -1,11 +1,13 @@
 """Load-time validation of a ModelProto, with one precise sentence per problem.
 
 mapc refuses a model before any pass touches it when it is not a usable ONNX model: no graph,
-an IR version or opset onnxruntime cannot run, an unknown operator, a tensor used but never
-defined, a tensor defined twice, a cycle, an initializer whose bytes do not match its shape,
-external data that is missing or escapes the model's folder, or an absurd shape. Each failure is
-a :class:`~mapc.ir.errors.ModelError` whose message names the tensor, node or opset at fault.
-The onnx checker runs last, on a skeleton of the model that never reads external weights.
+an IR version or opset onnxruntime cannot run, an unknown operator or one onnxruntime does not
+implement in that opset, a tensor used but never defined, a tensor defined twice, a cycle, an
+initializer whose bytes do not match its shape, external data that is missing or escapes the
+model's folder, or an absurd shape. Each failure is a :class:`~mapc.ir.errors.ModelError`
+whose message names the tensor, node or opset at fault. The onnx checker (and its strict type
+and shape inference, unless onnxruntime loads what it refuses) runs last, on a skeleton of the
+model that never reads external weights.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import numpy as np
 import onnx
 import onnx.checker
 import onnx.defs
+import onnx.shape_inference
 
 from mapc.ir.errors import ModelError
 from mapc.ir.external import external_ref, tensor_nbytes, uses_external_data
-from mapc.ir.runtime_limits import MIN_OPSET, runtime_limits
+from mapc.ir.runtime_limits import MIN_OPSET, onnxruntime_loads, runs_in_onnxruntime, runtime_limits, runtime_schemas
 
 #: A dimension above this is not a real tensor (2**40 elements of one byte is a terabyte).
 MAX_DIM = 1 << 40
@@ -168,9 +171,40 @@ def _check_operator(node: onnx.NodeProto, opsets: dict[str, int], local_function
         return
     if domain not in opsets:
         raise ModelError(f"node {_describe(node)} uses domain {domain!r}, which the model does not import")
-    if domain in ("", "ai.onnx.ml") and not onnx.defs.has(node.op_type, opsets[domain], domain):
+    label = "ai.onnx" if domain == "" else domain
+    if domain in ("", "ai.onnx.ml"):
+        if not onnx.defs.has(node.op_type, opsets[domain], domain):
+            raise ModelError(f"unknown operator {node.op_type!r} in {label} opset {opsets[domain]} (node {_describe(node)})")
+        _check_implemented(node, domain, opsets[domain])
+        _check_cast_target(node)
+    elif not onnx.defs.has(node.op_type, opsets[domain], domain) and (domain, node.op_type) not in runtime_schemas():
+        raise ModelError(
+            f"unknown operator {node.op_type!r} in domain {label!r}: neither onnx nor onnxruntime defines it, "
+            f"and the model has no function for it (node {_describe(node)})"
+        )
+
+
+def _check_cast_target(node: onnx.NodeProto) -> None:
+    """A Cast's ``to`` must name an element type (onnxruntime loads ``to=0`` and fails at run)."""
+    if node.op_type != "Cast":
+        return
+    for attribute in node.attribute:
+        if attribute.name == "to" and (attribute.i == onnx.TensorProto.UNDEFINED or attribute.i not in onnx.TensorProto.DataType.values()):
+            raise ModelError(f"node {_describe(node)} casts to {attribute.i}, which is not an element type")
+
+
+def _check_implemented(node: onnx.NodeProto, domain: str, opset: int) -> None:
+    """An onnx operator version that onnxruntime neither implements nor can expand (``Relu`` in
+    opset 1, whose kernel onnxruntime dropped) is refused: the compiled model would not load."""
+    schema = onnx.defs.get_schema(node.op_type, opset, domain)
+    if node.op_type == "Constant" or schema.has_function or schema.has_context_dependent_function:
+        return  # onnxruntime turns Constant into an initializer and expands function ops
+    if not runs_in_onnxruntime(domain, node.op_type, schema.since_version):
         label = "ai.onnx" if domain == "" else domain
-        raise ModelError(f"unknown operator {node.op_type!r} in {label} opset {opsets[domain]} (node {_describe(node)})")
+        raise ModelError(
+            f"onnxruntime has no implementation of {node.op_type}-{schema.since_version} ({label} opset {opset}, "
+            f"node {_describe(node)}); convert the model to a newer opset (onnx.version_converter)"
+        )
 
 
 def _topological_order(graph: onnx.GraphProto, producer: dict[str, int]) -> list[int]:
@@ -224,11 +258,24 @@ def _check_value_info_dims(value: onnx.ValueInfoProto, role: str) -> None:
 
 
 def _run_onnx_checker(proto: onnx.ModelProto) -> None:
+    """The onnx checker on the weight-free skeleton, then its ``full_check`` (strict type and
+    shape inference: type mismatches, an invalid ``perm`` or ``to``). onnx's strict inference
+    also trips on some valid models (function bodies it cannot infer), so a full-check failure
+    refuses the model only when onnxruntime cannot load the skeleton either."""
+    skeleton = _checker_skeleton(proto)
     try:
-        onnx.checker.check_model(_checker_skeleton(proto))
-    except (onnx.checker.ValidationError, onnx.defs.SchemaError) as error:
+        onnx.checker.check_model(skeleton)
+        try:
+            onnx.checker.check_model(skeleton, full_check=True)
+        except _CHECKER_ERRORS:
+            if not onnxruntime_loads(skeleton):
+                raise
+    except _CHECKER_ERRORS as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"invalid ONNX model: {first_line}") from None
+
+
+_CHECKER_ERRORS = (onnx.checker.ValidationError, onnx.defs.SchemaError, onnx.shape_inference.InferenceError, ValueError)
 
 
 #: In-file initializers above this many bytes are left out of what the onnx checker serializes.
@@ -236,7 +283,8 @@ CHECKER_INLINE_BYTES = 1 << 16
 
 
 def _checker_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """``proto`` with external and large initializers turned into typed graph inputs.
+    """``proto`` with external and large initializers turned into typed graph inputs, and graph
+    outputs declared without a type or shape typed by inference (or left out).
 
     The onnx checker resolves external files against the working directory, insists on data for
     every initializer, and serializes the whole model to check it (seconds for a large model);
@@ -244,7 +292,8 @@ def _checker_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
     the rest without reading or copying any weight.
     """
     heavy = [t for t in proto.graph.initializer if uses_external_data(t) or tensor_nbytes(t) > CHECKER_INLINE_BYTES]
-    if not heavy:
+    untyped = [v for v in proto.graph.output if not _has_shape(v)]
+    if not heavy and not untyped:
         return proto
     skeleton = onnx.ModelProto()
     _copy_fields(proto, skeleton, skip="graph")
@@ -258,7 +307,28 @@ def _checker_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
             skeleton.graph.input.append(
                 onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
             )
+    if untyped:
+        _type_outputs(skeleton)
     return skeleton
+
+
+def _has_shape(value: onnx.ValueInfoProto) -> bool:
+    kind = value.type.WhichOneof("value")
+    tensor = value.type.tensor_type
+    return kind is not None and (kind != "tensor_type" or (tensor.elem_type != 0 and tensor.HasField("shape")))
+
+
+def _type_outputs(skeleton: onnx.ModelProto) -> None:
+    """Graph outputs declared without a type or shape (onnxruntime runs such models; the checker
+    wants both) take what onnx infers; the checker skips those inference leaves unknown."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton)
+    except _CHECKER_ERRORS:
+        inferred = skeleton
+    known = {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.output] if _has_shape(v)}
+    outputs = [known.get(v.name, v) for v in skeleton.graph.output]
+    del skeleton.graph.output[:]
+    skeleton.graph.output.extend(v for v in outputs if _has_shape(v))
 
 
 def _copy_fields(source: object, target: object, *, skip: str) -> None:

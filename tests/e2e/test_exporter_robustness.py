@@ -48,3 +48,75 @@ def test_an_initializer_as_graph_output_survives_fixed_shapes(tmp_path, flags):
     y, w = run(out, {"x": x})
     np.testing.assert_array_equal(y, np.maximum(x, 0))
     np.testing.assert_array_equal(w, [0, 1])
+
+
+def relu(**attrs) -> onnx.ModelProto:
+    return make_model(
+        [helper.make_node("Relu", ["x"], ["y"], **attrs)],
+        [helper.make_tensor_value_info("x", F, [2, 3])],
+        [helper.make_tensor_value_info("y", F, [2, 3])],
+    )
+
+
+def with_op(proto: onnx.ModelProto, op: str, **attrs) -> onnx.ModelProto:
+    node = proto.graph.node[0]
+    node.op_type = op
+    node.attribute.extend(helper.make_attribute(k, v) for k, v in attrs.items())
+    return proto
+
+
+@pytest.mark.parametrize(
+    "broken, message",
+    [
+        (with_op(relu(), "Transpose", perm=[0, 1, 2]), "Invalid attribute perm"),
+        (with_op(relu(), "Cast", to=0), "casts to 0"),
+        (make_model([helper.make_node("Add", ["x", "i"], ["y"])],
+                    [helper.make_tensor_value_info("x", F, [2]), helper.make_tensor_value_info("i", TensorProto.INT64, [2])],
+                    [helper.make_tensor_value_info("y", F, [2])]), "inconsistent type"),
+        (make_model([helper.make_node("Relu", ["x"], ["y"])], [helper.make_tensor_value_info("x", F, [2])],
+                    [helper.make_tensor_value_info("y", F, [2])], opset=1), "no implementation of Relu-1"),
+    ],
+    ids=["transpose-perm", "cast-to-0", "type-mismatch", "relu-1"],
+)
+def test_models_onnxruntime_refuses_are_refused_at_load(tmp_path, capsys, broken, message):
+    if broken.opset_import[0].version == 1:
+        broken.ir_version = 3
+    code, out = compile_cli(tmp_path, broken)
+    assert code == 3 and not out.exists()
+    assert message in one_error_line(capsys)
+
+
+def test_an_unknown_operator_of_an_imported_domain_is_refused(tmp_path, capsys):
+    proto = relu()
+    proto.graph.node[0].domain = "com.acme"
+    proto.opset_import.append(helper.make_opsetid("com.acme", 1))
+    code, _ = compile_cli(tmp_path, proto)
+    assert code == 3 and "neither onnx nor onnxruntime defines it" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("declared", ["no shape", "no type"])
+def test_outputs_declared_without_shape_or_type_compile_and_get_typed(tmp_path, declared):
+    proto = relu()
+    if declared == "no shape":
+        proto.graph.output[0].type.tensor_type.ClearField("shape")
+    else:
+        proto.graph.output[0].ClearField("type")
+    code, out = compile_cli(tmp_path, proto, "--verify")
+    assert code == 0
+    output = onnx.load(out).graph.output[0].type.tensor_type
+    assert output.elem_type == F and [d.dim_value for d in output.shape.dim] == [2, 3]
+
+
+def test_target_opset_with_a_contrib_domain_imported(tmp_path):
+    proto = make_model(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("FastGelu", ["r"], ["y"], domain="com.microsoft")],
+        [helper.make_tensor_value_info("x", F, [2, 3])],
+        [helper.make_tensor_value_info("y", F, [2, 3])],
+        opset=17,
+    )
+    proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    code, out = compile_cli(tmp_path, proto, "--target-opset", "21")
+    assert code == 0
+    x = np.random.default_rng(1).standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], run(tmp_path / "model.onnx", {"x": x})[0], rtol=1e-5, atol=1e-6)
+    assert {o.domain: o.version for o in onnx.load(out).opset_import}[""] == 21
