@@ -24,6 +24,7 @@ from typing import Any
 
 from mapc.ir import Model, ModelSource, UsageError, VerificationError, __version__, count_nodes, is_default_domain, load, save, seeded_inputs
 from mapc.options import CompileOptions
+from mapc.output_check import check_compiled
 from mapc.passes import Facts, PassContext, PassManager, PassRecord, ProgressHook, Verifier, check_dim_names, flatten_steps, resolve_dims
 from mapc.passes.quantize import HELD_OUT
 from mapc.targets import PARTITION_PLAN, Plan, Target, emit_partitions, get_target, plan_report
@@ -209,6 +210,7 @@ def compile(
     nodes_before = count_nodes(working.graph)
     ops_before = op_histogram(working)
     records = manager.run(working, ctx)
+    check_compiled(working)
     quantizer = next((step for step in flatten_steps(manager.steps) if step.name == "quantize"), None) if options.quantize is not None else None
     result = CompileResult(
         model=working,

@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mapc`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    ort.set_default_logger_severity(3)
+    ort.set_default_logger_severity(4)
     try:
         return int(args.handler(args))
     except MapcError as error:

@@ -45,6 +45,7 @@ from mapc.ir.pattern import COMMUTATIVE_OPS, Alt, Match, const, op, product, var
 from mapc.ir.rewrite import NearMiss, NoMatch, PatternRule, RewriteContext, Rule, RuleReport, apply_rules, rule, rule_details, rule_names, rule_notes
 from mapc.ir.runtime_limits import runtime_limits
 from mapc.ir.shapes import SKELETON_INLINE_BYTES, infer_shapes, is_static, is_static_dim, same_dtype, static_shape
+from mapc.ir.validate import check_onnx
 from mapc.ir.version import __version__
 from mapc.ir.walk import sole_reader, walk
 
@@ -81,6 +82,7 @@ __all__ = [
     "__version__",
     "apply_rules",
     "can_take_name",
+    "check_onnx",
     "check_valid",
     "compare_outputs",
     "const",

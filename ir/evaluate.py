@@ -41,7 +41,7 @@ class OnnxRuntimeError(ModelError):
 def session_options(base_dir: Path | None = None, *, optimized: bool = False) -> ort.SessionOptions:
     """Session options: graph optimizations off (the model as written) unless ``optimized``."""
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if base_dir is not None:
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(base_dir))
@@ -50,7 +50,7 @@ def session_options(base_dir: Path | None = None, *, optimized: bool = False) ->
 
 def _quiet_run() -> ort.RunOptions:
     options = ort.RunOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4
     return options
 
 

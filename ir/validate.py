@@ -47,7 +47,7 @@ def validate_model(proto: onnx.ModelProto, base_dir: Path | None) -> None:
     opsets = _check_opsets(proto)
     local_functions = {(f.domain, f.name) for f in proto.functions}
     _check_graph(proto.graph, opsets, local_functions, base_dir, outer_scope=frozenset())
-    _run_onnx_checker(proto)
+    check_onnx(proto)
 
 
 def _check_opsets(proto: onnx.ModelProto) -> dict[str, int]:
@@ -257,9 +257,10 @@ def _check_value_info_dims(value: onnx.ValueInfoProto, role: str) -> None:
             raise ModelError(f"graph {role} {value.name!r} has an absurd dimension {dim.dim_value}")
 
 
-def _run_onnx_checker(proto: onnx.ModelProto) -> None:
-    """The onnx checker on the weight-free skeleton, then its ``full_check`` (strict type and
-    shape inference: type mismatches, an invalid ``perm`` or ``to``). onnx's strict inference
+def check_onnx(proto: onnx.ModelProto) -> None:
+    """:class:`ModelError` unless ``proto`` passes the onnx checker on its weight-free skeleton,
+    then its ``full_check`` (strict type and shape inference: type mismatches, an invalid
+    ``perm``). onnx's strict inference
     also trips on some valid models (function bodies it cannot infer), so a full-check failure
     refuses the model only when onnxruntime cannot load the skeleton either."""
     skeleton = _checker_skeleton(proto)

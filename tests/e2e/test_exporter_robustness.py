@@ -3,6 +3,8 @@ with one line and the documented exit code."""
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -10,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from mapc.cli import main
-from tests.conftest import make_model
+from tests.conftest import MAPC_SCRIPT, make_model
 
 F = TensorProto.FLOAT
 
@@ -158,3 +160,34 @@ def test_bfloat16_models_compile(tmp_path, flags):
         x = np.random.default_rng(2).standard_normal((2, 3)).astype(np.float32) * 100
         expected = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
         np.testing.assert_array_equal(session.run(["y"], {"x": x})[0], expected.run(["y"], {"x": x})[0])
+
+
+def never_runs() -> onnx.ModelProto:
+    """Reshape to Shape(x)·[1, 2] never fits x; once folded, the MatMul after it is invalid."""
+    return make_model(
+        [
+            helper.make_node("Shape", ["x"], ["s"]),
+            helper.make_node("Mul", ["s", "k"], ["t"]),
+            helper.make_node("Reshape", ["x", "t"], ["r"]),
+            helper.make_node("MatMul", ["r", "w"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", F, [2, 3])],
+        [helper.make_tensor_value_info("y", F, None)],
+        [numpy_helper.from_array(np.array([1, 2], np.int64), "k"), numpy_helper.from_array(np.ones((3, 4), np.float32), "w")],
+    )
+
+
+def test_a_model_that_loads_but_never_runs_is_refused_when_folding_makes_it_invalid(tmp_path, capsys):
+    code, out = compile_cli(tmp_path, never_runs())
+    assert code == 3 and not out.exists()
+    line = one_error_line(capsys)
+    assert "the input model does not run in onnxruntime" in line and "Incompatible dimensions" in line
+
+
+def test_onnxruntime_logs_nothing_of_its_own(tmp_path):
+    """onnxruntime's [E:onnxruntime...] lines go to the process's stderr; only mapc's line may."""
+    path = tmp_path / "model.onnx"
+    onnx.save_model(never_runs(), path)
+    done = subprocess.run([MAPC_SCRIPT, "compile", str(path), "-q"], capture_output=True, text=True, check=False)
+    assert done.returncode == 3
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "[E:onnxruntime" not in done.stderr
