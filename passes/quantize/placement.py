@@ -234,7 +234,7 @@ def plan_placement(model: Model, config: PlacementConfig) -> Placement:
         if node.op in DATA_MOVEMENT and _ties_output(node) and quantized_inputs and quantized_inputs[0] is node.inputs[0]:
             for tensor in outputs:
                 ties.union(node.inputs[0].name, tensor.name)
-        if node.op == "Concat" and config.tie_concat:
+        if node.op == "Concat" and config.tie_concat and outputs:  # no tie to an output of unknown type
             for tensor in [*quantized_inputs, *outputs]:
                 ties.union(outputs[0].name, tensor.name)
     _plan_folds(model, config, placement, activations, ties)

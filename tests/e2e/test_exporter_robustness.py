@@ -191,3 +191,21 @@ def test_onnxruntime_logs_nothing_of_its_own(tmp_path):
     done = subprocess.run([MAPC_SCRIPT, "compile", str(path), "-q"], capture_output=True, text=True, check=False)
     assert done.returncode == 3
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "[E:onnxruntime" not in done.stderr
+
+
+def test_quantize_a_concat_whose_output_type_nothing_infers(tmp_path):
+    """A contrib op onnx cannot infer through feeds a Concat: its output has no known type."""
+    proto = make_model(
+        [
+            helper.make_node("FastGelu", ["x"], ["g"], domain="com.microsoft"),
+            helper.make_node("Concat", ["g", "x"], ["c"], axis=0),
+            helper.make_node("Relu", ["c"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", F, [2, 3])],
+        [helper.make_tensor_value_info("y", F, [4, 3])],
+    )
+    proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    code, out = compile_cli(tmp_path, proto, "--quantize", "--calibration", "random")
+    assert code == 0
+    x = np.random.default_rng(3).standard_normal((2, 3)).astype(np.float32) / 2  # inside the calibrated range
+    np.testing.assert_allclose(run(out, {"x": x})[0], run(tmp_path / "model.onnx", {"x": x})[0], atol=0.05)
