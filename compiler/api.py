@@ -25,7 +25,7 @@ from typing import Any
 from mapc.ir import Model, ModelSource, UsageError, VerificationError, __version__, count_nodes, is_default_domain, load, save, seeded_inputs
 from mapc.options import CompileOptions
 from mapc.output_check import check_compiled
-from mapc.passes import Facts, PassContext, PassManager, PassRecord, ProgressHook, Verifier, check_dim_names, flatten_steps, resolve_dims
+from mapc.passes import Facts, PassContext, PassManager, PassRecord, ProgressHook, Verifier, check_dim_names, check_input_sizes, flatten_steps, resolve_dims
 from mapc.passes.quantize import HELD_OUT
 from mapc.targets import PARTITION_PLAN, Plan, Target, emit_partitions, get_target, plan_report
 from mapc.targets.qnn import Agreement, ContextModel, accuracy_on_qnn, check_plan, require_qnn_target, write_context_model
@@ -188,6 +188,7 @@ def compile(
     working = model if isinstance(model, Model) else load(model)
     if options.dims:
         check_dim_names(working.graph, options.dims)
+    check_input_sizes(working.graph, options.input_shapes or {}, options.dims or {})
     ctx = PassContext(
         seed=options.seed,
         dims=dict(options.dims or {}),

@@ -209,3 +209,38 @@ def test_quantize_a_concat_whose_output_type_nothing_infers(tmp_path):
     assert code == 0
     x = np.random.default_rng(3).standard_normal((2, 3)).astype(np.float32) / 2  # inside the calibrated range
     np.testing.assert_allclose(run(out, {"x": x})[0], run(tmp_path / "model.onnx", {"x": x})[0], atol=0.05)
+
+
+def embedding() -> onnx.ModelProto:
+    """ids[batch, seq] -> a [batch, seq, 64] float embedding."""
+    table = numpy_helper.from_array(np.zeros((10, 64), np.float32), "table")
+    return make_model(
+        [helper.make_node("Gather", ["table", "ids"], ["embedded"]), helper.make_node("Relu", ["embedded"], ["y"])],
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("y", F, ["batch", "seq", 64])],
+        [table],
+    )
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (("--input-shape", "ids:1,100000000000000000000000000"), "not a plausible dim size"),
+        (("--input-shape", "ids:1000000000000,16"), "tensor 'ids' [1000000000000, 16] hold 128.0 TB, more than half this machine's memory"),
+        (("--dim", "batch=1000000000000", "--dim", "seq=1"), "tensor 'ids' [1000000000000, 1] hold 8.0 TB"),
+    ],
+)
+def test_absurd_shapes_are_refused_before_any_work(tmp_path, capsys, flags, message):
+    code, out = compile_cli(tmp_path, embedding(), *flags)
+    assert code == 2 and not out.exists()
+    assert message in one_error_line(capsys)
+
+
+def test_a_huge_intermediate_tensor_is_refused_once_shapes_are_inferred(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("mapc.ir.memory.tensor_budget", lambda: 1 << 20)  # a 2 MiB machine
+    code, out = compile_cli(tmp_path, embedding(), "--input-shape", "ids:1,1000")  # ids: 8 kB, embedded: 256 kB
+    assert code == 0
+    out.unlink()
+    code, out = compile_cli(tmp_path, embedding(), "--input-shape", "ids:1,10000")  # embedded: 2.56 MB
+    assert code == 2 and not out.exists()
+    assert "the fixed shapes make tensor 'embedded' [1, 10000, 64] hold 2.6 MB" in one_error_line(capsys)
