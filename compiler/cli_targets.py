@@ -47,8 +47,8 @@ def parse_emit(value: str) -> EmitContext:
     return EmitContext(Path(folder) if folder else None)
 
 
-def add_targets_command(commands: Any) -> None:
-    parser = commands.add_parser("targets", help="list targets, or show one target's limits and rules")
+def add_targets_command(commands: Any, summary: str) -> None:
+    parser = commands.add_parser("targets", help=summary)
     parser.add_argument("--show", metavar="NAME|FILE.toml", help="print the target's record, performance model and the text of every rule")
     parser.add_argument("--markdown", action="store_true", help="with --show: print Markdown (what docs/targets/<name>.md holds)")
     parser.add_argument("--json", action="store_true", help="print JSON")

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import pytest
 
 import mapc
-from mapc.cli import build_parser, main
+from mapc.cli import main
+from mapc.cli_commands import build_parser
 from mapc.cli_flags import add_flags, check_requirements, given_flag_names, given_flags
 from mapc.ir.errors import UsageError
 from mapc.options import CompileOptions
