@@ -34,7 +34,8 @@ MAX_ELEMENTS = 1 << 40
 def validate_model(proto: onnx.ModelProto, base_dir: Path | None) -> None:
     """Raise :class:`ModelError` unless ``proto`` is an ONNX model mapc can compile.
 
-    Nodes listed out of topological order (but acyclic) are put in order, in place.
+    Nodes listed out of topological order (but acyclic) are put in order and ``-1`` dims become
+    unknown dims, in place.
     """
     if not proto.HasField("graph") or proto.ir_version <= 0:
         raise ModelError("not an ONNX model: no graph or no IR version")
@@ -93,6 +94,8 @@ def _check_graph(
         defined[sparse.values.name] = "initializer"
     for value in graph.output:
         _check_value_info_dims(value, "output")
+    for value in graph.value_info:
+        _check_value_info_dims(value, "value_info")
 
     producer: dict[str, int] = {}
     for index, node in enumerate(graph.node):
@@ -250,10 +253,14 @@ def _check_initializer(tensor: onnx.TensorProto, base_dir: Path | None) -> None:
 
 
 def _check_value_info_dims(value: onnx.ValueInfoProto, role: str) -> None:
+    """Dims must be plausible sizes; ``-1``, which some exporters write for "any size" (and
+    onnxruntime reads so), becomes an unknown dim, in place."""
     if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
         return
     for dim in value.type.tensor_type.shape.dim:
-        if dim.HasField("dim_value") and not 0 <= dim.dim_value <= MAX_DIM:
+        if dim.HasField("dim_value") and dim.dim_value == -1:
+            dim.ClearField("dim_value")
+        elif dim.HasField("dim_value") and not 0 <= dim.dim_value <= MAX_DIM:
             raise ModelError(f"graph {role} {value.name!r} has an absurd dimension {dim.dim_value}")
 
 

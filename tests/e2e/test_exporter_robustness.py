@@ -244,3 +244,12 @@ def test_a_huge_intermediate_tensor_is_refused_once_shapes_are_inferred(tmp_path
     code, out = compile_cli(tmp_path, embedding(), "--input-shape", "ids:1,10000")  # embedded: 2.56 MB
     assert code == 2 and not out.exists()
     assert "the fixed shapes make tensor 'embedded' [1, 10000, 64] hold 2.6 MB" in one_error_line(capsys)
+
+
+def test_minus_one_input_dims_are_fixed_like_symbolic_ones(tmp_path):
+    proto = relu()
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    proto.graph.output[0].type.tensor_type.shape.dim[0].dim_value = -1
+    code, out = compile_cli(tmp_path, proto, "--input-shape", "x:5,3", "--require-static", "--verify")
+    assert code == 0
+    assert [d.dim_value for d in onnx.load(out).graph.input[0].type.tensor_type.shape.dim] == [5, 3]

@@ -318,3 +318,13 @@ def test_outputs_without_a_shape_or_type_are_accepted(declared):
         model.graph.output[0].ClearField("type")
     model.graph.value_info.append(helper.make_empty_tensor_value_info("x"))
     load(model)
+
+
+def test_minus_one_dims_are_unknown_dims_and_other_negatives_absurd():
+    model = relu_model()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = -1
+    loaded = load(model)
+    assert loaded.graph.inputs[0].shape == [None] and loaded.graph.outputs[0].shape == [None]
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -2
+    refused(model, "absurd dimension -2")
