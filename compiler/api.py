@@ -25,7 +25,7 @@ from typing import Any
 from mapc.ir import Model, ModelSource, UsageError, VerificationError, __version__, count_nodes, is_default_domain, load, save, seeded_inputs
 from mapc.options import CompileOptions
 from mapc.output_check import check_compiled
-from mapc.passes import Facts, PassContext, PassManager, PassRecord, ProgressHook, Verifier, check_dim_names, check_input_sizes, flatten_steps, resolve_dims
+from mapc.passes import Facts, Note, PassContext, PassManager, PassRecord, ProgressHook, Verifier, check_dim_names, check_input_sizes, flatten_steps, resolve_dims
 from mapc.passes.quantize import HELD_OUT
 from mapc.targets import PARTITION_PLAN, Plan, Target, emit_partitions, get_target, plan_report
 from mapc.targets.qnn import Agreement, ContextModel, accuracy_on_qnn, check_plan, require_qnn_target, write_context_model
@@ -57,6 +57,8 @@ class CompileResult:
     context: ContextModel | None = None
     #: The accuracy report measured on the device (``accuracy_on``).
     device_accuracy: dict[str, Any] | None = None
+    #: What loading the input repaired, with a warning (``Model.load_notes``).
+    load_notes: list[Note] = field(default_factory=list)
 
     @property
     def nodes_after(self) -> int:
@@ -84,6 +86,8 @@ class CompileResult:
             "seconds": round(sum(record.seconds for record in self.passes), 6),
             "passes": [record.as_dict() for record in self.passes],
         }
+        if self.load_notes:
+            report["load_notes"] = [note.as_dict() for note in self.load_notes]
         if self.plan is not None:
             report.update(plan_report(self.plan))
         if self.verification is not None:
@@ -232,6 +236,7 @@ def compile(
         },
         plan=ctx.facts.get(PARTITION_PLAN) if resolved is not None else None,
         facts=ctx.facts,
+        load_notes=list(working.load_notes),
     )
     if result.plan is not None:
         working.set_metadata("mapc.pipeline", manager.text)

@@ -69,6 +69,9 @@ def print_result(result: CompileResult, console: Console, output: Path | None) -
         console.print(f"removed: {removed}", markup=False)
     if added:
         console.print(f"added: {added}", markup=False)
+    for note in result.load_notes:
+        fix = f" (fix: {note.fix})" if note.fix else ""
+        console.print(f"{note.severity}: load: {note.message}{fix}", markup=False)
     for record in result.passes:
         for note in record.notes:
             if note.severity != "info":

@@ -24,6 +24,7 @@ import onnx.shape_inference
 
 from mapc.ir.errors import ModelError
 from mapc.ir.external import external_ref, tensor_nbytes, uses_external_data
+from mapc.ir.notes import Note
 from mapc.ir.runtime_limits import MIN_OPSET, onnxruntime_loads, runs_in_onnxruntime, runtime_limits, runtime_schemas
 
 #: A dimension above this is not a real tensor (2**40 elements of one byte is a terabyte).
@@ -31,11 +32,13 @@ MAX_DIM = 1 << 40
 MAX_ELEMENTS = 1 << 40
 
 
-def validate_model(proto: onnx.ModelProto, base_dir: Path | None) -> None:
-    """Raise :class:`ModelError` unless ``proto`` is an ONNX model mapc can compile.
+def validate_model(proto: onnx.ModelProto, base_dir: Path | None) -> list[Note]:
+    """Raise :class:`ModelError` unless ``proto`` is an ONNX model mapc can compile; return
+    warnings about what was repaired.
 
-    Nodes listed out of topological order (but acyclic) are put in order and ``-1`` dims become
-    unknown dims, in place.
+    Nodes listed out of topological order (but acyclic) are put in order, ``-1`` dims become
+    unknown dims, and an onnxruntime domain (``com.microsoft``) that nodes use but the model
+    does not import is imported, in place.
     """
     if not proto.HasField("graph") or proto.ir_version <= 0:
         raise ModelError("not an ONNX model: no graph or no IR version")
@@ -46,9 +49,37 @@ def validate_model(proto: onnx.ModelProto, base_dir: Path | None) -> None:
             f"(at most {limits.max_ir_version})"
         )
     opsets = _check_opsets(proto)
+    notes = _import_runtime_domains(proto, opsets)
     local_functions = {(f.domain, f.name) for f in proto.functions}
     _check_graph(proto.graph, opsets, local_functions, base_dir, outer_scope=frozenset())
     check_onnx(proto)
+    return notes
+
+
+def _import_runtime_domains(proto: onnx.ModelProto, opsets: dict[str, int]) -> list[Note]:
+    """Import (version 1, in ``proto`` and ``opsets``) each domain of onnxruntime's own operators
+    that nodes use without the model importing it, as onnxruntime-optimized graphs often do."""
+    runtime_domains = {domain for domain, _ in runtime_schemas()} - {"", "ai.onnx.ml"}
+    used = sorted({node.domain for node in _all_nodes(proto.graph)} & runtime_domains - set(opsets))
+    notes = []
+    for domain in used:
+        proto.opset_import.add(domain=domain, version=1)
+        opsets[domain] = 1
+        notes.append(Note(
+            "load.domain-imported",
+            f"nodes use domain {domain!r}, which the model does not import; imported it at version 1",
+            fix="fix the exporter, or import the domain in the model's opset_import",
+            severity="warning",
+        ))
+    return notes
+
+
+def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for subgraph in _subgraphs(attribute):
+                yield from _all_nodes(subgraph)
 
 
 def _check_opsets(proto: onnx.ModelProto) -> dict[str, int]:

@@ -3,6 +3,7 @@ with one line and the documented exit code."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import numpy as np
@@ -253,3 +254,20 @@ def test_minus_one_input_dims_are_fixed_like_symbolic_ones(tmp_path):
     code, out = compile_cli(tmp_path, proto, "--input-shape", "x:5,3", "--require-static", "--verify")
     assert code == 0
     assert [d.dim_value for d in onnx.load(out).graph.input[0].type.tensor_type.shape.dim] == [5, 3]
+
+
+def test_a_contrib_domain_used_but_not_imported_is_imported_with_a_warning(tmp_path, capsys):
+    proto = make_model(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("FastGelu", ["r"], ["y"], domain="com.microsoft")],
+        [helper.make_tensor_value_info("x", F, [2, 3])],
+        [helper.make_tensor_value_info("y", F, [2, 3])],
+    )
+    path = tmp_path / "model.onnx"
+    onnx.save_model(proto, path)
+    report, out = tmp_path / "report.json", tmp_path / "out.onnx"
+    assert main(["compile", str(path), "-o", str(out), "--verify", "--report", str(report)]) == 0
+    assert "warning: load: nodes use domain 'com.microsoft', which the model does not import" in " ".join(capsys.readouterr().out.split())
+    assert [n["code"] for n in json.loads(report.read_text())["load_notes"]] == ["load.domain-imported"]
+    assert {o.domain: o.version for o in onnx.load(out).opset_import}["com.microsoft"] == 1
+    x = np.random.default_rng(4).standard_normal((2, 3)).astype(np.float32)
+    assert run(out, {"x": x})[0].shape == (2, 3)
