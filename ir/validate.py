@@ -24,6 +24,7 @@ import onnx.shape_inference
 
 from mapc.ir.errors import ModelError
 from mapc.ir.external import external_ref, tensor_nbytes, uses_external_data
+from mapc.ir.legacy_ops import standardize_legacy_ops
 from mapc.ir.notes import Note
 from mapc.ir.runtime_limits import MIN_OPSET, onnxruntime_loads, runs_in_onnxruntime, runtime_limits, runtime_schemas
 
@@ -37,8 +38,9 @@ def validate_model(proto: onnx.ModelProto, base_dir: Path | None) -> list[Note]:
     warnings about what was repaired.
 
     Nodes listed out of topological order (but acyclic) are put in order, ``-1`` dims become
-    unknown dims, and an onnxruntime domain (``com.microsoft``) that nodes use but the model
-    does not import is imported, in place.
+    unknown dims, an onnxruntime domain (``com.microsoft``) that nodes use but the model does
+    not import is imported, and LayerNormalization below opset 17 becomes the ``mapc`` function
+    fusion would write (:mod:`mapc.ir.legacy_ops`), in place.
     """
     if not proto.HasField("graph") or proto.ir_version <= 0:
         raise ModelError("not an ONNX model: no graph or no IR version")
@@ -49,7 +51,7 @@ def validate_model(proto: onnx.ModelProto, base_dir: Path | None) -> list[Note]:
             f"(at most {limits.max_ir_version})"
         )
     opsets = _check_opsets(proto)
-    notes = _import_runtime_domains(proto, opsets)
+    notes = _import_runtime_domains(proto, opsets) + standardize_legacy_ops(proto, opsets)
     local_functions = {(f.domain, f.name) for f in proto.functions}
     _check_graph(proto.graph, opsets, local_functions, base_dir, outer_scope=frozenset())
     check_onnx(proto)

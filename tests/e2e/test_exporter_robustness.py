@@ -271,3 +271,18 @@ def test_a_contrib_domain_used_but_not_imported_is_imported_with_a_warning(tmp_p
     assert {o.domain: o.version for o in onnx.load(out).opset_import}["com.microsoft"] == 1
     x = np.random.default_rng(4).standard_normal((2, 3)).astype(np.float32)
     assert run(out, {"x": x})[0].shape == (2, 3)
+
+
+def test_layer_norm_below_opset_17_compiles_for_a_target(tmp_path, capsys):
+    weights = [numpy_helper.from_array(np.linspace(0.5, 2, 8).astype(np.float32), n) for n in ("scale", "bias")]
+    proto = make_model(
+        [helper.make_node("LayerNormalization", ["x", "scale", "bias"], ["n"], epsilon=1e-5), helper.make_node("Relu", ["n"], ["y"])],
+        [helper.make_tensor_value_info("x", F, ["batch", 16, 8])],
+        [helper.make_tensor_value_info("y", F, ["batch", 16, 8])],
+        weights,
+        opset=14,
+    )
+    code, out = compile_cli(tmp_path, proto, "--input-shape", "x:2,16,8", "--require-static", "--verify", "--target", "npu")
+    assert code == 0
+    x = (np.random.default_rng(5).standard_normal((2, 16, 8)) * 50).astype(np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], run(tmp_path / "model.onnx", {"x": x})[0], rtol=1e-4, atol=1e-5)
