@@ -109,3 +109,22 @@ def runs_in_onnxruntime(domain: str, op: str, since_version: int | None) -> bool
     version ``since_version`` (any version when None)."""
     ranges = runtime_kernels().get((domain, op), ())
     return any(since_version is None or low <= since_version <= high for low, high in ranges)
+
+
+@cache
+def _runtime_schema_versions() -> dict[tuple[str, str], tuple[tuple[int, bool], ...]]:
+    """(domain, op) -> (since_version, deprecated) of each schema onnxruntime registers for it."""
+    from onnxruntime.capi import _pybind_state
+
+    versions: dict[tuple[str, str], set[tuple[int, bool]]] = {}
+    for schema in _pybind_state.get_all_operator_schema():
+        key = ("" if schema.domain == "ai.onnx" else schema.domain, schema.name)
+        versions.setdefault(key, set()).add((schema.since_version, bool(schema.deprecated)))
+    return {key: tuple(sorted(found)) for key, found in versions.items()}
+
+
+def runtime_only_op(domain: str, op: str, opset: int) -> bool:
+    """Whether onnxruntime runs ``op`` at ``opset`` of ``domain`` although onnx has no schema for
+    it there: an experimental op onnx dropped (``ImageScaler`` up to opset 9)."""
+    current = [deprecated for since, deprecated in _runtime_schema_versions().get((domain, op), ()) if since <= opset]
+    return bool(current) and not current[-1] and runs_in_onnxruntime(domain, op, opset)

@@ -26,7 +26,7 @@ from mapc.ir.errors import ModelError
 from mapc.ir.external import external_ref, tensor_nbytes, uses_external_data
 from mapc.ir.legacy_ops import standardize_legacy_ops
 from mapc.ir.notes import Note
-from mapc.ir.runtime_limits import MIN_OPSET, onnxruntime_loads, runs_in_onnxruntime, runtime_limits, runtime_schemas
+from mapc.ir.runtime_limits import MIN_OPSET, onnxruntime_loads, runs_in_onnxruntime, runtime_limits, runtime_only_op, runtime_schemas
 
 #: A dimension above this is not a real tensor (2**40 elements of one byte is a terabyte).
 MAX_DIM = 1 << 40
@@ -210,6 +210,8 @@ def _check_operator(node: onnx.NodeProto, opsets: dict[str, int], local_function
     label = "ai.onnx" if domain == "" else domain
     if domain in ("", "ai.onnx.ml"):
         if not onnx.defs.has(node.op_type, opsets[domain], domain):
+            if runtime_only_op(domain, node.op_type, opsets[domain]):
+                return  # an experimental op onnx dropped and onnxruntime runs (peephole rewrites it)
             raise ModelError(f"unknown operator {node.op_type!r} in {label} opset {opsets[domain]} (node {_describe(node)})")
         _check_implemented(node, domain, opsets[domain])
         _check_cast_target(node)
@@ -324,8 +326,9 @@ CHECKER_INLINE_BYTES = 1 << 16
 
 
 def _checker_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """``proto`` with external and large initializers turned into typed graph inputs, and graph
-    outputs declared without a type or shape typed by inference (or left out).
+    """``proto`` with external and large initializers turned into typed graph inputs, graph
+    outputs declared without a type or shape typed by inference (or left out), and default-domain
+    ops onnx does not know (but onnxruntime runs) moved to a domain the checker skips.
 
     The onnx checker resolves external files against the working directory, insists on data for
     every initializer, and serializes the whole model to check it (seconds for a large model);
@@ -334,7 +337,9 @@ def _checker_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
     """
     heavy = [t for t in proto.graph.initializer if uses_external_data(t) or tensor_nbytes(t) > CHECKER_INLINE_BYTES]
     untyped = [v for v in proto.graph.output if not _has_shape(v)]
-    if not heavy and not untyped:
+    opset = next((e.version for e in proto.opset_import if e.domain in ("", "ai.onnx")), 0)
+    unknown_to_onnx = [n for n in proto.graph.node if _unknown_to_onnx(n, opset)]
+    if not heavy and not untyped and not unknown_to_onnx:
         return proto
     skeleton = onnx.ModelProto()
     _copy_fields(proto, skeleton, skip="graph")
@@ -348,9 +353,23 @@ def _checker_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
             skeleton.graph.input.append(
                 onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
             )
+    if unknown_to_onnx:  # onnxruntime's own ops in the default domain: the checker skips a domain it does not know
+        for node in skeleton.graph.node:
+            if _unknown_to_onnx(node, opset):
+                node.domain = RUNTIME_ONLY_DOMAIN
+        skeleton.opset_import.add(domain=RUNTIME_ONLY_DOMAIN, version=1)
     if untyped:
         _type_outputs(skeleton)
     return skeleton
+
+
+#: Where the skeleton puts default-domain ops onnx has no schema for (``ImageScaler``), which
+#: validation let through because onnxruntime runs them; the checker would refuse or warn.
+RUNTIME_ONLY_DOMAIN = "mapc.onnxruntime"
+
+
+def _unknown_to_onnx(node: onnx.NodeProto, opset: int) -> bool:
+    return node.domain in ("", "ai.onnx") and opset > 0 and not onnx.defs.has(node.op_type, opset)
 
 
 def _has_shape(value: onnx.ValueInfoProto) -> bool:

@@ -286,3 +286,31 @@ def test_layer_norm_below_opset_17_compiles_for_a_target(tmp_path, capsys):
     assert code == 0
     x = (np.random.default_rng(5).standard_normal((2, 16, 8)) * 50).astype(np.float32)
     np.testing.assert_allclose(run(out, {"x": x})[0], run(tmp_path / "model.onnx", {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def winml_image_scaler(opset: int) -> onnx.ModelProto:
+    """A WinML-style front end: pixels scaled and mean-shifted by ImageScaler, then a Conv."""
+    weight = numpy_helper.from_array(np.random.default_rng(6).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    proto = make_model(
+        [helper.make_node("ImageScaler", ["pixels"], ["scaled"], scale=1 / 58.4, bias=[-2.1179, -2.0357, -1.8044]),
+         helper.make_node("Conv", ["scaled", "w"], ["y"], pads=[1, 1, 1, 1])],
+        [helper.make_tensor_value_info("pixels", F, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", F, [1, 4, 8, 8])],
+        [weight],
+        opset=opset,
+    )
+    proto.ir_version = 7
+    return proto
+
+
+def test_image_scaler_compiles_into_mul_and_add_with_the_same_outputs(tmp_path):
+    code, out = compile_cli(tmp_path, winml_image_scaler(9), "--verify")
+    assert code == 0
+    assert [n.op_type for n in onnx.load(out).graph.node] == ["Mul", "Add", "Conv"]
+    pixels = np.random.default_rng(7).integers(0, 256, (1, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(run(out, {"pixels": pixels})[0], run(tmp_path / "model.onnx", {"pixels": pixels})[0])
+
+
+def test_image_scaler_after_opset_9_is_refused_as_onnxruntime_does(tmp_path, capsys):
+    code, _ = compile_cli(tmp_path, winml_image_scaler(10))
+    assert code == 3 and "unknown operator 'ImageScaler' in ai.onnx opset 10" in one_error_line(capsys)
