@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -48,9 +49,15 @@ from mapc.targets import get_target
 from mapc.targets.qnn import context_path, require_qnn_target
 
 
+#: What a negative number looks like on the command line, exponents included.
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser, commands = top_parser()
     compile_parser = commands.add_parser("compile", help=COMMANDS["compile"])
+    # argparse takes "-1e4" for an option (it only knows "-4" and "-.5" as numbers): --mask-value -1e4
+    compile_parser._negative_number_matcher = NEGATIVE_NUMBER
     compile_parser.add_argument("model", type=Path, help="input ONNX model (never modified)")
     compile_parser.add_argument("-o", "--output", type=Path, help="output path (default: <stem>.mapc.onnx beside the input)")
     compile_parser.add_argument(
