@@ -117,6 +117,8 @@ def run_compile(args: argparse.Namespace) -> int:
     for report in args.report:
         if report.suffix.lower() not in REPORT_SUFFIXES:
             raise UsageError(f"--report {report}: the file name must end in {' or '.join(REPORT_SUFFIXES)}")
+    for path, what in [(output, "output"), *((report, "--report") for report in args.report)]:
+        _check_writable_place(path, what)
     options = compile_options_from_flags(args)
     if args.emit_partitions and options.target is None:
         raise UsageError("--emit-partitions needs a target (--target NAME)")
@@ -156,6 +158,16 @@ def run_compile(args: argparse.Namespace) -> int:
     if result.qnn is not None and not result.qnn.ok:
         raise CheckFailed(_qnn_failure(result))
     return EXIT_OK
+
+
+def _check_writable_place(path: Path, what: str) -> None:
+    """:class:`OutputError` before any work when ``path`` cannot be a file: it is a folder, or its
+    folder does not exist (else the model would be written and the report fail after it)."""
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a directory")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"{what} {path}: the folder {folder} does not exist")
 
 
 def _qnn_failure(result: CompileResult) -> str:

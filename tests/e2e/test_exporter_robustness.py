@@ -314,3 +314,15 @@ def test_image_scaler_compiles_into_mul_and_add_with_the_same_outputs(tmp_path):
 def test_image_scaler_after_opset_9_is_refused_as_onnxruntime_does(tmp_path, capsys):
     code, _ = compile_cli(tmp_path, winml_image_scaler(10))
     assert code == 3 and "unknown operator 'ImageScaler' in ai.onnx opset 10" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("where", ["report", "output"])
+def test_an_unwritable_report_or_output_fails_before_anything_is_written(tmp_path, capsys, where):
+    path = tmp_path / "model.onnx"
+    onnx.save_model(relu(), path)
+    missing = tmp_path / "missing"
+    out = missing / "out.onnx" if where == "output" else tmp_path / "out.onnx"
+    flags = ["--report", str(missing / "report.json")] if where == "report" else []
+    assert main(["compile", str(path), "-o", str(out), "-q", *flags]) == 4
+    assert f"the folder {missing} does not exist" in one_error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
