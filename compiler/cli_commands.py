@@ -238,8 +238,8 @@ def run_passes(args: argparse.Namespace) -> int:
     console = Console()
     table = Table(title="registered passes", title_justify="left")
     table.add_column("pass")
-    table.add_column("summary")
-    table.add_column("options (defaults)")
+    table.add_column("summary", overflow="fold")
+    table.add_column("options (defaults)", overflow="fold")
     for name, cls in passes.items():
         options = ", ".join(f"{key}={value}" for key, value in _options(cls).items()) or "-"
         table.add_row(name, Text(cls.summary()), Text(options))

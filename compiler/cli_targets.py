@@ -73,7 +73,7 @@ def run_targets(args: argparse.Namespace) -> int:
     table = Table(title="targets", title_justify="left")
     table.add_column("target")
     table.add_column("kind")
-    table.add_column("description")
+    table.add_column("description", overflow="fold")
     for name, target in targets.items():
         table.add_row(name + (" (default)" if name == DEFAULT_TARGET else ""), target.kind, Text(target.description))
     console = Console()
