@@ -389,7 +389,8 @@ def save(
     sources = {id(t): _source_ref(t, model.base_dir) for t in tensors}
     total = sum(_tensor_size(t, sources[id(t)]) for t in tensors)
     if external_data is None:
-        external_data = any(ref is not None for ref in sources.values()) or total > INLINE_LIMIT
+        # the input's external weights may all have been replaced (quantized): it still had some
+        external_data = bool(model.external_sources) or any(ref is not None for ref in sources.values()) or total > INLINE_LIMIT
     elif not external_data and total > INLINE_LIMIT:
         raise OutputError(f"the model holds {total} bytes of weights; it must be saved with external data")
 

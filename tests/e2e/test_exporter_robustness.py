@@ -326,3 +326,22 @@ def test_an_unwritable_report_or_output_fails_before_anything_is_written(tmp_pat
     assert main(["compile", str(path), "-o", str(out), "-q", *flags]) == 4
     assert f"the folder {missing} does not exist" in one_error_line(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_a_quantized_compile_keeps_the_inputs_weights_external(tmp_path):
+    weight = numpy_helper.from_array(np.random.default_rng(8).standard_normal((64, 64)).astype(np.float32), "w")
+    proto = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        [helper.make_tensor_value_info("x", F, [4, 64])],
+        [helper.make_tensor_value_info("y", F, [4, 64])],
+        [weight],
+    )
+    path = tmp_path / "model.onnx"
+    onnx.save_model(proto, path, save_as_external_data=True, location="model.onnx.data", size_threshold=0)
+    out = tmp_path / "out.onnx"
+    assert main(["compile", str(path), "-o", str(out), "-q", "--quantize", "--calibration", "random"]) == 0
+    assert (tmp_path / "out.onnx.data").stat().st_size >= 64 * 64  # the int8 weight
+    external = [t.name for t in onnx.load(out, load_external_data=False).graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert external == ["w_quantized"]
+    x = np.random.default_rng(9).standard_normal((4, 64)).astype(np.float32)
+    assert run(out, {"x": x})[0].shape == (4, 64)
