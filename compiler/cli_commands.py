@@ -123,9 +123,9 @@ def run_compile(args: argparse.Namespace) -> int:
     if args.emit_partitions and options.target is None:
         raise UsageError("--emit-partitions needs a target (--target NAME)")
     if args.emit is not None:
-        require_qnn_target(get_target(options.target) if options.target is not None else None, "--emit epcontext")
-        if args.emit.folder is not None and not args.emit.folder.is_dir():
+        if args.emit.folder is not None and not args.emit.folder.is_dir():  # a typo is named even without the qnn extra
             raise UsageError(f"--emit epcontext={args.emit.folder}: the folder does not exist")
+        require_qnn_target(get_target(options.target) if options.target is not None else None, "--emit epcontext")
     console = Console(quiet=args.quiet)
     with PassProgress(enabled=not args.quiet) as progress:
         progress.stage("loading")
