@@ -32,9 +32,9 @@ OVERLOAD_IR_VERSION = 10
 
 def standardize_legacy_ops(proto: onnx.ModelProto, opsets: dict[str, int]) -> list[Note]:
     """Rewrite default-domain LayerNormalization nodes of a model at opsets 12-16, in place (and
-    ``opsets``); return a note when there were some. A node is left alone (the op check then
-    refuses it) when its Mean/InvStdDev outputs are read, or its ``axis`` is positive and the
-    rank of its input is not declared."""
+    ``opsets``); return a note when there were some. A node is left as onnxruntime's op (which
+    validation accepts, but onnx cannot infer through) when its Mean/InvStdDev outputs are read,
+    or its ``axis`` is positive and the rank of its input is not declared."""
     opset = opsets.get("", 0)
     if not MIN_OPSET <= opset < LAYER_NORM_OPSET:
         return []

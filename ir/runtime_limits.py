@@ -125,6 +125,7 @@ def _runtime_schema_versions() -> dict[tuple[str, str], tuple[tuple[int, bool], 
 
 def runtime_only_op(domain: str, op: str, opset: int) -> bool:
     """Whether onnxruntime runs ``op`` at ``opset`` of ``domain`` although onnx has no schema for
-    it there: an experimental op onnx dropped (``ImageScaler`` up to opset 9)."""
+    it there: an experimental op onnx dropped (``ImageScaler`` up to opset 9), or one onnxruntime
+    registered before onnx adopted it (``LayerNormalization`` below opset 17)."""
     current = [deprecated for since, deprecated in _runtime_schema_versions().get((domain, op), ()) if since <= opset]
     return bool(current) and not current[-1] and runs_in_onnxruntime(domain, op, opset)
