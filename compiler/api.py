@@ -27,7 +27,8 @@ import onnx_graphsurgeon as gs
 from mapc.inspection import parameter_bytes
 from mapc.ir import Model, ModelSource, UsageError, VerificationError, __version__, count_nodes, is_default_domain, is_static, load, save, seeded_inputs
 from mapc.options import CompileOptions
-from mapc.passes import Facts, PassContext, PassManager, PassRecord, ProgressHook, Verifier, check_dim_names, flatten_steps, resolve_dims
+from mapc.output_check import check_compiled
+from mapc.passes import Facts, Note, PassContext, PassManager, PassRecord, ProgressHook, Verifier, check_dim_names, check_input_sizes, flatten_steps, resolve_dims
 from mapc.passes.quantize import HELD_OUT
 from mapc.targets import PARTITION_PLAN, Plan, Target, emit_partitions, get_target, plan_report
 from mapc.targets.qnn import Agreement, ContextModel, accuracy_on_qnn, check_plan, require_qnn_target, write_context_model
@@ -61,6 +62,8 @@ class CompileResult:
     context: ContextModel | None = None
     #: The accuracy report measured on the device (``accuracy_on``).
     device_accuracy: dict[str, Any] | None = None
+    #: What loading the input repaired, with a warning (``Model.load_notes``).
+    load_notes: list[Note] = field(default_factory=list)
 
     @property
     def nodes_after(self) -> int:
@@ -90,6 +93,8 @@ class CompileResult:
             "size": {"weights_before": self.weight_bytes_before, "weights": parameter_bytes(self.model)},
             "passes": [record.as_dict() for record in self.passes],
         }
+        if self.load_notes:
+            report["load_notes"] = [note.as_dict() for note in self.load_notes]
         if self.plan is not None:
             report.update(plan_report(self.plan))
         if self.verification is not None:
@@ -200,6 +205,7 @@ def compile(
     working = model if isinstance(model, Model) else load(model)
     if options.dims:
         check_dim_names(working.graph, options.dims)
+    check_input_sizes(working.graph, options.input_shapes or {}, options.dims or {})
     ctx = PassContext(
         seed=options.seed,
         dims=dict(options.dims or {}),
@@ -223,6 +229,7 @@ def compile(
     ops_before = op_histogram(working)
     weight_bytes_before = parameter_bytes(working)
     records = manager.run(working, ctx)
+    check_compiled(working)
     quantizer = next((step for step in flatten_steps(manager.steps) if step.name == "quantize"), None) if options.quantize is not None else None
     result = CompileResult(
         model=working,
@@ -244,6 +251,7 @@ def compile(
         },
         plan=ctx.facts.get(PARTITION_PLAN) if resolved is not None else None,
         facts=ctx.facts,
+        load_notes=list(working.load_notes),
     )
     if result.plan is not None:
         working.set_metadata("mapc.pipeline", manager.text)

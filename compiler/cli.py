@@ -1,260 +1,69 @@
-"""The ``mapc`` command line: ``compile``, ``inspect``, ``passes``, ``targets``, ``diff``, ``history``
-and ``llm``.
+"""The ``mapc`` console entry point: it starts fast, and Ctrl-C at any moment is one line.
 
-Target flags and the ``targets`` command live in :mod:`mapc.cli_targets`; ``diff``, ``history``
-and the budget and history flags of ``compile`` in :mod:`mapc.cli_track`; ``llm`` in :mod:`mapc.cli_llm`.
-
-Every user error ends with one line on stderr (``mapc: error: ...``) and the exit code of its
-:class:`~mapc.ir.errors.MapcError` class (see README, "Exit codes"); a traceback appears only with
-``--debug``.
+``mapc --version``, ``mapc --help`` and a command line without a valid command are answered by
+this module alone, without importing onnx, onnxruntime or rich (tens of milliseconds instead of
+over a second). A command imports :mod:`mapc.cli_commands`, which builds the full parser (the
+compile flags come from the registered passes) and runs it. A KeyboardInterrupt, also one
+raised while those imports run, ends with ``mapc: interrupted`` and exit code 130.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
-import traceback
 from collections.abc import Sequence
-from pathlib import Path
+from importlib.metadata import version
 
-import onnxruntime as ort
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
-from mapc.api import CompileResult
-from mapc.api import compile as compile_model
-from mapc.cli_flags import add_compile_flags, compile_options_from_flags
-from mapc.cli_llm import add_llm_command
-from mapc.cli_targets import add_target_arguments, add_targets_command
-from mapc.cli_track import add_budget_flags, add_diff_command, add_history_command, add_history_flag, finish_compile, history_digest, read_baseline, read_budgets
-from mapc.inspection import summarize
-from mapc.ir import (
-    EXIT_INTERNAL,
-    EXIT_OK,
-    CheckFailed,
-    MapcError,
-    OutputError,
-    UsageError,
-    VerificationError,
-    __version__,
-    load,
-    same_file,
-    save,
-)
-from mapc.passes import MASK_INPUTS, registered_passes
-from mapc.progress import PassProgress
-from mapc.report import REPORT_SUFFIXES, print_result, write_report
-from mapc.targets import get_target
-from mapc.targets.qnn import context_path, require_qnn_target
+#: Each command and the line ``mapc --help`` shows for it.
+COMMANDS = {
+    "compile": "run a pipeline of passes on a model and write the result",
+    "inspect": "summarize a model: opsets, I/O and dynamic dims, ops, parameters",
+    "passes": "list registered passes",
+    "targets": "list targets, or show one target's limits and rules",
+    "diff": "what changed between two compiles (reports or models) and by how much; budgets gate CI",
+    "history": "the trend of the compiles recorded with --history, as a table or plots",
+    "llm": "split a KV-cache decoder into static prefill and decode graphs; 'mapc llm generate DIR' decodes with a split",
+}
+#: Exit code after Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+_ANSWERED_HERE = ("-h", "--help", "--version")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def top_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The ``mapc`` parser without its commands' arguments, and its sub-parser collection."""
     parser = argparse.ArgumentParser(prog="mapc", description="Map ONNX models onto NPUs.")
-    parser.add_argument("--version", action="version", version=f"mapc {__version__}")
+    parser.add_argument("--version", action="version", version=f"mapc {version('mapc')}")
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    compile_parser = commands.add_parser("compile", help="run a pipeline of passes on a model and write the result")
-    compile_parser.add_argument("model", type=Path, help="input ONNX model (never modified)")
-    compile_parser.add_argument("-o", "--output", type=Path, help="output path (default: <stem>.mapc.onnx beside the input)")
-    compile_parser.add_argument(
-        "--report", type=Path, action="append", default=[], metavar="FILE.json|FILE.html",
-        help="write a report: JSON (for tools) or a self-contained HTML page; repeat for both",
-    )
-    compile_parser.add_argument("--external-data", dest="external_data", action="store_true", default=None, help="always write weights to <output>.data")
-    compile_parser.add_argument("--no-external-data", dest="external_data", action="store_false", help="embed weights in the output file")
-    compile_parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    add_budget_flags(compile_parser)
-    add_history_flag(compile_parser)
-    add_compile_flags(compile_parser, add_target_arguments(compile_parser))
-    compile_parser.set_defaults(handler=run_compile)
-
-    inspect_parser = commands.add_parser("inspect", help="summarize a model: opsets, I/O and dynamic dims, ops, parameters")
-    inspect_parser.add_argument("model", type=Path)
-    inspect_parser.add_argument("--json", action="store_true", help="print JSON")
-    inspect_parser.set_defaults(handler=run_inspect)
-
-    passes_parser = commands.add_parser("passes", help="list registered passes")
-    passes_parser.add_argument("-v", "--verbose", action="store_true", help="show descriptions and options")
-    passes_parser.add_argument("--json", action="store_true", help="print JSON")
-    passes_parser.set_defaults(handler=run_passes)
-    add_targets_command(commands)
-    add_llm_command(commands)
-    add_diff_command(commands)
-    add_history_command(commands)
-    return parser
+    return parser, commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mapc`` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[1:]
-    ort.set_default_logger_severity(3)
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        return int(args.handler(args))
-    except MapcError as error:
-        if args.debug:
-            traceback.print_exc()
-        print(f"mapc: error: {error}", file=sys.stderr)
-        return error.exit_code
+        if _command(arguments) is None:
+            parser, commands = top_parser()
+            for name, summary in COMMANDS.items():
+                commands.add_parser(name, help=summary)
+            parser.parse_args(arguments)  # prints the version, the help or the error and exits
+        from mapc.cli_commands import run
+
+        return run(arguments)
     except KeyboardInterrupt:
         print("mapc: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return EXIT_OK
-    except Exception as error:  # a bug in mapc: one line unless --debug
-        if args.debug:
-            traceback.print_exc()
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        print(f"mapc: internal error: {type(error).__name__}{': ' + detail if detail else ''} (rerun with --debug for a traceback)", file=sys.stderr)
-        return EXIT_INTERNAL
+        return EXIT_INTERRUPTED
 
 
-def default_output(model_path: Path) -> Path:
-    name = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.name
-    return model_path.with_name(f"{name}.mapc.onnx")
-
-
-def run_compile(args: argparse.Namespace) -> int:
-    output: Path = args.output or default_output(args.model)
-    if output.resolve() == args.model.resolve() or same_file(output, args.model):
-        raise OutputError(f"output {output} is the input model; choose another path with -o")
-    for report in args.report:
-        if report.suffix.lower() not in REPORT_SUFFIXES:
-            raise UsageError(f"--report {report}: the file name must end in {' or '.join(REPORT_SUFFIXES)}")
-    options = compile_options_from_flags(args)
-    budgets = read_budgets(args)
-    baseline = read_baseline(args, budgets)
-    if args.emit_partitions and options.target is None:
-        raise UsageError("--emit-partitions needs a target (--target NAME)")
-    if args.emit is not None:
-        require_qnn_target(get_target(options.target) if options.target is not None else None, "--emit epcontext")
-        if args.emit.folder is not None and not args.emit.folder.is_dir():
-            raise UsageError(f"--emit epcontext={args.emit.folder}: the folder does not exist")
-    console = Console(quiet=args.quiet)
-    with PassProgress(enabled=not args.quiet) as progress:
-        progress.stage("loading")
-        model = load(args.model)
-        digest = history_digest(args, model)
-        try:
-            result = compile_model(model, options, on_pass_start=progress.pass_started, on_progress=progress.update)
-        except VerificationError as error:
-            failed = getattr(error, "result", None)
-            if failed is not None:
-                for report in args.report:
-                    write_report(report, failed)
-            raise
-        progress.stage("saving")
-        written = result.save(output, external_data=args.external_data)
-        emitted = result.emit_partitions(args.emit_partitions) if args.emit_partitions else []
-        if args.emit is not None:
-            progress.stage("compiling the context binary with QNN")
-            result.emit_context(context_path(written, args.emit.folder))
-        host_models = write_host_models(result, written)
-        for report in args.report:
-            write_report(report, result, output=written)
-    print_result(result, console, written)
-    if result.context is not None:
-        console.print(f"wrote {result.context.path} (EPContext: QNN context binary for HTP v{result.context.arch}, "
-                      f"{result.context.bytes / 1e6:.1f} MB, compiled in {result.context.compile_seconds:.1f} s)", markup=False)
-    if emitted:
-        console.print(f"wrote {len(emitted)} files to {args.emit_partitions} (partitions, host graph, partitions.json)", markup=False)
-    for path in host_models:
-        console.print(f"wrote {path} (computes a hoisted mask input on the host)", markup=False)
-    code = finish_compile(args, result, written, digest, budgets, baseline, console)
-    if result.qnn is not None and not result.qnn.ok:
-        raise CheckFailed(_qnn_failure(result))
-    return code
-
-
-def _qnn_failure(result: CompileResult) -> str:
-    """The one line a failed --check-with-qnn ends with."""
-    agreement = result.qnn
-    assert agreement is not None
-    if not agreement.check.built:
-        return f"QNN did not build the compiled model: {agreement.check.error}"
-    first = agreement.overclaims[0]
-    return (f"QNN refused {len(agreement.overclaims)} node(s) mapc placed on HTP (a bug of the target's rules), "
-            f"first {first.name!r} ({first.op}): {first.qnn.reason}")
-
-
-def write_host_models(result: CompileResult, written: Path) -> list[Path]:
-    """Write the host-side models of hoisted mask inputs beside the compiled model."""
-    hoisted = result.facts.get(MASK_INPUTS)
-    models = hoisted.host_models if hoisted is not None else {}
-    paths = []
-    stem = written.name[: -len(".onnx")] if written.name.endswith(".onnx") else written.name
-    for input_name, proto in models.items():
-        if proto is None:
+def _command(arguments: Sequence[str]) -> str | None:
+    """The command the arguments name, or None when the top-level parser alone answers them."""
+    for argument in arguments:
+        if argument == "--debug":
             continue
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in input_name)
-        paths.append(save(load(proto), written.with_name(f"{stem}.{safe}.host.onnx")))
-    return paths
-
-
-def run_inspect(args: argparse.Namespace) -> int:
-    summary = summarize(load(args.model))
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return EXIT_OK
-    console = Console()
-    console.print(f"[bold]{summary['file']}[/bold]  IR {summary['ir_version']}  producer: {summary['producer'] or '-'}")
-    console.print("opsets: " + ", ".join(f"{d} {v}" for d, v in summary["opsets"].items()), markup=False)
-    io = Table(title="inputs and outputs", title_justify="left")
-    for column in ("kind", "name", "dtype", "shape"):
-        io.add_column(column)
-    for kind in ("inputs", "outputs"):
-        for entry in summary[kind]:
-            shape = "?" if entry["shape"] is None else "[" + ", ".join("?" if d is None else str(d) for d in entry["shape"]) + "]"
-            io.add_row(kind[:-1], Text(entry["name"]), entry["dtype"] or "?", Text(shape))
-    console.print(io)
-    params = summary["parameters"]
-    console.print(f"nodes: {summary['nodes']}  parameters: {params['elements']:,} in {params['tensors']} tensors ({params['bytes']:,} bytes)", markup=False)
-    external = summary["external_data"]
-    if external["tensors"]:
-        console.print(f"external data: {external['bytes']:,} bytes in {', '.join(external['files'])}", markup=False)
-    console.print("ops: " + ", ".join(f"{op} {count}" for op, count in summary["op_types"].items()), markup=False)
-    if summary["inputs_needing_shapes"]:
-        dims = ", ".join(f"{d['input']}[{d['axis']}]={d['dim'] or '?'}" for d in summary["dynamic_dims"])
-        console.print(f"dynamic dims (fix them for an NPU): {dims}", markup=False)
-        console.print(f"fix them with: mapc compile {args.model} {summary['suggested_flags']}", markup=False)
-    else:
-        console.print("all input dims are static")
-    return EXIT_OK
-
-
-def run_passes(args: argparse.Namespace) -> int:
-    passes = registered_passes()
-    if args.json:
-        listing = [
-            {"name": name, "summary": cls.summary(), "description": cls.description(), "options": _options(cls)}
-            for name, cls in passes.items()
-        ]
-        print(json.dumps(listing, indent=2))
-        return EXIT_OK
-    console = Console()
-    table = Table(title="registered passes", title_justify="left")
-    table.add_column("pass")
-    table.add_column("summary")
-    table.add_column("options (defaults)")
-    for name, cls in passes.items():
-        options = ", ".join(f"{key}={value}" for key, value in _options(cls).items()) or "-"
-        table.add_row(name, Text(cls.summary()), Text(options))
-    console.print(table)
-    if args.verbose:
-        for name, cls in passes.items():
-            console.rule(name)
-            console.print(cls.description(), markup=False)
-    return EXIT_OK
-
-
-def _options(cls: type) -> dict[str, object]:
-    defaults = cls.Options()
-    return {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)}
+        if argument in _ANSWERED_HERE or argument.startswith("-"):
+            return None
+        return argument if argument in COMMANDS else None
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,8 +47,8 @@ def parse_emit(value: str) -> EmitContext:
     return EmitContext(Path(folder) if folder else None)
 
 
-def add_targets_command(commands: Any) -> None:
-    parser = commands.add_parser("targets", help="list targets, or show one target's limits and rules")
+def add_targets_command(commands: Any, summary: str) -> None:
+    parser = commands.add_parser("targets", help=summary)
     parser.add_argument("--show", metavar="NAME|FILE.toml", help="print the target's record, performance model and the text of every rule")
     parser.add_argument("--markdown", action="store_true", help="with --show: print Markdown (what docs/targets/<name>.md holds)")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -73,7 +73,7 @@ def run_targets(args: argparse.Namespace) -> int:
     table = Table(title="targets", title_justify="left")
     table.add_column("target")
     table.add_column("kind")
-    table.add_column("description")
+    table.add_column("description", overflow="fold")
     for name, target in targets.items():
         table.add_row(name + (" (default)" if name == DEFAULT_TARGET else ""), target.kind, Text(target.description))
     console = Console()

@@ -32,7 +32,7 @@ def passes_table(result: CompileResult) -> Table:
     table.add_column("round", justify="right")
     table.add_column("nodes", justify="right")
     table.add_column("ms", justify="right")
-    table.add_column("did")
+    table.add_column("did", overflow="fold")  # long counters wrap, never "…"
     verified = any(record.verification is not None for record in result.passes)
     if verified:
         table.add_column("verified (max err)", justify="right")
@@ -69,6 +69,9 @@ def print_result(result: CompileResult, console: Console, output: Path | None) -
         console.print(f"removed: {removed}", markup=False)
     if added:
         console.print(f"added: {added}", markup=False)
+    for note in result.load_notes:
+        fix = f" (fix: {note.fix})" if note.fix else ""
+        console.print(f"{note.severity}: load: {note.message}{fix}", markup=False)
     for record in result.passes:
         for note in record.notes:
             if note.severity != "info":
@@ -156,15 +159,21 @@ def _compact(count: int) -> str:
     return str(count)
 
 
+#: Op types listed per fallback reason in the terminal (the report has them all).
+FALLBACK_OPS = 6
+
+
 def fallback_table(groups: list[dict[str, Any]], nodes: int) -> Table:
     """The CPU fallback grouped by reason code, with the ops concerned and the fix."""
     table = Table(title=f"CPU fallback: {nodes} nodes, by reason", title_justify="left")
     table.add_column("reason", no_wrap=True)
     table.add_column("nodes", justify="right")
-    table.add_column("ops")
-    table.add_column("fix")
+    table.add_column("ops", overflow="fold")
+    table.add_column("fix", overflow="fold")
     for group in groups:
-        ops = ", ".join(f"{op} {n}" for op, n in list(group["ops"].items())[:6])
+        ops = ", ".join(f"{op} {n}" for op, n in list(group["ops"].items())[:FALLBACK_OPS])
+        if len(group["ops"]) > FALLBACK_OPS:
+            ops += f", … {len(group['ops']) - FALLBACK_OPS} more op types"
         table.add_row(group["code"], str(group["nodes"]), Text(ops), Text(group["fix"] or "-"))
     return table
 

@@ -39,12 +39,15 @@ from mapc.ir.graph import (
     toposort,
 )
 from mapc.ir.gs_compat import remember_lost_parts, set_overload
+from mapc.ir.memory import check_tensor_sizes, tensor_budget
 from mapc.ir.model import Model, ModelSource, load, save, save_sharing_weights
 from mapc.ir.notes import Note
+from mapc.ir.onnx_check import check_onnx
 from mapc.ir.pattern import COMMUTATIVE_OPS, Alt, Match, const, op, product, var
 from mapc.ir.rewrite import NearMiss, NoMatch, PatternRule, RewriteContext, Rule, RuleReport, apply_rules, rule, rule_details, rule_names, rule_notes
 from mapc.ir.runtime_limits import runtime_limits
 from mapc.ir.shapes import SKELETON_INLINE_BYTES, infer_shapes, is_static, is_static_dim, same_dtype, static_shape
+from mapc.ir.validate import MAX_DIM
 from mapc.ir.version import __version__
 from mapc.ir.walk import sole_reader, walk
 
@@ -53,6 +56,7 @@ __all__ = [
     "DEFAULT_DIM",
     "EXIT_INTERNAL",
     "EXIT_OK",
+    "MAX_DIM",
     "MAPC_DOMAIN",
     "SHAPE_READERS",
     "SKELETON_INLINE_BYTES",
@@ -81,6 +85,8 @@ __all__ = [
     "__version__",
     "apply_rules",
     "can_take_name",
+    "check_onnx",
+    "check_tensor_sizes",
     "check_valid",
     "compare_outputs",
     "const",
@@ -131,6 +137,7 @@ __all__ = [
     "standard_op",
     "static_shape",
     "symbols_of",
+    "tensor_budget",
     "toposort",
     "var",
     "walk",

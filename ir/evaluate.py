@@ -28,6 +28,7 @@ from mapc.ir.errors import ModelError
 from mapc.ir.external import ExternalValues
 from mapc.ir.graph import constant_nbytes
 from mapc.ir.model import INLINE_LIMIT, Model, save
+from mapc.ir.ort_values import is_bridged, run_session
 
 #: Value used for a symbolic dim nobody fixed when inputs are generated.
 DEFAULT_DIM = 2
@@ -40,7 +41,7 @@ class OnnxRuntimeError(ModelError):
 def session_options(base_dir: Path | None = None, *, optimized: bool = False) -> ort.SessionOptions:
     """Session options: graph optimizations off (the model as written) unless ``optimized``."""
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if base_dir is not None:
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(base_dir))
@@ -49,7 +50,7 @@ def session_options(base_dir: Path | None = None, *, optimized: bool = False) ->
 
 def _quiet_run() -> ort.RunOptions:
     options = ort.RunOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4
     return options
 
 
@@ -108,7 +109,7 @@ class Runner:
         wanted = list(outputs) if outputs is not None else self.output_names
         needed = set(self.input_names)
         try:
-            values = self.session.run(wanted, {name: value for name, value in feeds.items() if name in needed}, _quiet_run())
+            values = run_session(self.session, wanted, {name: value for name, value in feeds.items() if name in needed}, _quiet_run())
         except Exception as error:
             raise OnnxRuntimeError(f"onnxruntime failed to run the model: {_first_line(error)}") from None
         return dict(zip(wanted, values))
@@ -190,7 +191,7 @@ def run_nodes(
     except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
         raise OnnxRuntimeError(f"onnxruntime cannot load the nodes: {_first_line(error)}") from None
     try:
-        values = session.run(list(outputs), arrays, _quiet_run())
+        values = run_session(session, list(outputs), arrays, _quiet_run())
     except Exception as error:
         raise OnnxRuntimeError(f"onnxruntime failed to evaluate nodes: {_first_line(error)}") from None
     return dict(zip(outputs, values))
@@ -247,8 +248,8 @@ def random_array(rng: np.random.Generator, dtype: np.dtype, shape: Sequence[int]
     """A random array of ``dtype``: normal floats, ints in {0, 1}, random booleans."""
     if dtype == np.bool_:
         return np.asarray(rng.random(shape) < 0.5)
-    if np.issubdtype(dtype, np.floating):
-        return np.asarray(rng.standard_normal(shape), dtype=dtype)
+    if np.issubdtype(dtype, np.floating) or is_bridged(dtype):
+        return np.asarray(rng.standard_normal(shape)).astype(dtype)
     if np.issubdtype(dtype, np.integer):
         return np.asarray(rng.integers(0, 2, size=shape), dtype=dtype)
     if dtype.kind in ("U", "S", "O"):

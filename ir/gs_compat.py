@@ -10,7 +10,9 @@ gs drops or cannot export some legal ONNX constructs:
   It is kept in the node's attributes as an :class:`Overload` value, which the exporter turns
   back into ``NodeProto.overload`` (and node copies keep, since they copy attributes);
 * constants of packed sub-byte types (int4, uint4, float4e2m1, int2, uint2) held as numpy arrays
-  (ml_dtypes): gs writes one byte per element where ONNX packs two (or four), and fails.
+  (ml_dtypes): gs writes one byte per element where ONNX packs two (or four), and fails;
+* bfloat16 and the float8 types: gs leaves their dtype an ONNX enum (an int) that numpy cannot
+  interpret; they get the numpy (ml_dtypes) dtype onnx maps them to, as every other type does.
 
 :func:`remember_lost_parts` runs right after ``gs.import_onnx`` and stores what gs would lose
 on its objects; the exporter hooks installed here (gs calls its exporter by class name, also for
@@ -26,6 +28,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+from onnx_graphsurgeon.importers import onnx_importer
 
 #: Attribute holding the full TypeProto of a value whose type gs only names.
 TYPE_PROTO_ATTRIBUTE = "_mapc_type_proto"
@@ -160,3 +163,17 @@ OnnxExporter.export_value_info_proto = staticmethod(_export_value_info)
 OnnxExporter.export_node = staticmethod(_export_node)
 OnnxExporter.export_tensor_proto = staticmethod(_export_tensor)
 OnnxExporter.export_attributes = staticmethod(_export_attributes)
+
+
+_numpy_type_with_gs = onnx_importer.get_numpy_type
+
+
+def _numpy_type(onnx_type: Any) -> Any:
+    """gs's numpy type for an ONNX element type, with onnx's ml_dtypes mapping where gs has none."""
+    found = _numpy_type_with_gs(onnx_type)
+    if found is None and isinstance(onnx_type, int) and onnx_type in onnx.helper.get_all_tensor_dtypes():
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(onnx_type))
+    return found
+
+
+onnx_importer.get_numpy_type = _numpy_type

@@ -40,6 +40,7 @@ from mapc.ir.external import (
 )
 from mapc.ir.graph import constant_nbytes, toposort
 from mapc.ir.gs_compat import copy_lost_parts, remember_lost_parts
+from mapc.ir.notes import Note
 from mapc.ir.validate import validate_model
 
 G_LOGGER.severity = G_LOGGER.CRITICAL + 1  # mapc reports problems itself; keep gs quiet
@@ -83,6 +84,8 @@ class Model:
         self.source_path = source_path
         self._header = header
         self._external_values = list(external_values or [])
+        #: Warnings about what loading repaired (e.g. a domain the model forgot to import).
+        self.load_notes: list[Note] = []
         self._names: set[str] | None = None
         self._next_suffix: dict[str, int] = {}
 
@@ -247,8 +250,10 @@ def load(source: ModelSource, *, base_dir: str | os.PathLike | None = None) -> M
     else:
         raise TypeError(f"cannot load a model from {type(source).__name__}")
     folder = Path(base_dir).resolve() if base_dir is not None else None
-    validate_model(proto, folder)
-    return _from_proto(proto, folder, source_path.resolve() if source_path else None)
+    notes = validate_model(proto, folder)
+    model = _from_proto(proto, folder, source_path.resolve() if source_path else None)
+    model.load_notes = notes
+    return model
 
 
 def _read_model_file(path: Path) -> bytes:
@@ -386,7 +391,8 @@ def save(
     sources = {id(t): _source_ref(t, model.base_dir) for t in tensors}
     total = sum(_tensor_size(t, sources[id(t)]) for t in tensors)
     if external_data is None:
-        external_data = any(ref is not None for ref in sources.values()) or total > INLINE_LIMIT
+        # the input's external weights may all have been replaced (quantized): it still had some
+        external_data = bool(model.external_sources) or any(ref is not None for ref in sources.values()) or total > INLINE_LIMIT
     elif not external_data and total > INLINE_LIMIT:
         raise OutputError(f"the model holds {total} bytes of weights; it must be saved with external data")
 

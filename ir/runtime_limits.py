@@ -68,10 +68,64 @@ def _loads(ir_version: int, opset: int) -> bool:
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", value[:1], value[1:])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = ir_version
+    return onnxruntime_loads(model)
+
+
+def onnxruntime_loads(model: onnx.ModelProto) -> bool:
+    """Whether onnxruntime's CPU provider makes a session of ``model`` (no graph optimization)."""
     options = ort.SessionOptions()
     options.log_severity_level = 4
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception:  # onnxruntime raises its own Fail/InvalidGraph types for a version it refuses
+    except Exception:  # onnxruntime raises its own Fail/InvalidGraph types for a model it refuses
         return False
     return True
+
+
+@cache
+def runtime_kernels() -> dict[tuple[str, str], tuple[tuple[int, int], ...]]:
+    """(domain, op) -> the opset version ranges onnxruntime's CPU provider has a kernel for."""
+    from onnxruntime.capi import _pybind_state
+
+    kernels: dict[tuple[str, str], set[tuple[int, int]]] = {}
+    for kernel in _pybind_state.get_all_opkernel_def():
+        if kernel.provider == "CPUExecutionProvider":
+            domain = "" if kernel.domain == "ai.onnx" else kernel.domain
+            kernels.setdefault((domain, kernel.op_name), set()).add(tuple(kernel.version_range))
+    return {key: tuple(sorted(ranges)) for key, ranges in kernels.items()}
+
+
+@cache
+def runtime_schemas() -> frozenset[tuple[str, str]]:
+    """(domain, op) of every operator schema onnxruntime registers (onnx's and its contrib ops)."""
+    from onnxruntime.capi import _pybind_state
+
+    return frozenset(("" if s.domain == "ai.onnx" else s.domain, s.name) for s in _pybind_state.get_all_operator_schema())
+
+
+def runs_in_onnxruntime(domain: str, op: str, since_version: int | None) -> bool:
+    """Whether onnxruntime's CPU provider has a kernel for ``op`` in ``domain`` at the schema
+    version ``since_version`` (any version when None)."""
+    ranges = runtime_kernels().get((domain, op), ())
+    return any(since_version is None or low <= since_version <= high for low, high in ranges)
+
+
+@cache
+def _runtime_schema_versions() -> dict[tuple[str, str], tuple[tuple[int, bool], ...]]:
+    """(domain, op) -> (since_version, deprecated) of each schema onnxruntime registers for it."""
+    from onnxruntime.capi import _pybind_state
+
+    versions: dict[tuple[str, str], set[tuple[int, bool]]] = {}
+    for schema in _pybind_state.get_all_operator_schema():
+        key = ("" if schema.domain == "ai.onnx" else schema.domain, schema.name)
+        versions.setdefault(key, set()).add((schema.since_version, bool(schema.deprecated)))
+    return {key: tuple(sorted(found)) for key, found in versions.items()}
+
+
+def runtime_only_op(domain: str, op: str, opset: int) -> bool:
+    """Whether onnxruntime runs ``op`` at ``opset`` of ``domain`` although onnx has no schema for
+    it there: an experimental op onnx dropped (``ImageScaler`` up to opset 9), or one onnxruntime
+    registered before onnx adopted it (``LayerNormalization`` below opset 17)."""
+    current = [deprecated for since, deprecated in _runtime_schema_versions().get((domain, op), ()) if since <= opset]
+    return bool(current) and not current[-1] and runs_in_onnxruntime(domain, op, opset)

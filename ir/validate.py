@@ -1,11 +1,12 @@
 """Load-time validation of a ModelProto, with one precise sentence per problem.
 
 mapc refuses a model before any pass touches it when it is not a usable ONNX model: no graph,
-an IR version or opset onnxruntime cannot run, an unknown operator, a tensor used but never
-defined, a tensor defined twice, a cycle, an initializer whose bytes do not match its shape,
-external data that is missing or escapes the model's folder, or an absurd shape. Each failure is
-a :class:`~mapc.ir.errors.ModelError` whose message names the tensor, node or opset at fault.
-The onnx checker runs last, on a skeleton of the model that never reads external weights.
+an IR version or opset onnxruntime cannot run, an unknown operator or one onnxruntime does not
+implement in that opset, a tensor used but never defined, a tensor defined twice, a cycle, an
+initializer whose bytes do not match its shape, external data that is missing or escapes the
+model's folder, or an absurd shape. Each failure is a :class:`~mapc.ir.errors.ModelError`
+whose message names the tensor, node or opset at fault. The onnx checker runs last
+(:mod:`mapc.ir.onnx_check`).
 """
 
 from __future__ import annotations
@@ -16,22 +17,28 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import onnx
-import onnx.checker
 import onnx.defs
 
 from mapc.ir.errors import ModelError
 from mapc.ir.external import external_ref, tensor_nbytes, uses_external_data
-from mapc.ir.runtime_limits import MIN_OPSET, runtime_limits
+from mapc.ir.legacy_ops import standardize_legacy_ops
+from mapc.ir.notes import Note
+from mapc.ir.onnx_check import check_onnx
+from mapc.ir.runtime_limits import MIN_OPSET, runs_in_onnxruntime, runtime_limits, runtime_only_op, runtime_schemas
 
 #: A dimension above this is not a real tensor (2**40 elements of one byte is a terabyte).
 MAX_DIM = 1 << 40
 MAX_ELEMENTS = 1 << 40
 
 
-def validate_model(proto: onnx.ModelProto, base_dir: Path | None) -> None:
-    """Raise :class:`ModelError` unless ``proto`` is an ONNX model mapc can compile.
+def validate_model(proto: onnx.ModelProto, base_dir: Path | None) -> list[Note]:
+    """Raise :class:`ModelError` unless ``proto`` is an ONNX model mapc can compile; return
+    warnings about what was repaired.
 
-    Nodes listed out of topological order (but acyclic) are put in order, in place.
+    Nodes listed out of topological order (but acyclic) are put in order, ``-1`` dims become
+    unknown dims, an onnxruntime domain (``com.microsoft``) that nodes use but the model does
+    not import is imported, and LayerNormalization below opset 17 becomes the ``mapc`` function
+    fusion would write (:mod:`mapc.ir.legacy_ops`), in place.
     """
     if not proto.HasField("graph") or proto.ir_version <= 0:
         raise ModelError("not an ONNX model: no graph or no IR version")
@@ -42,9 +49,37 @@ def validate_model(proto: onnx.ModelProto, base_dir: Path | None) -> None:
             f"(at most {limits.max_ir_version})"
         )
     opsets = _check_opsets(proto)
+    notes = _import_runtime_domains(proto, opsets) + standardize_legacy_ops(proto, opsets)
     local_functions = {(f.domain, f.name) for f in proto.functions}
     _check_graph(proto.graph, opsets, local_functions, base_dir, outer_scope=frozenset())
-    _run_onnx_checker(proto)
+    check_onnx(proto)
+    return notes
+
+
+def _import_runtime_domains(proto: onnx.ModelProto, opsets: dict[str, int]) -> list[Note]:
+    """Import (version 1, in ``proto`` and ``opsets``) each domain of onnxruntime's own operators
+    that nodes use without the model importing it, as onnxruntime-optimized graphs often do."""
+    runtime_domains = {domain for domain, _ in runtime_schemas()} - {"", "ai.onnx.ml"}
+    used = sorted({node.domain for node in _all_nodes(proto.graph)} & runtime_domains - set(opsets))
+    notes = []
+    for domain in used:
+        proto.opset_import.add(domain=domain, version=1)
+        opsets[domain] = 1
+        notes.append(Note(
+            "load.domain-imported",
+            f"nodes use domain {domain!r}, which the model does not import; imported it at version 1",
+            fix="fix the exporter, or import the domain in the model's opset_import",
+            severity="warning",
+        ))
+    return notes
+
+
+def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for subgraph in _subgraphs(attribute):
+                yield from _all_nodes(subgraph)
 
 
 def _check_opsets(proto: onnx.ModelProto) -> dict[str, int]:
@@ -90,6 +125,8 @@ def _check_graph(
         defined[sparse.values.name] = "initializer"
     for value in graph.output:
         _check_value_info_dims(value, "output")
+    for value in graph.value_info:
+        _check_value_info_dims(value, "value_info")
 
     producer: dict[str, int] = {}
     for index, node in enumerate(graph.node):
@@ -168,9 +205,42 @@ def _check_operator(node: onnx.NodeProto, opsets: dict[str, int], local_function
         return
     if domain not in opsets:
         raise ModelError(f"node {_describe(node)} uses domain {domain!r}, which the model does not import")
-    if domain in ("", "ai.onnx.ml") and not onnx.defs.has(node.op_type, opsets[domain], domain):
+    label = "ai.onnx" if domain == "" else domain
+    if domain in ("", "ai.onnx.ml"):
+        if not onnx.defs.has(node.op_type, opsets[domain], domain):
+            if runtime_only_op(domain, node.op_type, opsets[domain]):
+                return  # onnxruntime runs it where onnx has no schema: ImageScaler (peephole rewrites it)
+            raise ModelError(f"unknown operator {node.op_type!r} in {label} opset {opsets[domain]} (node {_describe(node)})")
+        _check_implemented(node, domain, opsets[domain])
+        _check_cast_target(node)
+    elif not onnx.defs.has(node.op_type, opsets[domain], domain) and (domain, node.op_type) not in runtime_schemas():
+        raise ModelError(
+            f"unknown operator {node.op_type!r} in domain {label!r}: neither onnx nor onnxruntime defines it, "
+            f"and the model has no function for it (node {_describe(node)})"
+        )
+
+
+def _check_cast_target(node: onnx.NodeProto) -> None:
+    """A Cast's ``to`` must name an element type (onnxruntime loads ``to=0`` and fails at run)."""
+    if node.op_type != "Cast":
+        return
+    for attribute in node.attribute:
+        if attribute.name == "to" and (attribute.i == onnx.TensorProto.UNDEFINED or attribute.i not in onnx.TensorProto.DataType.values()):
+            raise ModelError(f"node {_describe(node)} casts to {attribute.i}, which is not an element type")
+
+
+def _check_implemented(node: onnx.NodeProto, domain: str, opset: int) -> None:
+    """An onnx operator version that onnxruntime neither implements nor can expand (``Relu`` in
+    opset 1, whose kernel onnxruntime dropped) is refused: the compiled model would not load."""
+    schema = onnx.defs.get_schema(node.op_type, opset, domain)
+    if node.op_type == "Constant" or schema.has_function or schema.has_context_dependent_function:
+        return  # onnxruntime turns Constant into an initializer and expands function ops
+    if not runs_in_onnxruntime(domain, node.op_type, schema.since_version):
         label = "ai.onnx" if domain == "" else domain
-        raise ModelError(f"unknown operator {node.op_type!r} in {label} opset {opsets[domain]} (node {_describe(node)})")
+        raise ModelError(
+            f"onnxruntime has no implementation of {node.op_type}-{schema.since_version} ({label} opset {opset}, "
+            f"node {_describe(node)}); convert the model to a newer opset (onnx.version_converter)"
+        )
 
 
 def _topological_order(graph: onnx.GraphProto, producer: dict[str, int]) -> list[int]:
@@ -216,62 +286,15 @@ def _check_initializer(tensor: onnx.TensorProto, base_dir: Path | None) -> None:
 
 
 def _check_value_info_dims(value: onnx.ValueInfoProto, role: str) -> None:
+    """Dims must be plausible sizes; ``-1``, which some exporters write for "any size" (and
+    onnxruntime reads so), becomes an unknown dim, in place."""
     if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
         return
     for dim in value.type.tensor_type.shape.dim:
-        if dim.HasField("dim_value") and not 0 <= dim.dim_value <= MAX_DIM:
+        if dim.HasField("dim_value") and dim.dim_value == -1:
+            dim.ClearField("dim_value")
+        elif dim.HasField("dim_value") and not 0 <= dim.dim_value <= MAX_DIM:
             raise ModelError(f"graph {role} {value.name!r} has an absurd dimension {dim.dim_value}")
-
-
-def _run_onnx_checker(proto: onnx.ModelProto) -> None:
-    try:
-        onnx.checker.check_model(_checker_skeleton(proto))
-    except (onnx.checker.ValidationError, onnx.defs.SchemaError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"invalid ONNX model: {first_line}") from None
-
-
-#: In-file initializers above this many bytes are left out of what the onnx checker serializes.
-CHECKER_INLINE_BYTES = 1 << 16
-
-
-def _checker_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """``proto`` with external and large initializers turned into typed graph inputs.
-
-    The onnx checker resolves external files against the working directory, insists on data for
-    every initializer, and serializes the whole model to check it (seconds for a large model);
-    mapc has already validated the weights' bytes itself, so the skeleton lets the checker judge
-    the rest without reading or copying any weight.
-    """
-    heavy = [t for t in proto.graph.initializer if uses_external_data(t) or tensor_nbytes(t) > CHECKER_INLINE_BYTES]
-    if not heavy:
-        return proto
-    skeleton = onnx.ModelProto()
-    _copy_fields(proto, skeleton, skip="graph")
-    _copy_fields(proto.graph, skeleton.graph, skip="initializer")
-    graph = proto.graph
-    heavy_names = {t.name for t in heavy}
-    skeleton.graph.initializer.extend(t for t in graph.initializer if t.name not in heavy_names)
-    input_names = {v.name for v in skeleton.graph.input}
-    for tensor in heavy:
-        if tensor.name not in input_names:
-            skeleton.graph.input.append(
-                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
-            )
-    return skeleton
-
-
-def _copy_fields(source: object, target: object, *, skip: str) -> None:
-    """Copy every set field of protobuf message ``source`` into ``target`` except ``skip``."""
-    for field, value in source.ListFields():  # type: ignore[attr-defined]
-        if field.name == skip:
-            continue
-        if hasattr(value, "extend"):
-            getattr(target, field.name).extend(value)
-        elif hasattr(value, "CopyFrom"):
-            getattr(target, field.name).CopyFrom(value)
-        else:
-            setattr(target, field.name, value)
 
 
 def _describe(node: onnx.NodeProto) -> str:

@@ -21,7 +21,7 @@ from mapc.passes.attention_mask.facts import MASK_INPUTS, MaskInputs
 from mapc.passes.base import Note, Pass, PassContext, PassResult, convert_option
 from mapc.passes.bindings import Binding
 from mapc.passes.facts import Fact, Facts
-from mapc.passes.fix_shapes import check_dim_names, resolve_dims
+from mapc.passes.fix_shapes import check_dim_names, check_input_sizes, resolve_dims
 from mapc.passes.flags import Flag, flag, flagged_fields
 from mapc.passes.fold_if import inline_constant_ifs
 from mapc.passes.pipeline import Fixpoint, PassManager, PassRecord, ProgressHook, Step, StepSpec, build_pipeline, flatten_steps, map_passes, with_options, with_pass_options
@@ -54,6 +54,7 @@ __all__ = [
     "Verifier",
     "build_pipeline",
     "check_dim_names",
+    "check_input_sizes",
     "convert_option",
     "flag",
     "flagged_fields",

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, UsageError, evaluate_dim, infer_shapes, solve_dim, symbols_of
+from mapc.ir import MAX_DIM, Model, UsageError, check_tensor_sizes, evaluate_dim, infer_shapes, solve_dim, symbols_of
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.check_static import dynamic_tensors
 from mapc.passes.registry import register_pass
@@ -38,7 +38,8 @@ class FixShapes(Pass):
     and the next round sees more static shapes; ``check-static`` then reports what is left.
 
     Errors (exit code 2): an input name the model does not have, a shape of the wrong rank, a
-    dim that contradicts a static dim of the model, one symbol given two different values.
+    dim that contradicts a static dim of the model, one symbol given two different values, a
+    dim above 2^40, an inferred tensor larger than half the machine's memory.
     """
 
     name = "fix-shapes"
@@ -61,6 +62,7 @@ class FixShapes(Pass):
         inputs_fixed = _fix_inputs(model.graph, shapes, values)
         notes: list[Note] = []
         outputs_fixed = 0 if shapes_are_current(model, ctx) else _infer_with_outputs(model, ctx, values, notes)
+        check_tensor_sizes(model.graph.tensors().values(), "the fixed shapes")
         replaced = replace_shape_ops(model)
         leftovers = dynamic_tensors(model)
         counters = {"inputs_fixed": inputs_fixed, "outputs_fixed": outputs_fixed, "shape_ops_replaced": replaced, "dynamic_tensors": len(leftovers)}
@@ -70,16 +72,18 @@ class FixShapes(Pass):
 
 def _infer_with_outputs(model: Model, ctx: PassContext, values: Mapping[str, int], notes: list[Note]) -> int:
     """Re-infer every shape; graph outputs take the inferred static dims, elsewhere their declared
-    dims with fixed symbols substituted. Returns how many outputs changed."""
-    declared = {id(t): _substitute(t.shape, values) for t in model.graph.outputs}
-    before = {id(t): None if t.shape is None else list(t.shape) for t in model.graph.outputs}
-    for tensor in model.graph.outputs:
+    dims with fixed symbols substituted. An output that is an initializer keeps its own shape.
+    Returns how many outputs changed."""
+    outputs = [t for t in model.graph.outputs if not isinstance(t, gs.Constant)]
+    declared = {id(t): _substitute(t.shape, values) for t in outputs}
+    before = {id(t): None if t.shape is None else list(t.shape) for t in outputs}
+    for tensor in outputs:
         tensor.shape = None  # a stale declared dim must not conflict with what inference finds
     ok = infer_shapes(model, forget_existing=True)
     if not ok:
         notes.append(Note("fix-shapes.inference-failed", "onnx shape inference failed on this model; shapes are only fixed at the inputs and outputs", severity="warning"))
     changed = 0
-    for tensor in model.graph.outputs:
+    for tensor in outputs:
         tensor.shape, conflict = _merge_output(declared[id(tensor)], tensor.shape)
         if conflict:
             notes.append(Note("fix-shapes.output-conflict", f"output {tensor.name!r} was declared {conflict[0]} but infers as {conflict[1]}; using the inferred shape", severity="warning"))
@@ -144,6 +148,21 @@ def check_dim_names(graph: gs.Graph, dims: Mapping[str, int]) -> None:
         raise UsageError(f"--dim {unknown[0]}: no input or output dim is named {unknown[0]!r} (named dims: {known})")
 
 
+def check_input_sizes(graph: gs.Graph, shapes: Mapping[str, Sequence[int]], dims: Mapping[str, int]) -> None:
+    """:class:`UsageError` before any work when the requested shapes make a graph input larger
+    than mapc lets a tensor be (:func:`~mapc.ir.check_tensor_sizes`); fix-shapes checks every
+    inferred tensor the same way."""
+    if not shapes and not dims:
+        return
+    values = resolve_dims(graph, shapes, dims)
+    fixed = []
+    for tensor in graph.inputs:
+        if not isinstance(tensor, gs.Constant):
+            shape = [int(d) for d in shapes[tensor.name]] if tensor.name in shapes else _substitute(tensor.shape, values)
+            fixed.append(gs.Variable(tensor.name, dtype=tensor.dtype, shape=shape))
+    check_tensor_sizes(fixed, "--input-shape/--dim")
+
+
 def _fix_inputs(graph: gs.Graph, shapes: Mapping[str, Sequence[int]], values: Mapping[str, int]) -> int:
     fixed = 0
     for tensor in graph.inputs:
@@ -195,6 +214,8 @@ def _dim_value(value: Any, where: str) -> int:
         raise UsageError(f"{where}: {value!r} is not a whole number") from None
     if number < 0 or number != value and not isinstance(value, str):
         raise UsageError(f"{where}: {value!r} is not a dim size (a whole number >= 0)")
+    if number > MAX_DIM:
+        raise UsageError(f"{where}: {value!r} is not a plausible dim size (at most {MAX_DIM})")
     return number
 
 

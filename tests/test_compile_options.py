@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 import pytest
 
 import mapc
-from mapc.cli import build_parser, main
-from mapc.cli_flags import add_flags, check_requirements, given_flag_names, given_flags
+from mapc.cli import main
+from mapc.cli_commands import build_parser
+from mapc.cli_flags import add_flags, check_requirements, compile_options_from_flags, given_flag_names, given_flags
 from mapc.ir.errors import UsageError
 from mapc.options import CompileOptions
 from mapc.passes.flags import flag, flagged_fields
@@ -85,3 +86,9 @@ def test_options_object_and_keywords_are_exclusive():
     with pytest.raises(TypeError):
         mapc.compile(EXAMPLE, CompileOptions(), seed=1)
     assert mapc.compile(EXAMPLE, CompileOptions(seed=3)).options["seed"] == 3
+
+
+@pytest.mark.parametrize("value, expected", [("-1e4", -1e4), ("-2.5E+3", -2500.0), ("-50", -50.0), ("-.5", -0.5)])
+def test_negative_numbers_with_exponents_are_flag_values(value, expected):
+    args = build_parser().parse_args(["compile", "model.onnx", "--mask-value", value])
+    assert compile_options_from_flags(args).pass_options["attention-mask"]["mask_value"] == expected

@@ -2,9 +2,10 @@
 
 One module per family of rules, each an op-keyed rule of :mod:`mapc.ir.rewrite`:
 :mod:`.identities` (ops that compute nothing), :mod:`.chains` (Reshape-like and Transpose
-chains), :mod:`.sandwich` (elementwise ops between a Reshape and its inverse) and
-:mod:`.arithmetic` (neutral constants, constant conditions). :data:`RULES` is the order they
-are tried in on each node.
+chains), :mod:`.sandwich` (elementwise ops between a Reshape and its inverse),
+:mod:`.arithmetic` (neutral constants, constant conditions) and :mod:`.legacy` (deprecated ops
+onnxruntime still runs, as standard ops). :data:`RULES` is the order they are tried in on each
+node.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from mapc.passes.peephole.arithmetic import neutral_operand, where_constant_cond
 from mapc.passes.peephole.chains import reshape_chain, transpose_chain
 from mapc.passes.peephole.context import PeepholeContext
 from mapc.passes.peephole.identities import IDENTITY_RULES
+from mapc.passes.peephole.legacy import LEGACY_RULES
 from mapc.passes.peephole.sandwich import reshape_sandwich
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
 
 #: Every peephole rule, in the order they are tried on a node (the first that fires wins).
-RULES = [*IDENTITY_RULES, reshape_chain, transpose_chain, reshape_sandwich, neutral_operand, where_constant_condition]
+RULES = [*IDENTITY_RULES, reshape_chain, transpose_chain, reshape_sandwich, neutral_operand, where_constant_condition, *LEGACY_RULES]
 
 #: Sweeps over the graph before the pass gives up on reaching a fixed point (each sweep that
 #: changes something shortens some chain, so real graphs settle in two or three).
@@ -45,7 +47,8 @@ class Peephole(Pass):
       * sandwiches: elementwise ops between a Reshape and a Reshape back to the original shape
         run on the original shape, and both Reshapes go;
       * arithmetic: Mul/Div by 1, Add/Sub of 0 when broadcasting keeps the other operand's
-        shape; Where with an all-true or all-false constant condition.
+        shape; Where with an all-true or all-false constant condition;
+      * legacy: the deprecated ImageScaler becomes Mul and Add.
     Every rewrite is exact (see ``signed_zeros`` for the one exception, ``x + 0.0``). Graph
     outputs keep their names; nodes left without readers are removed.
     """

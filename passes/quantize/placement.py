@@ -189,6 +189,14 @@ def _is_float32(tensor: gs.Tensor) -> bool:
     return dtype is not None and np.dtype(dtype) == np.float32
 
 
+def _is_other_float(tensor: gs.Tensor) -> bool:
+    """A float tensor that is not float32 (float16, float64, bfloat16, float8)."""
+    if tensor.dtype is None or _is_float32(tensor):
+        return False
+    dtype = np.dtype(tensor.dtype)
+    return dtype.kind == "f" or dtype.name.startswith(("bfloat16", "float8"))
+
+
 def plan_placement(model: Model, config: PlacementConfig) -> Placement:
     """Decide placement for ``model`` (shapes and dtypes must be inferred)."""
     placement = Placement()
@@ -198,6 +206,7 @@ def plan_placement(model: Model, config: PlacementConfig) -> Placement:
     activations: dict[str, None] = {}
     constants: dict[str, None] = {}
     ties = _UnionFind()
+    other_floats: list[tuple[str, str]] = []
     for node in graph.nodes:
         if not is_default_domain(node) or node.op not in QUANTIZED_INPUTS:
             continue
@@ -211,6 +220,9 @@ def plan_placement(model: Model, config: PlacementConfig) -> Placement:
             continue
         data_inputs = _data_inputs(node)
         if not any(_is_float32(node.inputs[i]) for i in data_inputs) and not any(_is_float32(t) for t in node.outputs):
+            other = [np.dtype(node.inputs[i].dtype).name for i in data_inputs if _is_other_float(node.inputs[i])]
+            if other:
+                other_floats.append((node.name or node.op, other[0]))
             continue
         placement.nodes.append(key)
         quantized_inputs = []
@@ -234,9 +246,18 @@ def plan_placement(model: Model, config: PlacementConfig) -> Placement:
         if node.op in DATA_MOVEMENT and _ties_output(node) and quantized_inputs and quantized_inputs[0] is node.inputs[0]:
             for tensor in outputs:
                 ties.union(node.inputs[0].name, tensor.name)
-        if node.op == "Concat" and config.tie_concat:
+        if node.op == "Concat" and config.tie_concat and outputs:  # no tie to an output of unknown type
             for tensor in [*quantized_inputs, *outputs]:
                 ties.union(outputs[0].name, tensor.name)
+    if other_floats:
+        placement.notes.append(Note(
+            "quantize.not-float32",
+            f"{len(other_floats)} node(s) compute in {', '.join(sorted({t for _, t in other_floats}))} "
+            f"({', '.join(name for name, _ in other_floats[:3])}{', ...' if len(other_floats) > 3 else ''}) "
+            "and are left unquantized; only float32 tensors are quantized",
+            fix="export the model in float32 to quantize them",
+            severity="warning",
+        ))
     _plan_folds(model, config, placement, activations, ties)
     placement.activations = list(activations)
     placement.constants = list(constants)

@@ -258,3 +258,73 @@ def test_subgraph_outer_scope_names_are_valid():
         [helper.make_tensor_value_info("y", F, [2])],
     )
     refused(model, "'ghost'")
+
+
+def test_an_operator_of_an_imported_domain_nobody_defines_is_refused():
+    model = relu_model()
+    model.graph.node[0].domain = "com.acme"
+    model.opset_import.append(helper.make_opsetid("com.acme", 1))
+    refused(model, "unknown operator 'Relu' in domain 'com.acme': neither onnx nor onnxruntime defines it")
+
+
+def test_an_operator_version_onnxruntime_dropped_is_refused():
+    model = relu_model(opset=1)
+    model.ir_version = 3
+    refused(model, r"onnxruntime has no implementation of Relu-1 \(ai.onnx opset 1")
+
+
+def test_function_ops_without_a_kernel_are_accepted():
+    model = make_model(
+        [helper.make_node("MeanVarianceNormalization", ["x"], ["y"])],
+        [helper.make_tensor_value_info("x", F, [1, 2, 3, 3])],
+        [helper.make_tensor_value_info("y", F, [1, 2, 3, 3])],
+        opset=13,
+    )
+    load(model)
+
+
+def test_type_mismatches_are_refused():
+    model = make_model(
+        [helper.make_node("Add", ["x", "i"], ["y"])],
+        [helper.make_tensor_value_info("x", F, [2]), helper.make_tensor_value_info("i", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", F, [2])],
+    )
+    refused(model, "invalid ONNX model: .*inconsistent type")
+    wrong_output = relu_model()
+    wrong_output.graph.output[0].type.tensor_type.elem_type = TensorProto.INT64
+    refused(wrong_output, "invalid ONNX model: .*elem type differs")
+
+
+def test_a_permutation_longer_than_the_rank_is_refused():
+    model = relu_model()
+    model.graph.node[0].op_type = "Transpose"
+    model.graph.node[0].attribute.append(helper.make_attribute("perm", [0, 1]))
+    refused(model, "invalid ONNX model: .*Invalid attribute perm")
+
+
+def test_a_cast_to_no_type_is_refused():
+    model = relu_model()
+    model.graph.node[0].op_type = "Cast"
+    model.graph.node[0].attribute.append(helper.make_attribute("to", 0))
+    refused(model, "casts to 0, which is not an element type")
+
+
+@pytest.mark.parametrize("declared", ["no shape", "no type"])
+def test_outputs_without_a_shape_or_type_are_accepted(declared):
+    model = relu_model()
+    if declared == "no shape":
+        model.graph.output[0].type.tensor_type.ClearField("shape")
+    else:
+        model.graph.output[0].ClearField("type")
+    model.graph.value_info.append(helper.make_empty_tensor_value_info("x"))
+    load(model)
+
+
+def test_minus_one_dims_are_unknown_dims_and_other_negatives_absurd():
+    model = relu_model()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = -1
+    loaded = load(model)
+    assert loaded.graph.inputs[0].shape == [None] and loaded.graph.outputs[0].shape == [None]
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -2
+    refused(model, "absurd dimension -2")

@@ -419,3 +419,32 @@ def test_empty_concat_inputs_property(rank, axis_pick, empties, seed):
     nodes.append(helper.make_node("Relu", ["c"], ["y"]))
     proto = make_model(nodes, infos, [helper.make_tensor_value_info("y", F, total)])
     assert_pass_preserves(proto, "peephole", tolerance=EXACT)
+# -- legacy ops -----------------------------------------------------------------------------------
+
+
+def image_scaler(x_type=F, opset: int = 9, **attrs) -> onnx.ModelProto:
+    node = helper.make_node("ImageScaler", ["x"], ["s"], **attrs)
+    model = one_op(node, [2, 3, 4, 5], [2, 3, 4, 5], x_type=x_type, y_type=x_type)
+    model.opset_import[0].version = opset
+    model.ir_version = 7
+    return model
+
+
+@pytest.mark.parametrize("x_type, attrs", [
+    (F, {"scale": 0.017, "bias": [-2.1, -2.0, -1.8]}),
+    (TensorProto.FLOAT16, {"scale": 0.5, "bias": [1.0, -2.0, 3.0]}),
+], ids=["float", "float16"])
+def test_image_scaler_becomes_mul_and_add_bit_exactly(x_type, attrs):
+    model, counters = peephole(image_scaler(x_type, **attrs))
+    assert counters["image-scaler"] == 1 and ops(model)[1:3] == ["Mul", "Add"]
+
+
+def test_image_scaler_near_miss_when_the_input_type_is_unknown():
+    proto = image_scaler(scale=2.0, bias=[0.0, 1.0, 2.0])
+    proto.graph.node[0].CopyFrom(helper.make_node("FastGelu", ["x"], ["r"], domain="com.microsoft"))
+    proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    model = load(proto)
+    record = PassManager(["peephole"]).run(model, PassContext())[0]
+    assert "ImageScaler" in ops(model)
+    (near,) = record.details["rules"]["image-scaler"]["near_misses"]
+    assert near["code"] == "unknown-dtype" and near["fix"] == "run fix-shapes first"

@@ -366,3 +366,20 @@ def test_relu_after_a_tied_concat_whose_input_has_other_readers_is_kept():
     )
     model, record = quantize(proto)
     assert "Relu" in ops(model) and record.counters["activations_folded"] == 0
+
+
+def test_bfloat16_nodes_stay_unquantized_with_a_warning():
+    """A Concat in bfloat16 between float32 ops: the float32 ops are quantized, the Concat is not."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Cast", ["r"], ["rb"], to=TensorProto.BFLOAT16),
+        helper.make_node("Concat", ["rb", "rb"], ["cb"], axis=0),
+        helper.make_node("Cast", ["cb"], ["c"], to=F),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    model, record = quantize(make_model(nodes, [value("x", [2, 3])], [value("y", [4, 3])]))
+    (note,) = [n for n in record.notes if n.code == "quantize.not-float32"]
+    assert note.severity == "warning" and note.message.startswith("1 node(s) compute in bfloat16 (Concat)")
+    concat = next(n for n in model.graph.nodes if n.op == "Concat")
+    assert all(t.inputs[0].op == "Cast" for t in concat.inputs)  # no DequantizeLinear feeds it
+    assert "QuantizeLinear" in ops(model)
