@@ -20,8 +20,8 @@ COMMANDS = {
     "inspect": "summarize a model: opsets, I/O and dynamic dims, ops, parameters",
     "passes": "list registered passes",
     "targets": "list targets, or show one target's limits and rules",
-    "diff": "what changed between two compiles (reports or models) and by how much; budgets gate CI",
-    "history": "the trend of the compiles recorded with --history, as a table or plots",
+    "diff": "compare two compiles (reports or models): what changed and by how much",
+    "history": "the trend of the compiles recorded with --history DIR",
     "llm": "split a KV-cache decoder into static prefill and decode graphs; 'mapc llm generate DIR' decodes with a split",
 }
 #: Exit code after Ctrl-C (128 + SIGINT), as shells report it.
