@@ -5,6 +5,7 @@
 * graph helpers: :func:`producer`, :func:`consumers`, :func:`replace_all_uses`,
   :func:`remove_nodes`, :func:`toposort`, :func:`remove_dead_nodes`, :func:`constant_value`.
 * :func:`infer_shapes`: onnx shape inference keeping symbolic dims.
+* :func:`value_bound`: interval analysis (a range every element provably stays in).
 * :func:`run`, :class:`Runner`, :func:`run_nodes`, :func:`seeded_inputs`: evaluation in onnxruntime.
 """
 
@@ -38,6 +39,7 @@ from mapc.ir.graph import (
     standard_op,
     toposort,
 )
+from mapc.ir.intervals import Bound, value_bound
 from mapc.ir.gs_compat import remember_lost_parts, set_overload
 from mapc.ir.model import Model, ModelSource, load, save
 from mapc.ir.notes import Note
@@ -57,6 +59,7 @@ __all__ = [
     "SHAPE_READERS",
     "SKELETON_INLINE_BYTES",
     "Alt",
+    "Bound",
     "CheckFailed",
     "ExternalValues",
     "MapcError",
@@ -131,6 +134,7 @@ __all__ = [
     "static_shape",
     "symbols_of",
     "toposort",
+    "value_bound",
     "var",
     "walk",
 ]

@@ -25,10 +25,11 @@ from mapc.passes.flags import Flag, flag, flagged_fields
 from mapc.passes.pipeline import Fixpoint, PassManager, PassRecord, ProgressHook, Step, StepSpec, build_pipeline, flatten_steps, map_passes, with_options, with_pass_options
 from mapc.passes.registry import get_pass, register_pass, registered_passes
 from mapc.passes.shape_ops import SHAPES
-from mapc.passes.verify import UNDEFINED_OUTPUTS, Verifier
+from mapc.passes.verify import SAMPLES, UNDEFINED_OUTPUTS, Verifier
 
 __all__ = [
     "MASK_INPUTS",
+    "SAMPLES",
     "SHAPES",
     "UNDEFINED_OUTPUTS",
     "Binding",

@@ -24,6 +24,10 @@ UndefinedElements = Callable[[Model, Mapping[str, np.ndarray], Mapping[str, np.n
 #: (attention-mask: rows whose every key is masked).
 UNDEFINED_OUTPUTS: Fact[dict[str, UndefinedElements]] = Fact("undefined-outputs", "output elements a pass made undefined")
 
+#: The user's own input samples (``--verify-inputs``, else a ``--calibration`` folder), set by the
+#: compile before the passes run: verification runs on them, and passes may measure ranges on them.
+SAMPLES: Fact[list[dict[str, np.ndarray]]] = Fact("samples", "input samples the user gave")
+
 
 class Verifier:
     """Reference outputs of the input model, and the check every rewritten model must pass."""

@@ -21,7 +21,7 @@ import onnx
 import onnx.printer
 
 from mapc.ir import Model, Tolerance, VerificationError, check_valid, compare_outputs, load, run, seeded_inputs
-from mapc.passes import Pass, PassContext, PassManager, PassRecord, StepSpec
+from mapc.passes import SAMPLES, Pass, PassContext, PassManager, PassRecord, StepSpec
 
 PassLike = str | Pass | type[Pass] | Sequence[StepSpec]
 
@@ -38,10 +38,12 @@ def assert_pass_preserves(
     deterministic: bool = True,
     feeds: Mapping[str, np.ndarray] | None = None,
     ignore: Mapping[str, np.ndarray] | None = None,
+    samples: Sequence[Mapping[str, np.ndarray]] | None = None,
 ) -> tuple[Model, list[PassRecord]]:
     """Run the checks above; return the rewritten model and the pass records of its first run.
 
-    ``feeds`` replaces the seeded inputs. ``ignore`` maps output names to boolean arrays
+    ``feeds`` replaces the seeded inputs. ``samples`` plays the user's own samples
+    (``--verify-inputs``): the passes may measure value ranges on them (``SAMPLES``). ``ignore`` maps output names to boolean arrays
     (broadcastable to the output) marking elements left out of the comparison: positions where
     the pass's contract allows a difference, e.g. fully masked attention rows.
     """
@@ -49,11 +51,14 @@ def assert_pass_preserves(
     steps = _steps(pass_or_pipeline)
 
     def context() -> PassContext:
-        return PassContext(
+        ctx = PassContext(
             seed=seed,
             dims=dict(dims or {}),
             input_shapes={k: list(v) for k, v in (input_shapes or {}).items()},
         )
+        if samples is not None:
+            ctx.facts[SAMPLES] = [dict(sample) for sample in samples]
+        return ctx
 
     reference = load(proto)
     if feeds is None:
