@@ -78,8 +78,19 @@ def proven_range(site: AttentionSite, neg: float, memo: dict[int, Bound | None])
 def _scores_bound(site: AttentionSite, memo: dict[int, Bound | None]) -> Bound | None:
     if site.kind == "softmax":
         return value_bound(site.scores, memo) if site.scores is not None else None
-    query, key = (value_bound(t, memo) for t in site.node.inputs[:2])
-    return None if query is None or key is None else _attention_scores(site.node, query, key)
+    bounds = [value_bound(t, memo) for t in _query_and_keys(site.node)]
+    if any(b is None for b in bounds):
+        return None
+    query, *keys = bounds
+    return _attention_scores(site.node, query, max(keys, key=lambda b: b.magnitude))  # type: ignore[arg-type]
+
+
+def _query_and_keys(node: gs.Node) -> list[gs.Tensor]:
+    """An Attention op's Q, K and (when given) past_key."""
+    tensors = list(node.inputs[:2])
+    if len(node.inputs) > 4 and not node.inputs[4].is_empty():
+        tensors.append(node.inputs[4])
+    return tensors
 
 
 def _attention_scores(node: gs.Node, query: Bound, key: Bound) -> Bound | None:
@@ -105,9 +116,10 @@ def measured_ranges(model: Model, sites: Sequence[AttentionSite], samples: Seque
     used = list(samples[:MAX_MEASURED_SAMPLES])
     if not names or not used:
         return {}
+    computed = [name for name in names if not all(name in sample for sample in used)]  # graph inputs are read as given
     try:
-        runner = Runner(model, names)
-        values = [runner.run(sample) for sample in used]
+        runner = Runner(model, computed) if computed else None
+        values = [{**{n: sample[n] for n in names if n in sample}, **(runner.run(sample) if runner else {})} for sample in used]
     except OnnxRuntimeError:
         return {}
     source = f"measured on {len(used)} samples"
@@ -121,8 +133,8 @@ def measured_ranges(model: Model, sites: Sequence[AttentionSite], samples: Seque
             pad = (hi - lo) / 2
             ranges[id(site)] = LogitRange(lo - pad, hi + pad, source)
             continue
-        query, key = (Bound(-2 * b.magnitude, 2 * b.magnitude) for b in bounds)  # type: ignore[union-attr]
-        scores = _attention_scores(site.node, query, key)
+        query, *keys = (Bound(-2 * b.magnitude, 2 * b.magnitude) for b in bounds)  # type: ignore[union-attr]
+        scores = _attention_scores(site.node, query, max(keys, key=lambda b: b.magnitude))
         if scores is not None:
             ranges[id(site)] = LogitRange(scores.lo, scores.hi, source)
     return ranges
@@ -131,7 +143,7 @@ def measured_ranges(model: Model, sites: Sequence[AttentionSite], samples: Seque
 def _measured_tensors(site: AttentionSite) -> list[str]:
     if site.kind == "softmax":
         return [site.scores.name] if site.scores is not None and site.scores.name else []
-    return [t.name for t in site.node.inputs[:2] if t.name]
+    return [t.name for t in _query_and_keys(site.node) if t.name]
 
 
 def _measured(values: list[dict[str, np.ndarray]], name: str) -> Bound | None:
