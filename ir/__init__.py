@@ -6,7 +6,8 @@
   :func:`remove_nodes`, :func:`toposort`, :func:`remove_dead_nodes`, :func:`constant_value`.
 * :func:`infer_shapes`: onnx shape inference keeping symbolic dims.
 * :func:`value_bound`: interval analysis (a range every element provably stays in).
-* :func:`run`, :class:`Runner`, :func:`run_nodes`, :func:`seeded_inputs`: evaluation in onnxruntime.
+* :func:`run`, :class:`Runner`, :func:`run_nodes`, :func:`seeded_inputs`: evaluation in onnxruntime;
+  :func:`verification_samples`: realistic inputs (several samples) for differential checks.
 """
 
 from mapc.ir.compare import OutputComparison, Tolerance, check_valid, compare_outputs
@@ -46,6 +47,7 @@ from mapc.ir.notes import Note
 from mapc.ir.pattern import COMMUTATIVE_OPS, Alt, Match, const, op, product, var
 from mapc.ir.rewrite import NearMiss, NoMatch, PatternRule, RewriteContext, Rule, RuleReport, apply_rules, rule, rule_details, rule_names, rule_notes
 from mapc.ir.runtime_limits import runtime_limits
+from mapc.ir.samples import Sample, verification_samples
 from mapc.ir.shapes import SKELETON_INLINE_BYTES, infer_shapes, is_static, is_static_dim, same_dtype, static_shape
 from mapc.ir.version import __version__
 from mapc.ir.walk import sole_reader, walk
@@ -76,6 +78,7 @@ __all__ = [
     "PatternRule",
     "RewriteContext",
     "Rule",
+    "Sample",
     "RuleReport",
     "Runner",
     "Tolerance",
@@ -136,5 +139,6 @@ __all__ = [
     "toposort",
     "value_bound",
     "var",
+    "verification_samples",
     "walk",
 ]
