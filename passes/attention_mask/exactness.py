@@ -157,7 +157,7 @@ def check_exact(site: AttentionSite, known: LogitRange | None, fill: float, repl
     """Raise :class:`NearMiss` unless writing ``fill`` (``>= NEG``) at the masked positions of
     ``site`` (where the original held ``replaces``, or its own fill below ``fill``) keeps its softmax."""
     needed = -fill - margin  # the widest span the new fill leaves exact
-    what = f"writing {fill:g} at masked positions" if replaces is None else f"replacing the select's fill {replaces:g} by scores {fill:+g}"
+    what = f"writing {fill:g} at masked positions" if replaces is None else f"replacing the select's fill {replaces:g} by scores + ({fill:g})"
     if known is None:
         raise NearMiss(
             "scores-unbounded",
@@ -167,14 +167,21 @@ def check_exact(site: AttentionSite, known: LogitRange | None, fill: float, repl
             "from a LayerNorm or bounded weights",
             node=site.name,
         )
-    too_wide = known.span > needed
-    original_kept = replaces is not None and not replaces <= known.lo - margin
-    if too_wide or original_kept:
+    if replaces is not None and not replaces <= known.lo - margin:
+        raise NearMiss(
+            "fill-not-masking",
+            f"the select's fill {replaces:g} is not {margin:g} below the scores ({known.lo:.4g} to {known.hi:.4g}, {known.source}): "
+            "it does not mask them exactly, so no additive mask can stand in for it; mask left alone",
+            "none needed: the select is part of what the model computes",
+            node=site.name,
+        )
+    if known.span > needed:
         suggestion = -math.ceil((known.span + margin) / 1000) * 1000
-        fix = (f"--mask-value {suggestion:g}" + ("" if precision == "fp32" or suggestion >= -32000 else " --mask-precision fp32")
-               if not original_kept else "the model's own fill does not mask these positions; leave this attention unrewritten")
-        condition = (f"{what}: the scores span up to {known.span:.4g} ({known.source}), wider than the {max(needed, 0):g} it leaves exact"
-                     if too_wide else f"the select's fill {replaces:g} is within {margin:g} of the scores ({known.source}), so it does not "
-                     "mask them exactly")
-        raise NearMiss("scores-too-wide" if too_wide else "fill-not-masking", f"{condition}; mask left alone", fix, node=site.name)
-
+        fix = f"--mask-value {suggestion:g}" + ("" if precision == "fp32" or suggestion >= -32000 else " --mask-precision fp32")
+        raise NearMiss(
+            "scores-too-wide",
+            f"{what}: the scores span up to {known.span:.4g} ({known.source}), wider than the {max(needed, 0):g} it leaves exact; "
+            "mask left alone",
+            fix,
+            node=site.name,
+        )

@@ -52,7 +52,9 @@ def additive_mask(ctx: MaskContext, node: gs.Node) -> bool:
     ``Max(., NEG)``, uniform masks go (R4) and ``And(constant causal, padding)`` splits into a
     constant additive part plus the computed padding part (R5); the Softmax then reads
     ``Add(scores, M)``. On an Attention op a bool mask stays (unless ``mask_as_input``), an
-    all-True one goes. Near-miss ``qk-output``: an Attention exposing ``qk_matmul_output``.
+    all-True one goes. Near-miss ``qk-output``: an Attention exposing ``qk_matmul_output``;
+    ``scores-unbounded`` / ``scores-too-wide`` / ``fill-not-masking`` (:mod:`.exactness`) when a
+    rewrite that changes what masked positions hold cannot be shown to keep the softmax.
     """
     site, outcome = _site(ctx, node)
     if _reads_qk_output(site):
@@ -80,8 +82,9 @@ def _softmax_mask(ctx: MaskContext, site: AttentionSite, outcome: SiteOutcome) -
         if contribution.kind == "additive":
             part = ctx.additive(contribution.mask, outcome)
         else:
+            # the select's own fill goes away: the scores get NEG added, exact under .exactness's conditions
             fill = float(uniform_value(contribution.fill))  # type: ignore[arg-type]
-            part = ctx.boolean(contribution.mask, contribution.kind == "keep-where", dtype, fill, outcome, replaces=fill)
+            part = ctx.boolean(contribution.mask, contribution.kind == "keep-where", dtype, ctx.neg, outcome, replaces=fill)
             if part is not None:
                 outcome.add("R2:bool-to-additive")
         if part is not None:

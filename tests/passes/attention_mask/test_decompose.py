@@ -130,7 +130,8 @@ def test_is_causal_with_fewer_queries_than_keys_warns_and_uses_the_spec_alignmen
              helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, 2, 5, 4])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 2, 4])]),
         opset_imports=[helper.make_opsetid("", 23)], ir_version=10)
-    rewritten, records = assert_pass_preserves(model, "decompose-attention", tolerance=TOLERANCE, samples=[seeded_inputs(load(model))])
+    unit = seeded_inputs(load(model))
+    rewritten, records = assert_pass_preserves(model, "decompose-attention", tolerance=TOLERANCE, feeds=unit, samples=[unit])
     notes = [n for n in records[0].notes if n.code == "decompose-attention.causal-alignment"]
     assert notes and notes[0].severity == "warning"
     constant = next(t for t in rewritten.graph.tensors().values() if t.name.startswith("attention_causal_mask"))

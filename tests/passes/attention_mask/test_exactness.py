@@ -221,3 +221,29 @@ def test_the_suggested_fill_makes_the_rewrite_exact():
     assert record.counters["fills_replaced"] == 1 and value <= -(FLOAT_MARGIN + 1)
     for seed in range(8):
         assert same_outputs(model, result.model, realistic(model, 1.0, seed))
+
+
+def test_a_select_fill_that_does_not_mask_is_refused():
+    """Where(c, scores, -50) with scores in [-4, 4]: the original gives masked keys weight e^-54,
+    not 0, so adding -1e4 instead would change the output: near-miss fill-not-masking."""
+    nodes = [helper.make_node("Tanh", ["q"], ["tq"]), helper.make_node("Tanh", ["k"], ["tk"]),
+             helper.make_node("Transpose", ["tk"], ["kt"], perm=[0, 2, 1]), helper.make_node("MatMul", ["tq", "kt"], ["scores"]),
+             helper.make_node("Where", ["keep", "scores", "fill"], ["masked"]), helper.make_node("Softmax", ["masked"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "tk"], ["out"])]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, S, 4]) for n in ("q", "k")]
+    inputs.append(helper.make_tensor_value_info("keep", TensorProto.BOOL, [1, S, S]))
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, S, 4])],
+                              [numpy_helper.from_array(np.array(-50.0, np.float32), "fill")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    result = mapc.compile(model, verify=True)
+    notes = [n for r in result.passes for n in r.notes if n.code == "attention-mask.fill-not-masking"]
+    assert notes and "-50" in notes[0].message
+    assert "Where" in {n.op for n in result.model.graph.nodes}
+
+
+def test_int8_masks_are_an_approximation_and_not_checked():
+    """--mask-precision int8 (what --quantize sets) keeps the documented approximate fill."""
+    model = block(mask="where", layer_norm=False, weight_scale=1.0)
+    record = PassManager("attention-mask{precision=int8}").run(load(model))[0]
+    assert record.details["attentions"][0]["rewrites"] == ["R2:bool-to-additive"]
+    assert not [n for n in record.notes if n.code.startswith("attention-mask.scores")]

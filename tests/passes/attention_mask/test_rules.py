@@ -62,10 +62,10 @@ def _m1_inits(fill=FMIN):
             numpy_helper.from_array(np.array(fill, np.float32), "fill")]
 
 
-def _samples(model) -> list[dict[str, np.ndarray]]:
-    """The inputs the pass may measure the scores on (the user's samples): its seeded inputs."""
+def _unit(model) -> dict[str, np.ndarray]:
+    """Unit-scale inputs: compared on, and given as the user's samples the pass measures the scores on."""
     proto = model if isinstance(model, onnx.ModelProto) else model.to_proto()
-    return [seeded_inputs(load(proto))]
+    return seeded_inputs(load(proto))
 
 
 def _run_pass(model, pipeline="attention-mask"):
@@ -139,11 +139,11 @@ def test_r2_where_on_scores_becomes_an_additive_mask():
 def test_r4_removes_an_all_zero_mask_but_not_a_real_one():
     zeros = [numpy_helper.from_array(np.zeros((1, 1, S, S), np.float32), "zeros")]
     model = _attention([], "zeros", initializers=zeros)
-    rewritten, records = assert_pass_preserves(model, "attention-mask", samples=_samples(model))
+    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=_unit(model), samples=[_unit(model)])
     assert [n.op for n in rewritten.graph.nodes].count("Add") == 0
     real = [numpy_helper.from_array(np.triu(np.full((S, S), FMIN, np.float32), 1)[None, None], "causal")]
     causal = _attention([], "causal", initializers=real)
-    rewritten, _ = assert_pass_preserves(causal, "attention-mask", samples=_samples(causal))
+    rewritten, _ = assert_pass_preserves(causal, "attention-mask", feeds=_unit(causal), samples=[_unit(causal)])
     assert [n.op for n in rewritten.graph.nodes].count("Add") == 1
     assert _constant(rewritten, next(t.name for t in rewritten.graph.tensors().values() if t.name.startswith("attention_mask_fill"))).values.min() == -1e4
 
@@ -153,7 +153,7 @@ def test_r4_drops_an_all_true_attention_mask_input():
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, H, S, D]) for n in ("q", "k", "v")]
     inits = [numpy_helper.from_array(np.ones((1, 1, S, 1), bool), "ones"), numpy_helper.from_array(np.array([B, 1, S, S], np.int64), "shape")]
     model = make_model(nodes, inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, [B, H, S, D])], inits, opset=23)
-    rewritten, records = assert_pass_preserves(model, "attention-mask", samples=_samples(model))
+    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=_unit(model), samples=[_unit(model)])
     attention = next(n for n in rewritten.graph.nodes if n.op == "Attention")
     assert len(attention.inputs) == 3
     assert records[0].details["attentions"][0]["families"] == ["M7", "M11"]
@@ -199,7 +199,7 @@ def test_r3_guard_is_kept_when_the_mask_stays_non_finite():
     model = make_model(nodes, inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, [B, H, S, D]), helper.make_tensor_value_info("raw_out", TensorProto.FLOAT, [1, 1, S, S])],
                        [numpy_helper.from_array(raw, "raw"), numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
                         numpy_helper.from_array(np.array(1.0, np.float32), "one")])
-    rewritten, records = assert_pass_preserves(model, "attention-mask", samples=_samples(model))
+    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=_unit(model), samples=[_unit(model)])
     assert "IsNaN" in [n.op for n in rewritten.graph.nodes]
     assert {"attention-mask.fill-kept", "attention-mask.guard-kept"} <= {n.code for n in records[0].notes}
 
@@ -208,7 +208,7 @@ def test_a_softmax_that_is_not_attention_is_left_alone():
     nodes = [helper.make_node("MatMul", ["x", "w"], ["logits"]), helper.make_node("Add", ["logits", "bias"], ["b"]), helper.make_node("Softmax", ["b"], ["y"], axis=-1)]
     model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
                        [numpy_helper.from_array(np.ones((4, 3), np.float32), "w"), numpy_helper.from_array(np.full(3, FMIN, np.float32), "bias")])
-    rewritten, records = assert_pass_preserves(model, "attention-mask", samples=_samples(model))
+    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=_unit(model), samples=[_unit(model)])
     assert not records[0].changed and records[0].details["attentions"] == []
 
 
@@ -254,7 +254,7 @@ def test_fused_mapc_attention_functions_are_attentions_too(masked):
     if masked:
         mask[:, :, :, -2:] = np.finfo(np.float32).min
     fused = _fused_attention_with_mask(mask)
-    model, records = assert_pass_preserves(fused, "fuse,attention-mask", samples=_samples(fused))
+    model, records = assert_pass_preserves(fused, "fuse,attention-mask", feeds=_unit(fused), samples=[_unit(fused)])
     attention = next(node for node in model.graph.nodes if node.op == "Attention")
     assert attention.domain == "mapc"
     outcome = records[-1].details["attentions"][0]
