@@ -9,7 +9,9 @@ max), embedding tables read by ``Gather``, ``LayerNormalization``/``RMSNormaliza
 normalised vector of length D has norm at most sqrt(D), so every element at most sqrt(D - 1)),
 ``Softmax``, ``Sigmoid``, ``Tanh``, ``Erf``. ``MatMul`` with a weight uses Cauchy-Schwarz on a
 norm-bounded input (``|x W[:, j]| <= |x| |W[:, j]|``), which is what keeps the attention scores
-after a LayerNorm small; ``MatMul`` of a softmax with values is a convex combination.
+after a LayerNorm small; ``MatMul`` of a softmax with values is a convex combination. In a QDQ
+model every ``QuantizeLinear`` saturates to its integer type, so each ``DequantizeLinear`` after
+it is bounded by ``(int range - zero point) * scale`` whatever its input.
 
 The bounds are sound for finite inputs and finite weights; they are not tight.
 """
@@ -24,8 +26,8 @@ import onnx_graphsurgeon as gs
 
 from mapc.ir.graph import constant_nbytes, constant_tensor, producer, standard_op
 
-#: Largest weight read to bound it (an embedding table of a large vocabulary fits).
-MAX_WEIGHT_BYTES = 1 << 30
+#: Largest weight read to bound it (a 50k x 768 float32 embedding table fits; an LLM's lm_head does not).
+MAX_WEIGHT_BYTES = 256 << 20
 #: Nodes one query visits before giving up (a bound needs few: a LayerNorm or a weight ends it).
 VISIT_LIMIT = 400
 
@@ -50,10 +52,6 @@ class Bound:
     @property
     def magnitude(self) -> float:
         return max(abs(self.lo), abs(self.hi))
-
-    @property
-    def span(self) -> float:
-        return self.hi - self.lo
 
     def union(self, other: Bound) -> Bound:
         return Bound(min(self.lo, other.lo), max(self.hi, other.hi))
@@ -116,7 +114,21 @@ class _Analysis:
             return self._arithmetic(node, op)
         if op in ("MatMul", "Gemm"):
             return self._matmul(node, op)
+        if op == "QuantizeLinear":
+            return _integer_range(node.outputs[0].dtype)
+        if op == "DequantizeLinear":
+            return self._dequantize(node)
         return None
+
+    def _dequantize(self, node: gs.Node) -> Bound | None:
+        """``(x - zero_point) * scale`` with constant scales (per tensor or per channel)."""
+        quantized = self.bound(node.inputs[0])
+        scale = _weight(node.inputs[1]) if len(node.inputs) > 1 else None
+        zero = _weight(node.inputs[2]) if len(node.inputs) > 2 and not node.inputs[2].is_empty() else np.zeros(1)
+        if quantized is None or scale is None or zero is None:
+            return None
+        corners = np.concatenate([((end - zero) * scale).reshape(-1) for end in (quantized.lo, quantized.hi)])
+        return Bound(float(corners.min()), float(corners.max()))
 
     def _monotone(self, node: gs.Node, op: str) -> Bound | None:
         inner = self.bound(node.inputs[0])
@@ -201,6 +213,14 @@ class _Analysis:
         return result
 
 
+def _integer_range(dtype: object) -> Bound | None:
+    """Every value of an integer type (a QuantizeLinear output saturates to it)."""
+    if dtype is None or np.dtype(dtype).kind not in "iu":
+        return None
+    info = np.iinfo(np.dtype(dtype))
+    return Bound(float(info.min), float(info.max))
+
+
 def _weight(tensor: gs.Tensor) -> np.ndarray | None:
     constant = constant_tensor(tensor)
     if constant is None or constant_nbytes(constant) > MAX_WEIGHT_BYTES:
@@ -208,13 +228,13 @@ def _weight(tensor: gs.Tensor) -> np.ndarray | None:
     values = np.asarray(constant.values)
     if values.size == 0 or values.dtype.kind not in "fiub":
         return None
-    return values.astype(np.float64)
+    return values if values.dtype.kind == "f" and values.dtype.itemsize >= 4 else values.astype(np.float32)
 
 
 def _of_values(values: np.ndarray) -> Bound | None:
     if not np.all(np.isfinite(values)):
         return None
-    norm = float(np.sqrt(np.max(np.sum(np.square(values), axis=-1)))) if values.ndim >= 1 else abs(float(values))
+    norm = float(np.sqrt(np.max(np.sum(np.square(values, dtype=np.float64), axis=-1)))) if values.ndim >= 1 else abs(float(values))
     return Bound(float(values.min()), float(values.max()), norm)
 
 
@@ -276,11 +296,12 @@ def _last_axis(node: gs.Node) -> bool:
 def _times_weight(left: Bound, weight: np.ndarray) -> Bound:
     """``x @ W`` for x in ``left``: per output column, the interval sum, tightened by
     Cauchy-Schwarz when the rows of x have a norm bound."""
-    positive, negative = np.clip(weight, 0, None), np.clip(weight, None, 0)
-    lows = left.lo * positive.sum(axis=0) + left.hi * negative.sum(axis=0)
-    highs = left.hi * positive.sum(axis=0) + left.lo * negative.sum(axis=0)
+    positive = np.clip(weight, 0, None).sum(axis=0, dtype=np.float64)
+    negative = np.clip(weight, None, 0).sum(axis=0, dtype=np.float64)
+    lows = left.lo * positive + left.hi * negative
+    highs = left.hi * positive + left.lo * negative
     if left.norm is not None:
-        reach = left.norm * np.sqrt(np.sum(np.square(weight), axis=0))
+        reach = left.norm * np.sqrt(np.sum(np.square(weight, dtype=np.float64), axis=0))
         lows, highs = np.maximum(lows, -reach), np.minimum(highs, reach)
     return Bound(float(lows.min()), float(highs.max()))
 

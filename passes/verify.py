@@ -69,11 +69,6 @@ class Verifier:
             self.samples.append(sample)
             self.expected.append(outputs)
 
-    @property
-    def feeds(self) -> dict[str, np.ndarray]:
-        """The first sample's inputs."""
-        return self.samples[0].feeds
-
     def compare(self, model: Model) -> list[OutputComparison]:
         """Run ``model`` on every sample and compare (no exception on mismatch): per output, the
         first sample that differs, or the largest error when none does.

@@ -170,9 +170,11 @@ def check_exact(site: AttentionSite, known: LogitRange | None, fill: float, repl
     if replaces is not None and not replaces <= known.lo - margin:
         raise NearMiss(
             "fill-not-masking",
-            f"the select's fill {replaces:g} is not {margin:g} below the scores ({known.lo:.4g} to {known.hi:.4g}, {known.source}): "
-            "it does not mask them exactly, so no additive mask can stand in for it; mask left alone",
-            "none needed: the select is part of what the model computes",
+            f"the select's fill {replaces:g} is not shown to be {margin:g} below the scores ({known.lo:.4g} to {known.hi:.4g}, "
+            f"{known.source}): where it is not, the model's own select gives masked keys weight and no additive mask does the same; "
+            "mask left alone",
+            "none needed if the scores reach that far; if they do not, give samples with --verify-inputs DIR (their measured "
+            "range is used)" if known.source == "proven" else "none needed: the select is part of what the model computes",
             node=site.name,
         )
     if known.span > needed:

@@ -81,3 +81,15 @@ def test_elementwise_bounds_hold_on_random_values(op, scale, seed):
     y = run(model, {"x": (rng.standard_normal((3, D)) * 10).astype(np.float32)})["y"]
     slack = 1e-5 * max(1.0, bound.magnitude)
     assert bound.lo - slack <= y.min() and y.max() <= bound.hi + slack
+
+
+def test_a_quantize_dequantize_pair_bounds_any_input():
+    """QuantizeLinear saturates: DQ(Q(x)) lies in (int8 range - zero point) * scale whatever x is."""
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(0.5, np.float32), "s"), numpy_helper.from_array(np.array(3, np.int8), "z")]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], inits)
+    bound = _bound_of(model, "y")
+    assert (bound.lo, bound.hi) == ((-128 - 3) * 0.5, (127 - 3) * 0.5)
+    y = run(model, {"x": np.array([-1e9, -1.0, 2.0, 1e9], np.float32)})["y"]
+    assert bound.lo <= y.min() and y.max() <= bound.hi

@@ -26,9 +26,11 @@ S, D = 6, 16
 FMIN = float(np.finfo(np.float32).min)
 
 
-def block(*, mask: str, layer_norm: bool, weight_scale: float = 1.0, big_weight: float | None = None, seed: int = 0) -> onnx.ModelProto:
+def block(*, mask: str, layer_norm: bool, weight_scale: float = 1.0, big_weight: float | None = None, seed: int = 0,
+          qdq_scale: float | None = None) -> onnx.ModelProto:
     """One attention over hidden states ``x`` [1, S, D], GPT-2 style: optional ``ln_1``, q/k/v
-    projections, scores / sqrt(D), then the mask: ``where`` (GPT-2's causal buffer:
+    projections (with ``qdq_scale``: q and k through int8 QuantizeLinear/DequantizeLinear, as a
+    quantized export has them), scores / sqrt(D), then the mask: ``where`` (GPT-2's causal buffer:
     ``Where(Slice(tril), scores, -1e4)``) or ``m1`` (``scores + (1 - attention_mask) * finfo.min``)."""
     rng = np.random.default_rng(seed)
     weights = {name: (rng.standard_normal((D, D)) * weight_scale).astype(np.float32) for name in ("wq", "wk", "wv")}
@@ -43,10 +45,18 @@ def block(*, mask: str, layer_norm: bool, weight_scale: float = 1.0, big_weight:
         inits += [numpy_helper.from_array(np.ones(D, np.float32), "gamma"), numpy_helper.from_array(np.zeros(D, np.float32), "beta")]
         nodes.append(helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["h"], axis=-1, name="ln_1"))
         hidden = "h"
-    nodes += [helper.make_node("MatMul", [hidden, w], [w[1]], name=f"proj_{w[1]}") for w in ("wq", "wk", "wv")]
+    projected = {w[1]: w[1] for w in ("wq", "wk", "wv")}
+    if qdq_scale is not None:
+        projected.update(q="q_dq", k="k_dq")
+        inits += [numpy_helper.from_array(np.array(qdq_scale, np.float32), "qdq_scale"), numpy_helper.from_array(np.array(0, np.int8), "qdq_zero")]
+        for name in ("q", "k"):
+            nodes += [helper.make_node("QuantizeLinear", [f"{name}_raw", "qdq_scale", "qdq_zero"], [f"{name}_int8"]),
+                      helper.make_node("DequantizeLinear", [f"{name}_int8", "qdq_scale", "qdq_zero"], [f"{name}_dq"])]
+    raw = {"q": "q_raw", "k": "k_raw"} if qdq_scale is not None else {}
+    nodes += [helper.make_node("MatMul", [hidden, w], [raw.get(w[1], w[1])], name=f"proj_{w[1]}") for w in ("wq", "wk", "wv")]
     nodes += [
-        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
-        helper.make_node("MatMul", ["q", "kt"], ["qk"]),
+        helper.make_node("Transpose", [projected["k"]], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", [projected["q"], "kt"], ["qk"]),
         helper.make_node("Div", ["qk", "scale"], ["scores"]),
     ]
     if mask == "where":
@@ -187,6 +197,21 @@ def test_measured_scores_from_the_users_samples_allow_the_rewrite():
     assert result.verification["ok"] and result.verification["samples"] == 3
 
 
+def test_a_quantized_export_is_bounded_by_its_qdq_scales_and_refused_when_that_is_too_wide(old_rewrites):
+    """The issue's quantized attention export: scores up to ~3e4 on realistic inputs. The Q/DQ
+    pairs prove a bound (int8 range times the scale), too wide for -1e4, so the Where stays."""
+    model = block(mask="where", layer_norm=False, weight_scale=10.0, qdq_scale=4.0)
+    wrong = load(model)
+    PassManager("test-unchecked-where-to-add").run(wrong)
+    errors = [np.abs(run(model, f)["out"] - run(wrong, f)["out"]).max() for f in (realistic(model, 3.0, seed) for seed in range(5))]
+    assert max(errors) > 100
+    result = mapc.compile(model, verify=True)
+    notes = [n for r in result.passes for n in r.notes if n.code in ("attention-mask.scores-too-wide", "attention-mask.fill-not-masking")]
+    assert notes and "proven" in notes[0].message
+    for seed in range(5):
+        assert same_outputs(model, result.model, realistic(model, 3.0, seed))
+
+
 # -- one large weight: finfo.min became -1e4 -------------------------------------------------------
 
 
@@ -237,7 +262,7 @@ def test_a_select_fill_that_does_not_mask_is_refused():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
     result = mapc.compile(model, verify=True)
     notes = [n for r in result.passes for n in r.notes if n.code == "attention-mask.fill-not-masking"]
-    assert notes and "-50" in notes[0].message
+    assert notes and "-50" in notes[0].message and "--verify-inputs" in notes[0].fix
     assert "Where" in {n.op for n in result.model.graph.nodes}
 
 
