@@ -7,7 +7,8 @@ vector along the last axis), or None when some path reaches a float graph input 
 does not know. Ranges that need no input bound start it: constants and weights (their min and
 max), embedding tables read by ``Gather``, ``LayerNormalization``/``RMSNormalization`` (a
 normalised vector of length D has norm at most sqrt(D), so every element at most sqrt(D - 1)),
-``Softmax``, ``Sigmoid``, ``Tanh``, ``Erf``. ``MatMul`` with a weight uses Cauchy-Schwarz on a
+``Softmax``, ``Sigmoid``, ``Tanh``, ``Erf``; ``RotaryEmbedding`` grows a bound by at most
+``|cos| + |sin|``. ``MatMul`` with a weight uses Cauchy-Schwarz on a
 norm-bounded input (``|x W[:, j]| <= |x| |W[:, j]|``), which is what keeps the attention scores
 after a LayerNorm small; ``MatMul`` of a softmax with values is a convex combination. In a QDQ
 model every ``QuantizeLinear`` saturates to its integer type, so each ``DequantizeLinear`` after
@@ -114,11 +115,22 @@ class _Analysis:
             return self._arithmetic(node, op)
         if op in ("MatMul", "Gemm"):
             return self._matmul(node, op)
+        if op == "RotaryEmbedding":
+            return self._rotary(node)
         if op == "QuantizeLinear":
             return _integer_range(node.outputs[0].dtype)
         if op == "DequantizeLinear":
             return self._dequantize(node)
         return None
+
+    def _rotary(self, node: gs.Node) -> Bound | None:
+        """``x·cos ± x'·sin`` on rotated pairs, ``x`` elsewhere: at most ``|x|·max(1, |cos| + |sin|)``."""
+        parts = [self.bound(t) for t in node.inputs[:3]]
+        if any(p is None for p in parts):
+            return None
+        values, cos, sin = parts
+        reach = values.magnitude * max(1.0, cos.magnitude + sin.magnitude)  # type: ignore[union-attr]
+        return Bound(-reach, reach)
 
     def _dequantize(self, node: gs.Node) -> Bound | None:
         """``(x - zero_point) * scale`` with constant scales (per tensor or per channel)."""

@@ -161,10 +161,10 @@ def check_exact(site: AttentionSite, known: LogitRange | None, fill: float, repl
     if known is None:
         raise NearMiss(
             "scores-unbounded",
-            f"{what} keeps the softmax only while the scores span less than {max(needed, 0):g}, and their range is not known "
-            "(they come from a graph input); mask left alone",
-            "give samples with --verify-inputs DIR or --calibration DIR (their measured range is used), or feed the attention "
-            "from a LayerNorm or bounded weights",
+            f"{what} keeps the softmax only while the scores span less than {max(needed, 0):g}, and no bound on them is proven "
+            "(they come from a graph input, a KV cache, or shape arithmetic not yet folded); mask left alone",
+            "give samples with --verify-inputs DIR or --calibration DIR (their measured range is used), or fix the input shapes "
+            "(--input-shape) so that shape arithmetic folds",
             node=site.name,
         )
     if replaces is not None and not replaces <= known.lo - margin:
