@@ -7,8 +7,9 @@ vector along the last axis), or None when some path reaches a float graph input 
 does not know. Ranges that need no input bound start it: constants and weights (their min and
 max), embedding tables read by ``Gather``, ``LayerNormalization``/``RMSNormalization`` (a
 normalised vector of length D has norm at most sqrt(D), so every element at most sqrt(D - 1)),
-``Softmax``, ``Sigmoid``, ``Tanh``, ``Erf``; ``RotaryEmbedding`` grows a bound by at most
-``|cos| + |sin|``. ``MatMul`` with a weight uses Cauchy-Schwarz on a
+``Softmax``, ``Sigmoid``, ``Tanh``, ``Erf``; the same normalisations written out
+(``a / sqrt(mean(a^2) + eps)``); ``RotaryEmbedding`` grows a bound by at most ``|cos| + |sin|``.
+Float graph inputs are unbounded. ``MatMul`` with a weight uses Cauchy-Schwarz on a
 norm-bounded input (``|x W[:, j]| <= |x| |W[:, j]|``), which is what keeps the attention scores
 after a LayerNorm small; ``MatMul`` of a softmax with values is a convex combination. In a QDQ
 model every ``QuantizeLinear`` saturates to its integer type, so each ``DequantizeLinear`` after
@@ -173,6 +174,9 @@ class _Analysis:
         return float(values.reshape(-1)[0]) if values is not None and values.size == 1 else None
 
     def _arithmetic(self, node: gs.Node, op: str) -> Bound | None:
+        size = _root_mean_square_divided(node) if op in ("Mul", "Div") else None
+        if size is not None:  # a / sqrt(mean(a^2) + eps): a LayerNorm or RMSNorm written out
+            return Bound(-math.sqrt(size), math.sqrt(size), math.sqrt(size))
         left, right = (self.bound(t) for t in node.inputs[:2])
         if left is None or right is None:
             return None
@@ -203,9 +207,9 @@ class _Analysis:
         weight = _weight(b)
         if weight is not None and weight.ndim == 2 and not trans_a:
             result = _times_weight(left, weight.T if trans_b else weight)
-        elif op == "MatMul" and _is_softmax(a):
-            right = self.bound(b)  # each output row is a convex combination of rows of b
-            result = None if right is None else Bound(right.lo, right.hi)
+        elif op == "MatMul" and (weights := _probabilities(a)) is not None:
+            right = self.bound(b)  # each output row is a combination of rows of b, weights >= 0 summing to <= 1
+            result = None if right is None else (Bound(right.lo, right.hi) if weights == "softmax" else right.union(Bound(0.0, 0.0)))
         else:
             right = self.bound(b)
             depth = _contracted(a, b, trans_a)
@@ -223,6 +227,73 @@ class _Analysis:
                 return None
             result = Bound(result.lo + min(beta * bias.lo, beta * bias.hi), result.hi + max(beta * bias.lo, beta * bias.hi))
         return result
+
+
+def _root_mean_square_divided(node: gs.Node) -> int | None:
+    """D if ``node`` is ``a / sqrt(mean(a^2 over the last axis, length D) + eps)`` written out
+    (``Div(a, Sqrt(.))``, ``Mul(a, Reciprocal(Sqrt(.)))``, ``Mul(a, Div(1, Sqrt(.)))``, Cast
+    allowed around ``a``): each element is then at most sqrt(D) in magnitude."""
+    if node.op == "Div":
+        value, root = node.inputs[0], _sqrt_of(node.inputs[1])
+    else:
+        value, root = next(((a, r) for a, b in (node.inputs[:2], node.inputs[1::-1]) if (r := _reciprocal_sqrt_of(b)) is not None),
+                           (None, None))
+    if value is None or root is None:
+        return None
+    mean = producer(root)
+    if mean is not None and mean.op == "Add":  # mean + eps
+        mean = next((producer(t) for t in mean.inputs if producer(t) is not None and producer(t).op == "ReduceMean"), None)
+    if mean is None or mean.op != "ReduceMean" or not _reduces_last_axis(mean):
+        return None
+    square = producer(mean.inputs[0])
+    if square is None or not _squares(square, value):
+        return None
+    shape = _uncast(value).shape
+    return int(shape[-1]) if shape and isinstance(shape[-1], (int, np.integer)) and shape[-1] > 0 else None
+
+
+def _sqrt_of(tensor: gs.Tensor) -> gs.Tensor | None:
+    node = producer(tensor)
+    return node.inputs[0] if node is not None and node.op == "Sqrt" else None
+
+
+def _reciprocal_sqrt_of(tensor: gs.Tensor) -> gs.Tensor | None:
+    node = producer(tensor)
+    if node is None:
+        return None
+    if node.op == "Reciprocal":
+        return _sqrt_of(node.inputs[0])
+    if node.op == "Div":
+        one = _weight(node.inputs[0])
+        return _sqrt_of(node.inputs[1]) if one is not None and one.size == 1 and float(one.reshape(-1)[0]) == 1.0 else None
+    return None
+
+
+def _reduces_last_axis(node: gs.Node) -> bool:
+    axes = node.attrs.get("axes")
+    if axes is None and len(node.inputs) > 1:
+        values = _weight(node.inputs[1])
+        axes = None if values is None else [int(a) for a in values.reshape(-1)]
+    shape = node.inputs[0].shape
+    rank = len(shape) if shape is not None else None
+    return axes is not None and len(axes) == 1 and (axes[0] == -1 or (rank is not None and axes[0] == rank - 1))
+
+
+def _squares(node: gs.Node, value: gs.Tensor) -> bool:
+    """``node`` is ``Pow(a, 2)`` or ``Mul(a, a)`` of the same tensor as ``value`` (up to Casts)."""
+    base = _uncast(value)
+    if node.op == "Pow":
+        exponent = _weight(node.inputs[1])
+        return exponent is not None and exponent.size == 1 and float(exponent.reshape(-1)[0]) == 2.0 and _uncast(node.inputs[0]) is base
+    return node.op == "Mul" and _uncast(node.inputs[0]) is base and _uncast(node.inputs[1]) is base
+
+
+def _uncast(tensor: gs.Tensor) -> gs.Tensor:
+    node = producer(tensor)
+    while node is not None and node.op == "Cast":
+        tensor = node.inputs[0]
+        node = producer(tensor)
+    return tensor
 
 
 def _integer_range(dtype: object) -> Bound | None:
@@ -329,9 +400,24 @@ def _contracted(a: gs.Tensor, b: gs.Tensor, trans_a: int) -> int | None:
     return None
 
 
-def _is_softmax(tensor: gs.Tensor) -> bool:
+def _probabilities(tensor: gs.Tensor) -> str | None:
+    """``"softmax"`` for a last-axis Softmax (rows of weights >= 0 summing to 1), ``"guarded"``
+    for one with some weights replaced by 0 (the NaN guard ``Where(IsNaN(p), 0, p)``: rows sum to
+    at most 1), else None."""
     node = producer(tensor)
-    return node is not None and standard_op(node) == "Softmax" and _last_axis(node)
+    if node is None:
+        return None
+    if standard_op(node) == "Softmax":
+        return "softmax" if _last_axis(node) else None
+    if node.op != "Where":
+        return None
+    parts = [t for t in node.inputs[1:] if not _is_zero(t)]
+    return "guarded" if len(parts) == 1 and _probabilities(parts[0]) is not None else None
+
+
+def _is_zero(tensor: gs.Tensor) -> bool:
+    values = _weight(tensor)
+    return values is not None and values.size == 1 and float(values.reshape(-1)[0]) == 0.0
 
 
 def _gather_keeps_rows(node: gs.Node) -> bool:

@@ -148,12 +148,12 @@ class AttentionMask(Pass):
 
 
 def _logit_ranges(model: Model, sites: list[AttentionSite], neg: float, samples: list[dict[str, np.ndarray]] | None) -> dict[int, LogitRange | None]:
-    """Each attention's logit range (by id of its site): proven, else measured on the user's samples."""
+    """Each attention's logit range (by id of its site): proven, else from the user's samples' input ranges."""
     memo: dict[int, Any] = {}
     ranges: dict[int, LogitRange | None] = {id(site): proven_range(site, neg, memo) for site in sites}
     unknown = [site for site in sites if ranges[id(site)] is None]
     if unknown and samples:
-        ranges.update(measured_ranges(model, unknown, samples))
+        ranges.update(measured_ranges(model, unknown, neg, samples))
     return ranges
 
 

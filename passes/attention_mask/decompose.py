@@ -107,7 +107,7 @@ def _inexact(model: Model, node: gs.Node, neg: float, precision: str, samples: l
     if not masked or limit is None:
         return None
     site = AttentionSite(node, "attention-op")
-    known = proven_range(site, neg, {}) or (measured_ranges(model, [site], samples).get(id(site)) if samples else None)
+    known = proven_range(site, neg, {}) or (measured_ranges(model, [site], neg, samples).get(id(site)) if samples else None)
     try:
         check_exact(site, known, neg, -np.inf, margin=limit, precision=precision)
     except NearMiss as miss:

@@ -20,8 +20,8 @@ defined output and are not considered (see :mod:`.verification`).
 
 The range comes from :func:`mapc.ir.value_bound` (proven for every input: scores after a
 LayerNorm, from bounded weights, ...), else from the user's samples (``--verify-inputs``, a
-``--calibration`` folder) measured on the model as it is, widened by half the measured span on
-each side; otherwise it is unknown and the rewrite is refused with a near-miss.
+``--calibration`` folder: see :func:`measured_ranges`); otherwise it is unknown and the rewrite is
+refused with a near-miss.
 """
 
 from __future__ import annotations
@@ -107,50 +107,102 @@ def _attention_scores(node: gs.Node, query: Bound, key: Bound) -> Bound | None:
     return Bound(-reach, reach)
 
 
-def measured_ranges(model: Model, sites: Sequence[AttentionSite], samples: Sequence[Mapping[str, np.ndarray]]) -> dict[int, LogitRange]:
-    """Each attention's logit range on the samples, by id of its site; {} if the model does not
-    run on them. A Softmax's scores (before any mask) are measured and widened by half their span on each side;
-    an Attention op's queries and keys are measured, doubled, and bounded as :func:`proven_range` does."""
-    wanted = {id(site): _measured_tensors(site) for site in sites}
-    names = sorted({name for tensors in wanted.values() for name in tensors})
+def measured_ranges(model: Model, sites: Sequence[AttentionSite], neg: float, samples: Sequence[Mapping[str, np.ndarray]]) -> dict[int, LogitRange]:
+    """Each attention's logit range on the user's samples, by id of its site, widened by half
+    its span on each side.
+
+    A Softmax attention's scores are measured in every query row its own masks do not mask
+    entirely (those rows are undefined, and change when an earlier attention's mask is
+    rewritten: leaving them out makes a second run decide the same), masked keys included (the
+    rewrite adds NEG to them), plus the range of any bias on the spine. An Attention op's
+    queries and keys are measured and bounded as :func:`proven_range` does."""
     used = list(samples[:MAX_MEASURED_SAMPLES])
-    if not names or not used:
-        return {}
-    computed = [name for name in names if not all(name in sample for sample in used)]  # graph inputs are read as given
-    try:
-        runner = Runner(model, computed) if computed else None
-        values = [{**{n: sample[n] for n in names if n in sample}, **(runner.run(sample) if runner else {})} for sample in used]
-    except OnnxRuntimeError:
-        return {}
     source = f"measured on {len(used)} samples"
-    ranges = {}
+    ranges: dict[int, LogitRange] = {}
+    softmax = [site for site in sites if site.kind == "softmax" and site.scores is not None]
+    for site, (lo, hi) in _measure_softmax(model, softmax, neg, used).items():
+        pad = (hi - lo) / 2
+        ranges[site] = LogitRange(lo - pad, hi + pad, source)
     for site in sites:
-        bounds = [_measured(values, name) for name in wanted[id(site)]]
-        if not bounds or any(b is None for b in bounds):
+        if site.kind != "attention-op":
             continue
-        if site.kind == "softmax":
-            lo, hi = bounds[0].lo, bounds[0].hi  # type: ignore[union-attr]
-            pad = (hi - lo) / 2
-            ranges[id(site)] = LogitRange(lo - pad, hi + pad, source)
-            continue
-        query, *keys = (Bound(-2 * b.magnitude, 2 * b.magnitude) for b in bounds)  # type: ignore[union-attr]
-        scores = _attention_scores(site.node, query, max(keys, key=lambda b: b.magnitude))
-        if scores is not None:
-            ranges[id(site)] = LogitRange(scores.lo, scores.hi, source)
+        measured = _measure_tensors(model, _query_and_keys(site.node), used)
+        if measured is not None:
+            query, *keys = (Bound(-2 * m, 2 * m) for m in measured)
+            scores = _attention_scores(site.node, query, max(keys, key=lambda b: b.magnitude))
+            if scores is not None:
+                ranges[id(site)] = LogitRange(scores.lo, scores.hi, source)
     return ranges
 
 
-def _measured_tensors(site: AttentionSite) -> list[str]:
-    if site.kind == "softmax":
-        return [site.scores.name] if site.scores is not None and site.scores.name else []
-    return [t.name for t in _query_and_keys(site.node) if t.name]
-
-
-def _measured(values: list[dict[str, np.ndarray]], name: str) -> Bound | None:
-    finite = [x[np.isfinite(x)] for x in (np.asarray(v[name], np.float64) for v in values)]
-    if not all(x.size for x in finite):
+def _evaluate(model: Model, names: list[str], samples: list[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]] | None:
+    """The named tensors on each sample (graph inputs read as given); None if the model does not run."""
+    computed = [name for name in names if not all(name in sample for sample in samples)]
+    try:
+        runner = Runner(model, computed) if computed else None
+        return [{**{n: np.asarray(sample[n]) for n in names if n in sample}, **(runner.run(sample) if runner else {})} for sample in samples]
+    except OnnxRuntimeError:
         return None
-    return Bound(min(float(x.min()) for x in finite), max(float(x.max()) for x in finite))
+
+
+def _measure_tensors(model: Model, tensors: list[gs.Tensor], samples: list[Mapping[str, np.ndarray]]) -> list[float] | None:
+    """The largest finite magnitude of each tensor over the samples."""
+    values = _evaluate(model, [t.name for t in tensors], samples) if samples else None
+    if values is None:
+        return None
+    magnitudes = []
+    for tensor in tensors:
+        finite = [x[np.isfinite(x)] for x in (np.asarray(v[tensor.name], np.float64) for v in values)]
+        if not all(x.size for x in finite):
+            return None
+        magnitudes.append(max(float(np.abs(x).max()) for x in finite))
+    return magnitudes
+
+
+def _measure_softmax(model: Model, sites: list[AttentionSite], neg: float, samples: list[Mapping[str, np.ndarray]]) -> dict[int, tuple[float, float]]:
+    names = sorted({t.name for site in sites for t in (site.scores, *(c.mask for c in site.contributions))})  # type: ignore[union-attr]
+    values = _evaluate(model, names, samples) if names and samples else None
+    if values is None:
+        return {}
+    found = {}
+    for site in sites:
+        lows, highs = [], []
+        for value in values:
+            scores = np.asarray(value[site.scores.name], np.float64)  # type: ignore[union-attr]
+            masked, bias_lo, bias_hi = _masked_positions(site, value, scores.shape, neg)
+            if masked is None:
+                break
+            rows = np.broadcast_to(masked.all(axis=-1, keepdims=True), scores.shape)
+            kept = scores[~rows]  # a sample masking every row says nothing about the scores
+            kept = kept[np.isfinite(kept)]
+            if kept.size:
+                lows.append(float(kept.min()) + bias_lo)
+                highs.append(float(kept.max()) + bias_hi)
+        else:
+            if lows:
+                found[id(site)] = (min(lows), max(highs))
+    return found
+
+
+def _masked_positions(site: AttentionSite, value: Mapping[str, np.ndarray], shape: tuple[int, ...], neg: float) -> tuple[np.ndarray | None, float, float]:
+    """Where the site's masks mask (broadcast to the scores), and the range of its spine biases
+    (additive contributions that never reach ``neg``); None where a mask does not broadcast."""
+    masked = np.zeros(shape, bool)
+    bias_lo = bias_hi = 0.0
+    try:
+        for contribution in site.contributions:
+            mask = np.asarray(value[contribution.mask.name])
+            if contribution.kind == "additive":
+                finite = mask[np.isfinite(mask)]
+                if finite.size and finite.min() > neg and mask.size == finite.size:
+                    bias_lo, bias_hi = bias_lo + float(finite.min()), bias_hi + float(finite.max())
+                    continue
+                masked |= np.broadcast_to(mask <= neg / 2, shape)
+            else:
+                masked |= np.broadcast_to(mask.astype(bool) if contribution.kind == "mask-where" else ~mask.astype(bool), shape)
+    except ValueError:
+        return None, 0.0, 0.0
+    return masked, bias_lo, bias_hi
 
 
 def check_exact(site: AttentionSite, known: LogitRange | None, fill: float, replaces: float | None, *, margin: float, precision: str) -> None:

@@ -35,8 +35,9 @@ def test_attention_mask_preserves_outputs_outside_fully_masked_rows(case):
     rewritten, records = assert_pass_preserves(case.model, "attention-mask", feeds=case.feeds, ignore=case.ignore, tolerance=FP16 if half else FP32,
                                                samples=[case.feeds])
     record = records[0]
-    if case.magnitude <= 1:
-        assert not _refused(record), record.notes  # small scores: every rewrite is provably or measurably exact
+    if case.magnitude <= 1 and (case.bounded or not case.ignore["out"].all()):
+        # small scores: every rewrite is provably exact, or measurably where the samples attend some key
+        assert not _refused(record), record.notes
     if _refused(record):
         return
     assert not [n for n in record.notes if n.code in ("attention-mask.unrecognised", "attention-mask.fill-kept", "attention-mask.guard-kept")], record.notes
@@ -46,9 +47,10 @@ def test_attention_mask_preserves_outputs_outside_fully_masked_rows(case):
 
 
 @settings(max_examples=40)
-@given(attention_graphs())
+@given(attention_graphs(magnitudes=(1e-3, 1.0, 30.0)))
 def test_rewritten_masks_stay_finite_in_fp16(case):
-    """In fp16 the rewritten graph has no NaN/inf anywhere, fully masked rows included."""
+    """In fp16 the rewritten graph has no NaN/inf anywhere, fully masked rows included (at
+    magnitudes whose scores fp16 can hold)."""
     assume(case.feeds["q"].dtype != np.float16 and case.family != "float-input")
     model = load(case.model)
     ctx = PassContext()
