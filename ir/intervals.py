@@ -205,11 +205,11 @@ class _Analysis:
         if left is None:
             return None
         weight = _weight(b)
-        if weight is not None and weight.ndim == 2 and not trans_a:
-            result = _times_weight(left, weight.T if trans_b else weight)
-        elif op == "MatMul" and (weights := _probabilities(a)) is not None:
+        if op == "MatMul" and (weights := _probabilities(a)) is not None:
             right = self.bound(b)  # each output row is a combination of rows of b, weights >= 0 summing to <= 1
             result = None if right is None else (Bound(right.lo, right.hi) if weights == "softmax" else right.union(Bound(0.0, 0.0)))
+        elif weight is not None and weight.ndim == 2 and not trans_a:
+            result = _times_weight(left, weight.T if trans_b else weight)
         else:
             right = self.bound(b)
             depth = _contracted(a, b, trans_a)

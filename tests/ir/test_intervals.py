@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -93,3 +94,34 @@ def test_a_quantize_dequantize_pair_bounds_any_input():
     assert (bound.lo, bound.hi) == ((-128 - 3) * 0.5, (127 - 3) * 0.5)
     y = run(model, {"x": np.array([-1e9, -1.0, 2.0, 1e9], np.float32)})["y"]
     assert bound.lo <= y.min() and y.max() <= bound.hi
+
+
+def test_a_norm_written_out_is_bounded_by_sqrt_of_its_length():
+    """x / sqrt(mean(x^2) + eps) (RMSNorm as exporters write it, and LayerNorm's centred form)."""
+    nodes = [helper.make_node("ReduceMean", ["x"], ["mu"], axes=[-1]), helper.make_node("Sub", ["x", "mu"], ["c"]),
+             helper.make_node("Pow", ["c", "two"], ["sq"]), helper.make_node("ReduceMean", ["sq"], ["var"], axes=[-1]),
+             helper.make_node("Add", ["var", "eps"], ["ve"]), helper.make_node("Sqrt", ["ve"], ["sd"]),
+             helper.make_node("Div", ["c", "sd"], ["layer_norm"]),
+             helper.make_node("Pow", ["x", "two"], ["xsq"]), helper.make_node("ReduceMean", ["xsq"], ["ms"], axes=[-1]),
+             helper.make_node("Add", ["ms", "eps"], ["mse"]), helper.make_node("Sqrt", ["mse"], ["rms"]),
+             helper.make_node("Reciprocal", ["rms"], ["inv"]), helper.make_node("Mul", ["x", "inv"], ["rms_norm"])]
+    inits = [numpy_helper.from_array(np.array(2.0, np.float32), "two"), numpy_helper.from_array(np.array(1e-6, np.float32), "eps")]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, D])],
+                       [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3, D]) for n in ("layer_norm", "rms_norm")], inits, opset=17)
+    x = np.array([[1e6] + [0.0] * (D - 1), np.linspace(-1e-3, 1e-3, D), np.arange(D) * 1e4], np.float32)
+    values = run(model, {"x": x})
+    for name in ("layer_norm", "rms_norm"):
+        bound = _bound_of(model, name)
+        assert bound is not None and bound.hi == pytest.approx(np.sqrt(D)) and bound.lo == pytest.approx(-np.sqrt(D))
+        assert np.abs(values[name]).max() <= np.sqrt(D) + 1e-4
+
+
+def test_nan_guarded_softmax_weights_still_make_a_bounded_combination():
+    nodes = [helper.make_node("Softmax", ["s"], ["p"], axis=-1), helper.make_node("IsNaN", ["p"], ["nan"]),
+             helper.make_node("Where", ["nan", "zero", "p"], ["guarded"]), helper.make_node("MatMul", ["guarded", "table"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+             numpy_helper.from_array(np.linspace(2, 5, 4 * D).reshape(4, D).astype(np.float32), "table")]
+    model = make_model(nodes, [helper.make_tensor_value_info("s", TensorProto.FLOAT, [3, 4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, D])], inits)
+    bound = _bound_of(model, "y")
+    assert (bound.lo, bound.hi) == (0.0, 5.0)  # a row of zeros gives 0, below the table's 2
