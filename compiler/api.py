@@ -27,6 +27,7 @@ import numpy as np
 from mapc.ir import Model, ModelSource, UsageError, VerificationError, __version__, count_nodes, is_default_domain, load, save
 from mapc.options import CompileOptions
 from mapc.passes import SAMPLES, Facts, PassContext, PassManager, PassRecord, ProgressHook, Verifier, check_dim_names, flatten_steps, resolve_dims
+from mapc.passes.attention_mask import mask_input_roles
 from mapc.passes.quantize import HELD_OUT, open_calibration
 from mapc.targets import PARTITION_PLAN, Plan, Target, emit_partitions, get_target, plan_report
 from mapc.targets.qnn import Agreement, ContextModel, accuracy_on_qnn, check_plan, require_qnn_target, write_context_model
@@ -233,7 +234,7 @@ def compile(
         # attention-mask's fully masked rows).
         implied = resolve_dims(working.graph, ctx.input_shapes, ctx.dims) if ctx.input_shapes else ctx.dims
         given = user_samples if options.verify_inputs is not None else None
-        verifier = Verifier(working, ctx, samples=given, dims=implied, tolerance=options.tolerance)
+        verifier = Verifier(working, ctx, samples=given, dims=implied, masks=mask_input_roles(working.graph), tolerance=options.tolerance)
         manager.verifier = verifier
     nodes_before = count_nodes(working.graph)
     ops_before = op_histogram(working)

@@ -7,10 +7,12 @@ generator of ``--verify``, ``--verify-each`` and ``mapc.testing``). Sample ``k``
   ``Gather`` (through casts and reshapes: an embedding, a position table) gets ids drawn from
   ``[0, rows of the table)``; other integers stay 0 or 1 (valid indices into any non-empty
   axis, shapes of 1);
-* **masks** (an input whose name contains ``mask``): 1/True attend, 0/False masked, along the
+* **masks** (an input the caller names, by its role: the inputs attention masks are computed
+  from; or an input whose name contains ``mask``): 1/True attend, 0/False masked, along the
   last axis: sample 0 pads the end of the last batch row, sample 1 its start, sample 2 masks the
   last batch row entirely (a fully masked row), sample 3 is random with the first position kept;
-  an additive float mask (``additive`` or ``bias`` in its name) holds 0 or ``finfo.min``;
+  an additive float mask (so named by the caller, or ``additive`` or ``bias`` in its name) holds
+  0 or ``finfo.min``;
 * **floats** normal, at scale :data:`FLOAT_SCALES` ``[k]`` (1, 1e-3, 1e3, 1; 10 instead of 1e3
   for 16-bit floats), so a rewrite that assumes small or unit-sized values is caught;
 * **symbolic dims** the user did not fix take :data:`DIM_VALUES` ``[k]`` (2, 3, 2, 5): the
@@ -54,10 +56,14 @@ def verification_samples(
     seed: int = 0,
     dims: Mapping[str, int] | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
+    masks: Mapping[str, str] | None = None,
     count: int = len(FLOAT_SCALES),
 ) -> list[Sample]:
     """``count`` reproducible samples for ``model`` (a :class:`~mapc.ir.Model` or a gs graph),
-    as the module docstring describes. ``dims``/``shapes`` are the values the user fixed."""
+    as the module docstring describes. ``dims``/``shapes`` are the values the user fixed;
+    ``masks`` names mask inputs by role: ``"keep"`` (1/True attend) or ``"additive"`` (0 or
+    ``finfo.min``)."""
+    roles = dict(masks or {})
     graph = model if isinstance(model, gs.Graph) else model.graph  # type: ignore[attr-defined]
     fixed_dims = dict(dims or {})
     fixed_shapes = dict(shapes or {})
@@ -75,17 +81,18 @@ def verification_samples(
             else:
                 free = {s: dim_value for d in (tensor.shape or []) if isinstance(d, str) for s in symbols_of(d)}
                 shape = [concrete_dim(d, {**free, **fixed_dims}) for d in (tensor.shape or [])]
-            feeds[tensor.name] = _array(rng, tensor, shape, index, vocab.get(tensor.name))
+            feeds[tensor.name] = _array(rng, tensor, shape, index, vocab.get(tensor.name), roles.get(tensor.name))
         scale = FLOAT_SCALES[index % len(FLOAT_SCALES)]
         label = f"sample {index} (floats ×{scale:g}, free dims {dim_value}, masks with {MASK_PATTERNS[index % len(MASK_PATTERNS)]})"
         samples.append(Sample(feeds, label))
     return samples
 
 
-def _array(rng: np.random.Generator, tensor: gs.Tensor, shape: list[int], index: int, rows: int | None) -> np.ndarray:
+def _array(rng: np.random.Generator, tensor: gs.Tensor, shape: list[int], index: int, rows: int | None, role: str | None) -> np.ndarray:
     dtype = np.dtype(tensor.dtype or np.float32)
-    if "mask" in tensor.name.lower() and shape:
-        return _mask(rng, dtype, shape, index, additive=any(w in tensor.name.lower() for w in ("additive", "bias")))
+    name = tensor.name.lower()
+    if (role is not None or "mask" in name) and shape:
+        return _mask(rng, dtype, shape, index, additive=role == "additive" or any(w in name for w in ("additive", "bias")))
     if np.issubdtype(dtype, np.integer) and rows is not None and rows > 0:
         return rng.integers(0, rows, size=shape).astype(dtype)
     if np.issubdtype(dtype, np.floating):

@@ -48,13 +48,14 @@ class Verifier:
         *,
         samples: Sequence[Mapping[str, np.ndarray]] | None = None,
         dims: Mapping[str, int] | None = None,
+        masks: Mapping[str, str] | None = None,
         tolerance: Tolerance | None = None,
     ) -> None:
         self.tolerance = tolerance
         self.ctx = ctx
         given = samples is not None
         candidates = [Sample(dict(feeds), f"sample {i} of --verify-inputs") for i, feeds in enumerate(samples)] if given else \
-            verification_samples(model, seed=ctx.seed, dims=ctx.dims if dims is None else dims, shapes=ctx.input_shapes)
+            verification_samples(model, seed=ctx.seed, dims=ctx.dims if dims is None else dims, shapes=ctx.input_shapes, masks=masks)
         runner = None
         self.samples: list[Sample] = []
         self.expected: list[dict[str, np.ndarray]] = []

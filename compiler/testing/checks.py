@@ -25,6 +25,7 @@ import onnx.printer
 
 from mapc.ir import Model, Tolerance, VerificationError, check_valid, compare_outputs, load, run, verification_samples
 from mapc.passes import SAMPLES, Pass, PassContext, PassManager, PassRecord, StepSpec
+from mapc.passes.attention_mask import mask_input_roles
 
 PassLike = str | Pass | type[Pass] | Sequence[StepSpec]
 
@@ -107,7 +108,8 @@ def _runnable(
 ) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
     """The verification samples the original model runs on (the first one must), and its outputs."""
     cases, outputs = [], []
-    for index, sample in enumerate(verification_samples(model, seed=seed, dims=dims, shapes=shapes)):
+    masks = mask_input_roles(model.graph)
+    for index, sample in enumerate(verification_samples(model, seed=seed, dims=dims, shapes=shapes, masks=masks)):
         try:
             outputs.append(run(model, sample.feeds))
         except Exception:

@@ -18,7 +18,7 @@ import numpy as np
 from mapc.ir import Model, RewriteContext, RuleReport, apply_rules, remove_dead_nodes, toposort
 from mapc.passes.attention_mask import decompose  # noqa: F401  (registers decompose-attention)
 from mapc.passes.attention_mask.context import MaskContext, SiteOutcome
-from mapc.passes.attention_mask.detection import AttentionSite, attentions_in_subgraphs, cone, find_attentions
+from mapc.passes.attention_mask.detection import AttentionSite, attentions_in_subgraphs, cone, find_attentions, mask_input_roles
 from mapc.passes.attention_mask.exactness import LogitRange, margin, measured_ranges, proven_range
 from mapc.passes.attention_mask.facts import MASK_INPUTS, MaskInputs
 from mapc.passes.attention_mask.families import MaskFamily, classify
@@ -32,6 +32,8 @@ from mapc.passes.peephole.identities import INDEX_RULES
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
 from mapc.passes.verify import SAMPLES, UNDEFINED_OUTPUTS
+
+__all__ = ["AttentionMask", "mask_input_roles"]
 
 
 def _fully_masked_on(

@@ -272,3 +272,21 @@ def test_int8_masks_are_an_approximation_and_not_checked():
     record = PassManager("attention-mask{precision=int8}").run(load(model))[0]
     assert record.details["attentions"][0]["rewrites"] == ["R2:bool-to-additive"]
     assert not [n for n in record.notes if n.code.startswith("attention-mask.scores")]
+
+
+def test_mask_inputs_are_found_by_role_and_get_padded_and_fully_masked_rows():
+    """An input that reaches a mask is a mask whatever its name; a float one read as the mask is additive."""
+    from mapc.ir import verification_samples
+    from mapc.passes.attention_mask import mask_input_roles
+
+    model = block(mask="m1", layer_norm=True)
+    for value in model.graph.input:
+        if value.name == "attention_mask":
+            value.name = "keep_these"
+    for node in model.graph.node:
+        node.input[:] = ["keep_these" if name == "attention_mask" else name for name in node.input]
+    loaded = load(model)
+    roles = mask_input_roles(loaded.graph)
+    assert roles == {"keep_these": "keep"}
+    samples = verification_samples(loaded, masks=roles)
+    assert not samples[2].feeds["keep_these"].any() and samples[0].feeds["keep_these"][0, -1] == 0
