@@ -160,6 +160,7 @@ def _measure_tensors(model: Model, tensors: list[gs.Tensor], samples: list[Mappi
 
 
 def _measure_softmax(model: Model, sites: list[AttentionSite], neg: float, samples: list[Mapping[str, np.ndarray]]) -> dict[int, tuple[float, float]]:
+    """Per Softmax site (by id), the range of its scores over the samples (see :func:`measured_ranges`)."""
     names = sorted({t.name for site in sites for t in (site.scores, *(c.mask for c in site.contributions))})  # type: ignore[union-attr]
     values = _evaluate(model, names, samples) if names and samples else None
     if values is None:
@@ -231,7 +232,7 @@ def check_exact(site: AttentionSite, known: LogitRange | None, fill: float, repl
         )
     if known.span > needed:
         suggestion = -math.ceil((known.span + margin) / 1000) * 1000
-        fix = f"--mask-value {suggestion:g}" + ("" if precision == "fp32" or suggestion >= -32000 else " --mask-precision fp32")
+        fix = f"--mask-value {int(suggestion)}" + ("" if precision == "fp32" or suggestion >= -32000 else " --mask-precision fp32")
         raise NearMiss(
             "scores-too-wide",
             f"{what}: the scores span up to {known.span:.4g} ({known.source}), wider than the {max(needed, 0):g} it leaves exact; "
