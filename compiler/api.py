@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from mapc.inspection import parameter_bytes
-from mapc.ir import Model, ModelSource, UsageError, VerificationError, __version__, count_nodes, is_default_domain, is_static, load, save, seeded_inputs
+from mapc.ir import Model, ModelSource, UsageError, VerificationError, __version__, count_nodes, is_default_domain, is_static, load, save
 from mapc.options import CompileOptions
 from mapc.output_check import check_compiled
-from mapc.passes import Facts, Note, PassContext, PassManager, PassRecord, ProgressHook, Verifier, check_dim_names, check_input_sizes, flatten_steps, resolve_dims
-from mapc.passes.quantize import HELD_OUT
+from mapc.passes import SAMPLES, Facts, Note, PassContext, PassManager, PassRecord, ProgressHook, Verifier, check_dim_names, check_input_sizes, flatten_steps, resolve_dims
+from mapc.passes.attention_mask import mask_input_roles
+from mapc.passes.quantize import HELD_OUT, open_calibration
 from mapc.targets import PARTITION_PLAN, Plan, Target, emit_partitions, get_target, plan_report
 from mapc.targets.qnn import Agreement, ContextModel, accuracy_on_qnn, check_plan, require_qnn_target, write_context_model
 
@@ -136,6 +138,28 @@ def static_io(model: Model) -> bool:
     return all(is_static(t.shape) for t in tensors)
 
 
+#: Samples of --verify-inputs (or of a --calibration folder) used at most, the first ones.
+MAX_USER_SAMPLES = 16
+
+
+def _user_samples(options: CompileOptions, model: Model, ctx: PassContext) -> list[dict[str, np.ndarray]] | None:
+    """The user's own samples: ``verify_inputs`` (a folder, one sample, or a list of them), else a
+    ``--calibration`` folder or file (not ``random``); at most :data:`MAX_USER_SAMPLES`."""
+    source = options.verify_inputs
+    if source is None and options.quantize is not None and options.quantize.get("calibration") not in (None, "random"):
+        source = options.quantize["calibration"]
+    if source is None:
+        return None
+    if isinstance(source, Mapping):
+        return [dict(source)]
+    if not isinstance(source, (str, os.PathLike)):
+        return [dict(sample) for sample in source]
+    if source is options.verify_inputs and not Path(source).is_dir():
+        raise UsageError(f"--verify-inputs {os.fspath(source)!r}: expected a folder of .npz files, one sample each (keys = input names)")
+    data = open_calibration(os.fspath(source), model, seed=ctx.seed, dims=ctx.dims, input_shapes=ctx.input_shapes)
+    return list(data.samples(range(min(len(data), MAX_USER_SAMPLES))))
+
+
 def op_histogram(model: Model) -> dict[str, int]:
     """Nodes per op type, subgraphs included (custom ops as ``domain::Op``)."""
     graphs = [model.graph, *model.graph.subgraphs(recursive=True)]
@@ -170,8 +194,12 @@ def compile(
       inputs by name (used by the shape passes and for verification inputs).
     * ``require_static``: fail with :class:`~mapc.ir.errors.CheckFailed` unless every tensor of
       the result has a static shape (``check-static{require=true}`` runs last).
-    * ``verify_inputs``: explicit verification inputs; ``tolerance``: float tolerance overriding
-      the per-dtype defaults of :mod:`mapc.ir.compare`.
+    * ``verify_inputs``: the user's own samples, a folder of ``.npz`` files (one sample each, keys
+      = input names; the first 16 are used), one sample or a list of them: verification runs on
+      them instead of generated inputs (:func:`mapc.ir.verification_samples`), attention-mask
+      measures the scores' range on them, and ``quantize`` calibrates on the folder when no
+      ``calibration`` is given. ``tolerance``: float tolerance overriding the per-dtype defaults
+      of :mod:`mapc.ir.compare`.
     * ``target_opset``: first upgrade the model to this ai.onnx opset (``upgrade-opset``), so that
       ``fuse`` can emit the standard ops that opset has.
     * ``check_with_qnn``: build the result with Qualcomm's QNN EP for the target's HTP
@@ -214,16 +242,17 @@ def compile(
     )
     steps = options.steps(resolved)
     manager = PassManager(steps, verify_each=options.verify_each, on_pass_start=on_pass_start)
+    user_samples = _user_samples(options, working, ctx)
+    if user_samples:
+        ctx.facts[SAMPLES] = user_samples  # passes measure value ranges on them (attention-mask)
     verifier = None
     if options.verify_each or options.verify:
         # Reference inputs follow every fixed dim, also those implied by a given input shape.
         # The verifier shares the pipeline's context: passes publish facts for it there (e.g.
         # attention-mask's fully masked rows).
         implied = resolve_dims(working.graph, ctx.input_shapes, ctx.dims) if ctx.input_shapes else ctx.dims
-        feeds = options.verify_inputs if options.verify_inputs is not None else seeded_inputs(
-            working, seed=options.seed, dims=implied, shapes=ctx.input_shapes
-        )
-        verifier = Verifier(working, ctx, feeds=feeds, tolerance=options.tolerance)
+        given = user_samples if options.verify_inputs is not None else None
+        verifier = Verifier(working, ctx, samples=given, dims=implied, masks=mask_input_roles(working.graph), tolerance=options.tolerance)
         manager.verifier = verifier
     nodes_before = count_nodes(working.graph)
     ops_before = op_histogram(working)
@@ -270,6 +299,7 @@ def compile(
         comparisons = verifier.compare(working)
         result.verification = {
             "ok": all(c.ok for c in comparisons),
+            "samples": len(verifier.samples),
             "outputs": [c.as_dict() for c in comparisons],
         }
         failed = [c for c in comparisons if not c.ok]

@@ -175,8 +175,13 @@ class CompileOptions:
     quantized_io: Mapping[str, Any] | None = None
     #: Options set on every step of the named passes, overriding the pipeline's.
     pass_options: Mapping[str, Mapping[str, Any]] | None = None
-    #: Explicit verification inputs (instead of seeded random ones).
-    verify_inputs: Mapping[str, np.ndarray] | None = None
+    #: The user's own samples: a folder of .npz files (one sample each, keys = input names), or
+    #: the samples themselves. Verification runs on them instead of generated ones; passes
+    #: measure ranges on them (attention-mask); quantize calibrates on them without --calibration.
+    verify_inputs: str | os.PathLike | Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]] | None = field(
+        default=None, metadata=flag(
+            "--verify-inputs", "a folder of .npz samples (one per file, keys = input names): verify on them instead of "
+            "generated inputs, measure ranges on them, and calibrate on them when --calibration is not given", metavar="DIR"))
     #: Float tolerance overriding the per-dtype defaults of :mod:`mapc.ir.compare`.
     tolerance: Tolerance | None = None
 
@@ -185,8 +190,8 @@ class CompileOptions:
         if self.quantize is not None and (self.verify or self.verify_each):
             raise UsageError("--verify and --verify-each compare within float tolerances, which quantization cannot meet; "
                              "a quantized model is checked by its accuracy report (--accuracy-target)")
-        if self.quantize is not None and self.quantize.get("calibration") is None:
-            raise UsageError("--quantize needs --calibration DIR|FILE|random")
+        if self.quantize is not None and self.quantize.get("calibration") is None and self.samples_folder() is None:
+            raise UsageError("--quantize needs --calibration DIR|FILE|random (or --verify-inputs DIR)")
         if self.quantized_io is not None and self.quantize is None:
             raise UsageError("quantized graph I/O needs --quantize")
         if self.partition and self.target is None:
@@ -199,6 +204,10 @@ class CompileOptions:
             raise UsageError("--accuracy-on qnn needs a target (--target qnn-htp)")
         if self.check_with_qnn and self.target is None:
             raise UsageError("--check-with-qnn needs a target (--target qnn-htp)")
+
+    def samples_folder(self) -> str | None:
+        """The folder ``verify_inputs`` names, if it names one (rather than holding arrays)."""
+        return os.fspath(self.verify_inputs) if isinstance(self.verify_inputs, (str, os.PathLike)) else None
 
     def steps(self, target: Target | None) -> list[Step]:
         """The pipeline this compile runs: the given or default pipeline, then quantize, partition and lower.
@@ -216,7 +225,10 @@ class CompileOptions:
             steps += [get_pass(name)() for name in target.prepare]
             steps += build_pipeline(f"fixpoint({','.join(TIDY)})")
         if self.quantize is not None:
-            quantizer = quantize_step(self.quantize, target)
+            quantize = self.quantize
+            if quantize.get("calibration") is None and self.samples_folder() is not None:
+                quantize = {**quantize, "calibration": self.samples_folder()}  # --verify-inputs calibrates too
+            quantizer = quantize_step(quantize, target)
             for binding in BINDINGS:
                 steps = binding.apply(steps, quantizer, self.pass_options or {})
             steps.append(quantizer)

@@ -90,7 +90,8 @@ def print_result(result: CompileResult, console: Console, output: Path | None) -
     if result.verification is not None:
         worst = max((o["max_abs_error"] for o in result.verification["outputs"]), default=0.0)
         verdict = "outputs match" if result.verification["ok"] else "outputs DIFFER"
-        console.print(f"verify: {verdict} (max abs error {worst:.3g})", markup=False)
+        samples = result.verification.get("samples", 1)
+        console.print(f"verify: {verdict} on {samples} sample{'s' if samples != 1 else ''} (max abs error {worst:.3g})", markup=False)
     if output is not None:
         console.print(f"wrote {output}", markup=False)
 

@@ -197,4 +197,6 @@ def _verification(verification: dict[str, Any]) -> list[str]:
         for o in verification.get("outputs", [])
     ]
     verdict = "outputs match the input model" if verification.get("ok") else "outputs DIFFER from the input model"
-    return [f"<h2>Verification: {verdict}</h2>", _table(["output", "result", "max abs error", "problem"], rows)]
+    samples = verification.get("samples", 1)
+    return [f"<h2>Verification: {verdict} on {samples} sample{'s' if samples != 1 else ''}</h2>",
+            _table(["output", "result", "max abs error", "problem"], rows)]

@@ -5,7 +5,9 @@
 * graph helpers: :func:`producer`, :func:`consumers`, :func:`replace_all_uses`,
   :func:`remove_nodes`, :func:`toposort`, :func:`remove_dead_nodes`, :func:`constant_value`.
 * :func:`infer_shapes`: onnx shape inference keeping symbolic dims.
-* :func:`run`, :class:`Runner`, :func:`run_nodes`, :func:`seeded_inputs`: evaluation in onnxruntime.
+* :func:`value_bound`: interval analysis (a range every element provably stays in).
+* :func:`run`, :class:`Runner`, :func:`run_nodes`, :func:`seeded_inputs`: evaluation in onnxruntime;
+  :func:`verification_samples`: realistic inputs (several samples) for differential checks.
 """
 
 from mapc.ir.compare import OutputComparison, Tolerance, check_valid, compare_outputs
@@ -38,6 +40,7 @@ from mapc.ir.graph import (
     standard_op,
     toposort,
 )
+from mapc.ir.intervals import Bound, value_bound
 from mapc.ir.gs_compat import remember_lost_parts, set_overload
 from mapc.ir.memory import check_tensor_sizes, tensor_budget
 from mapc.ir.model import Model, ModelSource, load, save, save_sharing_weights
@@ -46,6 +49,7 @@ from mapc.ir.onnx_check import check_onnx
 from mapc.ir.pattern import COMMUTATIVE_OPS, Alt, Match, const, op, product, var
 from mapc.ir.rewrite import NearMiss, NoMatch, PatternRule, RewriteContext, Rule, RuleReport, apply_rules, rule, rule_details, rule_names, rule_notes
 from mapc.ir.runtime_limits import runtime_limits
+from mapc.ir.samples import Sample, verification_samples
 from mapc.ir.shapes import SKELETON_INLINE_BYTES, infer_shapes, is_static, is_static_dim, same_dtype, static_shape
 from mapc.ir.validate import MAX_DIM
 from mapc.ir.version import __version__
@@ -61,6 +65,7 @@ __all__ = [
     "SHAPE_READERS",
     "SKELETON_INLINE_BYTES",
     "Alt",
+    "Bound",
     "CheckFailed",
     "ExternalValues",
     "MapcError",
@@ -77,6 +82,7 @@ __all__ = [
     "PatternRule",
     "RewriteContext",
     "Rule",
+    "Sample",
     "RuleReport",
     "Runner",
     "Tolerance",
@@ -139,6 +145,8 @@ __all__ = [
     "symbols_of",
     "tensor_budget",
     "toposort",
+    "value_bound",
     "var",
+    "verification_samples",
     "walk",
 ]

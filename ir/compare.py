@@ -1,8 +1,10 @@
 """Comparing two models' outputs, and checking a model's structure with the onnx checker.
 
 :func:`compare_outputs` judges outputs by name: integer and boolean outputs must be identical;
-floating-point ones must agree elementwise within ``atol + rtol * |expected|``, with NaN and
-infinities in the same places. Default tolerances per element type are in :data:`TOLERANCES`.
+floating-point ones must agree elementwise within ``atol·m + rtol·|expected|``, where ``m`` is the
+output's largest finite magnitude (1 when it is all zeros), with NaN and infinities in the same
+places. ``atol`` is thus relative to the output's scale: an output of size 1e-3 is held to
+1e-8, not to 1e-5 (a 1% error), and one of size 1e6 is not held to below its float resolution. Default tolerances per element type are in :data:`TOLERANCES`.
 :func:`check_valid` runs the onnx checker on a weight-free skeleton.
 """
 
@@ -92,9 +94,11 @@ def _compare(name: str, reference: np.ndarray, value: np.ndarray, tolerance: Tol
     max_error = float(difference.max()) if difference.size else 0.0
     if nan_mismatch.any() or inf_mismatch.any() or (np.isinf(val) & np.isfinite(ref)).any():
         return OutputComparison(name, False, float("inf"), "NaN or infinity where the reference has none (or vice versa)")
-    within = (difference <= limits.atol + limits.rtol * np.abs(ref, where=finite, out=np.zeros_like(ref))) | ~finite
+    magnitude = float(np.abs(ref[np.isfinite(ref)]).max(initial=0.0)) or 1.0
+    atol = limits.atol * magnitude
+    within = (difference <= atol + limits.rtol * np.abs(ref, where=finite, out=np.zeros_like(ref))) | ~finite
     ok = bool(within.all())
-    problem = None if ok else f"max abs error {max_error:.3g} exceeds atol {limits.atol:g} + rtol {limits.rtol:g}·|expected|"
+    problem = None if ok else f"max abs error {max_error:.3g} exceeds atol {limits.atol:g}·{magnitude:.3g} (the output's largest magnitude) + rtol {limits.rtol:g}·|expected|"
     return OutputComparison(name, ok, max_error, problem)
 
 

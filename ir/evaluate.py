@@ -226,12 +226,12 @@ def seeded_inputs(
         if tensor.name in shapes:
             shape = [int(d) for d in shapes[tensor.name]]
         else:
-            shape = [_concrete(d, dims) for d in (tensor.shape or [])]
+            shape = [concrete_dim(d, dims) for d in (tensor.shape or [])]
         feeds[tensor.name] = random_array(rng, np.dtype(tensor.dtype or np.float32), shape)
     return feeds
 
 
-def _concrete(dim: int | str | None, dims: Mapping[str, int]) -> int:
+def concrete_dim(dim: int | str | None, dims: Mapping[str, int]) -> int:
     """A dim's value: its number, its value in ``dims``, an expression (``past + seq``) evaluated
     with ``dims`` (symbols nobody fixed count as :data:`DEFAULT_DIM`), else DEFAULT_DIM."""
     if isinstance(dim, (int, np.integer)) and dim >= 0:

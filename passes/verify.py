@@ -1,18 +1,18 @@
 """Differential verification of a compile: does each rewritten model still compute what the input did?
 
-:class:`Verifier` runs the input model once in onnxruntime on the verification inputs and keeps
-the outputs; :meth:`Verifier.check` validates a rewritten model (onnx checker, onnxruntime
+:class:`Verifier` runs the input model in onnxruntime on the verification samples (several,
+realistic: :func:`mapc.ir.verification_samples`, or the user's own) and keeps the outputs; :meth:`Verifier.check` validates a rewritten model (onnx checker, onnxruntime
 loads it) and compares its outputs on the same inputs with :func:`mapc.ir.compare.compare_outputs`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from mapc.ir import Model, OnnxRuntimeError, OutputComparison, Tolerance, VerificationError, check_valid, compare_outputs, run, seeded_inputs
+from mapc.ir import Model, OnnxRuntimeError, OutputComparison, Runner, Sample, Tolerance, VerificationError, check_valid, compare_outputs, verification_samples
 from mapc.passes.base import PassContext
 from mapc.passes.facts import Fact
 
@@ -24,37 +24,73 @@ UndefinedElements = Callable[[Model, Mapping[str, np.ndarray], Mapping[str, np.n
 #: (attention-mask: rows whose every key is masked).
 UNDEFINED_OUTPUTS: Fact[dict[str, UndefinedElements]] = Fact("undefined-outputs", "output elements a pass made undefined")
 
+#: The user's own input samples (``--verify-inputs``, else a ``--calibration`` folder), set by the
+#: compile before the passes run: verification runs on them, and passes may measure ranges on them.
+SAMPLES: Fact[list[dict[str, np.ndarray]]] = Fact("samples", "input samples the user gave")
+
 
 class Verifier:
-    """Reference outputs of the input model, and the check every rewritten model must pass."""
+    """Reference outputs of the input model on the verification samples, and the check every
+    rewritten model must pass.
+
+    The samples are the user's (``samples``: ``--verify-inputs``), else
+    :func:`mapc.ir.verification_samples` (token ids over the vocabulary, padded and fully
+    masked masks, floats at several scales, free dims at several values; ``dims`` are the fixed
+    ones, default the context's). A generated sample the
+    input model itself cannot run (a free dim at a value it does not accept) is dropped; the
+    first one must run.
+    """
 
     def __init__(
         self,
         model: Model,
         ctx: PassContext,
         *,
-        feeds: Mapping[str, np.ndarray] | None = None,
+        samples: Sequence[Mapping[str, np.ndarray]] | None = None,
+        dims: Mapping[str, int] | None = None,
+        masks: Mapping[str, str] | None = None,
         tolerance: Tolerance | None = None,
     ) -> None:
-        self.feeds = dict(feeds) if feeds is not None else seeded_inputs(
-            model, seed=ctx.seed, dims=ctx.dims, shapes=ctx.input_shapes
-        )
         self.tolerance = tolerance
         self.ctx = ctx
-        try:
-            self.expected = run(model, self.feeds)
-        except OnnxRuntimeError as error:
-            raise OnnxRuntimeError(f"cannot verify: the input model does not run ({error})") from None
+        given = samples is not None
+        candidates = [Sample(dict(feeds), f"sample {i} of --verify-inputs") for i, feeds in enumerate(samples)] if given else \
+            verification_samples(model, seed=ctx.seed, dims=ctx.dims if dims is None else dims, shapes=ctx.input_shapes, masks=masks)
+        runner = None
+        self.samples: list[Sample] = []
+        self.expected: list[dict[str, np.ndarray]] = []
+        for index, sample in enumerate(candidates):
+            try:
+                runner = runner or Runner(model)
+                outputs = runner.run(sample.feeds)
+            except OnnxRuntimeError as error:
+                if given or index == 0:
+                    raise OnnxRuntimeError(f"cannot verify: the input model does not run on {sample.label} ({error})") from None
+                continue
+            self.samples.append(sample)
+            self.expected.append(outputs)
 
     def compare(self, model: Model) -> list[OutputComparison]:
-        """Run ``model`` on the reference inputs and compare (no exception on mismatch).
+        """Run ``model`` on every sample and compare (no exception on mismatch): per output, the
+        first sample that differs, or the largest error when none does.
 
         Elements a pass declared undefined in :data:`UNDEFINED_OUTPUTS` are left out
         (attention-mask declares fully masked attention rows)."""
-        actual = run(model, self.feeds)
-        expected = self.expected
+        runner = Runner(model)
+        worst: dict[str, OutputComparison] = {}
+        for sample, reference in zip(self.samples, self.expected):
+            for comparison in self._compare_one(model, runner, sample, reference):
+                known = worst.get(comparison.name)
+                if not comparison.ok and comparison.problem:
+                    comparison = OutputComparison(comparison.name, False, comparison.max_abs_error, f"{comparison.problem} on {sample.label}")
+                if known is None or (known.ok and (not comparison.ok or comparison.max_abs_error > known.max_abs_error)):
+                    worst[comparison.name] = comparison
+        return list(worst.values())
+
+    def _compare_one(self, model: Model, runner: Runner, sample: Sample, expected: dict[str, np.ndarray]) -> list[OutputComparison]:
+        actual = runner.run(sample.feeds)
         for hook in list(self.ctx.facts.get(UNDEFINED_OUTPUTS, {}).values()):
-            for name, ignored in hook(model, self.feeds, actual).items():
+            for name, ignored in hook(model, sample.feeds, actual).items():
                 if name in expected and name in actual:
                     expected = {**expected, name: np.where(ignored, np.zeros((), expected[name].dtype), expected[name])}
                     actual = {**actual, name: np.where(ignored, np.zeros((), actual[name].dtype), actual[name])}
@@ -76,6 +112,7 @@ class Verifier:
                 )
         return {
             "ok": True,
+            "samples": len(self.samples),
             "max_abs_error": max((c.max_abs_error for c in comparisons), default=0.0),
             "outputs": [c.as_dict() for c in comparisons],
         }

@@ -3,8 +3,11 @@
 Given a model and a pass (or pipeline), it checks that the rewritten model
 
 1. is valid (onnx checker) and loads and runs in onnxruntime;
-2. computes the same outputs as the original on seeded inputs: integer and boolean outputs
-   exactly, floating-point ones within the per-dtype tolerances of :mod:`mapc.ir.compare`;
+2. computes the same outputs as the original on the verification samples of ``--verify``
+   (:func:`mapc.ir.verification_samples`: token ids over the vocabulary, padded and fully masked
+   masks, floats at several scales, free dims at several values), or on the given feeds:
+   integer and boolean outputs exactly, floating-point ones within the per-dtype tolerances of
+   :mod:`mapc.ir.compare`;
 3. is a fixed point: running the pass again reports no change (idempotence);
 4. is deterministic: compiling a fresh copy gives byte-identical output.
 
@@ -20,8 +23,9 @@ import numpy as np
 import onnx
 import onnx.printer
 
-from mapc.ir import Model, Tolerance, VerificationError, check_valid, compare_outputs, load, run, seeded_inputs
-from mapc.passes import Pass, PassContext, PassManager, PassRecord, StepSpec
+from mapc.ir import Model, Tolerance, VerificationError, check_valid, compare_outputs, load, run, verification_samples
+from mapc.passes import SAMPLES, Pass, PassContext, PassManager, PassRecord, StepSpec
+from mapc.passes.attention_mask import mask_input_roles
 
 PassLike = str | Pass | type[Pass] | Sequence[StepSpec]
 
@@ -38,10 +42,12 @@ def assert_pass_preserves(
     deterministic: bool = True,
     feeds: Mapping[str, np.ndarray] | None = None,
     ignore: Mapping[str, np.ndarray] | None = None,
+    samples: Sequence[Mapping[str, np.ndarray]] | None = None,
 ) -> tuple[Model, list[PassRecord]]:
     """Run the checks above; return the rewritten model and the pass records of its first run.
 
-    ``feeds`` replaces the seeded inputs. ``ignore`` maps output names to boolean arrays
+    ``feeds`` replaces the verification samples. ``samples`` plays the user's own samples
+    (``--verify-inputs``): the passes may measure value ranges on them (``SAMPLES``). ``ignore`` maps output names to boolean arrays
     (broadcastable to the output) marking elements left out of the comparison: positions where
     the pass's contract allows a difference, e.g. fully masked attention rows.
     """
@@ -49,32 +55,38 @@ def assert_pass_preserves(
     steps = _steps(pass_or_pipeline)
 
     def context() -> PassContext:
-        return PassContext(
+        ctx = PassContext(
             seed=seed,
             dims=dict(dims or {}),
             input_shapes={k: list(v) for k, v in (input_shapes or {}).items()},
         )
+        if samples is not None:
+            ctx.facts[SAMPLES] = [dict(sample) for sample in samples]
+        return ctx
 
     reference = load(proto)
-    if feeds is None:
-        feeds = seeded_inputs(reference, seed=seed, dims=dims, shapes=input_shapes)
-    expected = run(reference, feeds)
+    if feeds is not None:
+        cases, expected_outputs = [dict(feeds)], [run(reference, feeds)]
+    else:
+        cases, expected_outputs = _runnable(reference, seed, dims, input_shapes)
 
     rewritten = load(proto)
     records = PassManager(steps).run(rewritten, context())
-    try:
-        check_valid(rewritten)
-        actual = run(rewritten, feeds)
-    except VerificationError as error:
-        _fail(f"the rewritten model is invalid: {error}", proto, records)
-    except Exception as error:  # onnxruntime refusing the model is a failure of the pass
-        _fail(f"the rewritten model does not run: {error}", proto, records)
-    if ignore:
-        expected = {k: np.where(ignore[k], np.zeros((), v.dtype), v) if k in ignore else v for k, v in expected.items()}
-        actual = {k: np.where(ignore[k], np.zeros((), v.dtype), v) if k in ignore else v for k, v in actual.items()}
-    for comparison in compare_outputs(expected, actual, tolerance=tolerance):
-        if not comparison.ok:
-            _fail(f"output {comparison.name!r} changed: {comparison.problem}", proto, records, expected, actual)
+    for case, expected in zip(cases, expected_outputs):
+        try:
+            check_valid(rewritten)
+            actual = run(rewritten, case)
+        except VerificationError as error:
+            _fail(f"the rewritten model is invalid: {error}", proto, records)
+        except Exception as error:  # onnxruntime refusing the model is a failure of the pass
+            _fail(f"the rewritten model does not run: {error}", proto, records)
+        if ignore:
+            expected = {k: np.where(ignore[k], np.zeros((), v.dtype), v) if k in ignore else v for k, v in expected.items()}
+            actual = {k: np.where(ignore[k], np.zeros((), v.dtype), v) if k in ignore else v for k, v in actual.items()}
+        for comparison in compare_outputs(expected, actual, tolerance=tolerance):
+            if not comparison.ok:
+                shapes = {name: list(value.shape) for name, value in case.items()}
+                _fail(f"output {comparison.name!r} changed on inputs {shapes}: {comparison.problem}", proto, records, expected, actual)
     first_bytes = rewritten.to_proto().SerializeToString(deterministic=True)
 
     if deterministic:
@@ -89,6 +101,23 @@ def assert_pass_preserves(
             what = ", ".join(f"{r.name} ({_nonzero(r.counters)})" for r in changed)
             _fail(f"not idempotent: a second run still changed the model: {what}", proto, records)
     return rewritten, records
+
+
+def _runnable(
+    model: Model, seed: int, dims: Mapping[str, int] | None, shapes: Mapping[str, Sequence[int]] | None
+) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """The verification samples the original model runs on (the first one must), and its outputs."""
+    cases, outputs = [], []
+    masks = mask_input_roles(model.graph)
+    for index, sample in enumerate(verification_samples(model, seed=seed, dims=dims, shapes=shapes, masks=masks)):
+        try:
+            outputs.append(run(model, sample.feeds))
+        except Exception:
+            if index == 0:
+                raise
+            continue
+        cases.append(sample.feeds)
+    return cases, outputs
 
 
 def _steps(pass_or_pipeline: PassLike) -> str | Sequence[StepSpec]:

@@ -18,7 +18,8 @@ import numpy as np
 from mapc.ir import Model, RewriteContext, RuleReport, apply_rules, remove_dead_nodes, toposort
 from mapc.passes.attention_mask import decompose  # noqa: F401  (registers decompose-attention)
 from mapc.passes.attention_mask.context import MaskContext, SiteOutcome
-from mapc.passes.attention_mask.detection import AttentionSite, attentions_in_subgraphs, cone, find_attentions
+from mapc.passes.attention_mask.detection import AttentionSite, attentions_in_subgraphs, cone, find_attentions, mask_input_roles
+from mapc.passes.attention_mask.exactness import LogitRange, margin, measured_ranges, proven_range
 from mapc.passes.attention_mask.facts import MASK_INPUTS, MaskInputs
 from mapc.passes.attention_mask.families import MaskFamily, classify
 from mapc.passes.attention_mask.fills import FillOptions, resolve_mask_value
@@ -30,7 +31,9 @@ from mapc.passes.flags import flag
 from mapc.passes.peephole.identities import INDEX_RULES
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
-from mapc.passes.verify import UNDEFINED_OUTPUTS
+from mapc.passes.verify import SAMPLES, UNDEFINED_OUTPUTS
+
+__all__ = ["AttentionMask", "mask_input_roles"]
 
 
 def _fully_masked_on(
@@ -46,7 +49,11 @@ class AttentionMask(Pass):
 
     Matches each attention: a last-axis Softmax over a score spine (the Add/Where chain back to
     the query-key MatMul) or an ONNX Attention op (input 3). Recognises the exporter mask
-    families M1-M11 and Intel's causal chains, and rewrites, per attention:
+    families M1-M11 and Intel's causal chains, and rewrites, per attention (with fp32/fp16
+    masks, every rewrite that changes what a masked position holds first checks that the
+    softmax stays exact: the logits' range, proven by interval analysis or measured on the
+    user's samples, leaves masked weights at 0 (see .exactness); else the attention is left
+    alone with a near-miss scores-unbounded / scores-too-wide / fill-not-masking):
       R1  fills below NEG (-inf, finfo.min, -1e9...) in initializers, Constant and
           ConstantOfShape become NEG, only where every reader lies on a mask path;
       R2  boolean masks (Where on the scores, Where(c, 0, fill)) become Mul(Sub(1, Cast(c)),
@@ -96,7 +103,8 @@ class AttentionMask(Pass):
             sites = find_attentions(graph)
         families = {id(site): named.get(id(site.node)) or classify(graph, site) for site in sites}
         masks = MaskContext(model, neg, int(self.options.max_constant_mb * (1 << 20)), mask_as_input=self.options.mask_as_input,
-                            sites=sites, families=families)
+                            sites=sites, families=families, ranges=_logit_ranges(model, sites, neg, ctx.facts.get(SAMPLES)),
+                            margin=margin(self.options.precision), precision=self.options.precision)
         reports: dict[str, RuleReport] = {}
         ctx.report_progress("attention masks", 0, 2)
         apply_rules(CANONICAL, masks, last_first=False, reports=reports)
@@ -139,6 +147,16 @@ class AttentionMask(Pass):
             details["hoisted_inputs"] = [mask.contract(neg) for mask in hoisted]
         changed = any(value for value in counters.values())
         return PassResult(changed=changed, counters=counters, notes=notes, details=details)
+
+
+def _logit_ranges(model: Model, sites: list[AttentionSite], neg: float, samples: list[dict[str, np.ndarray]] | None) -> dict[int, LogitRange | None]:
+    """Each attention's logit range (by id of its site): proven, else from the user's samples' input ranges."""
+    memo: dict[int, Any] = {}
+    ranges: dict[int, LogitRange | None] = {id(site): proven_range(site, neg, memo) for site in sites}
+    unknown = [site for site in sites if ranges[id(site)] is None]
+    if unknown and samples:
+        ranges.update(measured_ranges(model, unknown, neg, samples))
+    return ranges
 
 
 def _site_record(site: AttentionSite, family: MaskFamily, outcome: SiteOutcome) -> dict[str, Any]:

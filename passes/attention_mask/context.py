@@ -17,8 +17,9 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from mapc.ir import SHAPE_READERS, Model, RewriteContext, constant_nbytes, producer, small_constant, walk
+from mapc.ir import SHAPE_READERS, Model, NearMiss, RewriteContext, constant_nbytes, producer, small_constant, walk
 from mapc.passes.attention_mask.detection import AttentionSite
+from mapc.passes.attention_mask.exactness import LogitRange, check_exact
 from mapc.passes.attention_mask.families import MaskFamily
 from mapc.passes.attention_mask.fills import FLOAT_KINDS, MAX_INSPECT_BYTES, is_float_dtype, single_fill, uniform_value
 from mapc.passes.attention_mask.hoist import HoistedMask
@@ -48,9 +49,18 @@ class MaskContext(RewriteContext):
     """The rewrite context of ``attention-mask``: one per pass run."""
 
     def __init__(self, model: Model, neg: float, max_constant_bytes: int, *, mask_as_input: bool,
-                 sites: list[AttentionSite], families: dict[int, MaskFamily]) -> None:
+                 sites: list[AttentionSite], families: dict[int, MaskFamily], ranges: dict[int, LogitRange | None] | None = None,
+                 margin: float | None = None, precision: str = "fp16") -> None:
         super().__init__(model)
         self.neg = neg
+        #: The logits' range of each attention (by id of its site), the margin a masked logit needs
+        #: below the row maximum, and the precision: what a fill-changing rewrite checks (.exactness).
+        self.ranges = ranges if ranges is not None else {}
+        self.margin = margin
+        self.precision = precision
+        #: The attention the rule being tried works on; the attentions a rewrite was refused for.
+        self.current: AttentionSite | None = None
+        self.refused: set[int] = set()
         self.max_constant_bytes = max_constant_bytes
         #: R6 is on; bool masks of Attention ops become additive too (needed before hoisting).
         self.mask_as_input = mask_as_input
@@ -62,6 +72,7 @@ class MaskContext(RewriteContext):
         self.counters: Counter[str] = Counter(fills_replaced=0)
         self.memo: dict[Any, Any] = {}
         self._trivial: set[tuple] = set()
+        self._needs: dict[tuple, float] = {}  # memoised additive masks that change values: the fill they write
         # R1: the tensors and nodes already looked at for fills, and the finite copies made
         self.fill_tensors_seen: set[int] = set()
         self.fill_nodes_seen: set[int] = set()
@@ -73,13 +84,38 @@ class MaskContext(RewriteContext):
 
     def site(self, node: gs.Node) -> tuple[AttentionSite, SiteOutcome] | None:
         site = self.sites.get(id(node))
-        return None if site is None else (site, self.outcomes[id(site)])
+        if site is None:
+            return None
+        self.current = site
+        return site, self.outcomes[id(site)]
 
     def mask_paths(self) -> MaskPaths:
-        """The paths into every attention's final mask, as they are when R1 first asks."""
+        """The paths into the final mask of every attention whose logits let R1 write NEG
+        (:meth:`exact`), as they are when R1 first asks."""
         if self._paths is None:
-            self._paths = MaskPaths(self.graph, [outcome.sink for outcome in self.outcomes.values() if outcome.sink is not None])
+            sinks = [self.outcomes[id(site)].sink for site in self.sites.values() if self.exact(site)]
+            self._paths = MaskPaths(self.graph, [sink for sink in sinks if sink is not None])
         return self._paths
+
+    # -- the precondition of fill-changing rewrites (.exactness) ----------------------------------
+
+    def require_exact(self, fill: float, replaces: float | None = None) -> None:
+        """Raise NearMiss unless writing ``max(fill, NEG)`` at the current attention's masked
+        positions (where the original held ``replaces``, or a fill below it) keeps its softmax."""
+        if self.current is not None and self.margin is not None:
+            try:
+                check_exact(self.current, self.ranges.get(id(self.current)), max(float(fill), self.neg), replaces,
+                            margin=self.margin, precision=self.precision)
+            except NearMiss:
+                self.refused.add(id(self.current))
+                raise
+
+    def exact(self, site: AttentionSite) -> bool:
+        """True if writing NEG at ``site``'s masked positions keeps its softmax."""
+        if self.margin is None:
+            return True
+        known = self.ranges.get(id(site))
+        return known is not None and known.span + self.neg <= -self.margin
 
     # -- canonical masks (R2, R4, R5) -------------------------------------------------------------
 
@@ -91,6 +127,8 @@ class MaskContext(RewriteContext):
         if key in self.memo:
             if key in self._trivial:
                 outcome.add("R4:trivial-mask-removed")
+            elif key in self._needs:
+                self.require_exact(self._needs[key])
             return self.memo[key]
         uniform = uniform_value(tensor)
         result: gs.Tensor | None = tensor
@@ -100,6 +138,8 @@ class MaskContext(RewriteContext):
             self.counters["trivial_masks_removed"] += 1
             outcome.add("R4:trivial-mask-removed")
         elif clamp_inputs and self._unclamped_input(tensor):
+            self.require_exact(self.neg)
+            self._needs[key] = self.neg
             result = self.clamp(tensor)
             self.counters["input_masks_clamped"] += 1
             outcome.add("R1:input-clamped")
@@ -108,6 +148,8 @@ class MaskContext(RewriteContext):
             if select is not None:
                 condition, keep, fill = select
                 result = self.boolean(condition, keep, np.dtype(tensor.dtype or np.float32), fill, outcome)
+                if fill < self.neg:
+                    self._needs[key] = fill
                 self.counters["selects_made_arithmetic"] += 1
                 outcome.add("R2:where-to-arithmetic")
         self.memo[key] = result
@@ -119,9 +161,15 @@ class MaskContext(RewriteContext):
         walked = walk(tensor, _INPUT_MOVES)
         return walked.stop is None and any(t is walked.tensor for t in self.graph.inputs) and is_float_dtype(walked.tensor.dtype)
 
-    def boolean(self, condition: gs.Tensor, keep: bool, dtype: np.dtype, fill: float, outcome: SiteOutcome) -> gs.Tensor | None:
+    def boolean(self, condition: gs.Tensor, keep: bool, dtype: np.dtype, fill: float, outcome: SiteOutcome,
+                replaces: float | None = None) -> gs.Tensor | None:
         """The additive mask of a boolean one: 0 where ``condition == keep``, else the fill
-        (never more negative than NEG); None if no position is masked (R4)."""
+        (never more negative than NEG); None if no position is masked (R4). ``replaces``: the
+        fill a select on the scores held at masked positions (the new mask adds to the scores
+        instead). Raises NearMiss when the change is not exact for the current attention."""
+        uniform = uniform_value(condition)
+        if (uniform is None or bool(uniform) != keep) and (replaces is not None or float(fill) < self.neg):
+            self.require_exact(fill, replaces)
         fill = max(float(fill), self.neg)
         key = ("bool", id(condition), keep, np.dtype(dtype).str, fill)
         if key in self.memo:
@@ -157,7 +205,7 @@ class MaskContext(RewriteContext):
                     if folded is not None:
                         self.counters["causal_parts_split"] += 1
                         outcome.add("R5:constant-part-split")
-                        rest = self.boolean(other, keep, dtype, fill, outcome)
+                        rest = self.boolean(other, keep, dtype, fill, outcome)  # the same fill: already checked
                         return self.sum_clamped([p for p in (folded, rest) if p is not None], dtype, outcome)
         as_float = self.mask_node("Cast", [condition], dtype, to=onnx.helper.np_dtype_to_tensor_dtype(dtype))
         if keep:
@@ -183,6 +231,7 @@ class MaskContext(RewriteContext):
             return None
         if len(parts) == 1:
             return parts[0]
+        self.require_exact(self.neg)
         total = parts[0]
         for part in parts[1:]:
             total = self.mask_node("Add", [total, part], dtype)

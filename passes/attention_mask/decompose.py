@@ -31,11 +31,14 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, is_default_domain, remove_dead_nodes, toposort
+from mapc.ir import Model, NearMiss, is_default_domain, remove_dead_nodes, toposort
+from mapc.passes.attention_mask.detection import AttentionSite
+from mapc.passes.attention_mask.exactness import check_exact, margin, measured_ranges, proven_range
 from mapc.passes.attention_mask.fills import FillOptions, resolve_mask_value
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
+from mapc.passes.verify import SAMPLES
 
 Dim = int | str | None
 
@@ -50,8 +53,9 @@ class DecomposeAttention(Pass):
     materialised as j <= i + past_length, summed masks clamped with Max(., NEG)), Softmax (in
     softmax_precision if set), and the product with V; present_key/present_value and
     qk_matmul_output (modes 0-3) keep their meaning. 3-D and 4-D inputs, past_key/past_value.
-    Leaves alone (with a note) nodes whose head counts are unknown, and attentions inside
-    If/Loop bodies. NEG is mask_value or the precision's default (fp16/fp32 -1e4, int16 -50,
+    Leaves alone (with a note) nodes whose head counts are unknown, attentions inside If/Loop
+    bodies, and (fp32/fp16 masks) attentions whose logits' range, proven or measured on the
+    user's samples, does not let NEG mask as exactly as the spec's -inf (see attention-mask). NEG is mask_value or the precision's default (fp16/fp32 -1e4, int16 -50,
     int8 -20).
     """
 
@@ -80,6 +84,10 @@ class DecomposeAttention(Pass):
             if problem is not None:
                 notes.append(Note("decompose-attention.skipped", problem, node=node.name, fix="fix the input shapes (fix-shapes) first"))
                 continue
+            refusal = _inexact(model, node, neg, self.options.precision, ctx.facts.get(SAMPLES))
+            if refusal is not None:
+                notes.append(Note(f"{self.name}.{refusal.code}", refusal.condition, node=node.name, fix=refusal.fix))
+                continue
             record = builder.build()
             notes.extend(builder.notes)
             details.append(record)
@@ -89,6 +97,22 @@ class DecomposeAttention(Pass):
             toposort(graph)
         return PassResult(changed=bool(decomposed), counters={"attention_decomposed": decomposed}, notes=notes,
                           details={"mask_value": neg, "attentions": details})
+
+
+def _inexact(model: Model, node: gs.Node, neg: float, precision: str, samples: list[dict[str, np.ndarray]] | None) -> NearMiss | None:
+    """Why NEG at the masked positions would change this attention's output (its spec masks
+    with -inf), or None: no mask, an int mask (not checked), or logits that keep it exact."""
+    masked = (len(node.inputs) > 3 and not node.inputs[3].is_empty()) or bool(node.attrs.get("is_causal", 0))
+    limit = margin(precision)
+    if not masked or limit is None:
+        return None
+    site = AttentionSite(node, "attention-op")
+    known = proven_range(site, neg, {}) or (measured_ranges(model, [site], neg, samples).get(id(site)) if samples else None)
+    try:
+        check_exact(site, known, neg, -np.inf, margin=limit, precision=precision)
+    except NearMiss as miss:
+        return miss
+    return None
 
 
 class _Builder:

@@ -233,6 +233,24 @@ def cone(tensors: Iterable[gs.Tensor]) -> list[gs.Node]:
     return list(nodes.values())
 
 
+def mask_input_roles(graph: gs.Graph) -> dict[str, str]:
+    """The graph inputs whose values (not only shapes) reach an attention's mask, by name:
+    ``"additive"`` for a float mask read as it is (an additive mask input), else ``"keep"``
+    (a padding mask: 1 or True where a key is attended)."""
+    inputs = {id(t): t for t in graph.inputs}
+    roles: dict[str, str] = {}
+    for site in find_attentions(graph):
+        for contribution in site.contributions:
+            direct = contribution.mask
+            if id(direct) in inputs and is_float_dtype(direct.dtype):
+                roles[direct.name] = "additive"
+            nodes = [node for node in cone([contribution.mask]) if node.op not in SHAPE_READERS]
+            for tensor in [direct, *(t for node in nodes for t in node.inputs)]:
+                if id(tensor) in inputs and tensor.name not in roles:
+                    roles[tensor.name] = "keep"
+    return dict(sorted(roles.items()))
+
+
 def cone_inputs(graph: gs.Graph, nodes: Iterable[gs.Node]) -> list[gs.Tensor]:
     """Graph inputs the nodes read."""
     inputs = {id(t): t for t in graph.inputs}

@@ -52,7 +52,9 @@ def additive_mask(ctx: MaskContext, node: gs.Node) -> bool:
     ``Max(., NEG)``, uniform masks go (R4) and ``And(constant causal, padding)`` splits into a
     constant additive part plus the computed padding part (R5); the Softmax then reads
     ``Add(scores, M)``. On an Attention op a bool mask stays (unless ``mask_as_input``), an
-    all-True one goes. Near-miss ``qk-output``: an Attention exposing ``qk_matmul_output``.
+    all-True one goes. Near-miss ``qk-output``: an Attention exposing ``qk_matmul_output``;
+    ``scores-unbounded`` / ``scores-too-wide`` / ``fill-not-masking`` (:mod:`.exactness`) when a
+    rewrite that changes what masked positions hold cannot be shown to keep the softmax.
     """
     site, outcome = _site(ctx, node)
     if _reads_qk_output(site):
@@ -80,8 +82,9 @@ def _softmax_mask(ctx: MaskContext, site: AttentionSite, outcome: SiteOutcome) -
         if contribution.kind == "additive":
             part = ctx.additive(contribution.mask, outcome)
         else:
+            # the select's own fill goes away: the scores get NEG added, exact under .exactness's conditions
             fill = float(uniform_value(contribution.fill))  # type: ignore[arg-type]
-            part = ctx.boolean(contribution.mask, contribution.kind == "keep-where", dtype, fill, outcome)
+            part = ctx.boolean(contribution.mask, contribution.kind == "keep-where", dtype, ctx.neg, outcome, replaces=fill)
             if part is not None:
                 outcome.add("R2:bool-to-additive")
         if part is not None:
@@ -115,7 +118,7 @@ def _attention_op_mask(ctx: MaskContext, site: AttentionSite, outcome: SiteOutco
         outcome.sink = (node, 3)
         return
     if contribution.is_boolean:
-        mask = ctx.boolean(contribution.mask, True, _float_dtype(node.inputs[0]), ctx.neg, outcome)
+        mask = ctx.boolean(contribution.mask, True, _float_dtype(node.inputs[0]), ctx.neg, outcome, replaces=-np.inf)
         if mask is not None:
             outcome.add("R2:bool-to-additive")
     else:
@@ -170,12 +173,15 @@ def finite_fill(ctx: MaskContext, node: gs.Node) -> bool:
     """Fills below NEG in the subgraph computing an attention's mask (R1): initializers,
     ``Constant`` and ``ConstantOfShape`` values holding them become NEG, only for the readers
     whose every path leads into masks (a fill also read elsewhere keeps its value there).
-    Near-miss ``fill-kept`` when no mask path can take the copy.
+    Near-miss ``fill-kept`` when no mask path can take the copy, and the near-misses of
+    :mod:`.exactness` when the attention's logits do not let NEG mask exactly (its fills stay).
 
     Attentions are visited last first and each mask subgraph depth first, so fills shared by
     several masks are met, and their copies numbered, in one fixed order.
     """
-    _, outcome, mask = _final_mask(ctx, node)
+    site, outcome, mask = _final_mask(ctx, node)
+    if not ctx.exact(site) and not ctx.is_finite(mask):
+        ctx.require_exact(ctx.neg)
     replaced = 0
     for inner in cone([mask]):
         if id(inner) in ctx.fill_nodes_seen:
@@ -279,7 +285,7 @@ def nan_guard(ctx: MaskContext, node: gs.Node) -> bool:
     site, outcome = _site(ctx, node)
     if site.guard is None:
         raise NoMatch
-    if not ctx.is_finite(outcome.mask()):
+    if id(site) in ctx.refused or not ctx.is_finite(outcome.mask()):
         raise NearMiss("guard-kept", "NaN guard kept: the mask still holds a non-finite or huge fill", "see the attention-mask.fill-kept notes",
                        node=site.guard.name, severity="info")
     replace_all_uses(ctx.model, site.guard.outputs[0], site.node.outputs[0])

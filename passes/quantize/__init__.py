@@ -21,6 +21,7 @@ Modules, one job each:
 """
 
 from mapc.passes.quantize.accuracy import HELD_OUT, HeldOut, OutputMetrics
+from mapc.passes.quantize.data import open_calibration
 from mapc.passes.quantize.qtypes import QUANT_TYPES
 from mapc.passes.quantize.quantize import Quantize
 from mapc.passes.quantize.schemes import SCHEMES, QuantizationSupport, Scheme, get_scheme, resolve
@@ -35,5 +36,6 @@ __all__ = [
     "Quantize",
     "Scheme",
     "get_scheme",
+    "open_calibration",
     "resolve",
 ]

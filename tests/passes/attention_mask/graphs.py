@@ -1,6 +1,8 @@
 """Hypothesis strategy: small attention graphs with every mask family, fill and padding pattern.
 
-Each example is one or two attention layers over graph inputs q, k, v (``[B, H, S, D]`` and
+Each example is one or two attention layers over graph inputs q, k, v at a drawn magnitude
+(either the inputs are scaled, so the scores' range is only known from samples, or the graph
+bounds them: ``Tanh`` times the magnitude, so it is proven) (``[B, H, S, D]`` and
 ``[B, H, T, D]`` with ``T = past + S``) sharing one mask built the way an exporter builds it
 (M1-M5, M7, M9-M11, a sliding window, an already hoisted float mask), filled with finfo.min,
 -inf, -1e9 or -1e4 (-inf only where exporters use it: in selects, never multiplied), with
@@ -31,9 +33,12 @@ class AttentionCase:
     ignore: dict[str, np.ndarray]
     family: str
     fill: float
+    magnitude: float = 1.0
+    bounded: bool = False
 
     def __repr__(self) -> str:
-        return f"AttentionCase({self.family}, fill={self.fill}, shapes={ {k: v.shape for k, v in self.feeds.items()} })"
+        shapes = {k: v.shape for k, v in self.feeds.items()}
+        return f"AttentionCase({self.family}, fill={self.fill}, magnitude={self.magnitude}, bounded={self.bounded}, shapes={shapes})"
 
 
 class _Nodes:
@@ -67,9 +72,16 @@ class _Nodes:
         return self.op("Unsqueeze", [self.op("Range", [begin, end, self.ints(1)]), self.ints([axis])])
 
 
+#: Magnitudes of q, k and v: small scores, unit ones, ones near what -1e4 still masks exactly, and
+#: scores far beyond it (where the fill rewrites must refuse).
+MAGNITUDES = (1e-3, 1.0, 30.0, 1e3)
+
+
 @st.composite
-def attention_graphs(draw: st.DrawFn, families: tuple[str, ...] = FAMILIES) -> AttentionCase:
+def attention_graphs(draw: st.DrawFn, families: tuple[str, ...] = FAMILIES, magnitudes: tuple[float, ...] = MAGNITUDES) -> AttentionCase:
     family = draw(st.sampled_from(families))
+    magnitude = draw(st.sampled_from(magnitudes))
+    bounded = draw(st.booleans())
     half = family != "m7" and draw(st.integers(0, 4)) == 0
     np_dtype = np.float16 if half else np.float32
     onnx_dtype = TensorProto.FLOAT16 if half else TensorProto.FLOAT
@@ -112,13 +124,15 @@ def attention_graphs(draw: st.DrawFn, families: tuple[str, ...] = FAMILIES) -> A
     layers = draw(st.integers(1, 2))
     guard = draw(st.booleans())
     scale = g.const(1.0 / np.sqrt(depth))
-    query, opset = "q", 18
+    query, key, value, opset = "q", "k", "v", 18
+    if bounded:
+        query, key, value = (g.op("Mul", [g.op("Tanh", [name]), g.const(magnitude)]) for name in ("q", "k", "v"))
     for _ in range(layers):
         if family == "m7":
             opset = 23
-            query = g.op("Attention", [query, "k", "v", mask], scale=float(1.0 / np.sqrt(depth)))
+            query = g.op("Attention", [query, key, value, mask], scale=float(1.0 / np.sqrt(depth)))
             continue
-        scores = g.op("Mul", [g.op("MatMul", [query, g.op("Transpose", ["k"], perm=[0, 1, 3, 2])]), scale])
+        scores = g.op("Mul", [g.op("MatMul", [query, g.op("Transpose", [key], perm=[0, 1, 3, 2])]), scale])
         if mask_kind == "keep":
             scores = g.op("Where", [mask, scores, g.const(fill)])
         elif mask_kind == "drop":
@@ -130,19 +144,20 @@ def attention_graphs(draw: st.DrawFn, families: tuple[str, ...] = FAMILIES) -> A
         probabilities = g.op("Softmax", [scores], axis=-1)
         if guard:
             probabilities = g.op("Where", [g.op("IsNaN", [probabilities]), g.const(0.0), probabilities])
-        query = g.op("MatMul", [probabilities, "v"])
+        query = g.op("MatMul", [probabilities, value])
     g.nodes.append(helper.make_node("Identity", [query], ["out"], name="out"))
     graph = helper.make_graph(g.nodes, "attention", inputs, [helper.make_tensor_value_info("out", onnx_dtype, ["B", heads, "S", depth])], g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    feeds = {n: rng.standard_normal((batch, heads, s, depth)).astype(np_dtype) for n, s in (("q", queries), ("k", keys), ("v", keys))}
+    size = 1.0 if bounded else magnitude
+    feeds = {n: (rng.standard_normal((batch, heads, s, depth)) * size).astype(np_dtype) for n, s in (("q", queries), ("k", keys), ("v", keys))}
     if uses_padding:
         feeds["attention_mask"] = padding
     if family == "float-input":
         feeds["additive_mask"] = np.where(rng.random((batch, 1, queries, keys)) < 0.7, 0, fill).astype(np_dtype)
         keep = feeds["additive_mask"][:, 0] == 0
     fully_masked = ~keep.any(axis=-1)  # [B, S]
-    return AttentionCase(model, feeds, {"out": fully_masked[:, None, :, None]}, family, fill)
+    return AttentionCase(model, feeds, {"out": fully_masked[:, None, :, None]}, family, fill, magnitude, bounded)
 
 
 def _m1(g: _Nodes, fill: float, onnx_dtype: int) -> str:

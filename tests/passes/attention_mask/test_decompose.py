@@ -15,8 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from mapc.ir import load
+from mapc.ir import load, seeded_inputs
 from mapc.ir.compare import Tolerance
+from mapc.passes import SAMPLES, PassContext
 from mapc.passes.pipeline import PassManager
 from mapc.testing import assert_pass_preserves
 
@@ -101,7 +102,7 @@ def attention_nodes(draw):
 @given(attention_nodes())
 def test_decomposition_matches_onnxruntime_attention(case):
     model, feeds, ignore = case
-    rewritten, _ = assert_pass_preserves(model, "decompose-attention", feeds=feeds, ignore=ignore, tolerance=TOLERANCE)
+    rewritten, _ = assert_pass_preserves(model, "decompose-attention", feeds=feeds, ignore=ignore, tolerance=TOLERANCE, samples=[feeds])
     assert "Attention" not in {node.op for node in rewritten.graph.nodes}
 
 
@@ -109,7 +110,7 @@ def test_decomposition_matches_onnxruntime_attention(case):
 @given(attention_nodes())
 def test_decomposition_then_mask_pass_stays_equal(case):
     model, feeds, ignore = case
-    assert_pass_preserves(model, "decompose-attention,attention-mask", feeds=feeds, ignore=ignore, tolerance=TOLERANCE)
+    assert_pass_preserves(model, "decompose-attention,attention-mask", feeds=feeds, ignore=ignore, tolerance=TOLERANCE, samples=[feeds])
 
 
 @pytest.mark.parametrize("name", ["bert-dynamo23-sdpa", "gpt2-dynamo23-sdpa", "llama-dynamo23-sdpa", "vit-dynamo23-sdpa"])
@@ -117,7 +118,7 @@ def test_dynamo_opset23_exports_decompose_exactly(name):
     data = np.load(TRANSFORMERS / f"{name}.npz")
     feeds = {k[len("input:"):]: data[k] for k in data.files if k.startswith("input:")}
     model = load(TRANSFORMERS / f"{name}.onnx")
-    assert_pass_preserves(model.to_proto(), "attention-mask,decompose-attention", feeds=feeds, tolerance=TOLERANCE)
+    assert_pass_preserves(model.to_proto(), "attention-mask,decompose-attention", feeds=feeds, tolerance=TOLERANCE, samples=[feeds])
 
 
 def test_is_causal_with_fewer_queries_than_keys_warns_and_uses_the_spec_alignment():
@@ -129,7 +130,8 @@ def test_is_causal_with_fewer_queries_than_keys_warns_and_uses_the_spec_alignmen
              helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, 2, 5, 4])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 2, 4])]),
         opset_imports=[helper.make_opsetid("", 23)], ir_version=10)
-    rewritten, records = assert_pass_preserves(model, "decompose-attention", tolerance=TOLERANCE)
+    unit = seeded_inputs(load(model))
+    rewritten, records = assert_pass_preserves(model, "decompose-attention", tolerance=TOLERANCE, feeds=unit, samples=[unit])
     notes = [n for n in records[0].notes if n.code == "decompose-attention.causal-alignment"]
     assert notes and notes[0].severity == "warning"
     constant = next(t for t in rewritten.graph.tensors().values() if t.name.startswith("attention_causal_mask"))
@@ -156,7 +158,9 @@ def test_a_mask_shorter_than_the_keys_is_padded_as_the_spec_says(dtype):
         opset_imports=[helper.make_opsetid("", 23)], ir_version=10)
     expected = ReferenceEvaluator(model).run(None, feeds)[0]
     decomposed = load(model)
-    PassManager("decompose-attention").run(decomposed)
+    ctx = PassContext()
+    ctx.facts[SAMPLES] = [feeds]
+    PassManager("decompose-attention").run(decomposed, ctx)
     np.testing.assert_allclose(run(decomposed, feeds)["y"], expected, rtol=1e-4, atol=1e-5)
 
 

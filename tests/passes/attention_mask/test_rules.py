@@ -7,7 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from mapc.ir import load, run
+from mapc.ir import load, run, seeded_inputs
+from mapc.passes import SAMPLES, PassContext
 from mapc.ir.errors import UsageError
 from mapc.passes.pipeline import PassManager, build_pipeline, with_pass_options
 from mapc.testing import assert_pass_preserves
@@ -61,9 +62,18 @@ def _m1_inits(fill=FMIN):
             numpy_helper.from_array(np.array(fill, np.float32), "fill")]
 
 
+def _unit(model) -> dict[str, np.ndarray]:
+    """Unit-scale inputs: compared on, and given as the user's samples the pass measures the scores on."""
+    proto = model if isinstance(model, onnx.ModelProto) else model.to_proto()
+    return seeded_inputs(load(proto))
+
+
 def _run_pass(model, pipeline="attention-mask"):
+    """Run ``pipeline`` with ``_feeds(model)`` as the user's samples."""
     loaded = load(model)
-    record = PassManager(pipeline).run(loaded)[0]
+    ctx = PassContext()
+    ctx.facts[SAMPLES] = [_feeds(model)]
+    record = PassManager(pipeline).run(loaded, ctx)[0]
     return loaded, record
 
 
@@ -73,7 +83,7 @@ def _constant(model, name):
 
 def test_r1_replaces_a_fill_on_the_mask_path():
     model = _attention(_m1(), "additive", [_padding_input()], _m1_inits())
-    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=_feeds(model))
+    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=_feeds(model), samples=[_feeds(model)])
     fills = [t.values for t in rewritten.graph.tensors().values() if hasattr(t, "values") and t.values.dtype == np.float32 and t.values.size == 1]
     assert np.float32(-1e4) in [float(v) for v in fills] and FMIN not in [float(v) for v in fills]
     assert records[0].details["attentions"][0]["rewrites"] == ["R1:finite-fill"]
@@ -83,7 +93,7 @@ def test_r1_gives_mask_readers_a_copy_when_the_fill_is_shared():
     """The fill also feeds a graph output: that reader keeps finfo.min, the mask gets NEG."""
     extra = [helper.make_node("Mul", ["fill", "one"], ["fill_out"])]
     model = _attention(_m1(), "additive", [_padding_input()], _m1_inits(), outputs=("out", "fill_out"), extra_nodes=extra)
-    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=_feeds(model))
+    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=_feeds(model), samples=[_feeds(model)])
     assert float(run(rewritten, _feeds(model))["fill_out"]) == FMIN
     assert records[0].counters["fills_replaced"] == 1
     assert not records[0].notes
@@ -92,7 +102,7 @@ def test_r1_gives_mask_readers_a_copy_when_the_fill_is_shared():
 def test_r1_leaves_a_fill_whose_mask_path_also_leaves_the_mask():
     """The M1 product itself is a graph output: no rewrite may change it, so a note says why."""
     model = _attention(_m1(), "additive", [_padding_input()], _m1_inits(), outputs=("out", "additive"))
-    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=_feeds(model))
+    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=_feeds(model), samples=[_feeds(model)])
     codes = [n.code for n in records[0].notes]
     assert "attention-mask.fill-kept" in codes
     assert records[0].counters["fills_replaced"] == 0
@@ -120,7 +130,7 @@ def test_r2_where_on_scores_becomes_an_additive_mask():
     model = make_model(nodes, inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, [B, H, S, D])],
                        [numpy_helper.from_array(np.array(FMIN, np.float32), "fill")])
     feeds = {**_feeds(model), "keep": np.tril(np.ones((S, S), bool))[None, None].repeat(B, 0)}
-    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=feeds)
+    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=feeds, samples=[feeds])
     ops = [n.op for n in rewritten.graph.nodes]
     assert "Where" not in ops and ops.count("Add") == 1
     assert records[0].details["attentions"][0]["rewrites"] == ["R2:bool-to-additive"]
@@ -129,10 +139,11 @@ def test_r2_where_on_scores_becomes_an_additive_mask():
 def test_r4_removes_an_all_zero_mask_but_not_a_real_one():
     zeros = [numpy_helper.from_array(np.zeros((1, 1, S, S), np.float32), "zeros")]
     model = _attention([], "zeros", initializers=zeros)
-    rewritten, records = assert_pass_preserves(model, "attention-mask")
+    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=_unit(model), samples=[_unit(model)])
     assert [n.op for n in rewritten.graph.nodes].count("Add") == 0
     real = [numpy_helper.from_array(np.triu(np.full((S, S), FMIN, np.float32), 1)[None, None], "causal")]
-    rewritten, _ = assert_pass_preserves(_attention([], "causal", initializers=real), "attention-mask")
+    causal = _attention([], "causal", initializers=real)
+    rewritten, _ = assert_pass_preserves(causal, "attention-mask", feeds=_unit(causal), samples=[_unit(causal)])
     assert [n.op for n in rewritten.graph.nodes].count("Add") == 1
     assert _constant(rewritten, next(t.name for t in rewritten.graph.tensors().values() if t.name.startswith("attention_mask_fill"))).values.min() == -1e4
 
@@ -142,7 +153,7 @@ def test_r4_drops_an_all_true_attention_mask_input():
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, H, S, D]) for n in ("q", "k", "v")]
     inits = [numpy_helper.from_array(np.ones((1, 1, S, 1), bool), "ones"), numpy_helper.from_array(np.array([B, 1, S, S], np.int64), "shape")]
     model = make_model(nodes, inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, [B, H, S, D])], inits, opset=23)
-    rewritten, records = assert_pass_preserves(model, "attention-mask")
+    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=_unit(model), samples=[_unit(model)])
     attention = next(n for n in rewritten.graph.nodes if n.op == "Attention")
     assert len(attention.inputs) == 3
     assert records[0].details["attentions"][0]["families"] == ["M7", "M11"]
@@ -159,13 +170,13 @@ def test_r5_splits_a_constant_causal_part_and_respects_the_size_limit():
     inits = [numpy_helper.from_array(causal, "causal"), numpy_helper.from_array(np.array([1, 2], np.int64), "axes"),
              numpy_helper.from_array(np.array(0.0, np.float32), "zero"), numpy_helper.from_array(np.array(FMIN, np.float32), "fill")]
     model = _attention(nodes, "mask", [_padding_input()], inits)
-    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=_feeds(model))
+    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=_feeds(model), samples=[_feeds(model)])
     assert records[0].counters["causal_parts_split"] == 1
     folded = [t for t in rewritten.graph.tensors().values() if t.name.startswith("attention_mask_constant")]
     assert folded and set(np.unique(folded[0].values)) == {0.0, -1e4}
     assert "And" not in [n.op for n in rewritten.graph.nodes]
     small = f"attention-mask{{max_constant_mb={S * S * 4 / 2**20 / 2}}}"
-    rewritten, records = assert_pass_preserves(model, small, feeds=_feeds(model))
+    rewritten, records = assert_pass_preserves(model, small, feeds=_feeds(model), samples=[_feeds(model)])
     assert records[0].counters.get("causal_parts_split", 0) == 0
     assert records[0].counters["constants_too_large_kept_computed"] >= 1
 
@@ -188,7 +199,7 @@ def test_r3_guard_is_kept_when_the_mask_stays_non_finite():
     model = make_model(nodes, inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, [B, H, S, D]), helper.make_tensor_value_info("raw_out", TensorProto.FLOAT, [1, 1, S, S])],
                        [numpy_helper.from_array(raw, "raw"), numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
                         numpy_helper.from_array(np.array(1.0, np.float32), "one")])
-    rewritten, records = assert_pass_preserves(model, "attention-mask")
+    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=_unit(model), samples=[_unit(model)])
     assert "IsNaN" in [n.op for n in rewritten.graph.nodes]
     assert {"attention-mask.fill-kept", "attention-mask.guard-kept"} <= {n.code for n in records[0].notes}
 
@@ -197,7 +208,7 @@ def test_a_softmax_that_is_not_attention_is_left_alone():
     nodes = [helper.make_node("MatMul", ["x", "w"], ["logits"]), helper.make_node("Add", ["logits", "bias"], ["b"]), helper.make_node("Softmax", ["b"], ["y"], axis=-1)]
     model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
                        [numpy_helper.from_array(np.ones((4, 3), np.float32), "w"), numpy_helper.from_array(np.full(3, FMIN, np.float32), "bias")])
-    rewritten, records = assert_pass_preserves(model, "attention-mask")
+    rewritten, records = assert_pass_preserves(model, "attention-mask", feeds=_unit(model), samples=[_unit(model)])
     assert not records[0].changed and records[0].details["attentions"] == []
 
 
@@ -242,7 +253,8 @@ def test_fused_mapc_attention_functions_are_attentions_too(masked):
     mask = np.zeros((2, 4, 5, 5))
     if masked:
         mask[:, :, :, -2:] = np.finfo(np.float32).min
-    model, records = assert_pass_preserves(_fused_attention_with_mask(mask), "fuse,attention-mask")
+    fused = _fused_attention_with_mask(mask)
+    model, records = assert_pass_preserves(fused, "fuse,attention-mask", feeds=_unit(fused), samples=[_unit(fused)])
     attention = next(node for node in model.graph.nodes if node.op == "Attention")
     assert attention.domain == "mapc"
     outcome = records[-1].details["attentions"][0]

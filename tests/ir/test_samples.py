@@ -1,0 +1,51 @@
+"""The verification samples: ids over the vocabulary, padded and fully masked masks, float scales, free dims."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+from mapc.ir import load, verification_samples
+from tests.conftest import make_model
+
+VOCAB = 50
+
+
+def _embedding_model():
+    nodes = [helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.INT64), helper.make_node("Gather", ["table", "ids"], ["e"]),
+             helper.make_node("Unsqueeze", ["attention_mask", "axes"], ["m"]), helper.make_node("Cast", ["m"], ["mf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["e", "mf"], ["masked"]), helper.make_node("Add", ["masked", "extra"], ["y"])]
+    inits = [numpy_helper.from_array(np.zeros((VOCAB, 4), np.float32), "table"), numpy_helper.from_array(np.array([2], np.int64), "axes")]
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT32, ["batch", "seq"]),
+              helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+              helper.make_tensor_value_info("extra", TensorProto.FLOAT, ["batch", "seq", 4])]
+    return load(make_model(nodes, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 4])], inits))
+
+
+def test_token_ids_spread_over_the_embedding_table():
+    ids = np.concatenate([s.feeds["input_ids"].ravel() for s in verification_samples(_embedding_model(), dims={"batch": 2, "seq": 16})])
+    assert ids.min() >= 0 and ids.max() < VOCAB and len(np.unique(ids)) > 10
+
+
+def test_masks_are_padded_left_and_right_and_one_row_is_fully_masked():
+    samples = verification_samples(_embedding_model(), dims={"batch": 2, "seq": 6})
+    masks = [s.feeds["attention_mask"] for s in samples]
+    assert masks[0][1].tolist() == [1, 1, 1, 1, 0, 0] and masks[0][0].all()
+    assert masks[1][1].tolist() == [0, 0, 1, 1, 1, 1]
+    assert not masks[2][1].any() and masks[2][0].all()
+    assert masks[3][:, 0].all()
+
+
+def test_floats_come_at_several_scales_and_free_dims_at_several_values():
+    samples = verification_samples(_embedding_model(), dims={"batch": 1})
+    scales = [np.abs(s.feeds["extra"]).max() for s in samples]
+    assert scales[1] < 0.01 < 1 < scales[0] < 10 < 100 < scales[2]
+    assert [s.feeds["extra"].shape[1] for s in samples] == [2, 3, 2, 5]
+    assert all(s.feeds["extra"].shape[0] == 1 for s in samples)  # the fixed dim stays fixed
+    assert "floats ×1000" in samples[2].label
+
+
+def test_samples_are_reproducible():
+    first, second = (verification_samples(_embedding_model(), seed=4) for _ in range(2))
+    for a, b in zip(first, second):
+        assert all(np.array_equal(a.feeds[k], b.feeds[k]) for k in a.feeds)
