@@ -1,8 +1,9 @@
-"""Greedy decoding with the original, dynamic-cache export: what a static split must reproduce.
+"""The original, dynamic-cache export, run the way its exporter intended: what a static split must reproduce.
 
-Feeds the export the way its own exporter intended: all tokens of the prompt at once with an
-empty past, then one token per step with the grown ``present`` tensors as the next past, an
-all-ones padding mask and, when the export takes them, positions ``past .. past+T-1``.
+:class:`DynamicDecoder` feeds the export tokens with a past (an empty one first), an all-ones
+padding mask and, when the export takes them, positions ``past .. past+T-1``; it returns the
+logits and the grown ``present`` tensors. :func:`greedy_dynamic` decodes greedily with it: all of
+the prompt at once, then one token per step.
 """
 
 from __future__ import annotations
@@ -14,7 +15,36 @@ import numpy as np
 
 from mapc.ir import load, make_session
 from mapc.llm.merged import take_cache_branch
-from mapc.llm.roles import find_roles
+from mapc.llm.roles import DecoderRoles, find_roles
+
+
+class DynamicDecoder:
+    """One session of the source export, with its roles."""
+
+    def __init__(self, source: str | os.PathLike, roles: dict[str, str] | None = None) -> None:
+        model = load(source)
+        take_cache_branch(model)
+        self.roles: DecoderRoles = find_roles(model, roles)
+        self.dtypes = {t.name: np.dtype(t.dtype) for t in model.graph.inputs}
+        self.session = make_session(model)
+
+    def empty_past(self) -> dict[str, np.ndarray]:
+        roles = self.roles
+        return {name: np.zeros((1, roles.kv_heads, 0, roles.head_dim), self.dtypes[name]) for name in roles.past_inputs}
+
+    def run(self, tokens: Sequence[int], past: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Logits ``[1, T, vocab]`` of ``tokens`` after ``past``, and the grown cache (by past input name)."""
+        roles = self.roles
+        length = next(iter(past.values())).shape[2] if past else 0
+        feeds = {roles.input_ids: np.array([list(tokens)], self.dtypes[roles.input_ids]),
+                 roles.attention_mask: np.ones((1, length + len(tokens)), self.dtypes[roles.attention_mask]), **past}
+        if roles.position_ids is not None:
+            feeds[roles.position_ids] = np.arange(length, length + len(tokens), dtype=self.dtypes[roles.position_ids])[None]
+        present_to_past = {layer.present_key: layer.past_key for layer in roles.layers}
+        present_to_past.update({layer.present_value: layer.past_value for layer in roles.layers})
+        names = [roles.logits, *present_to_past]
+        values = dict(zip(names, self.session.run(names, feeds)))
+        return values[roles.logits], {present_to_past[name]: values[name] for name in present_to_past}
 
 
 def generate_dynamic(source: str | os.PathLike, prompt_ids: Sequence[int], max_new_tokens: int,
@@ -23,34 +53,18 @@ def generate_dynamic(source: str | os.PathLike, prompt_ids: Sequence[int], max_n
     return greedy_dynamic(source, prompt_ids, max_new_tokens, roles)[0]
 
 
-def greedy_dynamic(source: str | os.PathLike, prompt_ids: Sequence[int], max_new_tokens: int,
+def greedy_dynamic(source: str | os.PathLike | DynamicDecoder, prompt_ids: Sequence[int], max_new_tokens: int,
                    roles: dict[str, str] | None = None) -> tuple[list[int], list[np.ndarray]]:
     """Greedy token ids and, for each, the logits it was chosen from (the last position's)."""
-    model = load(source)
-    take_cache_branch(model)
-    found = find_roles(model, roles)
-    dtypes = {t.name: np.dtype(t.dtype) for t in model.graph.inputs}
-    session = make_session(model)
-    past = {name: np.zeros((1, found.kv_heads, 0, found.head_dim), dtypes[name]) for name in found.past_inputs}
-    present_to_past = {layer.present_key: layer.past_key for layer in found.layers}
-    present_to_past.update({layer.present_value: layer.past_value for layer in found.layers})
-    tokens = [int(t) for t in prompt_ids]
+    decoder = source if isinstance(source, DynamicDecoder) else DynamicDecoder(source, roles)
+    past = decoder.empty_past()
+    step = [int(t) for t in prompt_ids]
     generated: list[int] = []
     chosen_from: list[np.ndarray] = []
-    step = tokens
-    length = 0
     while len(generated) < max_new_tokens:
-        feeds = {found.input_ids: np.array([step], dtypes[found.input_ids]),
-                 found.attention_mask: np.ones((1, length + len(step)), dtypes[found.attention_mask]), **past}
-        if found.position_ids is not None:
-            feeds[found.position_ids] = np.arange(length, length + len(step), dtype=dtypes[found.position_ids])[None]
-        names = [found.logits, *present_to_past]
-        values = dict(zip(names, session.run(names, feeds)))
-        past = {present_to_past[name]: values[name] for name in present_to_past}
-        length += len(step)
-        logits = values[found.logits][0, -1]
-        token = int(np.argmax(logits))
+        logits, past = decoder.run(step, past)
+        token = int(np.argmax(logits[0, -1]))
         generated.append(token)
-        chosen_from.append(logits)
+        chosen_from.append(logits[0, -1])
         step = [token]
     return generated, chosen_from

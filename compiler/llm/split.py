@@ -27,7 +27,9 @@ from mapc.llm.agreement import cache_ranges, measure_agreement, record_calibrati
 from mapc.llm.manifest import FORMAT, FORMAT_VERSION, graph_entry, write_manifest
 from mapc.llm.merged import take_cache_branch
 from mapc.llm.positions import find_position_cut
+from mapc.llm.reference import DynamicDecoder
 from mapc.llm.roles import DecoderRoles, find_roles
+from mapc.llm.samples import source_sequences, step_samples
 from mapc.llm.embedding import host_embedding
 from mapc.llm.rope import RopeTable
 from mapc.llm.static_io import MASK_2D, static_step
@@ -181,6 +183,8 @@ def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapp
     mask_fill: float | None = None
     roles: DecoderRoles | None = None
     rotary = False
+    decoder = DynamicDecoder(source, dict(options.roles))
+    traces = source_sequences(decoder, options.context, options.prefill, options.seed)
     for name, new_tokens in (("prefill", options.prefill), ("decode", 1)):
         if on_graph is not None:
             on_graph(f"compiling the {name} graph")
@@ -193,7 +197,10 @@ def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapp
         step = static_step(model, roles, find_position_cut(model, roles), new_tokens=new_tokens,
                            context=options.context, rope_inputs=rope_inputs, embedding_on_host=embedding_on_host,
                            last_logits=options.logits == "last", cache_dtype=np.float16 if options.kv_fp16 else None)
+        # the mask pass measures the attention scores on these before it hoists the mask
+        samples = step_samples(step, decoder, traces)
         result = compile(model, target=options.target, input_shapes=step.input_shapes, quantize=quantize.get(name),
+                         verify_inputs=samples,
                          quantized_io=integer_io if quantize.get(name) is not None else None,
                          check_with_qnn=options.check_with_qnn,
                          seed=options.seed, pass_options={"attention-mask": {"mask_as_input": True}},
