@@ -30,7 +30,8 @@ MAX_CANONICAL_ROUNDS = 8
 
 
 def run_rules(model: Model, ctx: PassContext, rules: list[Rule], settings: FusionSettings) -> dict[str, RuleReport]:
-    """Canonical rules to a fixed point, then the other rules once each, in stage order.
+    """Canonical rules to a fixed point, then each other rule, in stage order, until it stops
+    firing (a fold can enable itself again: Conv -> Add(c) -> Add(c') folds twice).
 
     Expects annotated shapes (the passes declare :data:`~mapc.passes.shape_ops.SHAPES`) and
     re-infers them after each rule that fired, for the next rule's checks."""
@@ -47,7 +48,7 @@ def run_rules(model: Model, ctx: PassContext, rules: list[Rule], settings: Fusio
     apply_rules(canonical, fusion, rounds=MAX_CANONICAL_ROUNDS, reports=reports, after_round=refresh)
     for index, rule in enumerate(others):
         ctx.report_progress(f"fusion: {rule.name}", index, len(others))
-        apply_rules([rule], fusion, reports=reports, after_rule=refresh)
+        apply_rules([rule], fusion, rounds=MAX_CANONICAL_ROUNDS, reports=reports, after_rule=refresh)
     if any(report.fired for report in reports.values()):
         remove_dead_nodes(model.graph)
         toposort(model.graph)

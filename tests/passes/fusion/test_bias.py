@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from .common import fuse, misses, ops
-from .graphs import ConvSpec, Graph, conv_model
+from .graphs import ConvSpec, Graph, conv_model, weights
 
 
 @pytest.mark.parametrize("add", ["channel", "scalar"])
@@ -54,3 +54,14 @@ def test_matmul_add_to_gemm_is_opt_in_and_2d_only():
     three_d, _ = fuse(build(3), [("fuse", {"enable": ["matmul-to-gemm"]})])
     assert ops(off) == {"MatMul": 1, "Add": 1} and ops(on) == {"Gemm": 1} and ops(three_d) == {"MatMul": 1, "Add": 1}
     assert record.counters["matmul-to-gemm"] == 1
+
+
+def test_two_constant_adds_after_a_conv_fold_in_one_run():
+    """fuse is idempotent: a fold that enables itself again (Conv -> Add -> Add) repeats."""
+    g = Graph(18)
+    x = g.input("x", [1, 3, 6, 6])
+    conv = g.op("Conv", x, g.const(weights((4, 3, 3, 3), 1)), kernel_shape=[3, 3])
+    first = g.op("Add", conv, g.const(weights((1, 4, 1, 1), 2)))
+    g.output(g.op("Add", first, g.const(weights((1, 4, 1, 1), 3))))
+    model, record = fuse(g.build())
+    assert [n.op for n in model.graph.nodes] == ["Conv"] and record.counters["conv-bias"] == 2
