@@ -55,6 +55,8 @@ def add_llm_command(commands: Any) -> None:
                              help="embedding lookups in the graphs or on the host (auto: host when the target cannot gather by run-time indices)")
     split_flags.add_argument("--logits", choices=("all", "last"), default="all",
                              help="logits for every new token, or only the last one's (lm_head runs once per step)")
+    split_flags.add_argument("--lm-head-graph", action="store_true",
+                             help="lm_head as a graph of its own (lm_head.onnx): the step graphs end at the hidden states")
     split_flags.add_argument("--role", action="append", default=[], metavar="ROLE=NAME",
                              help=f"name the tensor playing a role when mapc cannot tell ({', '.join(NAMEABLE_ROLES)})")
     split_flags.add_argument("--report", type=Path, metavar="FILE.json", help="write both graphs' compile reports (keys prefill and decode)")
@@ -82,7 +84,7 @@ def run_llm(args: argparse.Namespace) -> int:
     if output.exists() and not output.is_dir():
         raise OutputError(f"output {output} exists and is not a folder")
     options = LLMOptions(context=args.context, prefill=args.prefill, target=args.target, rope=args.rope,
-                         embedding=args.embedding, logits=args.logits, float_io=args.float_io, kv_fp16=args.kv_fp16,
+                         embedding=args.embedding, logits=args.logits, float_io=args.float_io, kv_fp16=args.kv_fp16, lm_head_graph=args.lm_head_graph,
                          check_with_qnn=args.check_with_qnn, kv_bits=args.kv_bits, roles=_roles(args.role), seed=args.seed,
                          quantize=_quantize(args.quantize, args.calibration))
     console = Console(quiet=args.quiet)

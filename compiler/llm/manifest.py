@@ -21,7 +21,7 @@ from mapc.ir import Model, OutputError, UsageError
 FORMAT = "mapc-static-llm"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-_ROLE = re.compile(r"^(input_ids|position_ids|attention_mask|rope_cos|rope_sin|token_embeds|position_embeds|logits|past_key|past_value|new_key|new_value)(?:\.(\d+))?$")
+_ROLE = re.compile(r"^(input_ids|position_ids|attention_mask|rope_cos|rope_sin|token_embeds|position_embeds|hidden_states|logits|past_key|past_value|new_key|new_value)(?:\.(\d+))?$")
 
 
 def tensor_entry(tensor: gs.Tensor, codes: Any = None) -> dict[str, Any]:

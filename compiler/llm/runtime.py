@@ -113,8 +113,15 @@ class StaticRunner:
                 new = convert(values[spec["name"]][:, :, pad:], spec, self.cache_specs[cache_name])
                 self.cache[cache_name][:, :, start: start + count] = new
         self.filled += count
-        logits = next(decode(values[spec["name"]], spec) for spec in entry["outputs"] if spec["role"] == "logits")
+        outputs = {spec["role"]: decode(values[spec["name"]], spec) for spec in entry["outputs"]}
+        logits = outputs["logits"] if "logits" in outputs else self._lm_head(outputs["hidden_states"])
         return logits[0, -1]
+
+    def _lm_head(self, hidden: np.ndarray) -> np.ndarray:
+        """The split's own lm_head graph (``host_graphs.lm_head``) on the step's hidden states."""
+        entry = self.manifest["host_graphs"]["lm_head"]
+        (spec,) = entry["inputs"]
+        return self.sessions["lm_head"].run([entry["outputs"][0]["name"]], {spec["name"]: hidden.astype(spec["dtype"])})[0]
 
     def _embed(self, ids: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
         """The host's embedding lookups (``host_graphs.embedding``), if the split has them."""

@@ -31,6 +31,7 @@ from mapc.llm.reference import DynamicDecoder
 from mapc.llm.roles import DecoderRoles, find_roles
 from mapc.llm.samples import source_sequences, step_samples
 from mapc.llm.embedding import host_embedding
+from mapc.llm.lm_head import lm_head_model
 from mapc.llm.rope import RopeTable
 from mapc.llm.static_io import MASK_2D, static_step
 from mapc.passes import MASK_INPUTS, QUANTIZED_IO
@@ -68,6 +69,8 @@ class LLMOptions:
     float_io: bool = False
     #: Quantized with integer I/O: the KV cache's width (8 or 16 bits; None: the activations').
     kv_bits: int | None = None
+    #: lm_head as a graph of its own (``lm_head.onnx``): the step graphs end at the hidden states.
+    lm_head_graph: bool = False
     #: Float splits: keep the KV cache in float16 (half the memory; the graphs cast it).
     kv_fp16: bool = False
     roles: Mapping[str, str] = field(default_factory=dict)
@@ -106,6 +109,8 @@ class StaticLLM:
     seed: int = 0
     #: Per graph, the names its inputs had inside the pipeline (the hoisted mask's), by final name.
     renamed: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: lm_head as its own graph (``lm_head_graph``), or None.
+    lm_head: Model | None = None
     directory: Path | None = None
 
     @property
@@ -119,8 +124,9 @@ class StaticLLM:
     def weight_bytes(self) -> dict[str, int]:
         """Bytes of weights in the shared file, and what storing them once per graph would take."""
         separate = sum(_initializer_bytes(result.model) for result in self.graphs.values())
-        if self.embedding is not None:
-            separate += _initializer_bytes(self.embedding)
+        for model in (self.embedding, self.lm_head):
+            if model is not None:
+                separate += _initializer_bytes(model)
         shared = separate
         if self.directory is not None and (self.directory / WEIGHTS_NAME).exists():
             shared = (self.directory / WEIGHTS_NAME).stat().st_size
@@ -183,6 +189,7 @@ def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapp
     mask_fill: float | None = None
     roles: DecoderRoles | None = None
     rotary = False
+    head_weight: np.ndarray | None = None
     decoder = DynamicDecoder(source, dict(options.roles))
     traces = source_sequences(decoder, options.context, options.prefill, options.seed)
     for name, new_tokens in (("prefill", options.prefill), ("decode", 1)):
@@ -196,7 +203,8 @@ def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapp
                              f"{_max_positions(model, roles)} positions")
         step = static_step(model, roles, find_position_cut(model, roles), new_tokens=new_tokens,
                            context=options.context, rope_inputs=rope_inputs, embedding_on_host=embedding_on_host,
-                           last_logits=options.logits == "last", cache_dtype=np.float16 if options.kv_fp16 else None)
+                           last_logits=options.logits == "last", cache_dtype=np.float16 if options.kv_fp16 else None,
+                           separate_lm_head=options.lm_head_graph)
         # the mask pass measures the attention scores on these before it hoists the mask
         samples = step_samples(step, decoder, traces)
         result = compile(model, target=options.target, input_shapes=step.input_shapes, quantize=quantize.get(name),
@@ -217,8 +225,15 @@ def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapp
         tables = step.rope or tables
         rotary = step.rotary
         host_tables = step.host_tables or host_tables
+        head_weight = step.lm_head
     assert roles is not None and mask_fill is not None
     embedding = load(host_embedding(host_tables, 13)) if host_tables else None
+    lm_head = load(lm_head_model(head_weight, 13)) if head_weight is not None else None
+    host_graphs = {}
+    if embedding is not None:
+        host_graphs["embedding"] = graph_entry(embedding, "embed.onnx", "tokens")
+    if lm_head is not None:
+        host_graphs["lm_head"] = graph_entry(lm_head, "lm_head.onnx", "tokens")
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -241,9 +256,9 @@ def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapp
         "kv_bits": options.kv_bits,
         "kv_fp16": options.kv_fp16,
         "graphs": entries,
-        "host_graphs": {"embedding": graph_entry(embedding, "embed.onnx", "tokens")} if embedding is not None else {},
+        "host_graphs": host_graphs,
     }
-    return StaticLLM(graphs, manifest, tables, embedding, Path(source), dict(options.roles), options.seed, renamed)
+    return StaticLLM(graphs, manifest, tables, embedding, Path(source), dict(options.roles), options.seed, renamed, lm_head)
 
 
 def write(llm: StaticLLM, directory: str | os.PathLike, *, measure: bool = True) -> Path:
@@ -256,8 +271,9 @@ def write(llm: StaticLLM, directory: str | os.PathLike, *, measure: bool = True)
     except OSError as error:
         raise OutputError(f"cannot create {folder}: {error.strerror or error}") from None
     models = {folder / entry["file"]: llm.graphs[name].model for name, entry in llm.manifest["graphs"].items()}
-    if llm.embedding is not None:
-        models[folder / llm.manifest["host_graphs"]["embedding"]["file"]] = llm.embedding
+    for name, model in (("embedding", llm.embedding), ("lm_head", llm.lm_head)):
+        if model is not None:
+            models[folder / llm.manifest["host_graphs"][name]["file"]] = model
     save_sharing_weights(models, WEIGHTS_NAME)
     for table in llm.rope:
         temporary = folder / f".{table.input}.{os.getpid()}.tmp.npy"

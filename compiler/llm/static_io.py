@@ -15,7 +15,8 @@ step that takes ``T`` new tokens over a cache of ``C`` positions:
   leaves the graph: its output becomes a ``token_embeds`` (``position_embeds``) input
   ``[1, T, hidden]`` and :func:`~.embedding.host_embedding` builds the small graph the host runs
   instead;
-* the logits output is renamed ``logits``; the 2-D mask input stays (as ``attention_mask_2d``
+* the logits output is renamed ``logits`` (with ``separate_lm_head``, the graph ends at lm_head's
+  input, ``hidden_states``: :mod:`~.lm_head`); the 2-D mask input stays (as ``attention_mask_2d``
   ``[1, C]``) until the attention-mask pass turns the mask it feeds into a host input.
 """
 
@@ -30,6 +31,7 @@ import onnx_graphsurgeon as gs
 from mapc.ir import Model, UsageError, remove_dead_nodes, standard_op
 from mapc.llm.embedding import embeds_input
 from mapc.llm.graph_edits import onnx_type, rewire
+from mapc.llm.lm_head import HIDDEN, cut_lm_head
 from mapc.llm.positions import PositionCut
 from mapc.llm.rope import RopeTable, replace_rotary
 from mapc.llm.roles import DecoderRoles, embedding_gather
@@ -51,11 +53,13 @@ class StaticStep:
     host_tables: dict[str, tuple[str, np.ndarray]]
     #: Whether the decoder has rotary embeddings at all (GPT-2 learns its positions).
     rotary: bool
+    #: lm_head's weight when it became a graph of its own (the step ends at ``hidden_states``).
+    lm_head: np.ndarray | None = None
 
 
 def static_step(model: Model, roles: DecoderRoles, cut: PositionCut, *, new_tokens: int, context: int,
                 rope_inputs: bool, embedding_on_host: bool = False, last_logits: bool = False,
-                cache_dtype: np.dtype | None = None) -> StaticStep:
+                cache_dtype: np.dtype | None = None, separate_lm_head: bool = False) -> StaticStep:
     """Edit ``model`` in place into one static step (see the module docstring)."""
     graph = model.graph
     past_length = context - new_tokens
@@ -63,7 +67,7 @@ def static_step(model: Model, roles: DecoderRoles, cut: PositionCut, *, new_toke
     logits = next(tensor for tensor in graph.outputs if tensor.name == roles.logits)
     presents = {tensor.name: tensor for tensor in graph.outputs}
     _free_names(model, ["input_ids", "position_ids", "logits", MASK_2D, "rope_cos", "rope_sin", "token_embeds",
-                        "position_embeds",
+                        "position_embeds", HIDDEN,
                         *(f"{kind}.{layer.index}" for layer in roles.layers
                           for kind in ("past_key", "past_value", "new_key", "new_value"))])
     shapes: dict[str, list[int]] = {}
@@ -100,13 +104,14 @@ def static_step(model: Model, roles: DecoderRoles, cut: PositionCut, *, new_toke
     logits.name = "logits"
     if last_logits:
         _last_position_only(model, logits)
+    lm_head = cut_lm_head(model, logits) if separate_lm_head else None
     remove_dead_nodes(graph)
     for tensor in (positions, tokens):
         if not tensor.outputs:
             graph.inputs = [t for t in graph.inputs if t is not tensor]
             del shapes[tensor.name]
     model.forget_names()
-    return StaticStep(model, new_tokens, context, shapes, rope, host_tables, bool(rotary))
+    return StaticStep(model, new_tokens, context, shapes, rope, host_tables, bool(rotary), lm_head)
 
 
 def _last_position_only(model: Model, logits: gs.Tensor) -> None:

@@ -63,3 +63,18 @@ def test_last_logits_only_decodes_the_same(tmp_path, name):
         assert next(t for t in graph["outputs"] if t["role"] == "logits")["shape"] == [1, 1, 128]
     prompt = np.random.default_rng(11).integers(0, 128, PREFILL + 3).tolist()
     assert generate(tmp_path, prompt, 12) == generate_dynamic(fixture_path(name), prompt, 12)
+
+
+@pytest.mark.parametrize("name", ["llama-dynamo-kv", "gpt2-dynamo-kv"])
+def test_lm_head_as_its_own_graph_decodes_the_same(tmp_path, name):
+    from mapc.llm import LLMOptions, read_manifest, split, write
+
+    write(split(fixture_path(name), LLMOptions(context=CONTEXT, prefill=PREFILL, target="npu", lm_head_graph=True)), tmp_path)
+    manifest = read_manifest(tmp_path)
+    for graph in manifest["graphs"].values():
+        roles = [t["role"] for t in graph["outputs"]]
+        assert "hidden_states" in roles and "logits" not in roles
+    head = manifest["host_graphs"]["lm_head"]
+    assert [t["role"] for t in head["inputs"]] == ["hidden_states"] and head["outputs"][0]["shape"] == [1, "tokens", 128]
+    prompt = np.random.default_rng(5).integers(0, 128, PREFILL + 2).tolist()
+    assert generate(tmp_path, prompt, 10) == generate_dynamic(fixture_path(name), prompt, 10)
