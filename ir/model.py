@@ -412,15 +412,8 @@ def save(
                 _write_external(tensors, sources, handle, data_path.name)
                 _flush(handle)
             renames.append((data_tmp, data_path))
-        serialized = proto.SerializeToString(deterministic=True)
-        model_tmp = _temporary(folder, out.name, temporaries)
-        with open(model_tmp, "wb") as handle:
-            handle.write(serialized)
-            _flush(handle)
-        renames.append((model_tmp, out))
-        for temporary, final in renames:
-            os.replace(temporary, final)
-            temporaries.remove(temporary)
+        renames.append(_write_temporary(folder, out, proto.SerializeToString(deterministic=True), temporaries))
+        _rename_all(renames, temporaries)
     except OSError as error:
         raise OutputError(f"cannot write {out}: {error.strerror or error}") from None
     finally:
@@ -484,15 +477,8 @@ def save_sharing_weights(models: Mapping[str | os.PathLike, Model], data_name: s
                 serialized.append((path, proto.SerializeToString(deterministic=True)))
             _flush(handle)
         renames.append((data_tmp, data_path))
-        for path, data in serialized:
-            model_tmp = _temporary(folder, path.name, temporaries)
-            with open(model_tmp, "wb") as handle:
-                handle.write(data)
-                _flush(handle)
-            renames.append((model_tmp, path))
-        for temporary, final in renames:
-            os.replace(temporary, final)
-            temporaries.remove(temporary)
+        renames += [_write_temporary(folder, path, data, temporaries) for path, data in serialized]
+        _rename_all(renames, temporaries)
     except OSError as error:
         raise OutputError(f"cannot write {data_path}: {error.strerror or error}") from None
     finally:
@@ -580,6 +566,22 @@ def _temporary(folder: Path, final_name: str, registry: list[Path]) -> Path:
         registry.append(candidate)
         return candidate
     raise AssertionError("unreachable")
+
+
+def _write_temporary(folder: Path, final: Path, data: bytes, registry: list[Path]) -> tuple[Path, Path]:
+    """Write ``data`` to a temporary file for ``final``; return (temporary, final) for :func:`_rename_all`."""
+    temporary = _temporary(folder, final.name, registry)
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        _flush(handle)
+    return temporary, final
+
+
+def _rename_all(renames: list[tuple[Path, Path]], registry: list[Path]) -> None:
+    """Give every written temporary its final name (once all are written: nothing half-saved)."""
+    for temporary, final in renames:
+        os.replace(temporary, final)
+        registry.remove(temporary)
 
 
 def _flush(handle: BinaryIO) -> None:

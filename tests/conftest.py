@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,6 +23,18 @@ def make_model(nodes, inputs, outputs, initializers=(), opset: int = 18, **kwarg
     """A ModelProto from onnx.helper parts, stamped with an IR version onnxruntime loads."""
     graph = helper.make_graph(list(nodes), "test", list(inputs), list(outputs), list(initializers))
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's headless Chromium, for the tests that render pages (the HTML report, the history
+    plots); skipped locally without it, a failure in CI (``CI`` set)."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is required in CI to render the HTML pages: apt-get install -y chromium")
+        pytest.skip("chromium is not installed (apt-get install -y chromium); CI runs this test")
+    return found
 
 
 @pytest.fixture

@@ -6,27 +6,14 @@ skipped locally; in CI (``CI`` set) a missing browser is a failure.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 
-import pytest
 
 import mapc
 from mapc import graph_svg
 from mapc.report import write_report
 from tests.targets.models import static_transformer
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is required in CI to render the HTML report: apt-get install -y chromium")
-        pytest.skip("chromium is not installed (apt-get install -y chromium); CI runs this test")
-    return found
 
 
 def render(browser: str, path) -> str:

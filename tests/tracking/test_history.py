@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -111,16 +110,6 @@ def test_trend_keeps_metrics_some_compile_has(history):
     assert [key for key, *_ in series] == [key for key, *_ in TREND]
     no_sqnr = trend_series(read_history(history)[:1])
     assert "worst_sqnr_db" not in [key for key, *_ in no_sqnr]
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is required in CI to render the history page: apt-get install -y chromium")
-        pytest.skip("chromium is not installed (apt-get install -y chromium); CI runs this test")
-    return found
 
 
 def test_the_history_page_renders_one_plot_per_metric(chromium, history, tmp_path):
