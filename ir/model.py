@@ -463,16 +463,9 @@ def save_sharing_weights(models: Mapping[str | os.PathLike, Model], data_name: s
                         digest.update(chunk)
                     key = (tensor.data_type, digest.digest())
                     if key not in written:
-                        length = ref.length if ref is not None else len(raw)
-                        padding = -offset % (_PAGE if length >= 16 * _PAGE else 64)
-                        handle.write(b"\0" * padding)
-                        offset += padding
-                        if ref is not None:
-                            copy_bytes(ref, handle)
-                        else:
-                            handle.write(raw)
-                        written[key] = (offset, length)
-                        offset += length
+                        start, length = _append_aligned(handle, offset, ref, raw)
+                        written[key] = (start, length)
+                        offset = start + length
                     _point_at(tensor, data_name, *written[key])
                 serialized.append((path, proto.SerializeToString(deterministic=True)))
             _flush(handle)
@@ -526,18 +519,22 @@ def _write_external(
         ref = sources[id(tensor)]
         if ref is None and (tensor.ByteSize() < EXTERNAL_THRESHOLD or tensor.data_type == onnx.TensorProto.STRING):
             continue
-        raw = None if ref is not None else _raw_bytes(tensor)
-        length = ref.length if ref is not None else len(raw)
-        alignment = _PAGE if length >= 16 * _PAGE else 64
-        padding = -offset % alignment
-        handle.write(b"\0" * padding)
-        offset += padding
-        if ref is not None:
-            copy_bytes(ref, handle)
-        else:
-            handle.write(raw)
-        _point_at(tensor, location, offset, length)
-        offset += length
+        start, length = _append_aligned(handle, offset, ref, None if ref is not None else _raw_bytes(tensor))
+        _point_at(tensor, location, start, length)
+        offset = start + length
+
+
+def _append_aligned(handle: BinaryIO, offset: int, ref: ExternalRef | None, raw: bytes | None) -> tuple[int, int]:
+    """Append a tensor's bytes (copied from ``ref`` or ``raw``) at ``offset`` padded to 64 bytes,
+    or to a page for large ones (memory-mappable); return (where they start, their length)."""
+    length = ref.length if ref is not None else len(raw or b"")
+    padding = -offset % (_PAGE if length >= 16 * _PAGE else 64)
+    handle.write(b"\0" * padding)
+    if ref is not None:
+        copy_bytes(ref, handle)
+    else:
+        handle.write(raw or b"")
+    return offset + padding, length
 
 
 def _raw_bytes(tensor: onnx.TensorProto) -> bytes:
