@@ -31,6 +31,8 @@ FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
 GATHER_OPS = ("Gather", "GatherElements", "GatherND")
 
 #: How to make a node pass, by what it lacks. Pass names are mapc's; flags are `mapc compile`'s.
+FIX_HOST = ("the shapes are static: these values are computed from an input's data; compute them on the host "
+            "(an attention mask: --mask-as-input)")
 FIX_FOLD = "give static input shapes (--input-shape NAME:D1,D2,... or --dim NAME=VALUE) so fix-shapes and fold-constants turn the shape arithmetic into constants"
 FIX_QUANTIZE = "quantize the model: --quantize with --calibration DIR (the quantize pass)"
 
@@ -67,8 +69,16 @@ def fix_dtype(node: NodeView, target: Target, detail: str) -> str | None:
     if any(f" is {kind}" in detail for kind in FLOAT_DTYPES):
         return FIX_QUANTIZE
     if " is int64" in detail and node.op in ("Shape", "Size", "Gather", "Concat", "Unsqueeze", "Squeeze", "Cast", "Range"):
-        return FIX_FOLD
+        return _fold_or_host(node)
     return None
+
+
+def _fold_or_host(node: NodeView) -> str:
+    """FIX_FOLD while shapes are still symbolic; once they are static (the user gave them) the
+    values come from an input's data, and giving shapes again would not help."""
+    if all(tensor.shape is not None and all(isinstance(d, int) for d in tensor.shape) for _, tensor in node.all_tensors()):
+        return FIX_HOST
+    return FIX_FOLD
 
 
 def fix_unsupported_op(node: NodeView, target: Target, detail: str) -> str | None:
@@ -78,7 +88,7 @@ def fix_unsupported_op(node: NodeView, target: Target, detail: str) -> str | Non
 def fix_parameters(node: NodeView, target: Target, detail: str) -> str | None:
     if node.op in GATHER_OPS:
         return None  # data-dependent lookups (embeddings) stay on the host
-    return FIX_FOLD
+    return _fold_or_host(node)
 
 
 # -- allow rules ------------------------------------------------------------------------------------

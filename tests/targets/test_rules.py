@@ -137,8 +137,16 @@ def test_int64_compute_is_refused_and_shape_arithmetic_points_at_folding():
     node = helper.make_node("Add", ["x", "x"], ["y"], name="n")
     check((node, [info("x", [2], I64)], [info("y", [2], I64)], []), NPU, "dtype.data", "input 'x' is int64")
     cast = helper.make_node("Cast", ["x"], ["y"], name="n", to=I64)
+    reason = check((cast, [info("x", ["n"])], [info("y", ["n"], I64)], []), NPU, "dtype.data", "output 'y' is int64")
+    assert "fold" in reason.fix and "--input-shape" in reason.fix
+
+
+def test_int64_compute_with_static_shapes_does_not_ask_for_shapes_again():
+    """Issue 16: a fix hint must never repeat what the user already did. With every shape static
+    the int64 values come from an input's data (an attention mask), not from shapes."""
+    cast = helper.make_node("Cast", ["x"], ["y"], name="n", to=I64)
     reason = check((cast, [info("x", [2])], [info("y", [2], I64)], []), NPU, "dtype.data", "output 'y' is int64")
-    assert "fold" in reason.fix
+    assert "--input-shape" not in reason.fix and "--mask-as-input" in reason.fix
 
 
 def test_qdq_op_counts_as_its_quantized_type():
