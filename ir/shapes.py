@@ -26,7 +26,8 @@ Dim = int | str | None
 def infer_shapes(
     model: Model, *, forget_existing: bool = False, data_prop: bool = True
 ) -> bool:
-    """Annotate every tensor of ``model.graph`` with the dtype and shape onnx infers.
+    """Annotate every tensor of ``model.graph`` with the dtype and shape onnx infers (through
+    onnxruntime's contrib ops too, with onnxruntime's symbolic shape inference).
 
     ``forget_existing`` first clears the shapes of intermediate tensors, so that inference starts
     afresh. Where fresh inference can only say "unknown" for a dim, the previous annotation
@@ -50,6 +51,8 @@ def infer_shapes(
         inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=data_prop)
     except Exception:  # onnx raises a variety of errors (InferenceError, RuntimeError, ...)
         return False
+    if any(node.domain == ORT_DOMAIN for node in skeleton.graph.node):
+        inferred = _through_contrib_ops(skeleton) or inferred
     tensors = model.graph.tensors()
     output_names = {t.name for t in model.graph.outputs}
     for value in [*inferred.graph.value_info, *inferred.graph.output]:
@@ -66,6 +69,21 @@ def infer_shapes(
                 shape = _keep_known(before[value.name], shape)
             tensor.shape = shape
     return True
+
+
+ORT_DOMAIN = "com.microsoft"
+
+
+def _through_contrib_ops(skeleton: onnx.ModelProto) -> onnx.ModelProto | None:
+    """Shapes through onnxruntime's contrib ops (Attention, SkipLayerNormalization, BiasGelu,
+    EmbedLayerNormalization, GroupQueryAttention...), which onnx's inference does not know:
+    onnxruntime's own symbolic shape inference, made for exactly this. None if it fails."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        return SymbolicShapeInference.infer_shapes(skeleton, auto_merge=True, guess_output_rank=True)
+    except Exception:  # its own asserts and KeyErrors on graphs it does not understand
+        return None
 
 
 def forget_intermediate_shapes(graph: gs.Graph) -> None:

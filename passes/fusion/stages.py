@@ -23,6 +23,7 @@ from mapc.passes.fusion.canonical import (
     ReciprocalFromDiv,
     SubFromAddNeg,
 )
+from mapc.passes.fusion.contrib import RULES as CONTRIB
 from mapc.passes.fusion.canonical_attention import AttentionScaleToScores, KTransposeInOneStep, WhereMaskToAdd
 from mapc.passes.fusion.gelu import GeluExactFusion, GeluTanhFactoredFusion, GeluTanhFusion
 from mapc.passes.fusion.normalization import LayerNormFusion, RmsNormFusion, TfLayerNormFusion
@@ -48,6 +49,7 @@ CANONICAL = [
 ]
 FOLD = [PadIntoConv(), ConvBiasFold(), GemmBiasFold(), ConvBatchNormFold(), BatchNormToMulAdd(), MatMulAddToGemm()]
 FUSE = [
+    *CONTRIB,
     AttentionFusion(),
     AttentionOnUnrepeatedKV(),
     PartialRotaryFusion(),
