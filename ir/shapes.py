@@ -81,7 +81,7 @@ def _through_contrib_ops(skeleton: onnx.ModelProto) -> onnx.ModelProto | None:
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        return SymbolicShapeInference.infer_shapes(skeleton, auto_merge=True, guess_output_rank=True)
+        return SymbolicShapeInference.infer_shapes(skeleton, auto_merge=True, guess_output_rank=False)
     except Exception:  # its own asserts and KeyErrors on graphs it does not understand
         return None
 
