@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -62,3 +65,46 @@ def test_contrib_gelus_become_gelu(op_type, inputs, approximate):
     model, _ = fuse(proto, tolerance=KERNEL)
     (gelu,) = [n for n in model.graph.nodes if n.op == "Gelu"]
     assert (gelu.domain or "") == "" and gelu.attrs["approximate"] == approximate
+
+
+def ort_optimized_bert(tmp_path):
+    """The bert fixture through onnxruntime's transformers optimizer: EmbedLayerNormalization,
+    Attention (packed QKV, 1-D mask index), SkipLayerNormalization, BiasGelu."""
+    from onnxruntime.transformers import optimizer
+
+    source = Path(__file__).resolve().parents[2] / "fixtures" / "transformers" / "bert-ts-eager.onnx"
+    optimized = optimizer.optimize_model(str(source), model_type="bert", num_heads=4, hidden_size=32, opt_level=0)
+    path = tmp_path / "bert_contrib.onnx"
+    optimized.save_model_to_file(str(path))
+    return path
+
+
+def test_an_onnxruntime_optimized_bert_becomes_standard_ops_and_reaches_the_npu(tmp_path):
+    import mapc
+
+    path = ort_optimized_bert(tmp_path)
+    before = {(n.domain, n.op_type) for n in onnx.load(str(path)).graph.node}
+    assert ("com.microsoft", "Attention") in before and ("com.microsoft", "EmbedLayerNormalization") in before
+    result = mapc.compile(path, target="npu", dims={"batch_size": 1, "sequence_length": 8}, verify=True)
+    assert result.verification["ok"]
+    fuse_record = next(r for r in result.passes if r.name == "fuse")
+    for rule in ("contrib-attention", "contrib-embed-layer-norm", "contrib-skip-layer-norm", "contrib-bias-gelu"):
+        assert fuse_record.counters[rule] >= 1, rule
+    coverage = result.report["coverage"]
+    assert coverage["nodes_percent"] > 85
+    assert not [row for row in result.report["fallback_by_reason"] if row["code"] in ("op.not-supported", "shape.static")]
+
+
+def test_contrib_attention_with_a_raw_2d_mask():
+    hidden, heads = 16, 4
+    rng = np.random.default_rng(0)
+    node = helper.make_node("Attention", ["x", "w", "b", "mask"], ["y"], domain="com.microsoft", num_heads=heads)
+    graph = helper.make_graph([node], "attention", [helper.make_tensor_value_info("x", F, [2, 5, hidden]),
+                                                    helper.make_tensor_value_info("mask", TensorProto.INT32, [2, 5])],
+                              [helper.make_tensor_value_info("y", F, None)],
+                              [numpy_helper.from_array(rng.standard_normal((hidden, 3 * hidden)).astype(np.float32) * 0.3, "w"),
+                               numpy_helper.from_array(rng.standard_normal(3 * hidden).astype(np.float32) * 0.1, "b")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)], ir_version=10)
+    feeds = {"x": rng.standard_normal((2, 5, hidden)).astype(np.float32), "mask": np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int32)}
+    model, record = fuse(proto, tolerance=KERNEL, feeds=feeds)
+    assert record.counters["contrib-attention"] == 1 and ("com.microsoft", "Attention") not in {(n.domain, n.op) for n in model.graph.nodes}
