@@ -255,13 +255,23 @@ def run_passes(args: argparse.Namespace) -> int:
     table.add_column("options (defaults)", overflow="fold")
     for name, cls in passes.items():
         options = ", ".join(f"{key}={value}" for key, value in _options(cls).items()) or "-"
-        table.add_row(name, Text(cls.summary()), Text(options))
+        table.add_row(name, Text(plain_text(cls.summary())), Text(options))
     console.print(table)
     if args.verbose:
         for name, cls in passes.items():
             console.rule(name)
-            console.print(cls.description(), markup=False)
+            console.print(plain_text(cls.description()), markup=False)
     return EXIT_OK
+
+
+#: reST roles in docstrings (``:class:`~mapc.ir.Model```...): a terminal shows only the name.
+_ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|exc|obj):`~?\.?(?:[\w.]*\.)?([^`.]+)`")
+
+
+def plain_text(docstring: str) -> str:
+    """A docstring as a terminal shows it: reST roles become their last name, ``literals`` lose
+    their doubled backticks (`literal`)."""
+    return _ROLE.sub(r"\1", docstring).replace("``", "`")
 
 
 def _options(cls: type) -> dict[str, object]:

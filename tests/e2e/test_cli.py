@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -230,3 +231,11 @@ def test_the_readme_commands_run(tmp_path):
         done = mapc(*args, cwd=tmp_path)
         assert done.returncode == EXIT_OK, (args, done.stderr)
         assert f"target {target}:" in done.stdout and (tmp_path / "examples" / "transformer.mapc.onnx").is_file()
+
+
+def test_passes_verbose_reads_as_plain_text():
+    """Issue 16: no reST markup (``literal``, :class:`...`) in what the terminal shows."""
+    done = mapc("passes", "-v")
+    assert done.returncode == EXIT_OK, done.stderr
+    assert "``" not in done.stdout and not re.search(r":(class|func|mod|meth|data):`", done.stdout)
+    assert "attention-mask" in done.stdout
