@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from mapc.llm.reference import greedy_dynamic
+from mapc.llm.prompts import prompts
+from mapc.llm.reference import DynamicDecoder, greedy_dynamic
 from mapc.llm.runtime import StaticRunner, teacher_forced
 
 #: Samples kept per graph for calibration (spread evenly over what decoding produced).
@@ -30,24 +31,17 @@ AGREEMENT_PROMPTS = 6
 CALIBRATION_PROMPTS = 24
 
 
-def prompts(vocab: int, context: int, prefill: int, seed: int, count: int = 3) -> list[list[int]]:
-    """Seeded prompts over the whole vocabulary: shorter than a chunk, one chunk, two chunks
-    (as far as the cache allows)."""
-    rng = np.random.default_rng(seed)
-    lengths = [max(1, prefill // 2), prefill, min(context - 2, prefill + max(1, prefill // 2))]
-    return [rng.integers(0, vocab, lengths[index % 3]).tolist() for index in range(count)]
-
-
 def measure_agreement(directory: str | os.PathLike, source: str | os.PathLike, roles: Mapping[str, str],
                       seed: int, new_tokens: int = 8) -> dict[str, Any]:
     """Teacher-forced token agreement and logits SQNR of the split in ``directory`` against ``source``."""
     runner = StaticRunner(directory)
+    decoder = DynamicDecoder(source, dict(roles))  # one session for every prompt
     manifest = runner.manifest
     equal = total = 0
     signal = noise = 0.0
     for prompt in prompts(int(manifest["vocab_size"]), runner.context, int(manifest["prefill"]), seed, AGREEMENT_PROMPTS):
         steps = min(new_tokens, runner.context - len(prompt) + 1)
-        tokens, expected = greedy_dynamic(source, prompt, steps, dict(roles))
+        tokens, expected = greedy_dynamic(decoder, prompt, steps)
         got = teacher_forced(runner, prompt, tokens)
         for reference, logits, token in zip(expected, got, tokens):
             equal += int(np.argmax(logits)) == token

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mapc.llm.prompts import prompts
 from mapc.llm.reference import DynamicDecoder, greedy_dynamic
 from mapc.llm.static_io import MASK_2D, StaticStep
 
@@ -25,12 +26,9 @@ SAMPLE_PROMPTS = 3
 def source_sequences(decoder: DynamicDecoder, context: int, prefill: int, seed: int) -> list[tuple[list[int], dict[str, np.ndarray]]]:
     """Sequences the source decodes from seeded prompts (up to the context), each with the cache
     over all of its positions (past input name -> ``[1, kv_heads, L, head_dim]``)."""
-    rng = np.random.default_rng(seed)
-    vocab = decoder.roles.vocab_size
     traces = []
-    for index in range(SAMPLE_PROMPTS):
-        length = [max(1, prefill // 2), prefill, min(context - 1, prefill + max(1, prefill // 2))][index % 3]
-        prompt = rng.integers(0, vocab, length).tolist()
+    for prompt in prompts(decoder.roles.vocab_size, context, prefill, seed, SAMPLE_PROMPTS):
+        length = len(prompt)
         tokens = prompt + greedy_dynamic(decoder, prompt, max(1, min(context, 2 * prefill + 4) - length))[0]
         tokens = tokens[:context]
         _, cache = decoder.run(tokens, decoder.empty_past())

@@ -142,28 +142,30 @@ def split(source: str | os.PathLike, options: LLMOptions, *, on_graph: Callable[
     A ``calibration`` folder holds ``prefill/`` and ``decode/`` sample folders.
     """
     options.validate()
+    decoder = DynamicDecoder(source, dict(options.roles))
+    source_run = (decoder, source_sequences(decoder, options.context, options.prefill, options.seed))
     quantize = options.quantize
     if quantize is None:
-        return _compile_pair(source, options, {}, None, on_graph, on_pass_start)
+        return _compile_pair(source, options, {}, None, source_run, on_graph, on_pass_start)
     calibration = quantize.get("calibration")
     if calibration == "random":
-        return _compile_pair(source, options, {name: quantize for name in STEPS}, None, on_graph, on_pass_start)
+        return _compile_pair(source, options, {name: quantize for name in STEPS}, None, source_run, on_graph, on_pass_start)
     if calibration is not None:
         folders = {name: Path(calibration) / name for name in STEPS}
         missing = [str(folder) for folder in folders.values() if not folder.is_dir()]
         if missing:
             raise UsageError(f"--calibration {calibration}: needs a prefill/ and a decode/ folder of samples ({missing[0]} is missing)")
         return _compile_pair(source, options, {name: {**quantize, "calibration": str(folders[name])} for name in STEPS},
-                             _integer_io(options, folders), on_graph, on_pass_start)
+                             _integer_io(options, folders), source_run, on_graph, on_pass_start)
     with tempfile.TemporaryDirectory(prefix="mapc-llm-") as scratch:
         float_split = _compile_pair(source, dataclasses.replace(options, quantize=None, kv_bits=None, check_with_qnn=False), {}, None,
-                                    on_graph, on_pass_start)
+                                    source_run, on_graph, on_pass_start)
         write(float_split, Path(scratch) / "float", measure=False)
         if on_graph is not None:
             on_graph("calibration: decoding with the float graphs")
         folders = record_calibration(Path(scratch) / "float", Path(scratch) / "calibration", float_split.renamed, options.seed)
         return _compile_pair(source, options, {name: {**quantize, "calibration": str(folders[name])} for name in STEPS},
-                             _integer_io(options, folders), on_graph, on_pass_start)
+                             _integer_io(options, folders), source_run, on_graph, on_pass_start)
 
 
 def _integer_io(options: LLMOptions, folders: Mapping[str, Path]) -> dict[str, Any] | None:
@@ -176,7 +178,8 @@ def _integer_io(options: LLMOptions, folders: Mapping[str, Path]) -> dict[str, A
 
 
 def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapping[str, dict[str, Any]],
-                  integer_io: dict[str, Any] | None, on_graph: Callable[[str], None] | None, on_pass_start: Callable[[str], None] | None) -> StaticLLM:
+                  integer_io: dict[str, Any] | None,
+                  source_run: tuple[DynamicDecoder, list[tuple[list[int], dict[str, np.ndarray]]]], on_graph: Callable[[str], None] | None, on_pass_start: Callable[[str], None] | None) -> StaticLLM:
     target = get_target(options.target) if options.target is not None else None
     rope_inputs = options.rope == "inputs" or (options.rope == "auto" and target is not None and not _runs_trig(target))
     embedding_on_host = options.embedding == "host" or (
@@ -190,8 +193,7 @@ def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapp
     roles: DecoderRoles | None = None
     rotary = False
     head_weight: np.ndarray | None = None
-    decoder = DynamicDecoder(source, dict(options.roles))
-    traces = source_sequences(decoder, options.context, options.prefill, options.seed)
+    decoder, traces = source_run
     for name, new_tokens in (("prefill", options.prefill), ("decode", 1)):
         if on_graph is not None:
             on_graph(f"compiling the {name} graph")
