@@ -32,14 +32,19 @@ class RopeTable:
 
 def replace_rotary(model: Model, cut: PositionCut, positions: gs.Variable, new_tokens: int, context: int) -> list[RopeTable]:
     """Replace every rotary Cos/Sin by a ``rope_cos``/``rope_sin`` input and build the host tables."""
-    tables = []
+    tables: list[RopeTable] = []
+    if not cut.rotary:
+        return tables
+    read = {id(node): _half_source(node) for node in cut.rotary}
+    angles = list({id(tensor): tensor for tensor, _ in read.values()}.values())
+    # every angle tensor of every Cos/Sin at once: at the step's positions, and at all of the cache's
+    probe = _evaluate_from_positions(model, positions, angles, np.arange(new_tokens))
+    full = _evaluate_from_positions(model, positions, angles, np.arange(context))
     for op, name in (("Cos", "rope_cos"), ("Sin", "rope_sin")):
         nodes = [node for node in cut.rotary if standard_op(node) == op]
         if not nodes:
             continue
-        sources = [_half_source(node) for node in nodes]
-        probe = _evaluate_from_positions(model, positions, [s for s, _ in sources], np.arange(new_tokens))
-        full = _evaluate_from_positions(model, positions, [s for s, _ in sources], np.arange(context))
+        sources = [read[id(node)] for node in nodes]
         first = probe[sources[0][0].name]
         if any(not np.array_equal(probe[s.name], first) for s, _ in sources[1:]):
             raise UsageError(f"the model computes several different rotary {op} tables; keep Sin/Cos on the device "
