@@ -237,3 +237,12 @@ def test_attention23_reads_the_unrepeated_kv():
     assert [t.name for t in attention.inputs[:3]] == ["q", "k", "v"]
     assert not [n.op for n in model.graph.nodes if n.op in ("Expand", "Unsqueeze", "Reshape")]
     assert record.counters["attention-unrepeat-kv"] == 1
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 6), st.sampled_from([2, 4, 8]))
+def test_attention23_on_any_repeat_reads_the_unrepeated_kv(kv_heads, rep, seq, dim):
+    """Any GQA geometry: the same outputs (the differential check in ``fuse``) on the unrepeated K/V."""
+    model, record = fuse(_attention23_on_repeated_kv(kv_heads=kv_heads, rep=rep, seq=seq, dim=dim))
+    attention = next(n for n in model.graph.nodes if n.op == "Attention")
+    assert [t.name for t in attention.inputs[1:3]] == ["k", "v"] and record.counters["attention-unrepeat-kv"] == 1

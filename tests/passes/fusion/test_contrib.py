@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from mapc.ir.compare import Tolerance
@@ -108,3 +110,24 @@ def test_contrib_attention_with_a_raw_2d_mask():
     feeds = {"x": rng.standard_normal((2, 5, hidden)).astype(np.float32), "mask": np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int32)}
     model, record = fuse(proto, tolerance=KERNEL, feeds=feeds)
     assert record.counters["contrib-attention"] == 1 and ("com.microsoft", "Attention") not in {(n.domain, n.op) for n in model.graph.nodes}
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(["SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "BiasGelu", "FastGelu"]),
+       st.sampled_from([(2, 16), (1, 3, 8), (3, 5, 4)]), st.sampled_from([1e-12, 1e-5, 0.1]),
+       st.sampled_from([1e-3, 1.0, 1e3]), st.integers(0, 1000))
+def test_contrib_ops_become_standard_ops_at_any_shape_and_scale(op_type, shape, epsilon, scale, seed):
+    """Whatever the shape, epsilon and input scale, the standard ops compute what onnxruntime's
+    contrib kernel computes (the differential check inside ``fuse``)."""
+    hidden = shape[-1]
+    rng = np.random.default_rng(seed)
+    if op_type.startswith("Skip"):
+        node = helper.make_node(op_type, ["x", "skip", "gamma"], ["y"], domain="com.microsoft", epsilon=epsilon)
+        inputs, inits = [("x", list(shape)), ("skip", list(shape))], {"gamma": weights(hidden, seed=seed)}
+    else:
+        node = helper.make_node(op_type, ["x", "b"], ["y"], domain="com.microsoft")
+        inputs, inits = [("x", list(shape))], {"b": weights(hidden, seed=seed)}
+    feeds = {name: (rng.standard_normal(dims) * scale).astype(np.float32) for name, dims in inputs}
+    tolerance = Tolerance(rtol=1e-3, atol=1e-3 * scale)
+    model, _ = fuse(contrib_model(node, inputs, inits, opset=23), tolerance=tolerance, feeds=feeds)
+    assert not [n for n in model.graph.nodes if n.domain == "com.microsoft"]
