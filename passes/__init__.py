@@ -28,9 +28,11 @@ from mapc.passes.pipeline import Fixpoint, PassManager, PassRecord, ProgressHook
 from mapc.passes.registry import get_pass, register_pass, registered_passes
 from mapc.passes.quantized_io import QUANTIZED_IO, QuantizedTensor
 from mapc.passes.shape_ops import SHAPES
-from mapc.passes.verify import SAMPLES, UNDEFINED_OUTPUTS, Verifier
+from mapc.passes.verify import INTERFACE_CHANGES, SAMPLES, UNDEFINED_OUTPUTS, InterfaceChange, Verifier
 
 __all__ = [
+    "INTERFACE_CHANGES",
+    "InterfaceChange",
     "MASK_INPUTS",
     "QUANTIZED_IO",
     "QuantizedTensor",

@@ -8,6 +8,7 @@ loads it) and compares its outputs on the same inputs with :func:`mapc.ir.compar
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,22 @@ UndefinedElements = Callable[[Model, Mapping[str, np.ndarray], Mapping[str, np.n
 #: Output elements the rewritten model leaves undefined, by the pass that says so
 #: (attention-mask: rows whose every key is masked).
 UNDEFINED_OUTPUTS: Fact[dict[str, UndefinedElements]] = Fact("undefined-outputs", "output elements a pass made undefined")
+
+
+
+@dataclass(frozen=True)
+class InterfaceChange:
+    """How a pass changed the model's inputs or outputs, so the input model's samples and outputs
+    still apply: ``feeds`` adds the new inputs computed from the old ones (old ones may stay:
+    extra feeds are ignored), ``outputs`` turns the input model's outputs into the new ones."""
+
+    feeds: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]] = dict
+    outputs: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]] = dict
+
+
+#: Interface changes by the pass that made them (split-stacked-kv, attention-mask's mask inputs),
+#: applied in order to every sample before a rewritten model is run and compared.
+INTERFACE_CHANGES: Fact[dict[str, InterfaceChange]] = Fact("interface-changes", "how passes changed the model's inputs and outputs")
 
 #: The user's own input samples (``--verify-inputs``, else a ``--calibration`` folder), set by the
 #: compile before the passes run: verification runs on them, and passes may measure ranges on them.
@@ -88,9 +105,12 @@ class Verifier:
         return list(worst.values())
 
     def _compare_one(self, model: Model, runner: Runner, sample: Sample, expected: dict[str, np.ndarray]) -> list[OutputComparison]:
-        actual = runner.run(sample.feeds)
+        feeds = dict(sample.feeds)
+        for change in list(self.ctx.facts.get(INTERFACE_CHANGES, {}).values()):
+            feeds, expected = change.feeds(feeds), change.outputs(expected)
+        actual = runner.run(feeds)
         for hook in list(self.ctx.facts.get(UNDEFINED_OUTPUTS, {}).values()):
-            for name, ignored in hook(model, sample.feeds, actual).items():
+            for name, ignored in hook(model, feeds, actual).items():
                 if name in expected and name in actual:
                     expected = {**expected, name: np.where(ignored, np.zeros((), expected[name].dtype), expected[name])}
                     actual = {**actual, name: np.where(ignored, np.zeros((), actual[name].dtype), actual[name])}

@@ -14,8 +14,9 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import onnx
 
-from mapc.ir import Model, RewriteContext, RuleReport, apply_rules, remove_dead_nodes, toposort
+from mapc.ir import Model, RewriteContext, run, RuleReport, apply_rules, remove_dead_nodes, toposort
 from mapc.passes.attention_mask import decompose  # noqa: F401  (registers decompose-attention)
 from mapc.passes.attention_mask.context import MaskContext, SiteOutcome
 from mapc.passes.attention_mask.detection import AttentionSite, attentions_in_subgraphs, cone, find_attentions, mask_input_roles
@@ -31,7 +32,7 @@ from mapc.passes.flags import flag
 from mapc.passes.peephole.identities import INDEX_RULES
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
-from mapc.passes.verify import SAMPLES, UNDEFINED_OUTPUTS
+from mapc.passes.verify import INTERFACE_CHANGES, SAMPLES, UNDEFINED_OUTPUTS, InterfaceChange
 
 __all__ = ["AttentionMask", "mask_input_roles"]
 
@@ -41,6 +42,14 @@ def _fully_masked_on(
 ) -> dict[str, np.ndarray]:
     """``fully_masked_positions`` evaluated on ``snapshot`` rather than the final ``model``."""
     return fully_masked_positions(snapshot, feeds, outputs, neg=neg)
+
+
+def _with_host_inputs(host_models: Mapping[str, onnx.ModelProto], feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``feeds`` plus each hoisted mask input, computed from them by its host model."""
+    result = dict(feeds)
+    for name, host in host_models.items():
+        result[name] = run(host, {tensor.name: feeds[tensor.name] for tensor in host.graph.input})[name]
+    return result
 
 
 @register_pass
@@ -128,6 +137,9 @@ class AttentionMask(Pass):
                 contract = mask.contract(neg)
                 notes.append(Note("attention-mask.hoisted-input", f"new input {mask.input.name!r} {contract['shape']}: {contract['host_recipe']}",
                                   node=", ".join(mask.attentions), fix="build this input on the host (see the report's details)", severity="warning"))
+        host_models = {mask.input.name: mask.host_model for mask in hoisted if mask.host_model is not None}
+        if host_models:
+            ctx.facts.setdefault(INTERFACE_CHANGES, {})[self.name] = InterfaceChange(feeds=partial(_with_host_inputs, host_models))
         ctx.facts[MASK_INPUTS] = MaskInputs([mask.contract(neg) for mask in hoisted], {mask.input.name: mask.host_model for mask in hoisted})
         toposort(graph)
         for site in sites:

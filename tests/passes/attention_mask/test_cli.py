@@ -38,6 +38,12 @@ def test_mask_as_input_writes_the_device_model_and_the_host_model(tmp_path, caps
     np.testing.assert_allclose(outputs["logits"], data["output:logits"], rtol=1e-4, atol=1e-4)
 
 
+def test_verify_feeds_a_hoisted_mask_input_from_its_host_model(tmp_path, capsys):
+    """--verify runs the device model on the host model's mask (it failed on the missing input)."""
+    code = main(["compile", str(MODEL), "-o", str(tmp_path / "llama.onnx"), "--mask-as-input", "--verify", "-q"])
+    assert code == EXIT_OK, capsys.readouterr().err
+
+
 def test_mask_value_reaches_the_pass(tmp_path):
     report = tmp_path / "report.json"
     assert main(["compile", str(MODEL), "-o", str(tmp_path / "out.onnx"), "-q", "--mask-value", "-64", "--report", str(report)]) == EXIT_OK
