@@ -164,6 +164,9 @@ class CompileOptions:
     accuracy_on: str | None = field(default=None, metadata=flag(
         "--accuracy-on", "also measure the accuracy report on the device: 'qnn' runs the quantized model on QNN's HTP "
         "emulator on the held-out samples (at most 8), beside the CPU QDQ simulation", metavar="qnn", requires="--quantize"))
+    split_stacked_kv: bool = field(default=False, metadata=flag(
+        "--split-stacked-kv", "split each stacked [2,B,H,S,D] KV-cache input and output (legacy GPT-2 exports) into "
+        "NAME.key and NAME.value of rank 4 (changes the model's interface)"))
     #: A target name, a TOML path or a :class:`~mapc.targets.Target`: partition and lower for it.
     target: str | os.PathLike | Target | None = None
     #: Options of the ``partition`` pass other than the target (``min_partition_ops``, ``cpu_ops``...).
@@ -236,6 +239,8 @@ class CompileOptions:
                 steps.append(get_pass("quantized-io")(**self.quantized_io))
         if target is not None:
             steps += [get_pass("partition")(target=target, **(self.partition or {})), get_pass("lower")()]
+        if self.split_stacked_kv:
+            steps.insert(0, get_pass("split-stacked-kv")())
         opset = self.target_opset if self.target_opset is not None else (target.min_opset if target is not None else None)
         if opset is not None:
             steps.insert(0, get_pass("upgrade-opset")(opset=opset))

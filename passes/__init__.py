@@ -14,6 +14,7 @@ from mapc.passes import (  # noqa: F401  (registers the built-in passes)
     peephole,
     quantize,
     quantized_io,
+    split_stacked_kv,
     unstride_conv,
     upgrade_opset,
 )
