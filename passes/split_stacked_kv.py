@@ -182,6 +182,11 @@ def _split_output(model: Model, stacked: gs.Tensor) -> str | None:
     halves = []
     for part, half in zip(parts, HALVES):
         name = f"{stacked.name}.{half}"
+        inner = _unsqueezed_from(part)
+        if inner is not None and producer(inner) is not None and not _in_interface(graph, inner):
+            inner.name = name  # the half the exporter unsqueezed becomes the output itself
+            halves.append(inner)
+            continue
         result = gs.Variable(name, dtype=stacked.dtype, shape=list(stacked.shape[1:]))
         graph.nodes.append(gs.Node("Squeeze", name=f"{name}/squeeze", inputs=_axes_inputs(part, opset, f"{name}/axes"),
                                    outputs=[result], attrs=_axes_attrs(opset)))
@@ -189,6 +194,21 @@ def _split_output(model: Model, stacked: gs.Tensor) -> str | None:
     position = graph.outputs.index(stacked)
     graph.outputs[position:position + 1] = halves
     return None
+
+
+def _unsqueezed_from(tensor: gs.Tensor) -> gs.Tensor | None:
+    """The input of the Unsqueeze on axis 0 that made ``tensor``, if one did."""
+    source = producer(tensor)
+    if source is None or standard_op(source) != "Unsqueeze":
+        return None
+    axes = source.attrs.get("axes")
+    if len(source.inputs) > 1:
+        axes = int_constant(source.inputs[1])
+    return source.inputs[0] if axes is not None and [int(axis) for axis in np.reshape(axes, -1)] in ([0], [-5]) else None
+
+
+def _in_interface(graph: gs.Graph, tensor: gs.Tensor) -> bool:
+    return any(tensor is other for other in [*graph.inputs, *graph.outputs])
 
 
 def _unsqueeze0(graph: gs.Graph, tensor: gs.Tensor, name: str, opset: int) -> gs.Variable:

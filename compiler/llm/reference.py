@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mapc.ir import load, make_session
-from mapc.llm.merged import take_cache_branch
+from mapc.ir import make_session
+from mapc.llm.source import load_decoder
 from mapc.llm.roles import DecoderRoles, find_roles
 
 
@@ -22,8 +22,7 @@ class DynamicDecoder:
     """One session of the source export, with its roles."""
 
     def __init__(self, source: str | os.PathLike, roles: dict[str, str] | None = None) -> None:
-        model = load(source)
-        take_cache_branch(model)
+        model = load_decoder(source)
         self.roles: DecoderRoles = find_roles(model, roles)
         self.dtypes = {t.name: np.dtype(t.dtype) for t in model.graph.inputs}
         self.session = make_session(model)

@@ -25,7 +25,7 @@ from mapc.api import CompileResult, compile
 from mapc.ir import Model, OutputError, UsageError, __version__, load, save_sharing_weights, standard_op
 from mapc.llm.agreement import cache_ranges, measure_agreement, record_calibration
 from mapc.llm.manifest import FORMAT, FORMAT_VERSION, graph_entry, write_manifest
-from mapc.llm.merged import take_cache_branch
+from mapc.llm.source import load_decoder
 from mapc.llm.positions import find_position_cut
 from mapc.llm.reference import DynamicDecoder
 from mapc.llm.roles import DecoderRoles, find_roles
@@ -197,8 +197,7 @@ def _compile_pair(source: str | os.PathLike, options: LLMOptions, quantize: Mapp
     for name, new_tokens in (("prefill", options.prefill), ("decode", 1)):
         if on_graph is not None:
             on_graph(f"compiling the {name} graph")
-        model = load(source)
-        take_cache_branch(model)
+        model = load_decoder(source)
         roles = find_roles(model, options.roles)
         if options.context > _max_positions(model, roles):
             raise UsageError(f"--context {options.context}: the model's position table holds only "
