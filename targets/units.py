@@ -5,7 +5,10 @@
 * **QDQ node units** (as onnxruntime defines them): an op with the DequantizeLinear nodes that
   feed only it and the QuantizeLinear nodes that are the only readers of its outputs;
 * **fused patterns** the target runs as one kernel (``ops.fused_patterns``, e.g. Conv -> Relu),
-  when each link is the only reader of the previous op's outputs;
+  when each link is the only reader of the previous op's outputs; a skip normalization
+  (``Add -> LayerNormalization`` or ``Add -> RMSNormalization``: the residual sum and its norm)
+  also when the sum has other readers, since that kernel returns the sum too (onnxruntime's
+  ``SkipLayerNormalization``), provided the norm's scale and bias are constants;
 * a ``Constant`` node with its only reader.
 
 Each unit is convex (no path leaves it and comes back), so contracting units keeps the graph
@@ -48,6 +51,18 @@ class _UnionFind:
             self.parent[max(root_a, root_b)] = min(root_a, root_b)
 
 
+#: Normalizations a skip kernel fuses with the residual Add before them (the sum is an output too).
+SKIP_NORMALIZATIONS = frozenset({"LayerNormalization", "RMSNormalization"})
+
+
+def _constant_operand(tensor: gs.Tensor) -> bool:
+    """An initializer, or one dequantized from an initializer (a quantized norm's scale)."""
+    source = producer(tensor)
+    if isinstance(tensor, gs.Constant) or tensor.is_empty():
+        return True
+    return source is not None and source.op == "DequantizeLinear" and isinstance(source.inputs[0], gs.Constant)
+
+
 def atomic_units(graph: gs.Graph, fused_patterns: Sequence[Sequence[str]] = ()) -> list[Unit]:
     """Group ``graph``'s top-level nodes into units (see the module docstring), in graph order."""
     nodes = graph.nodes
@@ -83,13 +98,22 @@ def atomic_units(graph: gs.Graph, fused_patterns: Sequence[Sequence[str]] = ()) 
             kinds[index] = "QDQ node unit"
             anchors[index] = index
 
+    def next_link(node: gs.Node, op: str) -> gs.Node | None:
+        """The node of ``op`` that continues a fused chain after ``node``, if one does."""
+        if node.op == "Add" and op in SKIP_NORMALIZATIONS and len(node.outputs) == 1:
+            norms = [r for r in node.outputs[0].outputs if r.op == op and id(r) in index_of and r.inputs[0] is node.outputs[0]]
+            if len(norms) == 1 and all(_constant_operand(t) for t in norms[0].inputs[1:]):
+                return norms[0]
+            return None
+        return sole_reader(node)
+
     for pattern in fused_patterns:
         for index, node in enumerate(nodes):
             if node.op != pattern[0]:
                 continue
             chain, current = [index], node
             for op in pattern[1:]:
-                following = sole_reader(current)
+                following = next_link(current, op)
                 if following is None or following.op != op:
                     break
                 current = following

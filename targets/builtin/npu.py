@@ -81,7 +81,8 @@ NPU = Target(
             "DequantizeLinear": frozenset({"float32", "float16", "int8", "uint8", "int16", "uint16", "int32"}),
             "Cast": DTYPES | {"float32", "int32"},
         },
-        fused_patterns=(("Conv", "Relu"), ("Conv", "Clip"), ("ConvTranspose", "Relu"), ("Gemm", "Relu"), ("MatMul", "Add")),
+        fused_patterns=(("Conv", "Relu"), ("Conv", "Clip"), ("ConvTranspose", "Relu"), ("Gemm", "Relu"), ("MatMul", "Add"),
+                        ("Add", "LayerNormalization")),
     ),
     conv=ConvLimits(
         max_spatial_dims=2,

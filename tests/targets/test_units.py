@@ -86,6 +86,39 @@ def test_a_fused_pattern_breaks_when_the_intermediate_is_a_graph_output():
     assert grouped(units) == [([0], "node", 0), ([1], "node", 1)]
 
 
+def skip_layer_norm(scale_input: str = "gamma"):
+    """x + skip -> LayerNormalization -> y, the sum also read by the next residual Add (``z``)."""
+    nodes = [
+        helper.make_node("Add", ["x", "skip"], ["sum"], name="add"),
+        helper.make_node("LayerNormalization", ["sum", scale_input, "beta"], ["y"], name="norm", axis=-1),
+        helper.make_node("Add", ["sum", "y"], ["z"], name="residual"),
+    ]
+    consts = [const("gamma", np.ones(4)), const("beta", np.zeros(4))]
+    inputs = [info("x", [2, 4]), info("skip", [2, 4])] + ([info(scale_input, [4])] if scale_input != "gamma" else [])
+    return nodes, inputs, [info("z", [2, 4])], consts
+
+
+def test_a_skip_layer_norm_is_one_unit_although_the_sum_is_read_again():
+    units = units_of(*skip_layer_norm(), fused_patterns=[("Add", "LayerNormalization")])
+    assert grouped(units) == [([0, 1], "fused Add -> LayerNormalization", 0), ([2], "node", 2)]
+
+
+def test_a_skip_layer_norm_with_a_computed_scale_is_not_a_unit():
+    units = units_of(*skip_layer_norm("computed_gamma"), fused_patterns=[("Add", "LayerNormalization")])
+    assert [unit.members for unit in units] == [[0], [1], [2]]
+
+
+def test_other_fused_patterns_still_need_the_only_reader():
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"], name="matmul"),
+        helper.make_node("Add", ["m", "b"], ["y"], name="add"),
+        helper.make_node("Neg", ["m"], ["n"], name="neg"),
+    ]
+    consts = [const("w", np.ones((4, 4))), const("b", np.zeros(4))]
+    units = units_of(nodes, [info("x", [2, 4])], [info("y", [2, 4]), info("n", [2, 4])], consts, fused_patterns=[("MatMul", "Add")])
+    assert [unit.members for unit in units] == [[0], [1], [2]]
+
+
 def test_a_constant_node_follows_its_only_reader_which_stays_the_anchor():
     nodes = [
         helper.make_node("Constant", [], ["k"], name="k", value=const("k", [1.0, 2.0])),
