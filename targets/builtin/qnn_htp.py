@@ -78,10 +78,11 @@ ARCHITECTURES = {
     "v81": "Snapdragon 8 Elite Gen 5",
 }
 DEFAULT_ARCH = "v73"
-#: QNN's SoC model id of each architecture's phone SoC (SM8350, SM8450, SM8550, SM8650, SM8750;
-#: the QNN SDK's SoC table). The QNN EP needs it for fp16 precision. v81's SM8850 id is not
-#: published where mapc could check it: on v81 float islands must be quantized.
-SOC_MODELS = {"v68": "30", "v69": "36", "v73": "43", "v75": "57", "v79": "69"}
+#: QNN's SoC model id of each architecture's phone SoC (SM8350, SM8450, SM8550, SM8650, SM8750,
+#: SM8850; the QNN SDK's SoC table, QnnTypes.h ``QNN_SOC_MODEL_*``). The QNN EP needs it for fp16
+#: precision; with it the emulator builds a float model in fp16 on each of v69..v81
+#: (tests/targets/qnn/test_architectures.py).
+SOC_MODELS = {"v68": "30", "v69": "36", "v73": "43", "v75": "57", "v79": "69", "v81": "87"}
 #: Architectures without fp16 compute (HTP Op Def Supplement: FP16 from v69 on; the emulator
 #: fails to finalize Gelu, Gather and CumSum in fp16 on v68).
 NO_FP16 = frozenset({"v68"})
