@@ -51,6 +51,8 @@ TOP_LEVEL = {"name", "description", "domain", "base", "sources", "notes"}
 DTYPE_KEYS = {"dtypes", "bias_dtypes", "float32_as", "macs_per_cycle", "matmul_dynamic_dtypes"}
 #: Ops whose outputs have a natural range (quantization.fixed_range_ops).
 NATURAL_RANGE_OPS = ("Softmax", "Sigmoid", "HardSigmoid", "Tanh")
+#: Ops whose weights a 4-bit scheme can make int4 blocks (quantization.int4_ops).
+INT4_OPS = ("MatMul", "Gemm")
 #: String keys that take one of a few values.
 CHOICES = {"norm_scale_type": ("int8", "uint8")}
 PERFORMANCE_REQUIRED = ("clock_mhz", "macs_per_cycle", "vector_ops_per_cycle", "memory_gbps")
@@ -198,7 +200,7 @@ class TargetFileReader:
                 for item in items:
                     self._check_op(path, item)
             return frozenset(items)
-        if origin is tuple and args == (str, Ellipsis):  # quantization.schemes, activation_types, fixed_range_ops
+        if origin is tuple and args == (str, Ellipsis):  # quantization.schemes, activation_types, fixed_range_ops, int4_ops
             items = self._strings(raw, path)
             if key == "activation_types":
                 for item in items:
@@ -207,6 +209,10 @@ class TargetFileReader:
                 for item in items:
                     if item not in NATURAL_RANGE_OPS:
                         self.fail(path, f"names {item!r}, which has no natural output range (ops: {', '.join(NATURAL_RANGE_OPS)})")
+            if key == "int4_ops":
+                for item in items:
+                    if item not in INT4_OPS:
+                        self.fail(path, f"names {item!r}, which takes no int4 weight blocks (ops: {', '.join(INT4_OPS)})")
             return tuple(items)
         if origin is tuple and args == (int, Ellipsis):  # quantization.block_sizes
             if not isinstance(raw, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in raw):

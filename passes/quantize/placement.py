@@ -77,6 +77,9 @@ class PlacementConfig:
     conv_weight_type: QuantType
     matmul_weight_type: QuantType
     block_size: int | None
+    #: Ops whose weights take ``matmul_weight_type`` when it is 4-bit; the others' take
+    #: ``conv_weight_type`` (int8 per channel).
+    int4_ops: frozenset[str] = frozenset({"MatMul", "Gemm"})
     per_channel: bool = True
     per_channel_matmul: bool = True
     weight_symmetric: bool = True
@@ -89,6 +92,12 @@ class PlacementConfig:
     exclude_op_types: frozenset[str] = frozenset()
     #: Ops of :data:`NATURAL_RANGES` whose outputs get that whole range instead of a calibrated one.
     fixed_range_ops: frozenset[str] = frozenset({"Softmax"})
+
+    def weight_type_of(self, op: str) -> QuantType:
+        """The weight type of a MatMul or Gemm: the 4-bit type only for the ``int4_ops``."""
+        if self.matmul_weight_type.bits == 4 and op not in self.int4_ops:
+            return self.conv_weight_type
+        return self.matmul_weight_type
 
 
 @dataclass(frozen=True)
@@ -383,7 +392,7 @@ def _plan_gemm(node: gs.Node, key: str, config: PlacementConfig, placement: Plac
         return False
     trans_b = bool(node.attrs.get("transB", 0))
     output_axis, input_axis = (0, 1) if trans_b else (1, 0)
-    qtype = config.matmul_weight_type
+    qtype = config.weight_type_of("Gemm")
     if qtype.bits == 4:
         placement.weights[(key, 1)] = WeightSpec(weight.name, qtype, input_axis, config.block_size, config.weight_symmetric, output_axis)
     else:
@@ -406,7 +415,7 @@ def _plan_matmul(node: gs.Node, key: str, config: PlacementConfig, placement: Pl
     shape = static_shape(weight) if weight is not None else None
     if weight is None or shape is None or len(shape) == 0:
         return False
-    qtype = config.matmul_weight_type
+    qtype = config.weight_type_of("MatMul")
     rank = len(shape)
     if qtype.bits == 4:
         placement.weights[(key, 1)] = WeightSpec(weight.name, qtype, max(rank - 2, 0), config.block_size, config.weight_symmetric, rank - 1 if rank >= 2 else None)

@@ -95,6 +95,9 @@ class Quantize(Pass):
         dedicated_dequantizers: bool = False
         #: 4-bit block size along the input dim (default: the scheme's, 32).
         block_size: int | None = None
+        #: Ops whose constant weights get a 4-bit scheme's int4 blocks; the others' weights are
+        #: int8 per channel (Qualcomm HTP takes int4 blocks only on MatMul).
+        int4_ops: list[str] = field(default_factory=lambda: ["MatMul", "Gemm"])
         #: Steps of the 4-bit per-block scale search (0: plain round-to-nearest).
         scale_search: int = 20
         #: Correct biases for the mean shift weight quantization causes.
@@ -163,6 +166,7 @@ class Quantize(Pass):
             conv_weight_type=weight_type if QUANT_TYPES[scheme.conv_weight_type].bits == 8 else QUANT_TYPES[scheme.conv_weight_type],
             matmul_weight_type=weight_type if QUANT_TYPES[scheme.matmul_weight_type].bits == 8 else QUANT_TYPES[scheme.matmul_weight_type],
             block_size=options.block_size or scheme.default_block_size,
+            int4_ops=frozenset(options.int4_ops),
             per_channel=options.per_channel,
             per_channel_matmul=options.per_channel_matmul,
             weight_symmetric=weight_type.signed,
@@ -217,6 +221,8 @@ class Quantize(Pass):
             raise UsageError(f"mask_policy must be one of {', '.join(MASK_POLICIES)}")
         if not 0 <= options.holdout < 1:
             raise UsageError("holdout must be a fraction in [0, 1)")
+        if set(options.int4_ops) - {"MatMul", "Gemm"}:
+            raise UsageError(f"int4_ops: {', '.join(sorted(set(options.int4_ops) - {'MatMul', 'Gemm'}))} cannot take int4 blocks (MatMul, Gemm)")
         if options.block_size is not None and options.block_size < 2:
             raise UsageError("block_size must be at least 2 (32, 64 or 128 are usual)")
         if not 50 < options.percentile <= 100:

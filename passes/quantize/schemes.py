@@ -91,7 +91,8 @@ class QuantizationSupport:
     ``norm_scale_type`` is the type of LayerNorm/InstanceNorm scales (``int8`` symmetric or
     ``uint8`` asymmetric); ``dedicated_dequantizers`` gives every reader of a quantized tensor its
     own DequantizeLinear (QNN's EP needs it); ``fixed_range_ops`` are the ops whose outputs get their
-    whole natural range (Softmax, Sigmoid, Tanh: HTP's 16-bit lookup tables assume it); ``max_opset`` is the highest ai.onnx opset the device's tool chain reads (below 21, 16-bit
+    whole natural range (Softmax, Sigmoid, Tanh: HTP's 16-bit lookup tables assume it); ``int4_ops``
+    are the ops whose weights a 4-bit scheme makes int4 blocks (the others' int8 per channel); ``max_opset`` is the highest ai.onnx opset the device's tool chain reads (below 21, 16-bit
     Q/DQ is written in the com.microsoft domain).
     """
 
@@ -103,6 +104,8 @@ class QuantizationSupport:
     norm_scale_type: str = "int8"
     dedicated_dequantizers: bool = False
     fixed_range_ops: tuple[str, ...] = ("Softmax",)
+    #: Ops whose weights a 4-bit scheme makes int4 blocks (the others: int8 per channel).
+    int4_ops: tuple[str, ...] = ("MatMul", "Gemm")
     max_opset: int | None = None
 
     @property
@@ -168,6 +171,8 @@ def resolve(scheme_name: str | None, support: QuantizationSupport | None = None,
             options["fixed_range_ops"] = list(support.fixed_range_ops)
         if scheme.default_block_size is not None:
             options["block_size"] = support.block_sizes[0] if support.block_sizes else scheme.default_block_size
+            if support.int4_ops != ("MatMul", "Gemm"):
+                options["int4_ops"] = list(support.int4_ops)
         required = scheme.required_opset(activation_type)
         if support.max_opset is not None and support.max_opset < required:
             if any(QUANT_TYPES[name].bits == 4 for name in scheme.weight_types):

@@ -23,6 +23,9 @@ requirements, ``htp_arch``, EPContext), and the emulator itself (onnxruntime-qnn
   ([0, 1], [-1, 1]): with a calibrated range, HTP's 16-bit Sigmoid and Tanh compute something
   else than the QDQ model (26.8 and 43 dB against the CPU, 88-92 dB with the natural range;
   BERT's 16-bit pooler output fell to 6.6 dB on the emulator).
+* 4-bit weights (``a16w4``, v69 and later): int4 blocks on MatMul only (``int4_ops``); a Gemm's
+  int4 blocks leave a standalone per-channel DQ on the CPU, so Gemm and Conv keep int8 weights.
+  v68 refuses the block-quantized MatMul and runs no 4-bit scheme.
 * float32 models, and float islands of quantized ones, run in fp16 on v69 and later: the target's
   QNN options (``mapc targets --show qnn-htp``, and the compiled model's metadata) turn on
   ``enable_htp_fp16_precision`` with the architecture's ``soc_model``. Without it, float ops
@@ -86,9 +89,12 @@ SOC_MODELS = {"v68": "30", "v69": "36", "v73": "43", "v75": "57", "v79": "69", "
 #: Architectures without fp16 compute (HTP Op Def Supplement: FP16 from v69 on; the emulator
 #: fails to finalize Gelu, Gather and CumSum in fp16 on v68).
 NO_FP16 = frozenset({"v68"})
+#: Architectures without int4 weights: v68 refuses the block-quantized MatMul (``Failed to add BQ
+#: MatMul node``, backendValidateOpConfig error 3110); v69 and later build it.
+NO_INT4 = frozenset({"v68"})
 
 #: int64 tensors are accepted: the EP narrows them to int32 (base_op_builder.cc ProcessInt64Tensors).
-DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "int32", "int64", "float16", "bool"})
+DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "int32", "int64", "float16", "bool", "int4"})
 
 #: ONNX ops the QNN EP maps to HTP ops (op_builder_factory.cc) that HTP validated in the
 #: emulator for uint8 and uint16 activations.
@@ -127,7 +133,7 @@ BASE = Target(
         supported=OPS,
         dtypes={
             "QuantizeLinear": frozenset({"float32", "float16", "uint8", "int8", "uint16", "int16"}),
-            "DequantizeLinear": frozenset({"float32", "float16", "uint8", "int8", "uint16", "int16", "int32"}),
+            "DequantizeLinear": frozenset({"float32", "float16", "uint8", "int8", "uint16", "int16", "int32", "int4"}),
             "Cast": DTYPES | {"float32"},
             # 16-bit signed data fails validation (3110) with either scale type.
             "LayerNormalization": frozenset({"uint8", "uint16", "int8", "float16"}),
@@ -153,13 +159,14 @@ BASE = Target(
         boundary_qdq_on_host=True,
     ),
     quantization=QuantizationSupport(
-        schemes=("a8w8", "a16w8"),
+        schemes=("a8w8", "a16w8", "a16w4"),
         activation_types=("uint8", "uint16"),
         symmetric_activations=False,
         per_channel_matmul=True,
         norm_scale_type="uint8",
         dedicated_dequantizers=True,
         fixed_range_ops=("Softmax", "Sigmoid", "Tanh"),
+        int4_ops=("MatMul",),
     ),
     performance=Performance(
         clock_mhz=1000,
@@ -206,12 +213,19 @@ def qnn_htp(arch: str = DEFAULT_ARCH) -> Target:
     tensors = BASE.tensors
     if "enable_htp_fp16_precision" not in options:
         tensors = dataclasses.replace(tensors, dtypes=tensors.dtypes - {"float16"}, float32_as=None)
+    quantization, ops = BASE.quantization, BASE.ops
+    if version in NO_INT4:
+        tensors = dataclasses.replace(tensors, dtypes=tensors.dtypes - {"int4"})
+        ops = dataclasses.replace(ops, dtypes={op: dtypes - {"int4"} for op, dtypes in ops.dtypes.items()})
+        quantization = dataclasses.replace(quantization, schemes=tuple(s for s in quantization.schemes if s != "a16w4"))
     return dataclasses.replace(
         BASE,
         name=NAME if version == DEFAULT_ARCH else f"{NAME}:{version}",
         description=BASE.description.replace(f"HTP {DEFAULT_ARCH};", f"HTP {version}, {ARCHITECTURES[version]};"),
         domain="mapc.qnn_htp" if version == DEFAULT_ARCH else f"mapc.qnn_htp_{version}",
         tensors=tensors,
+        quantization=quantization,
+        ops=ops,
         vendor=VendorCompiler("qnn", options),
     )
 

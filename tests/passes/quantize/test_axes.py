@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from mapc.ir import Runner
+from mapc.ir import Runner, UsageError
 from tests.conftest import make_model
 from tests.passes.quantize.support import dequantize_of, quantize, structure_problems
 
@@ -163,3 +163,21 @@ def test_four_bit_scale_search_beats_round_to_nearest():
         [found] = dequantize_of(model, "MatMul")
         errors[steps] = float(np.square(dequantized(found) - weight).sum())
     assert errors[20] < errors[0] * 0.95
+
+
+@pytest.mark.parametrize("int4_ops", [["MatMul", "Gemm"], ["MatMul"], ["Gemm"]])
+def test_only_the_int4_ops_get_4_bit_blocks_and_the_others_int8_per_channel(int4_ops):
+    weight = spread((64, 6), 1)
+    for op in ("MatMul", "Gemm"):
+        model, _ = quantize(single_op(op, [3, 64], [3, 6], weight), scheme="a16w4", calibration="random", int4_ops=int4_ops)
+        [found] = dequantize_of(model, op)
+        if op in int4_ops:
+            assert found["codes"].dtype.name == "int4" and found["block_size"] == 32
+        else:
+            assert found["codes"].dtype == np.int8 and found["axis"] == 1 and found["scale"].shape == (6,)
+        assert not structure_problems(model.to_proto())
+
+
+def test_int4_ops_other_than_matmul_and_gemm_are_refused():
+    with pytest.raises(UsageError, match="int4_ops: Conv cannot take int4 blocks"):
+        quantize(single_op("MatMul", [3, 64], [3, 6], spread((64, 6), 1)), scheme="a16w4", calibration="random", int4_ops=["Conv"])
