@@ -114,7 +114,7 @@ def default_pipeline(
     return ",".join(stages)
 
 
-def _mask_precision(quantizer: Pass) -> str | None:
+def _activation_precision(quantizer: Pass) -> str | None:
     """The activation precision of a quantize step: int8 / int16, None for weight-only schemes."""
     activation_type = quantizer.options.activation_type
     bits = QUANT_TYPES[activation_type].bits if activation_type else get_scheme(quantizer.options.scheme).activation_bits
@@ -130,10 +130,18 @@ MASK_PRECISION_FOLLOWS_QUANTIZATION = Binding(
     source="quantize",
     passes=("attention-mask", "decompose-attention"),
     option="precision",
-    value=_mask_precision,
+    value=_activation_precision,
     chosen_by=("precision", "mask_value"),
 )
-BINDINGS = (MASK_PRECISION_FOLLOWS_QUANTIZATION,)
+#: decompose-lrn acts at the activation precision the quantizer will use (HTP's LRN lacks 16 bits).
+LRN_DECOMPOSITION_FOLLOWS_QUANTIZATION = Binding(
+    source="quantize",
+    passes=("decompose-lrn",),
+    option="activations",
+    value=_activation_precision,
+    chosen_by=("activations",),
+)
+BINDINGS = (MASK_PRECISION_FOLLOWS_QUANTIZATION, LRN_DECOMPOSITION_FOLLOWS_QUANTIZATION)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from mapc.passes import (  # noqa: F401  (registers the built-in passes)
     attention_mask,
     check_static,
     cleanup,
+    decompose_lrn,
     fix_shapes,
     fold_constants,
     fusion,

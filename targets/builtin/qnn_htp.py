@@ -36,6 +36,8 @@ requirements, ``htp_arch``, EPContext), and the emulator itself (onnxruntime-qnn
 * A QuantizeLinear of a graph input or a DequantizeLinear of a graph output is left to the CPU
   by the EP's defaults: the application hands the NPU quantized tensors (or pays one
   conversion on the CPU at each end).
+* LRN takes only 8-bit activations (error 3110 for 16 bits, after the layout transform, so the
+  session fails): a 16-bit compile decomposes it into Mul/Conv/Add/Pow (``decompose-lrn``).
 * A strided, dilated 1-D depthwise Conv becomes a stride-1 Conv and a strided Slice
   (``unstride-conv``): HTP's DepthWiseConv2d refuses the combination after the layout
   transform, and the whole session fails.
@@ -182,7 +184,7 @@ BASE = Target(
     host=APPLICATION_CPU,
     lowering="none",
     min_opset=23,
-    prepare=("decompose-attention", "unstride-conv"),
+    prepare=("decompose-attention", "unstride-conv", "decompose-lrn"),
     vendor=VendorCompiler("qnn", {}),
     notes=inspect.cleandoc(__doc__ or ""),
     sources=(
