@@ -12,6 +12,7 @@ from mapc.passes import (  # noqa: F401  (registers the built-in passes)
     fold_constants,
     fusion,
     peephole,
+    qoperator,
     quantize,
     quantized_io,
     unstride_conv,

@@ -1,0 +1,141 @@
+"""What the QOperator rules share: a node's quantization parameters, read and checked, and the
+DequantizeLinear / QuantizeLinear nodes built from them.
+
+A parameter pair is a scale and a zero point at two input slots of a QOperator node. It is
+*per tensor* when the scale is a scalar (or a constant of one element, which becomes a scalar),
+and *per axis* when it is a 1-D tensor of the channel count of the axis it applies to (standard
+Q/DQ take per-axis parameters from opset 13). A missing zero point is 0 of the quantized type.
+Anything else is a :class:`~mapc.ir.NearMiss` saying which parameter and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from mapc.ir import Model, NearMiss, RewriteContext, constant_value
+
+#: Opset in which QuantizeLinear/DequantizeLinear take per-axis scales.
+PER_AXIS_SINCE = 13
+#: The domain of onnxruntime's contrib ops.
+ORT_DOMAIN = "com.microsoft"
+#: The 8-bit types QOperator ops compute in.
+EIGHT_BIT = (np.dtype(np.uint8), np.dtype(np.int8))
+
+
+@dataclass
+class QParams:
+    """A scale and zero point ready for Q/DQ: ``axis`` is None per tensor."""
+
+    scale: gs.Tensor
+    zero_point: gs.Tensor | None
+    axis: int | None = None
+
+
+def present(node: gs.Node, slot: int) -> gs.Tensor | None:
+    """The input at ``slot``, or None when it is absent or empty (an omitted optional input)."""
+    return node.inputs[slot] if len(node.inputs) > slot and not node.inputs[slot].is_empty() else None
+
+
+def domain_is(node: gs.Node, domain: str) -> bool:
+    """True if ``node`` belongs to ``domain`` (``""``: the default ai.onnx domain)."""
+    return (node.domain or "") in ((domain,) if domain else ("", "ai.onnx"))
+
+
+def shape_of(tensor: gs.Tensor) -> list | None:
+    """The tensor's shape as far as it is known (a constant's always is)."""
+    if isinstance(tensor, gs.Constant):
+        return list(tensor.shape)
+    return None if tensor.shape is None else list(tensor.shape)
+
+
+def eight_bit(tensor: gs.Tensor, what: str) -> np.dtype:
+    """The tensor's dtype, which must be uint8 or int8."""
+    dtype = None if tensor.dtype is None else np.dtype(tensor.dtype)
+    if dtype not in EIGHT_BIT:
+        raise NearMiss("dtype", f"the {what}'s type is {dtype or 'unknown'}, not uint8 or int8", "run shape inference (fix-shapes)")
+    return dtype
+
+
+class QdqContext(RewriteContext):
+    """The rewrite context of ``qoperator-to-qdq``: reads parameters, builds Q/DQ."""
+
+    def __init__(self, model: Model) -> None:
+        super().__init__(model)
+
+    # -- parameters -------------------------------------------------------------------------------
+    def per_tensor(self, node: gs.Node, scale_slot: int, zero_slot: int, dtype: np.dtype, what: str) -> QParams:
+        """The per-tensor scale and zero point of ``what`` (zero point absent: 0 of ``dtype``)."""
+        scale = self._scalar(node, scale_slot, f"{what} scale")
+        zero = present(node, zero_slot)
+        zero = self._scalar(node, zero_slot, f"{what} zero point") if zero is not None else self.const(np.zeros((), dtype), "zero_point")
+        self._check_zero(zero, dtype, what)
+        return QParams(scale, zero)
+
+    def per_axis(self, node: gs.Node, scale_slot: int, zero_slot: int, dtype: np.dtype, axis: int, channels: int | None,
+                 what: str) -> QParams:
+        """Per-tensor parameters, or per-axis ones along ``axis`` of ``channels`` entries (a
+        constant scalar zero point is repeated per channel)."""
+        scale = node.inputs[scale_slot]
+        shape = shape_of(scale)
+        if shape is not None and int(np.prod(shape, dtype=np.int64)) == 1:
+            return self.per_tensor(node, scale_slot, zero_slot, dtype, what)
+        if shape is None or len(shape) != 1 or (channels is not None and shape[0] != channels):
+            raise NearMiss("parameters", f"the {what} scale has shape {shape}, neither one value nor one per channel ({channels})")
+        if self.model.opset < PER_AXIS_SINCE:
+            raise NearMiss("opset", f"per-channel {what} needs QuantizeLinear/DequantizeLinear of opset {PER_AXIS_SINCE} "
+                           f"(the model has {self.model.opset})", f"--target-opset {PER_AXIS_SINCE}")
+        zero = present(node, zero_slot)
+        if zero is None:
+            zero = self.const(np.zeros(shape, dtype), "zero_point")
+        elif shape_of(zero) != shape:
+            value = constant_value(zero)
+            if value is None or value.size != 1:
+                raise NearMiss("parameters", f"the {what} zero point is neither constant nor shaped like its scale")
+            zero = self.const(np.full(shape, value.reshape(()), dtype=value.dtype), "zero_point")
+        self._check_zero(zero, dtype, what)
+        return QParams(scale, zero, axis)
+
+    def _scalar(self, node: gs.Node, slot: int, what: str) -> gs.Tensor:
+        tensor = node.inputs[slot]
+        shape = shape_of(tensor)
+        if shape == []:
+            return tensor
+        value = constant_value(tensor)
+        if value is not None and value.size == 1:
+            return self.const(np.asarray(value).reshape(()), tensor.name or "scalar")
+        raise NearMiss("parameters", f"the {what} is not one value (shape {shape}); only per-tensor is rewritten here")
+
+    @staticmethod
+    def _check_zero(zero: gs.Tensor, dtype: np.dtype, what: str) -> None:
+        if zero.dtype is not None and np.dtype(zero.dtype) != dtype:
+            raise NearMiss("dtype", f"the {what} zero point is {np.dtype(zero.dtype)}, the data {dtype}")
+
+    # -- building ---------------------------------------------------------------------------------
+    def dequantize(self, data: gs.Tensor, params: QParams, name: str) -> gs.Tensor:
+        """``DequantizeLinear(data, scale, zero point)``: float32."""
+        inputs = [data, params.scale] + ([params.zero_point] if params.zero_point is not None else [])
+        attrs = {"axis": params.axis} if params.axis is not None else {}
+        return self.node("DequantizeLinear", inputs, attrs=attrs, name=name, dtype=np.float32, shape=shape_of(data))
+
+    def quantize_into(self, node: gs.Node, value: gs.Tensor, params: QParams) -> None:
+        """Turn ``node`` into ``QuantizeLinear(value, scale, zero point)``, keeping its output."""
+        self.become(node, "QuantizeLinear", [value, params.scale, params.zero_point])
+
+    def float_op(self, op: str, inputs: list[gs.Tensor], attrs: dict | None, node: gs.Node) -> gs.Tensor:
+        """The float op computing what ``node`` did, named after it."""
+        return self.node(op, inputs, attrs=attrs, name=f"{node.name or op.lower()}_float", dtype=np.float32)
+
+    def unit_params(self, zero: gs.Tensor | None, dtype: np.dtype) -> QParams:
+        """Scale 1 with ``zero`` (absent: 0): dequantizing gives the integers ``q - zero``."""
+        if zero is None:
+            zero = self.const(np.zeros((), dtype), "zero_point")
+        shape = shape_of(zero)
+        scale = self.const(np.ones(shape if shape else (), np.float32), "unit_scale")
+        return QParams(scale, zero)
+
+    def cast(self, value: gs.Tensor, to: int, name: str) -> gs.Tensor:
+        return self.node("Cast", [value], attrs={"to": to}, name=name, dtype=onnx.helper.tensor_dtype_to_np_dtype(to))

@@ -1,0 +1,137 @@
+"""onnxruntime's quantized contrib ops (``com.microsoft``) -> DequantizeLinear, standard op, QuantizeLinear.
+
+Each op is defined as its float op between a dequantization of its inputs and a quantization of
+its output (onnxruntime's kernels compute that through lookup tables or fixed-point steps that
+round once), so each becomes exactly that, with the node's own per-tensor scales and zero points:
+
+* ``QLinearAdd``, ``QLinearMul`` (A, B; broadcasting) -> ``Add`` / ``Mul``;
+* ``QLinearSigmoid`` -> ``Sigmoid``; ``QLinearLeakyRelu`` -> ``LeakyRelu`` with its ``alpha``;
+* ``QLinearGlobalAveragePool``, ``QLinearAveragePool`` (NCHW: ``channels_last`` 0) ->
+  ``GlobalAveragePool`` / ``AveragePool`` with its window attributes;
+* ``QLinearConcat(ys, yz, (x, xs, xz)...)`` -> ``Concat`` of the dequantized inputs;
+* ``QLinearSoftmax`` -> ``Softmax`` over its axis, when the op's ``opset`` semantics (before 13:
+  the axes from ``axis`` on flattened) agree with the model's ``Softmax``.
+
+A missing zero point is 0 of the input's type.
+"""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from mapc.ir import NearMiss, rule
+from mapc.passes.qoperator.context import ORT_DOMAIN, QdqContext, domain_is, eight_bit, present, shape_of
+
+#: Opset in which Softmax works on one axis instead of the flattened trailing axes.
+SOFTMAX_ONE_AXIS_SINCE = 13
+POOL_ATTRS = ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides")
+
+
+def _unary(ctx: QdqContext, node: gs.Node, op: str, attrs: dict | None = None) -> bool:
+    """``X, xs, xz, ys, yz`` -> ``Q(op(DQ(X)))``."""
+    dtype = eight_bit(node.inputs[0], "input")
+    x = ctx.per_tensor(node, 1, 2, dtype, "input")
+    y = ctx.per_tensor(node, 3, 4, dtype, "output")
+    result = ctx.float_op(op, [ctx.dequantize(node.inputs[0], x, "x_dequantized")], attrs, node)
+    ctx.quantize_into(node, result, y)
+    return True
+
+
+def _binary(ctx: QdqContext, node: gs.Node, op: str) -> bool:
+    """``A, as, az, B, bs, bz, cs, cz`` -> ``Q(op(DQ(A), DQ(B)))``."""
+    dtype = eight_bit(node.inputs[0], "input A")
+    if eight_bit(node.inputs[3], "input B") != dtype:
+        raise NearMiss("dtype", "inputs A and B have different types")
+    a = ctx.per_tensor(node, 1, 2, dtype, "input A")
+    b = ctx.per_tensor(node, 4, 5, dtype, "input B")
+    c = ctx.per_tensor(node, 6, 7, dtype, "output")
+    inputs = [ctx.dequantize(node.inputs[0], a, "a_dequantized"), ctx.dequantize(node.inputs[3], b, "b_dequantized")]
+    ctx.quantize_into(node, ctx.float_op(op, inputs, None, node), c)
+    return True
+
+
+def _nchw(node: gs.Node) -> None:
+    if int(node.attrs.get("channels_last", 0)):
+        raise NearMiss("channels-last", f"a channels-last (NHWC) {node.op} has no standard op; only NCHW is rewritten")
+
+
+@rule("QLinearAdd", plain=False)
+def qlinear_add(ctx: QdqContext, node: gs.Node) -> bool:
+    """com.microsoft QLinearAdd -> DQ(A) + DQ(B) -> Q."""
+    return domain_is(node, ORT_DOMAIN) and _binary(ctx, node, "Add")
+
+
+@rule("QLinearMul", plain=False)
+def qlinear_mul(ctx: QdqContext, node: gs.Node) -> bool:
+    """com.microsoft QLinearMul -> DQ(A) * DQ(B) -> Q."""
+    return domain_is(node, ORT_DOMAIN) and _binary(ctx, node, "Mul")
+
+
+@rule("QLinearSigmoid", plain=False)
+def qlinear_sigmoid(ctx: QdqContext, node: gs.Node) -> bool:
+    """com.microsoft QLinearSigmoid -> Sigmoid(DQ(X)) -> Q."""
+    return domain_is(node, ORT_DOMAIN) and _unary(ctx, node, "Sigmoid")
+
+
+@rule("QLinearLeakyRelu", plain=False)
+def qlinear_leaky_relu(ctx: QdqContext, node: gs.Node) -> bool:
+    """com.microsoft QLinearLeakyRelu -> LeakyRelu(DQ(X), alpha) -> Q."""
+    return domain_is(node, ORT_DOMAIN) and _unary(ctx, node, "LeakyRelu", {"alpha": float(node.attrs.get("alpha", 0.01))})
+
+
+@rule("QLinearGlobalAveragePool", plain=False)
+def qlinear_global_average_pool(ctx: QdqContext, node: gs.Node) -> bool:
+    """com.microsoft QLinearGlobalAveragePool (NCHW) -> GlobalAveragePool(DQ(X)) -> Q."""
+    if not domain_is(node, ORT_DOMAIN):
+        return False
+    _nchw(node)
+    return _unary(ctx, node, "GlobalAveragePool")
+
+
+@rule("QLinearAveragePool", plain=False)
+def qlinear_average_pool(ctx: QdqContext, node: gs.Node) -> bool:
+    """com.microsoft QLinearAveragePool (NCHW) -> AveragePool(DQ(X)) with its window attributes -> Q."""
+    if not domain_is(node, ORT_DOMAIN):
+        return False
+    _nchw(node)
+    return _unary(ctx, node, "AveragePool", {key: value for key, value in node.attrs.items() if key in POOL_ATTRS})
+
+
+@rule("QLinearConcat", plain=False)
+def qlinear_concat(ctx: QdqContext, node: gs.Node) -> bool:
+    """com.microsoft QLinearConcat(ys, yz, (x, xs, xz)...) -> Concat(DQ(x)...) -> Q."""
+    if not domain_is(node, ORT_DOMAIN):
+        return False
+    if len(node.inputs) < 5 or (len(node.inputs) - 2) % 3:
+        raise NearMiss("inputs", "the inputs are not an output scale and zero point followed by (tensor, scale, zero point) triples")
+    zero = present(node, 1)
+    if zero is None:
+        raise NearMiss("parameters", "the output zero point is missing, so the output type is unknown")
+    dtype = eight_bit(zero, "output zero point")
+    y = ctx.per_tensor(node, 0, 1, dtype, "output")
+    parts = []
+    for slot in range(2, len(node.inputs), 3):
+        part_type = eight_bit(node.inputs[slot], f"input {(slot - 2) // 3}")
+        params = ctx.per_tensor(node, slot + 1, slot + 2, part_type, f"input {(slot - 2) // 3}")
+        parts.append(ctx.dequantize(node.inputs[slot], params, "part_dequantized"))
+    ctx.quantize_into(node, ctx.float_op("Concat", parts, {"axis": int(node.attrs["axis"])}, node), y)
+    return True
+
+
+@rule("QLinearSoftmax", plain=False)
+def qlinear_softmax(ctx: QdqContext, node: gs.Node) -> bool:
+    """com.microsoft QLinearSoftmax -> Softmax(DQ(X)) over its axis -> Q (when its opset semantics match the model's)."""
+    if not domain_is(node, ORT_DOMAIN):
+        return False
+    axis = int(node.attrs.get("axis", -1))
+    shape = shape_of(node.inputs[0])
+    last = axis == -1 or (shape is not None and axis == len(shape) - 1)
+    one_axis = int(node.attrs.get("opset", ctx.model.opset)) >= SOFTMAX_ONE_AXIS_SINCE
+    if not last and one_axis != (ctx.model.opset >= SOFTMAX_ONE_AXIS_SINCE):
+        raise NearMiss("axis", f"the softmax over axis {axis} follows opset {node.attrs.get('opset')} semantics, "
+                       f"which the model's Softmax (opset {ctx.model.opset}) does not share", "upgrade or downgrade the model's opset")
+    return _unary(ctx, node, "Softmax", {"axis": axis})
+
+
+CONTRIB_RULES = [qlinear_add, qlinear_mul, qlinear_sigmoid, qlinear_leaky_relu, qlinear_global_average_pool,
+                 qlinear_average_pool, qlinear_concat, qlinear_softmax]

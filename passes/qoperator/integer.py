@@ -1,0 +1,203 @@
+"""Integer-output ops (``MatMulInteger``, ``ConvInteger``) -> DequantizeLinear and a float op.
+
+Two rules, tried in this order:
+
+* ``dynamic-integer-product``: the dequantization chain onnxruntime's dynamic quantizer writes,
+  ``Mul(Cast<float>(MatMulInteger(a, b, az, bz)), s)`` with ``s`` the product of a's and b's
+  scales (``Mul(a_scale, b_scale)``, or one constant), becomes ``MatMul(DQ(a, a_scale, az),
+  DQ(b, b_scale, bz))``: a plain float MatMul of dequantized operands (a weight per column when
+  b's scale is). The same for ``ConvInteger`` with per-tensor scales. Float results differ from
+  the chain's only by float32 rounding (the chain rounds the exact integer sum once to float and
+  once in the Mul; the float op rounds each product and partial sum).
+* ``integer-product``: any other ``MatMulInteger`` / ``ConvInteger`` becomes the float op on
+  ``DQ(q, scale 1, zero point)``, whose operands are the integers ``q - zero point``. Its result
+  equals the int32 one exactly when every partial sum is an integer float32 holds exactly: when
+  ``max|a - az| · max over outputs of Σ|b - bz|`` is at most 2^24 (checked from the constant
+  weight's values, else from the types' ranges and the reduction length). Readers that cast the
+  result to float read the float op directly; any other reader (or a graph output) reads
+  ``Cast<int32>`` of it. Beyond the bound the node stays, with a near-miss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from mapc.ir import NearMiss, NoMatch, constant_value, is_graph_output, producer, rule, sole_reader
+from mapc.passes.qoperator.context import PER_AXIS_SINCE, QdqContext, QParams, domain_is, eight_bit, present, shape_of
+from mapc.passes.qoperator.linear import CONV_ATTRS
+
+#: Integers up to this magnitude are exact in float32 (24-bit significand).
+EXACT_LIMIT = 2**24
+
+
+def _channel_axis(node: gs.Node) -> tuple[int, int | None]:
+    """The weight's output-channel axis (MatMul: its last, Conv: 0) and the channel count."""
+    shape = shape_of(node.inputs[1])
+    if node.op == "ConvInteger":
+        return 0, shape[0] if shape else None
+    if not shape:
+        raise NearMiss("shape", "input B's rank is unknown", "run shape inference (fix-shapes)")
+    return len(shape) - 1, shape[-1]
+
+
+def _aligned(ctx: QdqContext, scale: gs.Tensor, zero: gs.Tensor | None, dtype: np.dtype, axis: int, channels: int | None,
+             what: str) -> QParams:
+    """``scale`` and ``zero`` (None: 0) shaped alike for Q/DQ: both scalars, or both one per
+    channel along ``axis`` (a constant scalar is repeated to match the other)."""
+    pair: list[gs.Tensor | None] = [scale, zero if zero is not None else ctx.const(np.zeros((), dtype), "zero_point")]
+    sizes = []
+    for tensor in pair:
+        shape = shape_of(tensor)
+        if shape is None:
+            raise NearMiss("parameters", f"the {what} scale or zero point has an unknown shape", "run shape inference (fix-shapes)")
+        size = int(np.prod(shape, dtype=np.int64))
+        if size != 1 and (len(shape) != 1 or (channels is not None and size != channels)):
+            raise NearMiss("parameters", f"the {what} scale or zero point has shape {shape}, neither one value nor one per channel")
+        sizes.append(size)
+    per_channel = max(sizes) > 1
+    if per_channel and ctx.model.opset < PER_AXIS_SINCE:
+        raise NearMiss("opset", f"per-channel {what} needs DequantizeLinear of opset {PER_AXIS_SINCE}", f"--target-opset {PER_AXIS_SINCE}")
+    target = (max(sizes),) if per_channel else ()
+    for index, tensor in enumerate(pair):
+        if list(shape_of(tensor) or []) == list(target):
+            continue
+        value = constant_value(tensor)
+        if value is None:
+            raise NearMiss("parameters", f"the {what} scale or zero point would need reshaping but is computed at run time")
+        pair[index] = ctx.const(np.full(target, np.asarray(value).reshape(()), dtype=value.dtype), "quant_param")
+    if pair[1].dtype is not None and np.dtype(pair[1].dtype) != dtype:
+        raise NearMiss("dtype", f"the {what} zero point is {np.dtype(pair[1].dtype)}, the data {dtype}")
+    return QParams(pair[0], pair[1], axis if per_channel else None)
+
+
+def _float_product(ctx: QdqContext, node: gs.Node, a: QParams, b: QParams) -> gs.Tensor:
+    inputs = [ctx.dequantize(node.inputs[0], a, "a_dequantized"), ctx.dequantize(node.inputs[1], b, "b_dequantized")]
+    if node.op == "ConvInteger":
+        return ctx.float_op("Conv", inputs, {key: value for key, value in node.attrs.items() if key in CONV_ATTRS}, node)
+    return ctx.float_op("MatMul", inputs, None, node)
+
+
+def _split_scales(ctx: QdqContext, node: gs.Node, scale: gs.Tensor) -> tuple[gs.Tensor, gs.Tensor]:
+    """Which factor of the chain's scale is a's and which is b's."""
+    source = producer(scale)
+    if source is None or source.op != "Mul" or not domain_is(source, ""):
+        if constant_value(scale) is None:
+            raise NearMiss("scale", "the scale multiplying the integer result is neither a constant nor a product of two scales")
+        return ctx.const(np.ones((), np.float32), "unit_scale"), scale
+    first, second = source.inputs
+    sizes = [shape_of(tensor) for tensor in (first, second)]
+    if any(shape is None for shape in sizes):
+        raise NearMiss("parameters", "a scale's shape is unknown", "run shape inference (fix-shapes)")
+    large = [int(np.prod(shape, dtype=np.int64)) > 1 for shape in sizes]
+    if all(large):
+        raise NearMiss("scale", "both factors of the scale have several values")
+    if large[0]:
+        return second, first
+    if large[1]:
+        return first, second
+    a_source = producer(node.inputs[0])
+    from_dynamic = a_source is not None and a_source.op == "DynamicQuantizeLinear" and second is a_source.outputs[1]
+    return (second, first) if from_dynamic else (first, second)
+
+
+def _scalar(ctx: QdqContext, tensor: gs.Tensor) -> gs.Tensor:
+    shape = shape_of(tensor)
+    if shape == []:
+        return tensor
+    value = constant_value(tensor)
+    if value is None or value.size != 1:
+        raise NearMiss("scale", f"a's scale has shape {shape}, not one value")
+    return ctx.const(np.asarray(value, np.float32).reshape(()), "scale")
+
+
+@rule("MatMulInteger", "ConvInteger", plain=False)
+def dynamic_integer_product(ctx: QdqContext, node: gs.Node) -> bool:
+    """Mul(Cast<float>(MatMulInteger/ConvInteger(a, b, az, bz)), a_scale·b_scale) -> MatMul/Conv(DQ(a), DQ(b))."""
+    if not domain_is(node, ""):
+        return False
+    cast = sole_reader(node.outputs[0])
+    if is_graph_output(ctx.graph, node.outputs[0]) or cast is None or cast.op != "Cast" or int(cast.attrs.get("to", 0)) != onnx.TensorProto.FLOAT:
+        raise NoMatch
+    mul = sole_reader(cast.outputs[0])
+    if is_graph_output(ctx.graph, cast.outputs[0]) or mul is None or mul.op != "Mul" or not domain_is(mul, ""):
+        raise NoMatch
+    scale = mul.inputs[1] if mul.inputs[0] is cast.outputs[0] else mul.inputs[0]
+    a_type, b_type = eight_bit(node.inputs[0], "input A"), eight_bit(node.inputs[1], "input B")
+    a_scale, b_scale = _split_scales(ctx, node, scale)
+    axis, channels = _channel_axis(node)
+    if node.op == "ConvInteger" and int(np.prod(shape_of(b_scale) or [1], dtype=np.int64)) > 1:
+        raise NearMiss("scale", "a per-channel scale after ConvInteger is not rewritten (only per-tensor)")
+    a = _aligned(ctx, _scalar(ctx, a_scale), present(node, 2), a_type, 0, None, "input A")
+    if a.axis is not None:
+        raise NearMiss("parameters", "input A's zero point has several values (per row); only per-tensor is rewritten")
+    b = _aligned(ctx, b_scale, present(node, 3), b_type, axis, channels, "input B")
+    result = _float_product(ctx, node, a, b)
+    if not ctx.bypass(mul, result):
+        return False
+    ctx.remove(cast)
+    ctx.remove(node)
+    return True
+
+
+def _largest_magnitude(zero: gs.Tensor | None, dtype: np.dtype) -> int:
+    """max |q - zero| over the type's range (any zero point when it is not a constant)."""
+    info = np.iinfo(dtype)
+    value = constant_value(zero) if zero is not None else np.zeros((), dtype)
+    if value is None:
+        return int(info.max) - int(info.min)
+    values = np.asarray(value, np.int64)
+    return int(max(values.max() - info.min, info.max - values.min()))
+
+
+def _largest_weight_sum(node: gs.Node, axis: int, b_type: np.dtype) -> int:
+    """The largest Σ|b - bz| over the inputs of one output element."""
+    weight, zero = node.inputs[1], present(node, 3)
+    values = constant_value(weight)
+    zeros = np.zeros((), np.int64) if zero is None else constant_value(zero)
+    shape = shape_of(weight)
+    if values is not None and zeros is not None:
+        values = np.asarray(values, np.int64)
+        zeros = np.asarray(zeros, np.int64)
+        if zeros.size > 1:
+            zeros = zeros.reshape([-1 if d == axis % values.ndim else 1 for d in range(values.ndim)])
+        magnitudes = np.abs(values - zeros)
+        if node.op == "ConvInteger":
+            return int(magnitudes.reshape(magnitudes.shape[0], -1).sum(axis=1).max(initial=0))
+        return int(magnitudes.sum(axis=-2).max(initial=0))
+    if shape is None or any(not isinstance(d, (int, np.integer)) for d in shape):
+        raise NearMiss("shape", "input B's shape is not static, so the int32 sums cannot be bounded", "fix the input shapes (fix-shapes)")
+    reduction = int(np.prod(shape[1:], dtype=np.int64)) if node.op == "ConvInteger" else int(shape[-2])
+    return reduction * _largest_magnitude(zero, b_type)
+
+
+@rule("MatMulInteger", "ConvInteger", plain=False)
+def integer_product(ctx: QdqContext, node: gs.Node) -> bool:
+    """MatMulInteger/ConvInteger -> MatMul/Conv(DQ(a, 1, az), DQ(b, 1, bz)) [-> Cast<int32>], when float32 holds every sum exactly."""
+    if not domain_is(node, ""):
+        return False
+    a_type, b_type = eight_bit(node.inputs[0], "input A"), eight_bit(node.inputs[1], "input B")
+    axis, channels = _channel_axis(node)
+    bound = _largest_magnitude(present(node, 2), a_type) * _largest_weight_sum(node, axis, b_type)
+    if bound > EXACT_LIMIT:
+        raise NearMiss("exactness", f"the int32 sums may reach {bound}, beyond 2^24 where float32 stops holding every integer",
+                       "dequantize with the real scales instead (the dynamic quantizer's Cast and Mul after it)")
+    one = ctx.const(np.ones((), np.float32), "unit_scale")
+    a = _aligned(ctx, one, present(node, 2), a_type, 0, None, "input A")
+    if a.axis is not None:
+        raise NearMiss("parameters", "input A's zero point has several values (per row); only per-tensor is rewritten")
+    b = _aligned(ctx, one, present(node, 3), b_type, axis, channels, "input B")
+    result = _float_product(ctx, node, a, b)
+    output = node.outputs[0]
+    for reader in list(output.outputs):
+        if reader.op == "Cast" and domain_is(reader, "") and int(reader.attrs.get("to", 0)) == onnx.TensorProto.FLOAT:
+            ctx.bypass(reader, result)
+    if output.outputs or is_graph_output(ctx.graph, output):
+        ctx.become(node, "Cast", [result], {"to": onnx.TensorProto.INT32})
+    else:
+        ctx.remove(node)
+    return True
+
+
+INTEGER_RULES = [dynamic_integer_product, integer_product]
