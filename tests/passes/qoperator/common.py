@@ -61,8 +61,10 @@ def code_samples(proto: onnx.ModelProto, count: int = 4, seed: int = 0) -> list[
     return samples
 
 
-def assert_matches(reference: onnx.ModelProto, converted: Model, samples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
-    """Outputs agree as the module doc says, on every sample; returns the share of exact codes per output."""
+def assert_matches(reference: onnx.ModelProto, converted: Model, samples: Sequence[Mapping[str, np.ndarray]],
+                   exact_share: float = EXACT_SHARE) -> dict[str, float]:
+    """Outputs agree as the module doc says, on every sample, with at least ``exact_share`` of
+    the 8-bit codes identical; returns that share per output."""
     original = load(reference)
     steps = _dequantize_steps(original)
     shares: dict[str, list[float]] = {}
@@ -86,7 +88,7 @@ def assert_matches(reference: onnx.ModelProto, converted: Model, samples: Sequen
                 assert comparison.ok, f"{name}: {comparison.problem}"
     result = {name: float(np.mean(values)) for name, values in shares.items()}
     for name, share in result.items():
-        assert share >= EXACT_SHARE, f"{name}: only {share:.2%} of the codes agree exactly"
+        assert share >= exact_share, f"{name}: only {share:.2%} of the codes agree exactly"
     return result
 
 
