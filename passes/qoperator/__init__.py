@@ -12,8 +12,12 @@ pooling, concat and softmax ops). :data:`RULES` is their order.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal
+
 from mapc.ir import Model, apply_rules, infer_shapes, remove_dead_nodes, rule_details, rule_notes, toposort
 from mapc.passes.base import Pass, PassContext, PassResult
+from mapc.passes.flags import flag
 from mapc.passes.qoperator.context import QdqContext
 from mapc.passes.qoperator.contrib import CONTRIB_RULES
 from mapc.passes.qoperator.integer import INTEGER_RULES
@@ -43,13 +47,26 @@ class QOperatorToQdq(Pass):
     DequantizeLinear with scale 1 (Cast back to int32 only for readers that need int32), when
     float32 provably holds its sums exactly. Output codes agree with the integer kernels' within
     one quantization step. A node it cannot rewrite exactly stays, with a near-miss saying why.
+    dynamic_activations=float (opt-in, not exact) also drops the dynamic quantizer's run-time
+    quantization of the activation: MatMul(x, DequantizeLinear(weight)), weight-only.
     """
 
     name = "qoperator-to-qdq"
     requires = (SHAPES,)
 
+    @dataclass
+    class Options:
+        #: What the dynamic quantizer's run-time activation quantization becomes: ``quantized``
+        #: keeps it (DynamicQuantizeLinear -> DequantizeLinear, exact); ``float`` drops it, so the
+        #: float op reads the float activation (weight-only: not exact, within half the
+        #: activation's run-time scale per element, and what a target without
+        #: DynamicQuantizeLinear can run).
+        dynamic_activations: Literal["quantized", "float"] = field(default="quantized", metadata=flag(
+            "--dynamic-activations", "dynamically quantized MatMul/Conv activations: keep their run-time quantization "
+            "(quantized, exact; default) or leave them float (float: weight-only, drops the activation rounding)"))
+
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        rewrites = QdqContext(model)
+        rewrites = QdqContext(model, float_dynamic=self.options.dynamic_activations == "float")
 
         def refresh(_: object) -> None:
             toposort(model.graph)

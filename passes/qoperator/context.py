@@ -63,8 +63,10 @@ def eight_bit(tensor: gs.Tensor, what: str) -> np.dtype:
 class QdqContext(RewriteContext):
     """The rewrite context of ``qoperator-to-qdq``: reads parameters, builds Q/DQ."""
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, *, float_dynamic: bool = False) -> None:
         super().__init__(model)
+        #: The dynamic quantizer's activations stay float (``dynamic_activations="float"``).
+        self.float_dynamic = float_dynamic
 
     # -- parameters -------------------------------------------------------------------------------
     def per_tensor(self, node: gs.Node, scale_slot: int, zero_slot: int, dtype: np.dtype, what: str) -> QParams:

@@ -8,7 +8,11 @@ Two rules, tried in this order:
   DQ(b, b_scale, bz))``: a plain float MatMul of dequantized operands (a weight per column when
   b's scale is). The same for ``ConvInteger`` with per-tensor scales. Float results differ from
   the chain's only by float32 rounding (the chain rounds the exact integer sum once to float and
-  once in the Mul; the float op rounds each product and partial sum).
+  once in the Mul; the float op rounds each product and partial sum). With
+  ``dynamic_activations="float"``, an ``a`` that ``DynamicQuantizeLinear(x)`` computes (with its
+  own scale and zero point) is replaced by ``x`` itself: ``MatMul(x, DQ(b))``, weight-only
+  quantization. That is not exact: it drops the activation's rounding, at most half its run-time
+  scale per element.
 * ``integer-product``: any other ``MatMulInteger`` / ``ConvInteger`` becomes the float op on
   ``DQ(q, scale 1, zero point)``, whose operands are the integers ``q - zero point``. Its result
   equals the int32 one exactly when every partial sum is an integer float32 holds exactly: when
@@ -72,8 +76,10 @@ def _aligned(ctx: QdqContext, scale: gs.Tensor, zero: gs.Tensor | None, dtype: n
     return QParams(pair[0], pair[1], axis if per_channel else None)
 
 
-def _float_product(ctx: QdqContext, node: gs.Node, a: QParams, b: QParams) -> gs.Tensor:
-    inputs = [ctx.dequantize(node.inputs[0], a, "a_dequantized"), ctx.dequantize(node.inputs[1], b, "b_dequantized")]
+def _float_product(ctx: QdqContext, node: gs.Node, a: QParams, b: QParams, float_input: gs.Tensor | None = None) -> gs.Tensor:
+    """The float op on ``DQ(a)`` (or ``float_input`` instead) and ``DQ(b)``."""
+    first = float_input if float_input is not None else ctx.dequantize(node.inputs[0], a, "a_dequantized")
+    inputs = [first, ctx.dequantize(node.inputs[1], b, "b_dequantized")]
     if node.op == "ConvInteger":
         return ctx.float_op("Conv", inputs, {key: value for key, value in node.attrs.items() if key in CONV_ATTRS}, node)
     return ctx.float_op("MatMul", inputs, None, node)
@@ -100,6 +106,15 @@ def _split_scales(ctx: QdqContext, node: gs.Node, scale: gs.Tensor) -> tuple[gs.
     a_source = producer(node.inputs[0])
     from_dynamic = a_source is not None and a_source.op == "DynamicQuantizeLinear" and second is a_source.outputs[1]
     return (second, first) if from_dynamic else (first, second)
+
+
+def _dynamic_source(node: gs.Node, a_scale: gs.Tensor) -> gs.Tensor | None:
+    """``x`` when input A, its scale and its zero point are ``DynamicQuantizeLinear(x)``'s outputs."""
+    source = producer(node.inputs[0])
+    if source is None or source.op != "DynamicQuantizeLinear" or not domain_is(source, "") or len(source.outputs) < 3:
+        return None
+    own = node.inputs[0] is source.outputs[0] and a_scale is source.outputs[1] and present(node, 2) is source.outputs[2]
+    return source.inputs[0] if own else None
 
 
 def _scalar(ctx: QdqContext, tensor: gs.Tensor) -> gs.Tensor:
@@ -133,7 +148,8 @@ def dynamic_integer_product(ctx: QdqContext, node: gs.Node) -> bool:
     if a.axis is not None:
         raise NearMiss("parameters", "input A's zero point has several values (per row); only per-tensor is rewritten")
     b = _aligned(ctx, b_scale, present(node, 3), b_type, axis, channels, "input B")
-    result = _float_product(ctx, node, a, b)
+    float_input = _dynamic_source(node, a_scale) if ctx.float_dynamic else None
+    result = _float_product(ctx, node, a, b, float_input)
     if not ctx.bypass(mul, result):
         return False
     ctx.remove(cast)

@@ -74,3 +74,25 @@ def test_the_pass_is_listed():
     listed = json.loads(done.stdout)
     names = [entry["name"] for entry in (listed if isinstance(listed, list) else listed["passes"])]
     assert "qoperator-to-qdq" in names
+
+
+def test_dynamic_transformer_for_npu_needs_float_activations(tmp_path):
+    """quantize_dynamic's DynamicQuantizeLinear has no NPU kernel: by default (exact) it stays on
+    the CPU; --dynamic-activations float gives weight-only MatMuls the NPU takes."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantized = tmp_path / "transformer_dyn.onnx"
+    quantize_dynamic(str(EXAMPLES / "transformer.onnx"), str(quantized), weight_type=QuantType.QUInt8)
+    shapes = ["--input-shape", "input_ids:1,16", "--input-shape", "attention_mask:1,16"]
+    coverage = {}
+    for mode in ("quantized", "float"):
+        report = tmp_path / f"{mode}.json"
+        done = mapc("compile", str(quantized), "--target", "npu", *shapes, "--dynamic-activations", mode, "-o", str(tmp_path / f"{mode}.onnx"),
+                    "--report", str(report), "-q")
+        assert done.returncode == EXIT_OK, done.stderr
+        data = json.loads(report.read_text())
+        coverage[mode] = data["coverage"]
+        reasons = {r["code"]: r["ops"] for r in data["fallback_by_reason"]}
+        assert ("DynamicQuantizeLinear" in reasons.get("op.not-supported", {})) == (mode == "quantized")
+    assert coverage["float"]["macs_percent"] == 100.0 and coverage["float"]["nodes_percent"] >= 90
+    assert coverage["quantized"]["macs_percent"] < coverage["float"]["macs_percent"]

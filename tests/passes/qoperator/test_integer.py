@@ -140,3 +140,22 @@ def test_dynamic_chain_with_a_computed_scale_stays_integer():
     assert not misses(record)
     assert record.counters["integer-product"] == 1 and ops(converted) == {"DequantizeLinear": 2, "MatMul": 1, "Sqrt": 1, "Mul": 1}
     assert_matches(model, converted, [{"a": feeds["a"], "s": np.asarray(2.0, np.float32)} for feeds in code_samples(model)])
+
+
+@pytest.mark.parametrize("per_column", [False, True])
+def test_float_dynamic_activations_give_weight_only_matmuls(per_column):
+    """dynamic_activations=float: MatMul(x, DQ(w)); off the QOperator model by at most the
+    activation's rounding, half its run-time scale per element, times Σ|w| of the column."""
+    model = dynamic_chain(per_column, U8)
+    converted, record = convert(model, "qoperator-to-qdq{dynamic_activations=float}")
+    assert record.counters["dynamic-integer-product"] == 1
+    assert ops(converted) == {"DequantizeLinear": 1, "MatMul": 1}
+    weights = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+    dequantized = (weights["w"].astype(np.float64) - weights["wz"]) * weights["ws"]
+    for feeds in code_samples(model):
+        x = feeds["x"].astype(np.float64)
+        got = run(converted, feeds)["y"]
+        np.testing.assert_allclose(got, x @ dequantized, rtol=1e-4, atol=1e-5 * np.abs(x @ dequantized).max())
+        step = (max(x.max(), 0.0) - min(x.min(), 0.0)) / 255
+        bound = step / 2 * np.abs(dequantized).sum(axis=0) * (1 + 1e-4)
+        assert np.all(np.abs(got - run(model, feeds)["y"]) <= bound + 1e-6 * np.abs(got).max())
