@@ -71,9 +71,9 @@ def test_without_the_pass_the_quantized_ops_fall_back(qoperator_cnn, tmp_path):
 def test_the_pass_is_listed():
     done = mapc("passes", "--json")
     assert done.returncode == EXIT_OK, done.stderr
-    listed = json.loads(done.stdout)
-    names = [entry["name"] for entry in (listed if isinstance(listed, list) else listed["passes"])]
-    assert "qoperator-to-qdq" in names
+    listing = {entry["name"]: entry for entry in json.loads(done.stdout)}
+    assert "QuantizeLinear" in listing["qoperator-to-qdq"]["summary"]
+    assert "dynamic_activations" in listing["qoperator-to-qdq"]["options"]
 
 
 def test_dynamic_transformer_for_npu_needs_float_activations(tmp_path):
