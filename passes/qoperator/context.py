@@ -13,13 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
 from mapc.ir import Model, NearMiss, RewriteContext, constant_value
 
-#: Opset in which QuantizeLinear/DequantizeLinear take per-axis scales.
-PER_AXIS_SINCE = 13
+#: Opset in which QuantizeLinear/DequantizeLinear exist, and in which they take per-axis scales.
+QDQ_SINCE, PER_AXIS_SINCE = 10, 13
 #: The domain of onnxruntime's contrib ops.
 ORT_DOMAIN = "com.microsoft"
 #: The 8-bit types QOperator ops compute in.
@@ -71,6 +70,9 @@ class QdqContext(RewriteContext):
     # -- parameters -------------------------------------------------------------------------------
     def per_tensor(self, node: gs.Node, scale_slot: int, zero_slot: int, dtype: np.dtype, what: str) -> QParams:
         """The per-tensor scale and zero point of ``what`` (zero point absent: 0 of ``dtype``)."""
+        if self.model.opset < QDQ_SINCE:
+            raise NearMiss("opset", f"QuantizeLinear/DequantizeLinear need opset {QDQ_SINCE} (the model has {self.model.opset})",
+                           f"--target-opset {QDQ_SINCE}")
         scale = self._scalar(node, scale_slot, f"{what} scale")
         zero = present(node, zero_slot)
         zero = self._scalar(node, zero_slot, f"{what} zero point") if zero is not None else self.const(np.zeros((), dtype), "zero_point")
@@ -130,14 +132,3 @@ class QdqContext(RewriteContext):
     def float_op(self, op: str, inputs: list[gs.Tensor], attrs: dict | None, node: gs.Node) -> gs.Tensor:
         """The float op computing what ``node`` did, named after it."""
         return self.node(op, inputs, attrs=attrs, name=f"{node.name or op.lower()}_float", dtype=np.float32)
-
-    def unit_params(self, zero: gs.Tensor | None, dtype: np.dtype) -> QParams:
-        """Scale 1 with ``zero`` (absent: 0): dequantizing gives the integers ``q - zero``."""
-        if zero is None:
-            zero = self.const(np.zeros((), dtype), "zero_point")
-        shape = shape_of(zero)
-        scale = self.const(np.ones(shape if shape else (), np.float32), "unit_scale")
-        return QParams(scale, zero)
-
-    def cast(self, value: gs.Tensor, to: int, name: str) -> gs.Tensor:
-        return self.node("Cast", [value], attrs={"to": to}, name=name, dtype=onnx.helper.tensor_dtype_to_np_dtype(to))

@@ -128,3 +128,15 @@ def test_missing_zero_points_are_zero():
     quantize = next(node for node in converted.graph.nodes if node.op == "QuantizeLinear")
     assert np.dtype(quantize.inputs[2].dtype) == I8
     assert_matches(_sigmoid(True), converted, code_samples(_sigmoid(True)))
+
+
+def test_no_qdq_before_opset_10():
+    b = OneOp(opset=9)
+    b.input("x", U8, [2, 8])
+    b.node("QLinearSigmoid", ["x", b.const("xs", 0.05, np.float32), b.const("xz", 3, U8), b.const("ys", 1 / 256, np.float32),
+                              b.const("yz", 0, U8)], ["y"], domain=MS)
+    b.output("y", U8, [2, 8])
+    converted, record = convert(b.model())
+    assert ops(converted) == {"QLinearSigmoid": 1}
+    (miss,) = misses(record, "qlinear-sigmoid")
+    assert miss["code"] == "opset" and miss["fix"] == "--target-opset 10"

@@ -141,3 +141,14 @@ def test_dynamic_transformer_becomes_float_matmuls_of_dequantized_weights(tmp_pa
     dequantized = [dq for dq in weights if dq.op == "DequantizeLinear"]
     assert len(dequantized) == integer and all(isinstance(dq.inputs[0], gs.Constant) for dq in dequantized)
     assert_matches(quantized, converted, _samples(quantized))
+
+
+def test_dynamic_cnn_conv_integer_chains(tmp_path):
+    quantization.quantize_dynamic(str(EXAMPLES / "cnn.onnx"), str(tmp_path / "q.onnx"), weight_type=quantization.QuantType.QUInt8,
+                                  op_types_to_quantize=["Conv"])
+    quantized = onnx.load(tmp_path / "q.onnx")
+    assert sum(node.op_type == "ConvInteger" for node in quantized.graph.node) == 4
+    converted, record = convert(quantized)
+    assert record.counters["dynamic-integer-product"] == 4
+    assert not {"ConvInteger", "MatMulInteger", "Cast"} & set(ops(converted)) and ops(converted)["Conv"] == 4
+    assert_matches(quantized, converted, _samples(quantized))
