@@ -6,7 +6,8 @@ onnxruntime's ``com.microsoft.QLinear*``), and mapc's ``quantize`` cannot take s
 over. Each becomes DequantizeLinear -> the float op -> QuantizeLinear with the node's own scales
 and zero points, the form every QDQ tool chain and mapc's targets read. The rules, one module
 per family: :mod:`.linear` (QLinearConv, QLinearMatMul, QGemm), :mod:`.integer` (MatMulInteger,
-ConvInteger and the dynamic quantizer's chains), :mod:`.contrib` (onnxruntime's element-wise,
+ConvInteger and the dynamic quantizer's chains), :mod:`.dynamic` (onnxruntime's fused
+MatMulIntegerToFloat and DynamicQuantizeMatMul), :mod:`.contrib` (onnxruntime's element-wise,
 pooling, concat and softmax ops). :data:`RULES` is their order.
 """
 
@@ -20,13 +21,14 @@ from mapc.passes.base import Pass, PassContext, PassResult
 from mapc.passes.flags import flag
 from mapc.passes.qoperator.context import QdqContext
 from mapc.passes.qoperator.contrib import CONTRIB_RULES
+from mapc.passes.qoperator.dynamic import DYNAMIC_RULES
 from mapc.passes.qoperator.integer import INTEGER_RULES
 from mapc.passes.qoperator.linear import LINEAR_RULES
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
 
 #: Every rule, in the order they run (the dynamic quantizer's chain before a lone integer op).
-RULES = [*LINEAR_RULES, *INTEGER_RULES, *CONTRIB_RULES]
+RULES = [*LINEAR_RULES, *INTEGER_RULES, *DYNAMIC_RULES, *CONTRIB_RULES]
 #: Rounds over the rules: a rewrite gives types to what follows an op shape inference does not
 #: know (onnxruntime's contrib ops), so a rule refused for an unknown type may fire next round.
 MAX_ROUNDS = 8
@@ -37,7 +39,7 @@ class QOperatorToQdq(Pass):
     """Rewrite QOperator quantized ops into DequantizeLinear -> float op -> QuantizeLinear.
 
     Matches QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger and onnxruntime's
-    com.microsoft QGemm, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu,
+    com.microsoft MatMulIntegerToFloat, DynamicQuantizeMatMul, QGemm, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu,
     QLinearGlobalAveragePool, QLinearAveragePool (NCHW), QLinearConcat and QLinearSoftmax.
     Produces the float op between DequantizeLinear of its inputs (per tensor, or per output
     channel / column for weights; an int32 bias with scale input_scale·weight_scale) and

@@ -46,7 +46,7 @@ def _channel_axis(node: gs.Node) -> tuple[int, int | None]:
     return len(shape) - 1, shape[-1]
 
 
-def _aligned(ctx: QdqContext, scale: gs.Tensor, zero: gs.Tensor | None, dtype: np.dtype, axis: int, channels: int | None,
+def aligned_params(ctx: QdqContext, scale: gs.Tensor, zero: gs.Tensor | None, dtype: np.dtype, axis: int, channels: int | None,
              what: str) -> QParams:
     """``scale`` and ``zero`` (None: 0) shaped alike for Q/DQ: both scalars, or both one per
     channel along ``axis`` (a constant scalar is repeated to match the other)."""
@@ -108,12 +108,12 @@ def _split_scales(ctx: QdqContext, node: gs.Node, scale: gs.Tensor) -> tuple[gs.
     return (second, first) if from_dynamic else (first, second)
 
 
-def _dynamic_source(node: gs.Node, a_scale: gs.Tensor) -> gs.Tensor | None:
-    """``x`` when input A, its scale and its zero point are ``DynamicQuantizeLinear(x)``'s outputs."""
-    source = producer(node.inputs[0])
+def dynamic_source(data: gs.Tensor, scale: gs.Tensor, zero: gs.Tensor | None) -> gs.Tensor | None:
+    """``x`` when ``data``, its scale and its zero point are ``DynamicQuantizeLinear(x)``'s outputs."""
+    source = producer(data)
     if source is None or source.op != "DynamicQuantizeLinear" or not domain_is(source, "") or len(source.outputs) < 3:
         return None
-    own = node.inputs[0] is source.outputs[0] and a_scale is source.outputs[1] and present(node, 2) is source.outputs[2]
+    own = data is source.outputs[0] and scale is source.outputs[1] and zero is source.outputs[2]
     return source.inputs[0] if own else None
 
 
@@ -144,11 +144,11 @@ def dynamic_integer_product(ctx: QdqContext, node: gs.Node) -> bool:
     axis, channels = _channel_axis(node)
     if node.op == "ConvInteger" and int(np.prod(shape_of(b_scale) or [1], dtype=np.int64)) > 1:
         raise NearMiss("scale", "a per-channel scale after ConvInteger is not rewritten (only per-tensor)")
-    a = _aligned(ctx, _scalar(ctx, a_scale), present(node, 2), a_type, 0, None, "input A")
+    a = aligned_params(ctx, _scalar(ctx, a_scale), present(node, 2), a_type, 0, None, "input A")
     if a.axis is not None:
         raise NearMiss("parameters", "input A's zero point has several values (per row); only per-tensor is rewritten")
-    b = _aligned(ctx, b_scale, present(node, 3), b_type, axis, channels, "input B")
-    float_input = _dynamic_source(node, a_scale) if ctx.float_dynamic else None
+    b = aligned_params(ctx, b_scale, present(node, 3), b_type, axis, channels, "input B")
+    float_input = dynamic_source(node.inputs[0], a_scale, present(node, 2)) if ctx.float_dynamic else None
     result = _float_product(ctx, node, a, b, float_input)
     ctx.bypass(mul, result)  # a new node's output can always take a graph output's name
     ctx.remove(cast)
@@ -199,10 +199,10 @@ def integer_product(ctx: QdqContext, node: gs.Node) -> bool:
         raise NearMiss("exactness", f"the int32 sums may reach {bound}, beyond 2^24 where float32 stops holding every integer",
                        "dequantize with the real scales instead (the dynamic quantizer's Cast and Mul after it)")
     one = ctx.const(np.ones((), np.float32), "unit_scale")
-    a = _aligned(ctx, one, present(node, 2), a_type, 0, None, "input A")
+    a = aligned_params(ctx, one, present(node, 2), a_type, 0, None, "input A")
     if a.axis is not None:
         raise NearMiss("parameters", "input A's zero point has several values (per row); only per-tensor is rewritten")
-    b = _aligned(ctx, one, present(node, 3), b_type, axis, channels, "input B")
+    b = aligned_params(ctx, one, present(node, 3), b_type, axis, channels, "input B")
     result = _float_product(ctx, node, a, b)
     output = node.outputs[0]
     for reader in list(output.outputs):

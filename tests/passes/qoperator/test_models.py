@@ -96,7 +96,7 @@ def zoo() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def _samples(model: onnx.ModelProto) -> list[dict[str, np.ndarray]]:
+def samples_of(model: onnx.ModelProto) -> list[dict[str, np.ndarray]]:
     return [sample.feeds for sample in verification_samples(load(model), seed=0)]
 
 
@@ -109,7 +109,7 @@ def test_static_cnn(tmp_path, per_channel, activations):
     converted, record = convert(reference)
     assert not QOPERATOR_OPS & set(ops(converted)) and not misses(record)
     assert record.counters["qlinear-conv"] == 4
-    shares = assert_matches(reference, converted, _samples(reference))
+    shares = assert_matches(reference, converted, samples_of(reference))
     assert len(shares) >= 8
 
 
@@ -124,7 +124,7 @@ def test_static_zoo_of_every_qlinear_op(tmp_path, activations):
                      "qlinear-global-average-pool", "qlinear-average-pool", "qlinear-concat", "qlinear-softmax"}
     assert not QOPERATOR_OPS & set(ops(converted))
     # the softmax is onnxruntime's table-driven kernel: see test_contrib.SOFTMAX_EXACT_SHARE
-    shares = assert_matches(reference, converted, _samples(reference), exact_share=0.97)
+    shares = assert_matches(reference, converted, samples_of(reference), exact_share=0.97)
     assert all(share >= 0.99 for name, share in shares.items() if name != "y_quantized")
 
 
@@ -140,7 +140,7 @@ def test_dynamic_transformer_becomes_float_matmuls_of_dequantized_weights(tmp_pa
     weights = [node.inputs[1].inputs[0] for node in converted.graph.nodes if node.op == "MatMul" and node.inputs[1].inputs]
     dequantized = [dq for dq in weights if dq.op == "DequantizeLinear"]
     assert len(dequantized) == integer and all(isinstance(dq.inputs[0], gs.Constant) for dq in dequantized)
-    assert_matches(quantized, converted, _samples(quantized))
+    assert_matches(quantized, converted, samples_of(quantized))
 
 
 def test_dynamic_cnn_conv_integer_chains(tmp_path):
@@ -151,4 +151,4 @@ def test_dynamic_cnn_conv_integer_chains(tmp_path):
     converted, record = convert(quantized)
     assert record.counters["dynamic-integer-product"] == 4
     assert not {"ConvInteger", "MatMulInteger", "Cast"} & set(ops(converted)) and ops(converted)["Conv"] == 4
-    assert_matches(quantized, converted, _samples(quantized))
+    assert_matches(quantized, converted, samples_of(quantized))

@@ -3,7 +3,8 @@
 A graph is one to three QOperator nodes, each reading graph inputs of random 8-bit types and
 shapes, with random per-tensor or per-channel scales and zero points, biases and attributes.
 Every 8-bit output must agree within one quantization step on two samples over the whole code
-range; int32 outputs exactly; float outputs (QGemm without output scale) within float32 tolerance.
+range; int32 outputs exactly; float outputs (QGemm without output scale, MatMulIntegerToFloat)
+within float32 tolerance.
 (Nodes are not chained: a one-step difference entering a later op is not bounded by one step of
 that op's output, so chains are checked on real quantized models in test_models.py instead. The
 share of identical codes is checked on realistic scales in the targeted tests: hypothesis'
@@ -21,7 +22,7 @@ from tests.passes.qoperator.common import OneOp, assert_matches, code_samples, c
 
 TYPES = [np.dtype(np.uint8), np.dtype(np.int8)]
 MS = "com.microsoft"
-LEFT = {"QLinearConv", "QLinearMatMul", "QGemm", "MatMulInteger", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu",
+LEFT = {"QLinearConv", "QLinearMatMul", "QGemm", "MatMulInteger", "MatMulIntegerToFloat", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu",
         "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSoftmax"}
 
 
@@ -85,6 +86,11 @@ class _Graph:
             self.b.node(op, [a, weight, *zeros], [self.name("y")])
             self.b.output(self.name("y"), np.dtype(np.int32))
             return
+        if op == "MatMulIntegerToFloat":
+            (a_scale, a_zero), (b_scale, b_zero) = self.params(dtype), self.params(b_type, n)
+            self.b.node(op, [a, weight, a_scale, b_scale, a_zero, b_zero], [self.name("y")], domain=MS)
+            self.b.output(self.name("y"), np.dtype(np.float32))
+            return
         inputs = [a, *self.params(dtype), weight, *self.params(b_type, n)]
         if op == "QLinearMatMul":
             self.b.node(op, inputs + list(self.params(dtype)), [self.name("y")])
@@ -124,7 +130,7 @@ class _Graph:
     def add(self, op: str) -> None:
         if op == "QLinearConv":
             self.conv()
-        elif op in ("QLinearMatMul", "QGemm", "MatMulInteger"):
+        elif op in ("QLinearMatMul", "QGemm", "MatMulInteger", "MatMulIntegerToFloat"):
             self.matmul(op)
         else:
             self.contrib(op)
