@@ -166,25 +166,31 @@ def _largest_magnitude(zero: gs.Tensor | None, dtype: np.dtype) -> int:
     return int(max(values.max() - info.min, info.max - values.min()))
 
 
-def _largest_weight_sum(node: gs.Node, axis: int, b_type: np.dtype) -> int:
-    """The largest Σ|b - bz| over the inputs of one output element."""
+def _sum_bound(node: gs.Node, axis: int, b_type: np.dtype, a_magnitude: int) -> int:
+    """A bound on every |partial sum| of the int32 result: ``max|a - az| · max Σ|b - bz|`` over
+    one output element's inputs; from the types and the reduction length, and, only when that
+    is beyond 2^24 and B is a constant, from B's values (a weight is read only then)."""
     weight, zero = node.inputs[1], present(node, 3)
+    shape = shape_of(weight)
+    if shape is not None and all(isinstance(d, (int, np.integer)) for d in shape):
+        reduction = int(np.prod(shape[1:], dtype=np.int64)) if node.op == "ConvInteger" else int(shape[-2])
+        worst = a_magnitude * reduction * _largest_magnitude(zero, b_type)
+        if worst <= EXACT_LIMIT:
+            return worst
     values = constant_value(weight)
     zeros = np.zeros((), np.int64) if zero is None else constant_value(zero)
-    shape = shape_of(weight)
-    if values is not None and zeros is not None:
-        values = np.asarray(values, np.int64)
-        zeros = np.asarray(zeros, np.int64)
-        if zeros.size > 1:
-            zeros = zeros.reshape([-1 if d == axis % values.ndim else 1 for d in range(values.ndim)])
-        magnitudes = np.abs(values - zeros)
-        if node.op == "ConvInteger":
-            return int(magnitudes.reshape(magnitudes.shape[0], -1).sum(axis=1).max(initial=0))
-        return int(magnitudes.sum(axis=-2).max(initial=0))
-    if shape is None or any(not isinstance(d, (int, np.integer)) for d in shape):
-        raise NearMiss("shape", "input B's shape is not static, so the int32 sums cannot be bounded", "fix the input shapes (fix-shapes)")
-    reduction = int(np.prod(shape[1:], dtype=np.int64)) if node.op == "ConvInteger" else int(shape[-2])
-    return reduction * _largest_magnitude(zero, b_type)
+    if values is None or zeros is None:
+        if shape is None or any(not isinstance(d, (int, np.integer)) for d in shape):
+            raise NearMiss("shape", "input B's shape is not static, so the int32 sums cannot be bounded", "fix the input shapes (fix-shapes)")
+        return worst
+    values = np.asarray(values, np.int64)
+    zeros = np.asarray(zeros, np.int64)
+    if zeros.size > 1:
+        zeros = zeros.reshape([-1 if d == axis % values.ndim else 1 for d in range(values.ndim)])
+    magnitudes = np.abs(values - zeros)
+    if node.op == "ConvInteger":
+        return a_magnitude * int(magnitudes.reshape(magnitudes.shape[0], -1).sum(axis=1).max(initial=0))
+    return a_magnitude * int(magnitudes.sum(axis=-2).max(initial=0))
 
 
 @rule("MatMulInteger", "ConvInteger", plain=False)
@@ -194,7 +200,7 @@ def integer_product(ctx: QdqContext, node: gs.Node) -> bool:
         return False
     a_type, b_type = eight_bit(node.inputs[0], "input A"), eight_bit(node.inputs[1], "input B")
     axis, channels = _channel_axis(node)
-    bound = _largest_magnitude(present(node, 2), a_type) * _largest_weight_sum(node, axis, b_type)
+    bound = _sum_bound(node, axis, b_type, _largest_magnitude(present(node, 2), a_type))
     if bound > EXACT_LIMIT:
         raise NearMiss("exactness", f"the int32 sums may reach {bound}, beyond 2^24 where float32 stops holding every integer",
                        "dequantize with the real scales instead (the dynamic quantizer's Cast and Mul after it)")

@@ -159,3 +159,17 @@ def test_float_dynamic_activations_give_weight_only_matmuls(per_column):
         step = (max(x.max(), 0.0) - min(x.min(), 0.0)) / 255
         bound = step / 2 * np.abs(dequantized).sum(axis=0) * (1 + 1e-4)
         assert np.all(np.abs(got - run(model, feeds)["y"]) <= bound + 1e-6 * np.abs(got).max())
+
+
+def test_matmul_integer_bounded_by_its_weights_values():
+    """k=1000: the types alone allow sums beyond 2^24, the constant weight's values do not."""
+    rng = np.random.default_rng(5)
+    b = OneOp()
+    b.input("a", U8, [2, 1000])
+    b.node("MatMulInteger", ["a", b.const("b", rng.integers(-3, 4, size=(1000, 4)), I8), b.const("az", 120, U8), b.const("bz", 0, I8)], ["y"])
+    b.output("y", np.int32, [2, 4])
+    model = b.model()
+    converted, record = convert(model)
+    assert record.counters["integer-product"] == 1
+    for feeds in code_samples(model):
+        np.testing.assert_array_equal(run(converted, feeds)["y"], run(model, feeds)["y"])
