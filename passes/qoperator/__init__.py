@@ -40,7 +40,7 @@ class QOperatorToQdq(Pass):
 
     Matches QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger and onnxruntime's
     com.microsoft MatMulIntegerToFloat, DynamicQuantizeMatMul, QGemm, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu,
-    QLinearGlobalAveragePool, QLinearAveragePool (NCHW), QLinearConcat and QLinearSoftmax.
+    QLinearGlobalAveragePool, QLinearAveragePool (NHWC ones between Transposes), QLinearConcat and QLinearSoftmax.
     Produces the float op between DequantizeLinear of its inputs (per tensor, or per output
     channel / column for weights; an int32 bias with scale input_scale·weight_scale) and
     QuantizeLinear with the node's output scale and zero point. Integer outputs: the dynamic

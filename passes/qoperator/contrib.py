@@ -6,8 +6,10 @@ round once), so each becomes exactly that, with the node's own per-tensor scales
 
 * ``QLinearAdd``, ``QLinearMul`` (A, B; broadcasting) -> ``Add`` / ``Mul``;
 * ``QLinearSigmoid`` -> ``Sigmoid``; ``QLinearLeakyRelu`` -> ``LeakyRelu`` with its ``alpha``;
-* ``QLinearGlobalAveragePool``, ``QLinearAveragePool`` (NCHW: ``channels_last`` 0) ->
-  ``GlobalAveragePool`` / ``AveragePool`` with its window attributes;
+* ``QLinearGlobalAveragePool``, ``QLinearAveragePool`` -> ``GlobalAveragePool`` /
+  ``AveragePool`` with its window attributes; a channels-last one (``channels_last`` 1: NHWC, as
+  TFLite-derived models have) between Transposes of its 8-bit codes to NCHW and back (exact: a
+  Transpose moves codes), so Q and DQ still sit right around the pool;
 * ``QLinearConcat(ys, yz, (x, xs, xz)...)`` -> ``Concat`` of the dequantized inputs;
 * ``QLinearSoftmax`` -> ``Softmax`` over its axis, when the op's ``opset`` semantics (before 13:
   the axes from ``axis`` on flattened) agree with the model's ``Softmax``.
@@ -20,18 +22,22 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from mapc.ir import NearMiss, rule
-from mapc.passes.qoperator.context import ORT_DOMAIN, QdqContext, domain_is, eight_bit, present, shape_of
+from mapc.passes.qoperator.context import ORT_DOMAIN, QdqContext, QParams, domain_is, eight_bit, present, shape_of
 
 #: Opset in which Softmax works on one axis instead of the flattened trailing axes.
 SOFTMAX_ONE_AXIS_SINCE = 13
 POOL_ATTRS = ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides")
 
 
+def _unary_params(ctx: QdqContext, node: gs.Node) -> tuple[QParams, QParams]:
+    """The input's and the output's parameters of ``X, xs, xz, ys, yz``."""
+    dtype = eight_bit(node.inputs[0], "input")
+    return ctx.per_tensor(node, 1, 2, dtype, "input"), ctx.per_tensor(node, 3, 4, dtype, "output")
+
+
 def _unary(ctx: QdqContext, node: gs.Node, op: str, attrs: dict | None = None) -> bool:
     """``X, xs, xz, ys, yz`` -> ``Q(op(DQ(X)))``."""
-    dtype = eight_bit(node.inputs[0], "input")
-    x = ctx.per_tensor(node, 1, 2, dtype, "input")
-    y = ctx.per_tensor(node, 3, 4, dtype, "output")
+    x, y = _unary_params(ctx, node)
     result = ctx.float_op(op, [ctx.dequantize(node.inputs[0], x, "x_dequantized")], attrs, node)
     ctx.quantize_into(node, result, y)
     return True
@@ -50,9 +56,20 @@ def _binary(ctx: QdqContext, node: gs.Node, op: str) -> bool:
     return True
 
 
-def _nchw(node: gs.Node) -> None:
-    if int(node.attrs.get("channels_last", 0)):
-        raise NearMiss("channels-last", f"a channels-last (NHWC) {node.op} has no standard op; only NCHW is rewritten")
+def _pool(ctx: QdqContext, node: gs.Node, op: str, attrs: dict) -> bool:
+    """A pooling op: NCHW as it is; NHWC with its codes transposed to NCHW before and back after."""
+    if not int(node.attrs.get("channels_last", 0)):
+        return _unary(ctx, node, op, attrs)
+    shape = shape_of(node.inputs[0])
+    if shape is None or len(shape) < 3:
+        raise NearMiss("shape", f"the channels-last input's rank is unknown ({shape})", "run shape inference (fix-shapes)")
+    x, y = _unary_params(ctx, node)
+    rank, dtype = len(shape), node.inputs[0].dtype
+    codes = ctx.node("Transpose", [node.inputs[0]], attrs={"perm": [0, rank - 1, *range(1, rank - 1)]}, name="channels_first", dtype=dtype)
+    result = ctx.float_op(op, [ctx.dequantize(codes, x, "x_dequantized")], attrs, node)
+    quantized = ctx.node("QuantizeLinear", [result, y.scale, y.zero_point], name="pooled_quantized", dtype=dtype)
+    ctx.become(node, "Transpose", [quantized], {"perm": [0, *range(2, rank), 1]})
+    return True
 
 
 @rule("QLinearAdd", plain=False)
@@ -81,20 +98,14 @@ def qlinear_leaky_relu(ctx: QdqContext, node: gs.Node) -> bool:
 
 @rule("QLinearGlobalAveragePool", plain=False)
 def qlinear_global_average_pool(ctx: QdqContext, node: gs.Node) -> bool:
-    """com.microsoft QLinearGlobalAveragePool (NCHW) -> GlobalAveragePool(DQ(X)) -> Q."""
-    if not domain_is(node, ORT_DOMAIN):
-        return False
-    _nchw(node)
-    return _unary(ctx, node, "GlobalAveragePool")
+    """com.microsoft QLinearGlobalAveragePool -> [Transpose to NCHW] GlobalAveragePool(DQ(X)) -> Q [-> Transpose back]."""
+    return domain_is(node, ORT_DOMAIN) and _pool(ctx, node, "GlobalAveragePool", {})
 
 
 @rule("QLinearAveragePool", plain=False)
 def qlinear_average_pool(ctx: QdqContext, node: gs.Node) -> bool:
-    """com.microsoft QLinearAveragePool (NCHW) -> AveragePool(DQ(X)) with its window attributes -> Q."""
-    if not domain_is(node, ORT_DOMAIN):
-        return False
-    _nchw(node)
-    return _unary(ctx, node, "AveragePool", {key: value for key, value in node.attrs.items() if key in POOL_ATTRS})
+    """com.microsoft QLinearAveragePool -> [Transpose to NCHW] AveragePool(DQ(X)) with its window attributes -> Q [-> Transpose back]."""
+    return domain_is(node, ORT_DOMAIN) and _pool(ctx, node, "AveragePool", {k: v for k, v in node.attrs.items() if k in POOL_ATTRS})
 
 
 @rule("QLinearConcat", plain=False)

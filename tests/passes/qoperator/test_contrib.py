@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 from tests.passes.qoperator.common import EXACT_SHARE, OneOp, assert_matches, code_samples, convert, misses, ops, quant_params
@@ -102,12 +103,31 @@ def test_softmax_with_opset_12_semantics_on_an_inner_axis_stays():
     assert miss["code"] == "axis" and "opset 12" in miss["message"]
 
 
-def test_channels_last_pool_stays():
-    model = unary("QLinearGlobalAveragePool", U8, output_shape=[2, 1, 1, 6], channels_last=1)
-    converted, record = convert(model)
-    assert ops(converted) == {"QLinearGlobalAveragePool": 1}
+@pytest.mark.parametrize("op,standard,attrs", [
+    ("QLinearGlobalAveragePool", "GlobalAveragePool", {}),
+    ("QLinearAveragePool", "AveragePool", {"kernel_shape": [2, 3], "strides": [1, 2], "pads": [1, 0, 0, 1]}),
+])
+def test_channels_last_pools_between_transposes_of_the_codes(op, standard, attrs):
+    model = unary(op, U8, shape=(2, 5, 6, 3), output_scale=0.02, channels_last=1, **attrs)
+    converted, _ = convert(model)
+    assert ops(converted) == {"Transpose": 2, "DequantizeLinear": 1, standard: 1, "QuantizeLinear": 1}
+    (pool,) = [node for node in converted.graph.nodes if node.op == standard]
+    assert pool.inputs[0].inputs[0].op == "DequantizeLinear" and pool.outputs[0].outputs[0].op == "QuantizeLinear"
+    assert_matches(model, converted, code_samples(model))
+
+
+def test_channels_last_pool_of_unknown_rank_stays():
+    b = OneOp()
+    b.input("codes", U8, [72])
+    b.inputs.append(onnx.helper.make_tensor_value_info("dims", onnx.TensorProto.INT64, ["rank"]))
+    b.node("Reshape", ["codes", "dims"], ["x"])
+    b.node("QLinearGlobalAveragePool", ["x", b.const("xs", 0.05, np.float32), b.const("xz", 3, U8), b.const("ys", 0.01, np.float32),
+                                        b.const("yz", 0, U8)], ["y"], domain=MS, channels_last=1)
+    b.output("y", U8, [2, 1, 1, 6])
+    converted, record = convert(b.model())
+    assert ops(converted) == {"Reshape": 1, "QLinearGlobalAveragePool": 1}
     (miss,) = misses(record, "qlinear-global-average-pool")
-    assert miss["code"] == "channels-last" and "NHWC" in miss["message"]
+    assert miss["code"] == "shape" and "channels-last" in miss["message"]
 
 
 def _sigmoid(zero_points: bool):

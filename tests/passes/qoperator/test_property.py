@@ -122,6 +122,8 @@ class _Graph:
             elif op == "QLinearAveragePool":
                 attrs = {"kernel_shape": [2, 2], "strides": [1, draw(st.integers(1, 2))], "count_include_pad": draw(st.integers(0, 1)),
                          "pads": [draw(st.integers(0, 1))] * 4}
+            if op in ("QLinearAveragePool", "QLinearGlobalAveragePool"):
+                attrs["channels_last"] = draw(st.integers(0, 1))
             elif op == "QLinearSoftmax":
                 attrs = {"axis": -1, "opset": draw(st.sampled_from([12, 13]))}
         self.b.node(op, inputs, [self.name("y")], domain=MS, **attrs)
