@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, NearMiss, RewriteContext, constant_value
+from mapc.ir import Model, NearMiss, RewriteContext, constant_value, producer
 
 #: Opset in which QuantizeLinear/DequantizeLinear exist, and in which they take per-axis scales.
 QDQ_SINCE, PER_AXIS_SINCE = 10, 13
@@ -70,9 +70,7 @@ class QdqContext(RewriteContext):
     # -- parameters -------------------------------------------------------------------------------
     def per_tensor(self, node: gs.Node, scale_slot: int, zero_slot: int, dtype: np.dtype, what: str) -> QParams:
         """The per-tensor scale and zero point of ``what`` (zero point absent: 0 of ``dtype``)."""
-        if self.model.opset < QDQ_SINCE:
-            raise NearMiss("opset", f"QuantizeLinear/DequantizeLinear need opset {QDQ_SINCE} (the model has {self.model.opset})",
-                           f"--target-opset {QDQ_SINCE}")
+        self._require_qdq()
         scale = self._scalar(node, scale_slot, f"{what} scale")
         zero = present(node, zero_slot)
         zero = self._scalar(node, zero_slot, f"{what} zero point") if zero is not None else self.const(np.zeros((), dtype), "zero_point")
@@ -81,27 +79,46 @@ class QdqContext(RewriteContext):
 
     def per_axis(self, node: gs.Node, scale_slot: int, zero_slot: int, dtype: np.dtype, axis: int, channels: int | None,
                  what: str) -> QParams:
-        """Per-tensor parameters, or per-axis ones along ``axis`` of ``channels`` entries (a
-        constant scalar zero point is repeated per channel)."""
-        scale = node.inputs[scale_slot]
-        shape = shape_of(scale)
+        """Per-tensor parameters (a scale of one value), or per-axis ones along ``axis`` of
+        ``channels`` entries (see :meth:`aligned`)."""
+        shape = shape_of(node.inputs[scale_slot])
         if shape is not None and int(np.prod(shape, dtype=np.int64)) == 1:
             return self.per_tensor(node, scale_slot, zero_slot, dtype, what)
-        if shape is None or len(shape) != 1 or (channels is not None and shape[0] != channels):
-            raise NearMiss("parameters", f"the {what} scale has shape {shape}, neither one value nor one per channel ({channels})")
-        if self.model.opset < PER_AXIS_SINCE:
-            raise NearMiss("opset", f"per-channel {what} needs QuantizeLinear/DequantizeLinear of opset {PER_AXIS_SINCE} "
-                           f"(the model has {self.model.opset})", f"--target-opset {PER_AXIS_SINCE}")
-        zero = present(node, zero_slot)
-        if zero is None:
-            zero = self.const(np.zeros(shape, dtype), "zero_point")
-        elif shape_of(zero) != shape:
-            value = constant_value(zero)
-            if value is None or value.size != 1:
-                raise NearMiss("parameters", f"the {what} zero point is neither constant nor shaped like its scale")
-            zero = self.const(np.full(shape, value.reshape(()), dtype=value.dtype), "zero_point")
-        self._check_zero(zero, dtype, what)
-        return QParams(scale, zero, axis)
+        return self.aligned(node.inputs[scale_slot], present(node, zero_slot), dtype, axis, channels, what)
+
+    def aligned(self, scale: gs.Tensor, zero: gs.Tensor | None, dtype: np.dtype, axis: int, channels: int | None, what: str) -> QParams:
+        """``scale`` and ``zero`` (None: 0) shaped alike for Q/DQ: both scalars, or both one per
+        channel along ``axis`` (a constant scalar is repeated to match the other)."""
+        self._require_qdq()
+        pair: list[gs.Tensor | None] = [scale, zero if zero is not None else self.const(np.zeros((), dtype), "zero_point")]
+        sizes = []
+        for tensor in pair:
+            shape = shape_of(tensor)
+            if shape is None:
+                raise NearMiss("parameters", f"the {what} scale or zero point has an unknown shape", "run shape inference (fix-shapes)")
+            size = int(np.prod(shape, dtype=np.int64))
+            if size != 1 and (len(shape) != 1 or (channels is not None and size != channels)):
+                raise NearMiss("parameters", f"the {what} scale or zero point has shape {shape}, neither one value nor one per channel")
+            sizes.append(size)
+        per_channel = max(sizes) > 1
+        if per_channel and self.model.opset < PER_AXIS_SINCE:
+            raise NearMiss("opset", f"per-channel {what} needs DequantizeLinear of opset {PER_AXIS_SINCE}", f"--target-opset {PER_AXIS_SINCE}")
+        target = (max(sizes),) if per_channel else ()
+        for index, tensor in enumerate(pair):
+            if list(shape_of(tensor) or []) == list(target):
+                continue
+            value = constant_value(tensor)
+            if value is None:
+                raise NearMiss("parameters", f"the {what} scale or zero point would need reshaping but is computed at run time")
+            pair[index] = self.const(np.full(target, np.asarray(value).reshape(()), dtype=value.dtype), "quant_param")
+        if pair[1].dtype is not None and np.dtype(pair[1].dtype) != dtype:
+            raise NearMiss("dtype", f"the {what} zero point is {np.dtype(pair[1].dtype)}, the data {dtype}")
+        return QParams(pair[0], pair[1], axis if per_channel else None)
+
+    def _require_qdq(self) -> None:
+        if self.model.opset < QDQ_SINCE:
+            raise NearMiss("opset", f"QuantizeLinear/DequantizeLinear need opset {QDQ_SINCE} (the model has {self.model.opset})",
+                           f"--target-opset {QDQ_SINCE}")
 
     def _scalar(self, node: gs.Node, slot: int, what: str) -> gs.Tensor:
         tensor = node.inputs[slot]
@@ -132,3 +149,12 @@ class QdqContext(RewriteContext):
     def float_op(self, op: str, inputs: list[gs.Tensor], attrs: dict | None, node: gs.Node) -> gs.Tensor:
         """The float op computing what ``node`` did, named after it."""
         return self.node(op, inputs, attrs=attrs, name=f"{node.name or op.lower()}_float", dtype=np.float32)
+
+
+def dynamic_source(data: gs.Tensor, scale: gs.Tensor, zero: gs.Tensor | None) -> gs.Tensor | None:
+    """``x`` when ``data``, its scale and its zero point are ``DynamicQuantizeLinear(x)``'s outputs."""
+    source = producer(data)
+    if source is None or source.op != "DynamicQuantizeLinear" or not domain_is(source, "") or len(source.outputs) < 3:
+        return None
+    own = data is source.outputs[0] and scale is source.outputs[1] and zero is source.outputs[2]
+    return source.inputs[0] if own else None

@@ -120,11 +120,10 @@ def qlinear_concat(ctx: QdqContext, node: gs.Node) -> bool:
         raise NearMiss("parameters", "the output zero point is missing, so the output type is unknown")
     dtype = eight_bit(zero, "output zero point")
     y = ctx.per_tensor(node, 0, 1, dtype, "output")
-    parts = []
-    for slot in range(2, len(node.inputs), 3):
-        part_type = eight_bit(node.inputs[slot], f"input {(slot - 2) // 3}")
-        params = ctx.per_tensor(node, slot + 1, slot + 2, part_type, f"input {(slot - 2) // 3}")
-        parts.append(ctx.dequantize(node.inputs[slot], params, "part_dequantized"))
+    slots = range(2, len(node.inputs), 3)
+    params = [ctx.per_tensor(node, slot + 1, slot + 2, eight_bit(node.inputs[slot], f"input {index}"), f"input {index}")
+              for index, slot in enumerate(slots)]
+    parts = [ctx.dequantize(node.inputs[slot], part, "part_dequantized") for slot, part in zip(slots, params)]
     ctx.quantize_into(node, ctx.float_op("Concat", parts, {"axis": int(node.attrs["axis"])}, node), y)
     return True
 

@@ -18,8 +18,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from mapc.ir import NearMiss, rule
-from mapc.passes.qoperator.context import ORT_DOMAIN, QdqContext, QParams, domain_is, eight_bit, present, shape_of
-from mapc.passes.qoperator.integer import aligned_params, dynamic_source
+from mapc.passes.qoperator.context import ORT_DOMAIN, QdqContext, QParams, domain_is, dynamic_source, eight_bit, present, shape_of
 
 
 def _matmul_into(ctx: QdqContext, node: gs.Node, first: gs.Tensor, weight: gs.Tensor, bias: gs.Tensor | None) -> None:
@@ -36,7 +35,7 @@ def _weight(ctx: QdqContext, node: gs.Node, scale_slot: int, zero_slot: int) -> 
     shape = shape_of(node.inputs[1])
     if not shape:
         raise NearMiss("shape", "input B's rank is unknown", "run shape inference (fix-shapes)")
-    params = aligned_params(ctx, node.inputs[scale_slot], present(node, zero_slot), b_type, len(shape) - 1, shape[-1], "input B")
+    params = ctx.aligned(node.inputs[scale_slot], present(node, zero_slot), b_type, len(shape) - 1, shape[-1], "input B")
     return ctx.dequantize(node.inputs[1], params, "b_dequantized")
 
 
@@ -47,7 +46,7 @@ def matmul_integer_to_float(ctx: QdqContext, node: gs.Node) -> bool:
         return False
     a_type = eight_bit(node.inputs[0], "input A")
     a_scale, a_zero = node.inputs[2], present(node, 4)
-    a = aligned_params(ctx, a_scale, a_zero, a_type, 0, None, "input A")
+    a = ctx.aligned(a_scale, a_zero, a_type, 0, None, "input A")
     if a.axis is not None:
         raise NearMiss("parameters", "input A's scale or zero point has several values; only per-tensor is rewritten")
     weight = _weight(ctx, node, 3, 5)

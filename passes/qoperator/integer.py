@@ -16,8 +16,8 @@ Two rules, tried in this order:
 * ``integer-product``: any other ``MatMulInteger`` / ``ConvInteger`` becomes the float op on
   ``DQ(q, scale 1, zero point)``, whose operands are the integers ``q - zero point``. Its result
   equals the int32 one exactly when every partial sum is an integer float32 holds exactly: when
-  ``max|a - az| · max over outputs of Σ|b - bz|`` is at most 2^24 (checked from the constant
-  weight's values, else from the types' ranges and the reduction length). Readers that cast the
+  ``max|a - az| · max over outputs of Σ|b - bz|`` is at most 2^24 (checked from the types' ranges
+  and the reduction length, and when that is not enough from a constant weight's values). Readers that cast the
   result to float read the float op directly; any other reader (or a graph output) reads
   ``Cast<int32>`` of it. Beyond the bound the node stays, with a near-miss.
 """
@@ -29,7 +29,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from mapc.ir import NearMiss, NoMatch, constant_value, is_graph_output, producer, rule, sole_reader
-from mapc.passes.qoperator.context import PER_AXIS_SINCE, QdqContext, QParams, domain_is, eight_bit, present, shape_of
+from mapc.passes.qoperator.context import QdqContext, QParams, domain_is, dynamic_source, eight_bit, present, shape_of
 from mapc.passes.qoperator.linear import CONV_ATTRS
 
 #: Integers up to this magnitude are exact in float32 (24-bit significand).
@@ -44,36 +44,6 @@ def _channel_axis(node: gs.Node) -> tuple[int, int | None]:
     if not shape:
         raise NearMiss("shape", "input B's rank is unknown", "run shape inference (fix-shapes)")
     return len(shape) - 1, shape[-1]
-
-
-def aligned_params(ctx: QdqContext, scale: gs.Tensor, zero: gs.Tensor | None, dtype: np.dtype, axis: int, channels: int | None,
-             what: str) -> QParams:
-    """``scale`` and ``zero`` (None: 0) shaped alike for Q/DQ: both scalars, or both one per
-    channel along ``axis`` (a constant scalar is repeated to match the other)."""
-    pair: list[gs.Tensor | None] = [scale, zero if zero is not None else ctx.const(np.zeros((), dtype), "zero_point")]
-    sizes = []
-    for tensor in pair:
-        shape = shape_of(tensor)
-        if shape is None:
-            raise NearMiss("parameters", f"the {what} scale or zero point has an unknown shape", "run shape inference (fix-shapes)")
-        size = int(np.prod(shape, dtype=np.int64))
-        if size != 1 and (len(shape) != 1 or (channels is not None and size != channels)):
-            raise NearMiss("parameters", f"the {what} scale or zero point has shape {shape}, neither one value nor one per channel")
-        sizes.append(size)
-    per_channel = max(sizes) > 1
-    if per_channel and ctx.model.opset < PER_AXIS_SINCE:
-        raise NearMiss("opset", f"per-channel {what} needs DequantizeLinear of opset {PER_AXIS_SINCE}", f"--target-opset {PER_AXIS_SINCE}")
-    target = (max(sizes),) if per_channel else ()
-    for index, tensor in enumerate(pair):
-        if list(shape_of(tensor) or []) == list(target):
-            continue
-        value = constant_value(tensor)
-        if value is None:
-            raise NearMiss("parameters", f"the {what} scale or zero point would need reshaping but is computed at run time")
-        pair[index] = ctx.const(np.full(target, np.asarray(value).reshape(()), dtype=value.dtype), "quant_param")
-    if pair[1].dtype is not None and np.dtype(pair[1].dtype) != dtype:
-        raise NearMiss("dtype", f"the {what} zero point is {np.dtype(pair[1].dtype)}, the data {dtype}")
-    return QParams(pair[0], pair[1], axis if per_channel else None)
 
 
 def _float_product(ctx: QdqContext, node: gs.Node, a: QParams, b: QParams, float_input: gs.Tensor | None = None) -> gs.Tensor:
@@ -108,15 +78,6 @@ def _split_scales(ctx: QdqContext, node: gs.Node, scale: gs.Tensor) -> tuple[gs.
     return (second, first) if from_dynamic else (first, second)
 
 
-def dynamic_source(data: gs.Tensor, scale: gs.Tensor, zero: gs.Tensor | None) -> gs.Tensor | None:
-    """``x`` when ``data``, its scale and its zero point are ``DynamicQuantizeLinear(x)``'s outputs."""
-    source = producer(data)
-    if source is None or source.op != "DynamicQuantizeLinear" or not domain_is(source, "") or len(source.outputs) < 3:
-        return None
-    own = data is source.outputs[0] and scale is source.outputs[1] and zero is source.outputs[2]
-    return source.inputs[0] if own else None
-
-
 def _scalar(ctx: QdqContext, tensor: gs.Tensor) -> gs.Tensor:
     shape = shape_of(tensor)
     if shape == []:
@@ -144,10 +105,10 @@ def dynamic_integer_product(ctx: QdqContext, node: gs.Node) -> bool:
     axis, channels = _channel_axis(node)
     if node.op == "ConvInteger" and int(np.prod(shape_of(b_scale) or [1], dtype=np.int64)) > 1:
         raise NearMiss("scale", "a per-channel scale after ConvInteger is not rewritten (only per-tensor)")
-    a = aligned_params(ctx, _scalar(ctx, a_scale), present(node, 2), a_type, 0, None, "input A")
+    a = ctx.aligned(_scalar(ctx, a_scale), present(node, 2), a_type, 0, None, "input A")
     if a.axis is not None:
         raise NearMiss("parameters", "input A's zero point has several values (per row); only per-tensor is rewritten")
-    b = aligned_params(ctx, b_scale, present(node, 3), b_type, axis, channels, "input B")
+    b = ctx.aligned(b_scale, present(node, 3), b_type, axis, channels, "input B")
     float_input = dynamic_source(node.inputs[0], a_scale, present(node, 2)) if ctx.float_dynamic else None
     result = _float_product(ctx, node, a, b, float_input)
     ctx.bypass(mul, result)  # a new node's output can always take a graph output's name
@@ -205,10 +166,10 @@ def integer_product(ctx: QdqContext, node: gs.Node) -> bool:
         raise NearMiss("exactness", f"the int32 sums may reach {bound}, beyond 2^24 where float32 stops holding every integer",
                        "dequantize with the real scales instead (the dynamic quantizer's Cast and Mul after it)")
     one = ctx.const(np.ones((), np.float32), "unit_scale")
-    a = aligned_params(ctx, one, present(node, 2), a_type, 0, None, "input A")
+    a = ctx.aligned(one, present(node, 2), a_type, 0, None, "input A")
     if a.axis is not None:
         raise NearMiss("parameters", "input A's zero point has several values (per row); only per-tensor is rewritten")
-    b = aligned_params(ctx, one, present(node, 3), b_type, axis, channels, "input B")
+    b = ctx.aligned(one, present(node, 3), b_type, axis, channels, "input B")
     result = _float_product(ctx, node, a, b)
     output = node.outputs[0]
     for reader in list(output.outputs):
