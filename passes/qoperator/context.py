@@ -23,6 +23,10 @@ QDQ_SINCE, PER_AXIS_SINCE = 10, 13
 ORT_DOMAIN = "com.microsoft"
 #: The 8-bit types QOperator ops compute in.
 EIGHT_BIT = (np.dtype(np.uint8), np.dtype(np.int8))
+#: Half the largest float32: the float form's values must stay below it (an integer kernel never
+#: forms the real values, so absurd scales, such as a mask constant of -3.4e38 quantized with a
+#: scale of 2.7e36, work there and overflow to infinity, and 0·inf to NaN, in float).
+FLOAT_LIMIT = float(np.finfo(np.float32).max) / 2
 
 
 @dataclass
@@ -51,9 +55,11 @@ def shape_of(tensor: gs.Tensor) -> list | None:
     return None if tensor.shape is None else list(tensor.shape)
 
 
-def eight_bit(tensor: gs.Tensor, what: str) -> np.dtype:
-    """The tensor's dtype, which must be uint8 or int8."""
-    dtype = None if tensor.dtype is None else np.dtype(tensor.dtype)
+def eight_bit(tensor: gs.Tensor, what: str, zero: gs.Tensor | None = None) -> np.dtype:
+    """The tensor's dtype, which must be uint8 or int8; when it is unknown (the output of an op
+    shape inference does not know, such as a contrib op left in place), its zero point's."""
+    dtype = tensor.dtype if tensor.dtype is not None else zero.dtype if zero is not None else None
+    dtype = None if dtype is None else np.dtype(dtype)
     if dtype not in EIGHT_BIT:
         raise NearMiss("dtype", f"the {what}'s type is {dtype or 'unknown'}, not uint8 or int8", "run shape inference (fix-shapes)")
     return dtype
@@ -135,6 +141,26 @@ class QdqContext(RewriteContext):
         if zero.dtype is not None and np.dtype(zero.dtype) != dtype:
             raise NearMiss("dtype", f"the {what} zero point is {np.dtype(zero.dtype)}, the data {dtype}")
 
+    # -- ranges -----------------------------------------------------------------------------------
+    @staticmethod
+    def magnitude(params: QParams, dtype: np.dtype) -> float | None:
+        """The largest ``|DQ(q)|`` over q's type: ``max|q - zero| · scale`` (None when the scale
+        or zero point is computed at run time)."""
+        scale = constant_value(params.scale)
+        zero = constant_value(params.zero_point) if params.zero_point is not None else np.zeros(())
+        if scale is None or zero is None:
+            return None
+        info = np.iinfo(dtype)
+        zero = np.asarray(zero, np.float64)
+        return float(np.max(np.maximum(zero - info.min, info.max - zero) * np.abs(np.asarray(scale, np.float64))))
+
+    @staticmethod
+    def require_finite(bound: float | None, what: str) -> None:
+        """Raise :class:`NearMiss` unless ``bound`` (the largest value ``what`` reaches in the
+        float form, None: unknown) stays well inside float32."""
+        if bound is not None and not bound < FLOAT_LIMIT:
+            raise NearMiss("range", f"{what} reach {bound:.3g} in float, beyond float32's range (the integer kernel never forms them)")
+
     # -- building ---------------------------------------------------------------------------------
     def dequantize(self, data: gs.Tensor, params: QParams, name: str) -> gs.Tensor:
         """``DequantizeLinear(data, scale, zero point)``: float32."""
@@ -158,3 +184,13 @@ def dynamic_source(data: gs.Tensor, scale: gs.Tensor, zero: gs.Tensor | None) ->
         return None
     own = data is source.outputs[0] and scale is source.outputs[1] and zero is source.outputs[2]
     return source.inputs[0] if own else None
+
+
+def product(*factors: float | None) -> float | None:
+    """The product of bounds (None if one is unknown)."""
+    result = 1.0
+    for factor in factors:
+        if factor is None:
+            return None
+        result *= factor
+    return result

@@ -22,7 +22,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from mapc.ir import NearMiss, rule
-from mapc.passes.qoperator.context import ORT_DOMAIN, QdqContext, QParams, domain_is, eight_bit, present, shape_of
+from mapc.passes.qoperator.context import ORT_DOMAIN, QdqContext, QParams, domain_is, eight_bit, present, product, shape_of
 
 #: Opset in which Softmax works on one axis instead of the flattened trailing axes.
 SOFTMAX_ONE_AXIS_SINCE = 13
@@ -31,8 +31,10 @@ POOL_ATTRS = ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pad
 
 def _unary_params(ctx: QdqContext, node: gs.Node) -> tuple[QParams, QParams]:
     """The input's and the output's parameters of ``X, xs, xz, ys, yz``."""
-    dtype = eight_bit(node.inputs[0], "input")
-    return ctx.per_tensor(node, 1, 2, dtype, "input"), ctx.per_tensor(node, 3, 4, dtype, "output")
+    dtype = eight_bit(node.inputs[0], "input", present(node, 2))
+    x = ctx.per_tensor(node, 1, 2, dtype, "input")
+    ctx.require_finite(ctx.magnitude(x, dtype), "dequantized input values")
+    return x, ctx.per_tensor(node, 3, 4, dtype, "output")
 
 
 def _unary(ctx: QdqContext, node: gs.Node, op: str, attrs: dict | None = None) -> bool:
@@ -45,12 +47,16 @@ def _unary(ctx: QdqContext, node: gs.Node, op: str, attrs: dict | None = None) -
 
 def _binary(ctx: QdqContext, node: gs.Node, op: str) -> bool:
     """``A, as, az, B, bs, bz, cs, cz`` -> ``Q(op(DQ(A), DQ(B)))``."""
-    dtype = eight_bit(node.inputs[0], "input A")
-    if eight_bit(node.inputs[3], "input B") != dtype:
+    dtype = eight_bit(node.inputs[0], "input A", present(node, 2))
+    if eight_bit(node.inputs[3], "input B", present(node, 5)) != dtype:
         raise NearMiss("dtype", "inputs A and B have different types")
     a = ctx.per_tensor(node, 1, 2, dtype, "input A")
     b = ctx.per_tensor(node, 4, 5, dtype, "input B")
     c = ctx.per_tensor(node, 6, 7, dtype, "output")
+    a_bound, b_bound = ctx.magnitude(a, dtype), ctx.magnitude(b, dtype)
+    ctx.require_finite(product(a_bound, b_bound) if op == "Mul" else None if None in (a_bound, b_bound) else a_bound + b_bound,
+                       f"dequantized inputs and their {'product' if op == 'Mul' else 'sum'}")
+    ctx.require_finite(max(a_bound or 0.0, b_bound or 0.0), "dequantized input values")
     inputs = [ctx.dequantize(node.inputs[0], a, "a_dequantized"), ctx.dequantize(node.inputs[3], b, "b_dequantized")]
     ctx.quantize_into(node, ctx.float_op(op, inputs, None, node), c)
     return True
@@ -121,8 +127,10 @@ def qlinear_concat(ctx: QdqContext, node: gs.Node) -> bool:
     dtype = eight_bit(zero, "output zero point")
     y = ctx.per_tensor(node, 0, 1, dtype, "output")
     slots = range(2, len(node.inputs), 3)
-    params = [ctx.per_tensor(node, slot + 1, slot + 2, eight_bit(node.inputs[slot], f"input {index}"), f"input {index}")
-              for index, slot in enumerate(slots)]
+    types = [eight_bit(node.inputs[slot], f"input {index}", present(node, slot + 2)) for index, slot in enumerate(slots)]
+    params = [ctx.per_tensor(node, slot + 1, slot + 2, dtype, f"input {index}") for index, (slot, dtype) in enumerate(zip(slots, types))]
+    for part, dtype in zip(params, types):
+        ctx.require_finite(ctx.magnitude(part, dtype), "dequantized input values")
     parts = [ctx.dequantize(node.inputs[slot], part, "part_dequantized") for slot, part in zip(slots, params)]
     ctx.quantize_into(node, ctx.float_op("Concat", parts, {"axis": int(node.attrs["axis"])}, node), y)
     return True

@@ -31,7 +31,7 @@ def _matmul_into(ctx: QdqContext, node: gs.Node, first: gs.Tensor, weight: gs.Te
 
 def _weight(ctx: QdqContext, node: gs.Node, scale_slot: int, zero_slot: int) -> gs.Tensor:
     """``DQ(B)``, per tensor or per column (B's last axis)."""
-    b_type = eight_bit(node.inputs[1], "input B")
+    b_type = eight_bit(node.inputs[1], "input B", present(node, zero_slot))
     shape = shape_of(node.inputs[1])
     if not shape:
         raise NearMiss("shape", "input B's rank is unknown", "run shape inference (fix-shapes)")
@@ -44,7 +44,7 @@ def matmul_integer_to_float(ctx: QdqContext, node: gs.Node) -> bool:
     """com.microsoft MatMulIntegerToFloat -> MatMul(DQ(A), DQ(B)) [+ bias]."""
     if not domain_is(node, ORT_DOMAIN):
         return False
-    a_type = eight_bit(node.inputs[0], "input A")
+    a_type = eight_bit(node.inputs[0], "input A", present(node, 4))
     a_scale, a_zero = node.inputs[2], present(node, 4)
     a = ctx.aligned(a_scale, a_zero, a_type, 0, None, "input A")
     if a.axis is not None:

@@ -100,7 +100,7 @@ def dynamic_integer_product(ctx: QdqContext, node: gs.Node) -> bool:
     if is_graph_output(ctx.graph, cast.outputs[0]) or mul is None or mul.op != "Mul" or not domain_is(mul, ""):
         raise NoMatch
     scale = mul.inputs[1] if mul.inputs[0] is cast.outputs[0] else mul.inputs[0]
-    a_type, b_type = eight_bit(node.inputs[0], "input A"), eight_bit(node.inputs[1], "input B")
+    a_type, b_type = eight_bit(node.inputs[0], "input A", present(node, 2)), eight_bit(node.inputs[1], "input B", present(node, 3))
     a_scale, b_scale = _split_scales(ctx, node, scale)
     axis, channels = _channel_axis(node)
     if node.op == "ConvInteger" and int(np.prod(shape_of(b_scale) or [1], dtype=np.int64)) > 1:
@@ -159,7 +159,7 @@ def integer_product(ctx: QdqContext, node: gs.Node) -> bool:
     """MatMulInteger/ConvInteger -> MatMul/Conv(DQ(a, 1, az), DQ(b, 1, bz)) [-> Cast<int32>], when float32 holds every sum exactly."""
     if not domain_is(node, ""):
         return False
-    a_type, b_type = eight_bit(node.inputs[0], "input A"), eight_bit(node.inputs[1], "input B")
+    a_type, b_type = eight_bit(node.inputs[0], "input A", present(node, 2)), eight_bit(node.inputs[1], "input B", present(node, 3))
     axis, channels = _channel_axis(node)
     bound = _sum_bound(node, axis, b_type, _largest_magnitude(present(node, 2), a_type))
     if bound > EXACT_LIMIT:

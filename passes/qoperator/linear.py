@@ -20,7 +20,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from mapc.ir import NearMiss, constant_value, rule
-from mapc.passes.qoperator.context import ORT_DOMAIN, QdqContext, QParams, domain_is, eight_bit, present, shape_of
+from mapc.passes.qoperator.context import ORT_DOMAIN, QdqContext, QParams, domain_is, eight_bit, present, product, shape_of
 
 CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
@@ -39,9 +39,27 @@ def _bias(ctx: QdqContext, node: gs.Node, slot: int, x: QParams, w: QParams, fac
     shape = shape_of(bias)
     if w.axis is not None and (shape is None or len(shape) != 1):
         raise NearMiss("bias", f"a per-channel weight with a bias of shape {shape} (expected one value per channel)")
+    values = constant_value(bias)
+    ctx.require_finite(None if values is None else float(np.max(np.abs(values * scale.astype(np.float64)), initial=0)), "bias values")
     params = QParams(ctx.const(scale, "bias_scale"), ctx.const(np.zeros(scale.shape, np.int32), "bias_zero_point"),
                      0 if w.axis is not None else None)
     return ctx.dequantize(bias, params, "bias_dequantized")
+
+
+def _static(shape: list | None, axes: slice | int) -> int | None:
+    """The product of ``shape[axes]`` when those dims are static."""
+    if shape is None:
+        return None
+    dims = shape[axes] if isinstance(axes, slice) else [shape[axes]]
+    return int(np.prod(dims, dtype=np.int64)) if all(isinstance(d, (int, np.integer)) for d in dims) else None
+
+
+def _check_products(ctx: QdqContext, reduction: int | None, a: QParams, a_type: np.dtype, b: QParams, b_type: np.dtype) -> None:
+    """The dequantized operands and the sums of ``reduction`` products stay inside float32."""
+    a_bound, b_bound = ctx.magnitude(a, a_type), ctx.magnitude(b, b_type)
+    ctx.require_finite(a_bound, "dequantized input values")
+    ctx.require_finite(b_bound, "dequantized weight values")
+    ctx.require_finite(product(reduction, a_bound, b_bound), "sums of products")
 
 
 @rule("QLinearConv", plain=False)
@@ -49,11 +67,12 @@ def qlinear_conv(ctx: QdqContext, node: gs.Node) -> bool:
     """QLinearConv -> DQ(x), DQ(w, per output channel), DQ(int32 bias, scale x_scale·w_scale) -> Conv -> Q."""
     if not domain_is(node, ""):
         return False
-    x_type, w_type = eight_bit(node.inputs[0], "input"), eight_bit(node.inputs[3], "weight")
+    x_type, w_type = eight_bit(node.inputs[0], "input", present(node, 2)), eight_bit(node.inputs[3], "weight", present(node, 5))
     weight_shape = shape_of(node.inputs[3])
     x = ctx.per_tensor(node, 1, 2, x_type, "input")
     w = ctx.per_axis(node, 4, 5, w_type, 0, weight_shape[0] if weight_shape else None, "weight")
     y = ctx.per_tensor(node, 6, 7, eight_bit(node.inputs[7], "output zero point"), "output")
+    _check_products(ctx, _static(weight_shape, slice(1, None)), x, x_type, w, w_type)
     bias = _bias(ctx, node, 8, x, w)
     inputs = [ctx.dequantize(node.inputs[0], x, "input_dequantized"), ctx.dequantize(node.inputs[3], w, "weight_dequantized")]
     attrs = {key: value for key, value in node.attrs.items() if key in CONV_ATTRS}
@@ -67,13 +86,14 @@ def qlinear_matmul(ctx: QdqContext, node: gs.Node) -> bool:
     """QLinearMatMul -> DQ(a), DQ(b, per column) -> MatMul -> Q."""
     if not domain_is(node, ""):
         return False
-    a_type, b_type = eight_bit(node.inputs[0], "input A"), eight_bit(node.inputs[3], "input B")
+    a_type, b_type = eight_bit(node.inputs[0], "input A", present(node, 2)), eight_bit(node.inputs[3], "input B", present(node, 5))
     b_shape = shape_of(node.inputs[3])
     a = ctx.per_tensor(node, 1, 2, a_type, "input A")
     b = ctx.per_axis(node, 4, 5, b_type, len(b_shape) - 1 if b_shape else -1, b_shape[-1] if b_shape else None, "input B")
     if b.axis == -1:
         raise NearMiss("shape", "input B is per column but its rank is unknown", "run shape inference (fix-shapes)")
     y = ctx.per_tensor(node, 6, 7, eight_bit(node.inputs[7], "output zero point"), "output")
+    _check_products(ctx, _static(b_shape, -2) if b_shape and len(b_shape) > 1 else None, a, a_type, b, b_type)
     inputs = [ctx.dequantize(node.inputs[0], a, "a_dequantized"), ctx.dequantize(node.inputs[3], b, "b_dequantized")]
     ctx.quantize_into(node, ctx.float_op("MatMul", inputs, None, node), y)
     return True
@@ -84,7 +104,7 @@ def qgemm(ctx: QdqContext, node: gs.Node) -> bool:
     """com.microsoft QGemm -> DQ(A), DQ(B, per column), DQ(int32 C, scale alpha·a_scale·b_scale) -> Gemm [-> Q]."""
     if not domain_is(node, ORT_DOMAIN):
         return False
-    a_type, b_type = eight_bit(node.inputs[0], "input A"), eight_bit(node.inputs[3], "input B")
+    a_type, b_type = eight_bit(node.inputs[0], "input A", present(node, 2)), eight_bit(node.inputs[3], "input B", present(node, 5))
     trans_b = int(node.attrs.get("transB", 0))
     alpha = float(node.attrs.get("alpha", 1.0))
     b_shape = shape_of(node.inputs[3])
@@ -97,6 +117,7 @@ def qgemm(ctx: QdqContext, node: gs.Node) -> bool:
         if zero is None:
             raise NearMiss("parameters", "the output has a scale but no zero point, so its type is unknown")
         y = ctx.per_tensor(node, 7, 8, eight_bit(zero, "output zero point"), "output")
+    _check_products(ctx, product(_static(b_shape, 1 if trans_b else 0), abs(alpha) or 1.0), a, a_type, b, b_type)
     bias = _bias(ctx, node, 6, a, b, alpha)
     inputs = [ctx.dequantize(node.inputs[0], a, "a_dequantized"), ctx.dequantize(node.inputs[3], b, "b_dequantized")]
     attrs = {"alpha": alpha, "transA": int(node.attrs.get("transA", 0)), "transB": trans_b}

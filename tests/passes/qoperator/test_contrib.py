@@ -160,3 +160,18 @@ def test_no_qdq_before_opset_10():
     assert ops(converted) == {"QLinearSigmoid": 1}
     (miss,) = misses(record, "qlinear-sigmoid")
     assert miss["code"] == "opset" and miss["fix"] == "--target-opset 10"
+
+
+def test_float_overflow_stays():
+    """(1 - mask) times float32's lowest, as quantize_static writes an attention mask: the
+    integer kernel is fine, the float form would overflow to -inf and make NaN of 0·inf."""
+    b = OneOp()
+    b.input("keep", I8, [2, 8])
+    inputs = ["keep", b.const("ks", 1 / 255, np.float32), b.const("kz", -128, I8), b.const("low", -127, I8),
+              b.const("ls", 2.6793887e36, np.float32), b.const("lz", 0, I8), b.const("ys", 1.3344406e36, np.float32), b.const("yz", 127, I8)]
+    b.node("QLinearMul", inputs, ["y"], domain=MS)
+    b.output("y", I8, [2, 8])
+    converted, record = convert(b.model())
+    assert ops(converted) == {"QLinearMul": 1}
+    (miss,) = misses(record, "qlinear-mul")
+    assert miss["code"] == "range" and "float32" in miss["message"]

@@ -165,3 +165,16 @@ def test_qgemm_alpha_and_layout(alpha, trans_b):
     model = qgemm(True, True, True, trans_b=trans_b, alpha=alpha)
     converted, _ = convert(model)
     assert_matches(model, converted, code_samples(model))
+
+
+def test_sums_beyond_float32_stay():
+    b = OneOp()
+    b.input("a", U8, [2, 64])
+    inputs = ["a", b.const("as", 1e18, np.float32), b.const("az", 128, U8), b.const("b", np.full((64, 4), 200), U8),
+              b.const("bs", 1e18, np.float32), b.const("bz", 0, U8), b.const("ys", 3e38, np.float32), b.const("yz", 128, U8)]
+    b.node("QLinearMatMul", inputs, ["y"])
+    b.output("y", U8, [2, 4])
+    converted, record = convert(b.model())
+    assert ops(converted) == {"QLinearMatMul": 1}
+    (miss,) = misses(record, "qlinear-matmul")
+    assert miss["code"] == "range" and "sums of products" in miss["message"]

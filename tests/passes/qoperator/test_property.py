@@ -105,9 +105,10 @@ class _Graph:
 
     def contrib(self, op: str) -> None:
         draw, dtype = self.draw, self.draw(st.sampled_from(TYPES))
+        channels_last = op in ("QLinearAveragePool", "QLinearGlobalAveragePool") and draw(st.booleans())
         shape = [1, draw(st.integers(1, 3)), draw(st.integers(2, 5)), draw(st.integers(2, 5))]
-        x = self.b.input(self.name("x"), dtype, shape)
-        attrs: dict = {}
+        x = self.b.input(self.name("x"), dtype, [1, *shape[2:], shape[1]] if channels_last else shape)
+        attrs: dict = {"channels_last": 1} if channels_last else {}
         if op in ("QLinearAdd", "QLinearMul"):
             other = self.b.input(self.name("b"), dtype, draw(st.sampled_from([shape, shape[1:], [shape[-1]], [1]])))
             inputs = [x, *self.params(dtype), other, *self.params(dtype), *self.params(dtype)]
@@ -120,10 +121,8 @@ class _Graph:
             if op == "QLinearLeakyRelu":
                 attrs = {"alpha": draw(st.floats(0.0, 0.5))}
             elif op == "QLinearAveragePool":
-                attrs = {"kernel_shape": [2, 2], "strides": [1, draw(st.integers(1, 2))], "count_include_pad": draw(st.integers(0, 1)),
-                         "pads": [draw(st.integers(0, 1))] * 4}
-            if op in ("QLinearAveragePool", "QLinearGlobalAveragePool"):
-                attrs["channels_last"] = draw(st.integers(0, 1))
+                attrs |= {"kernel_shape": [2, 2], "strides": [1, draw(st.integers(1, 2))], "count_include_pad": draw(st.integers(0, 1)),
+                          "pads": [draw(st.integers(0, 1))] * 4}
             elif op == "QLinearSoftmax":
                 attrs = {"axis": -1, "opset": draw(st.sampled_from([12, 13]))}
         self.b.node(op, inputs, [self.name("y")], domain=MS, **attrs)
