@@ -36,6 +36,7 @@ def _weight(ctx: QdqContext, node: gs.Node, scale_slot: int, zero_slot: int) -> 
     if not shape:
         raise NearMiss("shape", "input B's rank is unknown", "run shape inference (fix-shapes)")
     params = ctx.aligned(node.inputs[scale_slot], present(node, zero_slot), b_type, len(shape) - 1, shape[-1], "input B")
+    ctx.require_finite(ctx.magnitude(params, b_type), "dequantized weight values")
     return ctx.dequantize(node.inputs[1], params, "b_dequantized")
 
 

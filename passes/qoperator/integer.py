@@ -29,7 +29,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from mapc.ir import NearMiss, NoMatch, constant_value, is_graph_output, producer, rule, sole_reader
-from mapc.passes.qoperator.context import QdqContext, QParams, domain_is, dynamic_source, eight_bit, present, shape_of
+from mapc.passes.qoperator.context import QdqContext, QParams, domain_is, dynamic_source, eight_bit, present, product, shape_of
 from mapc.passes.qoperator.linear import CONV_ATTRS
 
 #: Integers up to this magnitude are exact in float32 (24-bit significand).
@@ -109,6 +109,8 @@ def dynamic_integer_product(ctx: QdqContext, node: gs.Node) -> bool:
     if a.axis is not None:
         raise NearMiss("parameters", "input A's zero point has several values (per row); only per-tensor is rewritten")
     b = ctx.aligned(b_scale, present(node, 3), b_type, axis, channels, "input B")
+    ctx.require_finite(product(ctx.magnitude(a, a_type), ctx.magnitude(b, b_type)), "dequantized products")
+    ctx.require_finite(ctx.magnitude(b, b_type), "dequantized weight values")
     float_input = dynamic_source(node.inputs[0], a_scale, present(node, 2)) if ctx.float_dynamic else None
     result = _float_product(ctx, node, a, b, float_input)
     ctx.bypass(mul, result)  # a new node's output can always take a graph output's name

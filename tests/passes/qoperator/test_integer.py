@@ -173,3 +173,22 @@ def test_matmul_integer_bounded_by_its_weights_values():
     assert record.counters["integer-product"] == 1
     for feeds in code_samples(model):
         np.testing.assert_array_equal(run(converted, feeds)["y"], run(model, feeds)["y"])
+
+
+def test_dynamic_chain_with_an_overflowing_weight_scale_stays_integer():
+    """A weight scale whose dequantized values overflow float32: the chain is not folded into the
+    DQs; the lone-op rule still makes the integer product exact, and the Mul by the scales stays."""
+    b = OneOp()
+    b.input("x", np.float32, [2, 8])
+    b.node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"])
+    b.node("Mul", ["xs", b.const("ws", 1e37, np.float32)], ["scales"])
+    b.node("MatMulInteger", ["xq", b.const("w", np.arange(16).reshape(8, 2), U8), "xz"], ["acc"])
+    b.node("Cast", ["acc"], ["acc_float"], to=onnx.TensorProto.FLOAT)
+    b.node("Mul", ["acc_float", "scales"], ["y"])
+    b.output("y", np.float32, [2, 2])
+    model = b.model()
+    converted, record = convert(model)
+    assert record.counters["dynamic-integer-product"] == 0 and record.counters["integer-product"] == 1
+    assert ops(converted) == {"DynamicQuantizeLinear": 1, "DequantizeLinear": 2, "MatMul": 1, "Mul": 2}
+    feeds = [{"x": np.random.default_rng(i).standard_normal((2, 8)).astype(np.float32) * 1e-30} for i in range(3)]
+    assert_matches(model, converted, feeds)
