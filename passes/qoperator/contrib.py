@@ -19,6 +19,7 @@ A missing zero point is 0 of the input's type.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from mapc.ir import NearMiss, rule
@@ -29,17 +30,19 @@ SOFTMAX_ONE_AXIS_SINCE = 13
 POOL_ATTRS = ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides")
 
 
-def _unary_params(ctx: QdqContext, node: gs.Node) -> tuple[QParams, QParams]:
-    """The input's and the output's parameters of ``X, xs, xz, ys, yz``."""
+def _unary_params(ctx: QdqContext, node: gs.Node, extent: float | None = 1.0) -> tuple[QParams, QParams]:
+    """The input's and the output's parameters of ``X, xs, xz, ys, yz``; the dequantized input,
+    summed over ``extent`` elements (a pooling window), must stay inside float32."""
     dtype = eight_bit(node.inputs[0], "input", present(node, 2))
     x = ctx.per_tensor(node, 1, 2, dtype, "input")
     ctx.require_finite(ctx.magnitude(x, dtype), "dequantized input values")
+    ctx.require_finite(product(ctx.magnitude(x, dtype), extent), "sums over the pooling window")
     return x, ctx.per_tensor(node, 3, 4, dtype, "output")
 
 
-def _unary(ctx: QdqContext, node: gs.Node, op: str, attrs: dict | None = None) -> bool:
+def _unary(ctx: QdqContext, node: gs.Node, op: str, attrs: dict | None = None, extent: float | None = 1.0) -> bool:
     """``X, xs, xz, ys, yz`` -> ``Q(op(DQ(X)))``."""
-    x, y = _unary_params(ctx, node)
+    x, y = _unary_params(ctx, node, extent)
     result = ctx.float_op(op, [ctx.dequantize(node.inputs[0], x, "x_dequantized")], attrs, node)
     ctx.quantize_into(node, result, y)
     return True
@@ -64,18 +67,30 @@ def _binary(ctx: QdqContext, node: gs.Node, op: str) -> bool:
 
 def _pool(ctx: QdqContext, node: gs.Node, op: str, attrs: dict) -> bool:
     """A pooling op: NCHW as it is; NHWC with its codes transposed to NCHW before and back after."""
-    if not int(node.attrs.get("channels_last", 0)):
-        return _unary(ctx, node, op, attrs)
+    channels_last = bool(int(node.attrs.get("channels_last", 0)))
     shape = shape_of(node.inputs[0])
+    extent = _window(shape, attrs, channels_last)
+    if not channels_last:
+        return _unary(ctx, node, op, attrs, extent)
     if shape is None or len(shape) < 3:
         raise NearMiss("shape", f"the channels-last input's rank is unknown ({shape})", "run shape inference (fix-shapes)")
-    x, y = _unary_params(ctx, node)
+    x, y = _unary_params(ctx, node, extent)
     rank, dtype = len(shape), node.inputs[0].dtype
     codes = ctx.node("Transpose", [node.inputs[0]], attrs={"perm": [0, rank - 1, *range(1, rank - 1)]}, name="channels_first", dtype=dtype)
     result = ctx.float_op(op, [ctx.dequantize(codes, x, "x_dequantized")], attrs, node)
     quantized = ctx.node("QuantizeLinear", [result, y.scale, y.zero_point], name="pooled_quantized", dtype=dtype)
     ctx.become(node, "Transpose", [quantized], {"perm": [0, *range(2, rank), 1]})
     return True
+
+
+def _window(shape: list | None, attrs: dict, channels_last: bool) -> float | None:
+    """Elements one output of the pool sums: its window, or the spatial dims (None: unknown)."""
+    if "kernel_shape" in attrs:
+        return float(np.prod(attrs["kernel_shape"]))
+    if shape is None or len(shape) < 3:
+        return None
+    spatial = shape[1:-1] if channels_last else shape[2:]
+    return float(np.prod(spatial)) if all(isinstance(d, (int, np.integer)) for d in spatial) else None
 
 
 @rule("QLinearAdd", plain=False)

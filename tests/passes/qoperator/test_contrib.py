@@ -175,3 +175,12 @@ def test_float_overflow_stays():
     assert ops(converted) == {"QLinearMul": 1}
     (miss,) = misses(record, "qlinear-mul")
     assert miss["code"] == "range" and "float32" in miss["message"]
+
+
+def test_pool_sums_beyond_float32_stay():
+    model = unary("QLinearGlobalAveragePool", U8, shape=(1, 2, 8, 8), output_scale=1e36, output_shape=[1, 2, 1, 1])
+    model.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(np.asarray(1e36, np.float32), "xs"))
+    converted, record = convert(model)
+    assert ops(converted) == {"QLinearGlobalAveragePool": 1}
+    (miss,) = misses(record, "qlinear-global-average-pool")
+    assert miss["code"] == "range" and "pooling window" in miss["message"]
