@@ -39,8 +39,9 @@ class QOperatorToQdq(Pass):
     """Rewrite QOperator quantized ops into DequantizeLinear -> float op -> QuantizeLinear.
 
     Matches QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger and onnxruntime's
-    com.microsoft MatMulIntegerToFloat, DynamicQuantizeMatMul, QGemm, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu,
-    QLinearGlobalAveragePool, QLinearAveragePool (NHWC ones between Transposes), QLinearConcat and QLinearSoftmax.
+    com.microsoft MatMulIntegerToFloat, DynamicQuantizeMatMul, QGemm, QLinearAdd, QLinearMul,
+    QLinearSigmoid, QLinearLeakyRelu, QLinearGlobalAveragePool, QLinearAveragePool (NHWC ones
+    between Transposes of their codes), QLinearConcat and QLinearSoftmax.
     Produces the float op between DequantizeLinear of its inputs (per tensor, or per output
     channel / column for weights; an int32 bias with scale input_scale·weight_scale) and
     QuantizeLinear with the node's output scale and zero point. Integer outputs: the dynamic
@@ -48,7 +49,8 @@ class QOperatorToQdq(Pass):
     dequantized operands; another MatMulInteger/ConvInteger becomes the float op on
     DequantizeLinear with scale 1 (Cast back to int32 only for readers that need int32), when
     float32 provably holds its sums exactly. Output codes agree with the integer kernels' within
-    one quantization step. A node it cannot rewrite exactly stays, with a near-miss saying why.
+    one quantization step. A node it cannot rewrite exactly stays, with a near-miss saying why
+    (among them nodes whose float form would overflow float32, which integer kernels never form).
     dynamic_activations=float (opt-in, not exact) also drops the dynamic quantizer's run-time
     quantization of the activation: MatMul(x, DequantizeLinear(weight)), weight-only.
     """
@@ -75,7 +77,8 @@ class QOperatorToQdq(Pass):
             infer_shapes(model)
 
         fired = {item.name: 0 for item in RULES}
-        for _ in range(MAX_ROUNDS):  # the last round's near-misses are the nodes left
+        for round_number in range(1, MAX_ROUNDS + 1):  # the last round's near-misses are the nodes left
+            ctx.report_progress("qoperator-to-qdq round", round_number, None)
             reports = apply_rules(RULES, rewrites, after_rule=refresh)
             for name, report in reports.items():
                 fired[name] += report.fired
