@@ -13,7 +13,7 @@ import pytest
 from mapc.ir import load, run, verification_samples
 from mapc.ir.errors import EXIT_OK
 from tests.conftest import MAPC_SCRIPT
-from tests.passes.qoperator.test_models import EXAMPLES, QOPERATOR_OPS, quantize_static
+from tests.passes.qoperator.test_models import EXAMPLES, QOPERATOR_OPS, quantize_static, zoo
 
 pytest.importorskip("onnxruntime.quantization")
 
@@ -96,3 +96,17 @@ def test_dynamic_transformer_for_npu_needs_float_activations(tmp_path):
         assert ("DynamicQuantizeLinear" in reasons.get("op.not-supported", {})) == (mode == "quantized")
     assert coverage["float"]["macs_percent"] == 100.0 and coverage["float"]["nodes_percent"] >= 90
     assert coverage["quantized"]["macs_percent"] < coverage["float"]["macs_percent"]
+
+
+def test_verify_each_passes_on_a_qoperator_model(tmp_path):
+    """Every pass of the default pipeline checked against the QOperator model (on these samples
+    the converted codes are identical, so float verification holds; see docs/passes/quantization.md)."""
+    onnx.save(zoo(), tmp_path / "zoo.onnx")
+    quantize_static(tmp_path / "zoo.onnx", tmp_path / "zoo_qop.onnx", per_channel=True, activations="QUInt8")
+    report = tmp_path / "report.json"
+    done = mapc("compile", str(tmp_path / "zoo_qop.onnx"), "--verify-each", "-o", str(tmp_path / "out.onnx"), "--report", str(report), "-q")
+    assert done.returncode == EXIT_OK, done.stderr
+    data = json.loads(report.read_text())
+    record = next(p for p in data["passes"] if p["name"] == "qoperator-to-qdq")
+    assert record["changed"] and record["verification"]["ok"]
+    assert all(p["verification"]["ok"] for p in data["passes"])
