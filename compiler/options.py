@@ -82,8 +82,9 @@ def parse_dims(specs: Sequence[str]) -> dict[str, int]:
 SIMPLIFY = ("fix-shapes", "fold-constants", "peephole", "cleanup")
 #: The group without fix-shapes: tidies what rewrites leave.
 TIDY = tuple(name for name in SIMPLIFY if name != "fix-shapes")
-#: Rewrites into what NPUs run, after the group.
-REWRITES = ("fuse", "attention-mask")
+#: Rewrites into what NPUs run, after the group: QOperator quantized ops to QDQ first, so fusion
+#: and targets see ordinary float ops between Q/DQ.
+REWRITES = ("qoperator-to-qdq", "fuse", "attention-mask")
 
 
 def default_pipeline(
@@ -97,8 +98,10 @@ def default_pipeline(
     1. the simplification group, to a fixed point: ``fix-shapes`` (only when shapes or dims were
        given; it reads them from the compile), ``fold-constants``, ``peephole``, ``cleanup``; each
        round's folding makes more shapes static for the next;
-    2. ``fuse`` (canonical forms, then fused standard ops), which needs the shape arithmetic
-       folded, and ``attention-mask``, which sees folded masks and fused ``Attention`` ops;
+    2. ``qoperator-to-qdq`` (QLinearConv, MatMulInteger, onnxruntime's QLinear ops as
+       DequantizeLinear -> float op -> QuantizeLinear), ``fuse`` (canonical forms, then fused
+       standard ops), which needs the shape arithmetic folded, and ``attention-mask``, which
+       sees folded masks and fused ``Attention`` ops;
     3. the tidy group (``fold-constants``, ``peephole``, ``cleanup``) for what the rewrites leave;
     4. when shapes were given, ``check-static`` reports every tensor still dynamic
        (``require_static`` makes that an error).

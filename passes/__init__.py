@@ -13,6 +13,7 @@ from mapc.passes import (  # noqa: F401  (registers the built-in passes)
     fold_constants,
     fusion,
     peephole,
+    qoperator,
     quantize,
     quantized_io,
     split_stacked_kv,
