@@ -61,25 +61,20 @@ class SplitStackedKV(Pass):
         notes: list[Note] = []
         split_inputs: list[str] = []
         split_outputs: list[str] = []
-        for tensor in list(graph.inputs):
-            if not _stacked(tensor) or (wanted and tensor.name not in wanted):
-                continue
-            refusal = _split_input(model, tensor)
-            if refusal is None:
-                split_inputs.append(tensor.name)
-                given = ctx.input_shapes.pop(tensor.name, None)  # --input-shape of the stacked input fixes both halves
-                if given is not None:
-                    ctx.input_shapes.update({f"{tensor.name}.{half}": list(given[1:]) for half in HALVES})
-            else:
-                notes.append(Note("split-stacked-kv.input-kept", f"input {tensor.name!r} stays stacked: {refusal}"))
-        for tensor in list(graph.outputs):
-            if not _stacked(tensor) or (wanted and tensor.name not in wanted):
-                continue
-            refusal = _split_output(model, tensor)
-            if refusal is None:
-                split_outputs.append(tensor.name)
-            else:
-                notes.append(Note("split-stacked-kv.output-kept", f"output {tensor.name!r} stays stacked: {refusal}"))
+        for kind, tensors, split, done in (("input", graph.inputs, _split_input, split_inputs),
+                                           ("output", graph.outputs, _split_output, split_outputs)):
+            for tensor in list(tensors):
+                if not _stacked(tensor) or (wanted and tensor.name not in wanted):
+                    continue
+                refusal = split(model, tensor)
+                if refusal is None:
+                    done.append(tensor.name)
+                else:
+                    notes.append(Note(f"split-stacked-kv.{kind}-kept", f"{kind} {tensor.name!r} stays stacked: {refusal}"))
+        for name in split_inputs:  # --input-shape of a stacked input fixes both halves
+            given = ctx.input_shapes.pop(name, None)
+            if given is not None:
+                ctx.input_shapes.update({f"{name}.{half}": list(given[1:]) for half in HALVES})
         changed = bool(split_inputs or split_outputs)
         if changed:
             remove_dead_nodes(graph)
