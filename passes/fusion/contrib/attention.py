@@ -35,7 +35,7 @@ class ContribAttentionToStandard(FusionRule):
     ``present`` output, when read, is past and new K/V stacked the same way. Produces what the CPU
     kernel computes: ``q, k, v`` from ``input @ weights + bias``, K/V appended to the past,
     ``softmax(q kᵀ · scale + m + causal + attention_bias) v`` with ``mask_filter_value`` added at
-    padded keys and again at future keys (``unidirectional``), heads merged back.
+    padded keys and future keys excluded (``unidirectional``), heads merged back.
     """
 
     name = "contrib-attention"
@@ -100,7 +100,7 @@ class ContribAttentionToStandard(FusionRule):
             total = None if plan.seq is None or plan.past is None else plan.seq + plan.past
             masks.append(sdpa.padding_mask(ctx, mask, plan.mask_layout, total, fill, dtype))
         if plan.causal:
-            masks.append(sdpa.causal_mask(ctx, plan.seq, plan.past, fill, dtype))
+            masks.append(sdpa.causal_mask(ctx, plan.seq, plan.past, dtype))
         masks = sdpa.combine(ctx, masks, dtype)
         attention_bias = present(node, 5)
         if attention_bias is not None:

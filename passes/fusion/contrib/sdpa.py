@@ -92,10 +92,11 @@ def padding_mask(ctx: FusionContext, mask: gs.Tensor, layout: str, total: int | 
     return ctx.node("Unsqueeze", [additive, ints(ctx, [1, 2] if layout != "raw3d" else [1])], dtype=dtype, name="mask_heads")
 
 
-def causal_mask(ctx: FusionContext, seq: int, past: int, fill: float, dtype: np.dtype) -> gs.Constant:
-    """``[1, 1, S, past+S]``: ``fill`` where key ``j`` lies after query ``i`` (``j > past + i``)."""
+def causal_mask(ctx: FusionContext, seq: int, past: int, dtype: np.dtype) -> gs.Constant:
+    """``[1, 1, S, past+S]``: the type's lowest value where key ``j`` lies after query ``i``
+    (``j > past + i``), 0 elsewhere. Every row keeps key 0, so no row is fully excluded."""
     rows, cols = np.arange(seq)[:, None], np.arange(past + seq)[None, :]
-    return ctx.const(np.where(cols > past + rows, fill, 0.0).astype(dtype)[None, None], "causal_mask")
+    return ctx.const(np.where(cols > past + rows, np.finfo(dtype).min, 0.0).astype(dtype)[None, None], "causal_mask")
 
 
 def combine(ctx: FusionContext, masks: list[gs.Tensor], dtype: np.dtype) -> list[gs.Tensor]:
