@@ -10,6 +10,7 @@ leaving the node with a near-miss otherwise. One module per family:
   ``SimplifiedLayerNormalization``, ``BiasGelu``, ``Gelu``, ``FastGelu``;
 * :mod:`.embed`: ``EmbedLayerNormalization``;
 * :mod:`.attention`: the packed-QKV ``Attention`` (past/present, unidirectional);
+* :mod:`.mha`: ``MultiHeadAttention`` (self/cross, bias, masks, past/present, packed KV/QKV);
 
 The attention rewrites emit the decomposed attention of :mod:`.sdpa`, which the ``attention``
 rule then fuses into a standard ``Attention``.
@@ -19,8 +20,9 @@ from __future__ import annotations
 
 from mapc.passes.fusion.contrib.attention import ContribAttentionToStandard
 from mapc.passes.fusion.contrib.embed import EmbedLayerNormToStandard
+from mapc.passes.fusion.contrib.mha import ContribMultiHeadAttentionToStandard
 from mapc.passes.fusion.contrib.norms import RULES as NORMS
 
-RULES = [*NORMS, EmbedLayerNormToStandard(), ContribAttentionToStandard()]
+RULES = [*NORMS, EmbedLayerNormToStandard(), ContribAttentionToStandard(), ContribMultiHeadAttentionToStandard()]
 
 __all__ = ["RULES"]
