@@ -10,7 +10,8 @@ leaving the node with a near-miss otherwise. One module per family:
   ``SimplifiedLayerNormalization``, ``BiasGelu``, ``Gelu``, ``FastGelu``;
 * :mod:`.embed`: ``EmbedLayerNormalization``;
 * :mod:`.attention`: the packed-QKV ``Attention`` (past/present, unidirectional);
-* :mod:`.mha`: ``MultiHeadAttention`` (self/cross, bias, masks, past/present, packed KV/QKV);
+* :mod:`.mha`: ``MultiHeadAttention`` (self/cross, bias, masks, past/present);
+* :mod:`.rotary`: ``RotaryEmbedding`` -> the standard ``RotaryEmbedding`` (opset 23);
 
 The attention rewrites emit the decomposed attention of :mod:`.sdpa`, which the ``attention``
 rule then fuses into a standard ``Attention``.
@@ -22,7 +23,9 @@ from mapc.passes.fusion.contrib.attention import ContribAttentionToStandard
 from mapc.passes.fusion.contrib.embed import EmbedLayerNormToStandard
 from mapc.passes.fusion.contrib.mha import ContribMultiHeadAttentionToStandard
 from mapc.passes.fusion.contrib.norms import RULES as NORMS
+from mapc.passes.fusion.contrib.rotary import ContribRotaryToStandard
 
-RULES = [*NORMS, EmbedLayerNormToStandard(), ContribAttentionToStandard(), ContribMultiHeadAttentionToStandard()]
+RULES = [*NORMS, EmbedLayerNormToStandard(), ContribAttentionToStandard(), ContribMultiHeadAttentionToStandard(),
+         ContribRotaryToStandard()]
 
 __all__ = ["RULES"]
