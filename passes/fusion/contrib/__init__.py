@@ -11,6 +11,7 @@ leaving the node with a near-miss otherwise. One module per family:
 * :mod:`.embed`: ``EmbedLayerNormalization``;
 * :mod:`.attention`: the packed-QKV ``Attention`` (past/present, unidirectional);
 * :mod:`.mha`: ``MultiHeadAttention`` (self/cross, bias, masks, past/present);
+* :mod:`.gqa`: ``GroupQueryAttention`` (prompt and static-past cases, packed QKV, rotary);
 * :mod:`.rotary`: ``RotaryEmbedding`` -> the standard ``RotaryEmbedding`` (opset 23);
 
 The attention rewrites emit the decomposed attention of :mod:`.sdpa`, which the ``attention``
@@ -21,11 +22,12 @@ from __future__ import annotations
 
 from mapc.passes.fusion.contrib.attention import ContribAttentionToStandard
 from mapc.passes.fusion.contrib.embed import EmbedLayerNormToStandard
+from mapc.passes.fusion.contrib.gqa import ContribGroupQueryAttentionToStandard
 from mapc.passes.fusion.contrib.mha import ContribMultiHeadAttentionToStandard
 from mapc.passes.fusion.contrib.norms import RULES as NORMS
 from mapc.passes.fusion.contrib.rotary import ContribRotaryToStandard
 
 RULES = [*NORMS, EmbedLayerNormToStandard(), ContribAttentionToStandard(), ContribMultiHeadAttentionToStandard(),
-         ContribRotaryToStandard()]
+         ContribGroupQueryAttentionToStandard(), ContribRotaryToStandard()]
 
 __all__ = ["RULES"]
