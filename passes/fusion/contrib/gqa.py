@@ -92,6 +92,9 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
             if key is None or value is None or len(key) != 3 or len(value) != 3 or ctx.static(key[1]) != seq \
                     or ctx.static(key[2]) != kv_heads * head_size or ctx.static(value[2]) != kv_heads * head_size:
                 raise NearMiss("shape", f"key {show_dims(key)} and value {show_dims(value)} are not [B, S, kv_heads*head_size]", sdpa.FIX_SHAPES)
+        lengths = ctx.shape(node.inputs[SEQLENS_K])
+        if lengths is None or len(lengths) not in (1, 2) or (len(lengths) == 2 and ctx.static(lengths[1]) != 1):
+            raise NearMiss("seqlens", f"seqlens_k {show_dims(lengths)} is not [B] (or [B, 1])", sdpa.FIX_SHAPES)
         total = small_constant(node.inputs[TOTAL_LENGTH])
         if total is None or total.size != 1:
             raise NearMiss("total-length", "total_sequence_length is computed at run time", sdpa.FIX_SHAPES)
@@ -127,6 +130,8 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         dtype, size = plan.dtype, plan.head_size
         q, k, v = self._projections(ctx, node, plan)
         seqlens = ctx.node("Cast", [node.inputs[SEQLENS_K]], attrs={"to": onnx.TensorProto.INT64}, dtype=I64, name="seqlens")
+        if ctx.rank(node.inputs[SEQLENS_K]) == 2:
+            seqlens = ctx.node("Reshape", [seqlens, ints(ctx, [-1])], dtype=I64, name="seqlens")
         totals = ctx.node("Unsqueeze", [ctx.node("Add", [seqlens, ctx.const(np.asarray(1, np.int64), "one")], dtype=I64, name="totals"),
                                         ints(ctx, [1])], dtype=I64, name="totals_column")  # [B, 1]
         steps = ctx.const(np.arange(plan.seq, dtype=np.int64)[None, :], "steps")  # [1, S]
@@ -187,13 +192,7 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         fresh = ctx.node("And", [ctx.node("Not", [below], dtype=BOOL, name="from_new"),
                                  ctx.node("Less", [offset, ctx.const(np.asarray(plan.seq, np.int64), "seq")], dtype=BOOL, name="to_new")],
                          dtype=BOOL, name="fresh")
-        index = ctx.node("Clip", [offset, ctx.const(np.asarray(0, np.int64), "low"), ctx.const(np.asarray(plan.seq - 1, np.int64), "high")],
-                         dtype=I64, name="new_index")
-        lead = ctx.node("Shape", [new], attrs={"start": 0, "end": 2}, dtype=I64, name="lead")
-        shape = ctx.node("Concat", [lead, ints(ctx, [length, plan.head_size])], attrs={"axis": 0}, dtype=I64, name="present_shape")
-        index = ctx.node("Expand", [ctx.node("Unsqueeze", [index, ints(ctx, [1, 3])], dtype=I64, name="new_index"), shape], dtype=I64,
-                         name="new_index")
-        gathered = ctx.node("GatherElements", [new, index], attrs={"axis": 2}, dtype=dtype, name="new_rows")
+        gathered = _rows_of(ctx, plan, new, offset)
         zero = ctx.const(np.asarray(0, dtype), "zero")
         rest: gs.Tensor = zero
         if past is not None:
@@ -227,3 +226,17 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         grown = ctx.node("Expand", [ctx.node("Unsqueeze", [tensor, ints(ctx, [2])], dtype=plan.dtype, name="kv_group"), ints(ctx, [1, 1, times, 1, 1])],
                          dtype=plan.dtype, name="kv_repeat")
         return ctx.node("Reshape", [grown, ints(ctx, [0, plan.heads, plan.length, plan.head_size])], dtype=plan.dtype, name="kv_repeated")
+
+
+def _rows_of(ctx: FusionContext, plan: GqaPlan, new: gs.Tensor, offset: gs.Tensor) -> gs.Tensor:
+    """``[B, kv_heads, L, H]`` whose row ``j`` is new row ``clip(offset[b, j], 0, S-1)``: the
+    one new row broadcast when decoding (S = 1), else a GatherElements."""
+    if plan.seq == 1:
+        return ctx.node("Expand", [new, ints(ctx, [1, 1, plan.length, 1])], dtype=plan.dtype, name="new_rows")
+    index = ctx.node("Clip", [offset, ctx.const(np.asarray(0, np.int64), "low"), ctx.const(np.asarray(plan.seq - 1, np.int64), "high")],
+                     dtype=I64, name="new_index")
+    lead = ctx.node("Shape", [new], attrs={"start": 0, "end": 2}, dtype=I64, name="lead")
+    shape = ctx.node("Concat", [lead, ints(ctx, [plan.length, plan.head_size])], attrs={"axis": 0}, dtype=I64, name="present_shape")
+    index = ctx.node("Expand", [ctx.node("Unsqueeze", [index, ints(ctx, [1, 3])], dtype=I64, name="new_index"), shape], dtype=I64,
+                     name="new_index")
+    return ctx.node("GatherElements", [new, index], attrs={"axis": 2}, dtype=plan.dtype, name="new_rows")

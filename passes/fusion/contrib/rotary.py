@@ -23,10 +23,15 @@ class RotaryPlan:
 
 def standard_rotary(ctx: FusionContext, x: gs.Tensor, cos: gs.Tensor, sin: gs.Tensor, positions: gs.Tensor, attrs: dict[str, int],
                     out: gs.Tensor | None = None) -> gs.Tensor:
-    """``RotaryEmbedding(x, cos, sin, positions)`` of the ai.onnx domain (opset 23)."""
+    """``RotaryEmbedding(x, cos[positions], sin[positions])`` of the ai.onnx domain (opset 23): the
+    caches gathered at the ``[B, S]`` positions (``[B, S, dim/2]``, what the op computes from
+    ``position_ids``), so the op reads float caches as mapc's rotary fusion writes it and the
+    integer gather stays on the host."""
+    dtype = np.dtype(x.dtype) if x.dtype is not None else None
+    caches = [ctx.node("Gather", [cache, positions], dtype=dtype, name="rope_cache") for cache in (cos, sin)]
     output = gs.Variable(ctx.model.fresh_name("rotaryembedding_out"), dtype=x.dtype, shape=ctx.shape(out if out is not None else x))
     ctx.model.graph.nodes.append(gs.Node("RotaryEmbedding", name=ctx.model.fresh_name("RotaryEmbedding"), attrs=dict(attrs),
-                                         inputs=[x, cos, sin, positions], outputs=[output]))
+                                         inputs=[x, *caches], outputs=[output]))
     return output
 
 
@@ -44,8 +49,9 @@ class ContribRotaryToStandard(FusionRule):
 
     Matches ``RotaryEmbedding(x, position_ids, cos_cache, sin_cache)`` with ``x`` ``[B, S, hidden]``
     or ``[B, N, S, H]``, ``position_ids`` ``[B, S]`` or the 1-element start position (S static),
-    ``scale`` 1 and no packed batching. Produces the standard op, which takes the same caches,
-    ``interleaved``, ``rotary_embedding_dim`` and ``num_heads`` (for a 3-D input without
+    ``scale`` 1 and no packed batching. Produces the standard op on the caches gathered at the
+    positions (``[B, S, dim/2]``), with the same ``interleaved``, ``rotary_embedding_dim`` and
+    ``num_heads`` (for a 3-D input without
     ``num_heads``, the head size is twice the cache width, as the kernel infers it), with the
     start position expanded to ``[B, S]`` positions. Below opset 23 a near-miss asks for the upgrade.
     """
