@@ -81,27 +81,28 @@ class ContribAttentionToStandard(FusionRule):
         dtype, heads = plan.dtype, plan.heads
         hq, hk, hv = plan.sizes
         x, out = node.inputs[0], node.outputs[0]
-        qkv = ctx.node("MatMul", [x, node.inputs[1]], dtype=dtype, name="qkv")
+        inner = sdpa.compute_dtype(dtype)  # the kernel projects 16-bit inputs in float32 too
+        qkv = ctx.node("MatMul", [sdpa.cast_to(ctx, x, inner), sdpa.cast_to(ctx, node.inputs[1], inner)], dtype=inner, name="qkv")
         bias = present(node, 2)
         if bias is not None:
-            qkv = ctx.node("Add", [qkv, bias], dtype=dtype, name="qkv_bias")
-        q = sdpa.split_heads(ctx, sdpa.slice_last(ctx, qkv, 0, hq, dtype), heads, hq // heads, dtype)
-        k = sdpa.split_heads(ctx, sdpa.slice_last(ctx, qkv, hq, hq + hk, dtype), heads, hk // heads, dtype)
-        v = sdpa.split_heads(ctx, sdpa.slice_last(ctx, qkv, hq + hk, hq + hk + hv, dtype), heads, hv // heads, dtype)
+            qkv = ctx.node("Add", [qkv, sdpa.cast_to(ctx, bias, inner)], dtype=inner, name="qkv_bias")
+        q = sdpa.split_heads(ctx, sdpa.slice_last(ctx, qkv, 0, hq, inner), heads, hq // heads, inner)
+        k = sdpa.split_heads(ctx, sdpa.slice_last(ctx, qkv, hq, hq + hk, inner), heads, hk // heads, inner)
+        v = sdpa.split_heads(ctx, sdpa.slice_last(ctx, qkv, hq + hk, hq + hk + hv, inner), heads, hv // heads, inner)
         past = present(node, 4)
         if past is not None:
-            past_k, past_v = (ctx.node("Gather", [past, ctx.const(np.asarray(i, np.int64), "index")], attrs={"axis": 0}, dtype=dtype, name="past_part")
-                              for i in (0, 1))
-            k, v = sdpa.with_past(ctx, past_k, k, dtype), sdpa.with_past(ctx, past_v, v, dtype)
+            past_k, past_v = (sdpa.cast_to(ctx, ctx.node("Gather", [past, ctx.const(np.asarray(i, np.int64), "index")], attrs={"axis": 0},
+                                                         dtype=dtype, name="past_part"), inner) for i in (0, 1))
+            k, v = sdpa.with_past(ctx, past_k, k, inner), sdpa.with_past(ctx, past_v, v, inner)
         fill = float(node.attrs.get("mask_filter_value", -10000.0))
         masks = []
         mask = present(node, 3)
         if mask is not None:
             total = None if plan.seq is None or plan.past is None else plan.seq + plan.past
-            masks.append(sdpa.padding_mask(ctx, mask, plan.mask_layout, total, fill, dtype))
+            masks.append(sdpa.padding_mask(ctx, mask, plan.mask_layout, total, fill, sdpa.compute_dtype(dtype)))
         if plan.causal:
-            masks.append(sdpa.causal_mask(ctx, plan.seq, plan.past, dtype))
-        masks = sdpa.combine(ctx, masks, dtype)
+            masks.append(sdpa.causal_mask(ctx, plan.seq, plan.past, sdpa.compute_dtype(dtype)))
+        masks = sdpa.combine(ctx, masks, sdpa.compute_dtype(dtype))
         attention_bias = present(node, 5)
         if attention_bias is not None:
             masks.append(attention_bias)
@@ -110,7 +111,7 @@ class ContribAttentionToStandard(FusionRule):
         outputs = [sdpa.merge_heads(ctx, context, hv, out)]
         if len(node.outputs) > 1:
             if past is not None and not unread(ctx.graph, node, range(1, 2)):
-                stacked = [ctx.node("Unsqueeze", [t, ints(ctx, [0])], dtype=dtype, name="present_part") for t in (k, v)]
+                stacked = [ctx.node("Unsqueeze", [sdpa.cast_to(ctx, t, dtype), ints(ctx, [0])], dtype=dtype, name="present_part") for t in (k, v)]
                 outputs.append(ctx.node("Concat", stacked, attrs={"axis": 0}, dtype=dtype, shape=ctx.shape(node.outputs[1]), name="present"))
             else:
                 outputs.append(node.outputs[1])

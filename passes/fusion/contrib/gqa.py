@@ -147,7 +147,7 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         k4, v4 = (sdpa.split_heads(ctx, t, plan.kv_heads, size, dtype) for t in (k, v))
         present_k, present_v = (self._present(ctx, plan, new, present(node, slot), past_b) for new, slot in ((k4, PAST_KEY), (v4, PAST_VALUE)))
         mask = self._mask(ctx, plan, positions, totals)
-        keys, values = (self._repeat(ctx, plan, t) for t in (present_k, present_v))
+        keys, values = (self._repeat(ctx, plan, sdpa.cast_to(ctx, t, sdpa.compute_dtype(dtype))) for t in (present_k, present_v))
         context = sdpa.attend(ctx, q4, keys, values, plan.scale, [mask], dtype)
         outputs = [sdpa.merge_heads(ctx, context, plan.heads * size, node.outputs[0])]
         for slot, tensor in ((1, present_k), (2, present_v)):
@@ -213,9 +213,9 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         filled = ctx.node("Less", [keys, ctx.node("Unsqueeze", [totals, ints(ctx, [2])], dtype=I64, name="filled_to")], dtype=BOOL, name="filled")
         keep = ctx.node("And", [causal, filled], dtype=BOOL, name="keep")
         keep = ctx.node("Unsqueeze", [keep, ints(ctx, [1])], dtype=BOOL, name="keep_heads")
-        lowest = np.finfo(plan.dtype).min
-        return ctx.node("Where", [keep, ctx.const(np.asarray(0, plan.dtype), "unmasked"), ctx.const(np.asarray(lowest, plan.dtype), "excluded")],
-                        dtype=plan.dtype, name="additive_mask")
+        dtype = sdpa.compute_dtype(plan.dtype)
+        return ctx.node("Where", [keep, ctx.const(np.asarray(0, dtype), "unmasked"), ctx.const(np.asarray(np.finfo(dtype).min, dtype), "excluded")],
+                        dtype=dtype, name="additive_mask")
 
     @staticmethod
     def _repeat(ctx: FusionContext, plan: GqaPlan, tensor: gs.Tensor) -> gs.Tensor:
@@ -223,9 +223,10 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         times = plan.heads // plan.kv_heads
         if times == 1:
             return tensor
-        grown = ctx.node("Expand", [ctx.node("Unsqueeze", [tensor, ints(ctx, [2])], dtype=plan.dtype, name="kv_group"), ints(ctx, [1, 1, times, 1, 1])],
-                         dtype=plan.dtype, name="kv_repeat")
-        return ctx.node("Reshape", [grown, ints(ctx, [0, plan.heads, plan.length, plan.head_size])], dtype=plan.dtype, name="kv_repeated")
+        dtype = ctx.dtype(tensor)
+        grown = ctx.node("Expand", [ctx.node("Unsqueeze", [tensor, ints(ctx, [2])], dtype=dtype, name="kv_group"), ints(ctx, [1, 1, times, 1, 1])],
+                         dtype=dtype, name="kv_repeat")
+        return ctx.node("Reshape", [grown, ints(ctx, [0, plan.heads, plan.length, plan.head_size])], dtype=dtype, name="kv_repeated")
 
 
 def _rows_of(ctx: FusionContext, plan: GqaPlan, new: gs.Tensor, offset: gs.Tensor) -> gs.Tensor:

@@ -113,17 +113,19 @@ class ContribMultiHeadAttentionToStandard(FusionRule):
     def rewrite(self, match: Match, plan: MhaPlan, ctx: FusionContext) -> list[gs.Tensor]:
         node = match.root
         dtype, heads = plan.dtype, plan.heads
+        inner = sdpa.compute_dtype(dtype)
         q, k, v = self._heads(ctx, node, plan)
-        k = sdpa.with_past(ctx, present(node, PAST_KEY), k, dtype)
-        v = sdpa.with_past(ctx, present(node, PAST_VALUE), v, dtype)
+        past_k, past_v = (present(node, slot) for slot in (PAST_KEY, PAST_VALUE))
+        k = sdpa.with_past(ctx, past_k if past_k is None else sdpa.cast_to(ctx, past_k, inner), k, inner)
+        v = sdpa.with_past(ctx, past_v if past_v is None else sdpa.cast_to(ctx, past_v, inner), v, inner)
         fill = float(node.attrs.get("mask_filter_value", -10000.0))
         masks = []
         mask = present(node, MASK)
         if mask is not None:
-            masks.append(sdpa.padding_mask(ctx, mask, plan.mask_layout, plan.total, fill, dtype))
+            masks.append(sdpa.padding_mask(ctx, mask, plan.mask_layout, plan.total, fill, sdpa.compute_dtype(dtype)))
         if plan.causal:
-            masks.append(sdpa.causal_mask(ctx, plan.seq, plan.past, dtype))
-        masks = sdpa.combine(ctx, masks, dtype)
+            masks.append(sdpa.causal_mask(ctx, plan.seq, plan.past, sdpa.compute_dtype(dtype)))
+        masks = sdpa.combine(ctx, masks, sdpa.compute_dtype(dtype))
         if present(node, ATTENTION_BIAS) is not None:
             masks.append(present(node, ATTENTION_BIAS))
         scale = float(node.attrs.get("scale", 0.0)) or plan.head_size ** -0.5
@@ -132,15 +134,17 @@ class ContribMultiHeadAttentionToStandard(FusionRule):
         outputs = [sdpa.merge_heads(ctx, context, heads * plan.v_head_size, out)]
         for slot, tensor in ((1, k), (2, v)):
             if len(node.outputs) > slot:
-                outputs.append(node.outputs[slot] if unread(ctx.graph, node, range(slot, slot + 1)) else tensor)
+                outputs.append(node.outputs[slot] if unread(ctx.graph, node, range(slot, slot + 1)) else sdpa.cast_to(ctx, tensor, dtype))
         return outputs + list(node.outputs[3:])
 
     @staticmethod
     def _heads(ctx: FusionContext, node: gs.Node, plan: MhaPlan) -> tuple[gs.Tensor, gs.Tensor, gs.Tensor]:
-        """Q, K, V of the new tokens as ``[B, N, S|L, H]``."""
-        dtype, heads, size = plan.dtype, plan.heads, plan.head_size
-        query, key, value = node.inputs[QUERY], node.inputs[KEY], node.inputs[VALUE]
+        """Q, K, V of the new tokens as ``[B, N, S|L, H]``, in the kernel's compute type (the bias is
+        added in float32 to 16-bit inputs, as the kernel adds it)."""
+        dtype, heads, size = sdpa.compute_dtype(plan.dtype), plan.heads, plan.head_size
+        query, key, value = (sdpa.cast_to(ctx, node.inputs[slot], dtype) for slot in (QUERY, KEY, VALUE))
         bias = present(node, BIAS)
+        bias = None if bias is None else sdpa.cast_to(ctx, bias, dtype)
         hidden, v_hidden = heads * size, heads * plan.v_head_size
         if bias is not None:
             query, key, value = (ctx.node("Add", [t, sdpa.slice_last(ctx, bias, start, end, dtype)], dtype=dtype, name="bias_add")

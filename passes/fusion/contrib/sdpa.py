@@ -1,8 +1,8 @@
 """The decomposed attention every contrib attention rewrite emits, and its masks.
 
 Each contrib attention op becomes heads split out of ``[B, S, N*H]`` activations, K/V appended to
-their past, ``softmax(Q Kᵀ · scale + mask) V`` on ``[B, N, S, H]`` tensors and the heads merged
-back: the form the ``attention`` rule fuses into a standard ``Attention``. Masks are additive
+their past, ``softmax(Q Kᵀ · scale + mask) V`` on ``[B, N, S, H]`` tensors (in float32 for 16-bit
+inputs, as the kernels compute) and the heads merged back: the form the ``attention`` rule fuses into a standard ``Attention``. Masks are additive
 float tensors that broadcast to the scores ``[B, N, S, T]`` (``T`` = past + new keys), built the
 way onnxruntime's kernels build theirs: a masked key adds ``mask_filter_value``, and a key that
 is both padding and in the future adds it twice.
@@ -11,6 +11,7 @@ is both padding and in the future adds it twice.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from mapc.ir import NearMiss
@@ -44,15 +45,36 @@ def with_past(ctx: FusionContext, past: gs.Tensor | None, new: gs.Tensor, dtype:
     return ctx.node("Concat", [past, new], attrs={"axis": 2}, dtype=dtype, name="with_past")
 
 
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The type onnxruntime's CPU attention kernels compute in: float32 for 16-bit floats."""
+    return np.dtype(np.float32) if dtype.itemsize < 4 else dtype
+
+
+def cast_to(ctx: FusionContext, tensor: gs.Tensor, dtype: np.dtype) -> gs.Tensor:
+    """``tensor`` as ``dtype`` (itself when it has that type already)."""
+    if ctx.dtype(tensor) == dtype:
+        return tensor
+    return ctx.node("Cast", [tensor], attrs={"to": onnx.helper.np_dtype_to_tensor_dtype(dtype)}, dtype=dtype, name="attention_in")
+
+
 def attend(ctx: FusionContext, q: gs.Tensor, k: gs.Tensor, v: gs.Tensor, scale: float, masks: list[gs.Tensor], dtype: np.dtype) -> gs.Tensor:
-    """``softmax(q kᵀ · scale + Σ masks) v`` on ``[B, N, S, H]`` tensors (at most two masks)."""
+    """``softmax(q kᵀ · scale + Σ masks) v`` on ``[B, N, S, H]`` tensors of ``dtype`` (at most two
+    masks). 16-bit floats are computed in float32 (Q, K, V and the masks cast up unless they are
+    already, the result cast back), as the kernels do: float16 scores would round away what the
+    kernels keep."""
+    io_dtype, dtype = dtype, compute_dtype(dtype)
+    q, k, v = (cast_to(ctx, t, dtype) for t in (q, k, v))
+    masks = [cast_to(ctx, m, dtype) for m in masks]
     k_t = ctx.node("Transpose", [k], attrs={"perm": [0, 1, 3, 2]}, dtype=dtype, name="keys_t")
     scores = ctx.node("MatMul", [q, k_t], dtype=dtype, name="scores")
     scores = ctx.node("Mul", [scores, ctx.const(np.asarray(scale, dtype), "scale")], dtype=dtype, name="scaled_scores")
     for mask in masks:
         scores = ctx.node("Add", [scores, mask], dtype=dtype, name="masked_scores")
     probs = ctx.node("Softmax", [scores], attrs={"axis": -1}, dtype=dtype, name="probs")
-    return ctx.node("MatMul", [probs, v], dtype=dtype, name="context")
+    context = ctx.node("MatMul", [probs, v], dtype=dtype, name="context")
+    if dtype == io_dtype:
+        return context
+    return ctx.node("Cast", [context], attrs={"to": onnx.helper.np_dtype_to_tensor_dtype(io_dtype)}, dtype=io_dtype, name="attention_out")
 
 
 def mask_layout(ctx: FusionContext, mask: gs.Tensor, batch: Dim, seq: Dim, total: Dim) -> str:

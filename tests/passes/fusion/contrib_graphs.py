@@ -48,3 +48,14 @@ def fuse_on_samples(proto, samples, **kwargs):
 
 def contrib_left(model) -> list[str]:
     return [n.op for n in model.graph.nodes if n.domain == "com.microsoft"]
+
+
+def to_float16(proto, samples):
+    """``proto`` with its float32 inputs, outputs and weights in float16, and ``samples`` to match."""
+    for info in [*proto.graph.input, *proto.graph.output]:
+        if info.type.tensor_type.elem_type == F:
+            info.type.tensor_type.elem_type = TensorProto.FLOAT16
+    for tensor in proto.graph.initializer:
+        if tensor.data_type == F:
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), tensor.name))
+    return proto, [{k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in feeds.items()} for feeds in samples]

@@ -11,7 +11,7 @@ from onnx import helper
 from mapc.ir.compare import Tolerance
 
 from .common import misses
-from .contrib_graphs import F, I32, SCALES, contrib_left, floats, fuse_on_samples, model, padding_masks
+from .contrib_graphs import F, I32, SCALES, contrib_left, floats, fuse_on_samples, model, padding_masks, to_float16
 
 #: onnxruntime's fused kernels sum in another order than the decomposition.
 KERNEL = Tolerance(rtol=1e-4, atol=1e-4)
@@ -111,3 +111,12 @@ def test_packed_attention_matches_the_kernel_at_any_past_mask_and_scale(past, un
     feeds["x"] = feeds["x"] / np.float32(np.abs(feeds["x"]).max() or 1) * np.float32(scale)
     rewritten, record = fuse_on_samples(proto, [feeds], tolerance=Tolerance(rtol=1e-3, atol=1e-4))
     assert record.counters["contrib-attention"] == 1 and not contrib_left(rewritten)
+
+
+@pytest.mark.parametrize(("past", "unidirectional", "mask"), [(0, 0, "raw"), (3, 1, "raw"), (3, 0, "ends")])
+def test_float16_packed_attention_is_computed_in_float32_like_the_kernel(past, unidirectional, mask):
+    """The kernel projects and attends 16-bit inputs in float32: so does the rewrite (float16
+    scores at scale 10 would be off by far more than float16's tolerance)."""
+    proto, feeds = to_float16(packed_attention(past, unidirectional, mask, present_read=bool(past)), samples(past, mask))
+    rewritten, record = fuse_on_samples(proto, feeds)
+    assert record.counters["contrib-attention"] == 1 and record.counters["attention"] == 1 and not contrib_left(rewritten)

@@ -12,7 +12,7 @@ from onnx import helper
 from mapc.ir.compare import Tolerance
 
 from .common import domains, misses
-from .contrib_graphs import F, I32, SCALES, contrib_left, floats, fuse_on_samples, model
+from .contrib_graphs import F, I32, SCALES, contrib_left, floats, fuse_on_samples, model, to_float16
 from .test_contrib_rotary import caches
 
 KERNEL = Tolerance(rtol=1e-4, atol=1e-4)
@@ -118,4 +118,13 @@ def test_group_query_attention_matches_the_kernel_for_any_valid_lengths(shape, p
     feeds = samples(inputs, [seqlens], seed=sum(seqlens))[0]
     feeds = {k: v * np.float32(scale / SCALES[0]) if v.dtype == np.float32 else v for k, v in feeds.items()}
     rewritten, record = fuse_on_samples(proto, [feeds], tolerance=Tolerance(rtol=1e-3, atol=1e-4))
+    assert record.counters["contrib-group-query-attention"] == 1 and not contrib_left(rewritten)
+
+
+@pytest.mark.parametrize("case", ["prompt, right padding", "decode, growing past", "prompt, rotary", "decode into a static cache buffer"])
+def test_float16_group_query_attention_matches_the_kernel(case):
+    arguments, seqlens = CASES[case]
+    proto, inputs = gqa(**arguments)
+    proto, feeds = to_float16(proto, samples(inputs, seqlens))
+    rewritten, record = fuse_on_samples(proto, feeds)
     assert record.counters["contrib-group-query-attention"] == 1 and not contrib_left(rewritten)

@@ -16,7 +16,7 @@ from mapc.passes.fusion.contrib.mha import ContribMultiHeadAttentionToStandard
 from mapc.passes.fusion.fuse import run_rules
 
 from .common import misses
-from .contrib_graphs import F, I32, SCALES, contrib_left, floats, fuse_on_samples, model, padding_masks
+from .contrib_graphs import F, I32, SCALES, contrib_left, floats, fuse_on_samples, model, padding_masks, to_float16
 
 KERNEL = Tolerance(rtol=1e-4, atol=1e-4)
 HIDDEN, HEADS, BATCH, SEQ = 16, 4, 2, 4
@@ -134,4 +134,14 @@ def test_multi_head_attention_matches_the_kernel_on_any_sample(case, scale, seed
     feeds = samples(inputs, seed)[seed % 4]
     feeds = {k: (v * np.float32(scale) if v.dtype == np.float32 else v) for k, v in feeds.items()}
     rewritten, record = fuse_on_samples(proto, [feeds], tolerance=Tolerance(rtol=1e-3, atol=1e-4))
+    assert record.counters["contrib-multi-head-attention"] == 1 and not contrib_left(rewritten)
+
+
+@pytest.mark.parametrize("case", ["encoder self attention, raw mask", "decoder self attention with past, causal",
+                                  "cross attention on computed K/V heads", "3-D mask, attention bias"])
+def test_float16_multi_head_attention_is_computed_in_float32_like_the_kernel(case):
+    """16-bit Q/K/V get their bias and attention in float32, as the kernel computes them."""
+    proto, inputs = mha(**CASES[case])
+    proto, feeds = to_float16(proto, samples(inputs))
+    rewritten, record = fuse_on_samples(proto, feeds)
     assert record.counters["contrib-multi-head-attention"] == 1 and not contrib_left(rewritten)
