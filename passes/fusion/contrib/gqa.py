@@ -55,10 +55,12 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
     causal attention without local window, softcap, smooth softmax or quantized cache. With
     ``L = max(T, past)``, ``past_b = 0`` on the first prompt (S = T) and ``seqlens_k[b] + 1 - S``
     otherwise, it produces what the CPU kernel computes: rotary (``do_rotary``) as the standard
-    ``RotaryEmbedding`` at positions ``past_b + s``; the
-    present K/V ``[B, kv_heads, L, H]`` holding the past below ``past_b``, the new K/V from
-    ``past_b`` on and zeros after; query ``s`` attending key ``j`` when ``j <= past_b + s`` and
-    ``j <= seqlens_k[b]``, K/V heads repeated per query group (fused as GQA).
+    ``RotaryEmbedding`` at positions ``past_b + s``; the present K/V ``[B, kv_heads, L, H]``
+    holding the past below ``past_b``, the new K/V from ``past_b`` on and zeros after; query ``s``
+    attending key ``j`` when ``j <= past_b + s`` and ``j <= seqlens_k[b]``, K/V heads repeated per
+    query group (fused as GQA), 16-bit floats attended in float32. Left alone with a near-miss:
+    local windows, softcap, smooth softmax, quantized caches, ``position_ids``, ``attention_bias``,
+    ``head_sink``, Q/K norms, ``query_seqlens``, the ``output_qk`` output.
     """
 
     name = "contrib-group-query-attention"

@@ -37,11 +37,12 @@ class ContribMultiHeadAttentionToStandard(FusionRule):
     Matches ``MultiHeadAttention(query, key, value[, bias][, key_padding_mask][, attention_bias]
     [, past_key, past_value])`` with Q, K, V ``[B, S|L, hidden]`` (self or cross attention) or K
     and V already split into heads ``[B, N, L, H]`` (cross attention on a computed cache, no
-    bias); a past only with 3-D K/V; a key padding mask absent, raw ``[B, T]`` or ``[B, S, T]`` (0 masks) or ``[B]`` end
-    positions (T static); ``unidirectional`` 0 or 1 (static lengths). Produces what the CPU kernel
-    computes: Q/K/V plus their bias slices, heads split, K/V appended to the past (the
-    ``present_key``/``present_value`` outputs), ``softmax(q kᵀ · scale + mask + attention_bias) v``
-    with ``mask_filter_value`` at padded keys and future keys excluded, heads merged back. Left
+    bias); a past only with 3-D K/V; a key padding mask absent, raw ``[B, T]`` or ``[B, S, T]``
+    (values <= 0 mask) or ``[B]`` end positions (T static); ``unidirectional`` 0 or 1 (self
+    attention, static lengths). Produces what the CPU kernel computes: Q/K/V plus their bias
+    slices, heads split, K/V appended to the past (the ``present_key``/``present_value`` outputs),
+    ``softmax(q kᵀ · scale + mask + attention_bias) v`` with ``mask_filter_value`` at padded keys
+    and future keys excluded, heads merged back; 16-bit floats biased and attended in float32. Left
     alone with a near-miss: packed KV/QKV (onnxruntime's CPU kernel does not implement them, so
     nothing could check the rewrite), the ``qk`` output read, a shared-buffer
     ``past_sequence_length``, a ``cache_indirection`` (beam search), the ``3*B+2`` mask layout.

@@ -2,10 +2,12 @@
 
 Each contrib attention op becomes heads split out of ``[B, S, N*H]`` activations, K/V appended to
 their past, ``softmax(Q Kᵀ · scale + mask) V`` on ``[B, N, S, H]`` tensors (in float32 for 16-bit
-inputs, as the kernels compute) and the heads merged back: the form the ``attention`` rule fuses into a standard ``Attention``. Masks are additive
-float tensors that broadcast to the scores ``[B, N, S, T]`` (``T`` = past + new keys), built the
-way onnxruntime's kernels build theirs: a masked key adds ``mask_filter_value``, and a key that
-is both padding and in the future adds it twice.
+inputs, as the kernels compute) and the heads merged back: the form the ``attention`` rule fuses
+into a standard ``Attention``. Masks are additive float tensors that broadcast to the scores
+``[B, N, S, T]`` (``T`` = past + new keys), built the way onnxruntime's CPU kernels build theirs:
+a padded key adds ``mask_filter_value`` (so a fully padded row still averages), a future key of a
+causal op is excluded outright (it adds the type's lowest value, which zeroes its weight as the
+kernel's exclusion does).
 """
 
 from __future__ import annotations
