@@ -73,7 +73,8 @@ class ContribAttentionToStandard(FusionRule):
         if causal and total is None:
             raise NearMiss("causal", "a unidirectional Attention needs static sequence and past lengths", sdpa.FIX_SHAPES)
         mask = present(node, 3)
-        layout = None if mask is None else sdpa.mask_layout(ctx, mask, shape[0], shape[1], total)
+        keys = total if total is not None else (shape[1] if past_len == 0 else None)  # a symbolic S is T without past
+        layout = None if mask is None else sdpa.mask_layout(ctx, mask, shape[0], shape[1], keys)
         return PackedPlan(dtype, heads, sizes, seq, past_len, layout, causal)
 
     def rewrite(self, match: Match, plan: PackedPlan, ctx: FusionContext) -> list[gs.Tensor]:

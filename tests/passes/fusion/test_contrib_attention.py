@@ -120,3 +120,13 @@ def test_float16_packed_attention_is_computed_in_float32_like_the_kernel(past, u
     proto, feeds = to_float16(packed_attention(past, unidirectional, mask, present_read=bool(past)), samples(past, mask))
     rewritten, record = fuse_on_samples(proto, feeds)
     assert record.counters["contrib-attention"] == 1 and record.counters["attention"] == 1 and not contrib_left(rewritten)
+
+
+def test_a_raw_mask_needs_no_static_sequence():
+    """A BERT with symbolic batch and sequence: the raw mask [batch, seq] matches by dim names."""
+    node = helper.make_node("Attention", ["x", "w", "b", "mask"], ["y"], domain="com.microsoft", num_heads=HEADS)
+    rng = np.random.default_rng(1)
+    proto = model([node], [("x", F, ["batch", "seq", HIDDEN]), ("mask", I32, ["batch", "seq"])],
+                  {"w": floats(rng, (HIDDEN, 3 * HIDDEN), 0.3), "b": floats(rng, (3 * HIDDEN,), 0.1)}, ["y"])
+    rewritten, record = fuse_on_samples(proto, samples(0, "raw"), tolerance=KERNEL)
+    assert record.counters["contrib-attention"] == 1 and not contrib_left(rewritten)
