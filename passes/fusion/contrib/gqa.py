@@ -20,7 +20,7 @@ QUERY, KEY, VALUE, PAST_KEY, PAST_VALUE, SEQLENS_K, TOTAL_LENGTH, COS, SIN = ran
 UNHANDLED = {9: "position_ids", 10: "attention_bias", 11: "head_sink", 12: "k_scale", 13: "v_scale", 14: "q_norm_weight",
              15: "k_norm_weight", 16: "query_seqlens"}
 #: Attributes that must keep their default, with it.
-DEFAULTS = {"causal": 1, "local_window_size": -1, "softcap": 0.0, "smooth_softmax": 0, "qk_output": 0, "sliding_window_cache": 0}
+DEFAULTS = {"causal": 1, "softcap": 0.0, "smooth_softmax": 0, "qk_output": 0, "sliding_window_cache": 0}
 I64 = np.dtype(np.int64)
 BOOL = np.dtype(bool)
 
@@ -52,14 +52,15 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
     Matches ``GroupQueryAttention(query, key, value[, past_key, past_value], seqlens_k,
     total_sequence_length[, cos_cache, sin_cache])`` (or packed QKV in ``query``) with static
     sequence length, head size and past buffer length, a constant ``total_sequence_length`` T,
-    causal attention without local window, softcap, smooth softmax or quantized cache. With
+    causal attention without softcap, smooth softmax or quantized cache, and a local window (if
+    any) that spans the whole buffer, so it hides no key. With
     ``L = max(T, past)``, ``past_b = 0`` on the first prompt (S = T) and ``seqlens_k[b] + 1 - S``
     otherwise, it produces what the CPU kernel computes: rotary (``do_rotary``) as the standard
     ``RotaryEmbedding`` at positions ``past_b + s``; the present K/V ``[B, kv_heads, L, H]``
     holding the past below ``past_b``, the new K/V from ``past_b`` on and zeros after; query ``s``
     attending key ``j`` when ``j <= past_b + s`` and ``j <= seqlens_k[b]``, K/V heads repeated per
     query group (fused as GQA), 16-bit floats attended in float32. Left alone with a near-miss:
-    local windows, softcap, smooth softmax, quantized caches, ``position_ids``, ``attention_bias``,
+    local windows shorter than the buffer, softcap, smooth softmax, quantized caches, ``position_ids``, ``attention_bias``,
     ``head_sink``, Q/K norms, ``query_seqlens``, the ``output_qk`` output.
     """
 
@@ -110,6 +111,10 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         first_prompt = seq == total
         if not first_prompt and past == 0:
             raise NearMiss("total-length", f"without a past, total_sequence_length {total} must equal the sequence length {seq}", None)
+        window = int(attrs.get("local_window_size", -1))
+        if 0 < window < max(total, past):  # the kernel keeps the last `window` keys up to the query's own
+            raise NearMiss("variant", f"local_window_size={window} hides keys in a buffer of {max(total, past)}: sliding windows are not rewritten",
+                           None)
         rotary_dim = self._rotary(node, ctx, head_size)
         scale = float(attrs.get("scale", 0.0)) or head_size ** -0.5
         return GqaPlan(dtype, query[0], heads, kv_heads, head_size, seq, total, past, first_prompt, packed, rotary_dim, scale)

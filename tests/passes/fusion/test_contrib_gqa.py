@@ -63,6 +63,7 @@ CASES = {
     "decode, rotary": (dict(seq=1, total=7, past=6, rotary=HEAD), [[6, 3], [2, 6]]),
     "chunked prompt, one sequence": (dict(seq=3, total=7, past=4, batch=1), [[6], [5]]),
     "custom scale, presents unread": (dict(seq=4, total=4, scale=0.2, present_read=False), [[3, 1]]),
+    "a local window spanning the buffer": (dict(seq=1, total=8, past=8, local_window_size=8), [[7, 3]]),
 }
 
 
@@ -89,11 +90,12 @@ def test_a_run_time_total_length_is_a_near_miss():
     assert "computed at run time" in miss["message"] and "fold" in miss["fix"] and contrib_left(rewritten) == ["GroupQueryAttention"]
 
 
-def test_a_local_window_is_a_near_miss():
-    proto, inputs = gqa(seq=1, total=7, past=6, local_window_size=2)
-    _, record = fuse_on_samples(proto, samples(inputs, [[6, 3]]))
+def test_a_local_window_shorter_than_the_buffer_is_a_near_miss():
+    """A window of 7 keys over an 8-key buffer hides key 0 from the last query: not rewritten."""
+    proto, inputs = gqa(seq=1, total=8, past=8, local_window_size=7)
+    _, record = fuse_on_samples(proto, samples(inputs, [[7, 3]]))
     (miss,) = misses(record, "contrib-group-query-attention")
-    assert "local_window_size=2" in miss["message"]
+    assert "local_window_size=7 hides keys" in miss["message"]
 
 
 def test_rotary_below_opset_23_asks_for_the_upgrade():
