@@ -39,6 +39,7 @@ class GqaPlan:
     packed: bool
     rotary_dim: int  # 0 without rotary
     scale: float
+    window: int  # local_window_size when it hides keys, else 0
 
     @property
     def length(self) -> int:
@@ -52,15 +53,15 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
     Matches ``GroupQueryAttention(query, key, value[, past_key, past_value], seqlens_k,
     total_sequence_length[, cos_cache, sin_cache])`` (or packed QKV in ``query``) with static
     sequence length, head size and past buffer length, a constant ``total_sequence_length`` T,
-    causal attention without softcap, smooth softmax or quantized cache, and a local window (if
-    any) that spans the whole buffer, so it hides no key. With
+    causal attention without softcap, smooth softmax or quantized cache; a local window shorter
+    than the buffer only after the first prompt. With
     ``L = max(T, past)``, ``past_b = 0`` on the first prompt (S = T) and ``seqlens_k[b] + 1 - S``
     otherwise, it produces what the CPU kernel computes: rotary (``do_rotary``) as the standard
     ``RotaryEmbedding`` at positions ``past_b + s``; the present K/V ``[B, kv_heads, L, H]``
     holding the past below ``past_b``, the new K/V from ``past_b`` on and zeros after; query ``s``
     attending key ``j`` when ``j <= past_b + s`` and ``j <= seqlens_k[b]``, K/V heads repeated per
     query group (fused as GQA), 16-bit floats attended in float32. Left alone with a near-miss:
-    local windows shorter than the buffer, softcap, smooth softmax, quantized caches, ``position_ids``, ``attention_bias``,
+    a first prompt with a window shorter than the buffer, softcap, smooth softmax, quantized caches, ``position_ids``, ``attention_bias``,
     ``head_sink``, Q/K norms, ``query_seqlens``, the ``output_qk`` output.
     """
 
@@ -112,12 +113,13 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         if not first_prompt and past == 0:
             raise NearMiss("total-length", f"without a past, total_sequence_length {total} must equal the sequence length {seq}", None)
         window = int(attrs.get("local_window_size", -1))
-        if 0 < window < max(total, past):  # the kernel keeps the last `window` keys up to the query's own
-            raise NearMiss("variant", f"local_window_size={window} hides keys in a buffer of {max(total, past)}: sliding windows are not rewritten",
-                           None)
+        window = window if 0 < window < max(total, past) else 0  # a window spanning the buffer hides nothing
+        if window and first_prompt:
+            raise NearMiss("window", f"a sliding window ({window} keys) on a first prompt: the kernel reads past the end of a padded "
+                           "sequence there, so its rows are not reproducible", None)
         rotary_dim = self._rotary(node, ctx, head_size)
         scale = float(attrs.get("scale", 0.0)) or head_size ** -0.5
-        return GqaPlan(dtype, query[0], heads, kv_heads, head_size, seq, total, past, first_prompt, packed, rotary_dim, scale)
+        return GqaPlan(dtype, query[0], heads, kv_heads, head_size, seq, total, past, first_prompt, packed, rotary_dim, scale, window)
 
     @staticmethod
     def _rotary(node: gs.Node, ctx: FusionContext, head_size: int) -> int:
@@ -212,13 +214,17 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
 
     @staticmethod
     def _mask(ctx: FusionContext, plan: GqaPlan, positions: gs.Tensor, totals: gs.Tensor) -> gs.Tensor:
-        """``[B, 1, S, L]``: 0 where query ``s`` sees key ``j`` (``j <= past_b + s`` and
-        ``j < seqlens_k + 1``), the type's lowest elsewhere (every row keeps key 0)."""
+        """``[B, 1, S, L]``: 0 where query ``s`` sees key ``j`` (``j <= past_b + s``, ``j <
+        seqlens_k + 1`` and, with a local window ``w``, ``j > past_b + s - w``), the type's lowest
+        elsewhere."""
         keys = ctx.const(np.arange(plan.length, dtype=np.int64)[None, None, :], "keys")  # [1, 1, L]
         reach = ctx.node("Unsqueeze", [positions, ints(ctx, [2])], dtype=I64, name="reach")  # [B|1, S, 1]
         causal = ctx.node("Not", [ctx.node("Greater", [keys, reach], dtype=BOOL, name="future")], dtype=BOOL, name="causal")
         filled = ctx.node("Less", [keys, ctx.node("Unsqueeze", [totals, ints(ctx, [2])], dtype=I64, name="filled_to")], dtype=BOOL, name="filled")
         keep = ctx.node("And", [causal, filled], dtype=BOOL, name="keep")
+        if plan.window:  # the kernel keeps the last `window` keys up to the query's own
+            start = ctx.node("Sub", [reach, ctx.const(np.asarray(plan.window, np.int64), "window")], dtype=I64, name="window_start")
+            keep = ctx.node("And", [keep, ctx.node("Greater", [keys, start], dtype=BOOL, name="in_window")], dtype=BOOL, name="keep")
         keep = ctx.node("Unsqueeze", [keep, ints(ctx, [1])], dtype=BOOL, name="keep_heads")
         dtype = sdpa.compute_dtype(plan.dtype)
         return ctx.node("Where", [keep, ctx.const(np.asarray(0, dtype), "unmasked"), ctx.const(np.asarray(np.finfo(dtype).min, dtype), "excluded")],
