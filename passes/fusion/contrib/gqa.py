@@ -15,9 +15,9 @@ from mapc.passes.fusion.contrib import sdpa
 from mapc.passes.fusion.contrib.common import ORT, float_dtype, ints, present, unread
 from mapc.passes.fusion.contrib.rotary import UPGRADE, standard_rotary
 
-QUERY, KEY, VALUE, PAST_KEY, PAST_VALUE, SEQLENS_K, TOTAL_LENGTH, COS, SIN = range(9)
+QUERY, KEY, VALUE, PAST_KEY, PAST_VALUE, SEQLENS_K, TOTAL_LENGTH, COS, SIN, ATTENTION_BIAS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 10
 #: Optional inputs the rewrite does not handle, by slot.
-UNHANDLED = {9: "position_ids", 10: "attention_bias", 11: "head_sink", 12: "k_scale", 13: "v_scale", 14: "q_norm_weight",
+UNHANDLED = {9: "position_ids", 11: "head_sink", 12: "k_scale", 13: "v_scale", 14: "q_norm_weight",
              15: "k_norm_weight", 16: "query_seqlens"}
 #: Attributes that must keep their default, with it.
 DEFAULTS = {"causal": 1, "softcap": 0.0, "smooth_softmax": 0, "qk_output": 0, "sliding_window_cache": 0}
@@ -60,8 +60,9 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
     ``RotaryEmbedding`` at positions ``past_b + s``; the present K/V ``[B, kv_heads, L, H]``
     holding the past below ``past_b``, the new K/V from ``past_b`` on and zeros after; query ``s``
     attending key ``j`` when ``j <= past_b + s`` and ``j <= seqlens_k[b]``, K/V heads repeated per
-    query group (fused as GQA), 16-bit floats attended in float32. Left alone with a near-miss:
-    a first prompt with a window shorter than the buffer, softcap, smooth softmax, quantized caches, ``position_ids``, ``attention_bias``,
+    query group (fused as GQA), an ``attention_bias`` over the whole buffer added to the scores,
+    16-bit floats attended in float32. Left alone with a near-miss:
+    a first prompt with a window shorter than the buffer, softcap, smooth softmax, quantized caches, ``position_ids``,
     ``head_sink``, Q/K norms, ``query_seqlens``, the ``output_qk`` output.
     """
 
@@ -117,6 +118,11 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         if window and first_prompt:
             raise NearMiss("window", f"a sliding window ({window} keys) on a first prompt: the kernel reads past the end of a padded "
                            "sequence there, so its rows are not reproducible", None)
+        bias = present(node, ATTENTION_BIAS)
+        bias_shape = None if bias is None else ctx.shape(bias)
+        if bias is not None and (bias_shape is None or len(bias_shape) != 4 or ctx.static(bias_shape[-1]) != max(total, past)):
+            raise NearMiss("attention-bias", f"the attention bias {show_dims(bias_shape)} does not span the {max(total, past)} keys of the buffer",
+                           sdpa.FIX_SHAPES)
         rotary_dim = self._rotary(node, ctx, head_size)
         scale = float(attrs.get("scale", 0.0)) or head_size ** -0.5
         return GqaPlan(dtype, query[0], heads, kv_heads, head_size, seq, total, past, first_prompt, packed, rotary_dim, scale, window)
@@ -157,7 +163,8 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         present_k, present_v = (self._present(ctx, plan, new, present(node, slot), past_b) for new, slot in ((k4, PAST_KEY), (v4, PAST_VALUE)))
         mask = self._mask(ctx, plan, positions, totals)
         keys, values = (self._repeat(ctx, plan, sdpa.cast_to(ctx, t, sdpa.compute_dtype(dtype))) for t in (present_k, present_v))
-        context = sdpa.attend(ctx, q4, keys, values, plan.scale, [mask], dtype)
+        masks = [mask] if present(node, ATTENTION_BIAS) is None else [mask, node.inputs[ATTENTION_BIAS]]
+        context = sdpa.attend(ctx, q4, keys, values, plan.scale, masks, dtype)
         outputs = [sdpa.merge_heads(ctx, context, plan.heads * size, node.outputs[0])]
         for slot, tensor in ((1, present_k), (2, present_v)):
             if len(node.outputs) > slot:

@@ -20,7 +20,7 @@ BATCH, HEADS, KV_HEADS, HEAD = 2, 4, 2, 32  # the kernel's rotary wants cache wi
 
 
 def gqa(seq: int, total: int, past: int = 0, packed: bool = False, rotary: int = 0, present_read: bool = True, opset: int = 23,
-        batch: int = BATCH, **attrs):
+        batch: int = BATCH, bias: list[int] | None = None, **attrs):
     """A GroupQueryAttention graph with a constant total_sequence_length (as after fix-shapes)."""
     hq, hk = HEADS * HEAD, KV_HEADS * HEAD
     names = ["q", "" if packed else "k", "" if packed else "v", "pk" if past else "", "pv" if past else "", "seqlens", "total"]
@@ -35,6 +35,9 @@ def gqa(seq: int, total: int, past: int = 0, packed: bool = False, rotary: int =
         names += ["cos", "sin"]
         inits["cos"], inits["sin"] = caches(rotary // 2)
         attrs["do_rotary"] = 1
+    if bias:
+        names += [""] * (9 - len(names)) + ["", "bias"]
+        inputs.append(("bias", F, bias))
     outputs = ["y", "present_key", "present_value"] if present_read else ["y"]
     node = helper.make_node("GroupQueryAttention", names, outputs, domain="com.microsoft", num_heads=HEADS, kv_num_heads=KV_HEADS, **attrs)
     return model([node], inputs, inits, outputs, opset=opset), inputs
@@ -63,6 +66,8 @@ CASES = {
     "decode, rotary": (dict(seq=1, total=7, past=6, rotary=HEAD), [[6, 3], [2, 6]]),
     "chunked prompt, one sequence": (dict(seq=3, total=7, past=4, batch=1), [[6], [5]]),
     "custom scale, presents unread": (dict(seq=4, total=4, scale=0.2, present_read=False), [[3, 1]]),
+    "decode, attention bias": (dict(seq=1, total=7, past=6, bias=[1, HEADS, 1, 7]), [[6, 2]]),
+    "prompt, per-sequence attention bias": (dict(seq=5, total=5, bias=[BATCH, 1, 5, 5]), [[4, 2]]),
     "a local window spanning the buffer": (dict(seq=1, total=8, past=8, local_window_size=8), [[7, 3]]),
     "decode, sliding window": (dict(seq=1, total=8, past=8, local_window_size=3), [[7, 3], [0, 2]]),
     "decode, sliding window, rotary": (dict(seq=1, total=7, past=6, local_window_size=4, rotary=HEAD), [[6, 4]]),
@@ -134,3 +139,12 @@ def test_float16_group_query_attention_matches_the_kernel(case):
     proto, feeds = to_float16(proto, samples(inputs, seqlens))
     rewritten, record = fuse_on_samples(proto, feeds)
     assert record.counters["contrib-group-query-attention"] == 1 and not contrib_left(rewritten)
+
+
+def test_an_attention_bias_narrower_than_the_buffer_is_a_near_miss():
+    """A first prompt into a 6-key buffer with a bias over its 3 keys: the kernel indexes the
+    bias by absolute position, which the standard op cannot express."""
+    proto, inputs = gqa(seq=3, total=3, past=6, bias=[BATCH, 1, 3, 3])
+    _, record = fuse_on_samples(proto, samples(inputs, [[2, 2]]))
+    (miss,) = misses(record, "contrib-group-query-attention")
+    assert "does not span the 6 keys" in miss["message"]
