@@ -15,9 +15,9 @@ from mapc.passes.fusion.contrib import sdpa
 from mapc.passes.fusion.contrib.common import ORT, float_dtype, ints, present, unread
 from mapc.passes.fusion.contrib.rotary import UPGRADE, standard_rotary
 
-QUERY, KEY, VALUE, PAST_KEY, PAST_VALUE, SEQLENS_K, TOTAL_LENGTH, COS, SIN, ATTENTION_BIAS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 10
+QUERY, KEY, VALUE, PAST_KEY, PAST_VALUE, SEQLENS_K, TOTAL_LENGTH, COS, SIN, POSITION_IDS, ATTENTION_BIAS = range(11)
 #: Optional inputs the rewrite does not handle, by slot.
-UNHANDLED = {9: "position_ids", 11: "head_sink", 12: "k_scale", 13: "v_scale", 14: "q_norm_weight",
+UNHANDLED = {11: "head_sink", 12: "k_scale", 13: "v_scale", 14: "q_norm_weight",
              15: "k_norm_weight", 16: "query_seqlens"}
 #: Attributes that must keep their default, with it.
 DEFAULTS = {"causal": 1, "softcap": 0.0, "smooth_softmax": 0, "qk_output": 0, "sliding_window_cache": 0}
@@ -57,12 +57,12 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
     than the buffer only after the first prompt. With
     ``L = max(T, past)``, ``past_b = 0`` on the first prompt (S = T) and ``seqlens_k[b] + 1 - S``
     otherwise, it produces what the CPU kernel computes: rotary (``do_rotary``) as the standard
-    ``RotaryEmbedding`` at positions ``past_b + s``; the present K/V ``[B, kv_heads, L, H]``
+    ``RotaryEmbedding`` at positions ``past_b + s`` (or ``position_ids``); the present K/V ``[B, kv_heads, L, H]``
     holding the past below ``past_b``, the new K/V from ``past_b`` on and zeros after; query ``s``
     attending key ``j`` when ``j <= past_b + s`` and ``j <= seqlens_k[b]``, K/V heads repeated per
     query group (fused as GQA), an ``attention_bias`` over the whole buffer added to the scores,
     16-bit floats attended in float32. Left alone with a near-miss:
-    a first prompt with a window shorter than the buffer, softcap, smooth softmax, quantized caches, ``position_ids``,
+    a first prompt with a window shorter than the buffer, softcap, smooth softmax, quantized caches,
     ``head_sink``, Q/K norms, ``query_seqlens``, the ``output_qk`` output.
     """
 
@@ -131,9 +131,14 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
     def _rotary(node: gs.Node, ctx: FusionContext, head_size: int) -> int:
         """The rotary width (0 without ``do_rotary``)."""
         if not int(node.attrs.get("do_rotary", 0)):
+            if present(node, POSITION_IDS) is not None:
+                raise NearMiss("inputs", "position_ids without do_rotary is not rewritten", None)
             return 0
         if ctx.opset < STANDARD_SINCE["RotaryEmbedding"]:
             raise NearMiss("opset", f"the rotary part becomes the standard RotaryEmbedding of opset 23; the model has {ctx.opset}", UPGRADE)
+        given = present(node, POSITION_IDS)
+        if given is not None and (ctx.rank(given) != 2 or ctx.dtype(given) != I64):
+            raise NearMiss("rotary", f"position_ids {show_dims(ctx.shape(given))} is not an int64 [B, S]", sdpa.FIX_SHAPES)
         cache = ctx.shape(node.inputs[COS]) if present(node, COS) is not None and present(node, SIN) is not None else None
         half = ctx.static(cache[1]) if cache is not None and len(cache) == 2 else None
         if half is None or 2 * half > head_size:
@@ -157,7 +162,7 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
             past_b = ctx.node("Sub", [totals, ctx.const(np.asarray(plan.seq, np.int64), "seq")], dtype=I64, name="past_lengths")  # [B, 1]
             positions = ctx.node("Add", [past_b, steps], dtype=I64, name="positions")  # [B, S]
         if plan.rotary_dim:
-            q, k = self._rotate(ctx, node, plan, q, k, positions)
+            q, k = self._rotate(ctx, node, plan, q, k, self._rotary_positions(ctx, node, plan, positions))
         q4 = sdpa.split_heads(ctx, q, plan.heads, size, dtype)
         k4, v4 = (sdpa.split_heads(ctx, t, plan.kv_heads, size, dtype) for t in (k, v))
         present_k, present_v = (self._present(ctx, plan, new, present(node, slot), past_b) for new, slot in ((k4, PAST_KEY), (v4, PAST_VALUE)))
@@ -179,6 +184,18 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         hq, hk = plan.heads * plan.head_size, plan.kv_heads * plan.head_size
         x, dtype = node.inputs[QUERY], plan.dtype
         return sdpa.slice_last(ctx, x, 0, hq, dtype), sdpa.slice_last(ctx, x, hq, hq + hk, dtype), sdpa.slice_last(ctx, x, hq + hk, hq + 2 * hk, dtype)
+
+    @staticmethod
+    def _rotary_positions(ctx: FusionContext, node: gs.Node, plan: GqaPlan, positions: gs.Tensor) -> gs.Tensor:
+        """The positions the kernel rotates at: ``past_b + s``, or the ``position_ids`` given (on a
+        first prompt only their first element, counted up along the sequence, as the kernel reads them)."""
+        given = present(node, POSITION_IDS)
+        if given is None:
+            return positions
+        if not plan.first_prompt:
+            return given
+        first = ctx.node("Slice", [given, ints(ctx, [0, 0]), ints(ctx, [1, 1])], dtype=I64, name="first_position")  # [1, 1]
+        return ctx.node("Add", [first, ctx.const(np.arange(plan.seq, dtype=np.int64)[None, :], "steps")], dtype=I64, name="positions")
 
     @staticmethod
     def _rotate(ctx: FusionContext, node: gs.Node, plan: GqaPlan, q: gs.Tensor, k: gs.Tensor, positions: gs.Tensor) -> tuple[gs.Tensor, gs.Tensor]:

@@ -12,7 +12,7 @@ from onnx import helper
 from mapc.ir.compare import Tolerance
 
 from .common import domains, misses
-from .contrib_graphs import F, I32, SCALES, contrib_left, floats, fuse_on_samples, model, to_float16
+from .contrib_graphs import F, I32, I64, SCALES, contrib_left, floats, fuse_on_samples, model, to_float16
 from .test_contrib_rotary import caches
 
 KERNEL = Tolerance(rtol=1e-4, atol=1e-4)
@@ -20,7 +20,7 @@ BATCH, HEADS, KV_HEADS, HEAD = 2, 4, 2, 32  # the kernel's rotary wants cache wi
 
 
 def gqa(seq: int, total: int, past: int = 0, packed: bool = False, rotary: int = 0, present_read: bool = True, opset: int = 23,
-        batch: int = BATCH, bias: list[int] | None = None, **attrs):
+        batch: int = BATCH, bias: list[int] | None = None, position_ids: bool = False, **attrs):
     """A GroupQueryAttention graph with a constant total_sequence_length (as after fix-shapes)."""
     hq, hk = HEADS * HEAD, KV_HEADS * HEAD
     names = ["q", "" if packed else "k", "" if packed else "v", "pk" if past else "", "pv" if past else "", "seqlens", "total"]
@@ -35,8 +35,11 @@ def gqa(seq: int, total: int, past: int = 0, packed: bool = False, rotary: int =
         names += ["cos", "sin"]
         inits["cos"], inits["sin"] = caches(rotary // 2)
         attrs["do_rotary"] = 1
+    if bias or position_ids:
+        names += [""] * (9 - len(names)) + ["pos" if position_ids else ""] + (["bias"] if bias else [])
+    if position_ids:
+        inputs.append(("pos", I64, [batch, seq]))
     if bias:
-        names += [""] * (9 - len(names)) + ["", "bias"]
         inputs.append(("bias", F, bias))
     outputs = ["y", "present_key", "present_value"] if present_read else ["y"]
     node = helper.make_node("GroupQueryAttention", names, outputs, domain="com.microsoft", num_heads=HEADS, kv_num_heads=KV_HEADS, **attrs)
@@ -50,6 +53,9 @@ def samples(inputs, seqlens_options, seed=0):
         scale = SCALES[index % len(SCALES)]
         feeds = {name: floats(rng, shape, scale) for name, elem, shape in inputs if elem == F}
         feeds["seqlens"] = np.asarray(seqlens, np.int32)
+        positions = next((shape for name, _, shape in inputs if name == "pos"), None)
+        if positions is not None:  # anywhere in the 32-row rotary cache
+            feeds["pos"] = (rng.integers(0, 32 - positions[1], (positions[0], 1)) + np.arange(positions[1])).astype(np.int64)
         out.append(feeds)
     return out
 
@@ -66,6 +72,8 @@ CASES = {
     "decode, rotary": (dict(seq=1, total=7, past=6, rotary=HEAD), [[6, 3], [2, 6]]),
     "chunked prompt, one sequence": (dict(seq=3, total=7, past=4, batch=1), [[6], [5]]),
     "custom scale, presents unread": (dict(seq=4, total=4, scale=0.2, present_read=False), [[3, 1]]),
+    "prompt, rotary at given positions": (dict(seq=5, total=5, rotary=HEAD, position_ids=True), [[4, 4], [4, 2]]),
+    "decode, rotary at given positions": (dict(seq=1, total=7, past=6, rotary=HEAD, position_ids=True), [[6, 3], [2, 6]]),
     "decode, attention bias": (dict(seq=1, total=7, past=6, bias=[1, HEADS, 1, 7]), [[6, 2]]),
     "prompt, per-sequence attention bias": (dict(seq=5, total=5, bias=[BATCH, 1, 5, 5]), [[4, 2]]),
     "a local window spanning the buffer": (dict(seq=1, total=8, past=8, local_window_size=8), [[7, 3]]),
