@@ -33,3 +33,25 @@ def test_incomplete_contrib_inference_still_sizes_what_it_can_and_writes_no_file
     assert tensors["normed"].shape == ["batch", 4, 4]  # onnx alone leaves it unknown
     assert tensors["y"].shape is None  # nobody knows Inverse: not guessed
     assert list(tmp_path.iterdir()) == []  # onnxruntime's infer_shapes would write sym_shape_infer_temp.onnx here
+
+
+def test_a_prompt_only_group_query_attention_does_not_stop_inference():
+    """onnxruntime's inference cannot size the presents of a GroupQueryAttention without past (their
+    length is a run-time value); the rest of the graph is still sized through it."""
+    nodes = [
+        helper.make_node("GroupQueryAttention", ["q", "k", "v", "", "", "seqlens", "total"], ["attended", "present_key", "present_value"],
+                         domain="com.microsoft", num_heads=4, kv_num_heads=2),
+        helper.make_node("SkipLayerNormalization", ["attended", "q", "gamma"], ["y"], domain="com.microsoft"),
+    ]
+    graph = helper.make_graph(
+        nodes, "prompt",
+        [helper.make_tensor_value_info("q", TensorProto.FLOAT, ["batch", 5, 64]), helper.make_tensor_value_info("k", TensorProto.FLOAT, ["batch", 5, 32]),
+         helper.make_tensor_value_info("v", TensorProto.FLOAT, ["batch", 5, 32]), helper.make_tensor_value_info("seqlens", TensorProto.INT32, ["batch"]),
+         helper.make_tensor_value_info("total", TensorProto.INT32, [])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("y", "present_key", "present_value")],
+        [numpy_helper.from_array(np.ones(64, np.float32), "gamma")],
+    )
+    model = load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)], ir_version=10))
+    assert infer_shapes(model)
+    tensors = model.graph.tensors()
+    assert tensors["attended"].shape == ["batch", 5, 64] and tensors["y"].shape == ["batch", 5, 64]
