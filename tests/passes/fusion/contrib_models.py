@@ -84,13 +84,14 @@ def whisper_decoder(layers: int = 2) -> onnx.ModelProto:
     return _build(g)
 
 
-def llama_decoder(layers: int = 2, kv_heads: int = 2, buffer: int = 16) -> onnx.ModelProto:
+def llama_decoder(layers: int = 2, kv_heads: int = 2, buffer: int = 16, prompt: bool = False) -> onnx.ModelProto:
     """One decoding step as onnxruntime-genai writes it: SimplifiedLayerNormalization,
     GroupQueryAttention with rotary over a ``buffer``-token static cache (seqlens_k and the total
-    length computed from the attention mask), SkipSimplifiedLayerNormalization. Opset 23: onnx's
-    version converter cannot upgrade onnxruntime's ai.onnx SimplifiedLayerNormalization."""
+    length computed from the attention mask), SkipSimplifiedLayerNormalization; with ``prompt``,
+    the first prompt of ``buffer`` tokens without past. Opset 23: onnx's version converter cannot
+    upgrade onnxruntime's ai.onnx SimplifiedLayerNormalization."""
     g = Graph(opset=23)
-    ids = g.input("input_ids", [1, 1], np.int64)
+    ids = g.input("input_ids", [1, buffer if prompt else 1], np.int64)
     mask = g.input("attention_mask", [1, buffer], np.int64)
     seqlens = g.op("Cast", g.op("Sub", g.op("ReduceSum", mask, g.ints([1])), g.const(np.asarray(1, np.int64))), to=onnx.TensorProto.INT32)
     total = g.op("Cast", g.op("Gather", g.op("Shape", mask), g.const(np.asarray(1, np.int64))), to=onnx.TensorProto.INT32)
@@ -103,7 +104,7 @@ def llama_decoder(layers: int = 2, kv_heads: int = 2, buffer: int = 16) -> onnx.
         kv = kv_heads * HEAD
         q = g.op("MatMul", normed, g.const(weights((HIDDEN, HIDDEN), seed + 10)))
         k, v = (g.op("MatMul", normed, g.const(weights((HIDDEN, kv), seed + 11 + i))) for i in range(2))
-        past = [g.input(f"past_key_values.{layer}.{kind}", [1, kv_heads, buffer, HEAD]) for kind in ("key", "value")]
+        past = ["", ""] if prompt else [g.input(f"past_key_values.{layer}.{kind}", [1, kv_heads, buffer, HEAD]) for kind in ("key", "value")]
         attended, present_key, present_value = g.op("GroupQueryAttention", q, k, v, *past, seqlens, total, cos, sin, outputs=3, domain=ORT,
                                                     num_heads=HEADS, kv_num_heads=kv_heads, do_rotary=1)
         g.output(present_key)

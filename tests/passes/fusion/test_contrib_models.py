@@ -47,6 +47,17 @@ def test_contrib_graphs_put_their_attention_on_the_npu(tmp_path, name):
     assert not [row for row in after.report["fallback_by_reason"] if row["code"] in ("op.not-supported", "shape.static")]
 
 
+def test_every_layer_of_a_deep_prompt_only_gqa_model_is_rewritten(tmp_path):
+    """onnxruntime's shape inference cannot size the presents of a GroupQueryAttention without
+    past; the layers after the first are still sized and rewritten (all 12, not 1)."""
+    path = tmp_path / "prompt.onnx"
+    onnx.save(llama_decoder(layers=12, prompt=True), path)
+    result = mapc.compile(path, verify=True)
+    fuse = next(record for record in result.passes if record.name == "fuse")
+    assert fuse.counters["contrib-group-query-attention"] == 12 and fuse.counters["attention"] == 12
+    assert not [node for node in result.model.graph.nodes if node.domain == "com.microsoft"]
+
+
 def test_the_encoder_reaches_the_npu_at_its_own_opset_through_mapc_functions(tmp_path):
     path = tmp_path / "encoder.onnx"
     onnx.save(whisper_encoder(), path)
