@@ -51,11 +51,12 @@ def infer_shapes(
         inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=data_prop)
     except Exception:  # onnx raises a variety of errors (InferenceError, RuntimeError, ...)
         return False
+    values = [*inferred.graph.value_info, *inferred.graph.output]
     if any(node.domain == ORT_DOMAIN for node in skeleton.graph.node):
-        inferred = _through_contrib_ops(skeleton) or inferred
+        values = _through_contrib_ops(skeleton, values)
     tensors = model.graph.tensors()
     output_names = {t.name for t in model.graph.outputs}
-    for value in [*inferred.graph.value_info, *inferred.graph.output]:
+    for value in values:
         tensor = tensors.get(value.name)
         if not isinstance(tensor, gs.Variable) or not value.type.HasField("tensor_type"):
             continue
@@ -74,16 +75,58 @@ def infer_shapes(
 ORT_DOMAIN = "com.microsoft"
 
 
-def _through_contrib_ops(skeleton: onnx.ModelProto) -> onnx.ModelProto | None:
-    """Shapes through onnxruntime's contrib ops (Attention, SkipLayerNormalization, BiasGelu,
-    EmbedLayerNormalization, GroupQueryAttention...), which onnx's inference does not know:
-    onnxruntime's own symbolic shape inference, made for exactly this. None if it fails."""
+def _through_contrib_ops(skeleton: onnx.ModelProto, values: list[onnx.ValueInfoProto]) -> list[onnx.ValueInfoProto]:
+    """``values`` (onnx's inference) with shapes through onnxruntime's contrib ops (Attention,
+    SkipLayerNormalization, GroupQueryAttention...), which onnx's inference does not know, from
+    onnxruntime's own symbolic shape inference, made for exactly this.
+
+    Outputs it never sizes (the presents of a GroupQueryAttention without past) are left out of
+    its run. When it then infers every tensor its result replaces onnx's; when it infers only
+    some (an op it does not know) its results fill only what onnx left unknown. It is driven step by step rather than through its
+    ``infer_shapes``, which on an incomplete result writes the model into the working directory
+    (``sym_shape_infer_temp.onnx`` and a data file) and raises. onnx's values when it fails.
+    """
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        return SymbolicShapeInference.infer_shapes(skeleton, auto_merge=True, guess_output_rank=False)
-    except Exception:  # its own asserts and KeyErrors on graphs it does not understand
-        return None
+        inference = SymbolicShapeInference(2**31 - 1, True, False, 0)  # int_max, auto_merge, guess_output_rank, verbose
+        inference._preprocess(_without_unsizable_outputs(skeleton))
+        complete = False
+        while inference.run_:
+            complete = inference._infer_impl()
+        inference._update_output_from_vi()
+        symbolic = [*inference.out_mp_.graph.value_info, *inference.out_mp_.graph.output]
+    except Exception:  # its own asserts and KeyErrors on graphs it does not understand, or a changed API
+        return values
+    if complete:
+        return symbolic
+    known = {value.name for value in values if value.type.tensor_type.HasField("shape")}
+    return values + [value for value in symbolic if value.name not in known and value.type.tensor_type.HasField("shape")]
+
+
+def _without_unsizable_outputs(skeleton: onnx.ModelProto) -> onnx.ModelProto:
+    """``skeleton`` without the outputs onnxruntime's inference never sizes, so that it goes on
+    past their node: the present K/V of a GroupQueryAttention without past (their length is the
+    run-time total_sequence_length). They stay unknown; the rest of the graph gets its shapes."""
+    unsizable = {
+        name
+        for node in skeleton.graph.node
+        if node.domain == ORT_DOMAIN and node.op_type == "GroupQueryAttention" and not (len(node.input) > 3 and node.input[3])
+        for name in node.output[1:3]
+        if name
+    }
+    if not unsizable:
+        return skeleton
+    copy = onnx.ModelProto()
+    copy.CopyFrom(skeleton)
+    for node in copy.graph.node:
+        for index, name in enumerate(node.output):
+            if name in unsizable:
+                node.output[index] = ""
+    kept = [output for output in copy.graph.output if output.name not in unsizable]
+    del copy.graph.output[:]
+    copy.graph.output.extend(kept)
+    return copy
 
 
 def forget_intermediate_shapes(graph: gs.Graph) -> None:

@@ -89,7 +89,9 @@ class Fuse(Pass):
 
     Runs, in order: the canonical-form rules to a fixed point (see ``canonicalize``); weight
     folds (Conv+BatchNormalization into the weights, Conv/ConvTranspose/Gemm + bias Add, a lone
-    BatchNormalization to Mul+Add, optionally MatMul+Add to Gemm); fusions into
+    BatchNormalization to Mul+Add, optionally MatMul+Add to Gemm); onnxruntime's contrib ops
+    (normalisations, GELUs, EmbedLayerNormalization, Attention, MultiHeadAttention,
+    GroupQueryAttention, RotaryEmbedding) rewritten into what their kernels compute; fusions into
     LayerNormalization (opset 17), Gelu (20), RMSNormalization, Attention and RotaryEmbedding
     (23). When the model's opset predates a fused op, the node is ``mapc.<Op>`` calling a
     model-local function whose body is the decomposition (``functions=false`` refuses instead;
