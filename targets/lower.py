@@ -147,6 +147,7 @@ def _outline(
         else:
             passed.append(tensor)
     body = inlined + [OnnxExporter.export_node(node) for node in members]
+    _call_overloads_by_name(model, body)
     domains = {node.domain or "" for node in members}
     opsets = {domain: version for domain, version in model.opset_imports.items() if domain in domains | {""}}
     for domain in domains:
@@ -177,6 +178,30 @@ def _outline(
     segment.function = f"{target.domain}::{function_name}"
     record = LoweredPartition(segment, node_name, function_name, [t.name for t in passed], [t.name for t in segment.outputs])
     return call, function, record
+
+
+def _call_overloads_by_name(model: Model, body: list[onnx.NodeProto]) -> None:
+    """Make each call of a function overload in ``body`` call a copy of it under a name of its own.
+
+    onnxruntime honours ``NodeProto.overload`` in the graph but not inside a function body: a
+    partition calling two overloads of ``mapc.Attention`` (masked and unmasked) ran the first for
+    both and the model did not load. The copy (``NAME__OVERLOAD``) is the same function.
+    """
+    functions = {(f.domain, f.name, f.overload): f for f in model.functions}
+    names = {(f.domain, f.name) for f in model.functions}
+    for node in body:
+        if not node.overload:
+            continue
+        alias = f"{node.op_type}__{node.overload}"
+        if (node.domain, alias) not in names:
+            copy = onnx.FunctionProto()
+            copy.CopyFrom(functions[(node.domain, node.op_type, node.overload)])
+            copy.name = alias
+            copy.ClearField("overload")
+            model.functions.append(copy)
+            names.add((node.domain, alias))
+        node.op_type = alias
+        node.ClearField("overload")
 
 
 # -- standalone partitions ----------------------------------------------------------------------------------
