@@ -1,7 +1,7 @@
 """The onnx checker, with its strict type and shape inference, on a weight-free skeleton.
 
 :func:`check_onnx` is the last load-time check (:mod:`mapc.ir.validate`) and the check every
-compiled model passes before it is written. The skeleton (:func:`_checker_skeleton`) keeps the
+compiled model passes before it is written. The skeleton (:func:`checker_skeleton`) keeps the
 checker from reading external weights or serializing large ones, types graph outputs declared
 without a type or shape (onnxruntime runs such models), and hides default-domain ops onnx has no
 schema for but onnxruntime runs (``ImageScaler``). onnx's strict inference also trips on some
@@ -27,7 +27,7 @@ def check_onnx(proto: onnx.ModelProto) -> None:
     ``perm``). onnx's strict inference
     also trips on some valid models (function bodies it cannot infer), so a full-check failure
     refuses the model only when onnxruntime cannot load the skeleton either."""
-    skeleton = _checker_skeleton(proto)
+    skeleton = checker_skeleton(proto)
     try:
         onnx.checker.check_model(skeleton)
         try:
@@ -47,7 +47,7 @@ _CHECKER_ERRORS = (onnx.checker.ValidationError, onnx.defs.SchemaError, onnx.sha
 CHECKER_INLINE_BYTES = 1 << 16
 
 
-def _checker_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
+def checker_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
     """``proto`` with external and large initializers turned into typed graph inputs, graph
     outputs declared without a type or shape typed by inference (or left out), and default-domain
     ops onnx does not know (but onnxruntime runs) moved to a domain the checker skips.

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+import mapc
 from mapc.ir.compare import Tolerance
 
 from .common import fuse, ops
@@ -57,6 +58,17 @@ def test_simplified_layer_norms_become_rms_norm(opset):
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)], ir_version=10)
     model, record = fuse(proto, tolerance=KERNEL)
     assert ops(model)["RMSNormalization"] == 2 and record.counters["contrib-skip-rms-norm"] == 1
+
+
+def test_verify_each_takes_a_default_domain_simplified_layer_norm_as_load_does():
+    """onnxruntime-genai writes SimplifiedLayerNormalization in the default domain; load accepts it
+    (onnxruntime runs it), and so must the checker --verify-each runs after every pass."""
+    norm = helper.make_node("SimplifiedLayerNormalization", ["x", "gamma"], ["n"], axis=-1, epsilon=1e-5)
+    graph = helper.make_graph([norm, helper.make_node("Relu", ["n"], ["y"])], "rms", [helper.make_tensor_value_info("x", F, [2, 3, 16])],
+                              [helper.make_tensor_value_info("y", F, [2, 3, 16])], [numpy_helper.from_array(weights(16), "gamma")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    result = mapc.compile(proto, verify_each=True)
+    assert [n.op for n in result.model.graph.nodes] == ["RMSNormalization", "Relu"]
 
 
 @pytest.mark.parametrize(("op_type", "inputs", "approximate"), [
