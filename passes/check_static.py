@@ -72,7 +72,11 @@ def dynamic_tensors(model: Model) -> list[dict[str, Any]]:
 
     Uses the shapes annotated on the graph: run :func:`~mapc.ir.infer_shapes` first.
     """
-    graph = model.graph
+    return dynamic_tensors_in(model.graph)
+
+
+def dynamic_tensors_in(graph: gs.Graph) -> list[dict[str, Any]]:
+    """:func:`dynamic_tensors` of a graph whose shapes are annotated (a target's model view)."""
     flows: dict[int, _Flow] = {}
     why: dict[str, dict[str, str]] = {}
     leftovers: list[dict[str, Any]] = []
