@@ -251,11 +251,11 @@ class ContribAttentionToStandard(FusionRule):
         if ctx.rank(mask) == 2:
             keep = ctx.node("Cast", [mask], attrs={"to": onnx.TensorProto.BOOL}, dtype=np.dtype(bool), name="keep")
         else:  # 1-D end positions: key j is kept while j < end[b]
-            ends = ctx.node("Unsqueeze", [mask, _ints(ctx, [1])], name="ends")
+            ends = ctx.with_axes("Unsqueeze", mask, [1], name="ends")
             positions = ctx.const(np.arange(sequence, dtype=np.dtype(ctx.dtype(mask) or np.int32))[None, :], "key_positions")
             keep = ctx.node("Less", [positions, ends], dtype=np.dtype(bool), name="keep")
         additive = ctx.node("Where", [keep, zero, filled], dtype=dtype, name="additive_mask")
-        return ctx.node("Unsqueeze", [additive, _ints(ctx, [1, 2])], dtype=dtype, name="mask_heads")
+        return ctx.with_axes("Unsqueeze", additive, [1, 2], dtype=dtype, name="mask_heads")
 
 
 class EmbedLayerNormToStandard(FusionRule):
@@ -311,7 +311,7 @@ class EmbedLayerNormToStandard(FusionRule):
         if len(node.outputs) > 1:
             mask = _present(node, 7)
             if mask is not None and not _unread(ctx.graph, node, range(1, 2)):
-                summed = ctx.node("ReduceSum", [mask, _ints(ctx, [1])], attrs={"keepdims": 0}, name="mask_index")
+                summed = ctx.with_axes("ReduceSum", mask, [1], attrs={"keepdims": 0}, name="mask_index")
                 outputs.append(ctx.node("Cast", [summed], attrs={"to": onnx.TensorProto.INT32}, dtype=np.dtype(np.int32), name="mask_index_int32"))
             else:
                 outputs.append(node.outputs[1])

@@ -92,8 +92,9 @@ class Fuse(Pass):
     BatchNormalization to Mul+Add, optionally MatMul+Add to Gemm); fusions into
     LayerNormalization (opset 17), Gelu (20), RMSNormalization, Attention and RotaryEmbedding
     (23). When the model's opset predates a fused op, the node is ``mapc.<Op>`` calling a
-    model-local function whose body is the decomposition (``functions=false`` refuses instead;
-    ``--target-opset`` upgrades the model first). Reports, per rule, how often it fired and its
+    model-local function whose body is the decomposition written in the model's own opset (at
+    opset 11/12 too: axes as attributes, Softmax only over the last axis, where both opsets agree;
+    ``functions=false`` refuses instead; ``--target-opset`` upgrades the model first). Reports, per rule, how often it fired and its
     near-misses (node, failing condition, fix); ``strict`` makes any near-miss an error.
     """
 

@@ -240,7 +240,7 @@ def _half_cache(ctx: FusionContext, table: gs.Tensor | np.ndarray, plan: RotaryP
         return ctx.const(np.ascontiguousarray(half_value), "rope_cache")
     dtype = table.dtype
     if plan.cache_rank == 2:
-        table = ctx.node("Unsqueeze", [table, ctx.const(np.asarray([0], np.int64))], dtype=dtype, name="rope_cache")
+        table = ctx.with_axes("Unsqueeze", table, [0], dtype=dtype, name="rope_cache")
     bounds = [ctx.const(np.asarray([v], np.int64)) for v in (0, plan.half, -1)]
     half = ctx.node("Slice", [table, *bounds], dtype=dtype, name="rope_cache_half")
     if not expand:

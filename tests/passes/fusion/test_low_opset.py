@@ -1,0 +1,80 @@
+"""Fusion on models below opset 13 (keras2onnx/tf2onnx exports at opset 11/12).
+
+Below an op's opset the fused node is a ``mapc`` function whose body is written in the model's
+own opset (axes as attributes, ReduceMean's included), so the model keeps its opset and runs
+anywhere; ``--target-opset`` upgrades first and then emits standard ops. Every case is checked
+differentially in onnxruntime (``fuse`` in common.py).
+"""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+
+import mapc
+from tests.passes.fusion.common import domains, fuse, misses, ops
+from tests.passes.fusion.graphs import AttentionSpec, EncoderSpec, attention_model, cnn_model, encoder_model
+
+FUSED_ENCODER = {("mapc", "Attention"): 1, ("mapc", "LayerNormalization"): 2, ("mapc", "Gelu"): 1}
+
+
+def function_ops(model: mapc.Model) -> list[onnx.NodeProto]:
+    return [node for function in model.functions for node in function.node]
+
+
+@pytest.mark.parametrize("opset", [11, 12])
+def test_an_encoder_layer_fuses_into_mapc_functions_in_its_own_opset(opset):
+    model, record = fuse(encoder_model(EncoderSpec(opset=opset)))
+    fused = {key: n for key, n in domains(model).items() if key[0] == "mapc"}
+    assert fused == FUSED_ENCODER
+    assert misses(record) == []
+    assert model.opset == opset and all(f.opset_import[0].version == opset for f in model.functions)
+    for node in function_ops(model):  # attribute forms: a 13+ axes input would not load
+        if node.op_type in ("Unsqueeze", "ReduceMean"):
+            assert len(node.input) == 1 and any(a.name == "axes" for a in node.attribute), node
+
+
+def test_an_old_ir_version_is_raised_to_one_with_local_functions():
+    proto = encoder_model(EncoderSpec(opset=11))
+    proto.ir_version = 6  # what keras2onnx writes
+    model, _ = fuse(proto)
+    assert model.ir_version >= 8 and model.functions
+
+
+def test_a_cnn_at_opset_11_folds_pads_batch_norms_and_biases():
+    model, record = fuse(cnn_model(11))
+    assert ops(model) == {"Conv": 2, "Relu": 2, "GlobalAveragePool": 1, "Flatten": 1, "Gemm": 1, "Softmax": 1}
+    assert {k: v for k, v in record.counters.items() if v and k in ("pad-into-conv", "conv-batch-norm", "conv-bias")} == {
+        "pad-into-conv": 1, "conv-batch-norm": 1, "conv-bias": 1}
+
+
+def test_softmax_with_the_old_default_axis_is_not_attention():
+    """Below 13 a Softmax without ``axis`` normalises over everything after axis 1 (coerced to
+    2-D): that is not attention over the keys, so it stays, with the reason."""
+    proto = attention_model(AttentionSpec(opset=12, mask="none"))
+    softmax = next(n for n in proto.graph.node if n.op_type == "Softmax")
+    del softmax.attribute[:]
+    model, record = fuse(proto)
+    assert ("mapc", "Attention") not in domains(model)
+    assert [m["code"] for m in misses(record, "attention")] == ["softmax-axis"]
+
+
+def test_without_functions_the_near_miss_offers_the_opset_upgrade():
+    _, record = fuse(encoder_model(EncoderSpec(opset=11)), [("fuse", {"functions": False})])
+    [miss] = misses(record, "attention")
+    assert miss["code"] == "opset" and "--target-opset 23" in miss["fix"]
+
+
+@pytest.mark.parametrize("opset", [11, 12])
+@pytest.mark.parametrize("target", [13, 17, 23])
+def test_target_opset_upgrades_old_models_and_fuses_into_standard_ops(opset, target):
+    result = mapc.compile(encoder_model(EncoderSpec(opset=opset)), target_opset=target, verify=True)
+    assert result.model.opset == target
+    standard = {op for op, since in (("LayerNormalization", 17), ("Gelu", 20), ("Attention", 23)) if target >= since}
+    fused = {(n.domain or "", n.op) for n in result.model.graph.nodes if n.op in ("LayerNormalization", "Gelu", "Attention")}
+    assert fused == {("" if op in standard else "mapc", op) for op in ("LayerNormalization", "Gelu", "Attention")}
+
+
+def test_target_opset_on_an_old_cnn():
+    result = mapc.compile(cnn_model(11), target_opset=17, verify=True)
+    assert result.model.opset == 17 and ops(result.model)["Conv"] == 2 and "BatchNormalization" not in ops(result.model)
