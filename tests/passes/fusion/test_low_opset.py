@@ -8,12 +8,15 @@ differentially in onnxruntime (``fuse`` in common.py).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import onnx
 import pytest
 
 import mapc
 from tests.passes.fusion.common import domains, fuse, misses, ops
 from tests.passes.fusion.graphs import AttentionSpec, EncoderSpec, attention_model, cnn_model, encoder_model
+from tests.passes.fusion.test_attention import EXPORTER_VARIANTS
 
 FUSED_ENCODER = {("mapc", "Attention"): 1, ("mapc", "LayerNormalization"): 2, ("mapc", "Gelu"): 1}
 
@@ -78,3 +81,12 @@ def test_target_opset_upgrades_old_models_and_fuses_into_standard_ops(opset, tar
 def test_target_opset_on_an_old_cnn():
     result = mapc.compile(cnn_model(11), target_opset=17, verify=True)
     assert result.model.opset == 17 and ops(result.model)["Conv"] == 2 and "BatchNormalization" not in ops(result.model)
+
+
+@pytest.mark.parametrize("variant", sorted(EXPORTER_VARIANTS))
+def test_every_exporter_variant_fuses_at_opset_12_once_shapes_are_fixed_and_folded(variant):
+    """onnx's data propagation does not follow Shape -> Slice -> Concat below opset 13, so
+    repeat_kv's and dynamo's computed shapes stay unknown until fold-constants settles them."""
+    spec = replace(EXPORTER_VARIANTS[variant], opset=12)
+    model, record = fuse(attention_model(spec), "fix-shapes,fold-constants,fuse", dims={"batch": 2, "seq": 5, "kv_seq": 7})
+    assert domains(model)[("mapc", "Attention")] == 1 and misses(record, "attention") == []
