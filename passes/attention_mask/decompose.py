@@ -1,4 +1,4 @@
-"""``decompose-attention`` (R9): ONNX ``Attention`` as MatMul, scale, explicit finite mask, Softmax.
+"""``decompose-attention``: ONNX ``Attention`` as MatMul, scale, explicit finite mask, Softmax.
 
 For targets without a native Attention op (QNN EP sent every opset-23 Attention to CPU until
 onnxruntime-qnn PR #651). Follows the opset-23/24 spec, checked against onnxruntime 1.31 and
