@@ -21,6 +21,10 @@ from mapc.passes.fusion.functions import AXES_AS_INPUT_SINCE, Decomposition, Fun
 
 Dim = int | str | None
 
+#: The oldest opset fused ops are written in (as mapc functions): Slice bounds as inputs (10) and
+#: negative axes for Unsqueeze and the reductions (11).
+MIN_OPSET = 11
+
 #: The opset in which each fused op became a standard ONNX op.
 STANDARD_SINCE: dict[str, int] = {
     "LayerNormalization": 17,
@@ -62,6 +66,8 @@ class FusionContext(RewriteContext):
         since = STANDARD_SINCE[op_type]
         if self.opset >= since:
             return
+        if self.opset < MIN_OPSET:
+            raise NearMiss("opset", f"the model's opset {self.opset} is older than {MIN_OPSET}", f"upgrade it: --target-opset {since}")
         if not self.settings.functions:
             raise NearMiss(
                 "opset",

@@ -15,7 +15,7 @@ import pytest
 
 import mapc
 from tests.passes.fusion.common import domains, fuse, misses, ops
-from tests.passes.fusion.graphs import AttentionSpec, EncoderSpec, attention_model, cnn_model, encoder_model
+from tests.passes.fusion.graphs import AttentionSpec, EncoderSpec, NormSpec, attention_model, cnn_model, encoder_model, layer_norm_model
 from tests.passes.fusion.test_attention import EXPORTER_VARIANTS
 
 FUSED_ENCODER = {("mapc", "Attention"): 1, ("mapc", "LayerNormalization"): 2, ("mapc", "Gelu"): 1}
@@ -60,6 +60,14 @@ def test_softmax_with_the_old_default_axis_is_not_attention():
     model, record = fuse(proto)
     assert ("mapc", "Attention") not in domains(model)
     assert [m["code"] for m in misses(record, "attention")] == ["softmax-axis"]
+
+
+def test_below_opset_11_the_near_miss_offers_the_opset_upgrade():
+    """Function bodies need Slice bounds as inputs (10) and negative axes (11)."""
+    model, record = fuse(layer_norm_model(NormSpec(opset=10)))
+    found = misses(record, "layer-norm")
+    assert found and all(m["code"] == "opset" and "older than 11" in m["message"] and "--target-opset 17" in m["fix"] for m in found)
+    assert "LayerNormalization" not in ops(model)
 
 
 def test_without_functions_the_near_miss_offers_the_opset_upgrade():
