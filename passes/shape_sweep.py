@@ -10,9 +10,9 @@ graph once, in topological order, and for each node:
 * a node that reads only known values (small initializers, values found earlier in the sweep),
   is deterministic and evaluable, and whose outputs onnx infers as static and at most
   ``max_bytes``: queued for evaluation in onnxruntime (its outputs are then known values);
-* any node: its output shapes re-inferred by onnx for this node alone (:func:`~mapc.ir.infer_node`),
-  with the known values of its inputs, so a ``Reshape`` to a computed target, and everything
-  after it, gets its static shape at once.
+* any node whose outputs are not all static yet: its output shapes re-inferred by onnx for this
+  node alone (:func:`~mapc.ir.infer_node`), with the known values of its inputs, so a
+  ``Reshape`` to a computed target, and everything after it, gets its static shape at once.
 
 Queued nodes are evaluated together, in one session, when a later node needs their values to
 be inferred (and at the end), so a deep chain costs one session per level, not per node. A
@@ -109,7 +109,7 @@ class _Sweep:
         candidate = self._candidate(node, reads)
         if not candidate and any(id(t) in self.pending_outputs for t in reads):
             self._flush()
-        inferred = self._infer(node)
+        inferred = _annotated(node) or self._infer(node)
         if candidate and not _static_outputs(node, inferred) and any(id(t) in self.pending_outputs for t in reads):
             self._flush()  # the output shape depends on values still queued
             inferred = self._infer(node)
@@ -198,6 +198,20 @@ class _Sweep:
         feeds = {t.name: self._value(t) for n in nodes for t in node_reads(n) if id(t) not in produced}
         outputs = [t.name for n in nodes for t in n.outputs if not t.is_empty()]
         return self.evaluate(nodes, feeds, outputs)  # type: ignore[arg-type]
+
+
+def _annotated(node: gs.Node) -> list[Inferred] | None:
+    """The outputs' annotated dtypes and shapes when all are known and static (inferred for the
+    graph as it is: nothing to learn by inferring again), else None."""
+    known: list[Inferred] = []
+    for tensor in node.outputs:
+        if tensor.is_empty():
+            known.append((None, None))
+        elif tensor.dtype is None or not is_static(tensor.shape):
+            return None
+        else:
+            known.append((np.dtype(tensor.dtype), list(tensor.shape)))
+    return known
 
 
 def _static_outputs(node: gs.Node, inferred: list[Inferred] | None) -> bool:
