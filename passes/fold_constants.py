@@ -66,10 +66,10 @@ class FoldConstants(Pass):
     Quantize/DequantizeLinear (a QDQ model stays quantized), sequence and optional ops, and
     custom-domain ops other than onnxruntime's ``com.microsoft`` and the model's own functions.
 
-    First, one topological sweep settles the shape arithmetic (:mod:`mapc.passes.shape_sweep`):
-    Shape/Size of static tensors, small constant nodes evaluated as they become constant, and each
-    node's shapes re-inferred with the values found so far, so a Reshape to a computed target and
-    the Shape of its output settle in the same pass, however deep the chain.
+    First, one topological sweep settles the shape arithmetic: Shape/Size of static tensors,
+    small constant nodes evaluated as they become constant (results up to ``duplicate_kb``),
+    and each node's shapes re-inferred with the values found so far, so a Reshape to a computed
+    target and the Shape of its output settle in the same pass, however deep the chain.
 
     Then each connected constant subgraph is evaluated as a unit, many of them per onnxruntime
     session; only the tensors read outside it become initializers (named like the tensors they
