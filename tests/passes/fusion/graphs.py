@@ -234,17 +234,22 @@ class EncoderSpec:
     heads: int = 2
     head_dim: int = 8
     opset: int = 11
+    layers: int = 1
+    #: tf2onnx/keras2onnx style: symbolic batch and sequence, every Reshape target computed from
+    #: Shape -> Cast(int32) -> Slice -> Cast(int64) -> Squeeze -> Unsqueeze -> Concat
+    computed_shapes: bool = False
 
 
 def encoder_model(spec: EncoderSpec) -> onnx.ModelProto:
-    """A BERT layer at an old opset: packed QKV MatMul and Split (sizes as an attribute below
+    """BERT layers at an old opset: packed QKV MatMul and Split (sizes as an attribute below
     13), head split by Reshape/Transpose, scaled scores plus an additive padding mask built from
     an int64 attention mask (Unsqueeze with attribute axes), Softmax over the last axis, LayerNorm
     as ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div with scale and bias, and an Erf GELU."""
     g = Graph(spec.opset)
     hidden = spec.heads * spec.head_dim
-    x = g.input("x", [spec.batch, spec.seq, hidden])
-    mask = g.input("attention_mask", [spec.batch, spec.seq], np.dtype(np.int64))
+    batch, seq = ("batch", "seq") if spec.computed_shapes else (spec.batch, spec.seq)
+    x = g.input("x", [batch, seq, hidden])
+    mask = g.input("attention_mask", [batch, seq], np.dtype(np.int64))
 
     def layer_norm(t: str, seed: int) -> str:
         centered = g.op("Sub", t, g.reduce_mean(t, [-1]))
@@ -252,29 +257,41 @@ def encoder_model(spec: EncoderSpec) -> onnx.ModelProto:
         normalized = g.op("Div", centered, g.op("Sqrt", variance))
         return g.op("Add", g.op("Mul", normalized, g.const(1.0 + weights((hidden,), seed))), g.const(weights((hidden,), seed + 1)))
 
-    def dense(t: str, width: int, seed: int) -> str:
-        return g.op("Add", g.op("MatMul", t, g.const(weights((t_width[t], width), seed))), g.const(weights((width,), seed + 1)))
+    def dense(t: str, fan_in: int, width: int, seed: int) -> str:
+        return g.op("Add", g.op("MatMul", t, g.const(weights((fan_in, width), seed))), g.const(weights((width,), seed + 1)))
 
-    t_width: dict[str, int] = {x: hidden}
-    qkv = g.op("MatMul", x, g.const(weights((hidden, 3 * hidden), 21)))
-    q, k, v = g.split(qkv, [hidden] * 3, axis=-1)
-    heads = g.ints([spec.batch, spec.seq, spec.heads, spec.head_dim])
-    q4 = g.op("Transpose", g.op("Reshape", q, heads), perm=[0, 2, 1, 3])
-    kt = g.op("Transpose", g.op("Reshape", k, heads), perm=[0, 2, 3, 1])
-    v4 = g.op("Transpose", g.op("Reshape", v, heads), perm=[0, 2, 1, 3])
-    scores = g.op("Mul", g.op("MatMul", q4, kt), g.const(np.float32(1 / math.sqrt(spec.head_dim))))
+    def dim(t: str, axis: int) -> str:
+        """tf2onnx's lookup of one dim of ``t`` as a [1] int64 tensor."""
+        narrow = g.op("Cast", g.op("Shape", t), to=TensorProto.INT32)
+        picked = g.op("Cast", g.op("Slice", narrow, g.ints([axis]), g.ints([axis + 1]), g.ints([0])), to=TensorProto.INT64)
+        squeezed = g.op("Squeeze", picked, g.ints([0])) if spec.opset >= 13 else g.op("Squeeze", picked, axes=[0])
+        return g.unsqueeze(squeezed, [0])
+
+    def target(t: str, tail: list[int]) -> str:
+        if not spec.computed_shapes:
+            return g.ints([spec.batch, spec.seq, *tail])
+        return g.op("Concat", dim(t, 0), dim(t, 1), g.ints(tail), axis=0)
+
     padding = g.op("Cast", g.unsqueeze(g.unsqueeze(mask, [1]), [2]), to=TensorProto.FLOAT)
     additive = g.op("Mul", g.op("Sub", g.const(np.float32(1.0)), padding), g.const(np.float32(-10000.0)))
-    probabilities = g.op("Softmax", g.op("Add", scores, additive), axis=3)
-    context = g.op("Transpose", g.op("MatMul", probabilities, v4), perm=[0, 2, 1, 3])
-    merged = g.op("Reshape", context, g.ints([spec.batch, spec.seq, hidden]))
-    t_width[merged] = hidden
-    attended = layer_norm(g.op("Add", dense(merged, hidden, 23), x), 25)
-    t_width[attended] = hidden
-    up = dense(attended, 2 * hidden, 27)
-    gelu = g.op("Mul", g.op("Mul", up, g.op("Add", g.op("Erf", g.op("Div", up, g.const(np.float32(math.sqrt(2.0))))), g.const(np.float32(1.0)))), g.const(np.float32(0.5)))
-    t_width[gelu] = 2 * hidden
-    g.output(layer_norm(g.op("Add", dense(gelu, hidden, 29), attended), 31))
+    hidden_states = x
+    for layer in range(spec.layers):
+        seed = 100 * layer
+        qkv = g.op("MatMul", hidden_states, g.const(weights((hidden, 3 * hidden), seed + 21)))
+        q, k, v = g.split(qkv, [hidden] * 3, axis=-1)
+        heads = target(qkv, [spec.heads, spec.head_dim])
+        q4 = g.op("Transpose", g.op("Reshape", q, heads), perm=[0, 2, 1, 3])
+        kt = g.op("Transpose", g.op("Reshape", k, heads), perm=[0, 2, 3, 1])
+        v4 = g.op("Transpose", g.op("Reshape", v, heads), perm=[0, 2, 1, 3])
+        scores = g.op("Mul", g.op("MatMul", q4, kt), g.const(np.float32(1 / math.sqrt(spec.head_dim))))
+        probabilities = g.op("Softmax", g.op("Add", scores, additive), axis=3)
+        context = g.op("Transpose", g.op("MatMul", probabilities, v4), perm=[0, 2, 1, 3])
+        merged = g.op("Reshape", context, target(context, [hidden]))
+        attended = layer_norm(g.op("Add", dense(merged, hidden, hidden, seed + 23), hidden_states), seed + 25)
+        up = dense(attended, hidden, 2 * hidden, seed + 27)
+        gelu = g.op("Mul", g.op("Mul", up, g.op("Add", g.op("Erf", g.op("Div", up, g.const(np.float32(math.sqrt(2.0))))), g.const(np.float32(1.0)))), g.const(np.float32(0.5)))
+        hidden_states = layer_norm(g.op("Add", dense(gelu, 2 * hidden, hidden, seed + 29), attended), seed + 31)
+    g.output(hidden_states)
     return g.build()
 
 

@@ -98,3 +98,21 @@ def test_every_exporter_variant_fuses_at_opset_12_once_shapes_are_fixed_and_fold
     spec = replace(EXPORTER_VARIANTS[variant], opset=12)
     model, record = fuse(attention_model(spec), "fix-shapes,fold-constants,fuse", dims={"batch": 2, "seq": 5, "kv_seq": 7})
     assert domains(model)[("mapc", "Attention")] == 1 and misses(record, "attention") == []
+
+
+@pytest.mark.parametrize("opset", [11, 12])
+def test_a_keras2onnx_style_bert_compiles_static_and_fused_in_one_round(opset):
+    """Issue 16's model in small: three layers at opset 11/12 whose every Reshape target is
+    computed by tf2onnx's Shape -> Cast -> Slice -> Cast -> Squeeze -> Unsqueeze -> Concat, with
+    static input shapes given: the first round settles every shape, and fusion works at the
+    model's opset. The compile verifies outputs in onnxruntime."""
+    spec = EncoderSpec(opset=opset, layers=3, computed_shapes=True)
+    result = mapc.compile(encoder_model(spec), input_shapes={"x": [2, 6, 16], "attention_mask": [2, 6]}, verify=True)
+    names = [r.name for r in result.passes]
+    simplify = result.passes[: names.index("fuse")]  # the fixpoint(fix-shapes, fold-constants, peephole, cleanup) group
+    assert {r.iteration for r in simplify} == {1, 2} and not any(r.changed for r in simplify if r.iteration == 2)
+    assert not [n for n in result.model.graph.nodes if n.op in ("Shape", "Size")]
+    check = next(r for r in result.passes if r.name == "check-static")
+    assert check.counters["dynamic_tensors"] == 0
+    fused = domains(result.model)
+    assert (fused[("mapc", "Attention")], fused[("mapc", "LayerNormalization")], fused[("mapc", "Gelu")]) == (3, 6, 3)
