@@ -36,8 +36,8 @@ def infer_node(
     None when onnx has no schema for the op at the model's opset (custom domains, model-local
     functions), an input's dtype is unknown, or onnx's inference rejects the node.
     """
-    domain = node.domain or ""
-    version = opset_imports.get("" if domain == "ai.onnx" else domain)
+    domain = "" if node.domain in (None, "", "ai.onnx") else node.domain
+    version = opset_imports.get(domain)
     if version is None or any(True for _ in node.subgraphs()):
         return None
     try:

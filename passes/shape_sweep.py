@@ -17,8 +17,8 @@ graph once, in topological order, and for each node:
 Queued nodes are evaluated together, in one session, when a later node needs their values to
 be inferred (and at the end), so a deep chain costs one session per level, not per node. A
 batch that fails is evaluated node by node; a node onnxruntime cannot evaluate stays, and its
-readers stay with it. The sweep visits every node once and infers each once: linear in the
-graph. It only annotates shapes and reports values; the caller materialises them.
+readers stay with it. The sweep visits every node once and infers it at most twice (again
+after a flush): linear in the graph. It only annotates shapes and reports values; the caller materialises them.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ class Settled:
     values: dict[int, np.ndarray] = field(default_factory=dict)
     failures: list[tuple[gs.Node, str]] = field(default_factory=list)
     shape_ops: int = 0
-    shapes_refined: int = 0
 
     def frontier(self, graph: gs.Graph) -> list[gs.Variable]:
         """Known tensors something outside the settled nodes reads, or that are graph outputs."""
@@ -161,10 +160,7 @@ class _Sweep:
                 continue
             if tensor.dtype is None and dtype is not None:
                 tensor.dtype = dtype
-            merged = _refine(tensor.shape, shape)
-            if merged != (None if tensor.shape is None else list(tensor.shape)):
-                tensor.shape = merged
-                self.result.shapes_refined += 1
+            tensor.shape = _refine(tensor.shape, shape)
 
     def _settle(self, node: gs.Node, values: Mapping[str, np.ndarray]) -> None:
         self.result.nodes.append(node)
@@ -210,7 +206,10 @@ def _annotated(node: gs.Node) -> list[Inferred] | None:
         elif tensor.dtype is None or not is_static(tensor.shape):
             return None
         else:
-            known.append((np.dtype(tensor.dtype), list(tensor.shape)))
+            try:
+                known.append((np.dtype(tensor.dtype), list(tensor.shape)))
+            except TypeError:  # an onnx type numpy does not name (bfloat16, float8): ask onnx
+                return None
     return known
 
 
@@ -222,10 +221,12 @@ def _static_outputs(node: gs.Node, inferred: list[Inferred] | None) -> bool:
 
 
 def _bytes(inferred: list[Inferred]) -> int:
+    """Bytes the inferred (static) outputs take."""
     return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize for dtype, shape in inferred if shape is not None and dtype is not None)
 
 
 def _refine(old: Sequence | None, new: list | None) -> list | None:
+    """``new``'s static dims over ``old``; where ``new`` knows less, or the ranks disagree, ``old``."""
     if new is None:
         return None if old is None else list(old)
     if old is None or len(old) != len(new):
