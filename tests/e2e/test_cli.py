@@ -245,3 +245,15 @@ def test_passes_verbose_reads_as_plain_text():
     assert not re.search(r"\b[RM]\d+\b", text), re.search(r".*\b[RM]\d+\b.*", text).group(0)
     for name in ("additive-mask", "finite-fill", "mask-as-input", "nan-guard", "one-minus-mask"):
         assert name in text
+
+
+def test_plain_text_joins_paragraph_lines_and_keeps_lists():
+    """A paragraph's lines are joined so the terminal wraps them at its width; indented lines
+    (lists, the rule table of attention-mask), bullets and blank lines stay as written."""
+    from mapc.cli_commands import plain_text
+
+    docstring = "Summary.\n\nMatches :class:`~mapc.ir.Model` and\n``literal`` text:\n  * one\n    more\n  * two\nAfter the list\nstill one line.\n* top bullet\n* another"
+    assert plain_text(docstring).splitlines() == [
+        "Summary.", "", "Matches Model and `literal` text:", "  * one", "    more", "  * two",
+        "After the list still one line.", "* top bullet", "* another",
+    ]
