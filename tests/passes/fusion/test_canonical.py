@@ -149,3 +149,28 @@ def test_gqa_behind_a_flattened_k_transpose_fuses_on_the_unrepeated_kv():
     attention = next(n for n in rewritten.graph.nodes if n.op == "Attention")
     assert [t.name for t in attention.inputs[1:3]] == ["k", "v"]
     assert not [n.op for n in rewritten.graph.nodes if n.op in ("Expand", "Unsqueeze")]
+
+
+def flattened_softmax(op_type="Softmax", flatten_axis=2, target="shape", opset=18):
+    """Shape(x) -> Flatten(x, axis) -> op(axis=-1) -> Reshape(., target): what onnx's version
+    converter writes for a Softmax over the last axis of a tensor of unknown rank."""
+    g = Graph(opset)
+    x = g.op("Relu", g.input("x", [2, 3, 4]))
+    shape = g.op("Shape", x) if target == "shape" else g.ints([2, 3, 4])
+    rows = g.op(op_type, g.op("Flatten", x, axis=flatten_axis), axis=-1)
+    g.output(g.op("Reshape", rows, shape))
+    return g.build()
+
+
+@pytest.mark.parametrize("op_type", ["Softmax", "LogSoftmax", "Hardmax"])
+@pytest.mark.parametrize("target", ["shape", "constant"])
+def test_a_flattened_last_axis_softmax_becomes_one_softmax(op_type, target):
+    model, record = fuse(flattened_softmax(op_type, target=target), "canonicalize,cleanup", tolerance=None)
+    assert [n.op for n in model.graph.nodes] == ["Relu", op_type]
+    assert model.graph.nodes[1].attrs["axis"] == -1
+
+
+def test_a_softmax_flattened_before_the_last_axis_stays():
+    """Flatten at axis 1 of a 3-D tensor normalises over the last two axes together: not one axis."""
+    model, _ = fuse(flattened_softmax(flatten_axis=1), "canonicalize")
+    assert [n.op for n in model.graph.nodes] == ["Relu", "Shape", "Flatten", "Softmax", "Reshape"]

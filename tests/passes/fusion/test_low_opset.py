@@ -116,3 +116,15 @@ def test_a_keras2onnx_style_bert_compiles_static_and_fused_in_one_round(opset):
     assert check.counters["dynamic_tensors"] == 0
     fused = domains(result.model)
     assert (fused[("mapc", "Attention")], fused[("mapc", "LayerNormalization")], fused[("mapc", "Gelu")]) == (3, 6, 3)
+
+
+@pytest.mark.parametrize("target", [17, 23])
+def test_the_keras2onnx_style_bert_upgraded_still_fuses_its_attention(target):
+    """Below 13 the converter cannot see the scores' rank (their Reshape targets are computed),
+    so it writes Softmax(axis=3) as Shape -> Flatten -> Softmax -> Reshape; softmax-last-axis
+    turns that back into one Softmax and the attention fuses."""
+    spec = EncoderSpec(opset=11, layers=3, computed_shapes=True)
+    result = mapc.compile(encoder_model(spec), input_shapes={"x": [2, 6, 16], "attention_mask": [2, 6]}, target_opset=target, verify=True)
+    fuse_record = next(r for r in result.passes if r.name == "fuse")
+    assert fuse_record.counters["softmax-last-axis"] == 3 and fuse_record.counters["attention"] == 3
+    assert "Flatten" not in ops(result.model) and "Softmax" not in ops(result.model)
