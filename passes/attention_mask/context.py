@@ -24,6 +24,7 @@ from mapc.passes.attention_mask.families import MaskFamily
 from mapc.passes.attention_mask.fills import FLOAT_KINDS, MAX_INSPECT_BYTES, is_float_dtype, single_fill, uniform_value
 from mapc.passes.attention_mask.hoist import HoistedMask
 from mapc.passes.attention_mask.paths import MaskPaths
+from mapc.passes.check_static import inputs_static
 
 #: Ops between a float mask graph input and the attention that keep it an input's values.
 _INPUT_MOVES = frozenset({"Reshape", "Unsqueeze", "Squeeze", "Cast", "Expand", "Identity", "Slice", "Transpose"})
@@ -105,7 +106,7 @@ class MaskContext(RewriteContext):
         if self.current is not None and self.margin is not None:
             try:
                 check_exact(self.current, self.ranges.get(id(self.current)), max(float(fill), self.neg), replaces,
-                            margin=self.margin, precision=self.precision)
+                            margin=self.margin, precision=self.precision, shapes_static=inputs_static(self.model.graph))
             except NearMiss:
                 self.refused.add(id(self.current))
                 raise

@@ -17,6 +17,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from mapc.ir import Model, NearMiss, PatternRule, RewriteContext
+from mapc.passes.check_static import shapes_fix
 from mapc.passes.fusion.functions import AXES_AS_INPUT_SINCE, Decomposition, FunctionLibrary
 
 Dim = int | str | None
@@ -95,6 +96,11 @@ class FusionContext(RewriteContext):
         else:
             self.library.call(op_type, inputs, formal_inputs, attrs, decomposition, output, name)
         return output
+
+    def shapes_fix(self, fix: str) -> str | None:
+        """``fix`` for a near-miss on unknown shapes, unless the input shapes are static already
+        (then where shape inference stops: :func:`~mapc.passes.check_static.shapes_fix`)."""
+        return shapes_fix(self.model.graph, fix)
 
     def with_axes(self, op_type: str, tensor: gs.Tensor, axes: Sequence[int], *, attrs: dict[str, Any] | None = None, **kwargs: Any) -> gs.Tensor:
         """``op_type`` (Unsqueeze, Squeeze, ReduceSum, ReduceMean) over ``axes`` in the model's

@@ -49,7 +49,7 @@ def _present(node: gs.Node, slot: int) -> gs.Tensor | None:
 def _float_dtype(ctx: FusionContext, tensor: gs.Tensor) -> np.dtype:
     dtype = ctx.dtype(tensor)
     if dtype is None or dtype.kind != "f":
-        raise NearMiss("dtype", f"the input's type is unknown or not float ({dtype})", "run shape inference (fix-shapes)")
+        raise NearMiss("dtype", f"the input's type is unknown or not float ({dtype})", ctx.shapes_fix("run shape inference (fix-shapes)"))
     return dtype
 
 
@@ -64,7 +64,7 @@ class _ContribNorm(FusionRule):
             raise NearMiss("statistics", f"the {node.op}'s mean or inverse-std-dev output is read", None)
         rank = ctx.rank(node.inputs[0])
         if rank is None:
-            raise NearMiss("shape", "the input's rank is unknown", "run shape inference (fix-shapes)")
+            raise NearMiss("shape", "the input's rank is unknown", ctx.shapes_fix("run shape inference (fix-shapes)"))
         return _float_dtype(ctx, node.inputs[0]), rank
 
     def rewrite(self, match: Match, found: tuple[np.dtype, int], ctx: FusionContext) -> list[gs.Tensor]:
@@ -205,7 +205,7 @@ class ContribAttentionToStandard(FusionRule):
         shape = ctx.shape(node.inputs[0])
         heads = int(attrs["num_heads"])
         if weights is None or shape is None or len(shape) != 3 or ctx.static(weights[1]) is None or ctx.static(weights[1]) % (3 * heads):
-            raise NearMiss("shape", "the input or packed weights' shape is unknown or not [*, 3*hidden]", "run shape inference (fix-shapes)")
+            raise NearMiss("shape", "the input or packed weights' shape is unknown or not [*, 3*hidden]", ctx.shapes_fix("run shape inference (fix-shapes)"))
         hidden = ctx.static(weights[1]) // 3
         mask = _present(node, 3)
         mask_rank = None if mask is None else ctx.rank(mask)
@@ -279,7 +279,7 @@ class EmbedLayerNormToStandard(FusionRule):
         shape = ctx.shape(node.inputs[0])
         sequence = ctx.static(shape[1]) if shape is not None and len(shape) == 2 else None
         if sequence is None and _present(node, 8) is None:
-            raise NearMiss("shape", "the sequence length must be static to enumerate positions", "fix the input shapes (fix-shapes)")
+            raise NearMiss("shape", "the sequence length must be static to enumerate positions", ctx.shapes_fix("fix the input shapes (fix-shapes)"))
         mask_read = len(node.outputs) > 1 and not _unread(ctx.graph, node, range(1, 2))
         if mask_read and _present(node, 7) is None:
             raise NearMiss("mask", "the mask index is read but no mask is given", None)
