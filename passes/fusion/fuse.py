@@ -129,7 +129,9 @@ class Canonicalize(Pass):
     Constants become the second operand of commutative ops; Div by a constant becomes Mul by
     its reciprocal; Sub(0, x), Mul(x, -1), Add(x, Neg(y)), Sub(x, Neg(y)) and Neg(Neg(x)) become
     Neg/Sub/Add/x; Pow(x, 2) becomes Mul(x, x) (0.5: Sqrt, -1: Reciprocal); Div(1, y) becomes
-    Reciprocal(y) and Mul(x, Reciprocal(y)) becomes Div(x, y). In attention: the scale is applied
+    Reciprocal(y) and Mul(x, Reciprocal(y)) becomes Div(x, y); Reshape(Softmax(Flatten(x)))
+    over the last axis (onnx's version converter writes it) becomes Softmax(x, axis=-1). In
+    attention: the scale is applied
     once, to the scores (factors on Q and K, or split as sqrt(s) on both, move there);
     Reshape-Transpose-Reshape around K becomes one Transpose; masking by Where(cond, scores,
     -inf) becomes an additive mask. Float results may differ in the last bit.
