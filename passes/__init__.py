@@ -20,7 +20,7 @@ from mapc.passes import (  # noqa: F401  (registers the built-in passes)
 from mapc.passes.attention_mask.facts import MASK_INPUTS, MaskInputs
 from mapc.passes.base import Note, Pass, PassContext, PassResult, convert_option
 from mapc.passes.bindings import Binding
-from mapc.passes.check_static import dynamic_tensors_in
+from mapc.passes.check_static import dynamic_tensors_in, inputs_static
 from mapc.passes.facts import Fact, Facts
 from mapc.passes.fix_shapes import check_dim_names, check_input_sizes, resolve_dims
 from mapc.passes.flags import Flag, flag, flagged_fields
@@ -63,6 +63,7 @@ __all__ = [
     "flagged_fields",
     "flatten_steps",
     "inline_constant_ifs",
+    "inputs_static",
     "get_pass",
     "map_passes",
     "register_pass",

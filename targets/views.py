@@ -31,7 +31,7 @@ from mapc.ir import (
     producer,
     standard_op,
 )
-from mapc.passes import dynamic_tensors_in
+from mapc.passes import dynamic_tensors_in, inputs_static
 
 Dim = int | str | None
 
@@ -188,7 +188,7 @@ class ModelView:
     @property
     def inputs_static(self) -> bool:
         """Every graph input has a static shape (given by the user, or by the model itself)."""
-        return all(is_static(t.shape) for t in self.graph.inputs if not isinstance(t, gs.Constant))
+        return inputs_static(self.graph)
 
     @functools.cached_property
     def inference_stops(self) -> dict[str, list[dict[str, str]]]:
