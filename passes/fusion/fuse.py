@@ -93,9 +93,10 @@ class Fuse(Pass):
     LayerNormalization (opset 17), Gelu (20), RMSNormalization, Attention and RotaryEmbedding
     (23). When the model's opset predates a fused op, the node is ``mapc.<Op>`` calling a
     model-local function whose body is the decomposition written in the model's own opset (at
-    opset 11/12 too: axes as attributes, Softmax only over the last axis, where both opsets agree;
-    ``functions=false`` refuses instead; ``--target-opset`` upgrades the model first). Reports, per rule, how often it fired and its
-    near-misses (node, failing condition, fix); ``strict`` makes any near-miss an error.
+    opset 11/12 too: axes as attributes, Softmax only over the last axis, where both opsets
+    agree; below 11 a near-miss; ``functions=false`` refuses instead; ``--target-opset``
+    upgrades the model first). Reports, per rule, how often it fired and its near-misses (node,
+    failing condition, fix); ``strict`` makes any near-miss an error.
     """
 
     name = "fuse"
