@@ -4,7 +4,7 @@ Random weights, any size (BERT-base by default: 12 layers, hidden 768, 12 heads,
 parameters), dynamic ``batch_size`` and ``sequence_length``, and the exporter's shape arithmetic:
 ``Shape -> Gather -> Unsqueeze -> Concat -> Reshape`` for every head split and merge, position
 ids sliced from a buffer by ``Shape``, the additive padding mask
-``Unsqueeze -> Unsqueeze -> Cast -> Sub(1, .) -> Mul(., finfo.min)`` (npu-deployment.md M1), and
+``Unsqueeze -> Unsqueeze -> Cast -> Sub(1, .) -> Mul(., finfo.min)`` (npu-deployment.md one-minus-mask), and
 erf GELU. Used by ``shapes_fold.py`` for a model large enough that loading, folding and saving
 cost real time and memory.
 """

@@ -270,8 +270,20 @@ _ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|exc|obj):`~?\.?(?:[\w.]*\
 
 def plain_text(docstring: str) -> str:
     """A docstring as a terminal shows it: reST roles become their last name, ``literals`` lose
-    their doubled backticks (`literal`)."""
-    return _ROLE.sub(r"\1", docstring).replace("``", "`")
+    their doubled backticks (`literal`), and the lines of a paragraph are joined so that the
+    terminal wraps them at its own width (indented lines, lists and tables, stay as written)."""
+    return _reflow(_ROLE.sub(r"\1", docstring).replace("``", "`"))
+
+
+def _reflow(text: str) -> str:
+    lines: list[str] = []
+    for line in text.splitlines():
+        joins = lines and lines[-1] and not lines[-1][0].isspace() and line and not line[0].isspace()
+        if joins and not line.lstrip().startswith(("* ", "- ")) and not lines[-1].startswith(("* ", "- ")):
+            lines[-1] = f"{lines[-1]} {line}"
+        else:
+            lines.append(line)
+    return "\n".join(lines)
 
 
 def _options(cls: type) -> dict[str, object]:

@@ -4,7 +4,8 @@
   deterministic files out; external data stays inside the model's folder and on disk.
 * graph helpers: :func:`producer`, :func:`consumers`, :func:`replace_all_uses`,
   :func:`remove_nodes`, :func:`toposort`, :func:`remove_dead_nodes`, :func:`constant_value`.
-* :func:`infer_shapes`: onnx shape inference keeping symbolic dims.
+* :func:`infer_shapes`: onnx shape inference keeping symbolic dims; :func:`infer_node`: one node,
+  with the values of its constant inputs.
 * :func:`value_bound`: interval analysis (a range every element provably stays in).
 * :func:`run`, :class:`Runner`, :func:`run_nodes`, :func:`seeded_inputs`: evaluation in onnxruntime;
   :func:`verification_samples`: realistic inputs (several samples) for differential checks.
@@ -44,6 +45,7 @@ from mapc.ir.intervals import Bound, value_bound
 from mapc.ir.gs_compat import remember_lost_parts, set_overload
 from mapc.ir.memory import check_tensor_sizes, tensor_budget
 from mapc.ir.model import Model, ModelSource, load, save, save_sharing_weights
+from mapc.ir.node_inference import Inferred, infer_node
 from mapc.ir.notes import Note
 from mapc.ir.onnx_check import check_onnx
 from mapc.ir.pattern import COMMUTATIVE_OPS, Alt, Match, const, op, product, var
@@ -68,6 +70,7 @@ __all__ = [
     "Bound",
     "CheckFailed",
     "ExternalValues",
+    "Inferred",
     "MapcError",
     "Match",
     "Model",
@@ -102,6 +105,7 @@ __all__ = [
     "consumers",
     "count_nodes",
     "evaluate_dim",
+    "infer_node",
     "infer_shapes",
     "int_constant",
     "is_default_domain",

@@ -60,7 +60,7 @@ def infer_shapes(
         tensor = tensors.get(value.name)
         if not isinstance(tensor, gs.Variable) or not value.type.HasField("tensor_type"):
             continue
-        dtype, shape = _from_type(value.type.tensor_type)
+        dtype, shape = type_dims(value.type.tensor_type)
         if dtype is not None:
             tensor.dtype = dtype
         if shape is not None:
@@ -138,7 +138,8 @@ def forget_intermediate_shapes(graph: gs.Graph) -> None:
             tensor.shape = None
 
 
-def _from_type(tensor_type: onnx.TypeProto.Tensor) -> tuple[np.dtype | None, list[Dim] | None]:
+def type_dims(tensor_type: onnx.TypeProto.Tensor) -> tuple[np.dtype | None, list[Dim] | None]:
+    """The element type and dims of an onnx tensor type (a dim onnx leaves blank is None)."""
     dtype = None
     if tensor_type.elem_type:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)

@@ -23,6 +23,7 @@ from mapc.passes import (  # noqa: F401  (registers the built-in passes)
 from mapc.passes.attention_mask.facts import MASK_INPUTS, MaskInputs
 from mapc.passes.base import Note, Pass, PassContext, PassResult, convert_option
 from mapc.passes.bindings import Binding
+from mapc.passes.check_static import dynamic_tensors_in, inputs_static
 from mapc.passes.facts import Fact, Facts
 from mapc.passes.fix_shapes import check_dim_names, check_input_sizes, resolve_dims
 from mapc.passes.flags import Flag, flag, flagged_fields
@@ -62,10 +63,12 @@ __all__ = [
     "check_dim_names",
     "check_input_sizes",
     "convert_option",
+    "dynamic_tensors_in",
     "flag",
     "flagged_fields",
     "flatten_steps",
     "inline_constant_ifs",
+    "inputs_static",
     "get_pass",
     "map_passes",
     "register_pass",

@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 from mapc.ir import CheckFailed, Model, constant_value, is_default_domain, is_static
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
-from mapc.passes.shape_ops import SHAPES
+from mapc.passes.shape_ops import SHAPES, shape_op_value
 
 #: Ops whose output size depends on the values of their inputs, not only on input shapes.
 DATA_DEPENDENT_OPS = frozenset({"NonZero", "Unique", "Compress", "NonMaxSuppression", "StringSplit", "RegexFullMatch"})
@@ -72,7 +72,11 @@ def dynamic_tensors(model: Model) -> list[dict[str, Any]]:
 
     Uses the shapes annotated on the graph: run :func:`~mapc.ir.infer_shapes` first.
     """
-    graph = model.graph
+    return dynamic_tensors_in(model.graph)
+
+
+def dynamic_tensors_in(graph: gs.Graph) -> list[dict[str, Any]]:
+    """:func:`dynamic_tensors` of a graph whose shapes are annotated (a target's model view)."""
     flows: dict[int, _Flow] = {}
     why: dict[str, dict[str, str]] = {}
     leftovers: list[dict[str, Any]] = []
@@ -113,6 +117,35 @@ def summarize_leftovers(leftovers: list[dict[str, Any]]) -> str:
     if stops:
         parts.append("shape inference stopped at " + "; ".join(stops[:MAX_ORIGINS]) + (" ..." if len(stops) > MAX_ORIGINS else ""))
     return "; ".join(parts)
+
+
+def inputs_static(graph: gs.Graph) -> bool:
+    """Every graph input (initializers aside) has a static shape: fixing shapes is done."""
+    return all(is_static(t.shape) for t in graph.inputs if not isinstance(t, gs.Constant))
+
+
+#: The fix once the input shapes are static but their arithmetic has not been folded yet.
+FOLD_FIX = "fold the shape arithmetic first (fold-constants): the input shapes are already static"
+
+
+def shapes_fix(graph: gs.Graph, fix: str) -> str | None:
+    """A fix hint about shapes that never asks for what is done: ``fix`` (give input shapes, run
+    fix-shapes and fold-constants) while a graph input still has a dynamic dim. Once every input
+    is static: :data:`FOLD_FIX` while a Shape/Size of a static tensor is left to fold (a pipeline
+    without fold-constants); else where shape inference stops (at most :data:`MAX_ORIGINS`
+    causes), or None when nothing stops it (the shapes are known: the cause lies elsewhere)."""
+    if not inputs_static(graph):
+        return fix
+    if any(shape_op_value(node) is not None for node in graph.nodes):
+        return FOLD_FIX
+    stops: dict[str, dict[str, str]] = {}
+    for entry in dynamic_tensors_in(graph):
+        for stop in entry["stopped_at"]:
+            stops.setdefault(stop["node"], stop)
+    if not stops:
+        return None
+    where = "; ".join(f"{s['op']} {s['node']!r}: {s['reason']}" for s in list(stops.values())[:MAX_ORIGINS])
+    return f"the input shapes are already static; shape inference stops at {where}"
 
 
 def leftover_notes(leftovers: list[dict[str, Any]], severity: str = "warning") -> list[Note]:

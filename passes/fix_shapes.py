@@ -34,8 +34,9 @@ class FixShapes(Pass):
     re-inferred by onnx (with data propagation); every ``Shape``/``Size`` whose dims are now known
     replaced by an initializer. Details ``dims`` (the symbol values used) and ``dynamic`` (every
     tensor still dynamic, the input dims it depends on and the op where inference stopped).
-    Run it with ``fold-constants`` and ``peephole`` in a fixpoint so that shape arithmetic folds
-    and the next round sees more static shapes; ``check-static`` then reports what is left.
+    Run it before ``fold-constants``, which settles the shape arithmetic the fixed inputs
+    determine in one sweep (``dynamic_tensors`` here counts before that); ``check-static`` then
+    reports what is left.
 
     Errors (exit code 2): an input name the model does not have, a shape of the wrong rank, a
     dim that contradicts a static dim of the model, one symbol given two different values, a

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, OnnxRuntimeError, constant_nbytes, is_default_domain, is_graph_output, run_nodes
+from mapc.ir import Model, OnnxRuntimeError, constant_nbytes, is_default_domain, is_graph_output, remove_nodes, run_nodes
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.constants import replace_with_constant
 from mapc.passes.facts import Fact
@@ -19,10 +19,12 @@ from mapc.passes.fold_plan import (
     Component,
     batches,
     estimate_bytes,
+    node_reads,
     plan_folding,
 )
 from mapc.passes.registry import register_pass
-from mapc.passes.shape_ops import SHAPES, ensure_shapes, replace_shape_ops
+from mapc.passes.shape_ops import SHAPES, ensure_shapes
+from mapc.passes.shape_sweep import settle_shapes
 
 _MB = 1 << 20
 
@@ -64,7 +66,12 @@ class FoldConstants(Pass):
     Quantize/DequantizeLinear (a QDQ model stays quantized), sequence and optional ops, and
     custom-domain ops other than onnxruntime's ``com.microsoft`` and the model's own functions.
 
-    Each connected constant subgraph is evaluated as a unit, many of them per onnxruntime
+    First, one topological sweep settles the shape arithmetic: Shape/Size of static tensors,
+    small constant nodes evaluated as they become constant (results up to ``duplicate_kb``),
+    and each node's shapes re-inferred with the values found so far, so a Reshape to a computed
+    target and the Shape of its output settle in the same pass, however deep the chain.
+
+    Then each connected constant subgraph is evaluated as a unit, many of them per onnxruntime
     session; only the tensors read outside it become initializers (named like the tensors they
     replace). If a session fails, the batch is split until the failing node is isolated: that
     node stays with a note and everything around it still folds.
@@ -94,8 +101,6 @@ class FoldConstants(Pass):
         counters["ifs_inlined"] = inline_constant_ifs(model)
         if counters["ifs_inlined"]:
             ensure_shapes(model, ctx)
-        counters["shape_ops_replaced"] = replace_shape_ops(model)
-        counters["nodes_folded"] += counters["shape_ops_replaced"]
         constant_nodes = _inline_constant_nodes(model)
         counters["nodes_folded"] += constant_nodes
         counters["constants_created"] += constant_nodes
@@ -104,6 +109,14 @@ class FoldConstants(Pass):
         domains = EVALUABLE_DOMAINS | {f.domain for f in model.functions}
         evaluator = _Evaluator(model, ctx, counters)
         failures: list[tuple[gs.Node, str]] = []
+        settled = settle_shapes(model, evaluator.run, max_bytes=min(max_bytes, int(self.options.duplicate_kb * 1024)), exclude=exclude, domains=domains,
+                                progress=lambda done, total: ctx.report_progress("settling shapes", done, total))
+        failures.extend(settled.failures)
+        exclude.update(id(node) for node, _ in settled.failures)
+        counters["shape_ops_replaced"] = settled.shape_ops
+        folded, created = _materialize(model, [Component(settled.nodes, settled.frontier(model.graph), [])], settled.values)
+        counters["nodes_folded"] += folded
+        counters["constants_created"] += created
         oversized: list[tuple[gs.Node, int]] = []
         while True:
             plan = plan_folding(model.graph, max_bytes=max_bytes, duplicate_bytes=int(self.options.duplicate_kb * 1024), exclude=exclude, domains=domains)
@@ -161,7 +174,7 @@ class _Evaluator:
         frontier = [t for c in batch for t in c.frontier]
         feeds = {t.name: t.values for c in batch for t in c.feeds}
         try:
-            results = self._run(nodes, feeds, [t.name for t in frontier])
+            results = self.run(nodes, feeds, [t.name for t in frontier])
         except OnnxRuntimeError:
             if len(batch) > 1:
                 half = len(batch) // 2
@@ -180,14 +193,14 @@ class _Evaluator:
         blocked: set[int] = set()
         evaluated: list[gs.Node] = []
         for node in component.nodes:
-            reads = _reads(node)
+            reads = node_reads(node)
             if any(id(t) in blocked for t in reads):
                 blocked.update(id(t) for t in node.outputs)
                 continue
             feeds = {t.name: (t.values if isinstance(t, gs.Constant) else known[id(t)]) for t in reads}
             outputs = [t for t in node.outputs if not t.is_empty()]
             try:
-                results = self._run([node], feeds, [t.name for t in outputs])
+                results = self.run([node], feeds, [t.name for t in outputs])
             except OnnxRuntimeError as error:
                 failures.append((node, _reason(str(error))))
                 blocked.update(id(t) for t in node.outputs)
@@ -205,7 +218,8 @@ class _Evaluator:
             values[id(tensor)] = known[id(tensor)]
         self._progress(len(component.nodes))
 
-    def _run(self, nodes: list[gs.Node], feeds: dict[str, Any], outputs: list[str]) -> dict[str, np.ndarray]:
+    def run(self, nodes: list[gs.Node], feeds: dict[str, Any], outputs: list[str]) -> dict[str, np.ndarray]:
+        """Evaluate ``nodes`` in one session (counted); :class:`OnnxRuntimeError` if it fails."""
         self.counters["sessions"] += 1
         opsets = dict(self.opsets)
         for node in nodes:
@@ -227,20 +241,18 @@ def _materialize(model: Model, components: Sequence[Component], values: dict[int
     created = 0
     folded: list[gs.Node] = []
     for component in components:
-        if not component.frontier or any(id(t) not in values for t in component.frontier):
+        if any(id(t) not in values for t in component.frontier):
             continue
         for tensor in component.frontier:
             replace_with_constant(model, tensor, values[id(tensor)])
             created += 1
         folded.extend(component.nodes)
+    outputs = {id(t) for t in graph.outputs}
     doomed: set[int] = set()
-    for node in reversed(folded):  # consumers first, so a whole chain goes
-        if not any(t.outputs or is_graph_output(graph, t) for t in node.outputs):
-            node.inputs.clear()
-            node.outputs.clear()
+    for node in reversed(folded):  # readers first, so a whole chain goes
+        if not any(id(t) in outputs or any(id(r) not in doomed for r in t.outputs) for t in node.outputs):
             doomed.add(id(node))
-    graph.nodes = [n for n in graph.nodes if id(n) not in doomed]
-    return len(doomed), created
+    return remove_nodes(graph, [n for n in folded if id(n) in doomed]), created
 
 
 def _inline_constant_nodes(model: Model) -> int:
@@ -272,17 +284,10 @@ def _oversized(components: Sequence[Component], values: dict[int, np.ndarray], m
             if value is None or value.nbytes <= max_bytes or estimate_bytes(tensor) is not None or not tensor.inputs:
                 continue
             source = tensor.inputs[0]
-            dying = sum(constant_nbytes(t) for t in _reads(source) if isinstance(t, gs.Constant) and all(r is source for r in t.outputs))
+            dying = sum(constant_nbytes(t) for t in node_reads(source) if isinstance(t, gs.Constant) and all(r is source for r in t.outputs))
             if value.nbytes > dying:
                 found.append((source, int(value.nbytes)))
     return found
-
-
-def _reads(node: gs.Node) -> list[gs.Tensor]:
-    tensors = [t for t in node.inputs if not t.is_empty()]
-    for subgraph in node.subgraphs():
-        tensors.extend(subgraph._foreign_tensors().values())
-    return list({id(t): t for t in tensors}.values())
 
 
 def _key(node: gs.Node) -> tuple[str, str, tuple[str, ...]]:

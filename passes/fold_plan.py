@@ -90,13 +90,13 @@ def plan_folding(
     produced_by_foldable: set[int] = set()
     estimates: dict[int, int | None] = {}
     for node in graph.nodes:
-        if id(node) in exclude or not _evaluable(node, domains):
+        if id(node) in exclude or not foldable_op(node, domains):
             continue
-        reads = _reads(node)
-        if not all(_is_constant(graph, t) or id(t) in produced_by_foldable for t in reads):
+        reads = node_reads(node)
+        if not all(is_fixed_constant(graph, t) or id(t) in produced_by_foldable for t in reads):
             continue
         outputs = [t for t in node.outputs if not t.is_empty()]
-        if not outputs or _pointless(graph, node):
+        if not outputs or pointless(graph, node):
             continue
         out_bytes = sum(estimate_bytes(t) or 0 for t in outputs)
         dying = sum(_bytes(t, estimates) for t in _distinct(reads) if _only_reader(t, node))
@@ -135,16 +135,18 @@ def batches(components: Sequence[Component], max_bytes: int) -> list[list[Compon
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-def _evaluable(node: gs.Node, domains: frozenset[str]) -> bool:
+def foldable_op(node: gs.Node, domains: frozenset[str]) -> bool:
+    """A deterministic op of an evaluable domain that is not one of :data:`NEVER_FOLD`."""
     return (node.domain or "") in domains and node.op not in NEVER_FOLD
 
 
-def _pointless(graph: gs.Graph, node: gs.Node) -> bool:
+def pointless(graph: gs.Graph, node: gs.Node) -> bool:
     """Folding would rebuild the node itself: a Constant/Identity feeding graph outputs only."""
     return node.op in ("Constant", "Identity") and all(is_graph_output(graph, t) for t in node.outputs if not t.is_empty())
 
 
-def _reads(node: gs.Node) -> list[gs.Tensor]:
+def node_reads(node: gs.Node) -> list[gs.Tensor]:
+    """Every tensor ``node`` reads: its non-empty inputs and what its subgraphs read from outside."""
     tensors = [t for t in node.inputs if not t.is_empty()]
     for subgraph in node.subgraphs():
         tensors.extend(subgraph._foreign_tensors().values())
@@ -155,7 +157,7 @@ def _distinct(tensors: Iterable[gs.Tensor]) -> list[gs.Tensor]:
     return list({id(t): t for t in tensors}.values())
 
 
-def _is_constant(graph: gs.Graph, tensor: gs.Tensor) -> bool:
+def is_fixed_constant(graph: gs.Graph, tensor: gs.Tensor) -> bool:
     """An initializer whose value cannot be overridden (an initializer that is also a graph input
     is only a default)."""
     return isinstance(tensor, gs.Constant) and not is_graph_input(graph, tensor)
@@ -192,7 +194,7 @@ def _components(graph: gs.Graph, foldable: dict[int, gs.Node], estimates: dict[i
         return key
 
     for node in foldable.values():
-        for tensor in _reads(node):
+        for tensor in node_reads(node):
             source = tensor.inputs[0] if tensor.inputs else None
             if source is not None and id(source) in foldable:
                 parent[find(id(node))] = find(id(source))
@@ -211,7 +213,7 @@ def _components(graph: gs.Graph, foldable: dict[int, gs.Node], estimates: dict[i
         ]
         if not frontier:
             continue
-        feeds = _distinct(t for n in nodes for t in _reads(n) if isinstance(t, gs.Constant))
+        feeds = _distinct(t for n in nodes for t in node_reads(n) if isinstance(t, gs.Constant))
         size = sum(constant_nbytes(t) for t in feeds) + sum(estimates.get(id(t)) or 0 for t in frontier)
         components.append(Component(nodes, frontier, feeds, size))  # type: ignore[arg-type]
     return components

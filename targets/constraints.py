@@ -36,12 +36,13 @@ FIX_HOST = ("the shapes are static: these values are computed from an input's da
 FIX_FOLD = "give static input shapes (--input-shape NAME:D1,D2,... or --dim NAME=VALUE) so fix-shapes and fold-constants turn the shape arithmetic into constants"
 FIX_QUANTIZE = "quantize the model: --quantize with --calibration DIR (the quantize pass)"
 
+FIX_RUN_FOLD = "its input's shape is static: fold-constants replaces it by a constant (the default pipeline runs it)"
+
+#: Shape arithmetic: what makes it constant depends on why it stayed (:func:`_shape_fix`).
+SHAPE_ARITHMETIC_OPS = frozenset({"Shape", "Size", "ConstantOfShape", "Range"})
+
 #: Fixes for ops a target does not run, where a rewrite would turn them into ones it does.
 FIX_BY_OP = {
-    "Shape": FIX_FOLD,
-    "Size": FIX_FOLD,
-    "ConstantOfShape": FIX_FOLD,
-    "Range": FIX_FOLD,
     "If": "fold-constants removes an If whose condition is a constant",
     "Erf": "fuse the erf-based GELU into Gelu (fuse pass)",
     "IsNaN": "drop the NaN guard of the attention mask (attention-mask pass)",
@@ -57,7 +58,7 @@ def fix_dynamic_shape(node: NodeView, target: Target, detail: str) -> str:
     names = {d for _, tensor in node.all_tensors() for d in (tensor.shape or ()) if isinstance(d, str)}
     sources = sorted({name for dim in names for name, _ in node.model.dim_sources.get(dim, [])})
     if not sources:
-        return FIX_FOLD
+        return _shape_fix(node)
     examples = []
     for name in sources:
         shape = node.model.input_shapes.get(name, ())
@@ -74,14 +75,33 @@ def fix_dtype(node: NodeView, target: Target, detail: str) -> str | None:
 
 
 def _fold_or_host(node: NodeView) -> str:
-    """FIX_FOLD while shapes are still symbolic; once they are static (the user gave them) the
-    values come from an input's data, and giving shapes again would not help."""
-    if all(tensor.shape is not None and all(isinstance(d, int) for d in tensor.shape) for _, tensor in node.all_tensors()):
+    """FIX_HOST once the node's shapes are static: its values come from an input's data, and
+    giving shapes again would not help; otherwise :func:`_shape_fix`."""
+    if all(tensor.static for _, tensor in node.all_tensors()):
         return FIX_HOST
-    return FIX_FOLD
+    return _shape_fix(node)
+
+
+def _shape_fix(node: NodeView) -> str:
+    """Why shape arithmetic at ``node`` stayed, as the fix a user can act on; never a request
+    for what is already done. FIX_FOLD while a graph input has a symbolic dim. With every input
+    static: where shape inference stopped on the way to this node (a data-dependent op, a
+    reshape to values read from an input, a custom op), else (a Shape/Size of a static tensor)
+    that fold-constants replaces it, else FIX_HOST."""
+    if not node.model.inputs_static:
+        return FIX_FOLD
+    stops = {s["node"]: s for _, tensor in node.all_tensors() for s in node.model.inference_stops.get(tensor.name, [])}
+    if stops:
+        where = "; ".join(f"{s['op']} {s['node']!r}: {s['reason']}" for s in stops.values())
+        return f"the input shapes are already static; shape inference stops at {where}, so the shapes after it cannot be folded"
+    if node.op in ("Shape", "Size"):
+        return FIX_RUN_FOLD
+    return FIX_HOST
 
 
 def fix_unsupported_op(node: NodeView, target: Target, detail: str) -> str | None:
+    if node.op in SHAPE_ARITHMETIC_OPS:
+        return _shape_fix(node)
     return FIX_BY_OP.get(node.op)
 
 

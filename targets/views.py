@@ -31,6 +31,7 @@ from mapc.ir import (
     producer,
     standard_op,
 )
+from mapc.passes import dynamic_tensors_in, inputs_static
 
 Dim = int | str | None
 
@@ -183,6 +184,17 @@ class ModelView:
     shapes_inferred: bool
     nodes: list[NodeView] = field(default_factory=list)
     _tensors: dict[int, TensorView] = field(default_factory=dict, repr=False)
+
+    @property
+    def inputs_static(self) -> bool:
+        """Every graph input has a static shape (given by the user, or by the model itself)."""
+        return inputs_static(self.graph)
+
+    @functools.cached_property
+    def inference_stops(self) -> dict[str, list[dict[str, str]]]:
+        """For each dynamic tensor, the nodes where shape inference stopped on the way to it
+        (op, node name and reason, as ``check-static`` reports them)."""
+        return {entry["tensor"]: entry["stopped_at"] for entry in dynamic_tensors_in(self.graph)}
 
     def describe(self, tensor: gs.Tensor) -> TensorView:
         """The view of any tensor of the graph (computed once per tensor)."""

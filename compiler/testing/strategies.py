@@ -23,7 +23,8 @@
 ``cast``            Cast through float16/float64 and back; to integers (``discontinuous``)
 ``where``           Where on a comparison (``discontinuous``) or on a constant condition
 ``constant``        constant subgraphs: ConstantOfShape, Range, Constant nodes, ops on initializers
-``shape_chain``     Shape -> Gather -> Unsqueeze -> Concat -> Reshape, Size, ConstantOfShape(Shape)
+``shape_chain``     Shape -> Gather (or tf2onnx's Cast -> Slice -> Cast -> Squeeze) -> Unsqueeze -> Concat
+                    -> Reshape, Size, ConstantOfShape(Shape); chains nest (Shape of a Reshape output)
 ==================  ============================================================================
 
 Several tensors (float and integer) become graph outputs. Every generated model passes the onnx
@@ -538,7 +539,7 @@ class _Generator:
         a = self.pick(lambda t: t.rank >= 1 and t.dtype == F32)
         if a is None:
             return []
-        kind = self.draw(st.sampled_from(["reshape", "constant_of_shape", "size"] if a.rank >= 2 else ["constant_of_shape", "size"]))
+        kind = self.draw(st.sampled_from(["reshape", "tf2onnx", "constant_of_shape", "size"] if a.rank >= 2 else ["constant_of_shape", "size"]))
         b = self.builder
         if kind == "size":
             size = b.node("Size", [a.name], [(I64, (), NONE)])[0]
@@ -551,7 +552,13 @@ class _Generator:
             return [shape] + b.node("Mul", [a.name, ones.name], [_like(a)])
         axis = self.draw(st.integers(0, a.rank - 1))
         index = b.constant(np.array(axis, dtype=np.int64), "index")
-        picked = b.node("Gather", [shape.name, index.name], [(I64, (), NONE)], axis=0)[0]
+        if kind == "tf2onnx":  # Cast -> Slice -> Cast -> Squeeze, as tf2onnx writes a dim lookup
+            narrow = b.node("Cast", [shape.name], [(np.dtype(np.int32), (a.rank,), NONE)], to=onnx.TensorProto.INT32)[0]
+            sliced = b.node("Slice", [narrow.name, self.ints([axis]).name, self.ints([axis + 1]).name, self.ints([0]).name], [(np.dtype(np.int32), (1,), NONE)])[0]
+            wide = b.node("Cast", [sliced.name], [(I64, (1,), NONE)], to=onnx.TensorProto.INT64)[0]
+            picked = b.node("Squeeze", [wide.name, self.ints([0]).name], [(I64, (), NONE)])[0]
+        else:
+            picked = b.node("Gather", [shape.name, index.name], [(I64, (), NONE)], axis=0)[0]
         unsqueezed = b.node("Unsqueeze", [picked.name, self.ints([0]).name], [(I64, (1,), NONE)])[0]
         target = b.node("Concat", [unsqueezed.name, self.ints([-1]).name], [(I64, (2,), NONE)], axis=0)[0]
         total = int(np.prod(a.shape, dtype=np.int64))

@@ -1,9 +1,9 @@
 """``attention-mask`` and ``decompose-attention``: attention masks that survive fp16 and int8/int16.
 
 One module per job: :mod:`.detection` finds attentions and their masks, :mod:`.families` names
-them, :mod:`.rules` holds the rewrites R1-R6 (rules of :mod:`mapc.ir.rewrite`, run in the order
-of :mod:`.stages`) on :mod:`.context`'s building blocks, :mod:`.hoist` builds R6's new input,
-:mod:`.decompose` is R9, :mod:`.fills` holds the fill values. See ``docs/passes/attention-mask.md``.
+them, :mod:`.rules` holds the rewrites (rules of :mod:`mapc.ir.rewrite`, run in the order of
+:mod:`.stages`) on :mod:`.context`'s building blocks, :mod:`.hoist` builds mask-as-input's new
+input, :mod:`.decompose` is ``decompose-attention``, :mod:`.fills` holds the fill values. See ``docs/passes/attention-mask.md``.
 """
 
 from __future__ import annotations
@@ -54,28 +54,31 @@ def _with_host_inputs(host_models: Mapping[str, onnx.ModelProto], feeds: Mapping
 
 @register_pass
 class AttentionMask(Pass):
-    """Make every attention mask one finite additive mask (R1-R6), or a host-computed input.
+    """Make every attention mask one finite additive mask, or a host-computed input.
 
     Matches each attention: a last-axis Softmax over a score spine (the Add/Where chain back to
     the query-key MatMul) or an ONNX Attention op (input 3). Recognises the exporter mask
-    families M1-M11 and Intel's causal chains, and rewrites, per attention (with fp32/fp16
-    masks, every rewrite that changes what a masked position holds first checks that the
-    softmax stays exact: the logits' range, proven by interval analysis or measured on the
-    user's samples, leaves masked weights at 0 (see .exactness); else the attention is left
-    alone with a near-miss scores-unbounded / scores-too-wide / fill-not-masking):
-      R1  fills below NEG (-inf, finfo.min, -1e9...) in initializers, Constant and
-          ConstantOfShape become NEG, only where every reader lies on a mask path;
-      R2  boolean masks (Where on the scores, Where(c, 0, fill)) become Mul(Sub(1, Cast(c)),
-          NEG); masks summed are clamped with Max(., NEG); float mask graph inputs get
-          Max(., NEG). A native Attention op keeps its bool mask (it needs no fill and gives
-          fully masked rows zeros); decompose-attention and mask_as_input make it additive;
-      R3  the NaN guard Where(IsNaN(p), 0, p) is removed once the mask is finite;
-      R4  uniform masks (all-True, all-zero) are removed, and attn_mask dropped;
-      R5  with static shapes, identity Slice/Gather/GatherND/ScatterND chains in the mask
-          collapse, and And(constant causal, padding) splits into a constant additive part (up
-          to max_constant_mb, else it stays computed) plus the computed padding part;
-      R6  with mask_as_input, the whole mask becomes a float graph input [B,1,S,T] (additive,
-          values in [NEG, 0]); the report says how to build it on the host.
+    families (one-minus-mask, index-grid, causal-buffer, ...; the report names them) and
+    Intel's causal chains. With fp32/fp16 masks, every rewrite that changes what a masked
+    position holds first checks that the softmax stays exact: the logits' range, proven by
+    interval analysis or measured on the user's samples, leaves masked weights at 0; else the
+    attention is left alone with a near-miss scores-unbounded / scores-too-wide /
+    fill-not-masking. The rules, per attention, in order:
+      additive-mask  boolean masks (Where on the scores, Where(c, 0, fill)) become
+                     Mul(Sub(1, Cast(c)), NEG); masks summed are clamped with Max(., NEG);
+                     float mask graph inputs get Max(., NEG). A native Attention op keeps its
+                     bool mask (it needs no fill and gives fully masked rows zeros);
+                     decompose-attention and mask_as_input make it additive. Uniform masks
+                     (all-True, all-zero) are removed, and attn_mask dropped. With static
+                     shapes, identity Slice/Gather/GatherND/ScatterND chains in the mask
+                     collapse, and And(constant causal, padding) splits into a constant
+                     additive part (up to max_constant_mb, else it stays computed) plus the
+                     computed padding part;
+      finite-mask,   fills below NEG (-inf, finfo.min, -1e9...) in initializers, Constant and
+      finite-fill    ConstantOfShape become NEG, only where every reader lies on a mask path;
+      mask-as-input  with mask_as_input, the whole mask becomes a float graph input [B,1,S,T]
+                     (additive, values in [NEG, 0]); the report says how to build it on the host;
+      nan-guard      the NaN guard Where(IsNaN(p), 0, p) is removed once the mask is finite.
     NEG is mask_value, or the precision's default (fp16/fp32 -1e4, int16 -50, int8 -20).
     Masks it cannot name are reported as notes, never silently skipped. Attentions inside
     If/Loop bodies are reported and left alone.
@@ -88,11 +91,11 @@ class AttentionMask(Pass):
 
     @dataclass
     class Options(FillOptions):
-        #: Replace each mask subgraph with a float graph input computed on the host (R6).
+        #: Replace each mask subgraph with a float graph input computed on the host (mask-as-input).
         mask_as_input: bool = field(default=False, metadata=flag(
             "--mask-as-input", "replace each attention-mask subgraph with a float graph input [B,1,S,T] built on the "
             "host; writes <output stem>.<input>.host.onnx computing it"))
-        #: Largest constant mask (MiB) created by folding a constant boolean part (R5).
+        #: Largest constant mask (MiB) created by folding a constant boolean part (additive-mask).
         max_constant_mb: float = 16.0
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:

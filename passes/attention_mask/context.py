@@ -24,6 +24,7 @@ from mapc.passes.attention_mask.families import MaskFamily
 from mapc.passes.attention_mask.fills import FLOAT_KINDS, MAX_INSPECT_BYTES, is_float_dtype, single_fill, uniform_value
 from mapc.passes.attention_mask.hoist import HoistedMask
 from mapc.passes.attention_mask.paths import MaskPaths
+from mapc.passes.check_static import inputs_static
 
 #: Ops between a float mask graph input and the attention that keep it an input's values.
 _INPUT_MOVES = frozenset({"Reshape", "Unsqueeze", "Squeeze", "Cast", "Expand", "Identity", "Slice", "Transpose"})
@@ -62,7 +63,7 @@ class MaskContext(RewriteContext):
         self.current: AttentionSite | None = None
         self.refused: set[int] = set()
         self.max_constant_bytes = max_constant_bytes
-        #: R6 is on; bool masks of Attention ops become additive too (needed before hoisting).
+        #: mask-as-input is on; bool masks of Attention ops become additive too (needed before hoisting).
         self.mask_as_input = mask_as_input
         #: The attentions, by id of their Softmax/Attention node, in graph order.
         self.sites = {id(site.node): site for site in sites}
@@ -73,12 +74,12 @@ class MaskContext(RewriteContext):
         self.memo: dict[Any, Any] = {}
         self._trivial: set[tuple] = set()
         self._needs: dict[tuple, float] = {}  # memoised additive masks that change values: the fill they write
-        # R1: the tensors and nodes already looked at for fills, and the finite copies made
+        # finite-fill: the tensors and nodes already looked at for fills, and the finite copies made
         self.fill_tensors_seen: set[int] = set()
         self.fill_nodes_seen: set[int] = set()
         self.created_fills: set[int] = set()
         self._paths: MaskPaths | None = None
-        # R6: the new inputs, in the order made, and each by the mask it replaces
+        # mask-as-input: the new inputs, in the order made, and each by the mask it replaces
         self.hoisted: list[HoistedMask] = []
         self.hoisted_by_mask: dict[int, HoistedMask] = {}
 
@@ -90,8 +91,8 @@ class MaskContext(RewriteContext):
         return site, self.outcomes[id(site)]
 
     def mask_paths(self) -> MaskPaths:
-        """The paths into the final mask of every attention whose logits let R1 write NEG
-        (:meth:`exact`), as they are when R1 first asks."""
+        """The paths into the final mask of every attention whose logits let finite-fill write
+        NEG (:meth:`exact`), as they are when finite-fill first asks."""
         if self._paths is None:
             sinks = [self.outcomes[id(site)].sink for site in self.sites.values() if self.exact(site)]
             self._paths = MaskPaths(self.graph, [sink for sink in sinks if sink is not None])
@@ -105,7 +106,7 @@ class MaskContext(RewriteContext):
         if self.current is not None and self.margin is not None:
             try:
                 check_exact(self.current, self.ranges.get(id(self.current)), max(float(fill), self.neg), replaces,
-                            margin=self.margin, precision=self.precision)
+                            margin=self.margin, precision=self.precision, shapes_static=inputs_static(self.model.graph))
             except NearMiss:
                 self.refused.add(id(self.current))
                 raise
@@ -117,16 +118,16 @@ class MaskContext(RewriteContext):
         known = self.ranges.get(id(site))
         return known is not None and known.span + self.neg <= -self.margin
 
-    # -- canonical masks (R2, R4, R5) -------------------------------------------------------------
+    # -- canonical masks (additive-mask) -----------------------------------------------------------
 
     def additive(self, tensor: gs.Tensor, outcome: SiteOutcome, clamp_inputs: bool = True) -> gs.Tensor | None:
-        """An additive float mask, with ``Where(c, 0, fill)`` selects made arithmetic (R2) and a
+        """An additive float mask, with ``Where(c, 0, fill)`` selects made arithmetic and a
         float graph input clamped (``clamp_inputs``); None when it is uniform, so adding it
-        changes no softmax (R4)."""
+        changes no softmax."""
         key = ("additive", id(tensor), clamp_inputs)
         if key in self.memo:
             if key in self._trivial:
-                outcome.add("R4:trivial-mask-removed")
+                outcome.add("trivial-mask-removed")
             elif key in self._needs:
                 self.require_exact(self._needs[key])
             return self.memo[key]
@@ -136,13 +137,13 @@ class MaskContext(RewriteContext):
             result = None
             self._trivial.add(key)
             self.counters["trivial_masks_removed"] += 1
-            outcome.add("R4:trivial-mask-removed")
+            outcome.add("trivial-mask-removed")
         elif clamp_inputs and self._unclamped_input(tensor):
             self.require_exact(self.neg)
             self._needs[key] = self.neg
             result = self.clamp(tensor)
             self.counters["input_masks_clamped"] += 1
-            outcome.add("R1:input-clamped")
+            outcome.add("input-clamped")
         else:
             select = _constant_select(tensor)
             if select is not None:
@@ -151,7 +152,7 @@ class MaskContext(RewriteContext):
                 if fill < self.neg:
                     self._needs[key] = fill
                 self.counters["selects_made_arithmetic"] += 1
-                outcome.add("R2:where-to-arithmetic")
+                outcome.add("where-to-arithmetic")
         self.memo[key] = result
         return result
 
@@ -164,7 +165,7 @@ class MaskContext(RewriteContext):
     def boolean(self, condition: gs.Tensor, keep: bool, dtype: np.dtype, fill: float, outcome: SiteOutcome,
                 replaces: float | None = None) -> gs.Tensor | None:
         """The additive mask of a boolean one: 0 where ``condition == keep``, else the fill
-        (never more negative than NEG); None if no position is masked (R4). ``replaces``: the
+        (never more negative than NEG); None if no position is masked. ``replaces``: the
         fill a select on the scores held at masked positions (the new mask adds to the scores
         instead). Raises NearMiss when the change is not exact for the current attention."""
         uniform = uniform_value(condition)
@@ -174,7 +175,7 @@ class MaskContext(RewriteContext):
         key = ("bool", id(condition), keep, np.dtype(dtype).str, fill)
         if key in self.memo:
             if key in self._trivial:
-                outcome.add("R4:trivial-mask-removed")
+                outcome.add("trivial-mask-removed")
             return self.memo[key]
         result = self._boolean(condition, keep, np.dtype(dtype), fill, outcome)
         if result is None:
@@ -186,7 +187,7 @@ class MaskContext(RewriteContext):
         uniform = uniform_value(condition)
         if uniform is not None and bool(uniform) == keep:
             self.counters["trivial_masks_removed"] += 1
-            outcome.add("R4:trivial-mask-removed")
+            outcome.add("trivial-mask-removed")
             return None
         folded = self._fold_constant(condition, keep, dtype, fill)
         if folded is not None:
@@ -204,7 +205,7 @@ class MaskContext(RewriteContext):
                     folded = self._fold_constant(constant, keep, dtype, fill)
                     if folded is not None:
                         self.counters["causal_parts_split"] += 1
-                        outcome.add("R5:constant-part-split")
+                        outcome.add("constant-part-split")
                         rest = self.boolean(other, keep, dtype, fill, outcome)  # the same fill: already checked
                         return self.sum_clamped([p for p in (folded, rest) if p is not None], dtype, outcome)
         as_float = self.mask_node("Cast", [condition], dtype, to=onnx.helper.np_dtype_to_tensor_dtype(dtype))
@@ -214,7 +215,7 @@ class MaskContext(RewriteContext):
         return self.mask_node("Mul", [as_float, self.value(fill, dtype)], dtype)
 
     def _fold_constant(self, condition: gs.Tensor, keep: bool, dtype: np.dtype, fill: float) -> gs.Tensor | None:
-        """A constant boolean mask as a constant additive one, unless larger than allowed (R5)."""
+        """A constant boolean mask as a constant additive one, unless larger than allowed (max_constant_mb)."""
         values = small_constant(condition, MAX_INSPECT_BYTES)
         if values is None or values.dtype != np.bool_:
             return None
@@ -236,7 +237,7 @@ class MaskContext(RewriteContext):
         for part in parts[1:]:
             total = self.mask_node("Add", [total, part], dtype)
         self.counters["mask_sums_clamped"] += 1
-        outcome.add("R2:sum-clamped")
+        outcome.add("sum-clamped")
         return self.mask_node("Max", [total, self.value(self.neg, dtype)], dtype)
 
     def clamp(self, tensor: gs.Tensor) -> gs.Tensor:
@@ -244,7 +245,7 @@ class MaskContext(RewriteContext):
         dtype = np.dtype(tensor.dtype or np.float32)
         return self.mask_node("Max", [tensor, self.value(self.neg, dtype)], dtype)
 
-    # -- finiteness (R3) --------------------------------------------------------------------------
+    # -- finiteness (nan-guard) -------------------------------------------------------------------
 
     def is_finite(self, mask: gs.Tensor | None) -> bool:
         """True if ``mask`` holds no value below NEG nor a non-finite one: its constants are

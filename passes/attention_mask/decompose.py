@@ -1,4 +1,4 @@
-"""``decompose-attention`` (R9): ONNX ``Attention`` as MatMul, scale, explicit finite mask, Softmax.
+"""``decompose-attention``: ONNX ``Attention`` as MatMul, scale, explicit finite mask, Softmax.
 
 For targets without a native Attention op (QNN EP sent every opset-23 Attention to CPU until
 onnxruntime-qnn PR #651). Follows the opset-23/24 spec, checked against onnxruntime 1.31 and
@@ -36,6 +36,7 @@ from mapc.passes.attention_mask.detection import AttentionSite
 from mapc.passes.attention_mask.exactness import check_exact, margin, measured_ranges, proven_range
 from mapc.passes.attention_mask.fills import FillOptions, resolve_mask_value
 from mapc.passes.base import Note, Pass, PassContext, PassResult
+from mapc.passes.check_static import inputs_static, shapes_fix
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
 from mapc.passes.verify import SAMPLES
@@ -82,7 +83,7 @@ class DecomposeAttention(Pass):
             builder = _Builder(model, node, neg, self.options.scale_on, int(self.options.max_constant_mb * (1 << 20)))
             problem = builder.problem()
             if problem is not None:
-                notes.append(Note("decompose-attention.skipped", problem, node=node.name, fix="fix the input shapes (fix-shapes) first"))
+                notes.append(Note("decompose-attention.skipped", problem, node=node.name, fix=shapes_fix(graph, "fix the input shapes (fix-shapes) first")))
                 continue
             refusal = _inexact(model, node, neg, self.options.precision, ctx.facts.get(SAMPLES))
             if refusal is not None:
@@ -109,7 +110,7 @@ def _inexact(model: Model, node: gs.Node, neg: float, precision: str, samples: l
     site = AttentionSite(node, "attention-op")
     known = proven_range(site, neg, {}) or (measured_ranges(model, [site], neg, samples).get(id(site)) if samples else None)
     try:
-        check_exact(site, known, neg, -np.inf, margin=limit, precision=precision)
+        check_exact(site, known, neg, -np.inf, margin=limit, precision=precision, shapes_static=inputs_static(model.graph))
     except NearMiss as miss:
         return miss
     return None

@@ -9,7 +9,7 @@ An attention is either
   contributes a boolean mask (its condition) with that constant as the fill; or
 * an ONNX ``Attention`` op, whose mask is input 3 (``attn_mask``).
 
-A ``Where(IsNaN(p), 0, p)`` reading the softmax output ``p`` is the NaN guard (M8).
+A ``Where(IsNaN(p), 0, p)`` reading the softmax output ``p`` is the NaN guard (nan-guard).
 """
 
 from __future__ import annotations

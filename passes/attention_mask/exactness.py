@@ -206,9 +206,15 @@ def _masked_positions(site: AttentionSite, value: Mapping[str, np.ndarray], shap
     return masked, bias_lo, bias_hi
 
 
-def check_exact(site: AttentionSite, known: LogitRange | None, fill: float, replaces: float | None, *, margin: float, precision: str) -> None:
+#: How to give the logits' range when no bound is proven.
+SAMPLES_FIX = "give samples with --verify-inputs DIR or --calibration DIR (their measured range is used)"
+
+
+def check_exact(site: AttentionSite, known: LogitRange | None, fill: float, replaces: float | None, *, margin: float, precision: str,
+                shapes_static: bool) -> None:
     """Raise :class:`NearMiss` unless writing ``fill`` (``>= NEG``) at the masked positions of
-    ``site`` (where the original held ``replaces``, or its own fill below ``fill``) keeps its softmax."""
+    ``site`` (where the original held ``replaces``, or its own fill below ``fill``) keeps its softmax.
+    ``shapes_static``: the graph inputs are static already, so the fix does not ask for shapes."""
     needed = -fill - margin  # the widest span the new fill leaves exact
     what = f"writing {fill:g} at masked positions" if replaces is None else f"replacing the select's fill {replaces:g} by scores + ({fill:g})"
     if known is None:
@@ -216,8 +222,7 @@ def check_exact(site: AttentionSite, known: LogitRange | None, fill: float, repl
             "scores-unbounded",
             f"{what} keeps the softmax only while the scores span less than {max(needed, 0):g}, and no bound on them is proven "
             "(they come from a graph input, a KV cache, or shape arithmetic not yet folded); mask left alone",
-            "give samples with --verify-inputs DIR or --calibration DIR (their measured range is used), or fix the input shapes "
-            "(--input-shape) so that shape arithmetic folds",
+            SAMPLES_FIX if shapes_static else f"{SAMPLES_FIX}, or fix the input shapes (--input-shape) so that shape arithmetic folds",
             node=site.name,
         )
     if replaces is not None and not replaces <= known.lo - margin:

@@ -1,4 +1,4 @@
-"""What attention-mask tells later passes and the caller: the mask inputs it hoisted (R6)."""
+"""What attention-mask tells later passes and the caller: the mask inputs it hoisted (mask-as-input)."""
 
 from __future__ import annotations
 

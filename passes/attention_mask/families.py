@@ -1,23 +1,23 @@
-"""Naming a mask: the families M1-M11 of the research note, and Intel's causal chains.
+"""Naming a mask: the exporter mask families, and Intel's causal chains.
 
 The rewrites do not depend on the family (they work on what the graph computes); the name
 is for the report, so that a user sees which exporter shape was recognised, and so that an
 unfamiliar mask is reported instead of silently passed over. The rules follow the table in
 ``shared/research/npu-deployment.md`` §1:
 
-=====  ===========================================================================================
-M1     ``Mul(Sub(1, Cast(mask)), fill)`` from an input, no index grids (transformers 4.40)
-M2     ``Where(Cast(Equal(mask, 0)...), fill, scores)`` directly on the scores (DistilBERT 4.40)
-M3     ``Where(Slice(bool buffer), scores, fill)``: a constant causal buffer (GPT-2 4.40)
-M4     ``Trilu``/``ScatterND`` causal construction (Llama ``_update_causal_mask``, 4.40)
-M5     index grids (``Range`` + comparison) with ``Gather`` padding, ``Where(·, 0, fill)``
-M6     as M5 with ``GatherND`` padding (dynamo, opset 18)
-M7     a boolean mask fed to ONNX ``Attention`` (dynamo, opset 23)
-M8     the NaN guard ``Where(IsNaN(p), 0, p)`` after the softmax
-M9     ``Where(Cast(bool), fill, Sub(1, ·))``: an inverted mask (optimum BERT)
-M10    a causal mask without a mask input: ``Where(LessOrEqual(Range, Range)..., 0, -inf)``
-M11    a mask that is trivially constant (an all-True buffer expanded: dynamo ViT)
-=====  ===========================================================================================
+====================== ======================================================================================
+one-minus-mask         ``Mul(Sub(1, Cast(mask)), fill)`` from an input, no index grids (transformers 4.40)
+mask-equals-zero       ``Where(Cast(Equal(mask, 0)...), fill, scores)`` directly on the scores (DistilBERT 4.40)
+causal-buffer          ``Where(Slice(bool buffer), scores, fill)``: a constant causal buffer (GPT-2 4.40)
+trilu-causal           ``Trilu``/``ScatterND`` causal construction (Llama ``_update_causal_mask``, 4.40)
+index-grid             index grids (``Range`` + comparison) with ``Gather`` padding, ``Where(·, 0, fill)``
+index-grid-gathernd    as index-grid with ``GatherND`` padding (dynamo, opset 18)
+bool-attention-mask    a boolean mask fed to ONNX ``Attention`` (dynamo, opset 23)
+nan-guard              the NaN guard ``Where(IsNaN(p), 0, p)`` after the softmax
+inverted-mask          ``Where(Cast(bool), fill, Sub(1, ·))``: an inverted mask (optimum BERT)
+causal-without-input   a causal mask without a mask input: ``Where(LessOrEqual(Range, Range)..., 0, -inf)``
+constant-mask          a mask that is trivially constant (an all-True buffer expanded: dynamo ViT)
+====================== ======================================================================================
 
 Components found in any family: ``causal`` (a comparison of two position grids, ``Trilu``, or
 a constant boolean buffer), ``sliding-window`` (two grid comparisons combined, one offset by a
@@ -68,7 +68,7 @@ def classify(graph: gs.Graph, site: AttentionSite) -> MaskFamily:
     families: set[str] = set()
     components: set[str] = set()
     if site.guard is not None:
-        families.add("M8")
+        families.add("nan-guard")
     for contribution in site.contributions:
         labels, parts = _classify_contribution(graph, site, contribution)
         if not labels:
@@ -80,8 +80,13 @@ def classify(graph: gs.Graph, site: AttentionSite) -> MaskFamily:
     return result
 
 
+#: The exporter families in report order (the module docstring's table).
+FAMILY_ORDER = ("one-minus-mask", "mask-equals-zero", "causal-buffer", "trilu-causal", "index-grid", "index-grid-gathernd",
+                "bool-attention-mask", "nan-guard", "inverted-mask", "causal-without-input", "constant-mask")
+
+
 def _family_order(label: str) -> tuple[int, str]:
-    return (int(label[1:]), label) if label[:1] == "M" and label[1:].isdigit() else (99, label)
+    return (FAMILY_ORDER.index(label), label) if label in FAMILY_ORDER else (len(FAMILY_ORDER), label)
 
 
 def _classify_contribution(graph: gs.Graph, site: AttentionSite, contribution: Contribution) -> tuple[set[str], set[str]]:
@@ -90,15 +95,15 @@ def _classify_contribution(graph: gs.Graph, site: AttentionSite, contribution: C
     parts = _components(graph, nodes, contribution.mask)
     if _is_trivial(contribution):
         bool_attention = contribution.kind == "attn-mask" and contribution.is_boolean
-        return ({"M11", "M7"} if bool_attention else {"M11"}), parts | {"constant"}
+        return ({"constant-mask", "bool-attention-mask"} if bool_attention else {"constant-mask"}), parts | {"constant"}
     if contribution.kind == "attn-mask":
         if contribution.is_boolean:
-            return {"M7"}, parts
+            return {"bool-attention-mask"}, parts
         return ({"input-additive"} if _is_input_mask(graph, contribution.mask) else _additive_tensor_family(graph, contribution.mask)), parts
     if contribution.kind == "keep-where" and _has_bool_buffer(nodes):
-        return {"M3"}, parts | {"causal"}
+        return {"causal-buffer"}, parts | {"causal"}
     if contribution.kind == "mask-where" and ops["Equal"] and "padding" in parts:
-        return {"M2"}, parts
+        return {"mask-equals-zero"}, parts
     if contribution.kind in ("keep-where", "mask-where"):
         return _grid_family(ops, parts), parts
     if _is_input_mask(graph, contribution.mask):
@@ -114,7 +119,7 @@ def _additive_tensor_family(graph: gs.Graph, tensor: gs.Tensor) -> set[str]:
     nodes = cone([tensor])
     ops = Counter(node.op for node in nodes)
     if ops["Trilu"] or ops["ScatterND"]:
-        return {"M4"}
+        return {"trilu-causal"}
     source = producer(tensor)
     if source is None:
         return set()
@@ -125,12 +130,12 @@ def _additive_tensor_family(graph: gs.Graph, tensor: gs.Tensor) -> set[str]:
         parts = [_additive_tensor_family(graph, t) for t in source.inputs]
         return set().union(*parts) if all(parts) else set()
     if source.op == "Where" and _is_inverted_select(source):
-        return {"M9"}
+        return {"inverted-mask"}
     if source.op == "Where":
         return _grid_family(ops, _components(graph, nodes, tensor))
     if source.op == "Mul" and any(_negative(t) for t in source.inputs):
         if not ops["Range"]:
-            return {"M1"} if any(_sub_from_one(t) or _is_cast(t) for t in source.inputs) else set()
+            return {"one-minus-mask"} if any(_sub_from_one(t) or _is_cast(t) for t in source.inputs) else set()
         return _grid_family(ops, _components(graph, nodes, tensor))
     return set()
 
@@ -147,13 +152,13 @@ def _is_cast(tensor: gs.Tensor) -> bool:
 
 def _grid_family(ops: Counter, parts: set[str]) -> set[str]:
     if not ops["Range"]:
-        # shapes fixed and the index grids folded (R5): a constant causal buffer and/or padding
+        # shapes fixed and the index grids folded: a constant causal buffer and/or padding
         return {"folded"} if parts - {"constant"} or ops["And"] else set()
     if ops["GatherND"]:
-        return {"M6"}
+        return {"index-grid-gathernd"}
     if "padding" in parts:
-        return {"M5"}
-    return {"M10"}
+        return {"index-grid"}
+    return {"causal-without-input"}
 
 
 def _is_trivial(contribution: Contribution) -> bool:
@@ -168,7 +173,7 @@ def _is_trivial(contribution: Contribution) -> bool:
 
 
 def _is_inverted_select(where: gs.Node) -> bool:
-    """``Where(c, fill, Sub(1, x))``: optimum's inverted mask (M9)."""
+    """``Where(c, fill, Sub(1, x))``: optimum's inverted mask (inverted-mask)."""
     fill = uniform_value(where.inputs[1])
     return fill is not None and float(fill) < 0 and _sub_from_one(where.inputs[2])
 

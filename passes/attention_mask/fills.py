@@ -112,7 +112,7 @@ def uniform_value(tensor: gs.Tensor, _memo: dict[int, object] | None = None) -> 
 
     Follows constants, ``ConstantOfShape``, data movement (Expand, Reshape, Slice, Gather...),
     Cast, elementwise arithmetic and logic on uniform operands, and ``Where`` on a uniform
-    condition. This is how a mask built from an all-True constant (M11) is found to be trivial
+    condition. This is how a mask built from an all-True constant (constant-mask) is found to be trivial
     without static shapes. An empty tensor is not uniform.
     """
     memo = {} if _memo is None else _memo

@@ -1,4 +1,4 @@
-"""R6's building blocks: the float graph input that replaces a mask subgraph, and its contract.
+"""mask-as-input's building blocks: the float graph input that replaces a mask subgraph, and its contract.
 
 The rule itself is :func:`~.rules.mask_as_input`. Every distinct final mask (layers usually
 share one) becomes a graph input ``additive_attention_mask`` of shape ``[B, 1, S, T]`` (the mask's own shape where the

@@ -1,6 +1,6 @@
 """Mask paths: does a value read at (node, input slot) only ever reach attention masks?
 
-R1 may give a fill constant a finite value only where it flows into masks and nowhere else
+finite-fill may give a fill constant a finite value only where it flows into masks and nowhere else
 (a fill shared with, say, a position bias keeps its value there). :class:`MaskPaths` answers
 this for the masks read at a set of sink edges, following values through the ops that pass a
 fill on unchanged.

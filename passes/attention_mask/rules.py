@@ -1,4 +1,4 @@
-"""The attention-mask rules R1-R6, each an op-keyed rule of :mod:`mapc.ir.rewrite`.
+"""The attention-mask rules, each an op-keyed rule of :mod:`mapc.ir.rewrite`.
 
 Every rule is tried on the Softmax or Attention node of each attention found by
 :mod:`.detection` (other nodes are no match) and works through :class:`~.context.MaskContext`.
@@ -39,18 +39,18 @@ def _final_mask(ctx: MaskContext, node: gs.Node) -> tuple[AttentionSite, SiteOut
     return site, outcome, mask
 
 
-# -- R2, R4, R5: one additive mask ------------------------------------------------------------------
+# -- additive-mask: one additive mask ---------------------------------------------------------------
 
 
 @rule("Softmax", "Attention", plain=False)
 def additive_mask(ctx: MaskContext, node: gs.Node) -> bool:
-    """An attention's masks become one additive mask (R2, R4, R5).
+    """An attention's masks become one additive mask.
 
     On a Softmax: boolean masks (``Where(c, scores, fill)``) and selects ``Where(c, 0, fill)``
     become ``Mul(Sub(1, Cast(c)), NEG)`` (or ``Mul(Cast(c), NEG)`` when ``c`` marks the masked
     positions), a float mask graph input gets ``Max(., NEG)``, masks summed are clamped with
-    ``Max(., NEG)``, uniform masks go (R4) and ``And(constant causal, padding)`` splits into a
-    constant additive part plus the computed padding part (R5); the Softmax then reads
+    ``Max(., NEG)``, uniform masks go and ``And(constant causal, padding)`` splits into a
+    constant additive part plus the computed padding part; the Softmax then reads
     ``Add(scores, M)``. On an Attention op a bool mask stays (unless ``mask_as_input``), an
     all-True one goes. Near-miss ``qk-output``: an Attention exposing ``qk_matmul_output``;
     ``scores-unbounded`` / ``scores-too-wide`` / ``fill-not-masking`` (:mod:`.exactness`) when a
@@ -86,7 +86,7 @@ def _softmax_mask(ctx: MaskContext, site: AttentionSite, outcome: SiteOutcome) -
             fill = float(uniform_value(contribution.fill))  # type: ignore[arg-type]
             part = ctx.boolean(contribution.mask, contribution.kind == "keep-where", dtype, ctx.neg, outcome, replaces=fill)
             if part is not None:
-                outcome.add("R2:bool-to-additive")
+                outcome.add("bool-to-additive")
         if part is not None:
             parts.append(part)
     mask = ctx.sum_clamped(parts, dtype, outcome)
@@ -104,7 +104,7 @@ def _softmax_mask(ctx: MaskContext, site: AttentionSite, outcome: SiteOutcome) -
 
 def _attention_op_mask(ctx: MaskContext, site: AttentionSite, outcome: SiteOutcome) -> None:
     """A native Attention op defines its own masking (a bool mask is applied without any fill,
-    a fully masked row gives zeros): only trivial masks (R4) and constant fills (R1, through the
+    a fully masked row gives zeros): only trivial masks and constant fills (finite-fill, through the
     sink) change here; decompose-attention makes the mask additive for targets without the op."""
     node = site.node
     contribution = site.contributions[0]
@@ -112,7 +112,7 @@ def _attention_op_mask(ctx: MaskContext, site: AttentionSite, outcome: SiteOutco
         uniform = uniform_value(contribution.mask)
         if uniform is not None and bool(uniform):
             ctx.counters["trivial_masks_removed"] += 1
-            outcome.add("R4:trivial-mask-removed")
+            outcome.add("trivial-mask-removed")
             _drop_input(node, 3)
             return
         outcome.sink = (node, 3)
@@ -120,7 +120,7 @@ def _attention_op_mask(ctx: MaskContext, site: AttentionSite, outcome: SiteOutco
     if contribution.is_boolean:
         mask = ctx.boolean(contribution.mask, True, _float_dtype(node.inputs[0]), ctx.neg, outcome, replaces=-np.inf)
         if mask is not None:
-            outcome.add("R2:bool-to-additive")
+            outcome.add("bool-to-additive")
     else:
         mask = ctx.additive(contribution.mask, outcome, clamp_inputs=False)
     if mask is None:
@@ -157,12 +157,12 @@ def _float_dtype(*tensors: gs.Tensor | None) -> np.dtype:
     return np.dtype(np.float32)
 
 
-# -- R1: finite fills -------------------------------------------------------------------------------
+# -- finite-mask, finite-fill: finite fills -----------------------------------------------------------
 
 
 @rule("Softmax", "Attention", plain=False)
 def finite_mask(ctx: MaskContext, node: gs.Node) -> bool:
-    """An attention's final mask that is itself a constant fill below NEG (R1): the mask readers
+    """An attention's final mask that is itself a constant fill below NEG: the mask readers
     read a copy holding NEG. Near-miss ``fill-kept`` when no mask path can take the copy."""
     _, _, mask = _final_mask(ctx, node)
     return _finite_copy(ctx, mask)
@@ -170,7 +170,7 @@ def finite_mask(ctx: MaskContext, node: gs.Node) -> bool:
 
 @rule("Softmax", "Attention", plain=False, last_first=True)
 def finite_fill(ctx: MaskContext, node: gs.Node) -> bool:
-    """Fills below NEG in the subgraph computing an attention's mask (R1): initializers,
+    """Fills below NEG in the subgraph computing an attention's mask: initializers,
     ``Constant`` and ``ConstantOfShape`` values holding them become NEG, only for the readers
     whose every path leads into masks (a fill also read elsewhere keeps its value there).
     Near-miss ``fill-kept`` when no mask path can take the copy, and the near-misses of
@@ -195,7 +195,7 @@ def finite_fill(ctx: MaskContext, node: gs.Node) -> bool:
     mask = outcome.mask()
     fresh = ctx.created_fills
     if id(mask) in fresh or any(id(t) in fresh for inner in cone([mask]) for t in [*inner.inputs, *inner.outputs]):
-        outcome.add("R1:finite-fill")
+        outcome.add("finite-fill")
     return bool(replaced)
 
 
@@ -244,12 +244,12 @@ def _constant_of_shape_copy(ctx: MaskContext, node: gs.Node, values: np.ndarray)
     return out
 
 
-# -- R6: the mask as a graph input ------------------------------------------------------------------
+# -- mask-as-input: the mask as a graph input ---------------------------------------------------------
 
 
 @rule("Softmax", "Attention", plain=False)
 def mask_as_input(ctx: MaskContext, node: gs.Node) -> bool:
-    """With ``mask_as_input``, an attention's final mask (R6): the subgraph computing it becomes
+    """With ``mask_as_input``, an attention's final mask: the subgraph computing it becomes
     a float graph input ``[B, 1, S, T]`` computed on the host, read through ``Max(., NEG)``;
     attentions sharing a mask share the input. A mask that already is a clamped graph input
     stays."""
@@ -270,16 +270,16 @@ def mask_as_input(ctx: MaskContext, node: gs.Node) -> bool:
     reader.inputs[slot] = hoisted.clamped
     hoisted.attentions.append(site.name)
     hoisted.components = sorted({*hoisted.components, *ctx.families[id(site)].components})
-    outcome.add("R6:hoisted-to-input")
+    outcome.add("hoisted-to-input")
     return True
 
 
-# -- R3: the NaN guard ------------------------------------------------------------------------------
+# -- nan-guard: the NaN guard -------------------------------------------------------------------------
 
 
 @rule("Softmax", plain=False)
 def nan_guard(ctx: MaskContext, node: gs.Node) -> bool:
-    """The NaN guard ``Where(IsNaN(p), 0, p)`` after an attention's softmax (R3): removed once the
+    """The NaN guard ``Where(IsNaN(p), 0, p)`` after an attention's softmax: removed once the
     mask is finite, its readers read ``p``. Near-miss ``guard-kept`` while the mask still holds
     a non-finite or huge fill."""
     site, outcome = _site(ctx, node)
@@ -290,5 +290,5 @@ def nan_guard(ctx: MaskContext, node: gs.Node) -> bool:
                        node=site.guard.name, severity="info")
     replace_all_uses(ctx.model, site.guard.outputs[0], site.node.outputs[0])
     ctx.counters["nan_guards_removed"] += 1
-    outcome.add("R3:nan-guard-removed")
+    outcome.add("nan-guard-removed")
     return True

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from mapc.passes.attention_mask.rules import additive_mask, finite_fill, finite_mask, mask_as_input, nan_guard
 
-#: R2, R4, R5: one additive mask per attention.
+#: One additive mask per attention (bool to additive, trivial masks removed, constant parts split).
 CANONICAL = [additive_mask]
-#: On the canonical masks: R1 finite fills, then R6 the mask as an input, then R3 the NaN guard.
+#: On the canonical masks: finite fills, then the mask as an input, then the NaN guard.
 FINITE = [finite_mask, finite_fill, mask_as_input, nan_guard]
 STAGES = {"canonical": CANONICAL, "finite": FINITE}

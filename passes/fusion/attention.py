@@ -85,7 +85,7 @@ class AttentionFusion(FusionRule):
             raise NearMiss(
                 "rank",
                 f"Q, Kᵀ and V must be 4-D [batch, heads, seq, head_size]; their shapes are {show_dims(q_shape)}, {show_dims(kt_shape)}, {show_dims(v_shape)}",
-                FIX_SHAPES if None in (q_shape, kt_shape, v_shape) else "attention on other layouts is not fused",
+                ctx.shapes_fix(FIX_SHAPES) if None in (q_shape, kt_shape, v_shape) else "attention on other layouts is not fused",
             )
         softmax = match.nodes["softmax"]
         default_axis = -1 if ctx.opset >= 13 else 1
@@ -106,12 +106,12 @@ class AttentionFusion(FusionRule):
             ctx.remark(
                 "gqa-unproven",
                 "K/V are repeated per query head (repeat_kv) but the shapes do not prove the expansion; fused as multi-head attention on the repeated K/V",
-                FIX_SHAPES,
+                ctx.shapes_fix(FIX_SHAPES),
             )
         k_shape = [kt_shape[0], kt_shape[1], kt_shape[3], kt_shape[2]]
         if n_rep > 1:
             k_shape, v_shape = ctx.shape(k_source), ctx.shape(v)
-        self._check_dims(q_shape, k_shape, v_shape, n_rep)
+        self._check_dims(q_shape, k_shape, v_shape, n_rep, ctx)
 
         masks = [match.tensors[name] for name in ("mask", "mask2") if name in match.tensors]
         scores_shape = ctx.shape(match.nodes["scores"].outputs[0]) or [q_shape[0], q_shape[1], q_shape[2], k_shape[2]]
@@ -123,7 +123,7 @@ class AttentionFusion(FusionRule):
             raise NearMiss(
                 "mask-shape",
                 f"adding the mask changes the scores' shape {show_dims(scores_shape)} to {show_dims(ctx.shape(masked_node.outputs[0]))} (or shapes are unknown)",
-                FIX_SHAPES,
+                ctx.shapes_fix(FIX_SHAPES),
             )
 
         scale = 1.0
@@ -137,7 +137,7 @@ class AttentionFusion(FusionRule):
                     "fold constants first (fold-constants)" if computed else None,
                 )
             if not same_dims(ctx.shape(match.nodes["scale_mul"].outputs[0]) or [], ctx.shape(match.nodes["scores"].outputs[0]) or [None]):
-                raise NearMiss("scale", "the scale's shape broadcasts the scores up (or shapes are unknown)", FIX_SHAPES)
+                raise NearMiss("scale", "the scale's shape broadcasts the scores up (or shapes are unknown)", ctx.shapes_fix(FIX_SHAPES))
             scale = value if match.nodes["scale_mul"].op == "Mul" else 1.0 / value
         return AttentionPlan(
             q=q,
@@ -155,27 +155,27 @@ class AttentionFusion(FusionRule):
         )
 
     @staticmethod
-    def _check_dims(q: list[Dim], k: list[Dim], v: list[Dim], n_rep: int) -> None:
+    def _check_dims(q: list[Dim], k: list[Dim], v: list[Dim], n_rep: int, ctx: FusionContext) -> None:
         if not (same_dim(q[0], k[0]) and same_dim(q[0], v[0])):
             raise NearMiss(
                 "batch-unproven",
                 f"batch dims not provably equal: Q {show_dims(q)}, K {show_dims(k)}, V {show_dims(v)}",
-                FIX_SHAPES,
+                ctx.shapes_fix(FIX_SHAPES),
             )
         if not (same_dim(q[3], k[3]) and same_dim(k[2], v[2])):
             raise NearMiss(
                 "dims-unproven",
                 f"head_size or kv sequence not provably equal: Q {show_dims(q)}, K {show_dims(k)}, V {show_dims(v)}",
-                FIX_SHAPES,
+                ctx.shapes_fix(FIX_SHAPES),
             )
         if not same_dim(k[1], v[1]):
-            raise NearMiss("heads-unproven", f"K and V head counts differ: {show_dims(k)}, {show_dims(v)}", FIX_SHAPES)
+            raise NearMiss("heads-unproven", f"K and V head counts differ: {show_dims(k)}, {show_dims(v)}", ctx.shapes_fix(FIX_SHAPES))
         if n_rep > 1 or same_dim(q[1], k[1]) or k[1] == 1:
             return
         raise NearMiss(
             "heads-unproven",
             f"head dims not provably equal: Q has {q[1] if q[1] is not None else '?'} heads, K/V {k[1] if k[1] is not None else '?'}",
-            FIX_SHAPES,
+            ctx.shapes_fix(FIX_SHAPES),
         )
 
     def rewrite(self, match: Match, plan: AttentionPlan, ctx: FusionContext) -> gs.Tensor:
@@ -364,7 +364,7 @@ class AttentionOnUnrepeatedKV(FusionRule):
         if k_repeat is None and v_repeat is None:
             raise NoMatch
         if not (isinstance(k_repeat, tuple) and isinstance(v_repeat, tuple) and k_repeat[1] == v_repeat[1]):
-            raise NearMiss("gqa-unproven", "K and V are not both provably repeated by the same factor", FIX_SHAPES)
+            raise NearMiss("gqa-unproven", "K and V are not both provably repeated by the same factor", ctx.shapes_fix(FIX_SHAPES))
         if ctx.rank(match.tensors["q"]) != 4:
             raise NoMatch
         return k_repeat[0], v_repeat[0]

@@ -113,7 +113,7 @@ class BatchNormToMulAdd(FusionRule):
         rank = ctx.rank(match.tensors["x"])
         dtype = ctx.dtype(match.tensors["x"])
         if rank is None or rank < 2 or dtype is None:
-            raise NearMiss("rank", "the BatchNormalization input's rank or type is unknown", "run shape inference (fix-shapes)")
+            raise NearMiss("rank", "the BatchNormalization input's rank or type is unknown", ctx.shapes_fix("run shape inference (fix-shapes)"))
         affine = batch_norm_affine(match, ctx)
         shape = [-1] + [1] * (rank - 2)
         return affine.multiplier.reshape(shape).astype(dtype), affine.offset.reshape(shape).astype(dtype)

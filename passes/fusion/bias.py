@@ -49,7 +49,7 @@ class ConvBiasFold(FusionRule):
         out_rank = ctx.rank(conv.outputs[0])
         weight = match.tensors["weight"]
         if out_rank is None or weight.shape is None:
-            raise NearMiss("shape", f"the output rank of {conv.op} {conv.name!r} is unknown", "run shape inference (fix-shapes)")
+            raise NearMiss("shape", f"the output rank of {conv.op} {conv.name!r} is unknown", ctx.shapes_fix("run shape inference (fix-shapes)"))
         channels = weight.shape[0] if conv.op == "Conv" else weight.shape[1] * int(conv.attrs.get("group", 1))
         if addend.ndim > out_rank:
             raise NoMatch
@@ -85,7 +85,7 @@ class GemmBiasFold(FusionRule):
         addend = _constant(match, "c")
         shape = ctx.shape(gemm.outputs[0])
         if shape is None or len(shape) != 2:
-            raise NearMiss("shape", f"the output shape of Gemm {gemm.name!r} is unknown", "run shape inference (fix-shapes)")
+            raise NearMiss("shape", f"the output shape of Gemm {gemm.name!r} is unknown", ctx.shapes_fix("run shape inference (fix-shapes)"))
         if not _fits_2d(addend, *shape):
             raise NearMiss("not-bias", f"the added constant {list(addend.shape)} does not broadcast within Gemm's output {shape}", None)
         beta = float(gemm.attrs.get("beta", 1.0))

@@ -8,7 +8,9 @@
   ``Sub(x, Neg(y))`` -> ``Add(x, y)``; ``Neg(Neg(x))`` -> ``x``;
 * ``Pow(x, 2)`` -> ``Mul(x, x)``; ``Pow(x, 0.5)`` -> ``Sqrt(x)``; ``Pow(x, -1)`` -> ``Reciprocal(x)``;
   ``Pow(x, -0.5)`` -> ``Reciprocal(Sqrt(x))``; ``Pow(x, 1)`` -> ``x``;
-* ``Div(1, y)`` -> ``Reciprocal(y)``; ``Mul(x, Reciprocal(y))`` -> ``Div(x, y)``.
+* ``Div(1, y)`` -> ``Reciprocal(y)``; ``Mul(x, Reciprocal(y))`` -> ``Div(x, y)``;
+* ``Reshape(Softmax(Flatten(x, axis=r-1)), shape of x)`` -> ``Softmax(x, axis=-1)`` (and
+  LogSoftmax, Hardmax): the old-opset spelling of a last-axis Softmax.
 
 A constant operand is only dropped when it cannot change the result's shape or type (one
 element, rank no larger than the other operand's, same element type).
@@ -19,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import COMMUTATIVE_OPS, Match, NoMatch, const, constant_tensor, op, small_constant, var
+from mapc.ir import COMMUTATIVE_OPS, Match, NoMatch, const, constant_tensor, op, producer, small_constant, var
 from mapc.passes.fusion.context import FusionContext, FusionRule
 
 
@@ -202,3 +204,49 @@ class DivFromReciprocal(CanonicalRule):
 
     def rewrite(self, match: Match, params: None, ctx: FusionContext) -> gs.Tensor:
         return _like(ctx, "Div", [match.tensors["x"], match.tensors["y"]], match.root.outputs[0])
+
+
+#: Ops that normalise the rows of a 2-D input.
+ROW_OPS = ("Hardmax", "LogSoftmax", "Softmax")
+
+
+class SoftmaxOverLastAxis(CanonicalRule):
+    """Reshape(Softmax(Flatten(x, axis=r-1)), shape of x) -> Softmax(x, axis=-1).
+
+    The same for LogSoftmax and Hardmax. onnx's version converter writes a Softmax over the
+    last axis this way when it moves a model from below opset 13 and cannot see the rank (the
+    old definition flattened to 2-D at ``axis``), and so do exporters at old opsets. Normalising
+    the rows of the ``[N, d]`` flattening and reshaping back is normalising the last axis,
+    element for element. Needs the rank of ``x``, and a Reshape target that is ``Shape(x)`` or
+    a constant equal to the static shape of ``x``.
+    """
+
+    name = "softmax-last-axis"
+    pattern = op.Reshape(op[ROW_OPS](op.Flatten(var("x"), name="flatten"), name="rows"), var("shape"))
+
+    def check(self, match: Match, ctx: FusionContext) -> None:
+        x = match.tensors["x"]
+        rank = ctx.rank(x)
+        if rank is None or rank < 2:
+            raise NoMatch
+        if int(match.nodes["flatten"].attrs.get("axis", 1)) % rank != rank - 1:
+            raise NoMatch
+        rows = match.nodes["rows"]
+        if int(rows.attrs.get("axis", -1 if ctx.opset >= 13 else 1)) % 2 != 1:
+            raise NoMatch
+        if not _is_shape_of(match.tensors["shape"], x, ctx):
+            raise NoMatch
+
+    def rewrite(self, match: Match, params: None, ctx: FusionContext) -> gs.Tensor:
+        out = match.root.outputs[0]
+        return ctx.node(match.nodes["rows"].op, [match.tensors["x"]], attrs={"axis": -1}, dtype=out.dtype, shape=ctx.shape(match.tensors["x"]))
+
+
+def _is_shape_of(target: gs.Tensor, x: gs.Tensor, ctx: FusionContext) -> bool:
+    """True if ``target`` is ``Shape(x)`` or a constant equal to the static shape of ``x``."""
+    source = producer(target)
+    if source is not None and source.op == "Shape" and source.inputs[0] is x and not source.attrs.get("start") and source.attrs.get("end") is None:
+        return True
+    value = small_constant(target)
+    dims = ctx.shape(x)
+    return value is not None and dims is not None and all(ctx.static(d) is not None for d in dims) and value.tolist() == [int(d) for d in dims]

@@ -17,9 +17,14 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from mapc.ir import Model, NearMiss, PatternRule, RewriteContext
-from mapc.passes.fusion.functions import Decomposition, FunctionLibrary
+from mapc.passes.check_static import shapes_fix
+from mapc.passes.fusion.functions import AXES_AS_INPUT_SINCE, Decomposition, FunctionLibrary
 
 Dim = int | str | None
+
+#: The oldest opset fused ops are written in (as mapc functions): Slice bounds as inputs (10) and
+#: negative axes for Unsqueeze and the reductions (11).
+MIN_OPSET = 11
 
 #: The opset in which each fused op became a standard ONNX op.
 STANDARD_SINCE: dict[str, int] = {
@@ -29,8 +34,6 @@ STANDARD_SINCE: dict[str, int] = {
     "Attention": 23,
     "RotaryEmbedding": 23,
 }
-#: Fusions into new ops need opset 13 semantics (Softmax on one axis, axes as inputs).
-MIN_OPSET = 13
 
 class FusionRule(PatternRule):
     """A pattern rule of the ``fuse`` pass; ``default_enabled`` False makes it opt-in."""
@@ -65,7 +68,7 @@ class FusionContext(RewriteContext):
         if self.opset >= since:
             return
         if self.opset < MIN_OPSET:
-            raise NearMiss("opset", f"the model's opset {self.opset} is older than 13", f"upgrade it: --target-opset {since}")
+            raise NearMiss("opset", f"the model's opset {self.opset} is older than {MIN_OPSET}", f"upgrade it: --target-opset {since}")
         if not self.settings.functions:
             raise NearMiss(
                 "opset",
@@ -93,6 +96,20 @@ class FusionContext(RewriteContext):
         else:
             self.library.call(op_type, inputs, formal_inputs, attrs, decomposition, output, name)
         return output
+
+    def shapes_fix(self, fix: str) -> str | None:
+        """``fix`` for a near-miss on unknown shapes, unless the input shapes are static already
+        (then where shape inference stops: :func:`~mapc.passes.check_static.shapes_fix`)."""
+        return shapes_fix(self.model.graph, fix)
+
+    def with_axes(self, op_type: str, tensor: gs.Tensor, axes: Sequence[int], *, attrs: dict[str, Any] | None = None, **kwargs: Any) -> gs.Tensor:
+        """``op_type`` (Unsqueeze, Squeeze, ReduceSum, ReduceMean) over ``axes`` in the model's
+        opset's form: axes as an int64 input from the opset that made them one, before that
+        as an attribute (a model at opset 11 keeps its own forms)."""
+        if self.opset >= AXES_AS_INPUT_SINCE[op_type]:
+            axes_input = self.const(np.asarray(list(axes), dtype=np.int64), "axes")
+            return self.node(op_type, [tensor, axes_input], attrs=attrs, **kwargs)  # type: ignore[return-value]
+        return self.node(op_type, [tensor], attrs={**(attrs or {}), "axes": list(axes)}, **kwargs)  # type: ignore[return-value]
 
     def shared(self, key: Any, make: Callable[[], gs.Tensor]) -> gs.Tensor:
         """A tensor built once per ``key`` (e.g. a cos/sin cache every layer reads)."""

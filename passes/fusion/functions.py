@@ -27,6 +27,11 @@ from mapc.ir import MAPC_DOMAIN, Model, set_overload
 
 #: IR version that introduced function overloads.
 OVERLOAD_IR_VERSION = 10
+#: IR version that introduced model-local functions (older models, e.g. opset 11 at IR 6, are raised).
+FUNCTIONS_IR_VERSION = 8
+
+#: The opset from which each op takes its axes as an input instead of an attribute.
+AXES_AS_INPUT_SINCE = {"Unsqueeze": 13, "Squeeze": 13, "ReduceSum": 13, "ReduceMean": 18}
 
 
 class Body:
@@ -52,10 +57,12 @@ class Body:
         return self.const(np.asarray(values, dtype=np.int64))
 
     def unsqueeze(self, tensor: str, axes: Sequence[int]) -> str:
-        return self.add("Unsqueeze", [tensor, self.ints(axes)])
+        if self.opset >= AXES_AS_INPUT_SINCE["Unsqueeze"]:
+            return self.add("Unsqueeze", [tensor, self.ints(axes)])
+        return self.add("Unsqueeze", [tensor], axes=list(axes))
 
     def reduce_mean(self, tensor: str, axes: Sequence[int]) -> str:
-        if self.opset >= 18:
+        if self.opset >= AXES_AS_INPUT_SINCE["ReduceMean"]:
             return self.add("ReduceMean", [tensor, self.ints(axes)], keepdims=1)
         return self.add("ReduceMean", [tensor], axes=list(axes), keepdims=1)
 
@@ -115,6 +122,7 @@ class FunctionLibrary:
             if self.model.ir_version < OVERLOAD_IR_VERSION:
                 self.model.ir_version = OVERLOAD_IR_VERSION
         self.model.functions.append(function)
+        self.model.ir_version = max(self.model.ir_version, FUNCTIONS_IR_VERSION)
         return function.overload
 
 

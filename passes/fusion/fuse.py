@@ -94,9 +94,11 @@ class Fuse(Pass):
     GroupQueryAttention, RotaryEmbedding) rewritten into what their kernels compute; fusions into
     LayerNormalization (opset 17), Gelu (20), RMSNormalization, Attention and RotaryEmbedding
     (23). When the model's opset predates a fused op, the node is ``mapc.<Op>`` calling a
-    model-local function whose body is the decomposition (``functions=false`` refuses instead;
-    ``--target-opset`` upgrades the model first). Reports, per rule, how often it fired and its
-    near-misses (node, failing condition, fix); ``strict`` makes any near-miss an error.
+    model-local function whose body is the decomposition written in the model's own opset (at
+    opset 11/12 too: axes as attributes, Softmax only over the last axis, where both opsets
+    agree; below 11 a near-miss; ``functions=false`` refuses instead; ``--target-opset``
+    upgrades the model first). Reports, per rule, how often it fired and its near-misses (node,
+    failing condition, fix); ``strict`` makes any near-miss an error.
     """
 
     name = "fuse"
@@ -130,7 +132,9 @@ class Canonicalize(Pass):
     Constants become the second operand of commutative ops; Div by a constant becomes Mul by
     its reciprocal; Sub(0, x), Mul(x, -1), Add(x, Neg(y)), Sub(x, Neg(y)) and Neg(Neg(x)) become
     Neg/Sub/Add/x; Pow(x, 2) becomes Mul(x, x) (0.5: Sqrt, -1: Reciprocal); Div(1, y) becomes
-    Reciprocal(y) and Mul(x, Reciprocal(y)) becomes Div(x, y). In attention: the scale is applied
+    Reciprocal(y) and Mul(x, Reciprocal(y)) becomes Div(x, y); Reshape(Softmax(Flatten(x)))
+    over the last axis (onnx's version converter writes it) becomes Softmax(x, axis=-1). In
+    attention: the scale is applied
     once, to the scores (factors on Q and K, or split as sqrt(s) on both, move there);
     Reshape-Transpose-Reshape around K becomes one Transpose; masking by Where(cond, scores,
     -inf) becomes an additive mask. Float results may differ in the last bit.

@@ -91,7 +91,7 @@ class _NormRule(FusionRule):
         rank = ctx.rank(x)
         dtype = ctx.dtype(x)
         if rank is None or dtype is None or dtype.kind != "f":
-            raise NearMiss("shape", f"the input's rank or float type is unknown ({show_dims(ctx.shape(x))}, {dtype})", "run shape inference (fix-shapes)")
+            raise NearMiss("shape", f"the input's rank or float type is unknown ({show_dims(ctx.shape(x))}, {dtype})", ctx.shapes_fix("run shape inference (fix-shapes)"))
         axes = {_axes(match.nodes[name], rank, ctx) for name in self.reductions}
         if len(axes) != 1 or None in axes:
             raise NearMiss("axes", "the reductions do not share constant trailing axes with keepdims", None)
@@ -109,7 +109,7 @@ class _NormRule(FusionRule):
         if scale is None:
             static = [ctx.static(d) for d in normalized_dims]
             if None in static:
-                raise NearMiss("dims", f"the normalised dims {show_dims(normalized_dims)} must be static to make a unit scale", "fix the input shapes first (fix-shapes)")
+                raise NearMiss("dims", f"the normalised dims {show_dims(normalized_dims)} must be static to make a unit scale", ctx.shapes_fix("fix the input shapes first (fix-shapes)"))
             scale = np.ones(static, dtype=output_dtype)
         return NormPlan(
             x=source,

@@ -67,7 +67,7 @@ class PadIntoConv(FusionRule):
             raise NearMiss("value", "the Pad pads with a value other than 0", None)
         rank = ctx.rank(match.tensors["x"])
         if rank is None or rank < 3:
-            raise NearMiss("rank", "the padded tensor's rank is unknown", "run shape inference (fix-shapes)")
+            raise NearMiss("rank", "the padded tensor's rank is unknown", ctx.shapes_fix("run shape inference (fix-shapes)"))
         begins, ends = _pads_per_axis(pad, rank)
         if min(begins + ends) < 0:
             raise NearMiss("negative", "the Pad crops (negative pads)", None)

@@ -56,7 +56,7 @@ class _RotaryBase(FusionRule):
         ctx.require_op("RotaryEmbedding")
         shape = ctx.shape(x)
         if shape is None or len(shape) != 4 or ctx.static(shape[3]) is None:
-            raise NearMiss("rank", f"the rotated tensor must be 4-D [batch, heads, seq, head] with a static head size; it is {show_dims(shape)}", FOLD_FIRST)
+            raise NearMiss("rank", f"the rotated tensor must be 4-D [batch, heads, seq, head] with a static head size; it is {show_dims(shape)}", ctx.shapes_fix(FOLD_FIRST))
         head = ctx.static(shape[3])
         width = rotary_dim if rotary_dim is not None else head
         if width % 2:
@@ -71,11 +71,11 @@ class _RotaryBase(FusionRule):
         table = list(caches[0].shape) if isinstance(caches[0], np.ndarray) else ctx.shape(caches[0])
         rank = len(table)
         if not same_dim(table[-2], shape[2]):
-            raise NearMiss("seq-unproven", f"the cos/sin table {show_dims(table)} does not provably cover the sequence of {show_dims(shape)}", FOLD_FIRST)
+            raise NearMiss("seq-unproven", f"the cos/sin table {show_dims(table)} does not provably cover the sequence of {show_dims(shape)}", ctx.shapes_fix(FOLD_FIRST))
         table_batch = table[0] if rank == 3 else 1
         expand = not same_dim(table_batch, shape[0])
         if expand and table_batch != 1:
-            raise NearMiss("batch-unproven", f"the cos/sin table batch {table[0]} is neither 1 nor the input's batch {shape[0]}", FOLD_FIRST)
+            raise NearMiss("batch-unproven", f"the cos/sin table batch {table[0]} is neither 1 nor the input's batch {shape[0]}", ctx.shapes_fix(FOLD_FIRST))
         return RotaryPlan(x, caches[0], caches[1], half, width, head, rank, expand, ctx.static(shape[0]))
 
     def emit(self, plan: RotaryPlan, ctx: FusionContext, out: gs.Tensor) -> gs.Tensor:
@@ -109,7 +109,7 @@ class PartialRotaryFusion(_RotaryBase):
         rotated_part = match.nodes["rotated_part"]
         bounds = _slice_bounds(rotated_part, ctx)
         if head is None or bounds is None or bounds[0] != 0:
-            raise NearMiss("slice-bounds", "the rotated part is not x[..., :r] with constant r on a 4-D input of static head size", FOLD_FIRST)
+            raise NearMiss("slice-bounds", "the rotated part is not x[..., :r] with constant r on a 4-D input of static head size", ctx.shapes_fix(FOLD_FIRST))
         rotary_dim = min(bounds[1], head)
         _check_slice(match.nodes["kept_part"], x, ctx, rotary_dim, head)
         if _last_axis(match.root.attrs.get("axis"), 4) is False:
@@ -168,7 +168,7 @@ def _check_slice(node: gs.Node, source: gs.Tensor, ctx: FusionContext, start: in
         raise NearMiss("slice-source", f"the Slice {node.name!r} does not read the rotated tensor", None)
     bounds = _slice_bounds(node, ctx)
     if bounds is None:
-        raise NearMiss("slice-bounds", f"the bounds of Slice {node.name!r} are computed at run time or not on the last axis", FOLD_FIRST)
+        raise NearMiss("slice-bounds", f"the bounds of Slice {node.name!r} are computed at run time or not on the last axis", ctx.shapes_fix(FOLD_FIRST))
     width = ctx.static((ctx.shape(source) or [None])[-1])
     low, high = bounds
     reaches_end = width is not None and end == width and high >= width
@@ -240,7 +240,7 @@ def _half_cache(ctx: FusionContext, table: gs.Tensor | np.ndarray, plan: RotaryP
         return ctx.const(np.ascontiguousarray(half_value), "rope_cache")
     dtype = table.dtype
     if plan.cache_rank == 2:
-        table = ctx.node("Unsqueeze", [table, ctx.const(np.asarray([0], np.int64))], dtype=dtype, name="rope_cache")
+        table = ctx.with_axes("Unsqueeze", table, [0], dtype=dtype, name="rope_cache")
     bounds = [ctx.const(np.asarray([v], np.int64)) for v in (0, plan.half, -1)]
     half = ctx.node("Slice", [table, *bounds], dtype=dtype, name="rope_cache_half")
     if not expand:

@@ -21,6 +21,7 @@ from mapc.passes.fusion.canonical import (
     NegFromSub,
     PowToMul,
     ReciprocalFromDiv,
+    SoftmaxOverLastAxis,
     SubFromAddNeg,
 )
 from mapc.passes.fusion.contrib import RULES as CONTRIB
@@ -43,6 +44,7 @@ CANONICAL = [
     PowToMul(),
     ReciprocalFromDiv(),
     DivFromReciprocal(),
+    SoftmaxOverLastAxis(),
     WhereMaskToAdd(),
     AttentionScaleToScores(),
     KTransposeInOneStep(),

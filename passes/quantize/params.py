@@ -27,7 +27,7 @@ from mapc.passes.quantize.placement import NATURAL_RANGES, Fold, Placement
 from mapc.passes.quantize.qtypes import MIN_REAL_RANGE, QuantType, activation_params, quantize
 from mapc.passes.quantize.ranges import RangeChoice
 
-#: Moderate mask fills (down to this) can be represented with 16 bits (npu-deployment.md §2 R1).
+#: Moderate mask fills (down to this) can be represented with 16 bits (attention-mask's finite-fill writes them).
 MODERATE_FILL = -1e5
 MASK_POLICIES = ("auto", "exclude", "16bit", "quantize")
 

@@ -234,8 +234,26 @@ def test_the_readme_commands_run(tmp_path):
 
 
 def test_passes_verbose_reads_as_plain_text():
-    """Issue 16: no reST markup (``literal``, :class:`...`) in what the terminal shows."""
+    """Issue 16: no reST markup (``literal``, :class:`...`, directives, literal-block markers,
+    table borders) and no internal rule numbers (R1-R6, M1-M11) in what the terminal shows: the
+    rules are named as the engine names them, the mask families as the report does."""
     done = mapc("passes", "-v")
     assert done.returncode == EXIT_OK, done.stderr
-    assert "``" not in done.stdout and not re.search(r":(class|func|mod|meth|data):`", done.stdout)
-    assert "attention-mask" in done.stdout
+    text = done.stdout
+    assert "``" not in text and not re.search(r":(class|func|mod|meth|data|attr|exc|obj):`", text)
+    assert not re.search(r"^\s*\.\. |::\s*$|={4,}", text, re.MULTILINE)
+    assert not re.search(r"\b[RM]\d+\b", text), re.search(r".*\b[RM]\d+\b.*", text).group(0)
+    for name in ("additive-mask", "finite-fill", "mask-as-input", "nan-guard", "one-minus-mask"):
+        assert name in text
+
+
+def test_plain_text_joins_paragraph_lines_and_keeps_lists():
+    """A paragraph's lines are joined so the terminal wraps them at its width; indented lines
+    (lists, the rule table of attention-mask), bullets and blank lines stay as written."""
+    from mapc.cli_commands import plain_text
+
+    docstring = "Summary.\n\nMatches :class:`~mapc.ir.Model` and\n``literal`` text:\n  * one\n    more\n  * two\nAfter the list\nstill one line.\n* top bullet\n* another"
+    assert plain_text(docstring).splitlines() == [
+        "Summary.", "", "Matches Model and `literal` text:", "  * one", "    more", "  * two",
+        "After the list still one line.", "* top bullet", "* another",
+    ]

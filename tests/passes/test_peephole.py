@@ -152,7 +152,7 @@ def test_gather_in_order(indices, axis, out, expected):
 
 
 def test_gathernd_in_order_as_the_dynamo_mask_writes_it():
-    """GatherND(mask, Concat(batch_idx, kv_idx)) over every position, in order (npu-deployment M6)."""
+    """GatherND(mask, Concat(batch_idx, kv_idx)) over every position, in order (npu-deployment index-grid-gathernd)."""
     grid = np.stack(np.meshgrid(np.arange(2), np.arange(5), indexing="ij"), axis=-1).reshape(2, 1, 1, 5, 2)
     model, counters = peephole(one_op(helper.make_node("GatherND", ["x", "i"], ["o"]), [2, 5], [2, 1, 1, 5], [const("i", grid)]))
     assert ops(model) == ["Relu", "Reshape", "Identity"] and counters["gathernd-in-order"] == 1

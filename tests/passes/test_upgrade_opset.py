@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 import onnx
 from onnx import TensorProto, helper
 
-from mapc.ir import load
-from mapc.ir.errors import UsageError
+from mapc.ir import check_valid, load
+from mapc.ir.errors import UsageError, VerificationError
 from mapc.passes import PassContext
 from mapc.passes.pipeline import PassManager
 from mapc.testing import assert_pass_preserves, onnx_models
@@ -90,3 +91,32 @@ def test_local_functions_move_to_the_new_opset_with_the_model(pipeline):
     [function] = proto.functions
     assert {entry.domain: entry.version for entry in function.opset_import}[""] == 21
     assert len([n for n in function.node if n.op_type == "ReduceMean"][0].input) == 2
+
+
+def loop_model_without_output_shape():
+    """Opset 11, IR 6: a Loop, and an output declared with a type but no shape; the onnx checker
+    refuses the model as given ("Field 'shape' of 'type' is required"), onnxruntime runs it."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Unsqueeze", ["acc_in"], ["u"], axes=[0]),
+         helper.make_node("ReduceSum", ["u"], ["acc_out"], axes=[0], keepdims=0)],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", F, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("acc_out", F, None)],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["n", "", "x"], ["y"], body=body)], "loop",
+        [helper.make_tensor_value_info("x", F, [2, 3])], [helper.make_tensor_value_info("y", F, None)],
+        [onnx.numpy_helper.from_array(np.array(3, np.int64), "n")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=6)
+
+
+def test_a_model_the_checker_already_refuses_is_judged_by_onnxruntime():
+    """Issue 16: --target-opset failed such a model with 'not valid ONNX' although the
+    conversion was right; the checker now only has to accept what it accepted before."""
+    model = load(loop_model_without_output_shape())
+    with pytest.raises(VerificationError, match="Field 'shape' of 'type' is required"):
+        check_valid(model)
+    records = PassManager([("upgrade-opset", {"opset": 13})]).run(model, PassContext())
+    assert model.opset == 13 and records[0].details["max_abs_error"] == 0.0

@@ -176,9 +176,39 @@ def test_parameters_must_be_constant():
     check((constant, [info("x", [2, 3])], [info("y", [3, 2])], [const("shape", [3, 2], np.int64)]), NPU, None)
     runtime = helper.make_node("Reshape", ["x", "s"], ["y"], name="n")
     reason = check(
-        (runtime, [info("x", [2, 3]), info("s", [2], I64)], [info("y", 2)], []), NPU, "params.constant", "input 1 ('s') is computed at run time"
+        (runtime, [info("x", ["n", 3]), info("s", [2], I64)], [info("y", 2)], []), NPU, "params.constant", "input 1 ('s') is computed at run time"
     )
-    assert "fold-constants" in reason.fix
+    assert "fold-constants" in reason.fix and "--input-shape" in reason.fix
+
+
+def test_with_static_inputs_a_runtime_shape_operand_names_itself_not_the_input_shapes():
+    """Issue 16: the inputs are static, so the fix names where shape inference stops (this
+    Reshape reads its target from an input's data), never --input-shape again."""
+    runtime = helper.make_node("Reshape", ["x", "s"], ["y"], name="n")
+    reason = check((runtime, [info("x", [2, 3]), info("s", [2], I64)], [info("y", 2)], []), NPU, "params.constant")
+    assert "--input-shape" not in reason.fix
+    assert reason.fix.startswith("the input shapes are already static; shape inference stops at Reshape 'n': its shape operand 's' (input 1)")
+
+
+def test_a_shape_op_behind_a_data_dependent_op_names_that_op_when_inputs_are_static():
+    """A Shape that stays although every input is static: NonZero's output size depends on the
+    input's values. The hint names NonZero, for every rule that refuses the Shape."""
+    nonzero = helper.make_node("NonZero", ["x"], ["nz"], name="nonzero")
+    shape = helper.make_node("Shape", ["nz"], ["s"], name="n")
+    found = reasons_for(shape, [info("x", [2, 3])], [info("s", [2], I64)], [], target=NPU, extra_nodes=[nonzero])
+    fixes = {r.code: r.fix for r in found}
+    assert "op.not-supported" in fixes
+    for fix in fixes.values():
+        if fix is not None:
+            assert "--input-shape" not in fix and "NonZero 'nonzero': its output size depends on input values" in fix, fix
+
+
+def test_a_shape_op_of_a_static_tensor_says_fold_constants_replaces_it():
+    shape = helper.make_node("Shape", ["x"], ["s"], name="n")
+    reason = check((shape, [info("x", [2, 3])], [info("s", [2], I64)], []), NPU, "op.not-supported")
+    assert reason.fix == "its input's shape is static: fold-constants replaces it by a constant (the default pipeline runs it)"
+    symbolic = check((shape, [info("x", ["n", 3])], [info("s", [2], I64)], []), NPU, "op.not-supported")
+    assert "--input-shape" in symbolic.fix
 
 
 def test_embedding_gather_has_no_fix():

@@ -11,7 +11,7 @@ import onnx_graphsurgeon as gs
 from mapc.ir import Match, NearMiss, op, var
 from mapc.passes.fusion.context import FusionContext, FusionRule, show_dims
 from mapc.passes.fusion.contrib import sdpa
-from mapc.passes.fusion.contrib.common import ORT, float_dtype, ints, present, unread
+from mapc.passes.fusion.contrib.common import ORT, float_dtype, present, unread
 
 
 @dataclass
@@ -112,7 +112,7 @@ class ContribAttentionToStandard(FusionRule):
         outputs = [sdpa.merge_heads(ctx, context, hv, out)]
         if len(node.outputs) > 1:
             if past is not None and not unread(ctx.graph, node, range(1, 2)):
-                stacked = [ctx.node("Unsqueeze", [sdpa.cast_to(ctx, t, dtype), ints(ctx, [0])], dtype=dtype, name="present_part") for t in (k, v)]
+                stacked = [ctx.with_axes("Unsqueeze", sdpa.cast_to(ctx, t, dtype), [0], dtype=dtype, name="present_part") for t in (k, v)]
                 outputs.append(ctx.node("Concat", stacked, attrs={"axis": 0}, dtype=dtype, shape=ctx.shape(node.outputs[1]), name="present"))
             else:
                 outputs.append(node.outputs[1])

@@ -27,7 +27,7 @@ def float_dtype(ctx: FusionContext, tensor: gs.Tensor) -> np.dtype:
     """``tensor``'s float dtype, else a near-miss."""
     dtype = ctx.dtype(tensor)
     if dtype is None or dtype.kind != "f":
-        raise NearMiss("dtype", f"the input's type is unknown or not float ({dtype})", "run shape inference (fix-shapes)")
+        raise NearMiss("dtype", f"the input's type is unknown or not float ({dtype})", ctx.shapes_fix("run shape inference (fix-shapes)"))
     return dtype
 
 

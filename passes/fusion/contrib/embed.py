@@ -8,7 +8,7 @@ import onnx_graphsurgeon as gs
 
 from mapc.ir import Match, NearMiss, op, var
 from mapc.passes.fusion.context import FusionContext, FusionRule
-from mapc.passes.fusion.contrib.common import ORT, ints, present, unread
+from mapc.passes.fusion.contrib.common import ORT, present, unread
 from mapc.passes.fusion.normalization import LayerNormFusion, NormPlan
 
 
@@ -33,7 +33,7 @@ class EmbedLayerNormToStandard(FusionRule):
         shape = ctx.shape(node.inputs[0])
         sequence = ctx.static(shape[1]) if shape is not None and len(shape) == 2 else None
         if sequence is None and present(node, 8) is None:
-            raise NearMiss("shape", "the sequence length must be static to enumerate positions", "fix the input shapes (fix-shapes)")
+            raise NearMiss("shape", "the sequence length must be static to enumerate positions", ctx.shapes_fix("fix the input shapes (fix-shapes)"))
         mask_read = len(node.outputs) > 1 and not unread(ctx.graph, node, range(1, 2))
         if mask_read and present(node, 7) is None:
             raise NearMiss("mask", "the mask index is read but no mask is given", None)
@@ -65,7 +65,7 @@ class EmbedLayerNormToStandard(FusionRule):
         if len(node.outputs) > 1:
             mask = present(node, 7)
             if mask is not None and not unread(ctx.graph, node, range(1, 2)):
-                summed = ctx.node("ReduceSum", [mask, ints(ctx, [1])], attrs={"keepdims": 0}, name="mask_index")
+                summed = ctx.with_axes("ReduceSum", mask, [1], attrs={"keepdims": 0}, name="mask_index")
                 outputs.append(ctx.node("Cast", [summed], attrs={"to": onnx.TensorProto.INT32}, dtype=np.dtype(np.int32), name="mask_index_int32"))
             else:
                 outputs.append(node.outputs[1])

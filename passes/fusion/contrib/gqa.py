@@ -152,8 +152,8 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         seqlens = ctx.node("Cast", [node.inputs[SEQLENS_K]], attrs={"to": onnx.TensorProto.INT64}, dtype=I64, name="seqlens")
         if ctx.rank(node.inputs[SEQLENS_K]) == 2:
             seqlens = ctx.node("Reshape", [seqlens, ints(ctx, [-1])], dtype=I64, name="seqlens")
-        totals = ctx.node("Unsqueeze", [ctx.node("Add", [seqlens, ctx.const(np.asarray(1, np.int64), "one")], dtype=I64, name="totals"),
-                                        ints(ctx, [1])], dtype=I64, name="totals_column")  # [B, 1]
+        totals = ctx.with_axes("Unsqueeze", ctx.node("Add", [seqlens, ctx.const(np.asarray(1, np.int64), "one")], dtype=I64, name="totals"),
+                               [1], dtype=I64, name="totals_column")  # [B, 1]
         steps = ctx.const(np.arange(plan.seq, dtype=np.int64)[None, :], "steps")  # [1, S]
         if plan.first_prompt:
             past_b = None
@@ -231,9 +231,9 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         if past is not None:
             if plan.past < length:
                 past = ctx.node("Pad", [past, ints(ctx, [0, 0, 0, 0, 0, 0, length - plan.past, 0])], dtype=dtype, name="past_padded")
-            below = ctx.node("Unsqueeze", [below, ints(ctx, [1, 3])], dtype=BOOL, name="from_past")
+            below = ctx.with_axes("Unsqueeze", below, [1, 3], dtype=BOOL, name="from_past")
             rest = ctx.node("Where", [below, past, zero], dtype=dtype, name="kept_past")
-        fresh = ctx.node("Unsqueeze", [fresh, ints(ctx, [1, 3])], dtype=BOOL, name="fresh")
+        fresh = ctx.with_axes("Unsqueeze", fresh, [1, 3], dtype=BOOL, name="fresh")
         return ctx.node("Where", [fresh, gathered, rest], dtype=dtype, shape=dims, name="present")
 
     @staticmethod
@@ -242,14 +242,14 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         seqlens_k + 1`` and, with a local window ``w``, ``j > past_b + s - w``), the type's lowest
         elsewhere."""
         keys = ctx.const(np.arange(plan.length, dtype=np.int64)[None, None, :], "keys")  # [1, 1, L]
-        reach = ctx.node("Unsqueeze", [positions, ints(ctx, [2])], dtype=I64, name="reach")  # [B|1, S, 1]
+        reach = ctx.with_axes("Unsqueeze", positions, [2], dtype=I64, name="reach")  # [B|1, S, 1]
         causal = ctx.node("Not", [ctx.node("Greater", [keys, reach], dtype=BOOL, name="future")], dtype=BOOL, name="causal")
-        filled = ctx.node("Less", [keys, ctx.node("Unsqueeze", [totals, ints(ctx, [2])], dtype=I64, name="filled_to")], dtype=BOOL, name="filled")
+        filled = ctx.node("Less", [keys, ctx.with_axes("Unsqueeze", totals, [2], dtype=I64, name="filled_to")], dtype=BOOL, name="filled")
         keep = ctx.node("And", [causal, filled], dtype=BOOL, name="keep")
         if plan.window:  # the kernel keeps the last `window` keys up to the query's own
             start = ctx.node("Sub", [reach, ctx.const(np.asarray(plan.window, np.int64), "window")], dtype=I64, name="window_start")
             keep = ctx.node("And", [keep, ctx.node("Greater", [keys, start], dtype=BOOL, name="in_window")], dtype=BOOL, name="keep")
-        keep = ctx.node("Unsqueeze", [keep, ints(ctx, [1])], dtype=BOOL, name="keep_heads")
+        keep = ctx.with_axes("Unsqueeze", keep, [1], dtype=BOOL, name="keep_heads")
         dtype = sdpa.compute_dtype(plan.dtype)
         return ctx.node("Where", [keep, ctx.const(np.asarray(0, dtype), "unmasked"), ctx.const(np.asarray(np.finfo(dtype).min, dtype), "excluded")],
                         dtype=dtype, name="additive_mask")
@@ -261,7 +261,7 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         if times == 1:
             return tensor
         dtype = ctx.dtype(tensor)
-        grown = ctx.node("Expand", [ctx.node("Unsqueeze", [tensor, ints(ctx, [2])], dtype=dtype, name="kv_group"), ints(ctx, [1, 1, times, 1, 1])],
+        grown = ctx.node("Expand", [ctx.with_axes("Unsqueeze", tensor, [2], dtype=dtype, name="kv_group"), ints(ctx, [1, 1, times, 1, 1])],
                          dtype=dtype, name="kv_repeat")
         return ctx.node("Reshape", [grown, ints(ctx, [0, plan.heads, plan.length, plan.head_size])], dtype=dtype, name="kv_repeated")
 
@@ -275,6 +275,6 @@ def _rows_of(ctx: FusionContext, plan: GqaPlan, new: gs.Tensor, offset: gs.Tenso
                      dtype=I64, name="new_index")
     lead = ctx.node("Shape", [new], attrs={"start": 0, "end": 2}, dtype=I64, name="lead")
     shape = ctx.node("Concat", [lead, ints(ctx, [plan.length, plan.head_size])], attrs={"axis": 0}, dtype=I64, name="present_shape")
-    index = ctx.node("Expand", [ctx.node("Unsqueeze", [index, ints(ctx, [1, 3])], dtype=I64, name="new_index"), shape], dtype=I64,
+    index = ctx.node("Expand", [ctx.with_axes("Unsqueeze", index, [1, 3], dtype=I64, name="new_index"), shape], dtype=I64,
                      name="new_index")
     return ctx.node("GatherElements", [new, index], attrs={"axis": 2}, dtype=plan.dtype, name="new_rows")

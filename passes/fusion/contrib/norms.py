@@ -37,7 +37,7 @@ class _ContribNorm(FusionRule):
             raise NearMiss("statistics", f"the {node.op}'s mean or inverse-std-dev output is read", None)
         rank = ctx.rank(node.inputs[0])
         if rank is None:
-            raise NearMiss("shape", "the input's rank is unknown", "run shape inference (fix-shapes)")
+            raise NearMiss("shape", "the input's rank is unknown", ctx.shapes_fix("run shape inference (fix-shapes)"))
         return float_dtype(ctx, node.inputs[0]), rank
 
     def rewrite(self, match: Match, found: tuple[np.dtype, int], ctx: FusionContext) -> list[gs.Tensor]:

@@ -69,7 +69,7 @@ class ContribRotaryToStandard(FusionRule):
         shape, cache, positions = (ctx.shape(match.tensors[n]) for n in ("x", "cos", "positions"))
         if shape is None or len(shape) not in (3, 4) or cache is None or len(cache) != 2 or positions is None:
             raise NearMiss("shape", f"the input {show_dims(shape)} or cache {show_dims(cache)} is not [B, S, hidden] / [B, N, S, H] and "
-                           "[positions, dim/2]", "run shape inference (fix-shapes)")
+                           "[positions, dim/2]", ctx.shapes_fix("run shape inference (fix-shapes)"))
         attrs = {"interleaved": int(node.attrs.get("interleaved", 0))}
         rotary_dim, heads = int(node.attrs.get("rotary_embedding_dim", 0)), int(node.attrs.get("num_heads", 0))
         if rotary_dim:
@@ -83,7 +83,7 @@ class ContribRotaryToStandard(FusionRule):
         if len(positions) == 1:
             start_of = ctx.static(shape[1] if len(shape) == 3 else shape[2])
             if start_of is None or ctx.static(positions[0]) != 1:
-                raise NearMiss("positions", f"a start position needs a static sequence length ({show_dims(shape)})", "fix the input shapes (fix-shapes)")
+                raise NearMiss("positions", f"a start position needs a static sequence length ({show_dims(shape)})", ctx.shapes_fix("fix the input shapes (fix-shapes)"))
         elif len(positions) != 2:
             raise NearMiss("positions", f"position_ids {show_dims(positions)} is neither [B, S] nor a start position", None)
         return RotaryPlan(attrs, start_of)

@@ -108,12 +108,12 @@ def padding_mask(ctx: FusionContext, mask: gs.Tensor, layout: str, total: int | 
     if layout in ("raw", "raw3d"):
         keep = ctx.node("Greater", [mask, zero], dtype=np.dtype(bool), name="keep")
     else:
-        ends = ctx.node("Unsqueeze", [mask, ints(ctx, [1])], dtype=ctx.dtype(mask), name="ends")
+        ends = ctx.with_axes("Unsqueeze", mask, [1], dtype=ctx.dtype(mask), name="ends")
         positions = ctx.const(np.arange(total, dtype=ctx.dtype(mask))[None, :], "key_positions")
         keep = ctx.node("Less", [positions, ends], dtype=np.dtype(bool), name="keep")
     additive = ctx.node("Where", [keep, ctx.const(np.asarray(0.0, dtype), "unmasked"), ctx.const(np.asarray(fill, dtype), "mask_filter")],
                         dtype=dtype, name="additive_mask")
-    return ctx.node("Unsqueeze", [additive, ints(ctx, [1, 2] if layout != "raw3d" else [1])], dtype=dtype, name="mask_heads")
+    return ctx.with_axes("Unsqueeze", additive, [1, 2] if layout != "raw3d" else [1], dtype=dtype, name="mask_heads")
 
 
 def causal_mask(ctx: FusionContext, seq: int, past: int, dtype: np.dtype) -> gs.Constant:

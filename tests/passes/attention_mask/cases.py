@@ -19,7 +19,7 @@ MASKS = FIXTURES / "masks"
 MANIFEST = json.loads((TRANSFORMERS / "manifest.json").read_text())["fixtures"]
 
 #: Built models whose mask is causal (queries see keys up to their own position).
-_CAUSAL_BUILT = {"m10-whisper-decoder", "intel-qwen3-offset", "intel-sliding-window", "intel-phi3-legacy", "intel-float-window"}
+_CAUSAL_BUILT = {"whisper-decoder-causal", "intel-qwen3-offset", "intel-sliding-window", "intel-phi3-legacy", "intel-float-window"}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Each example is one or two attention layers over graph inputs q, k, v at a drawn
 (either the inputs are scaled, so the scores' range is only known from samples, or the graph
 bounds them: ``Tanh`` times the magnitude, so it is proven) (``[B, H, S, D]`` and
 ``[B, H, T, D]`` with ``T = past + S``) sharing one mask built the way an exporter builds it
-(M1-M5, M7, M9-M11, a sliding window, an already hoisted float mask), filled with finfo.min,
+(one-minus-mask, mask-equals-zero, causal-buffer, trilu-causal, index-grid, bool-attention-mask, inverted-mask, causal-without-input, constant-mask, a sliding window, an already hoisted float mask), filled with finfo.min,
 -inf, -1e9 or -1e4 (-inf only where exporters use it: in selects, never multiplied), with
 random left/right/arbitrary padding (all-padding rows included) and an optional SDPA NaN guard.
 The strategy also returns which query rows are fully masked (``keep`` has no True in the row):
@@ -20,9 +20,9 @@ import onnx
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-FAMILIES = ("m1", "m2", "m3", "m4", "m5", "m7", "m9", "m10", "m11", "window", "float-input")
-_CAUSAL = {"m3", "m4", "m5", "m7", "m10", "window"}
-_SELECT_FAMILIES = {"m2", "m3", "m5", "m7", "m10", "m11", "window"}
+FAMILIES = ("one-minus-mask", "mask-equals-zero", "causal-buffer", "trilu-causal", "index-grid", "bool-attention-mask", "inverted-mask", "causal-without-input", "constant-mask", "window", "float-input")
+_CAUSAL = {"causal-buffer", "trilu-causal", "index-grid", "bool-attention-mask", "causal-without-input", "window"}
+_SELECT_FAMILIES = {"mask-equals-zero", "causal-buffer", "index-grid", "bool-attention-mask", "causal-without-input", "constant-mask", "window"}
 WINDOW = 2
 
 
@@ -82,11 +82,11 @@ def attention_graphs(draw: st.DrawFn, families: tuple[str, ...] = FAMILIES, magn
     family = draw(st.sampled_from(families))
     magnitude = draw(st.sampled_from(magnitudes))
     bounded = draw(st.booleans())
-    half = family != "m7" and draw(st.integers(0, 4)) == 0
+    half = family != "bool-attention-mask" and draw(st.integers(0, 4)) == 0
     np_dtype = np.float16 if half else np.float32
     onnx_dtype = TensorProto.FLOAT16 if half else TensorProto.FLOAT
     batch, heads, queries, depth = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 5)), draw(st.integers(2, 4))
-    past = draw(st.integers(0, 3)) if family in _CAUSAL and family not in ("m3", "m7") else 0
+    past = draw(st.integers(0, 3)) if family in _CAUSAL and family not in ("causal-buffer", "bool-attention-mask") else 0
     keys = past + queries
     finfo_min = float(np.finfo(np_dtype).min)
     fills = [finfo_min, -1e4] + ([-1e9] if not half else []) + ([-np.inf] if family in _SELECT_FAMILIES else [])
@@ -108,7 +108,7 @@ def attention_graphs(draw: st.DrawFn, families: tuple[str, ...] = FAMILIES, magn
     rows, cols = np.arange(queries)[:, None] + past, np.arange(keys)[None, :]
     causal_keep = cols <= rows
     pad_keep = padding.astype(bool)[:, None, :]
-    uses_padding = family not in ("m10", "m11", "float-input")
+    uses_padding = family not in ("causal-without-input", "constant-mask", "float-input")
     if uses_padding:
         inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["B", "T"]))
     keep = np.ones((batch, queries, keys), bool)
@@ -128,7 +128,7 @@ def attention_graphs(draw: st.DrawFn, families: tuple[str, ...] = FAMILIES, magn
     if bounded:
         query, key, value = (g.op("Mul", [g.op("Tanh", [name]), g.const(magnitude)]) for name in ("q", "k", "v"))
     for _ in range(layers):
-        if family == "m7":
+        if family == "bool-attention-mask":
             opset = 23
             query = g.op("Attention", [query, key, value, mask], scale=float(1.0 / np.sqrt(depth)))
             continue
@@ -139,7 +139,7 @@ def attention_graphs(draw: st.DrawFn, families: tuple[str, ...] = FAMILIES, magn
             scores = g.op("Where", [mask, g.const(fill), scores])
         else:
             scores = g.op("Add", [scores, mask])
-        if family == "m3":  # (1 - m) * fill: a -inf fill would make 0 * -inf = NaN at kept keys
+        if family == "causal-buffer":  # (1 - m) * fill: a -inf fill would make 0 * -inf = NaN at kept keys
             scores = g.op("Add", [scores, _m1(g, fill if np.isfinite(fill) else finfo_min, onnx_dtype)])
         probabilities = g.op("Softmax", [scores], axis=-1)
         if guard:
@@ -167,28 +167,28 @@ def _m1(g: _Nodes, fill: float, onnx_dtype: int) -> str:
 
 def _mask(g: _Nodes, family: str, fill: float, np_dtype: type, onnx_dtype: int, queries: int, keys: int, past: int) -> tuple[str, str]:
     """(how the mask is applied: additive/keep/drop, the mask tensor), built once and shared."""
-    if family == "m1":
+    if family == "one-minus-mask":
         return "additive", _m1(g, fill, onnx_dtype)
-    if family == "m2":
+    if family == "mask-equals-zero":
         equal = g.op("Equal", [g.op("Unsqueeze", ["attention_mask", g.ints([1, 2])]), g.ints(0)])
         return "drop", g.op("Cast", [equal], to=TensorProto.BOOL)
-    if family == "m3":
+    if family == "causal-buffer":
         size = 8
         buffer = g.const(np.tril(np.ones((size, size), bool))[None, None], np.bool_)
         sliced = g.op("Slice", [buffer, g.ints([0, 0]), g.ints([queries, keys]), g.ints([2, 3])])
         return "keep", sliced
-    if family == "m4":
+    if family == "trilu-causal":
         shape = g.op("Concat", [g.op("Unsqueeze", [g.dim("q", 2), g.ints([0])]), g.op("Unsqueeze", [g.dim("k", 2), g.ints([0])])], axis=0)
         filled = g.op("ConstantOfShape", [shape], value=numpy_helper.from_array(np.array([fill], np_dtype)))
         causal = g.op("Unsqueeze", [g.op("Trilu", [filled, g.ints(past + 1)], upper=1), g.ints([0, 1])])
         pad = g.op("Cast", [g.op("Unsqueeze", ["attention_mask", g.ints([1, 2])])], to=onnx_dtype)
         masked = g.op("Equal", [g.op("Add", [causal, pad]), g.const(0.0)])
         return "additive", g.op("Where", [masked, g.const(fill), causal])
-    if family == "m9":
+    if family == "inverted-mask":
         as_float = g.op("Cast", [g.op("Unsqueeze", ["attention_mask", g.ints([1, 2])])], to=onnx_dtype)
         inverted = g.op("Sub", [g.const(1.0), as_float])
         return "additive", g.op("Where", [g.op("Cast", [inverted], to=TensorProto.BOOL), g.const(fill), inverted])
-    if family == "m11":
+    if family == "constant-mask":
         ones = g.const(np.ones((1, 1, queries, 1), bool), np.bool_)
         expanded = g.op("Expand", [ones, g.op("Concat", [g.ints([1, 1]), g.op("Unsqueeze", [g.dim("q", 2), g.ints([0])]), g.op("Unsqueeze", [g.dim("k", 2), g.ints([0])])], axis=0)])
         return "additive", g.op("Where", [expanded, g.const(0.0), g.const(fill)])
@@ -200,9 +200,9 @@ def _mask(g: _Nodes, family: str, fill: float, np_dtype: type, onnx_dtype: int, 
     keep = g.op("LessOrEqual", [key_grid, query_grid])
     if family == "window":
         keep = g.op("And", [keep, g.op("Greater", [key_grid, g.op("Add", [query_grid, g.ints(-WINDOW)])])])
-    if family != "m10":
+    if family != "causal-without-input":
         padding = g.op("Unsqueeze", [g.op("Cast", ["attention_mask"], to=TensorProto.BOOL), g.ints([1, 2])])
         keep = g.op("And", [g.op("And", [g.const(True, np.bool_), keep]), padding])
-    if family == "m7":
+    if family == "bool-attention-mask":
         return "bool", keep
     return "additive", g.op("Where", [keep, g.const(0.0), g.const(fill)])

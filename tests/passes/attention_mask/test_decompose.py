@@ -1,4 +1,4 @@
-"""decompose-attention (R9) against onnxruntime 1.31's own Attention kernel.
+"""decompose-attention against onnxruntime 1.31's own Attention kernel.
 
 Random ONNX Attention nodes (opset 23): 3-D and 4-D inputs, GQA and MQA, past_key/past_value,
 bool and float masks (shorter than the keys too), is_causal with query length below, equal

@@ -32,7 +32,7 @@ FP32 = Tolerance(rtol=1e-4, atol=1e-5)
 REPRESENTATIVE = {
     "bert-ts440-eager", "distilbert-ts440-eager", "gpt2-ts440-eager", "llama-ts440-eager", "bert-ts-sdpa",
     "gpt2-dynamo-eager", "llama-dynamo-sdpa-kvcache", "llama-ts-sdpa-kvcache", "bert-dynamo23-sdpa", "llama-dynamo23-sdpa",
-    "m9-optimum-bert", "m10-whisper-decoder", "intel-qwen3-offset", "intel-sliding-window", "intel-phi3-legacy",
+    "optimum-bert-inverted-mask", "whisper-decoder-causal", "intel-qwen3-offset", "intel-sliding-window", "intel-phi3-legacy",
     "intel-float-window", "alibi-bias",
 }
 NAIVE_DECOMPOSITION = "decompose-attention{precision=fp32,mask_value=-3.4028234663852886e+38}"
@@ -105,7 +105,7 @@ def _nonfinite(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: ~np.isfinite(v.astype(np.float32)) for k, v in outputs.items()}
 
 
-#: Exports whose fp16 copy, unrewritten, produces NaN/inf on the left-padded inputs: M1's
+#: Exports whose fp16 copy, unrewritten, produces NaN/inf on the left-padded inputs: one-minus-mask's
 #: (1 - m) * finfo.min is 0 * -inf = NaN at every unmasked position; eager causal masks with
 #: finfo.min give fully masked rows of -inf, whose softmax is NaN (the SDPA exports guard it).
 BREAKS_IN_FP16 = {
@@ -155,11 +155,11 @@ def _softmax_inputs(proto: onnx.ModelProto) -> list[str]:
     return [site.node.inputs[0].name for site in find_attentions(load(proto).graph) if site.kind == "softmax"]
 
 
-#: Cases with a fill to quantize (trivial masks are removed instead, see the R4 test).
+#: Cases with a fill to quantize (trivial masks are removed instead, see the uniform-mask tests in test_rules.py).
 QUANTIZED = sorted(
     name for name, case in CASES.items()
-    if ((case.families and "M11" not in case.families) or case.path.parent.name == "masks")
-    and name not in ("input-additive", "m1-fp16")
+    if ((case.families and "constant-mask" not in case.families) or case.path.parent.name == "masks")
+    and name not in ("input-additive", "fp16-one-minus-mask")
 )
 if in_ci():
     QUANTIZED = [name for name in QUANTIZED if name in REPRESENTATIVE]
@@ -199,7 +199,7 @@ def _has_attention_op(case: Case) -> bool:
     return any(node.op_type == "Attention" for node in case.proto().graph.node)
 
 
-HOISTABLE = sorted(name for name, case in CASES.items() if (case.families and "M11" not in case.families) or case.path.parent.name == "masks")
+HOISTABLE = sorted(name for name, case in CASES.items() if (case.families and "constant-mask" not in case.families) or case.path.parent.name == "masks")
 #: Ops that in these exports only ever build masks (Range and Equal also compute positions and shapes).
 MASK_ONLY_OPS = {"GatherND", "ScatterND", "Trilu", "IsNaN", "LessOrEqual"}
 if in_ci():
@@ -236,7 +236,7 @@ IDEMPOTENCE_OPTIONS = ["", "{mask_as_input=true}", "{precision=int8}"]
 
 
 @pytest.mark.parametrize("options", IDEMPOTENCE_OPTIONS)
-@pytest.mark.parametrize("name", sorted(REPRESENTATIVE | {"vit-dynamo23-sdpa", "input-additive", "m1-fp16"}) if in_ci() else sorted(CASES))
+@pytest.mark.parametrize("name", sorted(REPRESENTATIVE | {"vit-dynamo23-sdpa", "input-additive", "fp16-one-minus-mask"}) if in_ci() else sorted(CASES))
 def test_idempotent_and_deterministic(name, options):
     if in_ci() and options == "{precision=int8}":
         pytest.skip("CI: the int8 fill is covered by the SQNR test")

@@ -1,4 +1,4 @@
-"""R5 on masks whose shapes are fixed and whose causal part is folded.
+"""additive-mask on masks whose shapes are fixed and whose causal part is folded.
 
 Until mapc's own fix-shapes/fold-constants passes are merged, onnxruntime's basic graph
 optimizer (constant folding with batch=1, sequence=8 fixed) makes the folded models, as the

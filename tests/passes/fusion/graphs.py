@@ -60,7 +60,15 @@ class Graph:
         return self.op("ReduceMean", x, axes=axes, keepdims=1)
 
     def unsqueeze(self, x: str, axes: list[int]) -> str:
-        return self.op("Unsqueeze", x, self.ints(axes))
+        if self.opset >= 13:
+            return self.op("Unsqueeze", x, self.ints(axes))
+        return self.op("Unsqueeze", x, axes=axes)
+
+    def split(self, x: str, sizes: list[int], axis: int) -> list[str]:
+        """Split into ``sizes`` along ``axis``: sizes as an input from opset 13, an attribute before."""
+        if self.opset >= 13:
+            return self.op("Split", x, self.ints(sizes), outputs=len(sizes), axis=axis)  # type: ignore[return-value]
+        return self.op("Split", x, outputs=len(sizes), axis=axis, split=sizes)  # type: ignore[return-value]
 
     def output(self, name: str, dtype: np.dtype = F32) -> None:
         self.outputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), None))
@@ -214,6 +222,94 @@ def _k_sandwich(g: Graph, k4: str, spec: AttentionSpec) -> str:
     flipped = g.op("Transpose", merged, perm=[0, 2, 1])
     length = g.op("Slice", shape, g.ints([2]), g.ints([3]))
     return g.op("Reshape", flipped, g.op("Concat", batch_heads, g.ints([spec.head_dim]), length, axis=0))
+
+
+# -- a whole encoder layer, as keras2onnx/tf2onnx write it at opset 11/12 ---------------------------
+
+
+@dataclass
+class EncoderSpec:
+    batch: int = 2
+    seq: int = 6
+    heads: int = 2
+    head_dim: int = 8
+    opset: int = 11
+    layers: int = 1
+    #: tf2onnx/keras2onnx style: symbolic batch and sequence, every Reshape target computed from
+    #: Shape -> Cast(int32) -> Slice -> Cast(int64) -> Squeeze -> Unsqueeze -> Concat
+    computed_shapes: bool = False
+
+
+def encoder_model(spec: EncoderSpec) -> onnx.ModelProto:
+    """BERT layers at an old opset: packed QKV MatMul and Split (sizes as an attribute below
+    13), head split by Reshape/Transpose, scaled scores plus an additive padding mask built from
+    an int64 attention mask (Unsqueeze with attribute axes), Softmax over the last axis, LayerNorm
+    as ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div with scale and bias, and an Erf GELU."""
+    g = Graph(spec.opset)
+    hidden = spec.heads * spec.head_dim
+    batch, seq = ("batch", "seq") if spec.computed_shapes else (spec.batch, spec.seq)
+    x = g.input("x", [batch, seq, hidden])
+    mask = g.input("attention_mask", [batch, seq], np.dtype(np.int64))
+
+    def layer_norm(t: str, seed: int) -> str:
+        centered = g.op("Sub", t, g.reduce_mean(t, [-1]))
+        variance = g.op("Add", g.reduce_mean(g.op("Pow", centered, g.const(np.float32(2.0))), [-1]), g.const(np.float32(1e-12)))
+        normalized = g.op("Div", centered, g.op("Sqrt", variance))
+        return g.op("Add", g.op("Mul", normalized, g.const(1.0 + weights((hidden,), seed))), g.const(weights((hidden,), seed + 1)))
+
+    def dense(t: str, fan_in: int, width: int, seed: int) -> str:
+        return g.op("Add", g.op("MatMul", t, g.const(weights((fan_in, width), seed))), g.const(weights((width,), seed + 1)))
+
+    def dim(t: str, axis: int) -> str:
+        """tf2onnx's lookup of one dim of ``t`` as a [1] int64 tensor."""
+        narrow = g.op("Cast", g.op("Shape", t), to=TensorProto.INT32)
+        picked = g.op("Cast", g.op("Slice", narrow, g.ints([axis]), g.ints([axis + 1]), g.ints([0])), to=TensorProto.INT64)
+        squeezed = g.op("Squeeze", picked, g.ints([0])) if spec.opset >= 13 else g.op("Squeeze", picked, axes=[0])
+        return g.unsqueeze(squeezed, [0])
+
+    def target(t: str, tail: list[int]) -> str:
+        if not spec.computed_shapes:
+            return g.ints([spec.batch, spec.seq, *tail])
+        return g.op("Concat", dim(t, 0), dim(t, 1), g.ints(tail), axis=0)
+
+    padding = g.op("Cast", g.unsqueeze(g.unsqueeze(mask, [1]), [2]), to=TensorProto.FLOAT)
+    additive = g.op("Mul", g.op("Sub", g.const(np.float32(1.0)), padding), g.const(np.float32(-10000.0)))
+    hidden_states = x
+    for layer in range(spec.layers):
+        seed = 100 * layer
+        qkv = g.op("MatMul", hidden_states, g.const(weights((hidden, 3 * hidden), seed + 21)))
+        q, k, v = g.split(qkv, [hidden] * 3, axis=-1)
+        heads = target(qkv, [spec.heads, spec.head_dim])
+        q4 = g.op("Transpose", g.op("Reshape", q, heads), perm=[0, 2, 1, 3])
+        kt = g.op("Transpose", g.op("Reshape", k, heads), perm=[0, 2, 3, 1])
+        v4 = g.op("Transpose", g.op("Reshape", v, heads), perm=[0, 2, 1, 3])
+        scores = g.op("Mul", g.op("MatMul", q4, kt), g.const(np.float32(1 / math.sqrt(spec.head_dim))))
+        probabilities = g.op("Softmax", g.op("Add", scores, additive), axis=3)
+        context = g.op("Transpose", g.op("MatMul", probabilities, v4), perm=[0, 2, 1, 3])
+        merged = g.op("Reshape", context, target(context, [hidden]))
+        attended = layer_norm(g.op("Add", dense(merged, hidden, hidden, seed + 23), hidden_states), seed + 25)
+        up = dense(attended, hidden, 2 * hidden, seed + 27)
+        gelu = g.op("Mul", g.op("Mul", up, g.op("Add", g.op("Erf", g.op("Div", up, g.const(np.float32(math.sqrt(2.0))))), g.const(np.float32(1.0)))), g.const(np.float32(0.5)))
+        hidden_states = layer_norm(g.op("Add", dense(gelu, 2 * hidden, hidden, seed + 29), attended), seed + 31)
+    g.output(hidden_states)
+    return g.build()
+
+
+def cnn_model(opset: int = 11) -> onnx.ModelProto:
+    """A small CNN at an old opset: Pad -> Conv -> BatchNormalization -> Relu, Conv with bias Add,
+    GlobalAveragePool, Flatten, Gemm, Softmax(axis=1) over the classes of a 2-D tensor."""
+    g = Graph(opset)
+    x = g.input("x", [2, 3, 8, 8])
+    pads = [0, 0, 1, 1, 0, 0, 1, 1]
+    padded = g.op("Pad", x, g.ints(pads), g.const(np.float32(0.0))) if opset >= 11 else g.op("Pad", x, pads=pads)
+    y = g.op("Conv", padded, g.const(weights((4, 3, 3, 3), 41)), kernel_shape=[3, 3])
+    params = [1 + weights((4,), 42), weights((4,), 43), weights((4,), 44), 0.5 + np.abs(weights((4,), 45))]
+    y = g.op("Relu", g.op("BatchNormalization", y, *[g.const(p) for p in params], epsilon=1e-3))
+    y = g.op("Add", g.op("Conv", y, g.const(weights((6, 4, 1, 1), 46)), kernel_shape=[1, 1]), g.const(weights((6, 1, 1), 47)))
+    pooled = g.op("Flatten", g.op("GlobalAveragePool", g.op("Relu", y)), axis=1)
+    logits = g.op("Gemm", pooled, g.const(weights((6, 5), 48)), g.const(weights((5,), 49)))
+    g.output(g.op("Softmax", logits, axis=1))
+    return g.build()
 
 
 # -- normalisation, GELU, rotary -----------------------------------------------------------------------

@@ -5,10 +5,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto
 
+from mapc.ir.compare import Tolerance
 from mapc.testing import onnx_models
+
+EXACT = Tolerance(0.0, 0.0)
 
 from .common import fuse
 from .graphs import AttentionSpec, Graph, attention_model
@@ -149,3 +153,42 @@ def test_gqa_behind_a_flattened_k_transpose_fuses_on_the_unrepeated_kv():
     attention = next(n for n in rewritten.graph.nodes if n.op == "Attention")
     assert [t.name for t in attention.inputs[1:3]] == ["k", "v"]
     assert not [n.op for n in rewritten.graph.nodes if n.op in ("Expand", "Unsqueeze")]
+
+
+def flattened_softmax(op_type="Softmax", flatten_axis=2, target="shape", opset=18, dims=(2, 3, 4)):
+    """Shape(x) -> Flatten(x, axis) -> op(axis=-1) -> Reshape(., target): what onnx's version
+    converter writes for a Softmax over the last axis of a tensor of unknown rank."""
+    g = Graph(opset)
+    x = g.op("Relu", g.input("x", list(dims)))
+    shape = g.op("Shape", x) if target == "shape" else g.ints(list(dims))
+    rows = g.op(op_type, g.op("Flatten", x, axis=flatten_axis), axis=-1)
+    g.output(g.op("Reshape", rows, shape))
+    model = g.build()
+    model.graph.output[0].CopyFrom(onnx.helper.make_tensor_value_info(model.graph.output[0].name, TensorProto.FLOAT, list(dims)))
+    return model
+
+
+@pytest.mark.parametrize("op_type", ["Softmax", "LogSoftmax", "Hardmax"])
+@pytest.mark.parametrize("target", ["shape", "constant"])
+def test_a_flattened_last_axis_softmax_becomes_one_softmax(op_type, target):
+    model, record = fuse(flattened_softmax(op_type, target=target), "canonicalize,cleanup", tolerance=None)
+    assert [n.op for n in model.graph.nodes] == ["Relu", op_type]
+    assert model.graph.nodes[1].attrs["axis"] == -1
+
+
+def test_a_softmax_flattened_before_the_last_axis_stays():
+    """Flatten at axis 1 of a 3-D tensor normalises over the last two axes together: not one axis."""
+    model, _ = fuse(flattened_softmax(flatten_axis=1), "canonicalize")
+    assert [n.op for n in model.graph.nodes] == ["Relu", "Shape", "Flatten", "Softmax", "Reshape"]
+
+
+@settings(max_examples=60)  # each example checks every Flatten axis of its rank
+@given(st.lists(st.integers(1, 4), min_size=2, max_size=5), st.sampled_from(["Softmax", "LogSoftmax", "Hardmax"]),
+       st.sampled_from(["shape", "constant"]), st.booleans(), st.sampled_from([11, 13, 18]))
+def test_softmax_last_axis_on_any_rank_and_opset(dims, op_type, target, negative_axis, opset):
+    """Fires exactly when the Flatten is at the last axis (written positive or negative); either
+    way the outputs are unchanged, bit for bit."""
+    for axis in range(1, len(dims)):
+        written = axis - len(dims) if negative_axis else axis
+        model, record = fuse(flattened_softmax(op_type, written, target, opset, tuple(dims)), "canonicalize", tolerance=EXACT)
+        assert record.counters.get("softmax-last-axis", 0) == (1 if axis == len(dims) - 1 else 0)

@@ -109,7 +109,8 @@ def test_an_onnxruntime_optimized_bert_becomes_standard_ops_and_reaches_the_npu(
     assert not [row for row in result.report["fallback_by_reason"] if row["code"] in ("op.not-supported", "shape.static")]
 
 
-def test_contrib_attention_with_a_raw_2d_mask():
+@pytest.mark.parametrize("opset", [11, 18])  # below 13 the mask's Unsqueeze takes its axes as an attribute
+def test_contrib_attention_with_a_raw_2d_mask(opset):
     hidden, heads = 16, 4
     rng = np.random.default_rng(0)
     node = helper.make_node("Attention", ["x", "w", "b", "mask"], ["y"], domain="com.microsoft", num_heads=heads)
@@ -118,7 +119,7 @@ def test_contrib_attention_with_a_raw_2d_mask():
                               [helper.make_tensor_value_info("y", F, None)],
                               [numpy_helper.from_array(rng.standard_normal((hidden, 3 * hidden)).astype(np.float32) * 0.3, "w"),
                                numpy_helper.from_array(rng.standard_normal(3 * hidden).astype(np.float32) * 0.1, "b")])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)], ir_version=10)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)], ir_version=10)
     feeds = {"x": rng.standard_normal((2, 5, hidden)).astype(np.float32), "mask": np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int32)}
     model, record = fuse(proto, tolerance=KERNEL, feeds=feeds)
     assert record.counters["contrib-attention"] == 1 and ("com.microsoft", "Attention") not in {(n.domain, n.op) for n in model.graph.nodes}

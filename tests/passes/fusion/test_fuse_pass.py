@@ -79,3 +79,34 @@ def test_fuse_is_idempotent_on_a_fused_model():
     model, _ = fuse(attention_model(AttentionSpec(opset=23)))
     records = PassManager("fuse").run(model, PassContext())
     assert not records[0].changed and misses(records[0]) == []
+
+
+def layer_norm_behind_a_custom_op(dims):
+    """A LayerNorm decomposition reading com.microsoft Inverse, whose output shape neither onnx
+    nor onnxruntime's symbolic inference knows."""
+    nodes = [
+        onnx.helper.make_node("Inverse", ["x"], ["f"], name="custom", domain="com.microsoft"),
+        onnx.helper.make_node("ReduceMean", ["f"], ["mean"], axes=[-1]),
+        onnx.helper.make_node("Sub", ["f", "mean"], ["d"]),
+        onnx.helper.make_node("Mul", ["d", "d"], ["d2"]),
+        onnx.helper.make_node("ReduceMean", ["d2"], ["var"], axes=[-1]),
+        onnx.helper.make_node("Add", ["var", "eps"], ["var_eps"]),
+        onnx.helper.make_node("Sqrt", ["var_eps"], ["std"]),
+        onnx.helper.make_node("Div", ["d", "std"], ["y"]),
+    ]
+    graph = onnx.helper.make_graph(nodes, "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, dims)],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+                                   [onnx.numpy_helper.from_array(__import__("numpy").float32(1e-5), "eps")])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("com.microsoft", 1)], ir_version=10)
+
+
+def test_a_shape_near_miss_never_asks_for_static_shapes_once_they_are_given():
+    """Issue 16: with static inputs, the fix names where shape inference stops instead of
+    asking for fix-shapes again; with a symbolic input it still asks for it."""
+    record = PassManager("fuse").run(load(layer_norm_behind_a_custom_op([3, 4, 4])), PassContext())[-1]
+    [miss] = misses(record, "layer-norm")
+    assert miss["code"] == "shape" and "fix-shapes" not in miss["fix"]
+    assert miss["fix"] == ("the input shapes are already static; shape inference stops at Inverse 'custom': "
+                           "onnx has no shape inference for custom op com.microsoft::Inverse")
+    record = PassManager("fuse").run(load(layer_norm_behind_a_custom_op(["n", 4, 4])), PassContext())[-1]
+    assert misses(record, "layer-norm")[0]["fix"] == "run shape inference (fix-shapes)"

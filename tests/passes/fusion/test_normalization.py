@@ -23,7 +23,7 @@ def only(model, op_type):
     return node
 
 
-@pytest.mark.parametrize("opset", [13, 17, 18])
+@pytest.mark.parametrize("opset", [11, 13, 17, 18])
 def test_layer_norm_fuses_with_scale_and_bias(opset):
     model, record = fuse(layer_norm_model(NormSpec(opset=opset, epsilon=1e-12)))
     node = only(model, "LayerNormalization")
@@ -126,7 +126,7 @@ def test_cast_to_another_type_without_a_sandwich_is_a_near_miss():
         swap_operands=st.booleans(),
         cast_sandwich=st.sampled_from([False, True, "centered"]),
         batch_norm_form=st.booleans(),
-        opset=st.sampled_from([13, 17, 18, 23]),
+        opset=st.sampled_from([11, 12, 13, 17, 18, 23]),
     ),
     rms=st.booleans(),
 )
