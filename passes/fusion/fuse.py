@@ -35,6 +35,7 @@ def run_rules(model: Model, ctx: PassContext, rules: list[Rule], settings: Fusio
 
     Expects annotated shapes (the passes declare :data:`~mapc.passes.shape_ops.SHAPES`) and
     re-infers them after each rule that fired, for the next rule's checks."""
+    remove_dead_nodes(model.graph)  # a dead reader would block a fold in this run and not in the next
     canonical_names = {rule.name for rule in STAGES["canonical"]}
     canonical = [rule for rule in rules if rule.name in canonical_names]
     others = [rule for rule in rules if rule.name not in canonical_names]

@@ -65,3 +65,15 @@ def test_two_constant_adds_after_a_conv_fold_in_one_run():
     g.output(g.op("Add", first, g.const(weights((1, 4, 1, 1), 3))))
     model, record = fuse(g.build())
     assert [n.op for n in model.graph.nodes] == ["Conv"] and record.counters["conv-bias"] == 2
+
+
+def test_a_dead_reader_of_the_conv_does_not_block_the_fold():
+    """fuse is idempotent with dead nodes too: a reader nothing uses is removed before matching
+    (it used to block conv-bias in the first run, which then removed it, so a second run fired)."""
+    g = Graph(18)
+    x = g.input("x", [1, 3, 6, 6])
+    conv = g.op("Conv", x, g.const(weights((4, 3, 3, 3), 1)), kernel_shape=[3, 3])
+    g.op("Relu", conv)  # read by nothing
+    g.output(g.op("Add", conv, g.const(weights((1, 4, 1, 1), 2))))
+    model, record = fuse(g.build())
+    assert [n.op for n in model.graph.nodes] == ["Conv"] and record.counters["conv-bias"] == 1
