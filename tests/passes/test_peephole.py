@@ -88,6 +88,15 @@ def test_cast_to_the_same_type(to, removed):
     assert ("Cast" not in ops(model)) == removed and counters["identity-cast"] == int(removed)
 
 
+def test_cast_between_float8_variants_is_kept():
+    """float8e4m3fnuz and float8e4m3fn are different types (gs once named both the second)."""
+    node = helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT8E4M3FN)
+    proto = make_model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT8E4M3FNUZ, [2])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT8E4M3FN, [2])], opset=21)
+    model, counters = peephole(proto)
+    assert ops(model) == ["Cast"] and counters["identity-cast"] == 0
+
+
 def test_castlike_to_the_same_type():
     model, _ = peephole(one_op(helper.make_node("CastLike", ["x", "like"], ["o"]), [2], [2], [const("like", np.zeros(1, np.float32))]))
     assert "CastLike" not in ops(model)
