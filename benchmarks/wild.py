@@ -6,9 +6,12 @@ Models: the test data shipped in the installed onnx wheel
 (``onnx/backend/test/data/{light,pytorch-converted,pytorch-operator,simple}``), the sample
 models of the onnxruntime wheel (``onnxruntime/datasets``; ``--no-wheels`` leaves both out), and
 every ``*.onnx`` under the ``--models`` folders; each folder is one suite in the tables. onnx's ~1,900 node tests are generated
-in-process, so write them to a folder first::
+in-process, and onnxruntime's fusion tests are scripts that write their models, so write both
+to folders first (the second needs a clone of microsoft/onnxruntime; the generators run in this
+interpreter, onnx and numpy are all they need)::
 
     python benchmarks/wild.py --write-node-tests /tmp/wild/node
+    python benchmarks/wild.py --write-ort-fusion-tests ~/onnxruntime /tmp/wild/ort-fusion-tests
 
 Nothing is copied into the repository. For each model, in worker processes (a crash, a hang
 or an abort of one tool on one model is a result, not the end of the run):
@@ -548,10 +551,42 @@ def write_node_tests(folder: Path) -> int:
     return 0
 
 
+#: onnxruntime's generators of its fusion tests (onnxruntime/test/testdata/transform/fusion/),
+#: with the toggles at the top of each script: every combination is generated.
+ORT_GENERATORS = {
+    "gelu_gen.py": ("has_bias", "gelu_use_graph_input", "node_has_graph_output", "switch_order"),
+    "fast_gelu.py": ("has_bias", "gelu_use_graph_input"),
+    "layer_norm_t5_gen.py": (),
+    "skip_layer_norm_gen.py": (),
+}
+
+
+def write_ort_fusion_tests(checkout: Path, folder: Path) -> int:
+    """Run onnxruntime's fusion-test generators from ``checkout`` (a clone of
+    microsoft/onnxruntime) in ``folder``. ``skip_layer_norm_gen.py`` calls ``make_model`` without
+    opsets, so it runs with opset 12 as the default (the opset of the .onnx files onnxruntime
+    commits; its ReduceMean axes attribute is invalid from opset 18)."""
+    import itertools
+    import re
+
+    folder.mkdir(parents=True, exist_ok=True)
+    prelude = "import onnx.helper as h\n_make = h.make_model\nh.make_model = lambda g, **k: _make(g, **({'opset_imports': [h.make_opsetid('', 12)]} | k))\n"
+    for script, toggles in ORT_GENERATORS.items():
+        source = (checkout / "onnxruntime" / "test" / "testdata" / "transform" / "fusion" / script).read_text()
+        for values in itertools.product((True, False), repeat=len(toggles)):
+            text = source
+            for name, value in zip(toggles, values):
+                text = re.sub(rf"^{name} = .*$", f"{name} = {value}", text, flags=re.MULTILINE)
+            subprocess.run([sys.executable, "-c", prelude + text], cwd=folder, check=True, stdout=subprocess.DEVNULL)
+    print(f"{len(list(folder.glob('*.onnx')))} models written to {folder}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", choices=("mapc", "peers"), help=argparse.SUPPRESS)
     parser.add_argument("--write-node-tests", type=Path, metavar="DIR", help="write onnx's node test cases to DIR and stop")
+    parser.add_argument("--write-ort-fusion-tests", nargs=2, type=Path, metavar=("ORT_CHECKOUT", "DIR"), help="run onnxruntime's fusion-test generators into DIR and stop")
     parser.add_argument("--models", type=Path, action="append", default=[], help="a folder of models (repeatable), besides the wheels' test models")
     parser.add_argument("--no-wheels", action="store_true", help="leave out the onnx and onnxruntime wheels' test models")
     parser.add_argument("--only", action="append", help="only models whose name contains this (repeatable)")
@@ -565,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(mapc_job if args.worker == "mapc" else peer_job)
     if args.write_node_tests:
         return write_node_tests(args.write_node_tests)
+    if args.write_ort_fusion_tests:
+        return write_ort_fusion_tests(*args.write_ort_fusion_tests)
     models = discover(([] if args.no_wheels else default_folders()) + args.models, args.only)
     args.scratch.mkdir(parents=True, exist_ok=True)
     started = time.time()
