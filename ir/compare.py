@@ -1,8 +1,8 @@
 """Comparing two models' outputs, and checking a model's structure with the onnx checker.
 
 :func:`compare_outputs` judges outputs by name: integer and boolean outputs must be identical;
-floating-point ones must agree elementwise within ``atol·m + rtol·|expected|``, where ``m`` is the
-output's largest finite magnitude (1 when it is all zeros), with NaN and infinities in the same
+floating-point ones (ml_dtypes' bfloat16 and float8 included) must agree elementwise within
+``atol·m + rtol·|expected|``, where ``m`` is the output's largest finite magnitude (1 when it is all zeros), with NaN and infinities in the same
 places. ``atol`` is thus relative to the output's scale: an output of size 1e-3 is held to
 1e-8, not to 1e-5 (a 1% error), and one of size 1e6 is not held to below its float resolution. Default tolerances per element type are in :data:`TOLERANCES`.
 :func:`check_valid` runs the onnx checker on a weight-free skeleton.
@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import onnx
 import onnx.checker
@@ -78,7 +79,7 @@ def _compare(name: str, reference: np.ndarray, value: np.ndarray, tolerance: Tol
         return OutputComparison(name, False, float("inf"), f"dtype {value.dtype} != expected {reference.dtype}")
     if reference.size == 0:
         return OutputComparison(name, True, 0.0)
-    if reference.dtype.kind not in "fc":
+    if not _is_float(reference.dtype):
         if reference.dtype == object:
             same = bool(np.all(reference == value))
         else:
@@ -101,6 +102,17 @@ def _compare(name: str, reference: np.ndarray, value: np.ndarray, tolerance: Tol
     ok = bool(within.all())
     problem = None if ok else f"max abs error {max_error:.3g} exceeds atol {limits.atol:g}·{magnitude:.3g} (the output's largest magnitude) + rtol {limits.rtol:g}·|expected|"
     return OutputComparison(name, ok, max_error, problem)
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    """numpy's floats and ml_dtypes' (bfloat16, the float8 and float4 types, whose kind is 'V')."""
+    if dtype.kind in "fc":
+        return True
+    try:
+        ml_dtypes.finfo(dtype)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _int_error(reference: np.ndarray, value: np.ndarray) -> float:

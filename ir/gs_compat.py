@@ -12,7 +12,9 @@ gs drops or cannot export some legal ONNX constructs:
 * constants of packed sub-byte types (int4, uint4, float4e2m1, int2, uint2) held as numpy arrays
   (ml_dtypes): gs writes one byte per element where ONNX packs two (or four), and fails;
 * bfloat16 and the float8 types: gs leaves their dtype an ONNX enum (an int) that numpy cannot
-  interpret; they get the numpy (ml_dtypes) dtype onnx maps them to, as every other type does.
+  interpret; they get the numpy (ml_dtypes) dtype onnx maps them to, as every other type does;
+* back from numpy, gs writes float8_e4m3fnuz as FLOAT8E4M3FN (and knows no float8e8m0, int2,
+  uint2 or float4e2m1): ml_dtypes' types are written with onnx's own mapping.
 
 :func:`remember_lost_parts` runs right after ``gs.import_onnx`` and stores what gs would lose
 on its objects; the exporter hooks installed here (gs calls its exporter by class name, also for
@@ -27,6 +29,7 @@ import ml_dtypes
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.exporters import onnx_exporter
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.importers import onnx_importer
 
@@ -163,6 +166,26 @@ OnnxExporter.export_value_info_proto = staticmethod(_export_value_info)
 OnnxExporter.export_node = staticmethod(_export_node)
 OnnxExporter.export_tensor_proto = staticmethod(_export_tensor)
 OnnxExporter.export_attributes = staticmethod(_export_attributes)
+
+
+#: ml_dtypes' element types, which gs maps to ONNX wrongly or not at all.
+_ML_DTYPES = {
+    np.dtype(getattr(ml_dtypes, name))
+    for name in ("bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu",
+                 "int4", "uint4", "int2", "uint2", "float4_e2m1fn")
+    if hasattr(ml_dtypes, name)
+}
+_dtype_to_onnx_with_gs = onnx_exporter.dtype_to_onnx
+
+
+def _dtype_to_onnx(dtype: Any) -> int:
+    """The ONNX element type gs writes for ``dtype``; onnx's mapping for ml_dtypes' types."""
+    if isinstance(dtype, np.dtype) and dtype in _ML_DTYPES:
+        return onnx.helper.np_dtype_to_tensor_dtype(dtype)
+    return _dtype_to_onnx_with_gs(dtype)
+
+
+onnx_exporter.dtype_to_onnx = _dtype_to_onnx
 
 
 _numpy_type_with_gs = onnx_importer.get_numpy_type

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from mapc.ir import (
@@ -260,9 +261,17 @@ def is_constant(tensor: gs.Tensor) -> bool:
     return source is not None and source.op == "Constant" and is_default_domain(source)
 
 
-@functools.lru_cache(maxsize=None)
 def dtype_name(dtype: Any) -> str | None:
-    """``float32`` for any spelling of a dtype onnx-graphsurgeon holds."""
+    """``float32`` for any spelling of a dtype onnx-graphsurgeon holds; the kind (``optional``,
+    ``sequence``, ``map``) of a non-tensor value, whose type gs holds as a TypeProto."""
+    if isinstance(dtype, onnx.TypeProto):
+        kind = dtype.WhichOneof("value")
+        return kind.removesuffix("_type") if kind else None
+    return _tensor_dtype_name(dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _tensor_dtype_name(dtype: Any) -> str | None:
     if dtype is None:
         return None
     try:

@@ -3,7 +3,7 @@
 * ``Cast(x, to=type of x)`` -> ``x`` (the shared :func:`~mapc.passes.peephole.identities.identity_cast`);
 * ``Add(c, x)`` -> ``Add(x, c)``: a constant is the second operand of a commutative op;
 * ``Div(x, c)`` -> ``Mul(x, 1/c)`` for a float constant ``c`` (exact when ``c`` is a power of 2,
-  otherwise within one rounding);
+  otherwise within one rounding); ``fuse`` restores the ``Div`` where no fusion used the ``Mul``;
 * ``Sub(0, x)``, ``Mul(x, -1)`` -> ``Neg(x)``; ``Add(x, Neg(y))`` -> ``Sub(x, y)``;
   ``Sub(x, Neg(y))`` -> ``Add(x, y)``; ``Neg(Neg(x))`` -> ``x``;
 * ``Pow(x, 2)`` -> ``Mul(x, x)``; ``Pow(x, 0.5)`` -> ``Sqrt(x)``; ``Pow(x, -1)`` -> ``Reciprocal(x)``;
@@ -81,7 +81,25 @@ class DivByConstant(CanonicalRule):
         return (1.0 / divisor.astype(np.float64)).astype(divisor.dtype)
 
     def rewrite(self, match: Match, reciprocal: np.ndarray, ctx: FusionContext) -> gs.Tensor:
-        return _like(ctx, "Mul", [match.tensors["x"], ctx.const(reciprocal, "reciprocal")], match.root.outputs[0])
+        product = _like(ctx, "Mul", [match.tensors["x"], ctx.const(reciprocal, "reciprocal")], match.root.outputs[0])
+        ctx.divisions.append((product.inputs[0], match.tensors["x"], match.tensors["c"], small_constant(match.tensors["c"])))
+        return product
+
+
+def restore_divisions(ctx: FusionContext) -> int:
+    """Turn the ``Mul(x, 1/c)`` that :class:`DivByConstant` wrote and no fusion used back into
+    ``Div(x, c)``: the reciprocal rounds once more, which an ill-conditioned reader (``Sin`` of
+    large values) turns into a visible error. Returns how many were restored."""
+    alive = {id(node) for node in ctx.model.graph.nodes}
+    restored = 0
+    for node, x, divisor, value in ctx.divisions:
+        if id(node) in alive and node.op == "Mul" and len(node.inputs) == 2 and node.inputs[0] is x:
+            if not isinstance(divisor, gs.Constant) and not divisor.inputs:  # its Constant node was removed as dead
+                divisor = ctx.const(value, "divisor")
+            ctx.become(node, "Div", [x, divisor])
+            restored += 1
+    ctx.divisions.clear()
+    return restored
 
 
 class NegFromSub(CanonicalRule):

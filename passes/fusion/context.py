@@ -56,6 +56,8 @@ class FusionContext(RewriteContext):
         self.settings = settings or FusionSettings()
         self.library = FunctionLibrary(model)
         self.memo: dict[Any, Any] = {}
+        #: Mul(x, 1/c) nodes written for Div(x, c), with x, c and c's value: restored where no fusion used them.
+        self.divisions: list[tuple[gs.Node, gs.Tensor, gs.Tensor, np.ndarray]] = []
 
     # -- opsets and fused ops ---------------------------------------------------------------------
     @property

@@ -20,6 +20,7 @@ from mapc.ir import (
     toposort,
 )
 from mapc.passes.base import Pass, PassContext, PassResult
+from mapc.passes.fusion.canonical import DivByConstant, restore_divisions
 from mapc.passes.fusion.context import FusionContext, FusionSettings
 from mapc.passes.fusion.stages import STAGES
 from mapc.passes.registry import register_pass
@@ -52,6 +53,9 @@ def run_rules(model: Model, ctx: PassContext, rules: list[Rule], settings: Fusio
         apply_rules([rule], fusion, rounds=MAX_CANONICAL_ROUNDS, reports=reports, after_rule=refresh)
     if any(report.fired for report in reports.values()):
         remove_dead_nodes(model.graph)
+        if others and DivByConstant.name in reports:
+            # A division no fusion used is the model's own again: not a change.
+            reports[DivByConstant.name].fired -= restore_divisions(fusion)
         toposort(model.graph)
     return reports
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from mapc.ir import Model, apply_rules, remove_dead_nodes, rule_details
 from mapc.passes.base import Pass, PassContext, PassResult
 from mapc.passes.peephole.arithmetic import neutral_operand, where_constant_condition
-from mapc.passes.peephole.chains import reshape_chain, transpose_chain
+from mapc.passes.peephole.chains import cast_round_trip, reshape_chain, transpose_chain
 from mapc.passes.peephole.context import PeepholeContext
 from mapc.passes.peephole.identities import IDENTITY_RULES
 from mapc.passes.peephole.legacy import LEGACY_RULES
@@ -24,7 +24,7 @@ from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
 
 #: Every peephole rule, in the order they are tried on a node (the first that fires wins).
-RULES = [*IDENTITY_RULES, reshape_chain, transpose_chain, reshape_sandwich, neutral_operand, where_constant_condition, *LEGACY_RULES]
+RULES = [*IDENTITY_RULES, reshape_chain, transpose_chain, cast_round_trip, reshape_sandwich, neutral_operand, where_constant_condition, *LEGACY_RULES]
 
 #: Sweeps over the graph before the pass gives up on reaching a fixed point (each sweep that
 #: changes something shortens some chain, so real graphs settle in two or three).
@@ -43,7 +43,8 @@ class Peephole(Pass):
         the whole data tensor in order;
       * Transpose that only moves size-1 axes becomes a Reshape;
       * chains: Reshape-like op after Reshape-like op (Reshape, Squeeze, Unsqueeze, Flatten)
-        becomes one Reshape; Transpose after Transpose becomes one (or none);
+        becomes one Reshape; Transpose after Transpose becomes one (or none); a Cast back to the
+        type a Cast started from, through a type that holds all its values, is removed;
       * sandwiches: elementwise ops between a Reshape and a Reshape back to the original shape
         run on the original shape, and both Reshapes go;
       * arithmetic: Mul/Div by 1, Add/Sub of 0 when broadcasting keeps the other operand's

@@ -6,13 +6,19 @@
   identity Reshape.
 * ``Transpose`` of a ``Transpose``: one ``Transpose`` by the composed permutation (removed if that
   is the identity).
+* ``Cast`` back to the type a ``Cast`` started from, when the type in between holds every value
+  of it exactly (float32 -> float64 -> float32, int8 -> float16 -> int8, bool -> int64 -> bool...):
+  the first Cast's input. onnxruntime removes such pairs itself, even with optimizations off,
+  and then leaves a subgraph that reads the pair's output dangling ("Missing Input").
 
 The inner op stays only while something else still reads its output.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
+from onnx import helper
 
 from mapc.ir import RewriteContext, is_default_domain, producer, rule, static_shape
 
@@ -53,4 +59,40 @@ def transpose_chain(rw: RewriteContext, node: gs.Node) -> bool:
     return True
 
 
-CHAIN_RULES = [reshape_chain, transpose_chain]
+@rule("Cast")
+def cast_round_trip(rw: RewriteContext, node: gs.Node) -> bool:
+    """Cast back to the type a Cast started from, through a type holding all its values: the input."""
+    inner = producer(node.inputs[0])
+    if inner is None or inner.op != "Cast" or not is_default_domain(inner) or inner.attrs.get("saturate", 1) != 1:
+        return False
+    source = inner.inputs[0]
+    if source.dtype is None or node.attrs.get("to") is None or inner.attrs.get("to") is None:
+        return False
+    start = np.dtype(source.dtype)
+    if helper.tensor_dtype_to_np_dtype(node.attrs["to"]) != start:
+        return False
+    return holds_exactly(start, helper.tensor_dtype_to_np_dtype(inner.attrs["to"])) and rw.bypass(node, source)
+
+
+def holds_exactly(start: np.dtype, middle: np.dtype) -> bool:
+    """Whether casting every value of ``start`` to ``middle`` and back gives it back (NaN, ±inf
+    and -0.0 included; bool through any number: 0 and 1)."""
+    if start == np.bool_:
+        return middle.kind in "biuf"
+    if start.kind == "f":
+        if middle.kind != "f" or start.name not in _FLOATS or middle.name not in _FLOATS:
+            return False
+        a, b = np.finfo(start), np.finfo(middle)
+        return b.nmant >= a.nmant and b.maxexp >= a.maxexp and b.minexp <= a.minexp - a.nmant
+    if start.kind in "iu":
+        low, high = int(np.iinfo(start).min), int(np.iinfo(start).max)
+        if middle.kind in "iu":
+            return np.iinfo(middle).min <= low and high <= np.iinfo(middle).max
+        return middle.kind == "f" and middle.name in _FLOATS and max(-low, high) <= 2 ** (np.finfo(middle).nmant + 1)
+    return False
+
+
+#: Float types numpy describes with finfo (not ml_dtypes' bfloat16/float8, which this rule leaves alone).
+_FLOATS = ("float16", "float32", "float64")
+
+CHAIN_RULES = [reshape_chain, transpose_chain, cast_round_trip]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
-from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
+from onnx import helper
 
 from mapc.ir import RewriteContext, constant_value, int_constant, is_default_domain, rule, same_dtype, static_shape
 
@@ -44,7 +44,7 @@ def identity_cast(rw: RewriteContext, node: gs.Node) -> bool:
         return False
     if node.op == "Cast":
         target = node.attrs.get("to")
-        if target is None or dtype_to_onnx(np.dtype(data.dtype)) != target:
+        if target is None or helper.np_dtype_to_tensor_dtype(np.dtype(data.dtype)) != target:
             return False
     elif len(node.inputs) < 2 or not same_dtype(data, node.inputs[1]):
         return False

@@ -78,3 +78,16 @@ def test_inconsistent_quantize_flags_are_usage_errors(tmp_path, capsys):
         assert main(["compile", str(model), "-o", out, *flags]) == 2
         error = capsys.readouterr().err
         assert message in error and "Traceback" not in error
+
+
+def test_a_float_double_float_cast_pair_quantizes(tmp_path, capsys):
+    """Found by the random-graph fuzzer: onnxruntime drops a lossless Cast pair even with
+    optimizations off, leaving the accuracy probe's If branches reading a missing tensor; the
+    input ran, yet the compile failed with exit 3 (peephole now removes the pair)."""
+    nodes = [helper.make_node("Cast", ["x"], ["t2"], to=TensorProto.DOUBLE), helper.make_node("Cast", ["t2"], ["t4"], to=TensorProto.FLOAT),
+             helper.make_node("Flatten", ["t4"], ["y"], axis=0)]
+    source = tmp_path / "casts.onnx"
+    onnx.save(make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 3, 3])],
+                         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 9])]), source)
+    code = main(["compile", str(source), "-o", str(tmp_path / "out.onnx"), "-q", "--quantize", "a8w8", "--calibration", "random"])
+    assert code == 0, capsys.readouterr().err

@@ -66,6 +66,16 @@ def test_round_trip_keeps_model_level_fields(tmp_path):
     assert again.ir_version == proto.ir_version
 
 
+@pytest.mark.parametrize("element", [TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOAT8E5M2FNUZ, TensorProto.FLOAT8E4M3FN, TensorProto.BFLOAT16])
+def test_round_trip_keeps_every_float8_type(element):
+    """Found by the wild benchmark (onnx's test_cast_FLOAT8E4M3FNUZ_to_FLOAT): gs wrote a
+    float8e4m3fnuz input back as float8e4m3fn, and onnxruntime then refused the feeds."""
+    proto = make_model([helper.make_node("Cast", ["x"], ["y"], to=F)], [helper.make_tensor_value_info("x", element, [3])],
+                       [helper.make_tensor_value_info("y", F, [3])], opset=21)
+    again = load(proto).to_proto()
+    assert again.graph.input[0].type.tensor_type.elem_type == element
+
+
 def test_save_is_deterministic_and_atomic(tmp_path):
     model = load(weighted_model())
     first = save(model, tmp_path / "a.onnx").read_bytes()

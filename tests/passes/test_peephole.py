@@ -88,6 +88,15 @@ def test_cast_to_the_same_type(to, removed):
     assert ("Cast" not in ops(model)) == removed and counters["identity-cast"] == int(removed)
 
 
+def test_cast_between_float8_variants_is_kept():
+    """float8e4m3fnuz and float8e4m3fn are different types (gs once named both the second)."""
+    node = helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT8E4M3FN)
+    proto = make_model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT8E4M3FNUZ, [2])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT8E4M3FN, [2])], opset=21)
+    model, counters = peephole(proto)
+    assert ops(model) == ["Cast"] and counters["identity-cast"] == 0
+
+
 def test_castlike_to_the_same_type():
     model, _ = peephole(one_op(helper.make_node("CastLike", ["x", "like"], ["o"]), [2], [2], [const("like", np.zeros(1, np.float32))]))
     assert "CastLike" not in ops(model)
@@ -244,6 +253,40 @@ def test_transpose_chain(second, expected):
     assert ops(model) == ["Relu", *expected, "Neg"]
     if expected:
         assert model.graph.nodes[1].attrs["perm"] == [1, 2, 0] and model.graph.nodes[1].inputs[0].name == "r"
+
+
+D, H, I8, B = TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.INT8, TensorProto.BOOL
+
+
+@pytest.mark.parametrize(
+    ("start", "middle", "removed"),
+    [
+        (F, D, True),
+        (H, F, True),
+        (I8, H, True),  # every int8 is a float16 exactly
+        (B, I64, True),
+        (TensorProto.INT32, D, True),
+        (F, H, False),  # float16 rounds float32
+        (TensorProto.INT32, F, False),  # float32 rounds ints above 2**24
+        (I64, D, False),
+        (F, TensorProto.INT32, False),  # truncates
+    ],
+)
+def test_cast_round_trip(start, middle, removed):
+    nodes = [helper.make_node("Identity", ["x"], ["r"]), helper.make_node("Cast", ["r"], ["m"], to=middle),
+             helper.make_node("Cast", ["m"], ["o"], to=start), helper.make_node("Identity", ["o"], ["y"])]
+    proto = make_model(nodes, [helper.make_tensor_value_info("x", start, [3])], [helper.make_tensor_value_info("y", start, [3])])
+    model, counters = peephole(proto)
+    assert ops(model).count("Cast") == (0 if removed else 2) and counters["cast-round-trip"] == int(removed)
+
+
+def test_cast_round_trip_keeps_the_first_cast_for_its_other_readers():
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Cast", ["r"], ["m"], to=D),
+             helper.make_node("Cast", ["m"], ["o"], to=F), helper.make_node("Neg", ["o"], ["y"]), helper.make_node("Neg", ["m"], ["z"])]
+    proto = make_model(nodes, [helper.make_tensor_value_info("x", F, [3])],
+                       [helper.make_tensor_value_info("y", F, [3]), helper.make_tensor_value_info("z", D, [3])])
+    model, _ = peephole(proto)
+    assert ops(model) == ["Relu", "Cast", "Neg", "Neg"] and model.graph.nodes[2].inputs[0].name == "r"
 
 
 # -- arithmetic ----------------------------------------------------------------------------------------

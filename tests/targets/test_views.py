@@ -122,3 +122,16 @@ def test_dims_text_names_dims_and_marks_the_unknown():
     assert dims_text(("N", 3, None, "unk__7", 224)) == "[N, 3, ?, ?, 224]"
     assert dims_text(None) == "unknown"
     assert dims_text(()) == "[]"
+
+
+def test_a_non_tensor_value_is_viewed_by_its_kind():
+    """Found by the wild benchmark (onnx's test_identity_opt, test_if_opt): gs holds an optional
+    or sequence value's type as a TypeProto, which the cached dtype lookup could not hash, and
+    ``--target npu`` crashed in ``partition`` (exit 70)."""
+    optional = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, [5])
+    wrapped = onnx.ValueInfoProto(name="o")
+    wrapped.type.optional_type.elem_type.CopyFrom(optional.type)
+    out = onnx.ValueInfoProto(name="y")
+    out.type.CopyFrom(wrapped.type)
+    view = view_of([helper.make_node("Identity", ["o"], ["y"], name="identity")], [wrapped], [out], opset=16)
+    assert view.nodes[0].inputs[0].dtype in ("optional", "sequence")  # gs keeps the optional's element type

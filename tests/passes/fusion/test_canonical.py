@@ -192,3 +192,19 @@ def test_softmax_last_axis_on_any_rank_and_opset(dims, op_type, target, negative
         written = axis - len(dims) if negative_axis else axis
         model, record = fuse(flattened_softmax(op_type, written, target, opset, tuple(dims)), "canonicalize", tolerance=EXACT)
         assert record.counters.get("softmax-last-axis", 0) == (1 if axis == len(dims) - 1 else 0)
+
+
+def test_fuse_restores_a_division_no_fusion_used():
+    """Found by the random-graph fuzzer (MAPC_FUZZ_SEED=1): Div(x, 1.4554425) became
+    Mul(x, 1/1.4554425), and Sin of the ×1000 sample turned that extra rounding into an error of
+    1e-4. ``fuse`` leaves the Div as written when no fusion reads the Mul."""
+    def build():
+        g = Graph(18)
+        x = g.input("x", [2, 9], np.dtype(np.float32))
+        quotient = g.op("Div", x, g.const(np.asarray(1.4554425, np.float32)))
+        g.output(g.op("Sin", quotient), np.dtype(np.float32))
+        return g.build()
+
+    rewritten, record = fuse(build())
+    assert [n.op for n in rewritten.graph.nodes] == ["Div", "Sin"] and not record.changed
+    assert rewritten.graph.nodes[0].inputs[1].values == np.float32(1.4554425)
