@@ -3,7 +3,7 @@
 
 Two modes, run by hand:
 
-``run``: compile every configuration of the matrix (models x flag sets, about 290) with the given
+``run``: compile every configuration of the matrix (models x flag sets, about 300) with the given
 ``mapc`` executable, one compile at a time, each into its own temporary folder with
 ``-q --report report.json``, and write one JSON record per configuration: exit code, the last
 stderr line, the report normalised (timings, versions and paths removed; the spellings issue 12
@@ -24,7 +24,8 @@ bytes whichever mapc they call.
 - ``a-attention``: fuse fused a different number of ``Attention`` ops (or its
   ``fuse.attention.batch-unproven`` near-misses differ); the op-count delta is printed beside it;
 - ``b-null-flags``: the report's ``options.quantize`` lists unset flags as ``null`` on one side;
-- ``c-unk-names``: only onnx's ``unk__N`` placeholder names differ;
+- ``c-unk-names``: only onnx's ``unk__N`` placeholder names differ (a renaming);
+- ``c-unk-identity``: a model differs only in which unknown dims share an ``unk__N`` placeholder;
 - ``other``: anything else, with every differing path: a regression until explained::
 
     python benchmarks/golden.py compare old.json new.json [--json diff.json]
@@ -60,6 +61,7 @@ RANDOM = ["--calibration", "random"]
 #: name -> flags. Every flag exists at d5228c2 and after issue 12 (`mapc compile --help`).
 FLAG_SETS: dict[str, list[str]] = {
     "default": [],
+    "dynamic": [],  # no shape flags: symbolic dims stay, so fusion must prove dims equal itself
     "npu": ["--target", "npu"],
     "ethos-u55": ["--target", "ethos-u55"],
     "cpu": ["--target", "cpu"],
@@ -74,11 +76,13 @@ FLAG_SETS: dict[str, list[str]] = {
     "mask-as-input": ["--mask-as-input"],
     "opset23-verify": ["--target-opset", "23", "--verify"],
 }
-EVERY_TRANSFORMER = ["default", "npu", "a8w8", "opset23-verify"]
+#: Flag sets compiled without the model's shape flags.
+UNFIXED = {"dynamic"}
+EVERY_TRANSFORMER = ["default", "dynamic", "npu", "a8w8", "opset23-verify"]
 SOME_TRANSFORMERS = ["ethos-u55", "cpu", "my_npu", "a16w8", "w4", "a16w4", "accuracy-30", "mask-int8", "mask-value", "mask-as-input"]
 REPRESENTATIVE_TRANSFORMERS = ["transformer", "bert-ts-eager", "gpt2-dynamo-sdpa", "llama-ts-sdpa", "vit-dynamo-eager", "whisper-dynamo-eager", "llama-dynamo-sdpa-kvcache"]
-EVERY_CNN = ["default", "npu", "ethos-u55", "cpu", "my_npu", "a8w8", "opset23-verify"]
-SOME_CNNS = ["a16w8", "w4", "a16w4", "accuracy-30"]
+EVERY_CNN = ["default", "npu", "ethos-u55", "a8w8", "opset23-verify"]
+SOME_CNNS = ["cpu", "my_npu", "a16w8", "w4", "a16w4", "accuracy-30"]
 REPRESENTATIVE_CNNS = ["cnn", "light_resnet50", "light_squeezenet", "light_shufflenet"]
 
 UNK = re.compile(r"\bunk__\d+\b")
@@ -173,27 +177,23 @@ def normalise_report(report: dict, workdir: Path) -> tuple[dict, list[str]]:
     return json.loads(text), raw
 
 
-def model_hashes(path: Path) -> tuple[str, str]:
-    """(sha256 of the model with ``unk__N`` dims renumbered canonically, sha256 of its raw bytes)."""
+def model_hashes(path: Path) -> tuple[str, str, str]:
+    """sha256 of the model with its ``unk__N`` dims renumbered by first appearance, of its raw bytes,
+    and of the model with every ``unk__N`` dim named ``unk`` (equal only when the two models differ
+    at most in which unknown dims onnx gave the same placeholder)."""
     raw = path.read_bytes()
     model = onnx.load_from_string(raw)
+    value_infos = [*model.graph.input, *model.graph.output, *model.graph.value_info, *(v for f in model.functions for v in f.value_info)]
+    dims = [d for info in value_infos if info.type.HasField("tensor_type") for d in info.type.tensor_type.shape.dim]
+    unknown = [d for d in dims if d.HasField("dim_param") and UNK.fullmatch(d.dim_param)]
     order: dict[str, str] = {}
-
-    def rename(value_infos):
-        for info in value_infos:
-            if info.type.HasField("tensor_type"):
-                for dim in info.type.tensor_type.shape.dim:
-                    if dim.HasField("dim_param") and UNK.fullmatch(dim.dim_param):
-                        dim.dim_param = order.setdefault(dim.dim_param, f"unk__{len(order)}")
-
-    for graph in [model.graph]:
-        rename(graph.input)
-        rename(graph.output)
-        rename(graph.value_info)
-    for function in model.functions:
-        rename(function.value_info)
+    for dim in unknown:
+        dim.dim_param = order.setdefault(dim.dim_param, f"unk__{len(order)}")
     canonical = model.SerializeToString(deterministic=True)
-    return hashlib.sha256(canonical).hexdigest(), hashlib.sha256(raw).hexdigest()
+    for dim in unknown:
+        dim.dim_param = "unk"
+    erased = model.SerializeToString(deterministic=True)
+    return hashlib.sha256(canonical).hexdigest(), hashlib.sha256(raw).hexdigest(), hashlib.sha256(erased).hexdigest()
 
 
 def op_counts(path: Path) -> dict[str, dict[str, int]]:
@@ -240,6 +240,8 @@ def sqnr(report: dict) -> dict | None:
 def compile_one(mapc: str, key: str, flag_set: str) -> dict:
     """Compile one configuration in a fresh folder and return its record."""
     path, shape_flags, _ = models()[key]
+    if flag_set in UNFIXED:
+        shape_flags = []
     with tempfile.TemporaryDirectory(prefix="golden-") as tmp:
         workdir = Path(tmp).resolve()
         command = [mapc, "compile", str(path), *shape_flags, *FLAG_SETS[flag_set], "-o", str(workdir / "out.onnx"), "--report", str(workdir / "report.json"), "-q"]
@@ -262,14 +264,15 @@ def compile_one(mapc: str, key: str, flag_set: str) -> dict:
             record["sqnr"] = sqnr(record["report"])
         if (workdir / "out.onnx").exists():
             record["ops"] = op_counts(workdir / "out.onnx")
-        record["files"], record["files_raw"] = {}, {}
+        record["files"], record["files_raw"], record["files_unk_erased"] = {}, {}, {}
         for written in sorted(workdir.iterdir()):
             if written.name == "report.json" or not written.is_file():
                 continue
             if written.suffix == ".onnx":
-                record["files"][written.name], record["files_raw"][written.name] = model_hashes(written)
+                hashes = model_hashes(written)
             else:
-                record["files"][written.name] = record["files_raw"][written.name] = hashlib.sha256(written.read_bytes()).hexdigest()
+                hashes = (hashlib.sha256(written.read_bytes()).hexdigest(),) * 3
+            record["files"][written.name], record["files_raw"][written.name], record["files_unk_erased"][written.name] = hashes
     return record
 
 
@@ -277,11 +280,14 @@ def run(args) -> int:
     mapc = str(Path(args.mapc).resolve())
     configs = [c for c in matrix() if not args.only or re.search(args.only, f"{c[0]}|{c[1]}")]
     results = {}
+    if args.update and Path(args.out).exists():
+        wanted = {f"{key}|{flag_set}" for key, flag_set in matrix()}
+        results = {k: v for k, v in json.loads(Path(args.out).read_text())["results"].items() if k in wanted}
     for index, (key, flag_set) in enumerate(configs, 1):
         record = compile_one(mapc, key, flag_set)
         results[f"{key}|{flag_set}"] = record
         print(f"[{index}/{len(configs)}] {key} {flag_set}: exit {record['exit_code']} ({record['seconds']} s) {record['stderr'][:120]}", flush=True)
-    header = {"mapc": mapc, "onnx": onnx.__version__, "configurations": len(configs), "flag_sets": FLAG_SETS}
+    header = {"mapc": mapc, "onnx": onnx.__version__, "configurations": len(results), "flag_sets": FLAG_SETS}
     Path(args.out).write_text(json.dumps({"header": header, "results": results}, indent=1, sort_keys=True))
     print(f"wrote {args.out}: {len(results)} configurations")
     return 0
@@ -318,13 +324,18 @@ def _batch_unproven(record: dict) -> list[str]:
     return sorted(n.get("node", "") for n in _fuse_pass(record).get("notes", []) if n.get("code") == "fuse.attention.batch-unproven")
 
 
-def op_delta(old: dict, new: dict) -> dict[str, int]:
-    """Per-op change of graph plus function-body counts, new minus old."""
-    total = Counter()
-    for part in ("graph", "functions"):
-        total.update(new.get("ops", {}).get(part, {}))
-        total.subtract(old.get("ops", {}).get(part, {}))
+def op_delta(old: dict, new: dict, part: str) -> dict[str, int]:
+    """Per-op change of the graph's (or the local functions') op counts, new minus old."""
+    total = Counter(new.get("ops", {}).get(part, {}))
+    total.subtract(old.get("ops", {}).get(part, {}))
     return {k: v for k, v in sorted(total.items()) if v}
+
+
+def _unk_only(old: dict, new: dict, path: str) -> bool:
+    """True if the file at ``path`` ('files.NAME') differs only in its ``unk__N`` placeholders."""
+    name = path.split(".", 1)[1]
+    erased_old, erased_new = old.get("files_unk_erased", {}).get(name), new.get("files_unk_erased", {}).get(name)
+    return erased_old is not None and erased_old == erased_new
 
 
 def classify(old: dict, new: dict) -> tuple[set[str], list[tuple[str, object, object]], dict]:
@@ -335,14 +346,21 @@ def classify(old: dict, new: dict) -> tuple[set[str], list[tuple[str, object, ob
     unproven_changed = _batch_unproven(old) != _batch_unproven(new)
     if extra or unproven_changed:
         classes.add("a-attention")
-        facts = {"extra_attention": extra, "op_delta": op_delta(old, new), "batch_unproven": [len(_batch_unproven(old)), len(_batch_unproven(new))]}
+        facts = {
+            "extra_attention": extra,
+            "graph_ops": op_delta(old, new, "graph"),
+            "function_ops": op_delta(old, new, "functions"),
+            "batch_unproven": [len(_batch_unproven(old)), len(_batch_unproven(new))],
+        }
     for path, a, b in diffs:
         if path.startswith("report.options.quantize.") and a is None and b == MISSING:
             classes.add("b-null-flags")
-        elif path in ("report_unk_raw",) or path.startswith("files_raw."):
-            continue  # judged below: a raw difference with equal canonical forms is class (c)
+        elif path == "report_unk_raw" or path.startswith(("files_raw.", "files_unk_erased.")):
+            continue  # judged below, with the canonical hashes
+        elif path.startswith("files.") and _unk_only(old, new, path):
+            classes.add("c-unk-identity")  # the same model but for which unknown dims share a placeholder
         elif "a-attention" in classes:
-            continue  # downstream of a different fusion: reported with the op delta
+            continue  # downstream of a different fusion: reported with the op deltas
         else:
             left.append((path, a, b))
     raw_differs = any(p == "report_unk_raw" or p.startswith("files_raw.") for p, _, _ in diffs)
@@ -396,6 +414,7 @@ def main(argv=None) -> int:
     r.add_argument("out", help="JSON file to write")
     r.add_argument("--only", help="regular expression on 'model|flag-set'")
     r.add_argument("--list", action="store_true", help="print the matrix and exit")
+    r.add_argument("--update", action="store_true", help="merge into OUT: keep its records of the matrix, replace those run now")
     c = sub.add_parser("compare", help="print the differences of two runs, by class")
     c.add_argument("old")
     c.add_argument("new")
