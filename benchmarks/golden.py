@@ -21,11 +21,13 @@ bytes whichever mapc they call.
 
 ``compare``: read two such JSONs and print every configuration that differs, grouped by class:
 
-- ``a-attention``: fuse fused a different number of ``Attention`` ops (or its
-  ``fuse.attention.batch-unproven`` near-misses differ); the op-count delta is printed beside it;
+- ``a-attention``: fuse fused a different number of ``Attention`` ops (or its attention
+  near-misses, such as ``fuse.attention.batch-unproven``, differ); the op-count deltas of the
+  graph and of the local functions are printed beside it;
 - ``b-null-flags``: the report's ``options.quantize`` lists unset flags as ``null`` on one side;
 - ``c-unk-names``: only onnx's ``unk__N`` placeholder names differ (a renaming);
 - ``c-unk-identity``: a model differs only in which unknown dims share an ``unk__N`` placeholder;
+- ``d-annotations``: a model differs only in its intermediate shape annotations (``value_info``);
 - ``other``: anything else, with every differing path: a regression until explained::
 
     python benchmarks/golden.py compare old.json new.json [--json diff.json]
@@ -177,10 +179,11 @@ def normalise_report(report: dict, workdir: Path) -> tuple[dict, list[str]]:
     return json.loads(text), raw
 
 
-def model_hashes(path: Path) -> tuple[str, str, str]:
-    """sha256 of the model with its ``unk__N`` dims renumbered by first appearance, of its raw bytes,
-    and of the model with every ``unk__N`` dim named ``unk`` (equal only when the two models differ
-    at most in which unknown dims onnx gave the same placeholder)."""
+def model_hashes(path: Path) -> tuple[str, str, str, str]:
+    """sha256 of: the model with its ``unk__N`` dims renumbered by first appearance; its raw bytes;
+    the model with every ``unk__N`` dim named ``unk`` (equal when two models differ at most in which
+    unknown dims share a placeholder); the model without intermediate shape annotations
+    (``value_info``; equal when two models differ at most in what they say about inner shapes)."""
     raw = path.read_bytes()
     model = onnx.load_from_string(raw)
     value_infos = [*model.graph.input, *model.graph.output, *model.graph.value_info, *(v for f in model.functions for v in f.value_info)]
@@ -193,7 +196,11 @@ def model_hashes(path: Path) -> tuple[str, str, str]:
     for dim in unknown:
         dim.dim_param = "unk"
     erased = model.SerializeToString(deterministic=True)
-    return hashlib.sha256(canonical).hexdigest(), hashlib.sha256(raw).hexdigest(), hashlib.sha256(erased).hexdigest()
+    del model.graph.value_info[:]
+    for function in model.functions:
+        del function.value_info[:]
+    bare = model.SerializeToString(deterministic=True)
+    return tuple(hashlib.sha256(b).hexdigest() for b in (canonical, raw, erased, bare))
 
 
 def op_counts(path: Path) -> dict[str, dict[str, int]]:
@@ -264,15 +271,18 @@ def compile_one(mapc: str, key: str, flag_set: str) -> dict:
             record["sqnr"] = sqnr(record["report"])
         if (workdir / "out.onnx").exists():
             record["ops"] = op_counts(workdir / "out.onnx")
-        record["files"], record["files_raw"], record["files_unk_erased"] = {}, {}, {}
+        kinds = ("files", "files_raw", "files_unk_erased", "files_no_value_info")
+        for kind in kinds:
+            record[kind] = {}
         for written in sorted(workdir.iterdir()):
             if written.name == "report.json" or not written.is_file():
                 continue
             if written.suffix == ".onnx":
                 hashes = model_hashes(written)
             else:
-                hashes = (hashlib.sha256(written.read_bytes()).hexdigest(),) * 3
-            record["files"][written.name], record["files_raw"][written.name], record["files_unk_erased"][written.name] = hashes
+                hashes = (hashlib.sha256(written.read_bytes()).hexdigest(),) * len(kinds)
+            for kind, digest in zip(kinds, hashes):
+                record[kind][written.name] = digest
     return record
 
 
@@ -320,8 +330,9 @@ def _fuse_pass(record: dict) -> dict:
     return {}
 
 
-def _batch_unproven(record: dict) -> list[str]:
-    return sorted(n.get("node", "") for n in _fuse_pass(record).get("notes", []) if n.get("code") == "fuse.attention.batch-unproven")
+def _attention_misses(record: dict) -> dict[str, int]:
+    """fuse's attention near-misses by code (``fuse.attention.batch-unproven``: 2, ...)."""
+    return dict(sorted(Counter(n["code"] for n in _fuse_pass(record).get("notes", []) if n.get("code", "").startswith("fuse.attention.")).items()))
 
 
 def op_delta(old: dict, new: dict, part: str) -> dict[str, int]:
@@ -331,11 +342,11 @@ def op_delta(old: dict, new: dict, part: str) -> dict[str, int]:
     return {k: v for k, v in sorted(total.items()) if v}
 
 
-def _unk_only(old: dict, new: dict, path: str) -> bool:
-    """True if the file at ``path`` ('files.NAME') differs only in its ``unk__N`` placeholders."""
+def _same_hash(old: dict, new: dict, kind: str, path: str) -> bool:
+    """True if the file at ``path`` ('files.NAME') has the same ``kind`` hash in both records."""
     name = path.split(".", 1)[1]
-    erased_old, erased_new = old.get("files_unk_erased", {}).get(name), new.get("files_unk_erased", {}).get(name)
-    return erased_old is not None and erased_old == erased_new
+    digest = old.get(kind, {}).get(name)
+    return digest is not None and digest == new.get(kind, {}).get(name)
 
 
 def classify(old: dict, new: dict) -> tuple[set[str], list[tuple[str, object, object]], dict]:
@@ -343,30 +354,31 @@ def classify(old: dict, new: dict) -> tuple[set[str], list[tuple[str, object, ob
     diffs = [d for d in diff_paths(old, new) if d[0] != "seconds"]
     classes, facts, left = set(), {}, []
     extra = _fuse_pass(new).get("counters", {}).get("attention", 0) - _fuse_pass(old).get("counters", {}).get("attention", 0)
-    unproven_changed = _batch_unproven(old) != _batch_unproven(new)
-    if extra or unproven_changed:
+    if extra or _attention_misses(old) != _attention_misses(new):
         classes.add("a-attention")
         facts = {
             "extra_attention": extra,
             "graph_ops": op_delta(old, new, "graph"),
             "function_ops": op_delta(old, new, "functions"),
-            "batch_unproven": [len(_batch_unproven(old)), len(_batch_unproven(new))],
+            "attention_near_misses": [_attention_misses(old), _attention_misses(new)],
         }
     for path, a, b in diffs:
         if path.startswith("report.options.quantize.") and a is None and b == MISSING:
             classes.add("b-null-flags")
-        elif path == "report_unk_raw" or path.startswith(("files_raw.", "files_unk_erased.")):
+        elif path.startswith(("report_unk_raw", "files_raw.", "files_unk_erased.", "files_no_value_info.")):
             continue  # judged below, with the canonical hashes
-        elif path.startswith("files.") and _unk_only(old, new, path):
+        elif path.startswith("files.") and _same_hash(old, new, "files_unk_erased", path):
             classes.add("c-unk-identity")  # the same model but for which unknown dims share a placeholder
+        elif path.startswith("files.") and "a-attention" not in classes and _same_hash(old, new, "files_no_value_info", path):
+            classes.add("d-annotations")  # the same model but for its intermediate shape annotations
         elif "a-attention" in classes:
             continue  # downstream of a different fusion: reported with the op deltas
         else:
             left.append((path, a, b))
-    raw_differs = any(p == "report_unk_raw" or p.startswith("files_raw.") for p, _, _ in diffs)
-    canonical_differs = any(p.startswith("files.") for p, _, _ in diffs)
-    if raw_differs and not canonical_differs and "a-attention" not in classes:
-        classes.add("c-unk-names")
+    renamed_files = [p for p, _, _ in diffs if p.startswith("files_raw.") and not any(q == "files." + p.split(".", 1)[1] for q, _, _ in diffs)]
+    if renamed_files or any(p.startswith("report_unk_raw") for p, _, _ in diffs):
+        if "a-attention" not in classes:
+            classes.add("c-unk-names")
     if left:
         classes.add("other")
     return classes, left, facts
