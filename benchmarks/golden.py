@@ -139,10 +139,7 @@ def _rename_code(code: str) -> str:
     for old, new in CODE_PREFIXES.items():
         if code.startswith(old):
             return new + code[len(old):]
-    for old, new in RULE_RENAMES.items():
-        if code == old or code.startswith(old + "."):
-            return new + code[len(old):]
-    return code
+    return ".".join(RULE_RENAMES.get(part, part) for part in code.split("."))
 
 
 def _normalise(value, key: str | None = None):
