@@ -51,7 +51,7 @@ from mapc.ir.onnx_check import check_onnx
 from mapc.ir.pattern import COMMUTATIVE_OPS, Alt, Match, const, op, product, var
 from mapc.ir.rewrite import NearMiss, NoMatch, PatternRule, RewriteContext, Rule, RuleReport, apply_rules, rule, rule_details, rule_names, rule_notes
 from mapc.ir.runtime_limits import runtime_limits
-from mapc.ir.samples import Sample, verification_samples
+from mapc.ir.samples import Sample, dim_relations, verification_samples
 from mapc.ir.shapes import SKELETON_INLINE_BYTES, infer_shapes, is_static, is_static_dim, same_dtype, static_shape
 from mapc.ir.validate import MAX_DIM
 from mapc.ir.version import __version__
@@ -152,5 +152,6 @@ __all__ = [
     "value_bound",
     "var",
     "verification_samples",
+    "dim_relations",
     "walk",
 ]

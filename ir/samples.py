@@ -58,11 +58,14 @@ def verification_samples(
     shapes: Mapping[str, Sequence[int]] | None = None,
     masks: Mapping[str, str] | None = None,
     count: int = len(FLOAT_SCALES),
+    relation: Mapping[str, str] | None = None,
 ) -> list[Sample]:
     """``count`` reproducible samples for ``model`` (a :class:`~mapc.ir.Model` or a gs graph),
     as the module docstring describes. ``dims``/``shapes`` are the values the user fixed;
     ``masks`` names mask inputs by role: ``"keep"`` (1/True attend) or ``"additive"`` (0 or
-    ``finfo.min``)."""
+    ``finfo.min``); ``relation`` gives some free dims as expressions of others
+    (``{"total_sequence_length": "past_sequence_length + sequence_length"}``, one of
+    :func:`dim_relations`)."""
     roles = dict(masks or {})
     graph = model if isinstance(model, gs.Graph) else model.graph  # type: ignore[attr-defined]
     fixed_dims = dict(dims or {})
@@ -80,12 +83,30 @@ def verification_samples(
                 shape = [int(d) for d in fixed_shapes[tensor.name]]
             else:
                 free = {s: dim_value for d in (tensor.shape or []) if isinstance(d, str) for s in symbols_of(d)}
-                shape = [concrete_dim(d, {**free, **fixed_dims}) for d in (tensor.shape or [])]
+                known = {**free, **fixed_dims}
+                for symbol, expression in (relation or {}).items():
+                    if symbol not in fixed_dims:
+                        known[symbol] = concrete_dim(expression, {**{s: dim_value for s in symbols_of(expression)}, **fixed_dims})
+                shape = [concrete_dim(d, known) for d in (tensor.shape or [])]
             feeds[tensor.name] = _array(rng, tensor, shape, index, vocab.get(tensor.name), roles.get(tensor.name))
         scale = FLOAT_SCALES[index % len(FLOAT_SCALES)]
         label = f"sample {index} (floats ×{scale:g}, free dims {dim_value}, masks with {MASK_PATTERNS[index % len(MASK_PATTERNS)]})"
         samples.append(Sample(feeds, label))
     return samples
+
+
+def dim_relations(model: gs.Graph | object) -> list[dict[str, str]]:
+    """Candidate relations between the free dims of ``model``'s inputs, for a model that runs
+    only when they hold: each input dim symbol that no dim expression uses, paired with each
+    expression of other input symbols the graph's outputs carry (dynamo's KV-cache decoders take
+    ``attention_mask [batch, total_sequence_length]`` and return ``past_sequence_length +
+    sequence_length`` keys). In a stable order; empty when there is nothing to relate."""
+    graph = model if isinstance(model, gs.Graph) else model.graph  # type: ignore[attr-defined]
+    bare = {d for t in graph.inputs for d in (t.shape or []) if isinstance(d, str) and symbols_of(d) == {d}}
+    expressions = sorted({d for t in graph.outputs for d in (t.shape or []) if isinstance(d, str) and symbols_of(d) != {d}
+                          and symbols_of(d) and symbols_of(d) <= bare})
+    used = {s for expression in expressions for s in symbols_of(expression)}
+    return [{symbol: expression} for symbol in sorted(bare - used) for expression in expressions]
 
 
 def _array(rng: np.random.Generator, tensor: gs.Tensor, shape: list[int], index: int, rows: int | None, role: str | None) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mapc.ir import Model, OnnxRuntimeError, OutputComparison, Runner, Sample, Tolerance, VerificationError, check_valid, compare_outputs, verification_samples
+from mapc.ir import Model, OnnxRuntimeError, OutputComparison, Runner, Sample, Tolerance, VerificationError, check_valid, compare_outputs, dim_relations, verification_samples
 from mapc.passes.base import PassContext
 from mapc.passes.facts import Fact
 
@@ -71,21 +71,25 @@ class Verifier:
         self.tolerance = tolerance
         self.ctx = ctx
         given = samples is not None
-        candidates = [Sample(dict(feeds), f"sample {i} of --verify-inputs") for i, feeds in enumerate(samples)] if given else \
-            verification_samples(model, seed=ctx.seed, dims=ctx.dims if dims is None else dims, shapes=ctx.input_shapes, masks=masks)
-        runner = None
-        self.samples: list[Sample] = []
-        self.expected: list[dict[str, np.ndarray]] = []
-        for index, sample in enumerate(candidates):
+        try:
+            runner = Runner(model)
+        except OnnxRuntimeError as error:
+            raise OnnxRuntimeError(f"cannot verify: {error}") from None
+        if given:
+            self.samples, self.expected = _reference_runs(runner, [Sample(dict(feeds), f"sample {i} of --verify-inputs") for i, feeds in enumerate(samples)], every=True)
+            return
+        # A model whose free dims are related (a KV-cache decoder's mask spans past + new tokens)
+        # runs only on samples that keep the relation: try each one the graph suggests.
+        first_error = None
+        for relation in [None, *dim_relations(model)]:
+            candidates = verification_samples(model, seed=ctx.seed, dims=ctx.dims if dims is None else dims, shapes=ctx.input_shapes,
+                                              masks=masks, relation=relation)
             try:
-                runner = runner or Runner(model)
-                outputs = runner.run(sample.feeds)
+                self.samples, self.expected = _reference_runs(runner, candidates, every=False)
+                return
             except OnnxRuntimeError as error:
-                if given or index == 0:
-                    raise OnnxRuntimeError(f"cannot verify: the input model does not run on {sample.label} ({error})") from None
-                continue
-            self.samples.append(sample)
-            self.expected.append(outputs)
+                first_error = first_error or error
+        raise first_error
 
     def compare(self, model: Model) -> list[OutputComparison]:
         """Run ``model`` on every sample and compare (no exception on mismatch): per output, the
@@ -136,3 +140,19 @@ class Verifier:
             "max_abs_error": max((c.max_abs_error for c in comparisons), default=0.0),
             "outputs": [c.as_dict() for c in comparisons],
         }
+
+
+def _reference_runs(runner: Runner, candidates: list[Sample], *, every: bool) -> tuple[list[Sample], list[dict[str, np.ndarray]]]:
+    """The candidates the input model runs on, with its outputs. The first must run (with
+    ``every``: each of them); a later generated one it cannot run (a free dim at a value it does
+    not accept) is dropped."""
+    kept, outputs = [], []
+    for index, sample in enumerate(candidates):
+        try:
+            outputs.append(runner.run(sample.feeds))
+        except OnnxRuntimeError as error:
+            if every or index == 0:
+                raise OnnxRuntimeError(f"cannot verify: the input model does not run on {sample.label} ({error})") from None
+            continue
+        kept.append(sample)
+    return kept, outputs

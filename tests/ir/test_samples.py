@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from mapc.ir import load, verification_samples
+import mapc
+from mapc.ir import Runner, dim_relations, load, verification_samples
 from tests.conftest import make_model
+
+TRANSFORMERS = Path(__file__).resolve().parents[1] / "fixtures" / "transformers"
 
 VOCAB = 50
 
@@ -49,3 +54,21 @@ def test_samples_are_reproducible():
     first, second = (verification_samples(_embedding_model(), seed=4) for _ in range(2))
     for a, b in zip(first, second):
         assert all(np.array_equal(a.feeds[k], b.feeds[k]) for k in a.feeds)
+
+
+def test_a_kv_cache_decoders_related_dims_are_found_and_kept():
+    """dynamo's KV-cache export takes attention_mask [batch, total_sequence_length] and returns
+    past_sequence_length + sequence_length keys: the model runs only when the two agree."""
+    model = load(TRANSFORMERS / "llama-dynamo-sdpa-kvcache.onnx")
+    relations = dim_relations(model)
+    assert {"total_sequence_length": "past_sequence_length + sequence_length"} in relations
+    relation = {"total_sequence_length": "past_sequence_length + sequence_length"}
+    for sample in verification_samples(model, relation=relation):
+        feeds = sample.feeds
+        assert feeds["attention_mask"].shape[1] == feeds["past_key_values.0.key"].shape[2] + feeds["input_ids"].shape[1]
+        Runner(model).run(feeds)
+
+
+def test_verify_runs_a_dynamo_kv_cache_decoder_on_related_dims():
+    result = mapc.compile(TRANSFORMERS / "llama-dynamo-sdpa-kvcache.onnx", verify=True)
+    assert result.verification["ok"] and result.verification["samples"] >= 2
