@@ -12,6 +12,11 @@ The form the attention rule expects is ``MatMul(Q, Kᵀ) -> Mul(scale) -> Add(ma
 * **Additive masks.** ``Where(cond, scores, fill)`` (or ``Where(cond, fill, scores)``) on the way
   to a Softmax, with ``fill`` -inf or below -1e30, becomes ``Add(scores, Where(cond, 0, fill))``.
   Exact: adding such a fill gives the fill itself for any finite score below 1e30 in magnitude.
+* **Multiplicative masks.** Megatron's ``scores * m - c * (1 - m)`` (or ``+ c' * (1 - m)``) on the
+  way to a Softmax, with ``m`` a 0/1 mask, becomes ``Where(m, scores, -c)``: exact for every score
+  when ``m`` holds only 0 and 1, which the rule proves (a constant of 0s and 1s, or a Cast from
+  bool) or refuses with a ``mask-not-binary`` near-miss. The attention-mask pass then treats it as
+  the Where mask it is.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Match, NoMatch, constant_tensor, is_graph_output, op, producer, replace_all_uses, scalar_value, sole_reader, var, walk
+from mapc.ir import Match, NearMiss, NoMatch, constant_tensor, constant_value, is_graph_output, op, producer, replace_all_uses, scalar_value, sole_reader, var, walk
 from mapc.passes.fusion.canonical import CanonicalRule, neutral_operand
 from mapc.passes.fusion.context import FusionContext, same_dim, same_dims
 
@@ -222,6 +227,87 @@ class WhereMaskToAdd(CanonicalRule):
         mask = ctx.node("Where", [match.tensors["cond"], *branches], name="additive_mask", dtype=scores.dtype)
         out = match.root.outputs[0]
         return ctx.node("Add", [scores, mask], dtype=out.dtype, shape=ctx.shape(out), name="masked_scores")
+
+
+class MultiplicativeMaskToWhere(CanonicalRule):
+    """scores * m - c * (1 - m) before a Softmax (Megatron) -> Where(m, scores, -c), m a 0/1 mask."""
+
+    name = "multiplicative-mask"
+    quiet = False  # a mask it cannot prove binary is an attention left unfused: say so
+    pattern = op.Sub(var("kept"), var("penalty")) | op.Add(var("kept"), var("penalty"))
+
+    def check(self, match: Match, ctx: FusionContext) -> tuple[gs.Tensor, gs.Tensor, float]:
+        root = match.root
+        if not _feeds_softmax(root.outputs[0]):
+            raise NoMatch
+        penalty = _penalty(match.tensors["penalty"]) or _folded_penalty(match.tensors["kept"], match.tensors["penalty"])
+        if penalty is None:
+            raise NoMatch
+        mask, factor = penalty
+        scores = _masked_by(match.tensors["kept"], mask)
+        if scores is None:
+            raise NoMatch
+        if not _binary(mask):
+            raise NearMiss("mask-not-binary", f"the mask {mask.name!r} is not provably 0 or 1 (a constant of 0s and 1s, or a Cast "
+                           "from bool): scores * m - c * (1 - m) equals Where(m, scores, -c) only then", None)
+        fill = -factor if root.op == "Sub" else factor
+        return scores, mask, fill
+
+    def rewrite(self, match: Match, found: tuple[gs.Tensor, gs.Tensor, float], ctx: FusionContext) -> gs.Tensor:
+        scores, mask, fill = found
+        out = match.root.outputs[0]
+        keep = ctx.node("Cast", [mask], attrs={"to": 9}, dtype=np.dtype(bool), name="mask_keep")  # 9: BOOL
+        value = ctx.const(np.asarray(fill, dtype=np.dtype(out.dtype)), "mask_fill")
+        return ctx.node("Where", [keep, scores, value], dtype=out.dtype, shape=ctx.shape(out), name="masked_scores")
+
+
+def _penalty(tensor: gs.Tensor) -> tuple[gs.Tensor, float] | None:
+    """(m, c) when ``tensor`` is ``Mul(Sub(1, m), c)`` with a scalar constant ``c``."""
+    node = producer(tensor)
+    if node is None or node.op != "Mul" or len(node.inputs) != 2:
+        return None
+    for inverted, factor in (node.inputs, node.inputs[::-1]):
+        c = scalar_value(factor)
+        source = producer(inverted)
+        if c is None or source is None or source.op != "Sub" or scalar_value(source.inputs[0]) != 1.0:
+            continue
+        return source.inputs[1], c
+    return None
+
+
+def _folded_penalty(kept: gs.Tensor, penalty: gs.Tensor) -> tuple[gs.Tensor, float] | None:
+    """(M, c) when a constant 0/1 mask ``M`` multiplies the scores in ``kept`` and ``penalty`` is
+    the constant ``c * (1 - M)`` folding left (c where M is 0, 0 where it is 1)."""
+    node = producer(kept)
+    folded = constant_value(penalty)
+    if node is None or node.op != "Mul" or folded is None:
+        return None
+    for mask in node.inputs:
+        values = constant_value(mask)
+        if values is None or not _binary(mask) or np.shape(values) != np.shape(folded) or not np.any(values == 0):
+            continue
+        outside = np.asarray(folded)[np.asarray(values) == 0]
+        if np.all(np.asarray(folded)[np.asarray(values) == 1] == 0) and np.all(outside == outside.flat[0]) and outside.flat[0] != 0:
+            return mask, float(outside.flat[0])
+    return None
+
+
+def _masked_by(tensor: gs.Tensor, mask: gs.Tensor) -> gs.Tensor | None:
+    """``scores`` when ``tensor`` is ``Mul(scores, mask)`` (either order)."""
+    node = producer(tensor)
+    if node is None or node.op != "Mul" or len(node.inputs) != 2 or not any(t is mask for t in node.inputs):
+        return None
+    scores = node.inputs[1] if node.inputs[0] is mask else node.inputs[0]
+    return scores if scores is not mask else None
+
+
+def _binary(mask: gs.Tensor) -> bool:
+    """``mask`` holds only 0 and 1: a constant of 0s and 1s, or a Cast from bool."""
+    value = constant_value(mask)
+    if value is not None:
+        return bool(np.all((np.asarray(value) == 0) | (np.asarray(value) == 1)))
+    source = producer(mask)
+    return source is not None and source.op == "Cast" and source.inputs[0].dtype is not None and np.dtype(source.inputs[0].dtype) == np.bool_
 
 
 def _is_fill(tensor: gs.Tensor) -> bool:

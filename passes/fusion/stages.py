@@ -25,7 +25,7 @@ from mapc.passes.fusion.canonical import (
     SubFromAddNeg,
 )
 from mapc.passes.fusion.contrib import RULES as CONTRIB
-from mapc.passes.fusion.canonical_attention import AttentionScaleToScores, KTransposeInOneStep, WhereMaskToAdd
+from mapc.passes.fusion.canonical_attention import AttentionScaleToScores, KTransposeInOneStep, MultiplicativeMaskToWhere, WhereMaskToAdd
 from mapc.passes.fusion.gelu import GeluExactFusion, GeluTanhFactoredFusion, GeluTanhFusion
 from mapc.passes.fusion.normalization import LayerNormFusion, RmsNormFusion, TfLayerNormFusion
 from mapc.passes.fusion.pad import PadIntoConv
@@ -45,6 +45,7 @@ CANONICAL = [
     ReciprocalFromDiv(),
     DivFromReciprocal(),
     SoftmaxOverLastAxis(),
+    MultiplicativeMaskToWhere(),
     WhereMaskToAdd(),
     AttentionScaleToScores(),
     KTransposeInOneStep(),

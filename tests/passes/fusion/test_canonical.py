@@ -9,13 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto
 
+import mapc
 from mapc.ir.compare import Tolerance
 from mapc.testing import onnx_models
 
-EXACT = Tolerance(0.0, 0.0)
-
-from .common import fuse
+from .common import fuse, misses
 from .graphs import AttentionSpec, Graph, attention_model
+
+EXACT = Tolerance(0.0, 0.0)
 
 
 def canonical(build, **kwargs):
@@ -208,3 +209,65 @@ def test_fuse_restores_a_division_no_fusion_used():
     rewritten, record = fuse(build())
     assert [n.op for n in rewritten.graph.nodes] == ["Div", "Sin"] and not record.changed
     assert rewritten.graph.nodes[0].inputs[1].values == np.float32(1.4554425)
+
+
+def megatron_attention(mask: str = "constant", form: str = "sub", seq: int = 5):
+    """Megatron's scores * m - 10000 * (1 - m) over a causal 0/1 mask: a constant tril, a Cast of
+    a bool input, or a float input (not provably 0/1)."""
+    g = Graph(18)
+    q, k, v = (g.input(name, [2, 2, seq, 4]) for name in ("q", "k", "v"))
+    scores = g.op("Mul", g.op("MatMul", q, g.op("Transpose", k, perm=[0, 1, 3, 2])), g.const(np.asarray(0.5, np.float32)))
+    if mask == "constant":
+        m = g.const(np.tril(np.ones((seq, seq), np.float32)))
+    elif mask == "bool":
+        m = g.op("Cast", g.input("keep", [2, 1, seq, seq], np.dtype(bool)), to=TensorProto.FLOAT)
+    else:
+        m = g.input("m", [2, 1, seq, seq])
+    inverted = g.op("Sub", g.const(np.asarray(1.0, np.float32)), m)
+    kept = g.op("Mul", scores, m)
+    if form == "sub":
+        masked = g.op("Sub", kept, g.op("Mul", inverted, g.const(np.asarray(10000.0, np.float32))))
+    else:
+        masked = g.op("Add", kept, g.op("Mul", g.const(np.asarray(-10000.0, np.float32)), inverted))
+    g.output(g.op("MatMul", g.op("Softmax", masked, axis=-1), v))
+    return g.build()
+
+
+@pytest.mark.parametrize("mask", ["constant", "bool"])
+@pytest.mark.parametrize("form", ["sub", "add"])
+def test_megatrons_multiplicative_mask_becomes_a_where(mask, form):
+    feeds = None
+    if mask == "bool":
+        rng = np.random.default_rng(0)
+        feeds = {name: (rng.standard_normal((2, 2, 5, 4)) * 3).astype(np.float32) for name in ("q", "k", "v")}
+        feeds["keep"] = np.tril(np.ones((5, 5), bool))[None, None].repeat(2, axis=0)
+        feeds["keep"][1, 0, :, 3:] = False  # padding on the second sample
+    model, record = fuse(megatron_attention(mask, form), "canonicalize", feeds=feeds)
+    assert record.counters["multiplicative-mask"] == 1
+    where = next(n for n in model.graph.nodes if n.op == "Where")
+    assert float(where.inputs[2].values) == -10000.0
+
+
+def test_a_mask_not_provably_binary_is_a_near_miss():
+    model, record = fuse(megatron_attention("input"), "canonicalize")
+    assert record.counters["multiplicative-mask"] == 0
+    assert [m["code"] for m in misses(record, "multiplicative-mask")] == ["mask-not-binary"]
+
+
+def test_megatron_attention_compiles_with_its_attention_on_the_npu():
+    """The whole pipeline: fold-constants first folds 10000 * (1 - m) into one constant."""
+    result = mapc.compile(megatron_attention("constant"), target="npu", verify=True, partition={"cost_model": False})
+    fuse_record = next(r for r in result.passes if r.name == "fuse")
+    assert fuse_record.counters["multiplicative-mask"] == 1
+    assert result.verification["ok"] and result.report["coverage"]["nodes_percent"] == 100.0
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 7), st.sampled_from(["sub", "add"]), st.sampled_from([1e-3, 1.0, 30.0]), st.integers(0, 1000))
+def test_the_where_equals_the_multiplicative_mask_for_any_binary_mask(seq, form, scale, seed):
+    rng = np.random.default_rng(seed)
+    feeds = {name: (rng.standard_normal((2, 2, seq, 4)) * scale).astype(np.float32) for name in ("q", "k", "v")}
+    feeds["keep"] = rng.random((2, 1, seq, seq)) < 0.7
+    feeds["keep"][..., 0] = True  # every row keeps a key, as real masks do
+    _, record = fuse(megatron_attention("bool", form, seq), "canonicalize", feeds=feeds)
+    assert record.counters["multiplicative-mask"] == 1
