@@ -41,6 +41,11 @@ SHAPE_READERS = frozenset({"Shape", "Size"})
 SMALL_CONSTANT_BYTES = 1 << 16
 
 
+def optional_input(node: gs.Node, slot: int) -> gs.Tensor | None:
+    """The input of ``node`` at ``slot``, or None when it is absent or empty (an omitted optional input)."""
+    return node.inputs[slot] if len(node.inputs) > slot and not node.inputs[slot].is_empty() else None
+
+
 def is_default_domain(node: gs.Node) -> bool:
     """True for a node of the default ONNX domain (``""`` or ``ai.onnx``)."""
     return (node.domain or "") in ("", "ai.onnx")

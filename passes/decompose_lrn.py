@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, is_default_domain, toposort
+from mapc.ir import Model, is_default_domain, remove_nodes, toposort
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
@@ -68,22 +68,23 @@ class DecomposeLRN(Pass):
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         if self.options.activations not in self.options.at:
             return PassResult(changed=False, counters={"lrns_decomposed": 0})
-        done, notes = 0, []
+        replaced, notes = [], []
         for node in list(model.graph.nodes):
             if node.op != "LRN" or not is_default_domain(node):
                 continue
             refusal = _decompose(model, node)
             if refusal is None:
-                done += 1
+                replaced.append(node)
             else:
                 notes.append(Note("decompose-lrn.kept", f"LRN {node.name!r} stays: {refusal}", node=node.name))
-        if done:
+        if replaced:
+            remove_nodes(model.graph, replaced)
             toposort(model.graph)
-        return PassResult(changed=bool(done), notes=notes, counters={"lrns_decomposed": done})
+        return PassResult(changed=bool(replaced), notes=notes, counters={"lrns_decomposed": len(replaced)})
 
 
 def _decompose(model: Model, node: gs.Node) -> str | None:
-    """Replace ``node`` by the decomposition; the reason it cannot be, else None."""
+    """Write the decomposition of ``node`` (which the caller removes); the reason it cannot be, else None."""
     data, output = node.inputs[0], node.outputs[0]
     shape = data.shape
     if shape is None or len(shape) < 3 or not isinstance(shape[1], (int, np.integer)):
@@ -114,7 +115,4 @@ def _decompose(model: Model, node: gs.Node) -> str | None:
         gs.Node("Pow", model.fresh_name(f"{base}_power"), inputs=[denominator, constant("minus_beta", -beta)], outputs=[scaled]),
         gs.Node("Mul", model.fresh_name(f"{base}_normalize"), inputs=[data, scaled], outputs=[output]),
     ])
-    node.inputs.clear()
-    node.outputs.clear()
-    model.graph.nodes.remove(node)
     return None

@@ -26,7 +26,7 @@ from functools import partial
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, consumers, int_constant, producer, remove_dead_nodes, replace_all_uses, standard_op
+from mapc.ir import Model, consumers, int_constant, optional_input, producer, remove_dead_nodes, remove_nodes, replace_all_uses, standard_op, toposort
 from mapc.passes.base import Note, Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
@@ -78,7 +78,7 @@ class SplitStackedKV(Pass):
         changed = bool(split_inputs or split_outputs)
         if changed:
             remove_dead_nodes(graph)
-            graph.toposort()
+            toposort(graph)
             ctx.facts.setdefault(INTERFACE_CHANGES, {})[self.name] = InterfaceChange(
                 feeds=partial(_unstacked, split_inputs), outputs=partial(_unstacked, split_outputs, keep=False))
         return PassResult(changed=changed, notes=notes,
@@ -119,8 +119,7 @@ def _split_input(model: Model, stacked: gs.Variable) -> str | None:
             if keeps_axis:
                 value = _unsqueeze0(graph, value, f"{output.name}/unstacked", model.opset)
             replace_all_uses(model, output, value)
-        node.inputs.clear()
-        node.outputs.clear()
+    remove_nodes(graph, [node for node, _ in takes])
     position = graph.inputs.index(stacked)
     graph.inputs[position:position + 1] = halves
     return None
@@ -136,7 +135,7 @@ def _halves_taken(node: gs.Node, stacked: gs.Tensor) -> list[tuple[int, bool]] |
         return [(int(index.reshape(-1)[0]) % 2, index.ndim == 1)]
     if op == "Split" and node.attrs.get("axis", 0) in (0, -5) and len(node.outputs) == 2:
         sizes = node.attrs.get("split")
-        if len(node.inputs) > 1 and not node.inputs[1].is_empty():
+        if optional_input(node, 1) is not None:
             sizes = int_constant(node.inputs[1])
         if sizes is not None and [int(size) for size in sizes] != [1, 1]:
             return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, NearMiss, RewriteContext, constant_value, producer
+from mapc.ir import Model, NearMiss, RewriteContext, constant_value, is_default_domain, optional_input, producer
 
 #: Opset in which QuantizeLinear/DequantizeLinear exist, and in which they take per-axis scales.
 QDQ_SINCE, PER_AXIS_SINCE = 10, 13
@@ -38,14 +38,9 @@ class QParams:
     axis: int | None = None
 
 
-def present(node: gs.Node, slot: int) -> gs.Tensor | None:
-    """The input at ``slot``, or None when it is absent or empty (an omitted optional input)."""
-    return node.inputs[slot] if len(node.inputs) > slot and not node.inputs[slot].is_empty() else None
-
-
 def domain_is(node: gs.Node, domain: str) -> bool:
     """True if ``node`` belongs to ``domain`` (``""``: the default ai.onnx domain)."""
-    return (node.domain or "") in ((domain,) if domain else ("", "ai.onnx"))
+    return is_default_domain(node) if not domain else node.domain == domain
 
 
 def shape_of(tensor: gs.Tensor) -> list | None:
@@ -78,7 +73,7 @@ class QdqContext(RewriteContext):
         """The per-tensor scale and zero point of ``what`` (zero point absent: 0 of ``dtype``)."""
         self._require_qdq()
         scale = self._scalar(node, scale_slot, f"{what} scale")
-        zero = present(node, zero_slot)
+        zero = optional_input(node, zero_slot)
         zero = self._scalar(node, zero_slot, f"{what} zero point") if zero is not None else self.const(np.zeros((), dtype), "zero_point")
         self._check_zero(zero, dtype, what)
         return QParams(scale, zero)
@@ -90,7 +85,7 @@ class QdqContext(RewriteContext):
         shape = shape_of(node.inputs[scale_slot])
         if shape is not None and int(np.prod(shape, dtype=np.int64)) == 1:
             return self.per_tensor(node, scale_slot, zero_slot, dtype, what)
-        return self.aligned(node.inputs[scale_slot], present(node, zero_slot), dtype, axis, channels, what)
+        return self.aligned(node.inputs[scale_slot], optional_input(node, zero_slot), dtype, axis, channels, what)
 
     def aligned(self, scale: gs.Tensor, zero: gs.Tensor | None, dtype: np.dtype, axis: int, channels: int | None, what: str) -> QParams:
         """``scale`` and ``zero`` (None: 0) shaped alike for Q/DQ: both scalars, or both one per

@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import NearMiss, rule
-from mapc.passes.qoperator.context import ORT_DOMAIN, QdqContext, QParams, domain_is, eight_bit, present, product, shape_of
+from mapc.ir import NearMiss, optional_input, rule
+from mapc.passes.qoperator.context import ORT_DOMAIN, QdqContext, QParams, domain_is, eight_bit, product, shape_of
 
 #: Opset in which Softmax works on one axis instead of the flattened trailing axes.
 SOFTMAX_ONE_AXIS_SINCE = 13
@@ -33,7 +33,7 @@ POOL_ATTRS = ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pad
 def _unary_params(ctx: QdqContext, node: gs.Node, extent: float | None = 1.0) -> tuple[QParams, QParams]:
     """The input's and the output's parameters of ``X, xs, xz, ys, yz``; the dequantized input,
     summed over ``extent`` elements (a pooling window), must stay inside float32."""
-    dtype = eight_bit(node.inputs[0], "input", present(node, 2))
+    dtype = eight_bit(node.inputs[0], "input", optional_input(node, 2))
     x = ctx.per_tensor(node, 1, 2, dtype, "input")
     ctx.require_finite(ctx.magnitude(x, dtype), "dequantized input values")
     ctx.require_finite(product(ctx.magnitude(x, dtype), extent), "sums over the pooling window")
@@ -50,8 +50,8 @@ def _unary(ctx: QdqContext, node: gs.Node, op: str, attrs: dict | None = None, e
 
 def _binary(ctx: QdqContext, node: gs.Node, op: str) -> bool:
     """``A, as, az, B, bs, bz, cs, cz`` -> ``Q(op(DQ(A), DQ(B)))``."""
-    dtype = eight_bit(node.inputs[0], "input A", present(node, 2))
-    if eight_bit(node.inputs[3], "input B", present(node, 5)) != dtype:
+    dtype = eight_bit(node.inputs[0], "input A", optional_input(node, 2))
+    if eight_bit(node.inputs[3], "input B", optional_input(node, 5)) != dtype:
         raise NearMiss("dtype", "inputs A and B have different types")
     a = ctx.per_tensor(node, 1, 2, dtype, "input A")
     b = ctx.per_tensor(node, 4, 5, dtype, "input B")
@@ -136,13 +136,13 @@ def qlinear_concat(ctx: QdqContext, node: gs.Node) -> bool:
         return False
     if len(node.inputs) < 5 or (len(node.inputs) - 2) % 3:
         raise NearMiss("inputs", "the inputs are not an output scale and zero point followed by (tensor, scale, zero point) triples")
-    zero = present(node, 1)
+    zero = optional_input(node, 1)
     if zero is None:
         raise NearMiss("parameters", "the output zero point is missing, so the output type is unknown")
     dtype = eight_bit(zero, "output zero point")
     y = ctx.per_tensor(node, 0, 1, dtype, "output")
     slots = range(2, len(node.inputs), 3)
-    types = [eight_bit(node.inputs[slot], f"input {index}", present(node, slot + 2)) for index, slot in enumerate(slots)]
+    types = [eight_bit(node.inputs[slot], f"input {index}", optional_input(node, slot + 2)) for index, slot in enumerate(slots)]
     params = [ctx.per_tensor(node, slot + 1, slot + 2, dtype, f"input {index}") for index, (slot, dtype) in enumerate(zip(slots, types))]
     for part, dtype in zip(params, types):
         ctx.require_finite(ctx.magnitude(part, dtype), "dequantized input values")

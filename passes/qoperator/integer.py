@@ -28,8 +28,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from mapc.ir import NearMiss, NoMatch, constant_value, is_graph_output, producer, rule, sole_reader
-from mapc.passes.qoperator.context import QdqContext, QParams, domain_is, dynamic_source, eight_bit, present, product, shape_of
+from mapc.ir import NearMiss, NoMatch, constant_value, is_graph_output, optional_input, producer, rule, sole_reader
+from mapc.passes.qoperator.context import QdqContext, QParams, domain_is, dynamic_source, eight_bit, product, shape_of
 from mapc.passes.qoperator.linear import CONV_ATTRS
 
 #: Integers up to this magnitude are exact in float32 (24-bit significand).
@@ -100,18 +100,18 @@ def dynamic_integer_product(ctx: QdqContext, node: gs.Node) -> bool:
     if is_graph_output(ctx.graph, cast.outputs[0]) or mul is None or mul.op != "Mul" or not domain_is(mul, ""):
         raise NoMatch
     scale = mul.inputs[1] if mul.inputs[0] is cast.outputs[0] else mul.inputs[0]
-    a_type, b_type = eight_bit(node.inputs[0], "input A", present(node, 2)), eight_bit(node.inputs[1], "input B", present(node, 3))
+    a_type, b_type = eight_bit(node.inputs[0], "input A", optional_input(node, 2)), eight_bit(node.inputs[1], "input B", optional_input(node, 3))
     a_scale, b_scale = _split_scales(ctx, node, scale)
     axis, channels = _channel_axis(node)
     if node.op == "ConvInteger" and int(np.prod(shape_of(b_scale) or [1], dtype=np.int64)) > 1:
         raise NearMiss("scale", "a per-channel scale after ConvInteger is not rewritten (only per-tensor)")
-    a = ctx.aligned(_scalar(ctx, a_scale), present(node, 2), a_type, 0, None, "input A")
+    a = ctx.aligned(_scalar(ctx, a_scale), optional_input(node, 2), a_type, 0, None, "input A")
     if a.axis is not None:
         raise NearMiss("parameters", "input A's zero point has several values (per row); only per-tensor is rewritten")
-    b = ctx.aligned(b_scale, present(node, 3), b_type, axis, channels, "input B")
+    b = ctx.aligned(b_scale, optional_input(node, 3), b_type, axis, channels, "input B")
     ctx.require_finite(product(ctx.magnitude(a, a_type), ctx.magnitude(b, b_type)), "dequantized products")
     ctx.require_finite(ctx.magnitude(b, b_type), "dequantized weight values")
-    float_input = dynamic_source(node.inputs[0], a_scale, present(node, 2)) if ctx.float_dynamic else None
+    float_input = dynamic_source(node.inputs[0], a_scale, optional_input(node, 2)) if ctx.float_dynamic else None
     result = _float_product(ctx, node, a, b, float_input)
     ctx.bypass(mul, result)  # a new node's output can always take a graph output's name
     ctx.remove(cast)
@@ -133,7 +133,7 @@ def _sum_bound(node: gs.Node, axis: int, b_type: np.dtype, a_magnitude: int) -> 
     """A bound on every |partial sum| of the int32 result: ``max|a - az| · max Σ|b - bz|`` over
     one output element's inputs; from the types and the reduction length, and, only when that
     is beyond 2^24 and B is a constant, from B's values (a weight is read only then)."""
-    weight, zero = node.inputs[1], present(node, 3)
+    weight, zero = node.inputs[1], optional_input(node, 3)
     shape = shape_of(weight)
     if shape is not None and all(isinstance(d, (int, np.integer)) for d in shape):
         reduction = int(np.prod(shape[1:], dtype=np.int64)) if node.op == "ConvInteger" else int(shape[-2])
@@ -161,17 +161,17 @@ def integer_product(ctx: QdqContext, node: gs.Node) -> bool:
     """MatMulInteger/ConvInteger -> MatMul/Conv(DQ(a, 1, az), DQ(b, 1, bz)) [-> Cast<int32>], when float32 holds every sum exactly."""
     if not domain_is(node, ""):
         return False
-    a_type, b_type = eight_bit(node.inputs[0], "input A", present(node, 2)), eight_bit(node.inputs[1], "input B", present(node, 3))
+    a_type, b_type = eight_bit(node.inputs[0], "input A", optional_input(node, 2)), eight_bit(node.inputs[1], "input B", optional_input(node, 3))
     axis, channels = _channel_axis(node)
-    bound = _sum_bound(node, axis, b_type, _largest_magnitude(present(node, 2), a_type))
+    bound = _sum_bound(node, axis, b_type, _largest_magnitude(optional_input(node, 2), a_type))
     if bound > EXACT_LIMIT:
         raise NearMiss("exactness", f"the int32 sums may reach {bound}, beyond 2^24 where float32 stops holding every integer",
                        "dequantize with the real scales instead (the dynamic quantizer's Cast and Mul after it)")
     one = ctx.const(np.ones((), np.float32), "unit_scale")
-    a = ctx.aligned(one, present(node, 2), a_type, 0, None, "input A")
+    a = ctx.aligned(one, optional_input(node, 2), a_type, 0, None, "input A")
     if a.axis is not None:
         raise NearMiss("parameters", "input A's zero point has several values (per row); only per-tensor is rewritten")
-    b = ctx.aligned(one, present(node, 3), b_type, axis, channels, "input B")
+    b = ctx.aligned(one, optional_input(node, 3), b_type, axis, channels, "input B")
     result = _float_product(ctx, node, a, b)
     output = node.outputs[0]
     for reader in list(output.outputs):

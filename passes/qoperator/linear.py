@@ -19,15 +19,15 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import NearMiss, constant_value, rule
-from mapc.passes.qoperator.context import ORT_DOMAIN, QdqContext, QParams, domain_is, eight_bit, present, product, shape_of
+from mapc.ir import NearMiss, constant_value, optional_input, rule
+from mapc.passes.qoperator.context import ORT_DOMAIN, QdqContext, QParams, domain_is, eight_bit, product, shape_of
 
 CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
 
 def _bias(ctx: QdqContext, node: gs.Node, slot: int, x: QParams, w: QParams, factor: float = 1.0) -> gs.Tensor | None:
     """``DQ(bias)`` with scale ``factor·x_scale·w_scale`` (per channel when ``w`` is), or None without bias."""
-    bias = present(node, slot)
+    bias = optional_input(node, slot)
     if bias is None:
         return None
     if bias.dtype is not None and np.dtype(bias.dtype) != np.int32:
@@ -67,7 +67,7 @@ def qlinear_conv(ctx: QdqContext, node: gs.Node) -> bool:
     """QLinearConv -> DQ(x), DQ(w, per output channel), DQ(int32 bias, scale x_scale·w_scale) -> Conv -> Q."""
     if not domain_is(node, ""):
         return False
-    x_type, w_type = eight_bit(node.inputs[0], "input", present(node, 2)), eight_bit(node.inputs[3], "weight", present(node, 5))
+    x_type, w_type = eight_bit(node.inputs[0], "input", optional_input(node, 2)), eight_bit(node.inputs[3], "weight", optional_input(node, 5))
     weight_shape = shape_of(node.inputs[3])
     x = ctx.per_tensor(node, 1, 2, x_type, "input")
     w = ctx.per_axis(node, 4, 5, w_type, 0, weight_shape[0] if weight_shape else None, "weight")
@@ -86,7 +86,7 @@ def qlinear_matmul(ctx: QdqContext, node: gs.Node) -> bool:
     """QLinearMatMul -> DQ(a), DQ(b, per column) -> MatMul -> Q."""
     if not domain_is(node, ""):
         return False
-    a_type, b_type = eight_bit(node.inputs[0], "input A", present(node, 2)), eight_bit(node.inputs[3], "input B", present(node, 5))
+    a_type, b_type = eight_bit(node.inputs[0], "input A", optional_input(node, 2)), eight_bit(node.inputs[3], "input B", optional_input(node, 5))
     b_shape = shape_of(node.inputs[3])
     a = ctx.per_tensor(node, 1, 2, a_type, "input A")
     b = ctx.per_axis(node, 4, 5, b_type, len(b_shape) - 1 if b_shape else -1, b_shape[-1] if b_shape else None, "input B")
@@ -104,7 +104,7 @@ def qgemm(ctx: QdqContext, node: gs.Node) -> bool:
     """com.microsoft QGemm -> DQ(A), DQ(B, per column), DQ(int32 C, scale alpha·a_scale·b_scale) -> Gemm [-> Q]."""
     if not domain_is(node, ORT_DOMAIN):
         return False
-    a_type, b_type = eight_bit(node.inputs[0], "input A", present(node, 2)), eight_bit(node.inputs[3], "input B", present(node, 5))
+    a_type, b_type = eight_bit(node.inputs[0], "input A", optional_input(node, 2)), eight_bit(node.inputs[3], "input B", optional_input(node, 5))
     trans_b = int(node.attrs.get("transB", 0))
     alpha = float(node.attrs.get("alpha", 1.0))
     b_shape = shape_of(node.inputs[3])
@@ -112,8 +112,8 @@ def qgemm(ctx: QdqContext, node: gs.Node) -> bool:
     a = ctx.per_tensor(node, 1, 2, a_type, "input A")
     b = ctx.per_axis(node, 4, 5, b_type, column_axis, b_shape[column_axis] if b_shape else None, "input B")
     y = None
-    if present(node, 7) is not None:
-        zero = present(node, 8)
+    if optional_input(node, 7) is not None:
+        zero = optional_input(node, 8)
         if zero is None:
             raise NearMiss("parameters", "the output has a scale but no zero point, so its type is unknown")
         y = ctx.per_tensor(node, 7, 8, eight_bit(zero, "output zero point"), "output")

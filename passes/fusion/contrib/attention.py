@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Match, NearMiss, op, var
+from mapc.ir import Match, NearMiss, op, optional_input, var
 from mapc.passes.fusion.context import FusionContext, FusionRule, show_dims
 from mapc.passes.fusion.contrib import sdpa
-from mapc.passes.fusion.contrib.common import ORT, float_dtype, present, unread
+from mapc.passes.fusion.contrib.common import ORT, float_dtype, unread
 
 
 @dataclass
@@ -44,11 +44,11 @@ class ContribAttentionToStandard(FusionRule):
     def check(self, match: Match, ctx: FusionContext) -> PackedPlan:
         node = match.root
         attrs = node.attrs
-        if int(attrs.get("do_rotary", 0)) or int(attrs.get("past_present_share_buffer", 0)) or present(node, 6) is not None:
+        if int(attrs.get("do_rotary", 0)) or int(attrs.get("past_present_share_buffer", 0)) or optional_input(node, 6) is not None:
             raise NearMiss("variant", "a rotary Attention or one sharing its past and present buffer is not rewritten", None)
         if not unread(ctx.graph, node, range(2, len(node.outputs))):
             raise NearMiss("outputs", "an output other than the attention and present is read", None)
-        past = present(node, 4)
+        past = optional_input(node, 4)
         if past is None and not unread(ctx.graph, node, range(1, 2)):
             raise NearMiss("present", "present is read but there is no past", None)
         dtype = float_dtype(ctx, node.inputs[0])
@@ -72,7 +72,7 @@ class ContribAttentionToStandard(FusionRule):
         total = None if seq is None or past_len is None else seq + past_len
         if causal and total is None:
             raise NearMiss("causal", "a unidirectional Attention needs static sequence and past lengths", sdpa.FIX_SHAPES)
-        mask = present(node, 3)
+        mask = optional_input(node, 3)
         keys = total if total is not None else (shape[1] if past_len == 0 else None)  # a symbolic S is T without past
         layout = None if mask is None else sdpa.mask_layout(ctx, mask, shape[0], shape[1], keys)
         return PackedPlan(dtype, heads, sizes, seq, past_len, layout, causal)
@@ -84,27 +84,27 @@ class ContribAttentionToStandard(FusionRule):
         x, out = node.inputs[0], node.outputs[0]
         inner = sdpa.compute_dtype(dtype)  # the kernel projects 16-bit inputs in float32 too
         qkv = ctx.node("MatMul", [sdpa.cast_to(ctx, x, inner), sdpa.cast_to(ctx, node.inputs[1], inner)], dtype=inner, name="qkv")
-        bias = present(node, 2)
+        bias = optional_input(node, 2)
         if bias is not None:
             qkv = ctx.node("Add", [qkv, sdpa.cast_to(ctx, bias, inner)], dtype=inner, name="qkv_bias")
         q = sdpa.split_heads(ctx, sdpa.slice_last(ctx, qkv, 0, hq, inner), heads, hq // heads, inner)
         k = sdpa.split_heads(ctx, sdpa.slice_last(ctx, qkv, hq, hq + hk, inner), heads, hk // heads, inner)
         v = sdpa.split_heads(ctx, sdpa.slice_last(ctx, qkv, hq + hk, hq + hk + hv, inner), heads, hv // heads, inner)
-        past = present(node, 4)
+        past = optional_input(node, 4)
         if past is not None:
             past_k, past_v = (sdpa.cast_to(ctx, ctx.node("Gather", [past, ctx.const(np.asarray(i, np.int64), "index")], attrs={"axis": 0},
                                                          dtype=dtype, name="past_part"), inner) for i in (0, 1))
             k, v = sdpa.with_past(ctx, past_k, k, inner), sdpa.with_past(ctx, past_v, v, inner)
         fill = float(node.attrs.get("mask_filter_value", -10000.0))
         masks = []
-        mask = present(node, 3)
+        mask = optional_input(node, 3)
         if mask is not None:
             total = None if plan.seq is None or plan.past is None else plan.seq + plan.past
             masks.append(sdpa.padding_mask(ctx, mask, plan.mask_layout, total, fill, sdpa.compute_dtype(dtype)))
         if plan.causal:
             masks.append(sdpa.causal_mask(ctx, plan.seq, plan.past, sdpa.compute_dtype(dtype)))
         masks = sdpa.combine(ctx, masks, sdpa.compute_dtype(dtype))
-        attention_bias = present(node, 5)
+        attention_bias = optional_input(node, 5)
         if attention_bias is not None:
             masks.append(attention_bias)
         scale = float(node.attrs.get("scale", 0.0)) or (hq // heads) ** -0.5

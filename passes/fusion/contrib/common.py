@@ -18,11 +18,6 @@ def unread(graph: gs.Graph, node: gs.Node, slots: range) -> bool:
                or (not node.outputs[slot].outputs and not is_graph_output(graph, node.outputs[slot])) for slot in slots)
 
 
-def present(node: gs.Node, slot: int) -> gs.Tensor | None:
-    """The input in ``slot``, or None when it is absent or empty."""
-    return node.inputs[slot] if len(node.inputs) > slot and not node.inputs[slot].is_empty() else None
-
-
 def float_dtype(ctx: FusionContext, tensor: gs.Tensor) -> np.dtype:
     """``tensor``'s float dtype, else a near-miss."""
     dtype = ctx.dtype(tensor)

@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Match, NearMiss, op, var
+from mapc.ir import Match, NearMiss, op, optional_input, var
 from mapc.passes.fusion.context import FusionContext, FusionRule
-from mapc.passes.fusion.contrib.common import ORT, present, unread
+from mapc.passes.fusion.contrib.common import ORT, unread
 from mapc.passes.fusion.normalization import LayerNormFusion, NormPlan
 
 
@@ -32,10 +32,10 @@ class EmbedLayerNormToStandard(FusionRule):
             raise NearMiss("embedding-sum", "the embedding sum output is read", None)
         shape = ctx.shape(node.inputs[0])
         sequence = ctx.static(shape[1]) if shape is not None and len(shape) == 2 else None
-        if sequence is None and present(node, 8) is None:
+        if sequence is None and optional_input(node, 8) is None:
             raise NearMiss("shape", "the sequence length must be static to enumerate positions", ctx.shapes_fix("fix the input shapes (fix-shapes)"))
         mask_read = len(node.outputs) > 1 and not unread(ctx.graph, node, range(1, 2))
-        if mask_read and present(node, 7) is None:
+        if mask_read and optional_input(node, 7) is None:
             raise NearMiss("mask", "the mask index is read but no mask is given", None)
         return sequence or 0
 
@@ -44,14 +44,14 @@ class EmbedLayerNormToStandard(FusionRule):
         ids, out = node.inputs[0], node.outputs[0]
         dtype = np.dtype(node.inputs[2].dtype)
         total = ctx.node("Gather", [node.inputs[2], ids], dtype=dtype, name="word_embedding")
-        position_ids = present(node, 8)
+        position_ids = optional_input(node, 8)
         if position_ids is None:
             positions = ctx.node("Gather", [node.inputs[3], ctx.const(np.arange(sequence, dtype=np.int64), "positions")], dtype=dtype,
                                  name="position_embedding")
         else:
             positions = ctx.node("Gather", [node.inputs[3], position_ids], dtype=dtype, name="position_embedding")
         total = ctx.node("Add", [total, positions], dtype=dtype, name="embedding_sum")
-        segments, segment_table = present(node, 1), present(node, 4)
+        segments, segment_table = optional_input(node, 1), optional_input(node, 4)
         if segments is not None and segment_table is not None:
             total = ctx.node("Add", [total, ctx.node("Gather", [segment_table, segments], dtype=dtype, name="segment_embedding")],
                              dtype=dtype, name="embedding_sum")
@@ -63,7 +63,7 @@ class EmbedLayerNormToStandard(FusionRule):
                                dtype=out.dtype, shape=ctx.shape(out))
         outputs = [normalized]
         if len(node.outputs) > 1:
-            mask = present(node, 7)
+            mask = optional_input(node, 7)
             if mask is not None and not unread(ctx.graph, node, range(1, 2)):
                 summed = ctx.with_axes("ReduceSum", mask, [1], attrs={"keepdims": 0}, name="mask_index")
                 outputs.append(ctx.node("Cast", [summed], attrs={"to": onnx.TensorProto.INT32}, dtype=np.dtype(np.int32), name="mask_index_int32"))

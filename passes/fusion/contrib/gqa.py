@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Match, NearMiss, op, small_constant, var
+from mapc.ir import Match, NearMiss, op, optional_input, small_constant, var
 from mapc.passes.fusion.context import STANDARD_SINCE, Dim, FusionContext, FusionRule, show_dims
 from mapc.passes.fusion.contrib import sdpa
-from mapc.passes.fusion.contrib.common import ORT, float_dtype, ints, present, unread
+from mapc.passes.fusion.contrib.common import ORT, float_dtype, ints, unread
 from mapc.passes.fusion.contrib.rotary import UPGRADE, standard_rotary
 
 QUERY, KEY, VALUE, PAST_KEY, PAST_VALUE, SEQLENS_K, TOTAL_LENGTH, COS, SIN, POSITION_IDS, ATTENTION_BIAS = range(11)
@@ -78,7 +78,7 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         for quantized in ("k_quant_type", "v_quant_type"):
             if attrs.get(quantized, "NONE") != "NONE":
                 raise NearMiss("variant", "a quantized KV cache is not rewritten", None)
-        unhandled = [name for slot, name in UNHANDLED.items() if present(node, slot) is not None]
+        unhandled = [name for slot, name in UNHANDLED.items() if optional_input(node, slot) is not None]
         if unhandled:
             raise NearMiss("inputs", f"the inputs {', '.join(unhandled)} are not rewritten", None)
         if not unread(ctx.graph, node, range(3, len(node.outputs))):
@@ -87,13 +87,13 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         heads, kv_heads = int(attrs["num_heads"]), int(attrs["kv_num_heads"])
         query = ctx.shape(node.inputs[QUERY])
         seq, width = (ctx.static(query[1]), ctx.static(query[2])) if query is not None and len(query) == 3 else (None, None)
-        packed = present(node, KEY) is None
+        packed = optional_input(node, KEY) is None
         groups = heads + 2 * kv_heads if packed else heads
         if seq is None or width is None or width % groups or heads % kv_heads:
             raise NearMiss("shape", f"the query {show_dims(query)} is not [B, S, hidden] with static S and hidden", sdpa.FIX_SHAPES)
         head_size = width // groups
         if not packed:
-            key, value = ctx.shape(node.inputs[KEY]), ctx.shape(node.inputs[VALUE]) if present(node, VALUE) is not None else None
+            key, value = ctx.shape(node.inputs[KEY]), ctx.shape(node.inputs[VALUE]) if optional_input(node, VALUE) is not None else None
             if key is None or value is None or len(key) != 3 or len(value) != 3 or ctx.static(key[1]) != seq \
                     or ctx.static(key[2]) != kv_heads * head_size or ctx.static(value[2]) != kv_heads * head_size:
                 raise NearMiss("shape", f"key {show_dims(key)} and value {show_dims(value)} are not [B, S, kv_heads*head_size]", sdpa.FIX_SHAPES)
@@ -105,8 +105,8 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
             raise NearMiss("total-length", "total_sequence_length is computed at run time", sdpa.FIX_SHAPES)
         total = int(total.reshape(-1)[0])
         past = 0
-        if present(node, PAST_KEY) is not None or present(node, PAST_VALUE) is not None:
-            shapes = [ctx.shape(t) if t is not None else None for t in (present(node, PAST_KEY), present(node, PAST_VALUE))]
+        if optional_input(node, PAST_KEY) is not None or optional_input(node, PAST_VALUE) is not None:
+            shapes = [ctx.shape(t) if t is not None else None for t in (optional_input(node, PAST_KEY), optional_input(node, PAST_VALUE))]
             if any(s is None or len(s) != 4 or ctx.static(s[2]) is None or ctx.static(s[1]) != kv_heads for s in shapes):
                 raise NearMiss("past", f"the past {show_dims(shapes[0])} is not [B, kv_heads, P, H] with a static P", sdpa.FIX_SHAPES)
             past = ctx.static(shapes[0][2])
@@ -118,7 +118,7 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
         if window and first_prompt:
             raise NearMiss("window", f"a sliding window ({window} keys) on a first prompt: the kernel reads past the end of a padded "
                            "sequence there, so its rows are not reproducible", None)
-        bias = present(node, ATTENTION_BIAS)
+        bias = optional_input(node, ATTENTION_BIAS)
         bias_shape = None if bias is None else ctx.shape(bias)
         if bias is not None and (bias_shape is None or len(bias_shape) != 4 or ctx.static(bias_shape[-1]) != max(total, past)):
             raise NearMiss("attention-bias", f"the attention bias {show_dims(bias_shape)} does not span the {max(total, past)} keys of the buffer",
@@ -131,15 +131,15 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
     def _rotary(node: gs.Node, ctx: FusionContext, head_size: int) -> int:
         """The rotary width (0 without ``do_rotary``)."""
         if not int(node.attrs.get("do_rotary", 0)):
-            if present(node, POSITION_IDS) is not None:
+            if optional_input(node, POSITION_IDS) is not None:
                 raise NearMiss("inputs", "position_ids without do_rotary is not rewritten", None)
             return 0
         if ctx.opset < STANDARD_SINCE["RotaryEmbedding"]:
             raise NearMiss("opset", f"the rotary part becomes the standard RotaryEmbedding of opset 23; the model has {ctx.opset}", UPGRADE)
-        given = present(node, POSITION_IDS)
+        given = optional_input(node, POSITION_IDS)
         if given is not None and (ctx.rank(given) != 2 or ctx.dtype(given) != I64):
             raise NearMiss("rotary", f"position_ids {show_dims(ctx.shape(given))} is not an int64 [B, S]", sdpa.FIX_SHAPES)
-        cache = ctx.shape(node.inputs[COS]) if present(node, COS) is not None and present(node, SIN) is not None else None
+        cache = ctx.shape(node.inputs[COS]) if optional_input(node, COS) is not None and optional_input(node, SIN) is not None else None
         half = ctx.static(cache[1]) if cache is not None and len(cache) == 2 else None
         if half is None or 2 * half > head_size:
             raise NearMiss("rotary", f"the cos/sin cache {show_dims(cache)} is not [positions, rotary_dim/2] with a static width", sdpa.FIX_SHAPES)
@@ -165,10 +165,10 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
             q, k = self._rotate(ctx, node, plan, q, k, self._rotary_positions(ctx, node, plan, positions))
         q4 = sdpa.split_heads(ctx, q, plan.heads, size, dtype)
         k4, v4 = (sdpa.split_heads(ctx, t, plan.kv_heads, size, dtype) for t in (k, v))
-        present_k, present_v = (self._present(ctx, plan, new, present(node, slot), past_b) for new, slot in ((k4, PAST_KEY), (v4, PAST_VALUE)))
+        present_k, present_v = (self._present(ctx, plan, new, optional_input(node, slot), past_b) for new, slot in ((k4, PAST_KEY), (v4, PAST_VALUE)))
         mask = self._mask(ctx, plan, positions, totals)
         keys, values = (self._repeat(ctx, plan, sdpa.cast_to(ctx, t, sdpa.compute_dtype(dtype))) for t in (present_k, present_v))
-        masks = [mask] if present(node, ATTENTION_BIAS) is None else [mask, node.inputs[ATTENTION_BIAS]]
+        masks = [mask] if optional_input(node, ATTENTION_BIAS) is None else [mask, node.inputs[ATTENTION_BIAS]]
         context = sdpa.attend(ctx, q4, keys, values, plan.scale, masks, dtype)
         outputs = [sdpa.merge_heads(ctx, context, plan.heads * size, node.outputs[0])]
         for slot, tensor in ((1, present_k), (2, present_v)):
@@ -189,7 +189,7 @@ class ContribGroupQueryAttentionToStandard(FusionRule):
     def _rotary_positions(ctx: FusionContext, node: gs.Node, plan: GqaPlan, positions: gs.Tensor) -> gs.Tensor:
         """The positions the kernel rotates at: ``past_b + s``, or the ``position_ids`` given (on a
         first prompt only their first element, counted up along the sequence, as the kernel reads them)."""
-        given = present(node, POSITION_IDS)
+        given = optional_input(node, POSITION_IDS)
         if given is None:
             return positions
         if not plan.first_prompt:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Match, NearMiss, op, var
+from mapc.ir import Match, NearMiss, op, optional_input, var
 from mapc.passes.fusion.context import Dim, FusionContext, FusionRule, same_dim, show_dims
 from mapc.passes.fusion.contrib import sdpa
-from mapc.passes.fusion.contrib.common import ORT, float_dtype, present, unread
+from mapc.passes.fusion.contrib.common import ORT, float_dtype, unread
 
 #: Input slots of MultiHeadAttention.
 QUERY, KEY, VALUE, BIAS, MASK, ATTENTION_BIAS, PAST_KEY, PAST_VALUE, PAST_LENGTH, CACHE_INDIRECTION = range(10)
@@ -53,15 +53,15 @@ class ContribMultiHeadAttentionToStandard(FusionRule):
 
     def check(self, match: Match, ctx: FusionContext) -> MhaPlan:
         node = match.root
-        if present(node, PAST_LENGTH) is not None or present(node, CACHE_INDIRECTION) is not None:
+        if optional_input(node, PAST_LENGTH) is not None or optional_input(node, CACHE_INDIRECTION) is not None:
             raise NearMiss("variant", "a shared past/present buffer (past_sequence_length) or beam search (cache_indirection) is not rewritten", None)
         if not unread(ctx.graph, node, range(3, len(node.outputs))):
             raise NearMiss("outputs", "the qk output is read", None)
         dtype = float_dtype(ctx, node.inputs[QUERY])
         heads = int(node.attrs["num_heads"])
-        query, key, value = (ctx.shape(t) if t is not None else None for t in (present(node, s) for s in (QUERY, KEY, VALUE)))
+        query, key, value = (ctx.shape(t) if t is not None else None for t in (optional_input(node, s) for s in (QUERY, KEY, VALUE)))
         layout, head_size, v_head_size, kv_seq = self._layout(ctx, node, heads, query, key, value)
-        past_k, past_v = present(node, PAST_KEY), present(node, PAST_VALUE)
+        past_k, past_v = optional_input(node, PAST_KEY), optional_input(node, PAST_VALUE)
         past: int | None = 0
         if (past_k is None) != (past_v is None):
             raise NearMiss("past", "only one of past_key and past_value is given", None)
@@ -78,7 +78,7 @@ class ContribMultiHeadAttentionToStandard(FusionRule):
         if causal and (total is None or seq is None or total != past + seq):
             raise NearMiss("causal", "a unidirectional MultiHeadAttention is rewritten only as self attention with static sequence and past lengths",
                            sdpa.FIX_SHAPES)
-        mask = present(node, MASK)
+        mask = optional_input(node, MASK)
         total_dim: Dim = total if total is not None else (kv_seq if past == 0 else None)
         mask_layout = None if mask is None else sdpa.mask_layout(ctx, mask, query[0], query[1], total_dim)
         return MhaPlan(dtype, heads, layout, head_size, v_head_size, seq, total, past, mask_layout, causal)
@@ -86,7 +86,7 @@ class ContribMultiHeadAttentionToStandard(FusionRule):
     @staticmethod
     def _layout(ctx: FusionContext, node: gs.Node, heads: int, query, key, value) -> tuple[str, int, int, Dim]:
         """(layout, Q/K head size, V head size, kv sequence dim) from the input shapes."""
-        bias = present(node, BIAS) is not None
+        bias = optional_input(node, BIAS) is not None
         last = ctx.static(query[-1]) if query else None
         if query is None or last is None or len(query) not in (3, 5):
             raise NearMiss("shape", f"the query {show_dims(query)} is not [B, S, hidden] with a static hidden size", sdpa.FIX_SHAPES)
@@ -116,19 +116,19 @@ class ContribMultiHeadAttentionToStandard(FusionRule):
         dtype, heads = plan.dtype, plan.heads
         inner = sdpa.compute_dtype(dtype)
         q, k, v = self._heads(ctx, node, plan)
-        past_k, past_v = (present(node, slot) for slot in (PAST_KEY, PAST_VALUE))
+        past_k, past_v = (optional_input(node, slot) for slot in (PAST_KEY, PAST_VALUE))
         k = sdpa.with_past(ctx, past_k if past_k is None else sdpa.cast_to(ctx, past_k, inner), k, inner)
         v = sdpa.with_past(ctx, past_v if past_v is None else sdpa.cast_to(ctx, past_v, inner), v, inner)
         fill = float(node.attrs.get("mask_filter_value", -10000.0))
         masks = []
-        mask = present(node, MASK)
+        mask = optional_input(node, MASK)
         if mask is not None:
             masks.append(sdpa.padding_mask(ctx, mask, plan.mask_layout, plan.total, fill, sdpa.compute_dtype(dtype)))
         if plan.causal:
             masks.append(sdpa.causal_mask(ctx, plan.seq, plan.past, sdpa.compute_dtype(dtype)))
         masks = sdpa.combine(ctx, masks, sdpa.compute_dtype(dtype))
-        if present(node, ATTENTION_BIAS) is not None:
-            masks.append(present(node, ATTENTION_BIAS))
+        if optional_input(node, ATTENTION_BIAS) is not None:
+            masks.append(optional_input(node, ATTENTION_BIAS))
         scale = float(node.attrs.get("scale", 0.0)) or plan.head_size ** -0.5
         context = sdpa.attend(ctx, q, k, v, scale, masks, dtype)
         out = node.outputs[0]
@@ -144,7 +144,7 @@ class ContribMultiHeadAttentionToStandard(FusionRule):
         added in float32 to 16-bit inputs, as the kernel adds it)."""
         dtype, heads, size = sdpa.compute_dtype(plan.dtype), plan.heads, plan.head_size
         query, key, value = (sdpa.cast_to(ctx, node.inputs[slot], dtype) for slot in (QUERY, KEY, VALUE))
-        bias = present(node, BIAS)
+        bias = optional_input(node, BIAS)
         bias = None if bias is None else sdpa.cast_to(ctx, bias, dtype)
         hidden, v_hidden = heads * size, heads * plan.v_head_size
         if bias is not None:

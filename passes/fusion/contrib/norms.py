@@ -19,9 +19,9 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Match, NearMiss, NoMatch, op, var
+from mapc.ir import Match, NearMiss, NoMatch, op, optional_input, var
 from mapc.passes.fusion.context import FusionContext, FusionRule
-from mapc.passes.fusion.contrib.common import ORT, float_dtype, present, unread
+from mapc.passes.fusion.contrib.common import ORT, float_dtype, unread
 from mapc.passes.fusion.gelu import decompose_gelu
 from mapc.passes.fusion.normalization import LayerNormFusion, NormPlan, RmsNormFusion
 
@@ -47,12 +47,12 @@ class _ContribNorm(FusionRule):
         summed = None
         if self.skip:
             summed = ctx.node("Add", [x, node.inputs[1]], dtype=dtype, shape=ctx.shape(x), name="skip_add")
-            bias = present(node, 4 if self.op_type == "LayerNormalization" else 3)
+            bias = optional_input(node, 4 if self.op_type == "LayerNormalization" else 3)
             if bias is not None:
                 summed = ctx.node("Add", [summed, bias], dtype=dtype, shape=ctx.shape(x), name="skip_bias_add")
             x = summed
         gamma = node.inputs[2] if self.skip else node.inputs[1]
-        beta = present(node, 3) if self.skip and self.op_type == "LayerNormalization" else None
+        beta = optional_input(node, 3) if self.skip and self.op_type == "LayerNormalization" else None
         axis = int(node.attrs.get("axis", -1)) if not self.skip else -1
         axis = axis - rank if axis >= 0 else axis
         epsilon = float(node.attrs.get("epsilon", 1e-5))
@@ -114,7 +114,7 @@ class _ContribGelu(FusionRule):
     def rewrite(self, match: Match, dtype: np.dtype, ctx: FusionContext) -> gs.Tensor:
         node = match.root
         x = node.inputs[0]
-        bias = present(node, self.bias_slot) if self.bias_slot is not None else None
+        bias = optional_input(node, self.bias_slot) if self.bias_slot is not None else None
         out = node.outputs[0]
         if bias is not None:
             x = ctx.node("Add", [x, bias], dtype=dtype, shape=ctx.shape(out), name="gelu_bias")
