@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from mapc.ir import Model, RewriteContext, run, RuleReport, apply_rules, remove_dead_nodes, toposort
+from mapc.ir import Model, RewriteContext, Runner, RuleReport, apply_rules, remove_dead_nodes, toposort
 from mapc.passes.attention_mask import decompose  # noqa: F401  (registers decompose-attention)
 from mapc.passes.attention_mask.context import MaskContext, SiteOutcome
 from mapc.passes.attention_mask.detection import AttentionSite, attentions_in_subgraphs, cone, find_attentions, mask_input_roles
@@ -44,12 +44,20 @@ def _fully_masked_on(
     return fully_masked_positions(snapshot, feeds, outputs, neg=neg)
 
 
-def _with_host_inputs(host_models: Mapping[str, onnx.ModelProto], feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``feeds`` plus each hoisted mask input, computed from them by its host model."""
-    result = dict(feeds)
-    for name, host in host_models.items():
-        result[name] = run(host, {tensor.name: feeds[tensor.name] for tensor in host.graph.input})[name]
-    return result
+class _HostInputs:
+    """The hoisted mask inputs computed from a sample's feeds by their host models, each host
+    model's onnxruntime session opened once, on first use (``--verify-each`` asks after every pass)."""
+
+    def __init__(self, host_models: Mapping[str, onnx.ModelProto]) -> None:
+        self.host_models = dict(host_models)
+        self.runners: dict[str, Runner] = {}
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = dict(feeds)
+        for name, host in self.host_models.items():
+            runner = self.runners.get(name) or self.runners.setdefault(name, Runner(host))
+            result[name] = runner.run(feeds)[name]
+        return result
 
 
 @register_pass
@@ -142,7 +150,7 @@ class AttentionMask(Pass):
                                   node=", ".join(mask.attentions), fix="build this input on the host (see the report's details)", severity="warning"))
         host_models = {mask.input.name: mask.host_model for mask in hoisted if mask.host_model is not None}
         if host_models:
-            ctx.facts.setdefault(INTERFACE_CHANGES, {})[self.name] = InterfaceChange(feeds=partial(_with_host_inputs, host_models))
+            ctx.facts.setdefault(INTERFACE_CHANGES, {})[self.name] = InterfaceChange(feeds=_HostInputs(host_models))
         ctx.facts[MASK_INPUTS] = MaskInputs([mask.contract(neg) for mask in hoisted], {mask.input.name: mask.host_model for mask in hoisted})
         toposort(graph)
         for site in sites:
