@@ -147,12 +147,21 @@ class Fold:
     float): its output quantizer can do its job, so the node can go (exact when the quantizer
     clamps at its bounds) and the input needs no quantizer of its own. When that input is tied
     (a Concat's output), the Relu's output joins the tie group and the group is clamped to the
-    Relu's range, which is exact when the group's other tensors feed only the tying node."""
+    Relu's range, which is exact when the group's other tensors feed only the tying node.
+
+    A fold that the chosen parameters make inexact (the output's tie group reaches below the
+    Relu's bound, e.g. a Relu -> MaxPool -> Concat with signed inputs) keeps the node, and
+    ``source`` is then quantized with the output's parameters: that adds no error (the grid
+    holds the clamp's image exactly: Q(Relu(DQ(Q(x)))) = Q(Relu(x))) and leaves no float
+    tensor between the producer and the Relu, which tool chains that form quantized node units
+    need (QNN builds a Conv whose output is not quantized in float, with its per-channel weight
+    DequantizeLinear refused)."""
 
     node: str
     output: str
     low: float | None
     high: float | None
+    source: str
 
 
 @dataclass
@@ -467,7 +476,7 @@ def _plan_folds(model: Model, config: PlacementConfig, placement: Placement, act
                 continue
             ties.union(source_tensor.name, output.name)
             placement.clamps[output.name] = bounds
-        placement.folds[output.name] = Fold(node_key(node), output.name, *bounds)
+        placement.folds[output.name] = Fold(node_key(node), output.name, *bounds, source=source_tensor.name)
         activations.pop(source_tensor.name, None)
 
 

@@ -5,7 +5,8 @@ weight quantization with its promoted variant, the biases and the notes so far.
 :func:`decide` turns a setting of the probe's switches (per quantized group and per weight:
 1 planned, 2 promoted) into concrete :class:`~.emit.Decisions`: activation parameters, the
 chosen weights, int32 biases (raising a weight's scales where a bias would overflow) and the
-Relu/Clip folds that are exact under the chosen parameters.
+Relu/Clip folds that are exact under the chosen parameters (an inexact fold's input is
+quantized with its output's parameters).
 """
 
 from __future__ import annotations
@@ -100,6 +101,11 @@ def decide(state: RunState, activation_state: np.ndarray, weight_state: np.ndarr
     for entry, weight in zip(state.weights, chosen):
         for use in entry.uses:
             decisions.weights[use] = weight
-    decisions.folds = [fold for fold in state.placement.folds.values() if fold_is_exact(fold, decisions.activations.get(fold.output))]
+    for fold in state.placement.folds.values():
+        params = decisions.activations.get(fold.output)
+        if fold_is_exact(fold, params):
+            decisions.folds.append(fold)
+        elif params is not None:
+            decisions.activations.setdefault(fold.source, params)
     state.adjusted = adjusted
     return decisions

@@ -383,3 +383,35 @@ def test_bfloat16_nodes_stay_unquantized_with_a_warning():
     concat = next(n for n in model.graph.nodes if n.op == "Concat")
     assert all(t.inputs[0].op == "Cast" for t in concat.inputs)  # no DequantizeLinear feeds it
     assert "QuantizeLinear" in ops(model)
+
+
+def test_an_inexact_fold_keeps_the_relu_and_quantizes_its_input_with_the_output_parameters():
+    """DenseNet's stem: Conv -> Relu -> MaxPool -> Concat with a signed tensor. The Relu output's
+    tie group reaches below zero, so the fold is inexact and the Relu stays; its input gets the
+    output's quantizer, which costs nothing (Q(Relu(DQ(Q(x)))) = Q(Relu(x)) on that grid) and
+    leaves no float tensor between Conv and Relu (QNN builds such a Conv in float and refuses
+    its per-channel weight DequantizeLinear)."""
+    rng = np.random.default_rng(7)
+    proto = conv_model(
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[1, 1]),
+        helper.make_node("Conv", ["x", "w2"], ["d"], pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["p", "d"], ["y"], axis=1),
+        shapes={"y": [1, 8, 6, 6]},
+        extra_inits=[const("w2", rng.standard_normal((4, 3, 3, 3)) * 0.3)],
+    )
+    model, record = quantize(proto)
+    assert "Relu" in ops(model) and record.counters["activations_folded"] == 0
+    params = qdq_params(model)
+    assert params["c"] == params["r"] == params["d"] and params["r"][1] > 0, "signed group: zero point above qmin"
+    # the Relu's input quantizer changes no bit of the output: drop it and compare
+    bare = model.copy()
+    [q] = [n for n in bare.graph.nodes if n.op == "QuantizeLinear" and n.inputs[0].name == "c"]
+    [dq] = q.outputs[0].outputs
+    [relu] = [n for n in bare.graph.nodes if n.op == "Relu"]
+    relu.inputs[0] = q.inputs[0]
+    q.outputs.clear(), dq.outputs.clear()
+    bare.graph.cleanup()
+    for scale in (0.5, 1, 4):
+        sample = {"x": (rng.standard_normal((1, 3, 6, 6)) * scale).astype(np.float32)}
+        np.testing.assert_array_equal(Runner(model).run(sample)["y"], Runner(bare).run(sample)["y"])
