@@ -15,7 +15,7 @@ import onnx.defs
 import onnx_graphsurgeon as gs
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from mapc.ir import is_graph_input, is_graph_output, is_static, producer
+from mapc.ir import constant_value, is_graph_input, is_graph_output, is_static, producer
 from mapc.targets.rules import Constraint, constraint, registered_constraints
 from mapc.targets.spec import CONTROL_FLOW_OPS, Target
 from mapc.targets.views import BIAS_INPUTS, PARAMETER_INPUTS, WEIGHT_INPUTS, NodeView, dims_text
@@ -587,9 +587,12 @@ def constraint_standalone_per_axis(node: NodeView, target: Target) -> Result:
     """A per-channel DequantizeLinear runs only inside the QDQ node unit of the op it feeds.
 
     Qualcomm HTP takes per-channel weights as part of a Conv, ConvTranspose, Gemm or MatMul unit;
-    when no unit takes the DequantizeLinear (another reader, or a Gemm whose bias is not a 1-D
-    int32 DequantizeLinear), the QNN EP refuses it ("QNN EP does not support a standalone DQ op
-    with per-channel quantization").
+    when no unit takes the DequantizeLinear (another reader, a Gemm whose bias is not a 1-D
+    int32 DequantizeLinear, or an op whose output is not quantized, which the EP builds in
+    float), the QNN EP refuses it ("QNN EP does not support a standalone DQ op with per-channel
+    quantization"). A Conv -> Relu/Clip -> QuantizeLinear chain is a unit when the quantizer
+    makes the activation redundant (the EP's ``conv_activation_fusion.cc``: Relu when the
+    quantized range starts at or above 0, Clip when its bounds enclose the quantized range).
     """
     scale = node.node.inputs[1] if len(node.node.inputs) > 1 else None
     if scale is None or not node.node.outputs or not is_static(scale.shape) or int(np.prod([int(d) for d in scale.shape])) <= 1:
@@ -603,13 +606,51 @@ def constraint_standalone_per_axis(node: NodeView, target: Target) -> Result:
 
 
 def _takes_per_axis_weight(reader: gs.Node, tensor: gs.Tensor) -> bool:
-    """``reader``'s node unit takes ``tensor``: its weight (with a unit-forming bias) or its int32 bias."""
-    if reader.op not in PER_AXIS_READERS or len(reader.inputs) < 2:
+    """``reader``'s node unit takes ``tensor``: its weight (with a unit-forming bias) or its int32
+    bias, and its output is quantized."""
+    if reader.op not in PER_AXIS_READERS or len(reader.inputs) < 2 or not _output_quantized(reader):
         return False
     has_bias = reader.op != "MatMul" and len(reader.inputs) > 2 and bool(reader.inputs[2].name)
     if reader.inputs[1] is tensor:
         return not has_bias or _is_int32_vector_bias(reader.inputs[2])
     return has_bias and reader.inputs[2] is tensor and _is_int32_vector_bias(tensor)
+
+
+def _output_quantized(node: gs.Node) -> bool:
+    """Every output of ``node`` is read by QuantizeLinear nodes only, or (a Conv's) by one
+    Relu/Clip that the QuantizeLinear after it makes redundant."""
+    if all(t.outputs and all(r.op == "QuantizeLinear" for r in t.outputs) for t in node.outputs):
+        return True
+    if node.op not in ("Conv", "ConvTranspose") or len(node.outputs) != 1 or len(node.outputs[0].outputs) != 1:
+        return False
+    activation = node.outputs[0].outputs[0]
+    readers = activation.outputs[0].outputs if activation.op in ("Relu", "Clip") and activation.outputs else []
+    return len(readers) == 1 and readers[0].op == "QuantizeLinear" and _activation_redundant(activation, readers[0])
+
+
+def _activation_redundant(activation: gs.Node, quantizer: gs.Node) -> bool:
+    """The per-tensor ``quantizer`` clamps at least where Relu/Clip ``activation`` does."""
+    if len(quantizer.inputs) < 3:
+        return False
+    scale, zero_point = constant_value(quantizer.inputs[1]), constant_value(quantizer.inputs[2])
+    if scale is None or zero_point is None or np.size(scale) != 1 or np.size(zero_point) != 1:
+        return False
+    info = np.iinfo(np.asarray(zero_point).dtype)
+    scale, zero_point = float(np.asarray(scale).reshape(())), int(np.asarray(zero_point).reshape(()))
+    low, high = scale * (info.min - zero_point), scale * (info.max - zero_point)
+    if activation.op == "Relu":
+        return low >= 0
+    bounds = []
+    for index, attribute, default in ((1, "min", -np.inf), (2, "max", np.inf)):
+        if len(activation.inputs) > index and activation.inputs[index].name:
+            value = constant_value(activation.inputs[index])
+            if value is None:
+                return False
+            bounds.append(float(np.asarray(value).reshape(())))
+        else:
+            bounds.append(float(activation.attrs.get(attribute, default)))
+    epsilon = float(np.finfo(np.float32).eps)
+    return bounds[0] - low <= epsilon and high - bounds[1] <= epsilon
 
 
 def _is_int32_vector_bias(bias: gs.Tensor) -> bool:
@@ -626,14 +667,40 @@ CHANNEL_FIRST_OPS = frozenset({
 })  # fmt: skip
 
 
+#: Ops onnxruntime's transpose optimizer moves the layout transform's Transpose through
+#: (``transpose_optimizer``: elementwise ops, Concat, Q/DQ), towards the graph output.
+TRANSPOSE_TRANSPARENT_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "Concat", "Add", "Sub", "Mul", "Div", "Max", "Min", "Relu", "Clip",
+    "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "Elu", "Abs", "Neg", "Exp", "Sqrt",
+})  # fmt: skip
+
+
 def _after_channel_first_op(dequantize: gs.Node) -> bool:
-    """The DQ dequantizes the Q of a channel-first op's feature map (rank 3 or more)."""
-    quantize = producer(dequantize.inputs[0]) if dequantize.inputs else None
-    if quantize is None or quantize.op != "QuantizeLinear" or not quantize.inputs:
+    """The DQ's data is a channel-first op's feature map (rank 3 or more), reached through ops
+    the transpose optimizer moves the layout Transpose across; every non-constant input on the
+    way must come from a channel-first op (with a graph input among them, the EP may keep the
+    Transpose in front: QNN left a Concat of a Conv and the input unmoved)."""
+    tensor = dequantize.inputs[0] if dequantize.inputs else None
+    return tensor is not None and _channels_last_after_layout(tensor, {})
+
+
+def _channels_last_after_layout(tensor: gs.Tensor, seen: dict[int, bool]) -> bool:
+    if id(tensor) in seen:
+        return seen[id(tensor)]
+    seen[id(tensor)] = False
+    source = producer(tensor)
+    if source is None or tensor.shape is None or len(tensor.shape) < 3:
         return False
-    source = producer(quantize.inputs[0])
-    shape = quantize.inputs[0].shape
-    return source is not None and source.op in CHANNEL_FIRST_OPS and shape is not None and len(shape) >= 3
+    if source.op in CHANNEL_FIRST_OPS:
+        result = True
+    elif source.op in TRANSPOSE_TRANSPARENT_OPS:
+        data = source.inputs[:1] if source.op in ("QuantizeLinear", "DequantizeLinear", "Clip") else source.inputs
+        variable = [t for t in data if constant_value(t) is None]
+        result = bool(variable) and all(_channels_last_after_layout(t, seen) for t in variable)
+    else:
+        result = False
+    seen[id(tensor)] = result
+    return result
 
 
 @constraint("matmul.single-element", ops=("MatMul", "Gemm"), when=lambda t: not t.limits.single_element_matmul)

@@ -5,10 +5,12 @@ what it refuses QNN refuses too (onnxruntime-qnn's HTP backend, emulated; skippe
 from __future__ import annotations
 
 import numpy as np
+import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import mapc
+from mapc.ir import toposort
 from mapc.targets import get_target, plan_partitions
 from mapc.targets.qnn import ask_qnn
 from tests.targets.qnn.support import needs_qnn, plan_and_ask, quantized_for, single_op_model, the, weight
@@ -125,6 +127,30 @@ def test_graph_boundary_qdq_stays_on_the_cpu_in_both():
     assert not agreement.underclaims and not agreement.overclaims
 
 
+def feature_map_tail(tail: str):
+    conv = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]), helper.make_node("Conv", ["x", "w2"], ["b"], pads=[1, 1, 1, 1])]
+    nodes, channels = {
+        "concat of convs": ([*conv, helper.make_node("Concat", ["a", "b"], ["y"], axis=1)], 16),
+        "add of convs": ([*conv, helper.make_node("Add", ["a", "b"], ["y"])], 8),
+        "sigmoid, relu of a conv": ([conv[0], helper.make_node("Sigmoid", ["a"], ["s"]), helper.make_node("Relu", ["s"], ["y"])], 8),
+        "concat of a conv and the input": ([conv[0], helper.make_node("Concat", ["a", "x"], ["y"], axis=1)], 12),
+    }[tail]
+    return single_op_model(nodes, {"x": [1, 4, 8, 8]}, [1, channels, 8, 8], [weight("w1", [8, 4, 3, 3]), weight("w2", [8, 4, 3, 3])])
+
+
+@pytest.mark.parametrize(("tail", "on_htp"), [
+    ("concat of convs", True), ("add of convs", True), ("sigmoid, relu of a conv", True), ("concat of a conv and the input", False),
+])
+def test_the_output_dq_of_a_feature_map_runs_on_htp_behind_the_layout_transpose(tail, on_htp):
+    """The NHWC layout transform ends in a Transpose that onnxruntime's transpose optimizer moves
+    through elementwise ops and Concat to the graph output, so the output DQ is no longer the
+    boundary: QNN takes it. With the graph input among the Concat's inputs the Transpose stays."""
+    agreement = plan_and_ask(quantized_for(feature_map_tail(tail)))
+    [output] = [n for n in agreement.nodes if n.name == "y_DequantizeLinear"]
+    assert output.mapc_on_target is on_htp and output.qnn.on_htp is on_htp
+    assert not agreement.underclaims and not agreement.overclaims
+
+
 @pytest.mark.parametrize("group", [1, 8])
 def test_per_channel_conv_and_depthwise_conv_run(group):
     weights = weight("w", [8, 8 // group, 3, 3])
@@ -204,3 +230,60 @@ def test_a_single_element_fully_connected_is_kept_off_htp_where_qnn_never_finish
     assert any(note.code == "matmul.single-element" for note in gemm.reasons)
     check = ask_qnn(model, provider_options=HTP_V73, timeout=20)  # QNN's own verdict: it does not finish
     assert not check.built and check.error == "QNN did not finish within 20 s"
+
+
+def conv_relu(tail: str):
+    """Conv -> Relu whose output is read by a MaxPool tied to a signed Concat ("tied") or by a Tanh."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"])]
+    if tail == "tied":
+        nodes += [helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[1, 1]),
+                  helper.make_node("Conv", ["x", "w2"], ["d"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Concat", ["p", "d"], ["y"], axis=1)]
+    else:
+        nodes.append(helper.make_node("Tanh", ["r"], ["y"]))
+    channels = 16 if tail == "tied" else 8
+    inits = [weight("w", [8, 4, 3, 3]), weight("b", [8], 0.1), weight("w2", [8, 4, 3, 3])]
+    return single_op_model(nodes, {"x": [1, 4, 8, 8]}, [1, channels, 8, 8], inits)
+
+
+def without_quantizer_of(model, tensor: str):
+    """``model`` with the Q/DQ pair on ``tensor`` removed: its reader reads the float tensor."""
+    bare = model.copy()
+    [q] = [n for n in bare.graph.nodes if n.op == "QuantizeLinear" and n.inputs[0].name == tensor]
+    [dq] = q.outputs[0].outputs
+    for reader in list(dq.outputs[0].outputs):
+        reader.inputs[reader.inputs.index(dq.outputs[0])] = q.inputs[0]
+    q.outputs.clear(), dq.outputs.clear()
+    bare.graph.cleanup()
+    return bare
+
+
+def test_a_conv_whose_output_is_not_quantized_runs_in_float_and_its_weight_dq_alone_is_refused():
+    """DenseNet's stem: the Relu output shares a signed Concat's range, so the Relu is no fold;
+    mapc quantizes the Conv output with that range and QNN builds the Conv unit. With the Conv
+    output left in float, QNN builds the Conv in float and refuses its per-channel weight DQ,
+    and mapc says so."""
+    quantized = quantized_for(conv_relu("tied"))
+    agreement = plan_and_ask(quantized)
+    assert agreement.check.built and not agreement.overclaims and not agreement.underclaims
+    assert all(node.qnn.on_htp for node in agreement.nodes if node.op in ("Conv", "Relu"))
+    bare = plan_and_ask(without_quantizer_of(quantized, "c"))
+    [dequantize] = [n for n in bare.nodes if n.name == "w_DequantizeLinear"]
+    assert not dequantize.mapc_on_target and not dequantize.qnn.on_htp
+    assert any(reason.startswith("qdq.standalone-per-axis") for reason in dequantize.mapc_reasons)
+    assert not bare.overclaims
+
+
+def test_conv_relu_quantize_is_one_unit_when_the_quantizer_makes_the_relu_redundant():
+    """QNN fuses DQ -> Conv -> Relu -> Q when the quantized range starts at 0 (the Relu folded
+    into the quantizer, then put back): mapc agrees on every node."""
+    quantized = quantized_for(conv_relu("tanh"))
+    assert "Relu" not in {n.op for n in quantized.graph.nodes}
+    [q] = [n for n in quantized.graph.nodes if n.op == "QuantizeLinear" and n.inputs[0].inputs and n.inputs[0].inputs[0].op == "Conv"]
+    relu_output = gs.Variable("relu_back", dtype=np.float32)
+    quantized.graph.nodes.append(gs.Node("Relu", "relu_back", inputs=[q.inputs[0]], outputs=[relu_output]))
+    q.inputs[0] = relu_output
+    toposort(quantized.graph)
+    agreement = plan_and_ask(quantized)
+    assert agreement.check.built and not agreement.overclaims and not agreement.underclaims
+    assert the(agreement, "Conv").qnn.on_htp and the(agreement, "Conv").mapc_on_target
