@@ -32,7 +32,7 @@ or an abort of one tool on one model is a result, not the end of the run):
   process is restarted every 100 jobs (onnxslim's recursion depth grows call after call).
 * **fusions**, on transformer-like models (at least five nodes, one of them Softmax, ReduceMean,
   Erf, Tanh or LayerNormalization): LayerNorm, SkipLayerNorm, RMSNorm, Attention and Gelu counts
-  in mapc's default compile and with ``--target-opset 23`` (below opset 13 mapc writes no fused
+  in mapc's default compile and with ``--target-opset 23`` (below opset 11 mapc writes no fused
   op) against ``onnxruntime.transformers.optimizer.optimize_model(model_type="bert",
   opt_level=0)``, run in the peers' interpreter (it needs sympy there).
 
@@ -59,7 +59,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 ONNX_SUITES = ("light", "pytorch-converted", "pytorch-operator", "simple")
 CONFIGS = {"default": [], "npu": ["--target", "npu"]}
-#: Also compiled on transformer-like models: below opset 13 mapc cannot write its fused ops at
+#: Also compiled on transformer-like models: below opset 11 mapc cannot write its fused ops at
 #: all, and below 17-23 only as mapc functions; onnxruntime's optimizer writes contrib ops at any opset.
 FUSION_CONFIGS = {"opset23": ["--target-opset", "23"]}
 #: Fusion categories: ops of mapc's and onnxruntime's fused forms (standard, contrib, mapc functions).

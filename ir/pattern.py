@@ -207,7 +207,8 @@ class _Bindings(dict):
         return self.get(_key(pattern))
 
     def depth(self) -> int:
-        return sum(1 for pattern, _ in self.values() if isinstance(pattern, OpPattern))
+        """How many nodes are bound: op patterns and the Mul nodes of matched products."""
+        return sum(1 for pattern, _ in self.values() if isinstance(pattern, (OpPattern, _ProductNode)))
 
 
 @dataclass

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx
+import onnx.defs
 import onnx.shape_inference
 import onnx_graphsurgeon as gs
 
@@ -52,7 +53,7 @@ def infer_shapes(
     except Exception:  # onnx raises a variety of errors (InferenceError, RuntimeError, ...)
         return False
     values = [*inferred.graph.value_info, *inferred.graph.output]
-    if any(node.domain == ORT_DOMAIN for node in skeleton.graph.node):
+    if any(_onnxruntime_op(node) for node in skeleton.graph.node):
         values = _through_contrib_ops(skeleton, values)
     tensors = model.graph.tensors()
     output_names = {t.name for t in model.graph.outputs}
@@ -73,6 +74,13 @@ def infer_shapes(
 
 
 ORT_DOMAIN = "com.microsoft"
+
+
+def _onnxruntime_op(node: onnx.NodeProto) -> bool:
+    """Whether onnx's inference cannot know ``node`` but onnxruntime's may: a ``com.microsoft``
+    op, or a default-domain op onnx has no schema for (``SimplifiedLayerNormalization``, which
+    onnxruntime registers in the ai.onnx domain and its transformers optimizer writes there)."""
+    return node.domain == ORT_DOMAIN or (node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type))
 
 
 def _through_contrib_ops(skeleton: onnx.ModelProto, values: list[onnx.ValueInfoProto]) -> list[onnx.ValueInfoProto]:

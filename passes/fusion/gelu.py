@@ -1,11 +1,15 @@
 """GELU, exact and tanh-approximate -> ``Gelu`` (opset 20).
 
-Matches, after canonicalisation (x / √2 is x * (1/√2)), the product in any association and
+Matches, after canonicalisation (x / √2 is x * (1/√2)), every product in any association and
 operand order::
 
     exact: x * 0.5 * (1 + Erf(x * 1/√2))
     tanh:  x * 0.5 * (1 + Tanh(√(2/π) * (x + 0.044715 * x³)))    x³ as Pow(x, 3) or x * x * x
     tanh, factored (Megatron, bloom): x * 0.5 * (1 + Tanh(√(2/π) * x * (1 + 0.044715 * x²)))
+
+"Any association" includes the constant inside the power: 0.044715·x³ as ((x·x)·x)·c or
+x·(x·(x·c)), and 0.044715·x² as x·(x·c), which is how onnxruntime's FastGelu fusion and its
+test models write the factored form (``(0.7978·x)·(1 + x·(x·0.0447))``).
 
 Produces ``Gelu(x)`` with ``approximate`` "none" or "tanh". Constants must equal the textbook
 values to within 1e-5 relative (float32 rounding of √(2/π) and 0.044715 included). Below opset
@@ -38,16 +42,18 @@ def _exact_pattern():
 
 def _tanh_pattern():
     x = var("x")
-    cube = Alt((op.Pow(x, const("three", 3.0), name="cube"), product(x, x, x, name="cube_product")))
-    inner = op.Add(x, product(cube, const("cubic", CUBIC, CONSTANT_RTOL)), name="polynomial")
+    cubic = const("cubic", CUBIC, CONSTANT_RTOL)
+    term = Alt((product(op.Pow(x, const("three", 3.0), name="cube"), cubic), product(x, x, x, cubic, name="cube_product")))
+    inner = op.Add(x, term, name="polynomial")
     tanh = op.Tanh(product(inner, const("sqrt_2_over_pi", SQRT_2_OVER_PI, CONSTANT_RTOL)), name="tanh")
     return product(x, const("half", 0.5), op.Add(tanh, const("one", 1.0), name="one_plus"), name="gelu")
 
 
 def _tanh_factored_pattern():
     x = var("x")
-    square = Alt((op.Pow(x, const("two", 2.0), name="square"), product(x, x, name="square_product")))
-    factor = op.Add(product(square, const("cubic", CUBIC, CONSTANT_RTOL)), const("inner_one", 1.0), name="polynomial")
+    cubic = const("cubic", CUBIC, CONSTANT_RTOL)
+    term = Alt((product(op.Pow(x, const("two", 2.0), name="square"), cubic), product(x, x, cubic, name="square_product")))
+    factor = op.Add(term, const("inner_one", 1.0), name="polynomial")
     tanh = op.Tanh(product(x, factor, const("sqrt_2_over_pi", SQRT_2_OVER_PI, CONSTANT_RTOL)), name="tanh")
     return product(x, const("half", 0.5), op.Add(tanh, const("one", 1.0), name="one_plus"), name="gelu")
 

@@ -128,7 +128,19 @@ def assert_same_outputs(source: Path, output: Path, where: str, *, dims: Mapping
 def _without_fully_masked_items(model, feeds, expected, actual):
     """Outputs without the batch items whose attention mask masks every key of some row: their
     values are undefined by mapc's contract (docs/passes/attention-mask.md, "Fully masked
-    rows"), which ``mapc compile --verify`` leaves out too, row by row."""
+    rows"), which ``mapc compile --verify`` leaves out too, row by row.
+
+    Whole items, not rows, and that loses nothing: in the samples this check runs on, a fully
+    masked row only occurs in a batch item whose mask is masked entirely (the "fully masked row"
+    sample; tests/ir/test_samples.py checks it for masks of rank 2 to 4), and in a ``[batch,
+    keys]`` padding mask, the examples' kind, a fully masked row *is* the whole item: every query
+    of it sees no key. Leaving out only some rows of an item would not be sound from the inputs
+    alone: a fully masked query row's output is a key and value of the next attention, which
+    the item's other rows read unless that attention masks it too, so those rows may differ
+    legitimately. ``--verify`` can go row by row because it reads the masks the model computes,
+    after ``attention-mask`` (its ``UNDEFINED_OUTPUTS``); this check stays independent of the
+    passes it checks, so rows masked only inside a model (causal and left padding) are not left
+    out: a causal example model in the fuzzer would need that first."""
     roles = mask_input_roles(model.graph)
     masked = None
     for name, value in feeds.items():

@@ -55,3 +55,24 @@ def test_a_prompt_only_group_query_attention_does_not_stop_inference():
     assert infer_shapes(model)
     tensors = model.graph.tensors()
     assert tensors["attended"].shape == ["batch", 5, 64] and tensors["y"].shape == ["batch", 5, 64]
+
+
+def test_a_default_domain_simplified_layer_norm_is_sized_without_any_contrib_node():
+    """onnxruntime registers SimplifiedLayerNormalization in the ai.onnx domain and its optimizer
+    writes it there; onnx has no schema for it, so onnxruntime's inference runs for it too, even
+    in a graph without any com.microsoft node."""
+    nodes = [
+        helper.make_node("SimplifiedLayerNormalization", ["x", "gamma"], ["normed"], axis=-1, epsilon=1e-6),
+        helper.make_node("Relu", ["normed"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "rms",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ones(8, np.float32), "gamma")],
+    )
+    model = load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10))
+    assert infer_shapes(model)
+    tensors = model.graph.tensors()
+    assert tensors["normed"].shape == ["batch", 3, 8] and tensors["y"].shape == ["batch", 3, 8]
+    assert tensors["y"].dtype == np.float32

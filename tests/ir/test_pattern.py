@@ -73,3 +73,15 @@ def test_constant_value_is_compared_with_tolerance():
     assert find_matches(op.Mul(var(), const(value=np.sqrt(0.5), rtol=1e-6)), output_of(model, "y"))[0]
     matches, deepest = find_matches(op.Mul(var(), const(value=0.7)), output_of(model, "y"))
     assert not matches and "expected the constant 0.7" in deepest.reason
+
+
+def test_the_deepest_failure_counts_the_mul_nodes_a_product_matched():
+    """x·(x·0.05) against "Pow(x, 2)·c or x·x·c": the product alternative got through both Mul
+    nodes before its constant failed, so that is the failure a near-miss names, not the Pow the
+    other alternative wanted at the first operand."""
+    nodes = [helper.make_node("Mul", ["x", "k"], ["a"]), helper.make_node("Mul", ["x", "a"], ["y"])]
+    model = model_of(nodes, [("k", 0.05)])
+    x, cubic = var("x"), const("cubic", 0.044715)
+    pattern = product(op.Pow(x, const(value=2.0), name="square"), cubic) | product(x, x, cubic)
+    matches, deepest = find_matches(pattern, output_of(model, "y"))
+    assert not matches and deepest.reason == "cubic: expected the constant 0.044715, found 0.0500000007"

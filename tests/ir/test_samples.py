@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import mapc
@@ -72,3 +73,22 @@ def test_a_kv_cache_decoders_related_dims_are_found_and_kept():
 def test_verify_runs_a_dynamo_kv_cache_decoder_on_related_dims():
     result = mapc.compile(TRANSFORMERS / "llama-dynamo-sdpa-kvcache.onnx", verify=True)
     assert result.verification["ok"] and result.verification["samples"] >= 2
+
+
+@pytest.mark.parametrize("shape", [[3, 6], [3, 5, 6], [3, 1, 5, 6], [3, 2, 5, 6]])
+@pytest.mark.parametrize(("name", "dtype"), [("attention_mask", TensorProto.INT64), ("attention_mask", TensorProto.BOOL),
+                                             ("additive_mask", TensorProto.FLOAT)])
+def test_a_generated_fully_masked_row_comes_with_its_whole_batch_item_masked(shape, name, dtype):
+    """What the fuzz check's differential comparison relies on when it leaves out whole batch
+    items (tests/e2e/fuzz_support.py): every fully masked row a generated mask holds lies in a
+    batch item that is masked entirely, so leaving the item out leaves out nothing defined."""
+    cast = helper.make_node("Cast", [name], ["y"], to=TensorProto.FLOAT)
+    model = load(make_model([cast], [helper.make_tensor_value_info(name, dtype, shape)], [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)]))
+    fully_masked_items = 0
+    for sample in verification_samples(model, seed=16):
+        mask = sample.feeds[name]
+        masked = mask <= np.finfo(mask.dtype).min / 2 if mask.dtype.kind == "f" else ~mask.astype(bool)
+        rows = masked.all(axis=-1).reshape(shape[0], -1)
+        assert np.array_equal(rows.any(axis=1), rows.all(axis=1)), sample.label
+        fully_masked_items += int(rows.all(axis=1).sum())
+    assert fully_masked_items == 1  # the "fully masked row" sample

@@ -408,19 +408,20 @@ class GeluSpec:
     opset: int = 18
     #: tanh only: Megatron's √(2/π)·x·(1 + 0.044715·x²) instead of √(2/π)·(x + 0.044715·x³)
     factored: bool = False
+    #: tanh with cube "mul" only: 0.044715 multiplied last ((x·x)·0.044715), or innermost
+    #: (x·(x·0.044715), as onnxruntime's FastGelu fusion and its fast_gelu.py test model write it)
+    constant_inside: bool = False
 
 
 def gelu_model(spec: GeluSpec) -> onnx.ModelProto:
     g = Graph(spec.opset)
     x = g.op("MatMul", g.input("x", list(spec.shape)), g.const(weights((spec.shape[-1], spec.shape[-1]), 7, 1.0)))
     if spec.approximate == "tanh" and spec.factored:
-        square = g.op("Pow", x, g.const(np.float32(2.0))) if spec.cube == "pow" else g.op("Mul", x, x)
-        factor = commuted(g, "Add", commuted(g, "Mul", square, g.const(np.float32(0.044715)), spec.swap_operands), g.const(np.float32(1.0)), spec.swap_operands)
+        factor = commuted(g, "Add", _cubic_term(g, x, 2, spec), g.const(np.float32(1.0)), spec.swap_operands)
         scaled = commuted(g, "Mul", g.const(np.float32(math.sqrt(2 / math.pi))), x, spec.swap_operands)
         core = g.op("Tanh", g.op("Mul", scaled, factor))
     elif spec.approximate == "tanh":
-        cube = g.op("Pow", x, g.const(np.float32(3.0))) if spec.cube == "pow" else g.op("Mul", g.op("Mul", x, x), x)
-        inner = g.op("Add", x, commuted(g, "Mul", cube, g.const(np.float32(0.044715)), spec.swap_operands))
+        inner = g.op("Add", x, _cubic_term(g, x, 3, spec))
         core = g.op("Tanh", commuted(g, "Mul", inner, g.const(np.float32(math.sqrt(2 / math.pi))), spec.swap_operands))
     elif spec.divide:
         core = g.op("Erf", g.op("Div", x, g.const(np.float32(math.sqrt(2.0)))))
@@ -436,6 +437,22 @@ def gelu_model(spec: GeluSpec) -> onnx.ModelProto:
         result = commuted(g, "Mul", g.op("Mul", x, one_plus), half, spec.swap_operands)
     g.output(result)
     return g.build()
+
+
+def _cubic_term(g: Graph, x: str, power: int, spec: GeluSpec) -> str:
+    """0.044715·x^power: Pow(x, power)·c, (x·x[·x])·c, or with ``constant_inside`` x·(x[·(x)]·c)."""
+    c = g.const(np.float32(0.044715))
+    if spec.cube == "pow":
+        return commuted(g, "Mul", g.op("Pow", x, g.const(np.float32(power))), c, spec.swap_operands)
+    if spec.constant_inside:
+        term = commuted(g, "Mul", x, c, spec.swap_operands)
+        for _ in range(power - 1):
+            term = commuted(g, "Mul", x, term, spec.swap_operands)
+        return term
+    term = g.op("Mul", x, x)
+    for _ in range(power - 2):
+        term = g.op("Mul", term, x)
+    return commuted(g, "Mul", term, c, spec.swap_operands)
 
 
 @dataclass
