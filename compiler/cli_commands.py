@@ -188,7 +188,13 @@ def _qnn_failure(result: CompileResult) -> str:
     agreement = result.qnn
     assert agreement is not None
     if not agreement.check.built:
-        return f"QNN did not build the compiled model: {agreement.check.error}"
+        line = f"QNN did not build the compiled model: {agreement.check.error}"
+        taken = agreement.taken_against_plan
+        if taken:
+            why = taken[0].mapc_reasons[0] if taken[0].mapc_reasons else "mapc's cost model"
+            line += (f"; its EP also took {len(taken)} node(s) mapc keeps on the CPU and cannot be told to leave them "
+                     f"(first {taken[0].op} {taken[0].name!r}: {why})")
+        return line
     first = agreement.overclaims[0]
     return (f"QNN refused {len(agreement.overclaims)} node(s) mapc placed on HTP (a bug of the target's rules), "
             f"first {first.name!r} ({first.op}): {first.qnn.reason}")

@@ -6,8 +6,10 @@ target or on the CPU, with mapc's reasons) and what QNN did with it. Two kinds o
 * ``mapc-overclaims``: mapc placed the node on HTP and QNN refused it (or never got to it
   because the build failed). That is a bug of the target's rules: a compile with
   ``--check-with-qnn`` fails on it.
-* ``mapc-underclaims``: mapc kept the node on the CPU and QNN would have taken it. mapc is
-  too cautious (a missing op, a rule too strict, or a cost decision QNN does not make).
+* ``mapc-underclaims``: mapc kept the node on the CPU and QNN took it into a graph it built.
+  mapc is too cautious (a missing op, a rule too strict, or a cost decision QNN does not make).
+  When QNN failed to build the graph, nodes it validated were not taken: no underclaim (QNN
+  validates float ops on v68 and then fails to finalize the graph, as mapc predicts).
 
 ``Constant`` nodes are not compared: onnxruntime turns them into initializers before any EP
 sees them.
@@ -38,6 +40,8 @@ class NodeAgreement:
     mapc_on_target: bool
     mapc_reasons: tuple[str, ...]
     qnn: NodeVerdict
+    #: QNN built the graph (else a validated node was not taken).
+    built: bool = True
 
     @property
     def disagreement(self) -> Disagreement:
@@ -45,7 +49,7 @@ class NodeAgreement:
             return ""
         if self.mapc_on_target and not self.qnn.on_htp:
             return "mapc-overclaims"
-        if not self.mapc_on_target and self.qnn.on_htp:
+        if not self.mapc_on_target and self.qnn.on_htp and self.built:
             return "mapc-underclaims"
         return ""
 
@@ -77,6 +81,11 @@ class Agreement:
     @property
     def underclaims(self) -> list[NodeAgreement]:
         return [node for node in self.nodes if node.disagreement == "mapc-underclaims"]
+
+    @property
+    def taken_against_plan(self) -> list[NodeAgreement]:
+        """Nodes mapc keeps on the CPU that QNN validated and took into its graph (built or not)."""
+        return [node for node in self.compared if not node.mapc_on_target and node.qnn.on_htp]
 
     @property
     def compared(self) -> list[NodeAgreement]:
@@ -113,7 +122,7 @@ def compare_plan(plan: Plan, check: QnnCheck) -> Agreement:
     nodes = []
     for view, verdict in zip(views, check.verdicts):
         reasons = tuple(f"{note.code}: {note.message}" for note in plan.reasons.get(view.index, []))
-        nodes.append(NodeAgreement(view.index, verdict.name, view.node.op, view.index in on_target, reasons, verdict))
+        nodes.append(NodeAgreement(view.index, verdict.name, view.node.op, view.index in on_target, reasons, verdict, check.built))
     return Agreement(check, nodes)
 
 

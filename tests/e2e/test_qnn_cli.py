@@ -69,3 +69,14 @@ def test_without_the_qnn_extra_the_flag_names_it(tmp_path, capsys, monkeypatch):
     argv = ["compile", *EXAMPLES["cnn"], "-o", str(tmp_path / "out.onnx"), "--target", "qnn-htp", "--check-with-qnn"]
     assert main(argv) == 2
     assert "pip install 'mapc[qnn]'" in capsys.readouterr().err
+
+
+@needs_qnn
+def test_a_float_model_on_v68_fails_in_qnn_and_the_error_names_what_its_ep_took(tmp_path, capsys):
+    """v68 has no fp16: mapc keeps the float transformer on the CPU, QNN's EP takes it anyway and
+    cannot finalize the graph. Exit 1, one line that says so."""
+    argv = ["compile", *EXAMPLES["transformer"], "-o", str(tmp_path / "out.onnx"), "--target", "qnn-htp:v68", "--check-with-qnn", "-q"]
+    assert main(argv) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("mapc: error: QNN did not build the compiled model")
+    assert "node(s) mapc keeps on the CPU and cannot be told to leave them" in error and "float32 tensors are not accepted" in error

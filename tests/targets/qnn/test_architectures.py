@@ -8,11 +8,12 @@ architecture mapc says has fp16, and mapc's plan must agree with QNN node by nod
 from __future__ import annotations
 
 import pytest
+from onnx import helper
 
 import mapc
 from mapc.targets.builtin.qnn_htp import ARCHITECTURES, NO_FP16, SOC_MODELS
 from mapc.targets.summary import coverage
-from tests.targets.qnn.support import needs_qnn
+from tests.targets.qnn.support import needs_qnn, single_op_model
 
 CNN_SHAPES = {"image": [1, 3, 32, 32]}
 
@@ -36,3 +37,14 @@ def test_a_float_model_builds_in_fp16_with_every_node_on_htp(arch):
 def test_v68_has_no_fp16_and_mapc_keeps_a_float_model_on_the_cpu():
     result = mapc.compile("examples/cnn.onnx", input_shapes=CNN_SHAPES, target="qnn-htp:v68")
     assert coverage(result.plan)["nodes_on_target"] == 0
+
+
+@needs_qnn
+def test_v68_validates_float_ops_then_fails_the_graph_so_mapcs_cpu_placement_is_no_underclaim():
+    """QNN's v68 validates a float Gelu and then cannot finalize the graph: the nodes it validated
+    were never taken, so keeping them on the CPU is no underclaim; the failure names them."""
+    proto = single_op_model([helper.make_node("Gelu", ["x"], ["y"])], {"x": [1, 8, 16]}, [1, 8, 16], opset=21)
+    result = mapc.compile(proto, target="qnn-htp:v68", check_with_qnn=True)
+    agreement = result.qnn
+    assert not agreement.check.built and not agreement.underclaims and not agreement.overclaims
+    assert [node.op for node in agreement.taken_against_plan] == ["Gelu"]
