@@ -7,6 +7,11 @@
   pass option ``signed_zeros`` is set (``x + (-0.0)`` and ``x - 0.0`` are always exact).
 * ``Where`` whose condition is a constant, all true or all false: the chosen branch (expanded to
   the output shape if broadcasting made it larger).
+* ``MatMul`` whose inner dimension is 1 (``A[..., M, 1] @ B[..., 1, N]``, both of rank 2 or more):
+  the broadcast product ``Mul(A, B)``, which computes the same one product per element (batch
+  dims broadcast the same way). It drops the sum's ``0 +``, so a ``-0.0`` product stays ``-0.0``
+  where MatMul gave ``+0.0``: kept under ``signed_zeros``. NPU compilers handle the outer product poorly (QNN
+  never finishes finalizing a ``[1, 1] @ [1, N]`` MatMul).
 """
 
 from __future__ import annotations
@@ -67,6 +72,18 @@ def where_constant_condition(rw: PeepholeContext, node: gs.Node) -> bool:
         return False
     target = gs.Constant(rw.model.fresh_name(f"{result.name}_shape"), np.asarray(shape, dtype=np.int64))
     rw.become(node, "Expand", [chosen, target])
+    return True
+
+
+@rule("MatMul")
+def matmul_of_inner_size_one(rw: PeepholeContext, node: gs.Node) -> bool:
+    """MatMul of A[..., M, 1] and B[..., 1, N]: Mul(A, B), the same products without the sum."""
+    if rw.signed_zeros or len(node.inputs) != 2:
+        return False
+    left, right = (static_shape(t) for t in node.inputs)
+    if left is None or right is None or len(left) < 2 or len(right) < 2 or left[-1] != 1 or right[-2] != 1:
+        return False
+    rw.become(node, "Mul", list(node.inputs))
     return True
 
 

@@ -49,7 +49,7 @@ def ops(model: mapc.Model) -> list[str]:
 # -- properties ---------------------------------------------------------------------------------
 
 
-@given(onnx_models(families=("reshape", "transpose", "squeeze", "flatten", "slice", "concat", "elementwise", "where", "cast", "constant")))
+@given(onnx_models(families=("reshape", "transpose", "squeeze", "flatten", "slice", "concat", "elementwise", "where", "cast", "constant", "matmul")))
 def test_peephole_is_exact_on_random_models(model):
     assert_pass_preserves(model, "peephole", tolerance=EXACT)
 
@@ -361,6 +361,27 @@ def test_where_with_a_constant_condition(condition, expected):
                        [const("c", condition), const("k", np.float32(-1e4))])
     model, _ = peephole(proto)
     assert ops(model) == expected
+
+
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape", "y_shape", "expected"),
+    [
+        ([1, 1], [1, 5], [1, 5], "Mul"),  # QNN never finishes finalizing this one as a MatMul
+        ([2, 3, 1], [1, 4], [2, 3, 4], "Mul"),
+        ([2, 1, 3, 1], [5, 1, 4], [2, 5, 3, 4], "Mul"),  # batch dims broadcast as MatMul's do
+        ([2, 3, 2], [2, 4], [2, 3, 4], "MatMul"),
+        ([1], [1, 4], [4], "MatMul"),  # rank 1: MatMul drops the dim, Mul would not
+    ],
+)
+def test_a_matmul_of_inner_size_one_is_a_broadcast_mul(a_shape, b_shape, y_shape, expected):
+    nodes = [helper.make_node("Relu", ["a"], ["r"]), helper.make_node("MatMul", ["r", "b"], ["o"]), helper.make_node("Identity", ["o"], ["y"])]
+    proto = make_model(nodes, [helper.make_tensor_value_info("a", F, a_shape), helper.make_tensor_value_info("b", F, b_shape)],
+                       [helper.make_tensor_value_info("y", F, y_shape)])
+    model, _ = peephole(proto)
+    assert expected in ops(model) and ("MatMul" in ops(model)) == (expected == "MatMul")
+    strict = load(proto)
+    PassManager("peephole{signed_zeros=true}").run(strict, PassContext())
+    assert "MatMul" in ops(strict), "the Mul may give -0.0 where MatMul gave +0.0"
 
 
 # -- graph outputs ---------------------------------------------------------------------------------------
