@@ -167,6 +167,7 @@ BASE = Target(
         per_channel_matmul=True,
         norm_scale_type="uint8",
         dedicated_dequantizers=True,
+        matmul_bias_as_gemm=True,
         fixed_range_ops=("Softmax", "Sigmoid", "Tanh"),
         int4_ops=("MatMul",),
     ),
