@@ -50,7 +50,9 @@ class Quantize(Pass):
     data-movement ops reuse their input's parameters, Concat inputs and output share one,
     Softmax outputs get [0, 1] (Sigmoid/Tanh their calibrated range capped to their interval;
     ``fixed_range_ops`` fixes them), Relu/Clip fold into the producer's quantizer when that is
-    exact, attention-mask paths stay float (16-bit when the fill is moderate). Opsets below
+    exact, attention-mask paths stay float (16-bit when the fill is moderate). With
+    ``matmul_bias_as_gemm`` a MatMul and its constant bias Add become one Gemm first (int32
+    bias, no requantization of the product). Opsets below
     what the scheme needs are raised with onnx's converter (verified by running both), else
     16-bit Q/DQ come from com.microsoft.
 
