@@ -8,17 +8,20 @@ product and its bias, an int32 bias at ``s_in · s_w``, and the graph's outputs 
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from mapc.ir import Runner, infer_shapes, load
+from mapc.ir.compare import check_valid
 from mapc.passes.quantize import resolve
 from mapc.passes.quantize.matmul_bias import fold_matmul_biases
 from mapc.targets import get_target
 from tests.conftest import make_model
-from tests.passes.quantize.support import quantize, sqnr_by_output
+from mapc.testing import onnx_models
+from tests.passes.quantize.support import calibration_samples, quantize, sqnr_by_output, structure_problems
 
 F = TensorProto.FLOAT
 
@@ -162,3 +165,40 @@ def test_weight_only_int4_and_excluded_matmuls_keep_their_form():
 def test_qnn_htp_asks_for_it_and_the_other_builtin_targets_do_not():
     assert resolve("a8w8", get_target("qnn-htp").quantization)["matmul_bias_as_gemm"] is True
     assert "matmul_bias_as_gemm" not in resolve("a8w8", get_target("npu").quantization)
+
+
+def with_linear_layer(proto, n: int, seed: int):
+    """``proto`` with ``MatMul + bias Add`` (``n`` outputs) appended after its first output,
+    which it replaces (None if that output is not float32 of static rank >= 2)."""
+    output = proto.graph.output[0]
+    tensor_type = output.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+    if tensor_type.elem_type != F or len(dims) < 2 or None in dims:
+        return None
+    rng = np.random.default_rng(seed)
+    linear = onnx.ModelProto()
+    linear.CopyFrom(proto)
+    graph = linear.graph
+    graph.initializer.extend([numpy_helper.from_array((rng.standard_normal((dims[-1], n)) / np.sqrt(dims[-1])).astype(np.float32), "linear_w"),
+                              numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "linear_b")])
+    graph.node.extend([helper.make_node("MatMul", [output.name, "linear_w"], ["linear_product"]),
+                       helper.make_node("Add", ["linear_product", "linear_b"], ["linear_out"])])
+    graph.output[0].CopyFrom(helper.make_tensor_value_info("linear_out", F, [*dims[:-1], n]))
+    return linear
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+@given(onnx_models(families=("matmul", "elementwise", "unary", "reshape", "transpose"), discontinuous=False, symbolic=False), st.integers(1, 6), st.integers(0, 100))
+def test_after_random_graphs_the_gemm_form_keeps_the_qdq_model_valid_and_accurate(proto, n, seed):
+    """A linear layer after a random graph: it is rewritten, the QDQ model stays valid and keeps
+    its outputs, and it keeps the accuracy bound of the a8w8 property
+    (tests/passes/quantize/test_properties.py: 20 dB on the calibration samples)."""
+    linear = with_linear_layer(proto, n, seed)
+    assume(linear is not None)
+    model, record = quantize(linear, matmul_bias_as_gemm=True, random_samples=8, holdout=0.0, sensitivity_samples=0)
+    assert record.counters["matmul_biases_as_gemm"] >= 1
+    check_valid(model)
+    assert not structure_problems(model.to_proto())
+    assert [t.name for t in model.graph.outputs] == [o.name for o in linear.graph.output]
+    sqnr = sqnr_by_output(linear, model, calibration_samples(linear, 8))
+    assert min(sqnr.values(), default=np.inf) >= 20, sqnr
