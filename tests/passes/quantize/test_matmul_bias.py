@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from mapc.ir import Runner, infer_shapes, load
+from mapc.ir import Runner, UsageError, infer_shapes, load
 from mapc.ir.compare import check_valid
 from mapc.passes.quantize import resolve
 from mapc.passes.quantize.matmul_bias import fold_matmul_biases
-from mapc.targets import get_target
+from mapc.targets import get_target, load_target_file
 from tests.conftest import make_model
 from mapc.testing import onnx_models
 from tests.passes.quantize.support import calibration_samples, quantize, sqnr_by_output, structure_problems
@@ -202,3 +202,12 @@ def test_after_random_graphs_the_gemm_form_keeps_the_qdq_model_valid_and_accurat
     assert [t.name for t in model.graph.outputs] == [o.name for o in linear.graph.output]
     sqnr = sqnr_by_output(linear, model, calibration_samples(linear, 8))
     assert min(sqnr.values(), default=np.inf) >= 20, sqnr
+
+
+def test_a_toml_target_turns_it_on_and_a_non_boolean_is_refused(tmp_path):
+    path = tmp_path / "npu_gemm.toml"
+    path.write_text('base = "npu"\nname = "npu-gemm"\n[quantization]\nmatmul_bias_as_gemm = true\n')
+    assert resolve("a8w8", load_target_file(path).quantization)["matmul_bias_as_gemm"] is True
+    path.write_text('base = "npu"\nname = "npu-gemm"\n[quantization]\nmatmul_bias_as_gemm = "yes"\n')
+    with pytest.raises(UsageError, match="'quantization.matmul_bias_as_gemm' must be true or false"):
+        load_target_file(path)
