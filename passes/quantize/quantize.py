@@ -17,6 +17,7 @@ from mapc.passes.quantize import report
 from mapc.passes.quantize.calibrate import DEFAULT_BINS, TensorStats, collect
 from mapc.passes.quantize.data import CalibrationData, open_calibration
 from mapc.passes.quantize.emit import Decisions, dedicate_dequantizers, write_qdq
+from mapc.passes.quantize.matmul_bias import fold_matmul_biases
 from mapc.passes.quantize.offenders import SensitivityConfig, find_offenders
 from mapc.passes.quantize.params import MASK_POLICIES, ParamsConfig, assign_groups
 from mapc.passes.quantize.placement import NATURAL_RANGES, BiasSpec, PlacementConfig, bounded_tensors, decision_tensors, node_key, plan_placement
@@ -49,7 +50,9 @@ class Quantize(Pass):
     data-movement ops reuse their input's parameters, Concat inputs and output share one,
     Softmax outputs get [0, 1] (Sigmoid/Tanh their calibrated range capped to their interval;
     ``fixed_range_ops`` fixes them), Relu/Clip fold into the producer's quantizer when that is
-    exact, attention-mask paths stay float (16-bit when the fill is moderate). Opsets below
+    exact, attention-mask paths stay float (16-bit when the fill is moderate). With
+    ``matmul_bias_as_gemm`` a MatMul and its constant bias Add become one Gemm first (int32
+    bias, no requantization of the product). Opsets below
     what the scheme needs are raised with onnx's converter (verified by running both), else
     16-bit Q/DQ come from com.microsoft.
 
@@ -90,6 +93,10 @@ class Quantize(Pass):
         #: int8 (symmetric, default) or uint8 (asymmetric) for LayerNorm/InstanceNorm scales
         #: (Qualcomm HTP validates LayerNorm only with a uint8 scale).
         norm_scale_type: str = "int8"
+        #: MatMul (constant 2-D weight) + constant bias Add as [Reshape ->] Gemm [-> Reshape], so the
+        #: bias is an int32 inside the weighted op instead of a second requantization after the
+        #: MatMul (what Qualcomm HTP's FullyConnected takes; onnxruntime's QNN recipe does the same).
+        matmul_bias_as_gemm: bool = False
         #: One DequantizeLinear per reader (QNN's EP groups each DQ into its reader's node unit and
         #: aborts on a DQ shared by several); the copies share the integer codes.
         dedicated_dequantizers: bool = False
@@ -159,6 +166,8 @@ class Quantize(Pass):
             notes.append(domain_note)
         if not ensure_shapes(model, ctx):  # again only if raising the opset changed the graph
             notes.append(Note("quantize.no-shapes", "onnx shape inference failed; tensors of unknown type are left in float", severity="warning"))
+        gemms, gemm_notes = self._fold_matmul_biases(model, scheme, activation_type)
+        notes += gemm_notes
         reference = model.copy()
         weight_type = QUANT_TYPES[options.weight_type]
         config = PlacementConfig(
@@ -198,6 +207,7 @@ class Quantize(Pass):
         )
         details["seconds"] = round(time.perf_counter() - started, 3)
         counters = report.counters(state, final, activations_folded=counts["activations_folded"], calibration_fallbacks=len(calibration["fallbacks"]), details=details)
+        counters["matmul_biases_as_gemm"] = gemms
         if state.adjusted:
             state.notes.append(Note(
                 "quantize.bias-overflow",
@@ -254,6 +264,21 @@ class Quantize(Pass):
             f"opset {model.opset} kept because {reason}; Q/DQ that need opset {required} use the com.microsoft domain (onnxruntime reads them; check your NPU tool chain does)",
             severity="warning",
         )
+
+    def _fold_matmul_biases(self, model: Model, scheme: Scheme, activation_type) -> tuple[int, list[Note]]:
+        """With ``matmul_bias_as_gemm``, MatMul + bias Add become Gemms (:mod:`.matmul_bias`); not in
+        weight-only schemes (no requantization to save), for excluded nodes, or where the MatMul's
+        weights would be 4-bit blocks a Gemm would not get."""
+        options = self.options
+        if not options.matmul_bias_as_gemm or activation_type is None or "Gemm" in options.exclude_op_types:
+            return 0, []
+        int4 = QUANT_TYPES[scheme.matmul_weight_type].bits == 4 and "MatMul" in options.int4_ops
+        excluded_ops = set(options.exclude_op_types) | ({"MatMul"} if int4 else set())
+
+        def keep(node) -> bool:
+            return node.name in options.exclude_nodes or node.op in excluded_ops
+
+        return fold_matmul_biases(model, keep)
 
     def _calibrate(self, model: Model, state: RunState, data: CalibrationData, indices: list[int], activation_type, ctx: PassContext) -> dict[str, Any]:
         options = self.options

@@ -103,6 +103,7 @@ class QuantizationSupport:
     block_sizes: tuple[int, ...] = (32, 64, 128)
     norm_scale_type: str = "int8"
     dedicated_dequantizers: bool = False
+    matmul_bias_as_gemm: bool = False
     fixed_range_ops: tuple[str, ...] = ("Softmax",)
     #: Ops whose weights a 4-bit scheme makes int4 blocks (the others: int8 per channel).
     int4_ops: tuple[str, ...] = ("MatMul", "Gemm")
@@ -167,6 +168,8 @@ def resolve(scheme_name: str | None, support: QuantizationSupport | None = None,
         options["norm_scale_type"] = support.norm_scale_type
         if support.dedicated_dequantizers:
             options["dedicated_dequantizers"] = True
+        if support.matmul_bias_as_gemm:
+            options["matmul_bias_as_gemm"] = True
         if support.fixed_range_ops != ("Softmax",):
             options["fixed_range_ops"] = list(support.fixed_range_ops)
         if scheme.default_block_size is not None:
