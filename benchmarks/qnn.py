@@ -209,18 +209,18 @@ def _line(row: dict) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | scheme | mapc: QNN | off HTP | SQNR on HTP | mapc predicted | EPContext s / KB | ort recipe: QNN | off HTP | SQNR on HTP |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | scheme | mapc: QNN | off HTP | SQNR on HTP | SQNR CPU QDQ | mapc predicted | EPContext s / KB | ort recipe: QNN | off HTP | SQNR on HTP |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['model']} | | {row['error']} | | | | | | | |")
+            lines.append(f"| {row['model']} | | {row['error']} | | | | | | | | |")
             continue
         cells = [row["model"], row["scheme"]]
         for tool in ("mapc", "ort"):
             outcome = row[tool]
             if "error" in outcome and not outcome.get("nodes"):
-                cells += [f"error: {outcome['error'][:50]}", "", ""] + (["", ""] if tool == "mapc" else [])
+                cells += [f"error: {outcome['error'][:50]}", "", ""] + (["", "", ""] if tool == "mapc" else [])
                 continue
             state = "built" if outcome["built"] else ("**abort**" if outcome["aborted"] else f"**failed**: {outcome['error'][:50]}")
             off = str(outcome["not_on_htp"]) + (f" ({', '.join(f'{op} {n}' for op, n in outcome['not_on_htp_ops'].items())})" if outcome["not_on_htp"] else "")
@@ -228,7 +228,8 @@ def markdown(rows: list[dict]) -> str:
             cells += [state, off, sqnr]
             if tool == "mapc":
                 size = outcome.get("epcontext_bytes")
-                cells += [outcome.get("predicted", "-"), f"{outcome.get('epcontext_s', '-')} / {size // 1024 if size else '-'}"]
+                cpu = "-" if outcome.get("sqnr_cpu_db") is None else f"{outcome['sqnr_cpu_db']:.1f}"
+                cells += [cpu, outcome.get("predicted", "-"), f"{outcome.get('epcontext_s', '-')} / {size // 1024 if size else '-'}"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
