@@ -10,8 +10,11 @@
 * ``MatMul`` whose inner dimension is 1 (``A[..., M, 1] @ B[..., 1, N]``, both of rank 2 or more):
   the broadcast product ``Mul(A, B)``, which computes the same one product per element (batch
   dims broadcast the same way). It drops the sum's ``0 +``, so a ``-0.0`` product stays ``-0.0``
-  where MatMul gave ``+0.0``: kept under ``signed_zeros``. NPU compilers handle the outer product poorly (QNN
-  never finishes finalizing a ``[1, 1] @ [1, N]`` MatMul).
+  where MatMul gave ``+0.0``: kept under ``signed_zeros``. NPU compilers handle the outer product
+  poorly (QNN never finishes finalizing a ``[1, 1] @ [1, N]`` MatMul or Gemm).
+* ``Gemm`` whose inner dimension is 1 likewise: ``Mul`` of the operands (a transposed operand of
+  inner size 1 is a Reshape), times ``alpha`` unless 1, plus ``beta · C`` when C is given: the
+  operations onnxruntime's Gemm rounds, in its order (checked bit for bit).
 """
 
 from __future__ import annotations
@@ -84,6 +87,46 @@ def matmul_of_inner_size_one(rw: PeepholeContext, node: gs.Node) -> bool:
     if left is None or right is None or len(left) < 2 or len(right) < 2 or left[-1] != 1 or right[-2] != 1:
         return False
     rw.become(node, "Mul", list(node.inputs))
+    return True
+
+
+@rule("Gemm")
+def gemm_of_inner_size_one(rw: PeepholeContext, node: gs.Node) -> bool:
+    """Gemm of inner size 1: Mul of the operands (Reshape for a transposed one), times alpha, plus beta·C."""
+    if rw.signed_zeros or len(node.inputs) < 2:
+        return False
+    left, right = (static_shape(t) for t in node.inputs[:2])
+    trans_a, trans_b = bool(node.attrs.get("transA", 0)), bool(node.attrs.get("transB", 0))
+    if left is None or right is None or len(left) != 2 or len(right) != 2 or left[0 if trans_a else 1] != 1 or right[1 if trans_b else 0] != 1:
+        return False
+    dtype = node.outputs[0].dtype
+    if dtype is None or np.dtype(dtype).kind != "f":
+        return False
+    a, b = node.inputs[0], node.inputs[1]
+    appended = len(rw.graph.nodes)
+    if trans_a:
+        a = rw.node("Reshape", [a, rw.const([left[1], 1], "gemm_a_shape", np.int64)], dtype=dtype, shape=[left[1], 1])
+    if trans_b:
+        b = rw.node("Reshape", [b, rw.const([1, right[0]], "gemm_b_shape", np.int64)], dtype=dtype, shape=[1, right[0]])
+    alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+    steps: list[tuple[str, list[gs.Tensor]]] = [("Mul", [a, b])]
+    if alpha != 1.0:
+        steps.append(("Mul", [rw.const(alpha, "gemm_alpha", dtype)]))
+    if bias is not None:
+        scaled = bias if beta == 1.0 else rw.node("Mul", [rw.const(beta, "gemm_beta", dtype), bias], dtype=dtype)
+        steps.append(("Add", [scaled]))
+    current: gs.Tensor | None = None
+    for index, (op, operands) in enumerate(steps):
+        inputs = operands if current is None else [current, *operands]
+        if index == len(steps) - 1:
+            rw.become(node, op, inputs)
+        else:
+            current = rw.node(op, inputs, dtype=dtype)
+    created = rw.graph.nodes[appended:]
+    del rw.graph.nodes[appended:]
+    position = rw.graph.nodes.index(node)
+    rw.graph.nodes[position:position] = created  # in front of the Gemm (now the last step), in order
     return True
 
 

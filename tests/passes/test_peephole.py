@@ -49,7 +49,7 @@ def ops(model: mapc.Model) -> list[str]:
 # -- properties ---------------------------------------------------------------------------------
 
 
-@given(onnx_models(families=("reshape", "transpose", "squeeze", "flatten", "slice", "concat", "elementwise", "where", "cast", "constant", "matmul")))
+@given(onnx_models(families=("reshape", "transpose", "squeeze", "flatten", "slice", "concat", "elementwise", "where", "cast", "constant", "matmul", "gemm")))
 def test_peephole_is_exact_on_random_models(model):
     assert_pass_preserves(model, "peephole", tolerance=EXACT)
 
@@ -382,6 +382,21 @@ def test_a_matmul_of_inner_size_one_is_a_broadcast_mul(a_shape, b_shape, y_shape
     strict = load(proto)
     PassManager("peephole{signed_zeros=true}").run(strict, PassContext())
     assert "MatMul" in ops(strict), "the Mul may give -0.0 where MatMul gave +0.0"
+
+
+@pytest.mark.parametrize("trans_a", [0, 1])
+@pytest.mark.parametrize("trans_b", [0, 1])
+@pytest.mark.parametrize(("alpha", "beta", "bias"), [(1.0, 1.0, None), (1.0, 1.0, [5]), (0.5, 1.0, [1, 5]), (1.0, 0.25, [3, 5]), (2.0, 3.0, [3, 1]), (0.3, 0.7, [5])])
+def test_a_gemm_of_inner_size_one_is_mul_times_alpha_plus_beta_bias_bit_for_bit(trans_a, trans_b, alpha, beta, bias):
+    m, n = 3, 5
+    inputs = [helper.make_tensor_value_info("a", F, [1, m] if trans_a else [m, 1])]
+    inits = [const("b", np.random.default_rng(1).standard_normal([n, 1] if trans_b else [1, n]).astype(np.float32))]
+    if bias is not None:
+        inits.append(const("c", np.random.default_rng(2).standard_normal(bias).astype(np.float32)))
+    gemm = helper.make_node("Gemm", ["r", "b", *(["c"] if bias else [])], ["o"], alpha=alpha, beta=beta, transA=trans_a, transB=trans_b)
+    nodes = [helper.make_node("Relu", ["a"], ["r"]), gemm, helper.make_node("Identity", ["o"], ["y"])]
+    model, _ = peephole(make_model(nodes, inputs, [helper.make_tensor_value_info("y", F, [m, n])], inits))
+    assert "Gemm" not in ops(model) and "Mul" in ops(model)
 
 
 # -- graph outputs ---------------------------------------------------------------------------------------
