@@ -1,18 +1,20 @@
-"""``unstride-conv``: a strided, dilated 1-D depthwise Conv as a stride-1 Conv and a strided Slice.
+"""``unstride-conv``: a strided, dilated depthwise Conv as a stride-1 Conv and a strided Slice.
 
-Matches a ``Conv`` over a rank-3 input ``[N, C, L]`` that is depthwise (``group`` equals the input
-channels, one channel included) with a stride above 1 **and** a dilation above 1. Produces the
-same Conv with stride 1 followed by ``Slice(axes=[2], steps=[stride])``: output position ``i`` of
-the strided Conv is position ``i * stride`` of the stride-1 one, and ``ceil(L1 / s)`` positions of
-``L1`` are exactly ``floor((L1 - 1) / s) + 1`` (the strided length), for any explicit pads
-(``auto_pad`` SAME, whose padding depends on the stride, is left alone). The Slice is
-exact, so the rewrite holds for every input.
+Matches a depthwise ``Conv`` (``group`` equals the input channels, one channel included) over a
+rank-3 or rank-4 input. First a dilation along an axis whose kernel size is 1 is set to 1 (it
+dilates nothing). Then, if a stride is still above 1 **and** a dilation above 1, produces the
+same Conv with stride 1 followed by ``Slice(axes=<strided axes>, steps=<their strides>)``: output
+position ``i`` of the strided Conv is position ``i * stride`` of the stride-1 one, and
+``ceil(L1 / s)`` positions of ``L1`` are exactly ``floor((L1 - 1) / s) + 1`` (the strided
+length), for any explicit pads (``auto_pad`` SAME, whose padding depends on the stride, is left
+alone). Both steps are exact, so the rewrite holds for every input.
 
-Why: Qualcomm HTP runs a 1-D Conv as a 2-D one after onnxruntime's NHWC layout transform, and its
-``DepthWiseConv2d`` refuses a stride and a dilation above 1 together (``backendValidateOpConfig``
-error 3110). The refusal comes after the layout transform, so onnxruntime cannot put the node
-back on the CPU and the whole session fails. The qnn-htp target runs this pass before
-quantization (its ``prepare`` list).
+Why: Qualcomm HTP's ``DepthWiseConv2d`` (a 1-D Conv runs as a 2-D one after onnxruntime's NHWC
+layout transform) refuses a stride and a dilation above 1 together (``backendValidateOpConfig``
+error 3110; QNN took strides [2, 2] with dilations [2, 2] over a 3x3 kernel only, and refused
+every mixed or 1-D case tried, including a dilation over a kernel of size 1). The refusal comes
+after the layout transform, so onnxruntime cannot put the node back on the CPU and the whole
+session fails. The qnn-htp target runs this pass before quantization (its ``prepare`` list).
 """
 
 from __future__ import annotations
@@ -26,48 +28,58 @@ from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
 
 
-def _strided_dilated_depthwise_1d(node: gs.Node) -> int | None:
-    """The stride to move out of ``node``, or None if it is not such a Conv."""
-    if node.op != "Conv" or not is_default_domain(node) or not node.inputs or not node.outputs:
+def _depthwise_strides_and_dilations(node: gs.Node) -> tuple[list[int], list[int]] | None:
+    """A depthwise Conv's strides and its dilations with those over size-1 kernel axes set to 1;
+    None if ``node`` is not a depthwise Conv this pass handles."""
+    if node.op != "Conv" or not is_default_domain(node) or len(node.inputs) < 2 or not node.outputs:
         return None
     if str(node.attrs.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID"):
         return None  # SAME padding depends on the stride
-    data = node.inputs[0]
-    if data.shape is None or len(data.shape) != 3 or not isinstance(data.shape[1], (int, np.integer)):
+    data, weight = node.inputs[0], node.inputs[1]
+    if data.shape is None or len(data.shape) not in (3, 4) or not isinstance(data.shape[1], (int, np.integer)):
         return None
-    strides = [int(s) for s in node.attrs.get("strides") or [1]]
-    dilations = [int(d) for d in node.attrs.get("dilations") or [1]]
-    if int(node.attrs.get("group", 1)) != int(data.shape[1]) or len(strides) != 1:
+    spatial = len(data.shape) - 2
+    kernel = list(node.attrs.get("kernel_shape") or (weight.shape[2:] if weight.shape is not None else []))
+    if int(node.attrs.get("group", 1)) != int(data.shape[1]) or len(kernel) != spatial or not all(isinstance(k, (int, np.integer)) for k in kernel):
         return None
-    if strides[0] > 1 and max(dilations) > 1:
-        return strides[0]
-    return None
+    strides = [int(s) for s in node.attrs.get("strides") or [1] * spatial]
+    dilations = [int(d) for d in node.attrs.get("dilations") or [1] * spatial]
+    return strides, [d if int(k) > 1 else 1 for d, k in zip(dilations, kernel)]
 
 
 @register_pass
 class UnstrideConv(Pass):
-    """Move the stride of a strided, dilated 1-D depthwise Conv into a Slice (see the module doc).
+    """Move the strides of a strided, dilated depthwise Conv (1-D or 2-D) into a Slice, after
+    setting to 1 the dilations of size-1 kernel axes (see the module doc).
 
-    Counters: ``convs_unstrided``.
+    Counters: ``convs_unstrided``, ``dilations_normalized``.
     """
 
     name = "unstride-conv"
     requires = (SHAPES,)
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        changed = 0
+        unstrided = normalized = 0
         for node in list(model.graph.nodes):
-            stride = _strided_dilated_depthwise_1d(node)
-            if stride is None:
+            found = _depthwise_strides_and_dilations(node)
+            if found is None:
+                continue
+            strides, dilations = found
+            if "dilations" in node.attrs and [int(d) for d in node.attrs["dilations"]] != dilations:
+                node.attrs["dilations"] = dilations
+                normalized += 1
+            if max(strides) == 1 or max(dilations) == 1:
                 continue
             output = node.outputs[0]
             dense = gs.Variable(model.fresh_name(f"{output.name}_stride1"), dtype=output.dtype)
-            node.attrs["strides"] = [1]
+            node.attrs["strides"] = [1] * len(strides)
             node.outputs[0] = dense
-            constants = [gs.Constant(model.fresh_name(f"{node.name or 'conv'}_{part}"), np.array([value], dtype=np.int64))
-                         for part, value in (("start", 0), ("end", np.iinfo(np.int64).max), ("axis", 2), ("step", stride))]
+            strided = [axis for axis, stride in enumerate(strides) if stride > 1]
+            values = (("start", [0] * len(strided)), ("end", [np.iinfo(np.int64).max] * len(strided)),
+                      ("axis", [2 + axis for axis in strided]), ("step", [strides[axis] for axis in strided]))
+            constants = [gs.Constant(model.fresh_name(f"{node.name or 'conv'}_{part}"), np.array(value, dtype=np.int64)) for part, value in values]
             model.graph.nodes.append(gs.Node("Slice", model.fresh_name(f"{node.name or 'conv'}_stride"), inputs=[dense, *constants], outputs=[output]))
-            changed += 1
-        if changed:
+            unstrided += 1
+        if unstrided:
             toposort(model.graph)
-        return PassResult(changed=bool(changed), counters={"convs_unstrided": changed})
+        return PassResult(changed=bool(unstrided or normalized), counters={"convs_unstrided": unstrided, "dilations_normalized": normalized})

@@ -44,9 +44,10 @@ requirements, ``htp_arch``, EPContext), and the emulator itself (onnxruntime-qnn
   conversion on the CPU at each end).
 * LRN takes only 8-bit activations (error 3110 for 16 bits, after the layout transform, so the
   session fails): a 16-bit compile decomposes it into Mul/Conv/Add/Pow (``decompose-lrn``).
-* A strided, dilated 1-D depthwise Conv becomes a stride-1 Conv and a strided Slice
-  (``unstride-conv``): HTP's DepthWiseConv2d refuses the combination after the layout
-  transform, and the whole session fails.
+* A strided, dilated depthwise Conv (1-D or 2-D) becomes a stride-1 Conv and a strided Slice,
+  and a dilation over a kernel axis of size 1 is dropped (``unstride-conv``): HTP's
+  DepthWiseConv2d refuses the combination after the layout transform, and the whole session
+  fails.
 * The compiled model is the plain QDQ graph (``lowering = none``): the QNN EP forms its
   partitions itself. ``--emit epcontext`` adds the EPContext model with the context binary QNN
   compiled for the architecture.

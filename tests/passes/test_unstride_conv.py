@@ -1,4 +1,4 @@
-"""unstride-conv: a strided, dilated 1-D depthwise Conv as a stride-1 Conv and a strided Slice."""
+"""unstride-conv: a strided, dilated depthwise Conv as a stride-1 Conv and a strided Slice."""
 
 from __future__ import annotations
 
@@ -27,8 +27,11 @@ def conv1d(channels, group, length, kernel, stride, dilation, pads):
 def test_the_rewrite_equals_the_strided_conv_for_any_length_and_pads(channels, length, kernel, stride, dilation, pad_left, pad_right):
     assume(length + pad_left + pad_right >= dilation * (kernel - 1) + 1)
     model, records = assert_pass_preserves(conv1d(channels, channels, length, kernel, stride, dilation, [pad_left, pad_right]), ["unstride-conv"])
-    assert records[0].counters["convs_unstrided"] == 1
     conv = next(n for n in model.graph.nodes if n.op == "Conv")
+    if kernel == 1:  # nothing to dilate: the dilation goes, the stride stays
+        assert records[0].counters == {"convs_unstrided": 0, "dilations_normalized": 1} and list(conv.attrs["dilations"]) == [1]
+        return
+    assert records[0].counters["convs_unstrided"] == 1
     assert list(conv.attrs["strides"]) == [1] and [n.op for n in model.graph.nodes] == ["Conv", "Slice"]
 
 
@@ -53,3 +56,33 @@ def test_same_padding_which_depends_on_the_stride_is_left_alone():
     conv.attribute[-1].CopyFrom(helper.make_attribute("auto_pad", "SAME_UPPER"))
     records = PassManager(["unstride-conv"]).run(load(proto), PassContext())  # onnxruntime refuses dilated SAME: not run
     assert records[0].counters["convs_unstrided"] == 0
+
+
+def conv2d(channels, shape, kernel, strides, dilations, pads):
+    weights = numpy_helper.from_array(np.random.default_rng(2).standard_normal((channels, 1, *kernel)).astype(np.float32), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=kernel, strides=strides, dilations=dilations, group=channels, pads=pads)
+    out = [(shape[i] + pads[i] + pads[i + 2] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(2)]
+    return make_model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, *shape])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, *out])], [weights])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.lists(st.integers(1, 9), min_size=2, max_size=2), st.lists(st.integers(1, 3), min_size=2, max_size=2),
+       st.lists(st.integers(1, 3), min_size=2, max_size=2), st.lists(st.integers(1, 3), min_size=2, max_size=2), st.lists(st.integers(0, 2), min_size=4, max_size=4))
+def test_a_2d_depthwise_conv_is_unstrided_per_axis_and_keeps_its_outputs(channels, shape, kernel, strides, dilations, pads):
+    assume(all(shape[i] + pads[i] + pads[i + 2] >= dilations[i] * (kernel[i] - 1) + 1 for i in range(2)))
+    model, records = assert_pass_preserves(conv2d(channels, shape, kernel, strides, dilations, pads), ["unstride-conv"])
+    effective = [d if k > 1 else 1 for d, k in zip(dilations, kernel)]
+    expected = int(max(strides) > 1 and max(effective) > 1)
+    assert records[0].counters["convs_unstrided"] == expected
+    conv = next(n for n in model.graph.nodes if n.op == "Conv")
+    assert list(conv.attrs["dilations"]) == effective
+    if expected:
+        assert list(conv.attrs["strides"]) == [1, 1] and [n.op for n in model.graph.nodes] == ["Conv", "Slice"]
+
+
+def test_a_dilation_over_a_kernel_of_size_one_is_dropped_without_unstriding():
+    """The QNN property test drew it: kernel [2, 1], strides [1, 2], dilations [1, 2]."""
+    model, records = assert_pass_preserves(conv2d(3, [4, 1], [2, 1], [1, 2], [1, 2], [1, 0, 0, 1]), ["unstride-conv"])
+    assert records[0].counters == {"convs_unstrided": 0, "dilations_normalized": 1}
+    assert [n.op for n in model.graph.nodes] == ["Conv"] and list(model.graph.nodes[0].attrs["dilations"]) == [1, 1]

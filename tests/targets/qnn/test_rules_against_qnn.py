@@ -184,6 +184,20 @@ def test_a_strided_dilated_1d_depthwise_conv_fails_the_session_until_unstrided()
     assert result.qnn.ok and {n.op for n in result.qnn.nodes if n.qnn.on_htp} >= {"Conv", "Slice"}
 
 
+@pytest.mark.parametrize(("kernel", "strides", "dilations", "shape"), [
+    ([3, 3], [2, 1], [2, 2], [1, 3, 8, 8]), ([3, 1], [2, 2], [2, 2], [1, 3, 8, 8]), ([2, 1], [1, 2], [1, 2], [1, 3, 4, 1]),
+])
+def test_a_strided_dilated_2d_depthwise_conv_fails_the_session_until_unstrided(kernel, strides, dilations, shape):
+    """The 2-D cases QNN refuses (the last one, a dilation over a kernel of size 1, drawn by the
+    QNN property test); compiled for qnn-htp, QNN builds them."""
+    node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=kernel, strides=strides, dilations=dilations, group=3, pads=[0, 0, 0, 0])
+    out = [(shape[2 + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(2)]
+    proto = single_op_model([node], {"x": shape}, [1, 3, *out], [weight("w", [3, 1, *kernel])])
+    assert not plan_and_ask(quantized_for(proto)).check.built
+    result = mapc.compile(proto, target="qnn-htp", quantize={"scheme": "a8w8", "calibration": "random"}, check_with_qnn=True)
+    assert result.qnn.ok and "Conv" in {n.op for n in result.qnn.nodes if n.qnn.on_htp}
+
+
 @pytest.mark.parametrize("op", ["Sigmoid", "Tanh"])
 def test_16_bit_sigmoid_and_tanh_compute_on_htp_what_the_qdq_model_does(op):
     """HTP's 16-bit Sigmoid/Tanh assume the output spans the op's natural range; qnn-htp quantizes
