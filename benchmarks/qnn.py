@@ -15,12 +15,18 @@ Per model and tool: whether QNN built it (or aborted), nodes QNN did not put on 
 graph-boundary Q/DQ (and which ops), worst-output SQNR on the emulator against the float model
 on held-out samples, the EPContext compile time and size, and for mapc how many nodes its plan
 predicted as QNN placed them. Models: the examples, onnx's light CNNs (random weights, LSUV
-normalised, as in ``benchmarks/quantization.py``), and the transformer fixtures.
+normalised, as in ``benchmarks/quantization.py``), the transformer fixtures, and any exported
+model given as ``NAME=PATH`` (a real-size export: ``benchmarks/export_real_size.py`` writes a
+2-layer Llama-class model and BERT-base with either torch exporter). A model given by path gets
+its symbolic dims from ``--dim`` and samples that look like real ones: token ids uniform over
+the vocabulary of the embedding table they index, masks (inputs named ``*mask*``) of ones with
+random right padding, normal floats.
 
 Usage::
 
     python benchmarks/qnn.py                                   # everything, table on stdout
     python benchmarks/qnn.py --models cnn,resnet50,bert-ts-eager --schemes a8w8
+    python benchmarks/qnn.py --models llama2l=/tmp/llama2l-ts-eager.onnx --dim batch=1 --dim seq=128
     python benchmarks/qnn.py --json results.json --markdown results.md
 """
 
@@ -150,18 +156,78 @@ def prepare(name: str, folder: Path, seed: int) -> Path:
     return prepare_cnn(name, folder, seed) if name in CNNS else prepare_transformer(name, folder)
 
 
+def given_path(spec: str) -> tuple[str, Path] | None:
+    """``NAME=PATH`` (a model given by path) as (name, path); None for a built-in model name."""
+    name, separator, path = spec.partition("=")
+    return (name, Path(path)) if separator else None
+
+
+def vocabulary(model: onnx.ModelProto, input_name: str) -> int | None:
+    """Rows of the constant table a Gather indexes with ``input_name`` (the embedding), if any."""
+    tables = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == input_name and node.input[0] in tables:
+            return int(tables[node.input[0]].dims[0])
+    return None
+
+
+def path_samples(model_path: Path, count: int, seed: int, dims: dict[str, int]) -> list[dict[str, np.ndarray]]:
+    """Seeded samples for a model given by path: token ids over the vocabulary of the table they
+    index, ``*mask*`` inputs all ones but for random right padding (at least half kept), normal
+    floats; symbolic dims from ``dims`` (a missing one is an error naming it)."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    initializers = {t.name for t in model.graph.initializer}
+    rng = np.random.default_rng(seed)
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        shape = []
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value"):
+                shape.append(dim.dim_value)
+            elif dim.dim_param in dims:
+                shape.append(dims[dim.dim_param])
+            else:
+                raise ValueError(f"input {value.name}: give --dim {dim.dim_param or '?'}=N")
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+        specs.append((value.name, tuple(shape), dtype, vocabulary(model, value.name)))
+    samples = []
+    for _ in range(count):
+        sample = {}
+        for name, shape, dtype, vocab in specs:
+            if "mask" in name.lower():
+                array = np.ones(shape, dtype=dtype)
+                array[..., rng.integers(max(shape[-1] // 2, 1), shape[-1] + 1):] = 0
+            elif vocab is not None:
+                array = rng.integers(0, vocab, shape).astype(dtype)
+            elif np.issubdtype(dtype, np.integer):
+                array = np.zeros(shape, dtype=dtype)
+            else:
+                array = rng.standard_normal(shape).astype(dtype)
+            sample[name] = array
+        samples.append(sample)
+    return samples
+
+
 def benchmark(args: argparse.Namespace) -> list[dict]:
     models = args.models.split(",") if args.models else DEFAULT_MODELS
     rows = []
     with tempfile.TemporaryDirectory(prefix="mapc-qnn-bench-") as temporary:
         folder = Path(temporary)
-        for name in models:
+        dims = dict((key, int(value)) for key, _, value in (d.partition("=") for d in args.dim))
+        for spec in models:
+            given = given_path(spec)
+            name = given[0] if given else spec
             try:
-                model_path = prepare(name, folder, args.seed)
+                model_path = given[1] if given else prepare(name, folder, args.seed)
+                if given:
+                    samples = path_samples(model_path, args.samples + args.holdout, args.seed, dims)
+                else:
+                    samples = make_samples(model_path, name, args.samples + args.holdout, args.seed)
             except Exception as error:  # a model the preparation cannot handle is reported, not fatal
                 rows.append({"model": name, "error": f"preparation failed: {error}"})
                 continue
-            samples = make_samples(model_path, name, args.samples + args.holdout, args.seed)
             if name == "transformer":  # the example's vocabulary has 64 tokens
                 for sample in samples:
                     sample["input_ids"] = sample["input_ids"] % 64
@@ -237,7 +303,8 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     ort.set_default_logger_severity(3)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", help=f"comma-separated (default: {','.join(DEFAULT_MODELS)})")
+    parser.add_argument("--models", help=f"comma-separated names or NAME=PATH (default: {','.join(DEFAULT_MODELS)})")
+    parser.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE", help="a symbolic dim of the models given by path")
     parser.add_argument("--schemes", default="a8w8,a16w8")
     parser.add_argument("--samples", type=int, default=16, help="calibration samples")
     parser.add_argument("--holdout", type=int, default=4, help="held-out samples run on the emulator")
