@@ -59,21 +59,26 @@ def verification_samples(
     masks: Mapping[str, str] | None = None,
     count: int = len(FLOAT_SCALES),
     relation: Mapping[str, str] | None = None,
+    start: int = 0,
+    float_scales: Sequence[float] = FLOAT_SCALES,
 ) -> list[Sample]:
     """``count`` reproducible samples for ``model`` (a :class:`~mapc.ir.Model` or a gs graph),
     as the module docstring describes. ``dims``/``shapes`` are the values the user fixed;
     ``masks`` names mask inputs by role: ``"keep"`` (1/True attend) or ``"additive"`` (0 or
     ``finfo.min``); ``relation`` gives some free dims as expressions of others
     (``{"total_sequence_length": "past_sequence_length + sequence_length"}``, one of
-    :func:`dim_relations`)."""
+    :func:`dim_relations`). ``start`` numbers the first sample (sample ``k`` is the same whatever
+    ``count``); ``float_scales`` replaces :data:`FLOAT_SCALES` (random calibration keeps floats at
+    unit scale and gets realistic token ids and masks)."""
     roles = dict(masks or {})
     graph = model if isinstance(model, gs.Graph) else model.graph  # type: ignore[attr-defined]
     fixed_dims = dict(dims or {})
     fixed_shapes = dict(shapes or {})
     vocab = {t.name: rows for t in graph.inputs if (rows := _vocabulary(t)) is not None}
     samples = []
-    for index in range(count):
+    for index in range(start, start + count):
         rng = np.random.default_rng([seed, index])
+        scale = float_scales[index % len(float_scales)]
         dim_value = DIM_VALUES[index % len(DIM_VALUES)]
         feeds: dict[str, np.ndarray] = {}
         for tensor in graph.inputs:
@@ -88,8 +93,7 @@ def verification_samples(
                     if symbol not in fixed_dims:
                         known[symbol] = concrete_dim(expression, {**{s: dim_value for s in symbols_of(expression)}, **fixed_dims})
                 shape = [concrete_dim(d, known) for d in (tensor.shape or [])]
-            feeds[tensor.name] = _array(rng, tensor, shape, index, vocab.get(tensor.name), roles.get(tensor.name))
-        scale = FLOAT_SCALES[index % len(FLOAT_SCALES)]
+            feeds[tensor.name] = _array(rng, tensor, shape, index, scale, vocab.get(tensor.name), roles.get(tensor.name))
         label = f"sample {index} (floats ×{scale:g}, free dims {dim_value}, masks with {MASK_PATTERNS[index % len(MASK_PATTERNS)]})"
         samples.append(Sample(feeds, label))
     return samples
@@ -109,7 +113,7 @@ def dim_relations(model: gs.Graph | object) -> list[dict[str, str]]:
     return [{symbol: expression} for symbol in sorted(bare - used) for expression in expressions]
 
 
-def _array(rng: np.random.Generator, tensor: gs.Tensor, shape: list[int], index: int, rows: int | None, role: str | None) -> np.ndarray:
+def _array(rng: np.random.Generator, tensor: gs.Tensor, shape: list[int], index: int, scale: float, rows: int | None, role: str | None) -> np.ndarray:
     dtype = np.dtype(tensor.dtype or np.float32)
     name = tensor.name.lower()
     if (role is not None or "mask" in name) and shape:
@@ -117,7 +121,6 @@ def _array(rng: np.random.Generator, tensor: gs.Tensor, shape: list[int], index:
     if np.issubdtype(dtype, np.integer) and rows is not None and rows > 0:
         return rng.integers(0, rows, size=shape).astype(dtype)
     if np.issubdtype(dtype, np.floating):
-        scale = FLOAT_SCALES[index % len(FLOAT_SCALES)]
         if dtype.itemsize <= 2 and scale > 10:
             scale = 10.0
         return np.asarray(rng.standard_normal(shape) * scale, dtype=dtype)

@@ -7,8 +7,10 @@ Accepted forms of ``--calibration``:
   names: each array holds the samples stacked along a new leading axis (an array of the input's
   own rank is a single sample);
 * one ``.npy`` file for a single-input model, stacked the same way;
-* ``random``: seeded random inputs (normal floats, 0/1 integers). The scales then say nothing
-  about real data; mapc warns loudly.
+* ``random``: seeded random inputs shaped like real ones (:func:`mapc.ir.verification_samples`
+  at unit float scale: token ids over the vocabulary of the table they index, padded masks,
+  normal floats, other integers 0 or 1). The scales then say nothing about real data; mapc
+  warns loudly.
 
 Keys may carry an ``input:`` prefix (mapc's fixture files); ``output:`` keys and names that
 are not inputs are ignored. Samples are read one at a time (``.npy`` files are memory-mapped),
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import DEFAULT_DIM, Model, UsageError, is_static_dim, random_array
+from mapc.ir import Model, UsageError, is_static_dim, verification_samples
 
 RANDOM = "random"
 
@@ -93,7 +95,7 @@ def open_calibration(
     if not inputs:
         raise UsageError("the model has no graph inputs to calibrate with")
     if spec == RANDOM:
-        return _random(inputs, seed, random_samples, dims or {}, input_shapes or {})
+        return _random(model, seed, random_samples, dims or {}, input_shapes or {})
     path = Path(spec)
     if not path.exists():
         raise UsageError(f"calibration data {spec!r}: no such file or directory (give a folder of .npz samples, a .npz/.npy file, or 'random')")
@@ -114,27 +116,19 @@ def open_calibration(
     raise UsageError(f"calibration data {spec!r}: expected a folder, a .npz or a .npy file, or 'random'")
 
 
-def _random(inputs: list[InputSpec], seed: int, count: int, dims: Mapping[str, int], shapes: Mapping[str, Sequence[int]]) -> CalibrationData:
+def _random(model: Model, seed: int, count: int, dims: Mapping[str, int], shapes: Mapping[str, Sequence[int]]) -> CalibrationData:
+    """``count`` samples from :func:`mapc.ir.verification_samples` with floats at unit scale:
+    token ids over the vocabulary of the table they index, masks padded at the end, the start,
+    a fully masked row or at random, other integers 0 or 1; one sample at a time."""
     if count < 1:
         raise UsageError("random calibration needs at least one sample (random_samples >= 1)")
+    fixed_dims = {name: int(value) for name, value in dims.items()}
 
     def read(index: int) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng([seed, index])
-        feeds = {}
-        for spec in inputs:
-            shape = shapes.get(spec.name) or [_concrete(d, dims) for d in (spec.shape or ())]
-            feeds[spec.name] = random_array(rng, spec.dtype, [int(d) for d in shape])
-        return feeds
+        [sample] = verification_samples(model, seed=seed, dims=fixed_dims, shapes=shapes, count=1, start=index, float_scales=(1.0,))
+        return sample.feeds
 
     return CalibrationData(f"{count} random samples (seed {seed})", count, read, is_random=True)
-
-
-def _concrete(dim: int | str | None, dims: Mapping[str, int]) -> int:
-    if is_static_dim(dim):
-        return int(dim)
-    if isinstance(dim, str) and dim in dims:
-        return int(dims[dim])
-    return DEFAULT_DIM
 
 
 def _strip(key: str) -> str:

@@ -98,6 +98,24 @@ def test_random_data_is_seeded_and_fills_symbolic_dims():
     assert first.is_random and first.sample(0)["x"].shape == (2, 3)
 
 
+def test_random_data_looks_like_real_inputs_token_ids_over_the_vocabulary_and_padded_masks():
+    """A language model calibrated on 'random' sees token ids over its whole embedding table (not
+    only 0 and 1), an attention mask that mostly attends, and floats at unit scale."""
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["emb"]), helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["m", "axis"], ["mu"]), helper.make_node("Mul", ["emb", "mu"], ["masked"]), helper.make_node("Add", ["masked", "x"], ["y"])]
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [2, 16]), helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [2, 16]),
+              helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16, 4])]
+    inits = [numpy_helper.from_array(RNG.standard_normal((1000, 4)).astype(np.float32), "table"), numpy_helper.from_array(np.array([2], np.int64), "axis")]
+    model = load(make_model(nodes, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16, 4])], inits))
+    data = open_calibration("random", model, seed=0, random_samples=4)
+    samples = [data.sample(i) for i in range(4)]
+    ids = np.concatenate([s["input_ids"].ravel() for s in samples])
+    assert ids.min() >= 0 and ids.max() < 1000 and len(np.unique(ids)) > 100
+    masks = np.stack([s["attention_mask"] for s in samples])
+    assert set(np.unique(masks)) <= {0, 1} and 0.5 < masks.mean() < 1.0 and (masks[:3, 0, :] == 1).all()
+    assert all(0.5 < np.std(s["x"]) < 2.0 for s in samples)
+
+
 def test_the_pass_needs_calibration_and_rejects_bad_options():
     with pytest.raises(UsageError, match="needs calibration"):
         quantize(two_inputs(), calibration=None)
