@@ -217,6 +217,22 @@ def int_constant(tensor: gs.Tensor) -> np.ndarray | None:
     return array.astype(np.int64) if array.dtype.kind in "iu" else None
 
 
+def clip_bounds(node: gs.Node) -> tuple[float | None, float | None] | None:
+    """Clip's (min, max) when both are constant (absent = unbounded), else None."""
+    bounds: list[float | None] = []
+    for index in (1, 2):
+        if len(node.inputs) <= index or not node.inputs[index].name:
+            bounds.append(None)
+            continue
+        value = constant_value(node.inputs[index])
+        if value is None or np.asarray(value).size != 1:
+            return None
+        bounds.append(float(np.asarray(value).reshape(())))
+    if "min" in node.attrs or "max" in node.attrs:  # opset < 11
+        bounds = [node.attrs.get("min"), node.attrs.get("max")]
+    return bounds[0], bounds[1]
+
+
 def constant_tensor(tensor: gs.Tensor) -> gs.Constant | None:
     """The constant behind ``tensor`` (an initializer or a ``Constant`` node's value), or None."""
     if isinstance(tensor, gs.Constant):

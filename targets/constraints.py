@@ -15,7 +15,7 @@ import onnx.defs
 import onnx_graphsurgeon as gs
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from mapc.ir import constant_value, is_graph_input, is_graph_output, is_static, producer
+from mapc.ir import clip_bounds, constant_value, is_graph_input, is_graph_output, is_static, producer
 from mapc.targets.rules import Constraint, constraint, registered_constraints
 from mapc.targets.spec import CONTROL_FLOW_OPS, Target
 from mapc.targets.views import BIAS_INPUTS, PARAMETER_INPUTS, WEIGHT_INPUTS, NodeView, dims_text
@@ -640,17 +640,11 @@ def _activation_redundant(activation: gs.Node, quantizer: gs.Node) -> bool:
     low, high = scale * (info.min - zero_point), scale * (info.max - zero_point)
     if activation.op == "Relu":
         return low >= 0
-    bounds = []
-    for index, attribute, default in ((1, "min", -np.inf), (2, "max", np.inf)):
-        if len(activation.inputs) > index and activation.inputs[index].name:
-            value = constant_value(activation.inputs[index])
-            if value is None:
-                return False
-            bounds.append(float(np.asarray(value).reshape(())))
-        else:
-            bounds.append(float(activation.attrs.get(attribute, default)))
+    bounds = clip_bounds(activation)
+    if bounds is None:
+        return False
     epsilon = float(np.finfo(np.float32).eps)
-    return bounds[0] - low <= epsilon and high - bounds[1] <= epsilon
+    return (bounds[0] is None or bounds[0] - low <= epsilon) and (bounds[1] is None or high - bounds[1] <= epsilon)
 
 
 def _is_int32_vector_bias(bias: gs.Tensor) -> bool:

@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, constant_value, is_default_domain, is_graph_output, producer, static_shape
+from mapc.ir import Model, clip_bounds, constant_value, is_default_domain, is_graph_output, producer, static_shape
 from mapc.passes.base import Note
 from mapc.passes.quantize.qtypes import QUANT_TYPES, QuantType
 
@@ -467,7 +467,7 @@ def _plan_folds(model: Model, config: PlacementConfig, placement: Placement, act
             continue
         if len(source_tensor.outputs) != 1 or is_graph_output(graph, source_tensor):
             continue
-        bounds = _clip_bounds(node) if node.op == "Clip" else (0.0, None)
+        bounds = clip_bounds(node) if node.op == "Clip" else (0.0, None)
         if bounds is None:
             continue
         output = node.outputs[0]
@@ -492,22 +492,6 @@ def _group_feeds_only(graph: gs.Graph, tensors: dict[str, gs.Tensor], members: l
         if tensor is None or is_graph_output(graph, tensor) or [reader for reader in tensor.outputs] != [node]:
             return False
     return True
-
-
-def _clip_bounds(node: gs.Node) -> tuple[float | None, float | None] | None:
-    """Clip's (min, max) when both are constant (absent = unbounded), else None."""
-    bounds: list[float | None] = []
-    for index in (1, 2):
-        if len(node.inputs) <= index or not node.inputs[index].name:
-            bounds.append(None)
-            continue
-        value = constant_value(node.inputs[index])
-        if value is None or np.asarray(value).size != 1:
-            return None
-        bounds.append(float(np.asarray(value).reshape(())))
-    if "min" in node.attrs or "max" in node.attrs:  # opset < 11
-        bounds = [node.attrs.get("min"), node.attrs.get("max")]
-    return bounds[0], bounds[1]
 
 
 class _UnionFind:
