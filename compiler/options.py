@@ -227,7 +227,8 @@ class CompileOptions:
         """The pipeline this compile runs: the given or default pipeline, then quantize, partition and lower.
 
         A target adds its own: ``upgrade-opset`` to its ``min_opset`` first (unless
-        ``target_opset`` is given), and its ``prepare`` passes, then the tidy group, before quantize.
+        ``target_opset`` is given), and its ``prepare`` passes, then the tidy group, before quantize;
+        its ``finish`` passes after quantize, before partition.
         """
         if self.passes is None:
             steps = build_pipeline(default_pipeline(dims=self.dims, input_shapes=self.input_shapes, require_static=self.require_static))
@@ -248,6 +249,8 @@ class CompileOptions:
             steps.append(quantizer)
             if self.quantized_io is not None:
                 steps.append(get_pass("quantized-io")(**self.quantized_io))
+        if target is not None and target.finish:
+            steps += [get_pass(name)() for name in target.finish]
         if target is not None:
             steps += [get_pass("partition")(target=target, **(self.partition or {})), get_pass("lower")()]
         if self.split_stacked_kv:

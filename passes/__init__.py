@@ -6,6 +6,7 @@ sub-package such as ``fusion/``) defining a registered :class:`Pass`, plus its t
 
 from mapc.passes import (  # noqa: F401  (registers the built-in passes)
     attention_mask,
+    average_pool_as_conv,
     check_static,
     cleanup,
     decompose_lrn,

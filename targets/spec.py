@@ -208,6 +208,10 @@ class Target:
     #: Passes ``mapc compile`` runs for this target after the target-independent pipeline and
     #: before quantization: rewrites of ops the device lacks (``decompose-attention``).
     prepare: tuple[str, ...] = ()
+    #: Passes ``mapc compile`` runs for this target after quantization (after ``prepare`` when
+    #: not quantizing), before partitioning: rewrites of what the device computes wrongly in the
+    #: form quantization leaves it, such as a float op it mis-computes (``average-pool-as-conv``).
+    finish: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     notes: str = ""
     origin: str = "built-in"

@@ -48,6 +48,11 @@ requirements, ``htp_arch``, EPContext), and the emulator itself (onnxruntime-qnn
   and a dilation over a kernel axis of size 1 is dropped (``unstride-conv``): HTP's
   DepthWiseConv2d refuses the combination after the layout transform, and the whole session
   fails.
+* A float AveragePool with padding becomes a depthwise Conv of weights ``1 / K`` and, when the
+  padding is not counted, a product with the constant ``K / count`` (``average-pool-as-conv``,
+  after quantization): HTP's fp16 PoolAvg2d with padding computes wrong values for some shapes
+  (fewer than 32 channels with the padding not counted; one channel with it counted), silently,
+  or aborts (Inception-v1's last pool), and a float Pad in front leaves stale values.
 * The compiled model is the plain QDQ graph (``lowering = none``): the QNN EP forms its
   partitions itself. ``--emit epcontext`` adds the EPContext model with the context binary QNN
   compiled for the architecture.
@@ -200,6 +205,7 @@ BASE = Target(
     lowering="none",
     min_opset=23,
     prepare=("decompose-attention", "unstride-conv", "decompose-lrn"),
+    finish=("average-pool-as-conv",),
     vendor=VendorCompiler("qnn", {}),
     notes=inspect.cleandoc(__doc__ or ""),
     sources=(

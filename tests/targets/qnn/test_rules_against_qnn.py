@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import mapc
-from mapc.ir import toposort
+from mapc.ir import Runner, load, toposort
 from mapc.targets import get_target, plan_partitions
 from mapc.targets.qnn import ask_qnn
 from tests.targets.qnn.support import needs_qnn, plan_and_ask, quantized_for, single_op_model, the, weight
@@ -337,3 +337,25 @@ def test_on_htp_the_gemm_form_is_more_accurate_than_a_requantized_product():
         assert not result.device_accuracy["divergent_outputs"]
         [rows[as_gemm]] = result.device_accuracy["outputs"]
     assert rows[True]["sqnr_db"] > rows[False]["sqnr_db"] + 1, rows
+
+
+@pytest.mark.parametrize(("shape", "kernel", "pads", "count_include_pad"), [
+    ([1, 8, 28, 28], 3, [1, 1, 1, 1], 0), ([1, 1, 6, 6], 3, [1, 1, 1, 1], 1), ([1, 8, 6, 6], 7, [0, 0, 1, 1], 0),
+])
+def test_a_padded_float_average_pool_is_right_on_htp_only_as_a_depthwise_conv(shape, kernel, pads, count_include_pad):
+    """HTP's fp16 PoolAvg2d with padding computes wrong values for some shapes (fewer than 32
+    channels, the padding not counted; one channel, counted; Inception-v1's last pool, padded at
+    the end), with no error; compiled for qnn-htp, average-pool-as-conv makes it a depthwise Conv
+    (and a Mul), and QNN then computes what onnxruntime does, every node on HTP."""
+    node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[kernel, kernel], pads=pads, count_include_pad=count_include_pad)
+    out = [shape[2] + pads[0] + pads[2] - kernel + 1, shape[3] + pads[1] + pads[3] - kernel + 1]
+    proto = single_op_model([node], {"x": shape}, [*shape[:2], *out])
+    sample = {"x": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+    [expected] = Runner(load(proto)).run(sample).values()
+    as_is = ask_qnn(proto, samples=[sample], provider_options=HTP_V73)
+    assert as_is.built and np.abs(as_is.outputs[0]["y"] - expected).max() > 0.05  # wrong, silently
+    result = mapc.compile(proto, target="qnn-htp")
+    assert "AveragePool" not in {n.op for n in result.model.graph.nodes}
+    check = ask_qnn(result.model, samples=[sample], provider_options=HTP_V73)
+    assert check.built and np.abs(check.outputs[0]["y"] - expected).max() < 1e-2  # fp16
+    assert all(verdict.on_htp for verdict in check.verdicts), check.verdicts
