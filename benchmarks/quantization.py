@@ -117,7 +117,7 @@ def drop_final_softmax(model: onnx.ModelProto) -> None:
         if node.output[0] in outputs and not readers:
             output = outputs[node.output[0]]
             output.name = node.input[0]
-            del output.type.tensor_type.shape.dim[:]
+            output.type.tensor_type.ClearField("shape")  # the logits have another shape
         elif readers and all(r.op_type in ("Reshape", "Flatten", "Squeeze") and r.output[0] in outputs for r in readers):
             for reader in readers:
                 reader.input[0] = node.input[0]

@@ -36,7 +36,9 @@ def infer_shapes(
     into a constant, and it carries what onnx cannot rediscover (that two dims are the same),
     which fusion needs; a previous *number* does not (after ``fix-shapes`` changed the input
     shapes, old numbers are stale). Graph outputs keep a
-    declared dim wherever inference knows less. Returns False (leaving the model unchanged) if
+    declared dim wherever inference knows less, and take the inferred shape where the declared
+    one has another rank (a logits output declared as a scalar: onnxruntime merges leniently, QNN
+    cannot size the op writing it). Returns False (leaving the model unchanged) if
     onnx's inference itself fails on this model.
     """
     before: dict[str, list[Dim]] = {}
@@ -48,6 +50,8 @@ def infer_shapes(
         }
         forget_intermediate_shapes(model.graph)
     skeleton = model.to_proto(weights_above=SKELETON_INLINE_BYTES)
+    for output in skeleton.graph.output:  # inferred afresh, then merged with the declaration below
+        output.type.tensor_type.ClearField("shape")
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=data_prop)
     except Exception:  # onnx raises a variety of errors (InferenceError, RuntimeError, ...)

@@ -130,6 +130,21 @@ def test_infer_shapes_keeps_symbolic_dims_and_follows_shape_arithmetic():
     assert not is_static(tensors["y"].shape) and is_static([1, 12])
 
 
+def test_infer_shapes_replaces_an_output_declared_with_another_rank_and_keeps_declared_names():
+    """A logits output declared as a scalar (a script that cut off the Softmax): onnxruntime
+    merges leniently, QNN cannot size the Gemm writing it; the inferred shape replaces it. Where
+    the ranks agree, a dim inference knows replaces a declared name."""
+    weight = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    proto = make_model([helper.make_node("Gemm", ["x", "w"], ["logits"], transB=1), helper.make_node("Reshape", ["x", "flat"], ["y"])],
+                       [helper.make_tensor_value_info("x", F, [2, 3])],
+                       [helper.make_tensor_value_info("logits", F, []), helper.make_tensor_value_info("y", F, ["n"])],
+                       [weight, numpy_helper.from_array(np.array([-1], np.int64), "flat")])
+    model = load(proto)
+    assert infer_shapes(model)
+    tensors = model.graph.tensors()
+    assert list(tensors["logits"].shape) == [2, 4] and list(tensors["y"].shape) == [6]
+
+
 def test_run_exposes_intermediate_tensors_and_run_nodes_batches():
     model = load(chain_model())
     feeds = seeded_inputs(model, dims={"n": 4})
