@@ -359,3 +359,20 @@ def test_a_padded_float_average_pool_is_right_on_htp_only_as_a_depthwise_conv(sh
     check = ask_qnn(result.model, samples=[sample], provider_options=HTP_V73)
     assert check.built and np.abs(check.outputs[0]["y"] - expected).max() < 1e-2  # fp16
     assert all(verdict.on_htp for verdict in check.verdicts), check.verdicts
+
+
+def test_a_float_pad_at_the_end_of_both_spatial_axes_is_right_on_htp_only_as_concats():
+    """HTP's fp16 Pad of the last two axes at their ends only leaves stale values in the padded
+    column (no error); compiled for qnn-htp, pad-as-concat builds it from two Concats with
+    constant zeros, which QNN computes exactly, every node on HTP."""
+    pads = numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 1, 1], np.int64), "pads")
+    proto = single_op_model([helper.make_node("Pad", ["x", "pads"], ["y"])], {"x": [1, 8, 6, 6]}, [1, 8, 7, 7], [pads])
+    sample = {"x": np.random.default_rng(0).standard_normal([1, 8, 6, 6]).astype(np.float32)}
+    [expected] = Runner(load(proto)).run(sample).values()
+    as_is = ask_qnn(proto, samples=[sample], provider_options=HTP_V73)
+    assert as_is.built and np.abs(as_is.outputs[0]["y"] - expected).max() > 0.05  # wrong, silently
+    result = mapc.compile(proto, target="qnn-htp")
+    assert [n.op for n in result.model.graph.nodes] == ["Concat", "Concat"]
+    check = ask_qnn(result.model, samples=[sample], provider_options=HTP_V73)
+    assert check.built and np.abs(check.outputs[0]["y"] - expected).max() < 1e-2  # fp16
+    assert all(verdict.on_htp for verdict in check.verdicts), check.verdicts
