@@ -22,6 +22,10 @@ its symbolic dims from ``--dim`` and samples that look like real ones: token ids
 the vocabulary of the embedding table they index, masks (inputs named ``*mask*``) of ones with
 random right padding, normal floats.
 
+Scheme ``fp16`` quantizes nothing: mapc compiles the fp32 model for ``qnn-htp`` without
+``--quantize`` and the recipe's side is the model with its input shapes fixed; QNN runs both in
+its fp16 mode, and the SQNR is against the fp32 model on the CPU.
+
 Usage::
 
     python benchmarks/qnn.py                                   # everything, table on stdout
@@ -55,6 +59,9 @@ from mapc.targets.qnn import ask_qnn, qnn_options  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {"cnn": ROOT / "examples" / "cnn.onnx", "transformer": ROOT / "examples" / "transformer.onnx"}
 DEFAULT_MODELS = ["transformer", "cnn", *CNNS, *TRANSFORMERS]
+#: The scheme that quantizes nothing: the fp32 model (mapc's compile of it, or the model as it
+#: is with its input shapes fixed) runs in QNN's fp16 mode.
+FLOAT = "fp16"
 
 
 def worst_sqnr(float_path: Path, outputs: list[dict[str, np.ndarray]] | None, samples: list[dict[str, np.ndarray]]) -> float | None:
@@ -105,13 +112,13 @@ def fixed_shapes(holdout: list[dict[str, np.ndarray]]) -> dict[str, list[int]]:
 
 def run_mapc(model_path: Path, data_dir: Path, scheme: str, shapes: dict[str, list[int]], holdout_fraction: float, output: Path) -> dict:
     started = time.perf_counter()
-    result = mapc.compile(str(model_path), target="qnn-htp", input_shapes=shapes,
-                          quantize={"scheme": scheme, "calibration": str(data_dir), "holdout": holdout_fraction}, check_with_qnn=True)
+    quantize = None if scheme == FLOAT else {"scheme": scheme, "calibration": str(data_dir), "holdout": holdout_fraction}
+    result = mapc.compile(str(model_path), target="qnn-htp", input_shapes=shapes, quantize=quantize, check_with_qnn=True)
     seconds = time.perf_counter() - started
     result.save(output)
     agreement = result.qnn
-    quantize = next(r for r in result.passes if r.name == "quantize")
-    cpu = [o.get("sqnr_db") for o in quantize.details["accuracy"]["outputs"] if o.get("sqnr_db") is not None]
+    quantized = next((r for r in result.passes if r.name == "quantize"), None)
+    cpu = [o.get("sqnr_db") for o in quantized.details["accuracy"]["outputs"] if o.get("sqnr_db") is not None] if quantized else []
     return {
         "compile_s": round(seconds, 2),
         "predicted": f"{agreement.agreeing}/{len(agreement.compared)}",
@@ -139,6 +146,9 @@ def run_ort_recipe(model_path: Path, data_dir: Path, scheme: str, shapes: dict[s
     model = onnx.load(str(model_path))
     for name, shape in shapes.items():
         make_input_shape_fixed(model.graph, name, shape)
+    if scheme == FLOAT:  # no recipe step: the fp32 model as it is, in QNN's fp16 mode
+        onnx.save(model, str(output))
+        return {"compile_s": round(time.perf_counter() - started, 2)}
     del model.metadata_props[:]  # qnn_preprocess_model raises TypeError on any metadata_props (the workaround)
     fixed = folder / f"{output.stem}.fixed.onnx"
     onnx.save(model, str(fixed))
