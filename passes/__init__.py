@@ -20,6 +20,7 @@ from mapc.passes import (  # noqa: F401  (registers the built-in passes)
     quantized_io,
     split_stacked_kv,
     unstride_conv,
+    unstride_pool,
     upgrade_opset,
 )
 from mapc.passes.attention_mask.facts import MASK_INPUTS, MaskInputs

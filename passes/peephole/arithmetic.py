@@ -8,10 +8,12 @@
 * ``Where`` whose condition is a constant, all true or all false: the chosen branch (expanded to
   the output shape if broadcasting made it larger).
 * ``MatMul`` whose inner dimension is 1 (``A[..., M, 1] @ B[..., 1, N]``, both of rank 2 or more):
-  the broadcast product ``Mul(A, B)``, which computes the same one product per element (batch
+  the broadcast product ``Mul(A, B)`` (with a 1-D operand ``[1]``, reshaped to the output's
+  static shape, which drops the vector's axis), which computes the same one product per element (batch
   dims broadcast the same way). It drops the sum's ``0 +``, so a ``-0.0`` product stays ``-0.0``
   where MatMul gave ``+0.0``: kept under ``signed_zeros``. NPU compilers handle the outer product
-  poorly (QNN never finishes finalizing a ``[1, 1] @ [1, N]`` MatMul or Gemm).
+  poorly (QNN never finishes finalizing a ``[1, 1] @ [1, N]`` MatMul or Gemm, and fails to
+  finalize a fp16 ``[5, 1] @ [1]`` one).
 * ``Gemm`` whose inner dimension is 1 likewise: ``Mul`` of the operands (a transposed operand of
   inner size 1 is a Reshape), times ``alpha`` unless 1, plus ``beta · C`` when C is given: the
   operations onnxruntime's Gemm rounds, in its order (checked bit for bit).
@@ -80,13 +82,27 @@ def where_constant_condition(rw: PeepholeContext, node: gs.Node) -> bool:
 
 @rule("MatMul")
 def matmul_of_inner_size_one(rw: PeepholeContext, node: gs.Node) -> bool:
-    """MatMul of A[..., M, 1] and B[..., 1, N]: Mul(A, B), the same products without the sum."""
+    """MatMul of A[..., M, 1] and B[..., 1, N]: Mul(A, B), the same products without the sum; with
+    a 1-D operand (``[1]``), the Mul reshaped to the MatMul's output (the vector's axis dropped)."""
     if rw.signed_zeros or len(node.inputs) != 2:
         return False
     left, right = (static_shape(t) for t in node.inputs)
-    if left is None or right is None or len(left) < 2 or len(right) < 2 or left[-1] != 1 or right[-2] != 1:
+    if left is None or right is None or not left or not right or left[-1] != 1 or right[-2 if len(right) > 1 else 0] != 1:
         return False
-    rw.become(node, "Mul", list(node.inputs))
+    if len(left) >= 2 and len(right) >= 2:
+        rw.become(node, "Mul", list(node.inputs))
+        return True
+    result = node.outputs[0]
+    shape = static_shape(result)
+    if shape is None:
+        return False
+    appended = len(rw.graph.nodes)
+    product = rw.node("Mul", list(node.inputs), dtype=result.dtype)
+    rw.become(node, "Reshape", [product, rw.const(list(shape), "matmul_shape", np.int64)])
+    created = rw.graph.nodes[appended:]
+    del rw.graph.nodes[appended:]
+    position = rw.graph.nodes.index(node)
+    rw.graph.nodes[position:position] = created  # in front of the MatMul (now the Reshape)
     return True
 
 

@@ -56,6 +56,9 @@ requirements, ``htp_arch``, EPContext), and the emulator itself (onnxruntime-qnn
 * A float constant-mode Pad becomes Concats with constant blocks (``pad-as-concat``, after
   quantization): HTP's fp16 Pad of the last two axes at their ends only leaves stale values in
   the padded column, silently.
+* A float MaxPool's stride over a kernel axis of size 1 moves into a strided Slice
+  (``unstride-pool``, after quantization): HTP's fp16 MaxPool with kernel ``[2, 1]`` at strides
+  ``[2, 2]`` builds and then aborts the process when it runs.
 * The compiled model is the plain QDQ graph (``lowering = none``): the QNN EP forms its
   partitions itself. ``--emit epcontext`` adds the EPContext model with the context binary QNN
   compiled for the architecture.
@@ -209,7 +212,7 @@ BASE = Target(
     lowering="none",
     min_opset=23,
     prepare=("decompose-attention", "unstride-conv", "decompose-lrn"),
-    finish=("average-pool-as-conv", "pad-as-concat"),
+    finish=("average-pool-as-conv", "pad-as-concat", "unstride-pool"),
     vendor=VendorCompiler("qnn", {}),
     notes=inspect.cleandoc(__doc__ or ""),
     sources=(

@@ -370,7 +370,11 @@ def test_where_with_a_constant_condition(condition, expected):
         ([2, 3, 1], [1, 4], [2, 3, 4], "Mul"),
         ([2, 1, 3, 1], [5, 1, 4], [2, 5, 3, 4], "Mul"),  # batch dims broadcast as MatMul's do
         ([2, 3, 2], [2, 4], [2, 3, 4], "MatMul"),
-        ([1], [1, 4], [4], "MatMul"),  # rank 1: MatMul drops the dim, Mul would not
+        ([2, 3, 2], [2], [2, 3], "MatMul"),
+        ([1], [1, 4], [4], "Mul"),  # rank 1: MatMul drops the vector's axis, a Reshape after the Mul too
+        ([5, 1], [1], [5], "Mul"),  # QNN fails to finalize this one as an fp16 MatMul
+        ([2, 3, 1], [1], [2, 3], "Mul"),
+        ([1], [1], [], "Mul"),
     ],
 )
 def test_a_matmul_of_inner_size_one_is_a_broadcast_mul(a_shape, b_shape, y_shape, expected):
@@ -379,6 +383,7 @@ def test_a_matmul_of_inner_size_one_is_a_broadcast_mul(a_shape, b_shape, y_shape
                        [helper.make_tensor_value_info("y", F, y_shape)])
     model, _ = peephole(proto)
     assert expected in ops(model) and ("MatMul" in ops(model)) == (expected == "MatMul")
+    assert ("Reshape" in ops(model)) == (expected == "Mul" and min(len(a_shape), len(b_shape)) == 1)
     strict = load(proto)
     PassManager("peephole{signed_zeros=true}").run(strict, PassContext())
     assert "MatMul" in ops(strict), "the Mul may give -0.0 where MatMul gave +0.0"

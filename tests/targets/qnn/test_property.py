@@ -1,18 +1,25 @@
 """Over random graphs compiled for qnn-htp and quantized, every node mapc places on HTP QNN also
-takes, and QNN builds the model; every node mapc keeps on the CPU says why."""
+takes, and QNN builds the model; every node mapc keeps on the CPU says why. Unquantized, what
+QNN computes in fp16 is what onnxruntime computes."""
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import mapc
+from mapc.ir import Runner, seeded_inputs
+from mapc.targets.builtin.qnn_htp import provider_options
+from mapc.targets.qnn import ask_qnn, check_plan
 from mapc.testing import onnx_models
-from mapc.targets.qnn import check_plan
 from tests.targets.qnn.support import needs_qnn
 
 #: QNN builds these small graphs in seconds; a build still running after this is QNN hanging.
 QNN_TIMEOUT_S = 120
+#: fp16 keeps about 3 decimal digits per op; over a random chain of ops the emulator agrees with
+#: onnxruntime's fp32 well above this, and a wrong kernel falls far below it.
+FP16_SQNR_DB = 30
 
 FAMILIES = ("elementwise", "unary", "matmul", "gemm", "conv", "pool", "reshape", "transpose", "concat", "split", "slice", "squeeze", "softmax", "reduce")
 
@@ -31,3 +38,26 @@ def test_qnn_takes_every_node_mapc_places_on_htp(proto, scheme):
         assert agreement.check.built, agreement.check.error
     for node in agreement.nodes:
         assert node.mapc_on_target or node.mapc_reasons, node.name
+
+
+def sqnr_db(expected: np.ndarray, actual: np.ndarray) -> float:
+    noise = float(((np.asarray(actual, np.float64) - expected) ** 2).sum())
+    return float("inf") if noise == 0 else 10 * np.log10(float((np.asarray(expected, np.float64) ** 2).sum()) / noise)
+
+
+@needs_qnn
+@settings(max_examples=12, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(onnx_models(families=FAMILIES, symbolic=False, discontinuous=False))
+def test_float_graphs_compute_on_htp_what_onnxruntime_does(proto):
+    """Unquantized, QNN runs the graph in fp16: what it computes must be onnxruntime's result
+    to fp16 precision (a wrong kernel, like HTP's padded fp16 AveragePool, reads far below)."""
+    result = mapc.compile(proto, target="qnn-htp")
+    samples = [seeded_inputs(result.model, seed=seed) for seed in (0, 1)]
+    check = ask_qnn(result.model, samples=samples, provider_options=provider_options("v73"), timeout=QNN_TIMEOUT_S)
+    assert check.built and not check.aborted, check.error
+    runner = Runner(result.model)
+    for sample, actual in zip(samples, check.outputs):
+        for name, expected in runner.run(sample).items():
+            if np.issubdtype(expected.dtype, np.floating) and np.isfinite(expected).all() and np.abs(expected).max() < 1e4:
+                assert sqnr_db(expected, actual[name]) >= FP16_SQNR_DB, (name, sqnr_db(expected, actual[name]))

@@ -376,3 +376,18 @@ def test_a_float_pad_at_the_end_of_both_spatial_axes_is_right_on_htp_only_as_con
     check = ask_qnn(result.model, samples=[sample], provider_options=HTP_V73)
     assert check.built and np.abs(check.outputs[0]["y"] - expected).max() < 1e-2  # fp16
     assert all(verdict.on_htp for verdict in check.verdicts), check.verdicts
+
+
+def test_a_float_max_pool_strided_over_a_kernel_of_one_aborts_until_unstrided():
+    """HTP's fp16 MaxPool with kernel [2, 1] at strides [2, 2] builds and then aborts the
+    process when it runs; compiled for qnn-htp, unstride-pool moves the width's stride into a
+    Slice, and QNN runs it and computes what onnxruntime does."""
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 1], strides=[2, 2])
+    proto = single_op_model([node], {"x": [1, 4, 8, 8]}, [1, 4, 4, 4])
+    sample = {"x": np.random.default_rng(0).standard_normal([1, 4, 8, 8]).astype(np.float32)}
+    [expected] = Runner(load(proto)).run(sample).values()
+    assert ask_qnn(proto, samples=[sample], provider_options=HTP_V73).aborted
+    result = mapc.compile(proto, target="qnn-htp")
+    check = ask_qnn(result.model, samples=[sample], provider_options=HTP_V73)
+    assert check.built and not check.aborted and np.abs(check.outputs[0]["y"] - expected).max() < 1e-2
+    assert all(verdict.on_htp for verdict in check.verdicts), check.verdicts
