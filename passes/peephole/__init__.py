@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from mapc.ir import Model, apply_rules, remove_dead_nodes, rule_details
 from mapc.passes.base import Pass, PassContext, PassResult
-from mapc.passes.peephole.arithmetic import gemm_of_inner_size_one, matmul_of_inner_size_one, neutral_operand, where_constant_condition
+from mapc.passes.peephole.arithmetic import gemm_of_inner_size_one, log_softmax_of_one, matmul_of_inner_size_one, neutral_operand, where_constant_condition
 from mapc.passes.peephole.chains import cast_round_trip, reshape_chain, transpose_chain
 from mapc.passes.peephole.context import PeepholeContext
 from mapc.passes.peephole.identities import IDENTITY_RULES
@@ -24,7 +24,7 @@ from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
 
 #: Every peephole rule, in the order they are tried on a node (the first that fires wins).
-RULES = [*IDENTITY_RULES, reshape_chain, transpose_chain, cast_round_trip, reshape_sandwich, neutral_operand, where_constant_condition, matmul_of_inner_size_one, gemm_of_inner_size_one, *LEGACY_RULES]
+RULES = [*IDENTITY_RULES, reshape_chain, transpose_chain, cast_round_trip, reshape_sandwich, neutral_operand, where_constant_condition, matmul_of_inner_size_one, gemm_of_inner_size_one, log_softmax_of_one, *LEGACY_RULES]
 
 #: Sweeps over the graph before the pass gives up on reaching a fixed point (each sweep that
 #: changes something shortens some chain, so real graphs settle in two or three).

@@ -14,6 +14,8 @@
   where MatMul gave ``+0.0``: kept under ``signed_zeros``. NPU compilers handle the outer product
   poorly (QNN never finishes finalizing a ``[1, 1] @ [1, N]`` MatMul or Gemm, and fails to
   finalize a fp16 ``[5, 1] @ [1]`` one).
+* ``LogSoftmax`` over an axis of size 1: ``Sub(x, x)``, the 0 (or NaN) it computes. QNN's
+  fp16 LogSoftmax over a leading axis of size 1 computes a log-softmax over another axis.
 * ``Gemm`` whose inner dimension is 1 likewise: ``Mul`` of the operands (a transposed operand of
   inner size 1 is a Reshape), times ``alpha`` unless 1, plus ``beta · C`` when C is given: the
   operations onnxruntime's Gemm rounds, in its order (checked bit for bit).
@@ -103,6 +105,22 @@ def matmul_of_inner_size_one(rw: PeepholeContext, node: gs.Node) -> bool:
     del rw.graph.nodes[appended:]
     position = rw.graph.nodes.index(node)
     rw.graph.nodes[position:position] = created  # in front of the MatMul (now the Reshape)
+    return True
+
+
+@rule("LogSoftmax")
+def log_softmax_of_one(rw: PeepholeContext, node: gs.Node) -> bool:
+    """LogSoftmax over an axis of size 1: ``x - x`` (0, or NaN where x is infinite or NaN, as
+    ``x - max - log(sum(exp(x - max)))`` is)."""
+    shape = static_shape(node.inputs[0])
+    if shape is None or not shape:
+        return False
+    axis = int(node.attrs.get("axis", -1 if rw.model.opset >= 13 else 1)) % len(shape)
+    # below opset 13 the input is coerced to 2-D at ``axis`` and normalized over the second part
+    normalized = shape[axis] if rw.model.opset >= 13 else int(np.prod(shape[axis:]))
+    if normalized != 1:
+        return False
+    rw.become(node, "Sub", [node.inputs[0], node.inputs[0]])
     return True
 
 

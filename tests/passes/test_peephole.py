@@ -533,3 +533,19 @@ def test_image_scaler_near_miss_when_the_input_type_is_unknown():
     assert "ImageScaler" in ops(model)
     (near,) = record.details["rules"]["image-scaler"]["near_misses"]
     assert near["code"] == "unknown-dtype" and near["fix"] == "run fix-shapes first"
+
+
+@pytest.mark.parametrize(("shape", "axis", "opset", "rewritten"), [
+    ([1, 1, 4, 6], 0, 18, True),  # QNN's fp16 LogSoftmax computes this one over another axis
+    ([2, 3, 1], -1, 18, True),
+    ([2, 3, 4], 1, 18, False),
+    ([2, 3, 1], 2, 11, True),  # below opset 13: coerced to 2-D at the axis, [6, 1]
+    ([2, 1, 4], 1, 11, False),  # [2, 4]: the 4 is normalized over
+])
+def test_a_log_softmax_over_one_element_is_x_minus_x(shape, axis, opset, rewritten):
+    node = helper.make_node("LogSoftmax", ["x"], ["y"], axis=axis)
+    proto = make_model([node], [helper.make_tensor_value_info("x", F, shape)], [helper.make_tensor_value_info("y", F, shape)], opset=opset)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    x.flat[:3] = [np.inf, -np.inf, np.nan]  # NaN either way
+    model, records = assert_pass_preserves(proto, "peephole", tolerance=EXACT, feeds={"x": x})
+    assert (ops(model) == ["Sub"]) is rewritten

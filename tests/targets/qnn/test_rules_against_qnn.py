@@ -391,3 +391,16 @@ def test_a_float_max_pool_strided_over_a_kernel_of_one_aborts_until_unstrided():
     check = ask_qnn(result.model, samples=[sample], provider_options=HTP_V73)
     assert check.built and not check.aborted and np.abs(check.outputs[0]["y"] - expected).max() < 1e-2
     assert all(verdict.on_htp for verdict in check.verdicts), check.verdicts
+
+
+def test_a_float_log_softmax_over_one_element_is_wrong_on_htp_until_it_is_x_minus_x():
+    """QNN's fp16 LogSoftmax over a leading axis of size 1 computes a log-softmax over another
+    axis (the answer is 0); the peephole makes it Sub(x, x), which QNN computes exactly."""
+    proto = single_op_model([helper.make_node("LogSoftmax", ["x"], ["y"], axis=0)], {"x": [1, 1, 4, 6]}, [1, 1, 4, 6])
+    sample = {"x": np.random.default_rng(0).standard_normal([1, 1, 4, 6]).astype(np.float32)}
+    as_is = ask_qnn(proto, samples=[sample], provider_options=HTP_V73)
+    assert as_is.built and np.abs(as_is.outputs[0]["y"]).max() > 1  # onnxruntime: all 0
+    result = mapc.compile(proto, target="qnn-htp")
+    check = ask_qnn(result.model, samples=[sample], provider_options=HTP_V73)
+    assert check.built and not np.abs(check.outputs[0]["y"]).any()
+    assert all(verdict.on_htp for verdict in check.verdicts), check.verdicts
