@@ -46,6 +46,18 @@ def optional_input(node: gs.Node, slot: int) -> gs.Tensor | None:
     return node.inputs[slot] if len(node.inputs) > slot and not node.inputs[slot].is_empty() else None
 
 
+FLOAT_TYPES = (np.float16, np.float32, np.float64)
+
+
+def is_float_activation(tensor: gs.Tensor) -> bool:
+    """A float tensor (float16/32/64) that no DequantizeLinear writes: an activation a
+    quantizer left in float (any float tensor of an unquantized model)."""
+    writer = tensor.inputs[0] if isinstance(tensor, gs.Variable) and tensor.inputs else None
+    if writer is not None and writer.op == "DequantizeLinear":
+        return False
+    return tensor.dtype is not None and np.dtype(tensor.dtype).type in FLOAT_TYPES
+
+
 def is_default_domain(node: gs.Node) -> bool:
     """True for a node of the default ONNX domain (``""`` or ``ai.onnx``)."""
     return (node.domain or "") in ("", "ai.onnx")

@@ -32,13 +32,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, is_default_domain, toposort
+from mapc.ir import Model, is_default_domain, is_float_activation, toposort
 from mapc.passes.base import Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
-
-FLOAT_DTYPES = (np.float16, np.float32, np.float64)
-
 
 def same_pads(length: int, kernel: int, stride: int, dilation: int, upper: bool) -> tuple[int, int]:
     """The (begin, end) pads ONNX's ``SAME_UPPER``/``SAME_LOWER`` give one axis: output ``ceil(L / s)``.
@@ -55,17 +52,10 @@ def window_counts(length: int, kernel: int, stride: int, dilation: int, begin: i
     return ((positions >= 0) & (positions < length)).sum(axis=1)
 
 
-def _float_input(node: gs.Node) -> bool:
-    data = node.inputs[0]
-    producer = data.inputs[0] if data.inputs else None
-    quantized = producer is not None and producer.op == "DequantizeLinear"
-    return not quantized and data.dtype is not None and np.dtype(data.dtype).type in FLOAT_DTYPES
-
-
 def padded_pool_geometry(node: gs.Node) -> tuple[list[int], list[int], list[int], list[int], list[int]] | None:
     """A padded float AveragePool's (kernel, strides, dilations, pads begin, pads end), or None if
     ``node`` is not one this pass rewrites."""
-    if node.op != "AveragePool" or not is_default_domain(node) or not node.outputs or not _float_input(node):
+    if node.op != "AveragePool" or not is_default_domain(node) or not node.outputs or not is_float_activation(node.inputs[0]):
         return None
     shape = node.inputs[0].shape
     if shape is None or len(shape) < 3 or not all(isinstance(d, (int, np.integer)) for d in shape[1:]):
@@ -78,8 +68,7 @@ def padded_pool_geometry(node: gs.Node) -> tuple[list[int], list[int], list[int]
         return None
     strides = [int(s) for s in node.attrs.get("strides") or [1] * len(spatial)]
     dilations = [int(d) for d in node.attrs.get("dilations") or [1] * len(spatial)]
-    auto_pad = node.attrs.get("auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    auto_pad = str(node.attrs.get("auto_pad", "NOTSET"))
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         pairs = [same_pads(*axis, auto_pad == "SAME_UPPER") for axis in zip(spatial, kernel, strides, dilations)]
         begin, end = [b for b, _ in pairs], [e for _, e in pairs]

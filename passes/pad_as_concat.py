@@ -24,19 +24,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, constant_value, is_default_domain, remove_nodes, toposort
+from mapc.ir import Model, constant_value, is_default_domain, is_float_activation, remove_nodes, toposort
 from mapc.passes.base import Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
-
-FLOAT_DTYPES = (np.float16, np.float32, np.float64)
-
-
-def _float_data(data: gs.Tensor) -> bool:
-    producer = data.inputs[0] if isinstance(data, gs.Variable) and data.inputs else None
-    quantized = producer is not None and producer.op == "DequantizeLinear"
-    return not quantized and data.dtype is not None and np.dtype(data.dtype).type in FLOAT_DTYPES
-
 
 def constant_pad(node: gs.Node) -> tuple[list[int], list[int], float] | None:
     """A float constant-mode Pad's (pads begin, pads end) per axis of its data and pad value, or
@@ -44,8 +35,7 @@ def constant_pad(node: gs.Node) -> tuple[list[int], list[int], float] | None:
     if node.op != "Pad" or not is_default_domain(node) or len(node.inputs) < 2 or not node.outputs:
         return None
     data = node.inputs[0]
-    mode = node.attrs.get("mode", "constant")
-    if (mode.decode() if isinstance(mode, bytes) else str(mode)) != "constant" or not _float_data(data):
+    if str(node.attrs.get("mode", "constant")) != "constant" or not is_float_activation(data):
         return None
     if data.shape is None or not all(isinstance(d, (int, np.integer)) for d in data.shape):
         return None

@@ -1,8 +1,8 @@
 """``unpad-conv``: a Conv's padding along an axis its kernel does not span, as a strided Slice of
 the input and constant bias columns around the output.
 
-Matches a ``Conv`` (default domain, explicit ``pads``: ``auto_pad`` NOTSET) over a float input and
-output of static shapes, with a constant weight and bias (or none), and at least one spatial axis whose
+Matches a ``Conv`` (default domain, explicit ``pads``: ``auto_pad`` NOTSET) over a float input no
+``DequantizeLinear`` writes and an output, both of static shapes, with a constant weight and bias (or none), and at least one spatial axis whose
 kernel size is 1 and whose pads are not both 0. Along such an axis output position ``o`` reads
 the single input position ``o * stride - pad_begin``: the positions that fall in the padding
 read only zeros and come out as the bias, the others as a stride-1, unpadded Conv over the input
@@ -31,13 +31,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, constant_value, is_default_domain, toposort
+from mapc.ir import Model, constant_value, is_default_domain, is_float_activation, toposort
 from mapc.passes.base import Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
-
-FLOAT_DTYPES = (np.float16, np.float32, np.float64)
-
 
 def unit_axes(node: gs.Node) -> list[tuple[int, int, int, int, int]] | None:
     """For a Conv this pass rewrites, per padded kernel-1 spatial axis: (axis, first and last
@@ -45,10 +42,9 @@ def unit_axes(node: gs.Node) -> list[tuple[int, int, int, int, int]] | None:
     if node.op != "Conv" or not is_default_domain(node) or len(node.inputs) < 2 or len(node.outputs) != 1:
         return None
     data, weight = node.inputs[0], node.inputs[1]
-    auto_pad = node.attrs.get("auto_pad", "NOTSET")
-    if (auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)) != "NOTSET":
+    if str(node.attrs.get("auto_pad", "NOTSET")) != "NOTSET":
         return None
-    if data.dtype is None or np.dtype(data.dtype).type not in FLOAT_DTYPES or data.shape is None:
+    if not is_float_activation(data) or data.shape is None:
         return None
     if not all(isinstance(d, (int, np.integer)) for d in data.shape) or len(data.shape) < 3:
         return None

@@ -26,25 +26,19 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from mapc.ir import Model, is_default_domain, toposort
+from mapc.ir import Model, is_default_domain, is_float_activation, toposort
 from mapc.passes.base import Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
-
-FLOAT_DTYPES = (np.float16, np.float32, np.float64)
-
 
 def strides_to_slice(node: gs.Node) -> list[int] | None:
     """The spatial axes (0 = the first spatial axis) of a float MaxPool whose stride moves into
     a Slice, or None if ``node`` is not one this pass rewrites."""
     if node.op != "MaxPool" or not is_default_domain(node) or len(node.outputs) != 1:
         return None
-    data = node.inputs[0]
-    producer = data.inputs[0] if data.inputs else None
-    if (producer is not None and producer.op == "DequantizeLinear") or data.dtype is None or np.dtype(data.dtype).type not in FLOAT_DTYPES:
+    if not is_float_activation(node.inputs[0]):
         return None
-    auto_pad = node.attrs.get("auto_pad", "NOTSET")
-    if (auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)) not in ("NOTSET", "VALID") or int(node.attrs.get("ceil_mode", 0)):
+    if str(node.attrs.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID") or int(node.attrs.get("ceil_mode", 0)):
         return None
     kernel = [int(k) for k in node.attrs.get("kernel_shape", [])]
     strides = [int(s) for s in node.attrs.get("strides") or [1] * len(kernel)]
