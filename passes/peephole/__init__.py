@@ -3,7 +3,8 @@
 One module per family of rules, each an op-keyed rule of :mod:`mapc.ir.rewrite`:
 :mod:`.identities` (ops that compute nothing), :mod:`.chains` (Reshape-like and Transpose
 chains), :mod:`.sandwich` (elementwise ops between a Reshape and its inverse),
-:mod:`.arithmetic` (neutral constants, constant conditions) and :mod:`.legacy` (deprecated ops
+:mod:`.arithmetic` (neutral constants, constant conditions), :mod:`.reduce` (reductions over
+axes of size 1) and :mod:`.legacy` (deprecated ops
 onnxruntime still runs, as standard ops). :data:`RULES` is the order they are tried in on each
 node.
 """
@@ -19,12 +20,13 @@ from mapc.passes.peephole.chains import cast_round_trip, reshape_chain, transpos
 from mapc.passes.peephole.context import PeepholeContext
 from mapc.passes.peephole.identities import IDENTITY_RULES
 from mapc.passes.peephole.legacy import LEGACY_RULES
+from mapc.passes.peephole.reduce import reduce_over_unit_axes
 from mapc.passes.peephole.sandwich import reshape_sandwich
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
 
 #: Every peephole rule, in the order they are tried on a node (the first that fires wins).
-RULES = [*IDENTITY_RULES, reshape_chain, transpose_chain, cast_round_trip, reshape_sandwich, neutral_operand, where_constant_condition, matmul_of_inner_size_one, gemm_of_inner_size_one, log_softmax_of_one, *LEGACY_RULES]
+RULES = [*IDENTITY_RULES, reshape_chain, transpose_chain, cast_round_trip, reshape_sandwich, neutral_operand, where_constant_condition, matmul_of_inner_size_one, gemm_of_inner_size_one, log_softmax_of_one, reduce_over_unit_axes, *LEGACY_RULES]
 
 #: Sweeps over the graph before the pass gives up on reaching a fixed point (each sweep that
 #: changes something shortens some chain, so real graphs settle in two or three).

@@ -549,3 +549,26 @@ def test_a_log_softmax_over_one_element_is_x_minus_x(shape, axis, opset, rewritt
     x.flat[:3] = [np.inf, -np.inf, np.nan]  # NaN either way
     model, records = assert_pass_preserves(proto, "peephole", tolerance=EXACT, feeds={"x": x})
     assert (ops(model) == ["Sub"]) is rewritten
+
+
+@pytest.mark.parametrize(("op", "shape", "axes", "keepdims", "opset", "expected"), [
+    ("ReduceMax", [1, 3, 1], [0, 1, 2], 1, 18, ["ReduceMax"]),  # QNN's quantized ReduceMax is wrong over these
+    ("ReduceMin", [3, 1], [0, 1], 0, 18, ["ReduceMin", "Reshape"]),
+    ("ReduceMean", [1, 3, 1], [0, 2], 1, 18, ["Identity"]),  # all reduced axes of size 1
+    ("ReduceSum", [1, 3, 1], [-1], 0, 13, ["Reshape"]),
+    ("ReduceProd", [2, 1, 4], [1, 2], 1, 11, ["ReduceProd"]),  # axes as an attribute
+    ("ReduceMax", [2, 3, 4], [0, 2], 1, 18, ["ReduceMax"]),  # no size-1 axis: unchanged
+    ("ReduceL2", [1, 3, 1], [0, 1, 2], 1, 18, ["ReduceL2"]),  # |x| over one element: not the element
+])
+def test_a_reduction_leaves_out_axes_of_size_one(op, shape, axes, keepdims, opset, expected):
+    as_input = (op != "ReduceSum" and opset >= 18) or (op == "ReduceSum" and opset >= 13)
+    node = helper.make_node(op, ["x", "axes"] if as_input else ["x"], ["r"], keepdims=keepdims, **({} if as_input else {"axes": axes}))
+    initializers = [const("axes", np.array(axes, np.int64))] if as_input else []
+    nodes = [helper.make_node("Relu", ["x0"], ["x"]), node, helper.make_node("Neg", ["r"], ["y"])]
+    proto = make_model(nodes, [helper.make_tensor_value_info("x0", F, shape)], [helper.make_tensor_value_info("y", F, None)], initializers, opset=opset)
+    model, _ = peephole(proto)
+    assert [n for n in ops(model) if n not in ("Relu", "Neg")] == [e for e in expected if e != "Identity"]
+    reduce = next((n for n in model.graph.nodes if n.op == op), None)
+    if reduce is not None and expected[0] == op and op != "ReduceL2" and shape != [2, 3, 4]:
+        kept = reduce.inputs[1].values.tolist() if as_input else list(reduce.attrs["axes"])
+        assert all(shape[a] != 1 for a in kept)

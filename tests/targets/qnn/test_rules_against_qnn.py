@@ -425,3 +425,20 @@ def test_a_conv_padded_along_its_kernel_1_axis_is_wrong_on_htp_until_unpadded(sc
         assert check.built
         error = np.abs(check.outputs[0]["y"] - expected).max()
         assert bool(error < 0.05) == right, (scheme, right, error)
+
+
+@pytest.mark.parametrize("scheme", ["a8w8", "a16w8"])
+def test_a_quantized_reduce_max_over_a_trailing_unit_axis_is_wrong_on_htp_until_it_leaves_that_axis_out(scheme):
+    """QNN's quantized ReduceMax over [1, 3, 1]'s every axis returns no element of the input;
+    the peephole leaves the size-1 axes out of the reduction, and QNN then agrees."""
+    axes = numpy_helper.from_array(np.array([0, 1, 2], np.int64), "axes")
+    nodes = [helper.make_node("ReduceMax", ["x", "axes"], ["r"], keepdims=1), helper.make_node("Tanh", ["r"], ["y"])]
+    proto = single_op_model(nodes, {"x": [1, 3, 1]}, [1, 1, 1], [axes])
+    sample = {"x": np.array([[[0.6], [-0.9], [0.2]]], np.float32)}
+    as_is = quantized_for(proto, scheme=scheme)
+    result = mapc.compile(proto, target="qnn-htp", quantize={"scheme": scheme, "calibration": "random"})
+    for model, right in ((as_is, False), (result.model, True)):
+        [expected] = Runner(model).run(sample).values()
+        check = ask_qnn(model, samples=[sample], provider_options=HTP_V73)
+        assert check.built
+        assert bool(np.abs(check.outputs[0]["y"] - expected).max() < 0.05) == right, (right, check.outputs[0]["y"], expected)
