@@ -58,6 +58,12 @@ def _settings(target: Target) -> list[tuple[str, str]]:
     if target.ops.fused_patterns:
         rows.append(("ops.fused_patterns", "; ".join(" -> ".join(p) for p in target.ops.fused_patterns)))
     rows.append(("ops.control_flow", render_value(target.ops.control_flow)))
+    # what mapc compile adds for the target: the opset it upgrades to, passes before and after quantization
+    if target.min_opset is not None:
+        rows.append(("min_opset", str(target.min_opset)))
+    for name in ("prepare", "finish"):
+        if getattr(target, name):
+            rows.append((name, ", ".join(f"`{step}`" for step in getattr(target, name))))
     return rows
 
 
