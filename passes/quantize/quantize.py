@@ -190,7 +190,7 @@ class Quantize(Pass):
         placement = plan_placement(model, config)
         state = RunState(placement, notes=[*notes, *placement.notes])
         calibration = self._calibrate(model, state, data, calibration_indices, activation_type, ctx)
-        self._quantize_weights(model, state, calibration)
+        self._quantize_weights(model, state, calibration, activation_type is not None)
         decisions = decide(state, *planned_settings(state))
         sensitivity, promoted = find_offenders(model, reference, state, decisions, data, holdout_indices, calibration["collection"], self._sensitivity_config(), ctx.report_progress)
         final = decide(state, *(promoted or planned_settings(state)))
@@ -287,7 +287,7 @@ class Quantize(Pass):
         tensors = list(placement.activations)
         histograms = [t for t in tensors if t not in placement.fixed] if method in HISTOGRAM_METHODS else []
         channel_axes = {}
-        if options.bias_correction:
+        if options.bias_correction and activation_type is not None:
             channel_axes = {tensor: axis for tensor, axis in placement.channel_inputs.values()}
         started = time.perf_counter()
         collection = collect(
@@ -341,7 +341,7 @@ class Quantize(Pass):
                 state.notes.append(Note("quantize.excluded", f"{', '.join(group.members[:3])} left in float: {group.excluded}", severity="info"))
         return {"collection": collection, "ranges": ranges, "fallbacks": fallbacks, "seconds": time.perf_counter() - started}
 
-    def _quantize_weights(self, model: Model, state: RunState, calibration: dict[str, Any]) -> None:
+    def _quantize_weights(self, model: Model, state: RunState, calibration: dict[str, Any], quantized_activations: bool) -> None:
         options = self.options
         placement = state.placement
         tensors = model.graph.tensors()
@@ -363,10 +363,14 @@ class Quantize(Pass):
                 continue
             values = np.asarray(constant_value(tensors[spec.tensor]), dtype=np.float32)
             state.biases.append(BiasEntry(use, spec, weight_of[spec.weight], values))
-        if options.bias_correction:
+        if options.bias_correction and quantized_activations:
             self._correct_biases(model, state, calibration["collection"].stats, weight_of)
 
     def _correct_biases(self, model: Model, state: RunState, stats, weight_of: dict[tuple[str, int], int]) -> None:
+        """Bias correction of the Conv and Gemm layers with int8/int16 per-channel or per-tensor weights:
+        the corrected float bias becomes the int32 bias. Not done with float activations (weight-only
+        schemes: no int32 bias) nor for block-wise weights (their biases stay float), and a MatMul
+        has no bias input to carry it (fuse MatMul+Add into Gemm first)."""
         nodes = {node_key(node): node for node in model.graph.nodes}
         existing = {entry.use: entry for entry in state.biases}
         corrected = 0
@@ -377,7 +381,7 @@ class Quantize(Pass):
             mean = stats[tensor].channel_mean
             node = nodes[key]
             entry = state.weights[weight_of[use]]
-            if mean is None:
+            if mean is None or node.op not in ("Conv", "Gemm") or entry.spec.block_size is not None:
                 continue
             delta = entry.main.dequantized() - entry.values
             if node.op == "Conv":

@@ -239,6 +239,47 @@ def test_bias_correction_removes_the_mean_shift_of_quantized_weights():
     assert sqnr_by_output(proto, corrected, samples)["y"] > sqnr_by_output(proto, plain, samples)["y"]
 
 
+
+def offset_linear(op: str, **attrs):
+    """x + 5 (a mean the weight error turns into an output shift) into a 64 -> 32 MatMul or Gemm."""
+    weight = RNG.standard_normal((32, 64) if attrs.get("transB") else (64, 32)).astype(np.float32) * 0.2
+    return make_model(
+        [helper.make_node("Add", ["x", "offset"], ["shifted"]), helper.make_node(op, ["shifted", "w"], ["y"], **attrs)],
+        [value("x", [4, 64])],
+        [value("y", [4, 32])],
+        [const("offset", 5.0), const("w", weight)],
+    )
+
+
+def test_bias_correction_gives_a_biasless_gemm_an_int32_bias_that_removes_the_shift():
+    proto = offset_linear("Gemm", transB=1)
+    samples = [{"x": RNG.standard_normal((4, 64)).astype(np.float32)} for _ in range(4)]
+    plain, _ = quantize(proto, random_samples=8)
+    corrected, record = quantize(proto, random_samples=8, bias_correction=True)
+    assert any(n.code == "quantize.bias-corrected" for n in record.notes)
+    [bias] = dequantize_of(corrected, "Gemm", 2)
+    assert bias["codes"].dtype == np.int32
+    assert sqnr_by_output(proto, corrected, samples)["y"] > sqnr_by_output(proto, plain, samples)["y"]
+
+
+@pytest.mark.parametrize("scheme", ["a8w8", "a16w8", "w4", "a16w4"])
+def test_bias_correction_skips_a_matmul_it_has_no_bias_input_for(scheme):
+    """A MatMul has no bias input: the correction is not written into it (before, the MatMul got a
+    third input and the model was invalid), and nothing claims a correction."""
+    proto = offset_linear("MatMul")
+    model, record = quantize(proto, scheme=scheme, bias_correction=True)
+    [matmul] = [n for n in model.graph.nodes if n.op == "MatMul"]
+    assert len(matmul.inputs) == 2
+    assert not any(n.code == "quantize.bias-corrected" for n in record.notes)
+    assert structure_problems(model.to_proto()) == []
+
+
+def test_bias_correction_needs_quantized_activations():
+    """Weight-only schemes keep float biases (no int32 bias to correct): nothing is claimed."""
+    _, record = quantize(offset_linear("Gemm", transB=1), scheme="w4", bias_correction=True)
+    assert not any(n.code == "quantize.bias-corrected" for n in record.notes)
+
+
 # -- schemes and opsets ---------------------------------------------------------------------------------
 
 
