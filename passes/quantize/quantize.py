@@ -25,7 +25,7 @@ from mapc.passes.quantize.qtypes import MIN_REAL_RANGE, QUANT_TYPES
 from mapc.passes.quantize.ranges import HISTOGRAM_METHODS, METHODS, RangeChoice, choose_range
 from mapc.passes.quantize.schemes import Scheme, activation_type_for, get_scheme, wide_type_for
 from mapc.passes.quantize.state import BiasEntry, RunState, WeightEntry, decide, planned_settings
-from mapc.passes.quantize.weights import conv_bias_correction, gemm_bias_correction, quantize_weight
+from mapc.passes.quantize.weights import conv_bias_correction, gemm_bias_correction, quantize_weight, tap_coverage
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES, ensure_shapes
 
@@ -385,7 +385,10 @@ class Quantize(Pass):
                 continue
             delta = entry.main.dequantized() - entry.values
             if node.op == "Conv":
-                shift = conv_bias_correction(delta, mean, int(node.attrs.get("group", 1)))
+                shape = node.inputs[0].shape
+                known = shape is not None and len(shape) == delta.ndim and all(isinstance(d, int) for d in shape[2:])
+                coverage = tap_coverage(tuple(shape[2:]), delta.shape[2:], node.attrs) if known else None
+                shift = conv_bias_correction(delta, mean, int(node.attrs.get("group", 1)), coverage)
                 factor = 1.0
             else:
                 beta = float(node.attrs.get("beta", 1.0))
