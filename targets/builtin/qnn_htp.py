@@ -184,6 +184,7 @@ BASE = Target(
         matmul_bias_as_gemm=True,
         fixed_range_ops=("Softmax", "Sigmoid", "Tanh"),
         int4_ops=("MatMul",),
+        bias_correction=True,
     ),
     performance=Performance(
         clock_mhz=1000,

@@ -10,6 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 from mapc.ir import Runner, toposort
 from mapc.ir.errors import ModelError
 from mapc.passes import opset_conversion
+from mapc.passes.quantize import resolve
+from mapc.targets import get_target, load_target_file
 from tests.conftest import make_model
 from tests.passes.quantize.support import dequantize_of, ops, quantize, sqnr_by_output, structure_problems
 
@@ -242,7 +244,8 @@ def test_bias_correction_removes_the_mean_shift_of_quantized_weights():
 
 def offset_linear(op: str, **attrs):
     """x + 5 (a mean the weight error turns into an output shift) into a 64 -> 32 MatMul or Gemm."""
-    weight = RNG.standard_normal((32, 64) if attrs.get("transB") else (64, 32)).astype(np.float32) * 0.2
+    rng = np.random.default_rng(7)  # its own stream: the module's RNG feeds the later tests
+    weight = rng.standard_normal((32, 64) if attrs.get("transB") else (64, 32)).astype(np.float32) * 0.2
     return make_model(
         [helper.make_node("Add", ["x", "offset"], ["shifted"]), helper.make_node(op, ["shifted", "w"], ["y"], **attrs)],
         [value("x", [4, 64])],
@@ -253,7 +256,8 @@ def offset_linear(op: str, **attrs):
 
 def test_bias_correction_gives_a_biasless_gemm_an_int32_bias_that_removes_the_shift():
     proto = offset_linear("Gemm", transB=1)
-    samples = [{"x": RNG.standard_normal((4, 64)).astype(np.float32)} for _ in range(4)]
+    rng = np.random.default_rng(8)
+    samples = [{"x": rng.standard_normal((4, 64)).astype(np.float32)} for _ in range(4)]
     plain, _ = quantize(proto, random_samples=8)
     corrected, record = quantize(proto, random_samples=8, bias_correction=True)
     assert any(n.code == "quantize.bias-corrected" for n in record.notes)
@@ -278,6 +282,16 @@ def test_bias_correction_needs_quantized_activations():
     """Weight-only schemes keep float biases (no int32 bias to correct): nothing is claimed."""
     _, record = quantize(offset_linear("Gemm", transB=1), scheme="w4", bias_correction=True)
     assert not any(n.code == "quantize.bias-corrected" for n in record.notes)
+
+
+
+def test_a_target_turns_bias_correction_on_qnn_htp_does_and_the_user_can_turn_it_off(tmp_path):
+    assert resolve("a8w8", get_target("qnn-htp").quantization)["bias_correction"] is True
+    assert resolve("a16w8", get_target("qnn-htp").quantization, bias_correction=False)["bias_correction"] is False
+    assert "bias_correction" not in resolve("a8w8", get_target("npu").quantization)
+    path = tmp_path / "npu_bc.toml"
+    path.write_text('base = "npu"\nname = "npu-bc"\n[quantization]\nbias_correction = true\n')
+    assert resolve("a8w8", load_target_file(path).quantization)["bias_correction"] is True
 
 
 # -- schemes and opsets ---------------------------------------------------------------------------------
