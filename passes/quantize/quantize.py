@@ -396,8 +396,8 @@ class Quantize(Pass):
                     continue
                 shift = gemm_bias_correction(delta, mean, bool(node.attrs.get("transB", 0)))
                 factor = float(node.attrs.get("alpha", 1.0)) / beta
-            if shift is None:
-                continue
+            if shift is None or not np.any(shift):
+                continue  # nothing to correct (e.g. weights the codes represent exactly): no bias added
             bias_use = (key, 2)
             bias = existing.get(bias_use)
             if bias is None:

@@ -266,6 +266,21 @@ def test_bias_correction_gives_a_biasless_gemm_an_int32_bias_that_removes_the_sh
     assert sqnr_by_output(proto, corrected, samples)["y"] > sqnr_by_output(proto, plain, samples)["y"]
 
 
+
+def test_bias_correction_adds_no_bias_where_the_weight_codes_are_exact():
+    """A window of ones (decompose-lrn's channel sum) quantizes without error: no shift, no bias."""
+    proto = make_model(
+        [helper.make_node("Add", ["x", "offset"], ["shifted"]), helper.make_node("Conv", ["shifted", "w"], ["y"])],
+        [value("x", [1, 4, 4, 4])],
+        [value("y", [1, 4, 4, 4])],
+        [const("offset", 5.0), const("w", np.ones((4, 4, 1, 1)))],
+    )
+    model, record = quantize(proto, bias_correction=True)
+    [conv] = [n for n in model.graph.nodes if n.op == "Conv"]
+    assert len(conv.inputs) == 2
+    assert not any(n.code == "quantize.bias-corrected" for n in record.notes)
+
+
 @pytest.mark.parametrize("scheme", ["a8w8", "a16w8", "w4", "a16w4"])
 def test_bias_correction_skips_a_matmul_it_has_no_bias_input_for(scheme):
     """A MatMul has no bias input: the correction is not written into it (before, the MatMul got a
