@@ -344,14 +344,15 @@ def shifted_conv():
     nodes = [helper.make_node("Add", ["x", "one"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
              helper.make_node("Conv", ["r", "w"], ["y"], pads=[1, 1, 1, 1])]
     one = numpy_helper.from_array(np.ones((1, 32, 1, 1), np.float32), "one")
-    return single_op_model(nodes, {"x": [1, 32, 8, 8]}, [1, 16, 8, 8], [one, weight("w", (16, 32, 3, 3), 0.1)])
+    w = numpy_helper.from_array((0.1 * np.random.default_rng(0).standard_normal((16, 32, 3, 3))).astype(np.float32), "w")
+    return single_op_model(nodes, {"x": [1, 32, 8, 8]}, [1, 16, 8, 8], [one, w])  # its own weights, whatever ran before
 
 
 def test_a_bias_corrected_conv_runs_whole_on_htp_and_is_more_accurate_there():
     """quantization.bias_correction: the bias-less Conv gets an int32 bias, QNN builds the unit
     whole on HTP as mapc predicts, and on the emulator the corrected model beats the
-    uncorrected one by more than 1 dB (a16w8: 41.1 against 39.4; a8w8 36.5 against 36.0),
-    computing what its QDQ model does on the CPU."""
+    uncorrected one by more than 1 dB (a16w8: 43.05 against 40.69; +1.0 to +2.4 dB over four
+    weight seeds), computing what its QDQ model does on the CPU."""
     proto = shifted_conv()
     model = quantized_for(proto, scheme="a16w8")
     [conv] = [n for n in model.graph.nodes if n.op == "Conv"]
