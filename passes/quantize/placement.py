@@ -182,7 +182,8 @@ class Placement:
     folds: dict[str, Fold] = field(default_factory=dict)
     #: tensor -> (low, high) its whole tie group is clamped to (a Relu/Clip folded into a tie group).
     clamps: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
-    #: weighted node -> (input tensor, axis of its channels) for bias correction statistics.
+    #: Conv/Gemm node -> (input tensor, axis of its channels) for bias correction statistics (a
+    #: MatMul has no bias to correct).
     channel_inputs: dict[str, tuple[str, int]] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
 
@@ -431,7 +432,6 @@ def _plan_matmul(node: gs.Node, key: str, config: PlacementConfig, placement: Pl
     else:
         per_channel = config.per_channel and config.per_channel_matmul and rank >= 2
         placement.weights[(key, 1)] = WeightSpec(weight.name, qtype, rank - 1 if per_channel else None, None, config.weight_symmetric or qtype.signed)
-    placement.channel_inputs[key] = (node.inputs[0].name, -1)
     return True
 
 

@@ -25,7 +25,7 @@ from mapc.passes.quantize.qtypes import MIN_REAL_RANGE, QUANT_TYPES
 from mapc.passes.quantize.ranges import HISTOGRAM_METHODS, METHODS, RangeChoice, choose_range
 from mapc.passes.quantize.schemes import Scheme, activation_type_for, get_scheme, wide_type_for
 from mapc.passes.quantize.state import BiasEntry, RunState, WeightEntry, decide, planned_settings
-from mapc.passes.quantize.weights import conv_bias_correction, gemm_bias_correction, quantize_weight
+from mapc.passes.quantize.weights import conv_bias_correction, gemm_bias_correction, quantize_weight, tap_coverage
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES, ensure_shapes
 
@@ -190,7 +190,7 @@ class Quantize(Pass):
         placement = plan_placement(model, config)
         state = RunState(placement, notes=[*notes, *placement.notes])
         calibration = self._calibrate(model, state, data, calibration_indices, activation_type, ctx)
-        self._quantize_weights(model, state, calibration)
+        self._quantize_weights(model, state, calibration, activation_type is not None)
         decisions = decide(state, *planned_settings(state))
         sensitivity, promoted = find_offenders(model, reference, state, decisions, data, holdout_indices, calibration["collection"], self._sensitivity_config(), ctx.report_progress)
         final = decide(state, *(promoted or planned_settings(state)))
@@ -287,7 +287,7 @@ class Quantize(Pass):
         tensors = list(placement.activations)
         histograms = [t for t in tensors if t not in placement.fixed] if method in HISTOGRAM_METHODS else []
         channel_axes = {}
-        if options.bias_correction:
+        if options.bias_correction and activation_type is not None:
             channel_axes = {tensor: axis for tensor, axis in placement.channel_inputs.values()}
         started = time.perf_counter()
         collection = collect(
@@ -341,7 +341,7 @@ class Quantize(Pass):
                 state.notes.append(Note("quantize.excluded", f"{', '.join(group.members[:3])} left in float: {group.excluded}", severity="info"))
         return {"collection": collection, "ranges": ranges, "fallbacks": fallbacks, "seconds": time.perf_counter() - started}
 
-    def _quantize_weights(self, model: Model, state: RunState, calibration: dict[str, Any]) -> None:
+    def _quantize_weights(self, model: Model, state: RunState, calibration: dict[str, Any], quantized_activations: bool) -> None:
         options = self.options
         placement = state.placement
         tensors = model.graph.tensors()
@@ -363,10 +363,14 @@ class Quantize(Pass):
                 continue
             values = np.asarray(constant_value(tensors[spec.tensor]), dtype=np.float32)
             state.biases.append(BiasEntry(use, spec, weight_of[spec.weight], values))
-        if options.bias_correction:
+        if options.bias_correction and quantized_activations:
             self._correct_biases(model, state, calibration["collection"].stats, weight_of)
 
     def _correct_biases(self, model: Model, state: RunState, stats, weight_of: dict[tuple[str, int], int]) -> None:
+        """Bias correction of the Conv and Gemm layers with int8/int16 per-channel or per-tensor weights:
+        the corrected float bias becomes the int32 bias. Not done with float activations (weight-only
+        schemes: no int32 bias) nor for block-wise weights (their biases stay float), and a MatMul
+        has no bias input to carry it (fuse MatMul+Add into Gemm first)."""
         nodes = {node_key(node): node for node in model.graph.nodes}
         existing = {entry.use: entry for entry in state.biases}
         corrected = 0
@@ -377,11 +381,14 @@ class Quantize(Pass):
             mean = stats[tensor].channel_mean
             node = nodes[key]
             entry = state.weights[weight_of[use]]
-            if mean is None:
+            if mean is None or node.op not in ("Conv", "Gemm") or entry.spec.block_size is not None:
                 continue
             delta = entry.main.dequantized() - entry.values
             if node.op == "Conv":
-                shift = conv_bias_correction(delta, mean, int(node.attrs.get("group", 1)))
+                shape = node.inputs[0].shape
+                known = shape is not None and len(shape) == delta.ndim and all(isinstance(d, int) for d in shape[2:])
+                coverage = tap_coverage(tuple(shape[2:]), delta.shape[2:], node.attrs) if known else None
+                shift = conv_bias_correction(delta, mean, int(node.attrs.get("group", 1)), coverage)
                 factor = 1.0
             else:
                 beta = float(node.attrs.get("beta", 1.0))
@@ -389,8 +396,8 @@ class Quantize(Pass):
                     continue
                 shift = gemm_bias_correction(delta, mean, bool(node.attrs.get("transB", 0)))
                 factor = float(node.attrs.get("alpha", 1.0)) / beta
-            if shift is None:
-                continue
+            if shift is None or not np.any(shift):
+                continue  # nothing to correct (e.g. weights the codes represent exactly): no bias added
             bias_use = (key, 2)
             bias = existing.get(bias_use)
             if bias is None:

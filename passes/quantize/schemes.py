@@ -93,7 +93,8 @@ class QuantizationSupport:
     own DequantizeLinear (QNN's EP needs it); ``fixed_range_ops`` are the ops whose outputs get their
     whole natural range (Softmax, Sigmoid, Tanh: HTP's 16-bit lookup tables assume it); ``int4_ops``
     are the ops whose weights a 4-bit scheme makes int4 blocks (the others' int8 per channel); ``max_opset`` is the highest ai.onnx opset the device's tool chain reads (below 21, 16-bit
-    Q/DQ is written in the com.microsoft domain).
+    Q/DQ is written in the com.microsoft domain). ``bias_correction`` turns on the pass's bias
+    correction (Conv/Gemm biases corrected for the mean output shift their int8 weights cause).
     """
 
     schemes: tuple[str, ...] = ()
@@ -108,6 +109,7 @@ class QuantizationSupport:
     #: Ops whose weights a 4-bit scheme makes int4 blocks (the others: int8 per channel).
     int4_ops: tuple[str, ...] = ("MatMul", "Gemm")
     max_opset: int | None = None
+    bias_correction: bool = False
 
     @property
     def default_scheme(self) -> str | None:
@@ -170,6 +172,8 @@ def resolve(scheme_name: str | None, support: QuantizationSupport | None = None,
             options["dedicated_dequantizers"] = True
         if support.matmul_bias_as_gemm:
             options["matmul_bias_as_gemm"] = True
+        if support.bias_correction:
+            options["bias_correction"] = True
         if support.fixed_range_ops != ("Softmax",):
             options["fixed_range_ops"] = list(support.fixed_range_ops)
         if scheme.default_block_size is not None:

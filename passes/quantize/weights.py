@@ -258,16 +258,53 @@ def _weight_index(channel: int, spec: BiasSpec, weight_scale: np.ndarray) -> int
 # -- bias correction -------------------------------------------------------------------------------
 
 
-def conv_bias_correction(delta: np.ndarray, mean: np.ndarray, group: int) -> np.ndarray | None:
+def conv_bias_correction(delta: np.ndarray, mean: np.ndarray, group: int, coverage: np.ndarray | None = None) -> np.ndarray | None:
     """Expected output shift of a Conv from weight error ``delta`` [M, C/g, k...] given the
-    per-input-channel mean ``mean`` [C] (kernel taps all see the mean; borders ignored)."""
+    per-input-channel mean ``mean`` [C], averaged over the output positions: a tap reading the
+    zero padding sees 0, not the mean, so each tap counts with its ``coverage`` (see
+    :func:`tap_coverage`; None: every tap always inside, the border ignored)."""
     out_channels, per_group = delta.shape[0], delta.shape[1]
     if mean.shape != (per_group * group,) or out_channels % group:
         return None
-    summed = delta.reshape(out_channels, per_group, -1).sum(axis=2).astype(np.float64)
+    taps = delta.reshape(out_channels, per_group, -1).astype(np.float64)
+    if coverage is not None:
+        taps = taps * coverage.reshape(1, 1, -1)
+    summed = taps.sum(axis=2)
     means = mean.reshape(group, per_group)
     group_of = np.arange(out_channels) // (out_channels // group)
     return np.einsum("mc,mc->m", summed, means[group_of])
+
+
+def tap_coverage(spatial: tuple[int, ...], kernel: tuple[int, ...], attrs: dict) -> np.ndarray | None:
+    """For a Conv over an input of ``spatial`` size with ``kernel`` and the Conv's ``attrs``
+    (pads or auto_pad, strides, dilations), the fraction of output positions at which each kernel
+    tap reads the input rather than the zero padding, shaped like the kernel (None when the
+    attributes do not fit the shapes)."""
+    rank = len(kernel)
+    if len(spatial) != rank:
+        return None
+    strides = [int(v) for v in attrs.get("strides", [1] * rank)]
+    dilations = [int(v) for v in attrs.get("dilations", [1] * rank)]
+    auto_pad = str(attrs.get("auto_pad", "NOTSET"))
+    pads = [int(v) for v in attrs.get("pads", [0] * 2 * rank)] if auto_pad == "NOTSET" else [0] * 2 * rank
+    if len(strides) != rank or len(dilations) != rank or len(pads) != 2 * rank:
+        return None
+    coverage = np.ones((), dtype=np.float64)
+    for axis, (size, k, stride, dilation) in enumerate(zip(spatial, kernel, strides, dilations)):
+        extent = (k - 1) * dilation + 1
+        begin, end = pads[axis], pads[axis + rank]
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            total = max((-(-size // stride) - 1) * stride + extent - size, 0)
+            begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+            end = total - begin
+        outputs = (size + begin + end - extent) // stride + 1
+        if outputs <= 0:
+            return None
+        starts = np.arange(outputs) * stride - begin
+        reads = starts[None, :] + np.arange(k)[:, None] * dilation  # [tap, output position]
+        fraction = ((reads >= 0) & (reads < size)).mean(axis=1)
+        coverage = np.multiply.outer(coverage, fraction)
+    return coverage
 
 
 def gemm_bias_correction(delta: np.ndarray, mean: np.ndarray, trans_b: bool) -> np.ndarray | None:

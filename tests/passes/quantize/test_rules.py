@@ -10,6 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 from mapc.ir import Runner, toposort
 from mapc.ir.errors import ModelError
 from mapc.passes import opset_conversion
+from mapc.passes.quantize import resolve
+from mapc.targets import get_target, load_target_file
 from tests.conftest import make_model
 from tests.passes.quantize.support import dequantize_of, ops, quantize, sqnr_by_output, structure_problems
 
@@ -237,6 +239,74 @@ def test_bias_correction_removes_the_mean_shift_of_quantized_weights():
     corrected, record = quantize(proto, random_samples=8, bias_correction=True)
     assert any(n.code == "quantize.bias-corrected" for n in record.notes)
     assert sqnr_by_output(proto, corrected, samples)["y"] > sqnr_by_output(proto, plain, samples)["y"]
+
+
+
+def offset_linear(op: str, **attrs):
+    """x + 5 (a mean the weight error turns into an output shift) into a 64 -> 32 MatMul or Gemm."""
+    rng = np.random.default_rng(7)  # its own stream: the module's RNG feeds the later tests
+    weight = rng.standard_normal((32, 64) if attrs.get("transB") else (64, 32)).astype(np.float32) * 0.2
+    return make_model(
+        [helper.make_node("Add", ["x", "offset"], ["shifted"]), helper.make_node(op, ["shifted", "w"], ["y"], **attrs)],
+        [value("x", [4, 64])],
+        [value("y", [4, 32])],
+        [const("offset", 5.0), const("w", weight)],
+    )
+
+
+def test_bias_correction_gives_a_biasless_gemm_an_int32_bias_that_removes_the_shift():
+    proto = offset_linear("Gemm", transB=1)
+    rng = np.random.default_rng(8)
+    samples = [{"x": rng.standard_normal((4, 64)).astype(np.float32)} for _ in range(4)]
+    plain, _ = quantize(proto, random_samples=8)
+    corrected, record = quantize(proto, random_samples=8, bias_correction=True)
+    assert any(n.code == "quantize.bias-corrected" for n in record.notes)
+    [bias] = dequantize_of(corrected, "Gemm", 2)
+    assert bias["codes"].dtype == np.int32
+    assert sqnr_by_output(proto, corrected, samples)["y"] > sqnr_by_output(proto, plain, samples)["y"]
+
+
+
+def test_bias_correction_adds_no_bias_where_the_weight_codes_are_exact():
+    """A window of ones (decompose-lrn's channel sum) quantizes without error: no shift, no bias."""
+    proto = make_model(
+        [helper.make_node("Add", ["x", "offset"], ["shifted"]), helper.make_node("Conv", ["shifted", "w"], ["y"])],
+        [value("x", [1, 4, 4, 4])],
+        [value("y", [1, 4, 4, 4])],
+        [const("offset", 5.0), const("w", np.ones((4, 4, 1, 1)))],
+    )
+    model, record = quantize(proto, bias_correction=True)
+    [conv] = [n for n in model.graph.nodes if n.op == "Conv"]
+    assert len(conv.inputs) == 2
+    assert not any(n.code == "quantize.bias-corrected" for n in record.notes)
+
+
+@pytest.mark.parametrize("scheme", ["a8w8", "a16w8", "w4", "a16w4"])
+def test_bias_correction_skips_a_matmul_it_has_no_bias_input_for(scheme):
+    """A MatMul has no bias input: the correction is not written into it (before, the MatMul got a
+    third input and the model was invalid), and nothing claims a correction."""
+    proto = offset_linear("MatMul")
+    model, record = quantize(proto, scheme=scheme, bias_correction=True)
+    [matmul] = [n for n in model.graph.nodes if n.op == "MatMul"]
+    assert len(matmul.inputs) == 2
+    assert not any(n.code == "quantize.bias-corrected" for n in record.notes)
+    assert structure_problems(model.to_proto()) == []
+
+
+def test_bias_correction_needs_quantized_activations():
+    """Weight-only schemes keep float biases (no int32 bias to correct): nothing is claimed."""
+    _, record = quantize(offset_linear("Gemm", transB=1), scheme="w4", bias_correction=True)
+    assert not any(n.code == "quantize.bias-corrected" for n in record.notes)
+
+
+
+def test_a_target_turns_bias_correction_on_qnn_htp_does_and_the_user_can_turn_it_off(tmp_path):
+    assert resolve("a8w8", get_target("qnn-htp").quantization)["bias_correction"] is True
+    assert resolve("a16w8", get_target("qnn-htp").quantization, bias_correction=False)["bias_correction"] is False
+    assert "bias_correction" not in resolve("a8w8", get_target("npu").quantization)
+    path = tmp_path / "npu_bc.toml"
+    path.write_text('base = "npu"\nname = "npu-bc"\n[quantization]\nbias_correction = true\n')
+    assert resolve("a8w8", load_target_file(path).quantization)["bias_correction"] is True
 
 
 # -- schemes and opsets ---------------------------------------------------------------------------------
