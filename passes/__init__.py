@@ -19,7 +19,6 @@ from mapc.passes import (  # noqa: F401  (registers the built-in passes)
     quantize,
     quantized_io,
     split_stacked_kv,
-    unpad_conv,
     unstride_conv,
     unstride_pool,
     upgrade_opset,

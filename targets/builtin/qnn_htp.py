@@ -61,9 +61,6 @@ requirements, ``htp_arch``, EPContext), and the emulator itself (onnxruntime-qnn
   after quantization): HTP's fp16 PoolAvg2d with padding computes wrong values for some shapes
   (fewer than 32 channels with the padding not counted; one channel with it counted), silently,
   or aborts (Inception-v1's last pool), and a float Pad in front leaves stale values.
-* A Conv padded along an axis its kernel does not span (size 1) becomes a strided Slice, the
-  unpadded Conv and constant bias columns (``unpad-conv``, before quantization): HTP computes
-  such a Conv wrong, float and quantized, silently.
 * A float constant-mode Pad becomes Concats with constant blocks (``pad-as-concat``, after
   quantization): HTP's fp16 Pad of the last two axes at their ends only leaves stale values in
   the padded column, silently.
@@ -227,7 +224,7 @@ BASE = Target(
     host=APPLICATION_CPU,
     lowering="none",
     min_opset=23,
-    prepare=("decompose-attention", "unstride-conv", "unpad-conv", "decompose-lrn"),
+    prepare=("decompose-attention", "unstride-conv", "decompose-lrn"),
     finish=("average-pool-as-conv", "pad-as-concat", "unstride-pool"),
     vendor=VendorCompiler("qnn", {}),
     notes=inspect.cleandoc(__doc__ or ""),

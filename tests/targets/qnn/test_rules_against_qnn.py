@@ -406,27 +406,6 @@ def test_a_float_log_softmax_over_one_element_is_wrong_on_htp_until_it_is_x_minu
     assert all(verdict.on_htp for verdict in check.verdicts), check.verdicts
 
 
-@pytest.mark.parametrize("scheme", [None, "a8w8", "a16w8"])
-def test_a_conv_padded_along_its_kernel_1_axis_is_wrong_on_htp_until_unpadded(scheme):
-    """HTP computes a [3, 1] Conv at strides [2, 2] with the width padded wrong, float and
-    quantized, with no error; compiled for qnn-htp, unpad-conv makes it a strided Slice, an
-    unpadded Conv and bias columns, which QNN computes as the CPU does."""
-    weights = [weight("w", [2, 4, 3, 1]), weight("b", [2])]
-    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 1], strides=[2, 2], pads=[0, 1, 0, 0])
-    proto = single_op_model([node], {"x": [1, 4, 3, 6]}, [1, 2, 1, 4], weights)
-    sample = {"x": np.random.default_rng(0).standard_normal([1, 4, 3, 6]).astype(np.float32)}
-    quantize = None if scheme is None else {"scheme": scheme, "calibration": "random"}
-    as_is = load(proto) if scheme is None else quantized_for(proto, scheme=scheme)
-    result = mapc.compile(proto, target="qnn-htp", quantize=quantize)
-    assert "Slice" in {n.op for n in result.model.graph.nodes}
-    for model, right in ((as_is, False), (result.model, True)):
-        [expected] = Runner(model).run(sample).values()
-        check = ask_qnn(model, samples=[sample], provider_options=HTP_V73)
-        assert check.built
-        error = np.abs(check.outputs[0]["y"] - expected).max()
-        assert bool(error < 0.05) == right, (scheme, right, error)
-
-
 @pytest.mark.parametrize("scheme", ["a8w8", "a16w8"])
 def test_a_quantized_reduce_max_over_a_trailing_unit_axis_is_wrong_on_htp_until_it_leaves_that_axis_out(scheme):
     """QNN's quantized ReduceMax over [1, 3, 1]'s every axis returns no element of the input;
