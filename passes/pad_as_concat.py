@@ -3,8 +3,9 @@
 Matches a ``Pad`` (default domain, opset 11 or later: pads as an input) in ``constant`` mode whose
 data is a float tensor of static shape not produced by a ``DequantizeLinear`` (a quantized Pad
 is left alone), with constant, non-negative ``pads`` (a crop is left alone), an optional constant
-pad value and, from opset 18, optional constant ``axes``. Produces, for each padded axis in
-turn::
+pad value and, from opset 18, optional constant ``axes``, that pads the last two axes at their
+ends and not at their starts (the shape QNN gets wrong; other Pads are left as they are, since
+QNN computes them right). Produces, for each padded axis in turn::
 
     y = Concat(C_begin, y, C_end, axis=a)    # C: the pad value, as wide as that axis's pads
 
@@ -52,6 +53,8 @@ def constant_pad(node: gs.Node) -> tuple[list[int], list[int], float] | None:
     begin, end = [0] * rank, [0] * rank
     for index, axis in enumerate(axes):
         begin[axis], end[axis] = pads[index], pads[index + len(axes)]
+    if rank < 2 or any(begin[-2:]) or not all(end[-2:]):
+        return None  # only the shape QNN gets wrong: the last two axes padded at their ends only
     return begin, end, float(np.ravel(value)[0])
 
 

@@ -61,9 +61,9 @@ requirements, ``htp_arch``, EPContext), and the emulator itself (onnxruntime-qnn
   after quantization): HTP's fp16 PoolAvg2d with padding computes wrong values for some shapes
   (fewer than 32 channels with the padding not counted; one channel with it counted), silently,
   or aborts (Inception-v1's last pool), and a float Pad in front leaves stale values.
-* A float constant-mode Pad becomes Concats with constant blocks (``pad-as-concat``, after
-  quantization): HTP's fp16 Pad of the last two axes at their ends only leaves stale values in
-  the padded column, silently.
+* A float constant-mode Pad of the last two axes at their ends only becomes Concats with
+  constant blocks (``pad-as-concat``, after quantization): HTP's fp16 Pad of that shape leaves
+  stale values in the padded column, silently.
 * A float MaxPool's stride over a kernel axis of size 1 moves into a strided Slice
   (``unstride-pool``, after quantization): HTP's fp16 MaxPool with kernel ``[2, 1]`` at strides
   ``[2, 2]`` builds and then aborts the process when it runs.
