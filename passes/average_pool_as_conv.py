@@ -36,21 +36,7 @@ from mapc.ir import Model, is_default_domain, is_float_activation, toposort
 from mapc.passes.base import Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
-
-def same_pads(length: int, kernel: int, stride: int, dilation: int, upper: bool) -> tuple[int, int]:
-    """The (begin, end) pads ONNX's ``SAME_UPPER``/``SAME_LOWER`` give one axis: output ``ceil(L / s)``.
-    Negative (a crop) when the stride exceeds the kernel's extent, as ONNX defines and onnxruntime computes."""
-    total = (-(-length // stride) - 1) * stride + (kernel - 1) * dilation + 1 - length
-    small, large = total // 2, total - total // 2
-    return (small, large) if upper else (large, small)
-
-
-def window_counts(length: int, kernel: int, stride: int, dilation: int, begin: int, end: int) -> np.ndarray:
-    """For each output position of one axis, how many of its window's positions lie inside the input."""
-    outputs = (length + begin + end - (kernel - 1) * dilation - 1) // stride + 1
-    positions = np.arange(outputs)[:, None] * stride - begin + np.arange(kernel)[None, :] * dilation
-    return ((positions >= 0) & (positions < length)).sum(axis=1)
-
+from mapc.passes.windows import same_pads, window_counts
 
 def padded_pool_geometry(node: gs.Node) -> tuple[list[int], list[int], list[int], list[int], list[int]] | None:
     """A padded float AveragePool's (kernel, strides, dilations, pads begin, pads end), or None if

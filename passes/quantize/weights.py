@@ -22,6 +22,7 @@ import numpy as np
 
 from mapc.passes.quantize.placement import BiasSpec, WeightSpec
 from mapc.passes.quantize.qtypes import INT32, QuantType
+from mapc.passes.windows import same_pads, window_reads
 
 INT32_MAX = np.iinfo(np.int32).max
 #: Elements processed at once by the 4-bit scale search (bounds its memory).
@@ -291,19 +292,13 @@ def tap_coverage(spatial: tuple[int, ...], kernel: tuple[int, ...], attrs: dict)
         return None
     coverage = np.ones((), dtype=np.float64)
     for axis, (size, k, stride, dilation) in enumerate(zip(spatial, kernel, strides, dilations)):
-        extent = (k - 1) * dilation + 1
         begin, end = pads[axis], pads[axis + rank]
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            total = max((-(-size // stride) - 1) * stride + extent - size, 0)
-            begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
-            end = total - begin
-        outputs = (size + begin + end - extent) // stride + 1
-        if outputs <= 0:
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):  # a SAME crop pads nothing
+            begin, end = (max(p, 0) for p in same_pads(size, k, stride, dilation, auto_pad == "SAME_UPPER"))
+        reads = window_reads(size, k, stride, dilation, begin, end)  # [output position, tap]
+        if not len(reads):
             return None
-        starts = np.arange(outputs) * stride - begin
-        reads = starts[None, :] + np.arange(k)[:, None] * dilation  # [tap, output position]
-        fraction = ((reads >= 0) & (reads < size)).mean(axis=1)
-        coverage = np.multiply.outer(coverage, fraction)
+        coverage = np.multiply.outer(coverage, reads.mean(axis=0))
     return coverage
 
 

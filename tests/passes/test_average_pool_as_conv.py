@@ -8,7 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from mapc.passes.average_pool_as_conv import same_pads, window_counts
+from mapc.passes.windows import same_pads, window_counts
 from mapc.testing import assert_pass_preserves, onnx_models
 from tests.conftest import make_model
 
