@@ -82,6 +82,15 @@ def where_constant_condition(rw: PeepholeContext, node: gs.Node) -> bool:
     return True
 
 
+def _move_in_front(rw: PeepholeContext, node: gs.Node, appended: int) -> None:
+    """Move the nodes a rule appended (from index ``appended`` on) in front of ``node``, which
+    it turned into their last step, keeping their order."""
+    created = rw.graph.nodes[appended:]
+    del rw.graph.nodes[appended:]
+    position = rw.graph.nodes.index(node)
+    rw.graph.nodes[position:position] = created
+
+
 @rule("MatMul")
 def matmul_of_inner_size_one(rw: PeepholeContext, node: gs.Node) -> bool:
     """MatMul of A[..., M, 1] and B[..., 1, N]: Mul(A, B), the same products without the sum; with
@@ -101,10 +110,7 @@ def matmul_of_inner_size_one(rw: PeepholeContext, node: gs.Node) -> bool:
     appended = len(rw.graph.nodes)
     product = rw.node("Mul", list(node.inputs), dtype=result.dtype)
     rw.become(node, "Reshape", [product, rw.const(list(shape), "matmul_shape", np.int64)])
-    created = rw.graph.nodes[appended:]
-    del rw.graph.nodes[appended:]
-    position = rw.graph.nodes.index(node)
-    rw.graph.nodes[position:position] = created  # in front of the MatMul (now the Reshape)
+    _move_in_front(rw, node, appended)
     return True
 
 
@@ -157,10 +163,7 @@ def gemm_of_inner_size_one(rw: PeepholeContext, node: gs.Node) -> bool:
             rw.become(node, op, inputs)
         else:
             current = rw.node(op, inputs, dtype=dtype)
-    created = rw.graph.nodes[appended:]
-    del rw.graph.nodes[appended:]
-    position = rw.graph.nodes.index(node)
-    rw.graph.nodes[position:position] = created  # in front of the Gemm (now the last step), in order
+    _move_in_front(rw, node, appended)
     return True
 
 
