@@ -4,7 +4,7 @@
 (optionally with a symbolic batch dim), choosing among op families:
 
 ==================  ============================================================================
-``elementwise``     Add/Sub/Mul/Div/Max/Min with broadcasting, operands commuted at random
+``elementwise``     Add/Sub/Mul/Div/Max/Min with broadcasting, operands commuted at random; Sum of 1-3
 ``unary``           Relu, Tanh, Sigmoid, Neg, Abs, Erf, Sin, Identity, LeakyRelu, Clip
 ``matmul``          MatMul with a 2-D or 1-D constant, batched over leading axes
 ``gemm``            Gemm with transA/transB, alpha/beta, optional bias of several shapes
@@ -185,7 +185,9 @@ class _Generator:
         a = self.float_tensor()
         if a is None:
             return []
-        op = self.draw(st.sampled_from(["Add", "Sub", "Mul", "Max", "Min", "Div"]))
+        op = self.draw(st.sampled_from(["Add", "Sub", "Mul", "Max", "Min", "Div", "Sum"]))
+        if op == "Sum":
+            return self.variadic_sum(a)
         if op == "Div":
             shape = self.broadcast_shape_for(a)
             magnitude = self.floats(shape, 0.5, 2.0)
@@ -201,6 +203,21 @@ class _Generator:
                 operands.reverse()
         out_shape = tuple(np.broadcast_shapes(a.shape, b.shape))
         return self.builder.node(op, [t.name for t in operands], [(F32, out_shape, _broadcast_dynamic(len(out_shape), a, b))])
+
+    def variadic_sum(self, a: TensorInfo) -> list[TensorInfo]:
+        """Sum of ``a`` and 0-2 more operands (tensors of the graph or constants), all of them
+        broadcasting together, in random order."""
+        operands = [a]
+        for _ in range(self.draw(st.integers(0, 2))):
+            fits = lambda t: t.dtype == F32 and all(_broadcasts(o, t) for o in operands)  # noqa: E731
+            b = self.pick(fits) if self.draw(st.booleans()) else None
+            if b is None:
+                b = self.builder.constant(self.floats(self.broadcast_shape_for(a)))
+            if fits(b):
+                operands.append(b)
+        operands = self.draw(st.permutations(operands))
+        out_shape = tuple(np.broadcast_shapes(*(t.shape for t in operands)))
+        return self.builder.node("Sum", [t.name for t in operands], [(F32, out_shape, _broadcast_dynamic(len(out_shape), *operands))])
 
     def unary(self) -> list[TensorInfo]:
         a = self.float_tensor()

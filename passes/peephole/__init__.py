@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from mapc.ir import Model, apply_rules, remove_dead_nodes, rule_details
 from mapc.passes.base import Pass, PassContext, PassResult
-from mapc.passes.peephole.arithmetic import gemm_of_inner_size_one, log_softmax_of_one, matmul_of_inner_size_one, neutral_operand, where_constant_condition
+from mapc.passes.peephole.arithmetic import gemm_of_inner_size_one, log_softmax_of_one, matmul_of_inner_size_one, neutral_operand, sum_as_adds, where_constant_condition
 from mapc.passes.peephole.chains import cast_round_trip, reshape_chain, transpose_chain
 from mapc.passes.peephole.context import PeepholeContext
 from mapc.passes.peephole.identities import IDENTITY_RULES
@@ -26,7 +26,7 @@ from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
 
 #: Every peephole rule, in the order they are tried on a node (the first that fires wins).
-RULES = [*IDENTITY_RULES, reshape_chain, transpose_chain, cast_round_trip, reshape_sandwich, neutral_operand, where_constant_condition, matmul_of_inner_size_one, gemm_of_inner_size_one, log_softmax_of_one, reduce_over_unit_axes, *LEGACY_RULES]
+RULES = [*IDENTITY_RULES, reshape_chain, transpose_chain, cast_round_trip, reshape_sandwich, neutral_operand, where_constant_condition, matmul_of_inner_size_one, gemm_of_inner_size_one, log_softmax_of_one, sum_as_adds, reduce_over_unit_axes, *LEGACY_RULES]
 
 #: Sweeps over the graph before the pass gives up on reaching a fixed point (each sweep that
 #: changes something shortens some chain, so real graphs settle in two or three).
@@ -51,7 +51,8 @@ class Peephole(Pass):
         run on the original shape, and both Reshapes go;
       * arithmetic: Mul/Div by 1, Add/Sub of 0 when broadcasting keeps the other operand's
         shape; Where with an all-true or all-false constant condition; MatMul or Gemm whose
-        inner dimension is 1 becomes the broadcast Mul (Gemm: with alpha and beta·C);
+        inner dimension is 1 becomes the broadcast Mul (Gemm: with alpha and beta·C); Sum
+        becomes a chain of Adds in onnxruntime's order (of one input: that input);
       * legacy: the deprecated ImageScaler becomes Mul and Add.
     Every rewrite is exact (see ``signed_zeros`` for the exceptions, ``x + 0.0`` and the
     sum-free MatMul, which may give ``-0.0`` where MatMul gave ``+0.0``). Graph

@@ -16,6 +16,12 @@
   finalize a fp16 ``[5, 1] @ [1]`` one).
 * ``LogSoftmax`` over an axis of size 1: ``Sub(x, x)``, the 0 (or NaN) it computes. QNN's
   fp16 LogSoftmax over a leading axis of size 1 computes a log-softmax over another axis.
+* ``Sum`` of two or more inputs: a chain of ``Add`` (``((x0 + x1) + x2) + ...``, the order
+  onnxruntime's Sum kernel adds in, so bitwise exact; broadcasting is the same multidirectional
+  rule); ``Sum`` of one input: that input. Every target and fusion pattern knows ``Add``, and
+  QNN's quantized Sum is wrong: a Sum reading another Sum's output loses whole channels on HTP
+  (uint8 and uint16; ShuffleNet 20.5 dB against 47 dB with Adds), and one alone is less precise
+  than the same Add.
 * ``Gemm`` whose inner dimension is 1 likewise: ``Mul`` of the operands (a transposed operand of
   inner size 1 is a Reshape), times ``alpha`` unless 1, plus ``beta · C`` when C is given: the
   operations onnxruntime's Gemm rounds, in its order (checked bit for bit).
@@ -108,7 +114,7 @@ def matmul_of_inner_size_one(rw: PeepholeContext, node: gs.Node) -> bool:
     if shape is None:
         return False
     appended = len(rw.graph.nodes)
-    product = rw.node("Mul", list(node.inputs), dtype=result.dtype)
+    product = rw.node("Mul", list(node.inputs), dtype=result.dtype, shape=np.broadcast_shapes(left, right))
     rw.become(node, "Reshape", [product, rw.const(list(shape), "matmul_shape", np.int64)])
     _move_in_front(rw, node, appended)
     return True
@@ -128,6 +134,31 @@ def log_softmax_of_one(rw: PeepholeContext, node: gs.Node) -> bool:
         return False
     rw.become(node, "Sub", [node.inputs[0], node.inputs[0]])
     return True
+
+
+@rule("Sum")
+def sum_as_adds(rw: PeepholeContext, node: gs.Node) -> bool:
+    """Sum(x0, ..., xn): Add(...Add(Add(x0, x1), x2)..., xn), left to right; Sum(x): x."""
+    operands = [t for t in node.inputs if t.name]
+    if len(operands) != len(node.inputs) or not operands:
+        return False
+    if len(operands) == 1:
+        return rw.bypass(node, operands[0])
+    appended = len(rw.graph.nodes)
+    partial = operands[0]
+    for operand in operands[1:-1]:
+        partial = rw.node("Add", [partial, operand], name="sum", dtype=node.outputs[0].dtype, shape=_broadcast_shape(partial, operand))
+    rw.become(node, "Add", [partial, operands[-1]])
+    _move_in_front(rw, node, appended)
+    return True
+
+
+def _broadcast_shape(left: gs.Tensor, right: gs.Tensor) -> tuple[int, ...] | None:
+    """The multidirectional broadcast of two static shapes (None if either is not static)."""
+    shapes = static_shape(left), static_shape(right)
+    if shapes[0] is None or shapes[1] is None:
+        return None
+    return tuple(np.broadcast_shapes(*shapes))
 
 
 @rule("Gemm")

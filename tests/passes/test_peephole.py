@@ -572,3 +572,32 @@ def test_a_reduction_leaves_out_axes_of_size_one(op, shape, axes, keepdims, opse
     if reduce is not None and expected[0] == op and op != "ReduceL2" and shape != [2, 3, 4]:
         kept = reduce.inputs[1].values.tolist() if as_input else list(reduce.attrs["axes"])
         assert all(shape[a] != 1 for a in kept)
+
+
+@pytest.mark.parametrize(("shapes", "expected"), [
+    ([[2, 3]], []),  # Sum of one input: that input
+    ([[2, 3], [2, 3]], ["Add"]),
+    ([[2, 1, 4], [3, 1], [4]], ["Add", "Add"]),  # each operand broadcasts differently
+    ([[4], [2, 3, 4], [1, 1, 1], [3, 4]], ["Add", "Add", "Add"]),  # the output is larger than the first operand
+])
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e4])
+def test_a_sum_is_a_chain_of_adds_bit_for_bit(shapes, expected, scale):
+    """Left to right, as onnxruntime's Sum adds: bitwise equal at every scale, including
+    inputs that cancel and overflow to infinity (QNN's quantized Sum loses channels)."""
+    names = [f"x{i}" for i in range(len(shapes))]
+    out = list(np.broadcast_shapes(*shapes))
+    nodes = [helper.make_node("Sum", names, ["s"]), helper.make_node("Neg", ["s"], ["y"])]
+    proto = make_model(nodes, [helper.make_tensor_value_info(n, F, s) for n, s in zip(names, shapes)], [helper.make_tensor_value_info("y", F, out)])
+    rng = np.random.default_rng(0)
+    feeds = {n: (scale * rng.standard_normal(s)).astype(np.float32) for n, s in zip(names, shapes)}
+    feeds["x0"].flat[0] = 3e38  # x0 + x1 may overflow where another order would not
+    model, records = assert_pass_preserves(proto, "peephole", tolerance=EXACT, feeds=feeds)
+    assert [o for o in ops(model) if o != "Neg"] == expected
+    assert [n.inputs[0].name for n in model.graph.nodes if n.op == "Add"][:1] == names[:1][: len(expected)]
+
+
+@given(onnx_models(families=("elementwise", "reshape", "unary"), max_ops=6))
+def test_sums_in_random_models_become_adds_exactly(model):
+    """A Sum of one graph input into a graph output stays (its output keeps its name)."""
+    rewritten, _ = assert_pass_preserves(model, "peephole", tolerance=EXACT)
+    assert all(len(n.inputs) == 1 for n in rewritten.graph.nodes if n.op == "Sum")
