@@ -12,7 +12,8 @@
   per tensor;
 * **biases** (:class:`BiasSpec`): int32 with scale ``s_in · s_w`` mapped to output channels;
 * **constants**: other float constants of quantized ops, quantized per tensor like activations;
-* **ties**: data-movement ops reuse their input's parameters; Concat inputs and output share one;
+* **ties**: data-movement ops reuse their input's parameters; Concat inputs and output share one,
+  except an input with a fixed range (below), which keeps it;
 * **bounded ranges**: Softmax, Sigmoid and HardSigmoid outputs lie in [0, 1], Tanh outputs in
   [-1, 1]; the ops in ``fixed_range_ops`` (default: Softmax) get exactly that range, the others
   their calibrated range capped to it;
@@ -267,7 +268,8 @@ def plan_placement(model: Model, config: PlacementConfig) -> Placement:
                 ties.union(node.inputs[0].name, tensor.name)
         if node.op == "Concat" and config.tie_concat and outputs:  # no tie to an output of unknown type
             for tensor in [*quantized_inputs, *outputs]:
-                ties.union(outputs[0].name, tensor.name)
+                if tensor.name not in placement.fixed:  # a fixed range stays exact (QNN's Softmax needs it)
+                    ties.union(outputs[0].name, tensor.name)
     if other_floats:
         placement.notes.append(Note(
             "quantize.not-float32",

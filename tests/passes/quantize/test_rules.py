@@ -87,6 +87,21 @@ def test_softmax_output_is_exactly_zero_to_one(activation_type, scale, zero_poin
     assert params["y_float"][:2] == (pytest.approx(scale), zero_point)
 
 
+def test_a_softmax_output_read_by_a_concat_keeps_its_fixed_range():
+    """The Concat's other inputs and output share one scale; the Softmax output keeps [0, 1]
+    (tied, it took the Concat's [-3.4, 3.2], which QNN's uint8 Softmax does not honour)."""
+    proto = make_model(
+        [helper.make_node("Softmax", ["x"], ["s"], axis=-1), helper.make_node("Mul", ["x", "large"], ["m"]),
+         helper.make_node("Concat", ["m", "s"], ["c"], axis=1), helper.make_node("Tanh", ["c"], ["y"])],
+        [value("x", [2, 3])],
+        [value("y", [2, 6])],
+        [const("large", 10.0)],
+    )
+    params = qdq_params(quantize(proto)[0])
+    assert params["s"][:2] == (pytest.approx(1 / 255), 0)
+    assert params["m"] == params["c"] and params["m"][0] > 10 / 255
+
+
 def test_sigmoid_range_is_calibrated_but_capped_unless_fixed():
     proto = make_model([helper.make_node("Sigmoid", ["x"], ["y"])], [value("x", [4, 8])], [value("y", [4, 8])])
     calibrated = qdq_params(quantize(proto)[0])["y_float"]

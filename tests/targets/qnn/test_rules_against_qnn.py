@@ -474,3 +474,39 @@ def test_a_quantized_sum_of_a_sum_is_wrong_on_htp_until_both_are_adds(scheme):
         check = ask_qnn(model, samples=[sample], provider_options=HTP_V73)
         assert check.built
         assert bool(np.abs(check.outputs[0]["y"] - expected).max() < 0.05) == right, (right, np.abs(check.outputs[0]["y"] - expected).max())
+
+
+def softmax_with_output_encoding(scale: float, zero_point: int):
+    """Q/DQ(x) -> Softmax -> Q/DQ with the given uint8 output encoding."""
+    inits = [numpy_helper.from_array(np.array(v, dtype=t), n) for n, v, t in
+             (("xs", 0.02, np.float32), ("xz", 128, np.uint8), ("ys", scale, np.float32), ("yz", zero_point, np.uint8))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]), helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("Softmax", ["xd"], ["s"], axis=-1),
+             helper.make_node("QuantizeLinear", ["s", "ys", "yz"], ["sq"]), helper.make_node("DequantizeLinear", ["sq", "ys", "yz"], ["y"])]
+    return single_op_model(nodes, {"x": [2, 3, 8]}, [2, 3, 8], inits)
+
+
+@pytest.mark.parametrize(("scale", "zero_point", "right"), [(1 / 255, 0, True), (0.01, 0, True), (0.026, 132, False)])
+def test_quantized_softmax_drops_an_output_zero_point_it_does_not_expect(scale, zero_point, right):
+    """QNN's uint8 Softmax writes its codes without the output's zero point 132 (the range a
+    Concat's tie gave it; every output 3.43 too low, no error), so the quantizer keeps a
+    fixed-range output out of Concat ties."""
+    sample = {"x": np.random.default_rng(0).standard_normal([2, 3, 8]).astype(np.float32)}
+    proto = softmax_with_output_encoding(scale, zero_point)
+    [expected] = Runner(load(proto)).run(sample).values()
+    check = ask_qnn(proto, samples=[sample], provider_options=HTP_V73)
+    assert check.built
+    assert bool(np.abs(check.outputs[0]["y"] - expected).max() <= scale * 1.01) == right
+
+
+def test_a_softmax_read_by_a_concat_runs_right_on_htp():
+    """Softmax -> Concat with a wider tensor, a8w8: the Softmax output keeps [0, 1], and HTP
+    computes what the QDQ model does on the CPU (within one step)."""
+    nodes = [helper.make_node("Softmax", ["x"], ["s"], axis=-1), helper.make_node("Concat", ["w", "s"], ["y"], axis=2)]
+    proto = single_op_model(nodes, {"x": [2, 3, 5], "w": [2, 3, 5]}, [2, 3, 10])
+    rng = np.random.default_rng(0)
+    sample = {"x": rng.standard_normal([2, 3, 5]).astype(np.float32), "w": 1.5 * rng.standard_normal([2, 3, 5]).astype(np.float32)}
+    result = mapc.compile(proto, target="qnn-htp", quantize={"scheme": "a8w8", "calibration": "random"})
+    [expected] = Runner(result.model).run(sample).values()
+    check = ask_qnn(result.model, samples=[sample], provider_options=HTP_V73)
+    assert check.built and np.abs(check.outputs[0]["y"] - expected).max() < 0.05
