@@ -15,6 +15,7 @@ from mapc.passes import (  # noqa: F401  (registers the built-in passes)
     fusion,
     pad_as_concat,
     peephole,
+    pool_as_global,
     qoperator,
     quantize,
     quantized_io,

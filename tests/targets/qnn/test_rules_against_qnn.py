@@ -510,3 +510,23 @@ def test_a_softmax_read_by_a_concat_runs_right_on_htp():
     [expected] = Runner(result.model).run(sample).values()
     check = ask_qnn(result.model, samples=[sample], provider_options=HTP_V73)
     assert check.built and np.abs(check.outputs[0]["y"] - expected).max() < 0.05
+
+
+@pytest.mark.parametrize(("channels", "aborts"), [(16, False), (1024, True)])
+def test_a_16_bit_average_pool_over_its_whole_padded_input_is_wrong_on_htp_until_global(channels, aborts):
+    """Inception-v1's last pool (7x7 over 6x6, padded at the end), a16w8: HTP computes it 0.12
+    off (of a Tanh's [-1, 1]) over 16 channels and aborts the EP over 1024; pool-as-global makes
+    it a GlobalAveragePool, which HTP computes within a step."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("AveragePool", ["r"], ["p"], kernel_shape=[7, 7], pads=[0, 0, 1, 1]),
+             helper.make_node("Tanh", ["p"], ["y"])]
+    proto = single_op_model(nodes, {"x": [1, channels, 6, 6]}, [1, channels, 1, 1])
+    sample = {"x": np.random.default_rng(0).standard_normal([1, channels, 6, 6]).astype(np.float32)}
+    as_is = quantized_for(proto, scheme="a16w8")
+    check = ask_qnn(as_is, samples=[sample], provider_options=HTP_V73)
+    [expected] = Runner(as_is).run(sample).values()
+    assert check.aborted if aborts else np.abs(check.outputs[0]["y"] - expected).max() > 0.05
+    result = mapc.compile(proto, target="qnn-htp", quantize={"scheme": "a16w8", "calibration": "random"})
+    assert "GlobalAveragePool" in [n.op for n in result.model.graph.nodes]
+    [expected] = Runner(result.model).run(sample).values()
+    check = ask_qnn(result.model, samples=[sample], provider_options=HTP_V73)
+    assert check.built and not check.aborted and np.abs(check.outputs[0]["y"] - expected).max() < 1e-3
