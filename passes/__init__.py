@@ -14,6 +14,7 @@ from mapc.passes import (  # noqa: F401  (registers the built-in passes)
     fold_constants,
     fusion,
     pad_as_concat,
+    pad_before_conv,
     peephole,
     pool_as_global,
     qoperator,

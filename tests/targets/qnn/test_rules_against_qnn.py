@@ -530,3 +530,51 @@ def test_a_16_bit_average_pool_over_its_whole_padded_input_is_wrong_on_htp_until
     [expected] = Runner(result.model).run(sample).values()
     check = ask_qnn(result.model, samples=[sample], provider_options=HTP_V73)
     assert check.built and not check.aborted and np.abs(check.outputs[0]["y"] - expected).max() < 1e-3
+
+
+def width_padded_conv(shape, strides, pads):
+    """A [3, 1] Conv (4 outputs, bias) padded along the width, where its kernel has size 1."""
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array((0.3 * rng.standard_normal([4, shape[1], 3, 1])).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal([4]).astype(np.float32), "b")
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 1], strides=strides, pads=pads)
+    return single_op_model([node], {"x": shape}, None, [w, b])
+
+
+@pytest.mark.parametrize(("shape", "strides", "pads"), [([1, 4, 8, 8], [1, 1], [1, 1, 1, 1]), ([1, 4, 8, 8], [2, 2], [1, 1, 1, 1]), ([1, 4, 3, 6], [2, 2], [0, 1, 0, 0])])
+@pytest.mark.parametrize("scheme", [None, "a8w8", "a16w8"])
+def test_a_conv_padded_where_its_kernel_is_one_is_wrong_on_htp_until_a_pad_does_it(shape, strides, pads, scheme):
+    """HTP computes a [3, 1] Conv padded along the width wrong (fp16: off by up to 3.9; quantized
+    at strides [2, 2]: by its whole output); pad-before-conv moves that padding into a Pad, and
+    QNN then computes what onnxruntime does (fp16 precision, or a step of the quantized output)."""
+    proto = width_padded_conv(shape, strides, pads)
+    sample = {"x": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+    as_is = load(proto) if scheme is None else quantized_for(proto, scheme=scheme)
+    quantize = None if scheme is None else {"scheme": scheme, "calibration": "random"}
+    result = mapc.compile(proto, target="qnn-htp", quantize=quantize)
+    assert "Pad" in [n.op for n in result.model.graph.nodes]
+    errors = []
+    for model in (as_is, result.model):
+        [expected] = Runner(model).run(sample).values()
+        check = ask_qnn(model, samples=[sample], provider_options=HTP_V73)
+        assert check.built and not check.aborted
+        errors.append(float(np.abs(check.outputs[0]["y"] - expected).max() / np.abs(expected).max()))
+    assert errors[1] < 0.03, errors  # a8w8: one step is 1/86 of this output's largest value
+    if scheme is None or strides == [2, 2]:
+        assert errors[0] > 0.1, errors
+
+
+def test_an_8_bit_depthwise_conv_strided_over_a_kernel_of_one_fails_to_finalize_until_sliced():
+    """a8w8 depthwise [3, 1] Conv at strides [2, 2]: QNN fails to finalize the graph (MEM_ALLOC);
+    unstride-conv keeps the height's stride and moves the width's into a Slice, which builds and
+    computes what the CPU QDQ model does."""
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array((0.3 * rng.standard_normal([8, 1, 3, 1])).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal([8]).astype(np.float32), "b")
+    proto = single_op_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 1], strides=[2, 2], group=8)], {"x": [1, 8, 8, 8]}, None, [w, b])
+    sample = {"x": rng.standard_normal([1, 8, 8, 8]).astype(np.float32)}
+    assert not ask_qnn(quantized_for(proto, scheme="a8w8"), samples=[sample], provider_options=HTP_V73).built
+    result = mapc.compile(proto, target="qnn-htp", quantize={"scheme": "a8w8", "calibration": "random"})
+    [expected] = Runner(result.model).run(sample).values()
+    check = ask_qnn(result.model, samples=[sample], provider_options=HTP_V73)
+    assert check.built and np.abs(check.outputs[0]["y"] - expected).max() <= 0.03 * np.abs(expected).max()
