@@ -4,8 +4,8 @@ Matches a depthwise ``Conv`` (``group`` equals the input channels, one channel i
 rank-3 or rank-4 input. First a dilation along an axis whose kernel size is 1 is set to 1 (it
 dilates nothing). Then, if a stride is still above 1 **and** a dilation above 1, produces the
 same Conv with stride 1 followed by ``Slice(axes=<strided axes>, steps=<their strides>)``; if
-not, but an axis whose kernel size is 1 has a stride above 1 while another axis is strided too,
-the same for the size-1 kernel axes only (the other strides stay on the Conv). Output
+not, but an axis whose kernel size is 1 has a stride above 1 while an axis with a longer kernel is
+strided too, the same for the size-1 kernel axes only (the other strides stay on the Conv). Output
 position ``i`` of the strided Conv is position ``i * stride`` of the stride-1 one, and
 ``ceil(L1 / s)`` positions of ``L1`` are exactly ``floor((L1 - 1) / s) + 1`` (the strided
 length), for any explicit pads (``auto_pad`` SAME, whose padding depends on the stride, is left
@@ -17,10 +17,10 @@ error 3110; QNN took strides [2, 2] with dilations [2, 2] over a 3x3 kernel only
 every mixed or 1-D case tried, including a dilation over a kernel of size 1). The refusal comes
 after the layout transform, so onnxruntime cannot put the node back on the CPU and the whole
 session fails. And in a8w8 a depthwise Conv with a stride above 1 along an axis where its
-kernel has size 1 (``[3, 1]`` at strides ``[2, 2]``, 3 to 32 channels, 4x3 to 8x8 inputs) fails
-to finalize (``QNN_COMMON_ERROR_MEM_ALLOC``); strides ``[2, 1]`` and ``[1, 2]``, a16w8 and fp16
-build. Found by the QNN property test. The qnn-htp target runs this pass before quantization
-(its ``prepare`` list).
+kernel has size 1 and along another (``[3, 1]`` or ``[1, 3]`` at strides ``[2, 2]``, 3 to 32
+channels, 4x3 to 8x8 inputs) fails to finalize (``QNN_COMMON_ERROR_MEM_ALLOC``); strides ``[2, 1]``
+and ``[1, 2]``, a ``[1, 1]`` kernel at ``[2, 2]``, a16w8 and fp16 build. Found by the QNN
+property test. The qnn-htp target runs this pass before quantization (its ``prepare`` list).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class UnstrideConv(Pass):
                 normalized += 1
             if max(dilations) > 1:
                 strided = [axis for axis, stride in enumerate(strides) if stride > 1]
-            else:  # a stride over a size-1 kernel axis, with another axis strided too
+            else:  # a stride over a size-1 kernel axis, with a longer kernel axis strided too
                 strided = [axis for axis, (stride, k) in enumerate(zip(strides, kernel)) if stride > 1 and k == 1]
                 strided = strided if any(stride > 1 for axis, stride in enumerate(strides) if axis not in strided) else []
             if not strided:
