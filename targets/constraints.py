@@ -578,6 +578,48 @@ def constraint_boundary_qdq(node: NodeView, target: Target) -> Result:
     return OK
 
 
+@constraint("qdq.graph-input-reshape", ops=("DequantizeLinear", "Reshape", "QuantizeLinear"), when=lambda t: t.limits.boundary_qdq_on_host)
+def constraint_graph_input_reshape(node: NodeView, target: Target) -> Result:
+    """A Reshape unit between a graph input's boundary quantizer and a channel-first op runs on the host.
+
+    onnxruntime-qnn 2.7.0 leaves ``Q(input) -> DQ -> Reshape -> Q -> DQ -> GlobalAveragePool``'s
+    first four nodes on the CPU ("QNN EP is configured to not take Q nodes that consume a graph
+    input", for the Reshape's unit too: by the look of it, the NHWC layout Transpose moved in
+    front of the Reshape). Read by a Sigmoid, the same Reshape runs on HTP, and so does an
+    Unsqueeze, MaxPool or Relu in its place. Found by the QNN property test (a Transpose that
+    only moves a size-1 axis, which ``peephole`` makes a Reshape).
+    """
+    graph = node.model.graph
+    if node.op == "DequantizeLinear":
+        reshapes = [reader for reader in node.node.outputs[0].outputs if reader.op == "Reshape" and _feeds_channel_first_op(reader)] if node.node.outputs else []
+        if reshapes and _dequantizes_graph_input(graph, node.node):
+            return False, f"it feeds Reshape {reshapes[0].name!r} of graph input {producer(node.node.inputs[0]).inputs[0].name!r}"
+        return OK
+    reshape = node.node if node.op == "Reshape" else producer(node.node.inputs[0]) if node.node.inputs else None
+    if reshape is None or reshape.op != "Reshape" or not reshape.inputs or not _feeds_channel_first_op(reshape):
+        return OK
+    source = producer(reshape.inputs[0])
+    if source is not None and source.op == "DequantizeLinear" and _dequantizes_graph_input(graph, source):
+        return False, f"it belongs to the Reshape of graph input {producer(source.inputs[0]).inputs[0].name!r}"
+    return OK
+
+
+def _feeds_channel_first_op(reshape: gs.Node) -> bool:
+    """``reshape``'s output reaches a channel-first op through its QuantizeLinear/DequantizeLinear."""
+    return any(
+        reader.op in CHANNEL_FIRST_OPS
+        for q in reshape.outputs[0].outputs if q.op == "QuantizeLinear"
+        for dq in q.outputs[0].outputs if dq.op == "DequantizeLinear"
+        for reader in dq.outputs[0].outputs
+    ) if reshape.outputs else False
+
+
+def _dequantizes_graph_input(graph: gs.Graph, dequantize: gs.Node) -> bool:
+    """``dequantize`` reads the QuantizeLinear of a graph input."""
+    source = producer(dequantize.inputs[0]) if dequantize.inputs else None
+    return source is not None and source.op == "QuantizeLinear" and bool(source.inputs) and is_graph_input(graph, source.inputs[0])
+
+
 #: Ops whose QDQ node unit takes a per-channel weight DequantizeLinear (at input 1).
 PER_AXIS_READERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 

@@ -578,3 +578,17 @@ def test_an_8_bit_depthwise_conv_strided_over_a_kernel_of_one_fails_to_finalize_
     [expected] = Runner(result.model).run(sample).values()
     check = ask_qnn(result.model, samples=[sample], provider_options=HTP_V73)
     assert check.built and np.abs(check.outputs[0]["y"] - expected).max() <= 0.03 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize(("op", "reader", "on_htp"), [("Reshape", "GlobalAveragePool", False), ("Reshape", "Sigmoid", True), ("Unsqueeze", "Sigmoid", True)])
+def test_a_reshape_of_a_graph_input_into_a_channel_first_op_stays_on_the_cpu(op, reader, on_htp):
+    """QNN leaves Q(input) -> DQ -> Reshape -> Q on the CPU when a GlobalAveragePool reads the
+    Reshape; read by a Sigmoid (or an Unsqueeze in its place) it runs on HTP. mapc's plan says
+    the same, node by node."""
+    shape = numpy_helper.from_array(np.array([2, 3, 3, 1] if op == "Reshape" else [4], np.int64), "shape")
+    nodes = [helper.make_node(op, ["x", "shape"], ["t"]), helper.make_node(reader, ["t"], ["y"])]
+    proto = single_op_model(nodes, {"x": [2, 1, 3, 3]}, None, [shape])
+    result = mapc.compile(proto, target="qnn-htp", quantize={"scheme": "a8w8", "calibration": "random"})
+    agreement = plan_and_ask(result.model)
+    assert agreement.check.built and agreement.ok and not agreement.overclaims
+    assert agreed(agreement, op, on_htp)
