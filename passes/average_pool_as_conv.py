@@ -36,7 +36,7 @@ from mapc.ir import Model, is_default_domain, is_float_activation, toposort
 from mapc.passes.base import Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
-from mapc.passes.windows import same_pads, window_counts
+from mapc.passes.windows import explicit_pads, window_counts
 
 def padded_pool_geometry(node: gs.Node) -> tuple[list[int], list[int], list[int], list[int], list[int]] | None:
     """A padded float AveragePool's (kernel, strides, dilations, pads begin, pads end), or None if
@@ -54,15 +54,10 @@ def padded_pool_geometry(node: gs.Node) -> tuple[list[int], list[int], list[int]
         return None
     strides = [int(s) for s in node.attrs.get("strides") or [1] * len(spatial)]
     dilations = [int(d) for d in node.attrs.get("dilations") or [1] * len(spatial)]
-    auto_pad = str(node.attrs.get("auto_pad", "NOTSET"))
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        pairs = [same_pads(*axis, auto_pad == "SAME_UPPER") for axis in zip(spatial, kernel, strides, dilations)]
-        begin, end = [b for b, _ in pairs], [e for _, e in pairs]
-    elif auto_pad == "NOTSET":
-        pads = [int(p) for p in node.attrs.get("pads") or [0] * 2 * len(spatial)]
-        begin, end = pads[: len(spatial)], pads[len(spatial):]
-    else:
+    pads = explicit_pads(node.attrs, spatial, kernel, strides, dilations)
+    if pads is None:
         return None
+    begin, end = pads
     if min(begin + end) < 0 or not any(begin + end):
         return None  # a SAME crop, or no padding
     return kernel, strides, dilations, begin, end

@@ -25,7 +25,7 @@ from mapc.ir import Model, is_default_domain, static_shape
 from mapc.passes.base import Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES
-from mapc.passes.windows import same_pads
+from mapc.passes.windows import explicit_pads
 
 GLOBAL_POOLS = {"AveragePool": "GlobalAveragePool", "MaxPool": "GlobalMaxPool"}
 
@@ -44,16 +44,11 @@ def covers_whole_input(node: gs.Node) -> bool:
         return False
     strides = [int(s) for s in node.attrs.get("strides") or [1] * len(kernel)]
     dilations = [int(d) for d in node.attrs.get("dilations") or [1] * len(kernel)]
-    auto_pad = str(node.attrs.get("auto_pad", "NOTSET"))
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        pads = [same_pads(n, k, s, d, auto_pad == "SAME_UPPER") for n, k, s, d in zip(lengths, kernel, strides, dilations)]
-    elif auto_pad == "VALID":
-        pads = [(0, 0)] * len(kernel)
-    else:
-        flat = [int(p) for p in node.attrs.get("pads") or [0] * 2 * len(kernel)]
-        pads = list(zip(flat[: len(kernel)], flat[len(kernel):]))
+    pads = explicit_pads(node.attrs, list(lengths), kernel, strides, dilations)
+    if pads is None:
+        return False
     counts_padding = node.op == "AveragePool" and int(node.attrs.get("count_include_pad", 0))
-    for length, k, d, (begin, end) in zip(lengths, kernel, dilations, pads):
+    for length, k, d, begin, end in zip(lengths, kernel, dilations, *pads):
         positions = np.arange(k) * d - begin  # the first window's, along this axis
         inside = positions[(positions >= 0) & (positions < length)]
         if positions[-1] > length - 1 + end:  # overhangs the padding (ceil_mode): left alone

@@ -22,7 +22,7 @@ import numpy as np
 
 from mapc.passes.quantize.placement import BiasSpec, WeightSpec
 from mapc.passes.quantize.qtypes import INT32, QuantType
-from mapc.passes.windows import same_pads, window_reads
+from mapc.passes.windows import explicit_pads, window_reads
 
 INT32_MAX = np.iinfo(np.int32).max
 #: Elements processed at once by the 4-bit scale search (bounds its memory).
@@ -286,16 +286,15 @@ def tap_coverage(spatial: tuple[int, ...], kernel: tuple[int, ...], attrs: dict)
         return None
     strides = [int(v) for v in attrs.get("strides", [1] * rank)]
     dilations = [int(v) for v in attrs.get("dilations", [1] * rank)]
-    auto_pad = str(attrs.get("auto_pad", "NOTSET"))
-    pads = [int(v) for v in attrs.get("pads", [0] * 2 * rank)] if auto_pad == "NOTSET" else [0] * 2 * rank
-    if len(strides) != rank or len(dilations) != rank or len(pads) != 2 * rank:
+    if len(strides) != rank or len(dilations) != rank:
+        return None
+    pads = explicit_pads(attrs, list(spatial), list(kernel), strides, dilations)
+    if pads is None:
         return None
     coverage = np.ones((), dtype=np.float64)
-    for axis, (size, k, stride, dilation) in enumerate(zip(spatial, kernel, strides, dilations)):
-        begin, end = pads[axis], pads[axis + rank]
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):  # a SAME crop pads nothing
-            begin, end = (max(p, 0) for p in same_pads(size, k, stride, dilation, auto_pad == "SAME_UPPER"))
-        reads = window_reads(size, k, stride, dilation, begin, end)  # [output position, tap]
+    for size, k, stride, dilation, begin, end in zip(spatial, kernel, strides, dilations, *pads):
+        # a SAME crop pads nothing
+        reads = window_reads(size, k, stride, dilation, max(begin, 0), max(end, 0))  # [output position, tap]
         if not len(reads):
             return None
         coverage = np.multiply.outer(coverage, reads.mean(axis=0))
