@@ -46,6 +46,8 @@ def reshape_sandwich(rw: RewriteContext, node: gs.Node) -> bool:
     if found is None:
         return False
     region, opening = found
+    if any(is_graph_output(rw.graph, member.outputs[0]) for member in region):
+        return False  # a graph output of the region would change shape
     middle, source = opening.outputs[0], opening.inputs[0]
     for member in region:
         for index, tensor in enumerate(member.inputs):

@@ -601,3 +601,15 @@ def test_sums_in_random_models_become_adds_exactly(model):
     """A Sum of one graph input into a graph output stays (its output keeps its name)."""
     rewritten, _ = assert_pass_preserves(model, "peephole", tolerance=EXACT)
     assert all(len(n.inputs) == 1 for n in rewritten.graph.nodes if n.op == "Sum")
+
+
+def test_a_sandwich_whose_inner_result_is_a_graph_output_stays():
+    """Reshape -> Relu -> Reshape back, the Relu's output also a graph output: its shape is kept
+    (the newest hypothesis drew it through the Sum property)."""
+    nodes = [helper.make_node("Reshape", ["x", "flat"], ["r"]), helper.make_node("Relu", ["r"], ["inner"]),
+             helper.make_node("Reshape", ["inner", "back"], ["y"])]
+    proto = make_model(nodes, [helper.make_tensor_value_info("x", F, [1, 2])],
+                       [helper.make_tensor_value_info("y", F, [1, 2]), helper.make_tensor_value_info("inner", F, [2])],
+                       [const("flat", np.array([2], np.int64)), const("back", np.array([1, 2], np.int64))])
+    model, _ = peephole(proto)
+    assert ops(model).count("Reshape") == 2
