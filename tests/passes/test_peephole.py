@@ -607,7 +607,7 @@ def test_a_sandwich_whose_inner_result_is_a_graph_output_stays():
     """Reshape -> Relu -> Reshape back, the Relu's output also a graph output: its shape is kept
     (the newest hypothesis drew it through the Sum property)."""
     nodes = [helper.make_node("Reshape", ["x", "flat"], ["r"]), helper.make_node("Relu", ["r"], ["inner"]),
-             helper.make_node("Reshape", ["inner", "back"], ["y"])]
+             helper.make_node("Reshape", ["inner", "back"], ["closed"]), helper.make_node("Neg", ["closed"], ["y"])]
     proto = make_model(nodes, [helper.make_tensor_value_info("x", F, [1, 2])],
                        [helper.make_tensor_value_info("y", F, [1, 2]), helper.make_tensor_value_info("inner", F, [2])],
                        [const("flat", np.array([2], np.int64)), const("back", np.array([1, 2], np.int64))])
