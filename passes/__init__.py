@@ -13,6 +13,7 @@ from mapc.passes import (  # noqa: F401  (registers the built-in passes)
     fix_shapes,
     fold_constants,
     fusion,
+    norm_input_second,
     pad_as_concat,
     pad_before_conv,
     peephole,

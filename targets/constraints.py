@@ -778,23 +778,28 @@ def constraint_rotary_position_ids(node: NodeView, target: Target) -> Result:
     return False, f"it gathers its caches by position_ids {positions.name!r}"
 
 
-@constraint("norm.scale-sign", ops=("LayerNormalization", "InstanceNormalization"), when=lambda t: t.limits.norm_scale_sign_matches_input,
+@constraint("norm.scale-sign", ops=("LayerNormalization",), when=lambda t: t.limits.norm_scale_sign_matches_input,
             fix="quantize for this target (its quantization section sets norm_scale_type)")
 def constraint_norm_scale_sign(node: NodeView, target: Target) -> Result:
-    """A quantized normalization scale must be signed exactly when its data input is.
+    """A quantized LayerNorm scale must be signed exactly when its data input is, unless the bias
+    is an 8- or 16-bit tensor.
 
-    Qualcomm HTP validates LayerNorm with uint8/uint16 data and a uint8 scale, or int8 data and
-    an int8 scale; any other mix fails ``backendValidateOpConfig`` (error 3110), and the QNN EP
-    used to abort the process on it.
+    Qualcomm HTP (onnxruntime-qnn 2.7.0, emulated) validates LayerNorm with an int32 bias or none
+    only for uint8/uint16 data with a uint8 scale, or int8 data with an int8 scale; any other mix
+    fails ``backendValidateOpConfig`` (error 3110), and the QNN EP used to abort the process on
+    it. With a uint8 bias it takes an int8 scale over unsigned data too, and InstanceNorm takes a
+    scale of either sign.
     """
-    data, scale = node.input(0), node.input(1)
+    data, scale, bias = node.input(0), node.input(1), node.input(2)
     if data is None or scale is None or data.dtype is None or scale.dtype is None:
         return OK
     if not (_is_integer(data.dtype) and _is_integer(scale.dtype)):
         return OK
     if data.dtype.startswith("u") == scale.dtype.startswith("u"):
         return OK
-    return False, f"the data is {data.dtype} and the scale {scale.dtype}"
+    if bias is not None and bias.dtype is not None and _is_integer(bias.dtype):
+        return OK
+    return False, f"the data is {data.dtype} and the scale {scale.dtype}" + (f" with a {bias.dtype} bias" if bias is not None else " without a bias")
 
 
 def _is_integer(dtype: str) -> bool:

@@ -54,7 +54,7 @@ NATURAL_RANGE_OPS = ("Softmax", "Sigmoid", "HardSigmoid", "Tanh")
 #: Ops whose weights a 4-bit scheme can make int4 blocks (quantization.int4_ops).
 INT4_OPS = ("MatMul", "Gemm")
 #: String keys that take one of a few values.
-CHOICES = {"norm_scale_type": ("int8", "uint8")}
+CHOICES = {"norm_scale_type": ("int8", "uint8"), "norm_bias_type": ("int32", "uint8")}
 PERFORMANCE_REQUIRED = ("clock_mhz", "macs_per_cycle", "vector_ops_per_cycle", "memory_gbps")
 
 

@@ -86,6 +86,9 @@ class PlacementConfig:
     weight_symmetric: bool = True
     #: LayerNorm/InstanceNorm scales: int8 symmetric, or uint8 asymmetric (what Qualcomm HTP takes).
     norm_scale_type: QuantType = QUANT_TYPES["int8"]
+    #: LayerNorm/InstanceNorm biases: None for int32 at ``s_in · s_scale``, else this type
+    #: (asymmetric, per tensor over the bias's own range).
+    norm_bias_type: QuantType | None = None
     symmetric_activations: bool = False
     fold_activations: bool = True
     tie_concat: bool = True
@@ -359,8 +362,11 @@ def _plan_weights(node: gs.Node, key: str, config: PlacementConfig, placement: P
         if scale is not None and is_constant(scale) and _is_float32(scale):
             qtype = config.norm_scale_type
             placement.weights[(key, 1)] = WeightSpec(scale.name, qtype, None, None, qtype.signed)
-            if len(node.inputs) > 2 and node.inputs[2].name and is_constant(node.inputs[2]) and _is_float32(node.inputs[2]):
-                placement.biases[(key, 2)] = BiasSpec(node.inputs[2].name, node.inputs[0].name, (key, 1), "scalar")
+            bias = _weight(node, 2)
+            if bias is not None and config.norm_bias_type is not None:
+                placement.weights[(key, 2)] = WeightSpec(bias.name, config.norm_bias_type, None, None, config.norm_bias_type.signed)
+            elif bias is not None:
+                placement.biases[(key, 2)] = BiasSpec(bias.name, node.inputs[0].name, (key, 1), "scalar")
             return True
     return False
 

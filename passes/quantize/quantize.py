@@ -93,6 +93,10 @@ class Quantize(Pass):
         #: int8 (symmetric, default) or uint8 (asymmetric) for LayerNorm/InstanceNorm scales
         #: (Qualcomm HTP validates LayerNorm only with a uint8 scale).
         norm_scale_type: str = "int8"
+        #: int32 (at ``s_in · s_scale``, default) or uint8 (asymmetric, per tensor over its own
+        #: range) for LayerNorm/InstanceNorm biases. Qualcomm HTP rounds an int32 LayerNorm bias to
+        #: the 8-bit output's step (up to half a step off per channel) and computes a uint8 one exactly.
+        norm_bias_type: str = "int32"
         #: MatMul (constant 2-D weight) + constant bias Add as [Reshape ->] Gemm [-> Reshape], so the
         #: bias is an int32 inside the weighted op instead of a second requantization after the
         #: MatMul (what Qualcomm HTP's FullyConnected takes; onnxruntime's QNN recipe does the same).
@@ -180,6 +184,7 @@ class Quantize(Pass):
             per_channel_matmul=options.per_channel_matmul,
             weight_symmetric=weight_type.signed,
             norm_scale_type=QUANT_TYPES[options.norm_scale_type],
+            norm_bias_type=QUANT_TYPES[options.norm_bias_type] if options.norm_bias_type != "int32" else None,
             symmetric_activations=options.symmetric_activations,
             fold_activations=options.fold_activations,
             tie_concat=options.tie_concat,
@@ -227,6 +232,8 @@ class Quantize(Pass):
             raise UsageError("weight_type must be int8 or uint8 (4-bit weights come with the w4/a16w4 schemes)")
         if options.norm_scale_type not in ("int8", "uint8"):
             raise UsageError("norm_scale_type must be int8 or uint8")
+        if options.norm_bias_type not in ("int32", "uint8"):
+            raise UsageError("norm_bias_type must be int32 or uint8")
         if options.mask_policy not in MASK_POLICIES:
             raise UsageError(f"mask_policy must be one of {', '.join(MASK_POLICIES)}")
         if not 0 <= options.holdout < 1:

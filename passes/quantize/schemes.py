@@ -89,7 +89,9 @@ class QuantizationSupport:
     ``per_channel_matmul`` false quantizes MatMul weights per tensor (Conv and Gemm stay per
     channel, as on Qualcomm HTP); 4-bit weights use the first of ``block_sizes``;
     ``norm_scale_type`` is the type of LayerNorm/InstanceNorm scales (``int8`` symmetric or
-    ``uint8`` asymmetric); ``dedicated_dequantizers`` gives every reader of a quantized tensor its
+    ``uint8`` asymmetric); ``norm_bias_type`` the type of their biases under 8-bit activations
+    (``int32`` at ``s_in · s_scale``, or ``uint8`` asymmetric per tensor; 16-bit activations keep
+    int32); ``dedicated_dequantizers`` gives every reader of a quantized tensor its
     own DequantizeLinear (QNN's EP needs it); ``fixed_range_ops`` are the ops whose outputs get their
     whole natural range (Softmax, Sigmoid, Tanh: HTP's 16-bit lookup tables assume it); ``int4_ops``
     are the ops whose weights a 4-bit scheme makes int4 blocks (the others' int8 per channel); ``max_opset`` is the highest ai.onnx opset the device's tool chain reads (below 21, 16-bit
@@ -103,6 +105,7 @@ class QuantizationSupport:
     per_channel_matmul: bool = True
     block_sizes: tuple[int, ...] = (32, 64, 128)
     norm_scale_type: str = "int8"
+    norm_bias_type: str = "int32"
     dedicated_dequantizers: bool = False
     matmul_bias_as_gemm: bool = False
     fixed_range_ops: tuple[str, ...] = ("Softmax",)
@@ -168,6 +171,8 @@ def resolve(scheme_name: str | None, support: QuantizationSupport | None = None,
         options["symmetric_activations"] = support.symmetric_activations
         options["per_channel_matmul"] = support.per_channel_matmul
         options["norm_scale_type"] = support.norm_scale_type
+        if scheme.activation_bits == 8 and support.norm_bias_type != "int32":
+            options["norm_bias_type"] = support.norm_bias_type
         if support.dedicated_dequantizers:
             options["dedicated_dequantizers"] = True
         if support.matmul_bias_as_gemm:

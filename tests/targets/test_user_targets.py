@@ -97,6 +97,7 @@ def test_compile_with_a_file_target_end_to_end(tmp_path):
         (MINIMAL + '[quantization]\nactivation_types = ["int9"]\n', "key 'quantization.activation_types' names unknown dtype 'int9'"),
         (MINIMAL + "[quantization]\nblock_sizes = [32, 0]\n", "key 'quantization.block_sizes' must be a list of positive integers"),
         (MINIMAL + '[quantization]\nnorm_scale_type = "int16"\n', "key 'quantization.norm_scale_type' must be one of int8, uint8, got 'int16'"),
+        (MINIMAL + '[quantization]\nnorm_bias_type = "int8"\n', "key 'quantization.norm_bias_type' must be one of int32, uint8, got 'int8'"),
         (MINIMAL + '[quantization]\nint4_ops = ["Conv"]\n', "key 'quantization.int4_ops' names 'Conv', which takes no int4 weight blocks"),
         ("name = \n", "not valid TOML"),
     ],
@@ -125,6 +126,12 @@ def test_missing_file_and_unknown_target_names():
 def test_a_file_sets_the_normalization_scale_type(tmp_path):
     target = load_target_file(write(tmp_path, 'name = "htp-like"\nbase = "npu"\n[quantization]\nnorm_scale_type = "uint8"\n'))
     assert target.quantization.norm_scale_type == "uint8"
+
+
+def test_a_file_sets_the_normalization_bias_type_and_a_qnn_base_keeps_uint8(tmp_path):
+    target = load_target_file(write(tmp_path, 'name = "htp-like"\nbase = "npu"\n[quantization]\nnorm_bias_type = "uint8"\n'))
+    assert target.quantization.norm_bias_type == "uint8"
+    assert load_target_file(write(tmp_path, 'name = "my-htp"\nbase = "qnn-htp"\n')).quantization.norm_bias_type == "uint8"
 
 
 def test_a_file_sets_the_int4_ops_and_a_qnn_base_keeps_matmul_only(tmp_path):
