@@ -69,3 +69,11 @@ def test_swapping_keeps_every_output_bit_for_bit(rank, channels, normalized_firs
 @given(onnx_models(families=("elementwise", "unary", "matmul", "reshape")))
 def test_random_graphs_keep_their_outputs(proto):
     assert_pass_preserves(proto, ["norm-input-second"])
+
+
+def test_an_rms_norm_input_counts_too():
+    gamma = numpy_helper.from_array(np.linspace(0.5, 1.5, 8, dtype=np.float32), "gamma")
+    nodes = [helper.make_node("RMSNormalization", ["x", "gamma"], ["n"], axis=-1), helper.make_node("Tanh", ["n"], ["u"]),
+             helper.make_node("Add", ["x", "u"], ["y"])]
+    proto = make_model(nodes, [helper.make_tensor_value_info("x", F, [2, 5, 8])], [helper.make_tensor_value_info("y", F, [2, 5, 8])], [gamma], opset=23)
+    assert swapped(proto) == (["u", "x"], 1)
