@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import mapc
 from mapc.ir import Runner, load, toposort
+from mapc.passes.norm_input_second import NORMALIZATIONS
 from mapc.targets import get_target, plan_partitions
 from mapc.targets.qnn import ask_qnn
 from tests.conftest import make_model
@@ -622,9 +623,10 @@ def test_an_8_bit_layernorm_rounds_an_int32_bias_to_its_output_step_and_computes
     nodes = [helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["y"], axis=-1)]
     proto = single_op_model(nodes, {"x": [1, 64, channels]}, [1, 64, channels], [weight("gamma", [channels], 0.1, 1.0), weight("beta", [channels], 0.1)])
     model = quantized_for(proto, norm_bias_type=bias_type)
-    [bias_dq] = [n for n in model.graph.nodes if n.op == "DequantizeLinear" and n.outputs[0] in the_node(model, "LayerNormalization").inputs[2:]]
+    norm = the_node(model, "LayerNormalization")
+    [bias_dq] = [n for n in model.graph.nodes if n.op == "DequantizeLinear" and n.outputs[0] in norm.inputs[2:]]
     assert str(bias_dq.inputs[0].values.dtype) == bias_type
-    [output_q] = [n for n in model.graph.nodes if n.op == "QuantizeLinear" and n.inputs[0] is the_node(model, "LayerNormalization").outputs[0]]
+    [output_q] = [n for n in model.graph.nodes if n.op == "QuantizeLinear" and n.inputs[0] is norm.outputs[0]]
     step = float(output_q.inputs[1].values)
     sample = {"x": np.random.default_rng(3).standard_normal([1, 64, channels]).astype(np.float32)}
     expected = Runner(model).run(sample)["y"]
@@ -656,7 +658,7 @@ def residual_adds_reading_first(proto):
         q = producers[dq.input[0]]
         return q.input[0] if q.op_type == "QuantizeLinear" else name
 
-    normalized = {source(node.input[0]) for node in flipped.graph.node if node.op_type in ("LayerNormalization", "RMSNormalization")}
+    normalized = {source(node.input[0]) for node in flipped.graph.node if node.op_type in NORMALIZATIONS}
     turned = 0
     for node in flipped.graph.node:
         if node.op_type == "Add" and source(node.input[1]) in normalized and source(node.input[0]) not in normalized:
@@ -683,11 +685,12 @@ def test_an_8_bit_layernorm_is_off_on_htp_while_a_residual_add_reads_its_input_f
     samples = [{"input_features": rng.standard_normal([1, 16, 32]).astype(np.float32)} for _ in range(3)]
     agreement = {}
     for name, candidate in (("second", proto), ("first", turned_back)):
-        expected = Runner(load(candidate))
+        runner = Runner(load(candidate))
+        expected = [runner.run(s)["last_hidden_state"].astype(np.float64) for s in samples]
         check = ask_qnn(candidate, samples=samples, provider_options=HTP_V73)
         assert check.built
-        signal = sum(float(np.sum(expected.run(s)["last_hidden_state"].astype(np.float64) ** 2)) for s in samples)
-        noise = sum(float(np.sum((expected.run(s)["last_hidden_state"].astype(np.float64) - o["last_hidden_state"]) ** 2)) for s, o in zip(samples, check.outputs))
+        signal = sum(float(np.sum(e**2)) for e in expected)
+        noise = sum(float(np.sum((e - o["last_hidden_state"]) ** 2)) for e, o in zip(expected, check.outputs))
         agreement[name] = 10 * np.log10(signal / noise)
     assert agreement["second"] > agreement["first"] + 1, agreement
 
