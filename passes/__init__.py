@@ -22,6 +22,7 @@ from mapc.passes import (  # noqa: F401  (registers the built-in passes)
     quantize,
     quantized_io,
     split_stacked_kv,
+    uniform_unit_types,
     unstride_conv,
     unstride_pool,
     upgrade_opset,

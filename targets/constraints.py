@@ -16,6 +16,7 @@ import onnx_graphsurgeon as gs
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from mapc.ir import clip_bounds, constant_value, is_graph_input, is_graph_output, is_static, producer
+from mapc.passes.uniform_unit_types import activation_types
 from mapc.targets.rules import Constraint, constraint, registered_constraints
 from mapc.targets.spec import CONTROL_FLOW_OPS, Target
 from mapc.targets.views import BIAS_INPUTS, PARAMETER_INPUTS, WEIGHT_INPUTS, NodeView, dims_text
@@ -630,8 +631,8 @@ def constraint_standalone_per_axis(node: NodeView, target: Target) -> Result:
 
     Qualcomm HTP takes per-channel weights as part of a Conv, ConvTranspose, Gemm or MatMul unit;
     when no unit takes the DequantizeLinear (another reader, a Gemm whose bias is not a 1-D
-    int32 DequantizeLinear, or an op whose output is not quantized, which the EP builds in
-    float), the QNN EP refuses it ("QNN EP does not support a standalone DQ op with per-channel
+    int32 DequantizeLinear, an op whose output is not quantized, or one whose data input and
+    output types differ, which the EP builds in float), the QNN EP refuses it ("QNN EP does not support a standalone DQ op with per-channel
     quantization"). A Conv -> Relu/Clip -> QuantizeLinear chain is a unit when the quantizer
     makes the activation redundant (the EP's ``conv_activation_fusion.cc``: Relu when the
     quantized range starts at or above 0, Clip when its bounds enclose the quantized range).
@@ -650,7 +651,7 @@ def constraint_standalone_per_axis(node: NodeView, target: Target) -> Result:
 def _takes_per_axis_weight(reader: gs.Node, tensor: gs.Tensor) -> bool:
     """``reader``'s node unit takes ``tensor``: its weight (with a unit-forming bias) or its int32
     bias, and its output is quantized."""
-    if reader.op not in PER_AXIS_READERS or len(reader.inputs) < 2 or not _output_quantized(reader):
+    if reader.op not in PER_AXIS_READERS or len(reader.inputs) < 2 or not _output_quantized(reader) or len(activation_types(reader)) > 1:
         return False
     has_bias = reader.op != "MatMul" and len(reader.inputs) > 2 and bool(reader.inputs[2].name)
     if reader.inputs[1] is tensor:

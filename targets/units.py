@@ -3,7 +3,9 @@
 :func:`atomic_units` groups nodes that must land on the same device, never split:
 
 * **QDQ node units** (as onnxruntime defines them): an op with the DequantizeLinear nodes that
-  feed only it and the QuantizeLinear nodes that are the only readers of its outputs;
+  feed only it and the QuantizeLinear nodes that are the only readers of its outputs, when its
+  activation inputs and outputs share one integer type (a mixed 8/16-bit op is no unit: the
+  EP runs it in float between separate Q/DQ nodes);
 * **fused patterns** the target runs as one kernel (``ops.fused_patterns``, e.g. Conv -> Relu),
   when each link is the only reader of the previous op's outputs; a skip normalization
   (``Add -> LayerNormalization`` or ``Add -> RMSNormalization``: the residual sum and its norm)
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import onnx_graphsurgeon as gs
 
 from mapc.ir import is_default_domain, producer
+from mapc.passes.uniform_unit_types import activation_types
 
 
 @dataclass
@@ -92,7 +95,7 @@ def atomic_units(graph: gs.Graph, fused_patterns: Sequence[Sequence[str]] = ()) 
             readers = list(tensor.outputs)
             if readers and id(tensor) not in outputs and all(r.op == "QuantizeLinear" and id(r) in index_of for r in readers):
                 members.extend(index_of[id(r)] for r in readers)
-        if len(members) > 1:
+        if len(members) > 1 and len(activation_types(node)) <= 1:
             for member in members[1:]:
                 groups.union(index, member)
             kinds[index] = "QDQ node unit"

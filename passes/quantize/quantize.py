@@ -25,6 +25,7 @@ from mapc.passes.quantize.qtypes import MIN_REAL_RANGE, QUANT_TYPES
 from mapc.passes.quantize.ranges import HISTOGRAM_METHODS, METHODS, RangeChoice, choose_range
 from mapc.passes.quantize.schemes import Scheme, activation_type_for, get_scheme, wide_type_for
 from mapc.passes.quantize.state import BiasEntry, RunState, WeightEntry, decide, planned_settings
+from mapc.passes.quantize.unit_types import unify_settings, weighted_pairs, widen_output_groups
 from mapc.passes.quantize.weights import conv_bias_correction, gemm_bias_correction, quantize_weight, tap_coverage
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES, ensure_shapes
@@ -101,6 +102,9 @@ class Quantize(Pass):
         #: bias is an int32 inside the weighted op instead of a second requantization after the
         #: MatMul (what Qualcomm HTP's FullyConnected takes; onnxruntime's QNN recipe does the same).
         matmul_bias_as_gemm: bool = False
+        #: Graph outputs quantized at the 16-bit type under 8-bit activations: the output's own
+        #: rounding is the one error no later op hides, and the host dequantizes it anyway.
+        wide_outputs: bool = False
         #: One DequantizeLinear per reader (QNN's EP groups each DQ into its reader's node unit and
         #: aborts on a DQ shared by several); the copies share the integer codes.
         dedicated_dequantizers: bool = False
@@ -196,9 +200,11 @@ class Quantize(Pass):
         state = RunState(placement, notes=[*notes, *placement.notes])
         calibration = self._calibrate(model, state, data, calibration_indices, activation_type, ctx)
         self._quantize_weights(model, state, calibration, activation_type is not None)
-        decisions = decide(state, *planned_settings(state))
+        widened = widen_output_groups(state, {t.name for t in model.graph.outputs}) if options.wide_outputs else []
+        pairs = weighted_pairs(model, state)
+        decisions = decide(state, *unify_settings(state, pairs, planned_settings(state)))
         sensitivity, promoted = find_offenders(model, reference, state, decisions, data, holdout_indices, calibration["collection"], self._sensitivity_config(), ctx.report_progress)
-        final = decide(state, *(promoted or planned_settings(state)))
+        final = decide(state, *unify_settings(state, pairs, promoted or planned_settings(state)))
         counts = write_qdq(model, final)
         if options.dedicated_dequantizers:
             counts["dequantize_linear"] += dedicate_dequantizers(model)
@@ -213,6 +219,8 @@ class Quantize(Pass):
         details["seconds"] = round(time.perf_counter() - started, 3)
         counters = report.counters(state, final, activations_folded=counts["activations_folded"], calibration_fallbacks=len(calibration["fallbacks"]), details=details)
         counters["matmul_biases_as_gemm"] = gemms
+        if widened:
+            counters["outputs_widened"] = len(widened)
         if state.adjusted:
             state.notes.append(Note(
                 "quantize.bias-overflow",

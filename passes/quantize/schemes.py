@@ -97,6 +97,8 @@ class QuantizationSupport:
     are the ops whose weights a 4-bit scheme makes int4 blocks (the others' int8 per channel); ``max_opset`` is the highest ai.onnx opset the device's tool chain reads (below 21, 16-bit
     Q/DQ is written in the com.microsoft domain). ``bias_correction`` turns on the pass's bias
     correction (Conv/Gemm biases corrected for the mean output shift their int8 weights cause).
+    ``wide_outputs`` quantizes graph outputs at the 16-bit activation type under 8-bit
+    activations (their own rounding is then negligible; the host dequantizes them anyway).
     """
 
     schemes: tuple[str, ...] = ()
@@ -113,6 +115,7 @@ class QuantizationSupport:
     int4_ops: tuple[str, ...] = ("MatMul", "Gemm")
     max_opset: int | None = None
     bias_correction: bool = False
+    wide_outputs: bool = False
 
     @property
     def default_scheme(self) -> str | None:
@@ -168,6 +171,8 @@ def resolve(scheme_name: str | None, support: QuantizationSupport | None = None,
             wide = [t for t in support.activation_types if QUANT_TYPES[t].bits == 16]
             if wide:
                 options["wide_activation_type"] = wide[0]
+                if support.wide_outputs:
+                    options["wide_outputs"] = True
         options["symmetric_activations"] = support.symmetric_activations
         options["per_channel_matmul"] = support.per_channel_matmul
         options["norm_scale_type"] = support.norm_scale_type

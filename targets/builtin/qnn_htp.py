@@ -218,6 +218,7 @@ BASE = Target(
         fixed_range_ops=("Softmax", "Sigmoid", "Tanh"),
         int4_ops=("MatMul",),
         bias_correction=True,
+        wide_outputs=True,
     ),
     performance=Performance(
         clock_mhz=1000,
@@ -234,7 +235,7 @@ BASE = Target(
     lowering="none",
     min_opset=23,
     prepare=("decompose-attention", "unstride-conv", "decompose-lrn", "pool-as-global", "pad-before-conv", "norm-input-second"),
-    finish=("average-pool-as-conv", "pad-as-concat", "unstride-pool"),
+    finish=("uniform-unit-types", "average-pool-as-conv", "pad-as-concat", "unstride-pool"),
     vendor=VendorCompiler("qnn", {}),
     notes=inspect.cleandoc(__doc__ or ""),
     sources=(

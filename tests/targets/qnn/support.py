@@ -36,8 +36,9 @@ def weight(name: str, shape, scale: float = 0.3, offset: float = 0.0) -> onnx.Te
 
 def quantized_for(proto: onnx.ModelProto, target: str = "qnn-htp", scheme: str = "a8w8", **overrides) -> Model:
     """``proto`` quantized with the placement ``target`` asks for; ``overrides`` win, even a type
-    the target does not accept (to build what a rule refuses)."""
-    options = {**resolve(scheme, get_target(target).quantization), **overrides}
+    the target does not accept (to build what a rule refuses). The graph outputs keep the
+    scheme's activation type unless ``wide_outputs=True``: a rule is about one op at one type."""
+    options = {**resolve(scheme, get_target(target).quantization), "wide_outputs": False, **overrides}
     model, _ = quantize(proto, **options)
     return model
 

@@ -1,0 +1,210 @@
+"""``uniform-unit-types``: every quantized op reads and writes one activation type, converting at its edges.
+
+Matches a default-domain op whose activation inputs come from ``DequantizeLinear`` nodes and whose
+outputs are read only by ``QuantizeLinear`` nodes (a QDQ node unit), where those inputs and
+outputs do not all carry the same integer type: an 8-bit and a 16-bit one of the same signedness
+(``uint8``/``uint16`` or ``int8``/``int16``). The mix comes from mixed precision: a tensor the
+accuracy target promoted to 16 bits, a 16-bit attention-mask path, a 16-bit graph output.
+Weights and biases (the inputs of :data:`WEIGHT_SLOTS`) are not activations and keep their types.
+
+Produces the same op computing in the wide type:
+
+* a narrow **activation input** is converted up: ``DQ8(x) -> QuantizeLinear -> DequantizeLinear``
+  at the 16-bit grid that holds every 8-bit code exactly (scale ``s / f``, zero point ``z * f``,
+  ``f`` = 257 unsigned, 256 signed; code ``q`` becomes ``f * q``), so the value is unchanged;
+  a narrow constant input (an Add's quantized operand) gets its 16-bit codes directly, and a
+  graph input is quantized at 16 bits directly (a second boundary QuantizeLinear, which the EP
+  keeps on the host as it does the first: a convert after the boundary pair is refused);
+* a narrow **output** is written wide at the matching grid and converted down after it:
+  ``op -> Q16 -> DQ16 -> Q8`` (the Q8 and its readers unchanged). Rounding twice differs from
+  rounding once only where a value lies within half a 16-bit step of an 8-bit rounding boundary,
+  by one 8-bit step.
+
+Why: onnxruntime groups a QDQ node unit only when its activation input and output types agree
+(``qdq_selectors.cc``: Conv, Gemm, MatMul, unary, binary, variadic, normalization selectors);
+otherwise each DequantizeLinear, the op and each QuantizeLinear become separate units. Qualcomm's
+QNN EP then runs the op in fp16 (or fails on an architecture without fp16) and rejects a
+standalone per-channel DequantizeLinear, so a Conv or Gemm whose output was promoted lost its
+weights to the CPU (Inception-v1 a8w8 with ``--accuracy-target``: the classifier Gemm's weight
+and bias). A ``DequantizeLinear -> QuantizeLinear`` pair is what the QNN EP builds as one HTP
+``Convert``. The qnn-htp target runs this pass after quantization (its ``finish`` list).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from mapc.ir import Model, is_default_domain, is_graph_input, is_graph_output, producer, toposort
+from mapc.passes.base import Pass, PassContext, PassResult
+from mapc.passes.registry import register_pass
+
+#: Inputs that hold weights, biases or normalization parameters, not activations: their types
+#: are free of the unit's activation type (onnxruntime's Conv, Gemm, MatMul and normalization
+#: selectors compare only the data input with the output).
+WEIGHT_SLOTS = {
+    "Conv": frozenset({1, 2}),
+    "ConvTranspose": frozenset({1, 2}),
+    "Gemm": frozenset({1, 2}),
+    "MatMul": frozenset({1}),
+    "LayerNormalization": frozenset({1, 2}),
+    "RMSNormalization": frozenset({1}),
+    "InstanceNormalization": frozenset({1, 2}),
+    "BatchNormalization": frozenset({1, 2, 3, 4}),
+}
+
+#: The 16-bit type each 8-bit one widens to, and the factor that maps its codes exactly.
+WIDER = {np.dtype(np.uint8): (np.dtype(np.uint16), 257), np.dtype(np.int8): (np.dtype(np.int16), 256)}
+
+
+def _dequantizer(tensor: gs.Tensor) -> gs.Node | None:
+    source = producer(tensor)
+    return source if source is not None and source.op == "DequantizeLinear" and is_default_domain(source) else None
+
+
+def _code_type(tensor: gs.Tensor) -> np.dtype | None:
+    dtype = tensor.values.dtype if isinstance(tensor, gs.Constant) else tensor.dtype
+    return np.dtype(dtype) if dtype is not None else None
+
+
+def unit_types(graph: gs.Graph, node: gs.Node) -> tuple[list[tuple[int, gs.Node]], list[gs.Node]] | None:
+    """``node``'s activation dequantizers (input slot, DQ) and output quantizers, or None when
+    ``node`` is no QDQ node unit (a Q/DQ itself, another domain, an output read by other nodes)."""
+    if node.op in ("QuantizeLinear", "DequantizeLinear") or not is_default_domain(node):
+        return None
+    weights = WEIGHT_SLOTS.get(node.op, frozenset())
+    inputs = [(slot, dq) for slot, tensor in enumerate(node.inputs) if slot not in weights and (dq := _dequantizer(tensor)) is not None]
+    outputs = []
+    for tensor in node.outputs:
+        readers = list(tensor.outputs)
+        if not readers or is_graph_output(graph, tensor) or any(r.op != "QuantizeLinear" or not is_default_domain(r) for r in readers):
+            return None
+        outputs.extend(readers)
+    return (inputs, outputs) if inputs and outputs else None
+
+
+def activation_types(node: gs.Node) -> set[np.dtype]:
+    """The integer types of ``node``'s dequantized activation inputs and of the quantizers of its
+    outputs (after a sole Relu/Clip reader, which a Conv unit takes in): one type in a unit
+    onnxruntime forms, two in a mixed one."""
+    weights = WEIGHT_SLOTS.get(node.op, frozenset())
+    types = {_code_type(dq.inputs[2]) for slot, tensor in enumerate(node.inputs) if slot not in weights and (dq := _dequantizer(tensor)) is not None and len(dq.inputs) > 2}
+    readers = [r for t in node.outputs for r in t.outputs]
+    if len(readers) == 1 and readers[0].op in ("Relu", "Clip") and readers[0].outputs:
+        readers = list(readers[0].outputs[0].outputs)
+    types |= {_code_type(r.inputs[2]) for r in readers if r.op == "QuantizeLinear" and len(r.inputs) > 2}
+    return types
+
+
+def _wide_params(scale: gs.Tensor, zero: gs.Tensor, wide: np.dtype, factor: int, model: Model, base: str) -> tuple[gs.Constant, gs.Constant] | None:
+    if not isinstance(scale, gs.Constant) or not isinstance(zero, gs.Constant):
+        return None
+    wide_scale = np.asarray(np.asarray(scale.values, np.float64) / factor, dtype=scale.values.dtype)
+    wide_zero = np.asarray(np.asarray(zero.values, np.int64) * factor, dtype=wide)
+    return gs.Constant(model.fresh_name(f"{base}_wide_scale"), wide_scale), gs.Constant(model.fresh_name(f"{base}_wide_zero_point"), wide_zero)
+
+
+@register_pass
+class UniformUnitTypes(Pass):
+    """Make each QDQ node unit's activation types one (see the module doc).
+
+    Counters: ``units_widened``, ``inputs_converted``, ``outputs_converted``.
+    """
+
+    name = "uniform-unit-types"
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        graph = model.graph
+        widened = converted_in = converted_out = left_mixed = 0
+        for node in list(graph.nodes):
+            found = unit_types(graph, node)
+            if found is None:
+                continue
+            inputs, outputs = found
+            if any(len(dq.inputs) < 3 for _, dq in inputs) or any(len(q.inputs) < 3 for q in outputs):
+                continue  # a zero point is what carries the type
+            types = activation_types(node)
+            if len(types) != 2:
+                continue
+            narrow = next((t for t in types if t in WIDER), None)
+            if narrow is None or WIDER[narrow][0] not in types:
+                continue
+            wide, factor = WIDER[narrow]
+            converting_data = any(slot == 0 and _code_type(dq.inputs[2]) == narrow for slot, dq in inputs)
+            if converting_data and not self._rescale_biases(model, node, factor):
+                left_mixed += 1
+                continue
+            done_in = sum(self._widen_input(model, node, slot, dq, wide, factor) for slot, dq in inputs if _code_type(dq.inputs[2]) == narrow)
+            done_out = sum(self._widen_output(model, node, q, wide, factor) for q in outputs if _code_type(q.inputs[2]) == narrow)
+            if done_in or done_out:
+                widened += 1
+                converted_in += done_in
+                converted_out += done_out
+        if widened:
+            graph.cleanup()
+            toposort(graph)
+        return PassResult(changed=bool(widened), counters={"units_widened": widened, "inputs_converted": converted_in, "outputs_converted": converted_out, "units_left_mixed": left_mixed})
+
+    def _rescale_biases(self, model: Model, node: gs.Node, factor: int) -> bool:
+        """Give ``node``'s int32 biases the scale of its widened data input (``s_in · s_w / f``):
+        the same values at ``f`` times the codes. False (nothing changed) if a code would overflow."""
+        rescaled = []
+        for slot in sorted(WEIGHT_SLOTS.get(node.op, frozenset())):
+            dq = _dequantizer(node.inputs[slot]) if slot < len(node.inputs) else None
+            if dq is None or len(dq.inputs) < 2 or _code_type(dq.inputs[0]) != np.dtype(np.int32):
+                continue
+            codes, scale = dq.inputs[0], dq.inputs[1]
+            if not isinstance(codes, gs.Constant) or not isinstance(scale, gs.Constant):
+                return False
+            wide = np.asarray(codes.values, np.int64) * factor
+            if wide.size and np.abs(wide).max() > np.iinfo(np.int32).max:
+                return False
+            rescaled.append((slot, dq, wide, np.asarray(np.asarray(scale.values, np.float64) / factor, dtype=scale.values.dtype)))
+        for slot, dq, wide, wide_scale in rescaled:
+            tensor = node.inputs[slot]
+            inputs = [gs.Constant(model.fresh_name(f"{tensor.name}_wide_codes"), wide.astype(np.int32)), gs.Constant(model.fresh_name(f"{tensor.name}_wide_scale"), wide_scale), *dq.inputs[2:]]
+            out = gs.Variable(model.fresh_name(f"{tensor.name}_wide"), dtype=tensor.dtype, shape=tensor.shape)
+            model.graph.nodes.append(gs.Node("DequantizeLinear", model.fresh_name(f"{tensor.name}_wide_DequantizeLinear"), attrs=dict(dq.attrs), inputs=inputs, outputs=[out]))
+            node.inputs[slot] = out
+        return True
+
+    def _widen_input(self, model: Model, node: gs.Node, slot: int, dq: gs.Node, wide: np.dtype, factor: int) -> bool:
+        tensor = node.inputs[slot]
+        params = _wide_params(dq.inputs[1], dq.inputs[2], wide, factor, model, tensor.name)
+        if params is None:
+            return False
+        scale, zero = params
+        attrs = dict(dq.attrs)
+        out = gs.Variable(model.fresh_name(f"{tensor.name}_wide"), dtype=tensor.dtype, shape=tensor.shape)
+        codes = dq.inputs[0]
+        quantizer = producer(codes)
+        boundary = quantizer is not None and quantizer.op == "QuantizeLinear" and is_graph_input(model.graph, quantizer.inputs[0])
+        if boundary:  # quantize the graph input at 16 bits directly (the EP keeps that Q on the host)
+            wide_codes = gs.Variable(model.fresh_name(f"{tensor.name}_wide_quantized"), dtype=wide, shape=tensor.shape)
+            model.graph.nodes.append(gs.Node("QuantizeLinear", model.fresh_name(f"{tensor.name}_wide_QuantizeLinear"), attrs=attrs, inputs=[quantizer.inputs[0], scale, zero], outputs=[wide_codes]))
+            model.graph.nodes.append(gs.Node("DequantizeLinear", model.fresh_name(f"{tensor.name}_wide_DequantizeLinear"), attrs=attrs, inputs=[wide_codes, scale, zero], outputs=[out]))
+        elif isinstance(codes, gs.Constant):
+            wide_codes = gs.Constant(model.fresh_name(f"{codes.name}_wide"), np.asarray(np.asarray(codes.values, np.int64) * factor, dtype=wide))
+            model.graph.nodes.append(gs.Node("DequantizeLinear", model.fresh_name(f"{tensor.name}_wide_DequantizeLinear"), attrs=attrs, inputs=[wide_codes, scale, zero], outputs=[out]))
+        else:
+            wide_codes = gs.Variable(model.fresh_name(f"{tensor.name}_wide_quantized"), dtype=wide, shape=tensor.shape)
+            model.graph.nodes.append(gs.Node("QuantizeLinear", model.fresh_name(f"{tensor.name}_wide_QuantizeLinear"), attrs=attrs, inputs=[tensor, scale, zero], outputs=[wide_codes]))
+            model.graph.nodes.append(gs.Node("DequantizeLinear", model.fresh_name(f"{tensor.name}_wide_DequantizeLinear"), attrs=attrs, inputs=[wide_codes, scale, zero], outputs=[out]))
+        node.inputs[slot] = out
+        return True
+
+    def _widen_output(self, model: Model, node: gs.Node, q: gs.Node, wide: np.dtype, factor: int) -> bool:
+        tensor = q.inputs[0]
+        if tensor not in node.outputs:
+            return True  # another quantizer of this output already converted it
+        params = _wide_params(q.inputs[1], q.inputs[2], wide, factor, model, tensor.name)
+        if params is None:
+            return False
+        scale, zero = params
+        attrs = dict(q.attrs)
+        written = gs.Variable(model.fresh_name(f"{tensor.name}_wide_source"), dtype=tensor.dtype, shape=tensor.shape)
+        codes = gs.Variable(model.fresh_name(f"{tensor.name}_wide_quantized"), dtype=wide, shape=tensor.shape)
+        node.outputs[node.outputs.index(tensor)] = written
+        model.graph.nodes.append(gs.Node("QuantizeLinear", model.fresh_name(f"{tensor.name}_wide_QuantizeLinear"), attrs=attrs, inputs=[written, scale, zero], outputs=[codes]))
+        model.graph.nodes.append(gs.Node("DequantizeLinear", model.fresh_name(f"{tensor.name}_wide_DequantizeLinear"), attrs=attrs, inputs=[codes, scale, zero], outputs=[tensor]))
+        return True
