@@ -108,7 +108,8 @@ def _wide_params(scale: gs.Tensor, zero: gs.Tensor, wide: np.dtype, factor: int,
 class UniformUnitTypes(Pass):
     """Make each QDQ node unit's activation types one (see the module doc).
 
-    Counters: ``units_widened``, ``inputs_converted``, ``outputs_converted``.
+    Counters: ``units_widened``, ``inputs_converted``, ``outputs_converted``, ``units_left_mixed``
+    (an int32 bias that would overflow at the widened input's scale).
     """
 
     name = "uniform-unit-types"
@@ -173,24 +174,14 @@ class UniformUnitTypes(Pass):
         params = _wide_params(dq.inputs[1], dq.inputs[2], wide, factor, model, tensor.name)
         if params is None:
             return False
-        scale, zero = params
-        attrs = dict(dq.attrs)
-        out = gs.Variable(model.fresh_name(f"{tensor.name}_wide"), dtype=tensor.dtype, shape=tensor.shape)
-        codes = dq.inputs[0]
-        quantizer = producer(codes)
-        boundary = quantizer is not None and quantizer.op == "QuantizeLinear" and is_graph_input(model.graph, quantizer.inputs[0])
-        if boundary:  # quantize the graph input at 16 bits directly (the EP keeps that Q on the host)
-            wide_codes = gs.Variable(model.fresh_name(f"{tensor.name}_wide_quantized"), dtype=wide, shape=tensor.shape)
-            model.graph.nodes.append(gs.Node("QuantizeLinear", model.fresh_name(f"{tensor.name}_wide_QuantizeLinear"), attrs=attrs, inputs=[quantizer.inputs[0], scale, zero], outputs=[wide_codes]))
-            model.graph.nodes.append(gs.Node("DequantizeLinear", model.fresh_name(f"{tensor.name}_wide_DequantizeLinear"), attrs=attrs, inputs=[wide_codes, scale, zero], outputs=[out]))
+        codes, quantizer = dq.inputs[0], producer(dq.inputs[0])
+        if quantizer is not None and quantizer.op == "QuantizeLinear" and is_graph_input(model.graph, quantizer.inputs[0]):
+            wide_codes = _quantize(model, quantizer.inputs[0], params, wide, dq.attrs, tensor.name)  # a second boundary Q
         elif isinstance(codes, gs.Constant):
             wide_codes = gs.Constant(model.fresh_name(f"{codes.name}_wide"), np.asarray(np.asarray(codes.values, np.int64) * factor, dtype=wide))
-            model.graph.nodes.append(gs.Node("DequantizeLinear", model.fresh_name(f"{tensor.name}_wide_DequantizeLinear"), attrs=attrs, inputs=[wide_codes, scale, zero], outputs=[out]))
         else:
-            wide_codes = gs.Variable(model.fresh_name(f"{tensor.name}_wide_quantized"), dtype=wide, shape=tensor.shape)
-            model.graph.nodes.append(gs.Node("QuantizeLinear", model.fresh_name(f"{tensor.name}_wide_QuantizeLinear"), attrs=attrs, inputs=[tensor, scale, zero], outputs=[wide_codes]))
-            model.graph.nodes.append(gs.Node("DequantizeLinear", model.fresh_name(f"{tensor.name}_wide_DequantizeLinear"), attrs=attrs, inputs=[wide_codes, scale, zero], outputs=[out]))
-        node.inputs[slot] = out
+            wide_codes = _quantize(model, tensor, params, wide, dq.attrs, tensor.name)
+        node.inputs[slot] = _dequantize(model, wide_codes, params, dq.attrs, gs.Variable(model.fresh_name(f"{tensor.name}_wide"), dtype=tensor.dtype, shape=tensor.shape))
         return True
 
     def _widen_output(self, model: Model, node: gs.Node, q: gs.Node, wide: np.dtype, factor: int) -> bool:
@@ -200,11 +191,20 @@ class UniformUnitTypes(Pass):
         params = _wide_params(q.inputs[1], q.inputs[2], wide, factor, model, tensor.name)
         if params is None:
             return False
-        scale, zero = params
-        attrs = dict(q.attrs)
         written = gs.Variable(model.fresh_name(f"{tensor.name}_wide_source"), dtype=tensor.dtype, shape=tensor.shape)
-        codes = gs.Variable(model.fresh_name(f"{tensor.name}_wide_quantized"), dtype=wide, shape=tensor.shape)
         node.outputs[node.outputs.index(tensor)] = written
-        model.graph.nodes.append(gs.Node("QuantizeLinear", model.fresh_name(f"{tensor.name}_wide_QuantizeLinear"), attrs=attrs, inputs=[written, scale, zero], outputs=[codes]))
-        model.graph.nodes.append(gs.Node("DequantizeLinear", model.fresh_name(f"{tensor.name}_wide_DequantizeLinear"), attrs=attrs, inputs=[codes, scale, zero], outputs=[tensor]))
+        _dequantize(model, _quantize(model, written, params, wide, q.attrs, tensor.name), params, q.attrs, tensor)
         return True
+
+
+def _quantize(model: Model, source: gs.Tensor, params: tuple[gs.Constant, gs.Constant], wide: np.dtype, attrs: dict, base: str) -> gs.Variable:
+    """Append ``QuantizeLinear(source)`` at ``params``; its 16-bit codes."""
+    codes = gs.Variable(model.fresh_name(f"{base}_wide_quantized"), dtype=wide, shape=source.shape)
+    model.graph.nodes.append(gs.Node("QuantizeLinear", model.fresh_name(f"{base}_wide_QuantizeLinear"), attrs=dict(attrs), inputs=[source, *params], outputs=[codes]))
+    return codes
+
+
+def _dequantize(model: Model, codes: gs.Tensor, params: tuple[gs.Constant, gs.Constant], attrs: dict, out: gs.Variable) -> gs.Variable:
+    """Append ``DequantizeLinear(codes)`` at ``params`` writing ``out``; ``out``."""
+    model.graph.nodes.append(gs.Node("DequantizeLinear", model.fresh_name(f"{out.name}_wide_DequantizeLinear"), attrs=dict(attrs), inputs=[codes, *params], outputs=[out]))
+    return out

@@ -29,6 +29,14 @@ def qdq(name: str, qtype, out: str) -> tuple[list, list]:
     return nodes, inits
 
 
+def stem(name: str, qtype, out: str) -> tuple[list, list]:
+    """Graph input ``name`` -> Q8/DQ8 -> Tanh -> Q/DQ at ``qtype``, ending in ``out``: an inner
+    quantized tensor (a graph input's own boundary pair is handled differently)."""
+    first_nodes, first_inits = qdq(name, qtype, f"{out}_in")
+    second_nodes, second_inits = qdq(f"{out}_tanh", qtype, out)
+    return first_nodes + [helper.make_node("Tanh", [f"{out}_in"], [f"{out}_tanh"])] + second_nodes, first_inits + second_inits
+
+
 def model_of(pieces, op_nodes, inputs, output="y", extra_inits=()):
     nodes, inits = [], list(extra_inits)
     for piece_nodes, piece_inits in pieces[:-1]:
@@ -69,7 +77,7 @@ def mixed_units(model) -> list[str]:
 
 
 def test_an_op_reading_8_bits_and_writing_16_reads_its_input_converted_exactly():
-    proto = model_of([qdq("x", U8, "xd"), qdq("r", U16, "y")], [helper.make_node("Relu", ["xd"], ["r"])], {"x": [2, 64]})
+    proto = model_of([stem("x", U8, "xd"), qdq("r", U16, "y")], [helper.make_node("Relu", ["xd"], ["r"])], {"x": [2, 64]})
     model, counters, before, after = rewrite(proto)
     assert counters == {"units_widened": 1, "inputs_converted": 1, "outputs_converted": 0, "units_left_mixed": 0}
     assert mixed_units(model) == []
@@ -77,9 +85,22 @@ def test_an_op_reading_8_bits_and_writing_16_reads_its_input_converted_exactly()
     assert np.mean(after["y"] == before["y"]) > 0.99
 
 
+def test_a_graph_input_read_at_16_bits_is_quantized_at_16_bits_directly():
+    """Its 8-bit boundary pair stays for the other readers; a convert after it is what QNN refuses."""
+    proto = model_of([qdq("x", U8, "xd"), qdq("r", U16, "y")], [helper.make_node("Relu", ["xd"], ["r"])], {"x": [2, 64]})
+    feeds = feeds_for(proto, scale=1.0)
+    model, counters, before, after = rewrite(proto, feeds)
+    assert counters["inputs_converted"] == 1 and mixed_units(model) == []
+    [relu] = [n for n in model.graph.nodes if n.op == "Relu"]
+    wide_q = relu.inputs[0].inputs[0].inputs[0].inputs[0]
+    assert wide_q.op == "QuantizeLinear" and wide_q.inputs[0].name == "x"
+    np.testing.assert_allclose(after["y"], np.clip(np.maximum(feeds["x"], 0), 0, 2.54), atol=U16[1] * 1.001)
+    assert np.abs(after["y"] - np.maximum(feeds["x"], 0)).mean() < np.abs(before["y"] - np.maximum(feeds["x"], 0)).mean()
+
+
 def test_a_16_bit_operand_meeting_an_8_bit_output_is_rounded_down_after_the_op():
     """An 8-bit activation plus a 16-bit one (a mask path) into an 8-bit output."""
-    proto = model_of([qdq("x", U8, "xd"), qdq("m", U16, "md"), qdq("s", U8, "y")], [helper.make_node("Add", ["xd", "md"], ["s"])], {"x": [4, 256], "m": [4, 256]})
+    proto = model_of([stem("x", U8, "xd"), stem("m", U16, "md"), qdq("s", U8, "y")], [helper.make_node("Add", ["xd", "md"], ["s"])], {"x": [4, 256], "m": [4, 256]})
     model, counters, before, after = rewrite(proto)
     assert counters == {"units_widened": 1, "inputs_converted": 1, "outputs_converted": 1, "units_left_mixed": 0}
     assert mixed_units(model) == []
@@ -102,7 +123,7 @@ def gemm_proto(bias_codes):
              helper.make_node("DequantizeLinear", ["b_q", "b_s", "b_z"], ["bd"], axis=0),
              helper.make_node("Gemm", ["xd", "wd", "bd"], ["g"], transB=1)]
     out = (np.uint16, 0.5 / 257, 128 * 257)
-    return model_of([qdq("x", U8, "xd"), qdq("g", out, "y")], nodes, {"x": [3, 32]}, extra_inits=[w, ws, wz, b, bs, bz])
+    return model_of([stem("x", U8, "xd"), qdq("g", out, "y")], nodes, {"x": [3, 32]}, extra_inits=[w, ws, wz, b, bs, bz])
 
 
 def test_a_gemm_writing_16_bits_reads_16_bits_and_its_int32_bias_follows_the_input_scale():
