@@ -39,6 +39,7 @@ from mapc.passes.pipeline import Fixpoint, PassManager, PassRecord, ProgressHook
 from mapc.passes.registry import get_pass, register_pass, registered_passes
 from mapc.passes.quantized_io import QUANTIZED_IO, QuantizedTensor
 from mapc.passes.shape_ops import SHAPES
+from mapc.passes.uniform_unit_types import activation_types
 from mapc.passes.verify import INTERFACE_CHANGES, SAMPLES, UNDEFINED_OUTPUTS, InterfaceChange, Verifier
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "Step",
     "StepSpec",
     "Verifier",
+    "activation_types",
     "build_pipeline",
     "check_dim_names",
     "check_input_sizes",

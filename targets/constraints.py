@@ -16,7 +16,7 @@ import onnx_graphsurgeon as gs
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from mapc.ir import clip_bounds, constant_value, is_graph_input, is_graph_output, is_static, producer
-from mapc.passes.uniform_unit_types import activation_types
+from mapc.passes import activation_types
 from mapc.targets.rules import Constraint, constraint, registered_constraints
 from mapc.targets.spec import CONTROL_FLOW_OPS, Target
 from mapc.targets.views import BIAS_INPUTS, PARAMETER_INPUTS, WEIGHT_INPUTS, NodeView, dims_text

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import onnx_graphsurgeon as gs
 
 from mapc.ir import is_default_domain, producer
-from mapc.passes.uniform_unit_types import activation_types
+from mapc.passes import activation_types
 
 
 @dataclass
