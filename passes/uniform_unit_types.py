@@ -39,9 +39,10 @@ from mapc.ir import Model, is_default_domain, is_graph_input, is_graph_output, p
 from mapc.passes.base import Pass, PassContext, PassResult
 from mapc.passes.registry import register_pass
 
-#: Inputs that hold weights, biases or normalization parameters, not activations: their types
-#: are free of the unit's activation type (onnxruntime's Conv, Gemm, MatMul and normalization
-#: selectors compare only the data input with the output).
+#: Inputs that hold weights, biases or normalization parameters (when constant), not
+#: activations: their types are free of the unit's activation type (onnxruntime's Conv, Gemm,
+#: MatMul and normalization selectors compare only the data input with the output; HTP refuses
+#: a MatMul of a uint8 and a uint16 activation, error 3110).
 WEIGHT_SLOTS = {
     "Conv": frozenset({1, 2}),
     "ConvTranspose": frozenset({1, 2}),
@@ -67,13 +68,24 @@ def _code_type(tensor: gs.Tensor) -> np.dtype | None:
     return np.dtype(dtype) if dtype is not None else None
 
 
+def _activation_slots(node: gs.Node) -> list[tuple[int, gs.Node]]:
+    """``node``'s dequantized inputs that carry activations: all but the weight slots whose codes
+    are constants (a MatMul of two activations, attention's P·V, has two)."""
+    weights = WEIGHT_SLOTS.get(node.op, frozenset())
+    found = []
+    for slot, tensor in enumerate(node.inputs):
+        dq = _dequantizer(tensor)
+        if dq is not None and not (slot in weights and isinstance(dq.inputs[0], gs.Constant)):
+            found.append((slot, dq))
+    return found
+
+
 def unit_types(graph: gs.Graph, node: gs.Node) -> tuple[list[tuple[int, gs.Node]], list[gs.Node]] | None:
     """``node``'s activation dequantizers (input slot, DQ) and output quantizers, or None when
     ``node`` is no QDQ node unit (a Q/DQ itself, another domain, an output read by other nodes)."""
     if node.op in ("QuantizeLinear", "DequantizeLinear") or not is_default_domain(node):
         return None
-    weights = WEIGHT_SLOTS.get(node.op, frozenset())
-    inputs = [(slot, dq) for slot, tensor in enumerate(node.inputs) if slot not in weights and (dq := _dequantizer(tensor)) is not None]
+    inputs = _activation_slots(node)
     outputs = []
     for tensor in node.outputs:
         readers = list(tensor.outputs)
@@ -87,8 +99,7 @@ def activation_types(node: gs.Node) -> set[np.dtype]:
     """The integer types of ``node``'s dequantized activation inputs and of the quantizers of its
     outputs (after a sole Relu/Clip reader, which a Conv unit takes in): one type in a unit
     onnxruntime forms, two in a mixed one."""
-    weights = WEIGHT_SLOTS.get(node.op, frozenset())
-    types = {_code_type(dq.inputs[2]) for slot, tensor in enumerate(node.inputs) if slot not in weights and (dq := _dequantizer(tensor)) is not None and len(dq.inputs) > 2}
+    types = {_code_type(dq.inputs[2]) for _, dq in _activation_slots(node) if len(dq.inputs) > 2}
     readers = [r for t in node.outputs for r in t.outputs]
     if len(readers) == 1 and readers[0].op in ("Relu", "Clip") and readers[0].outputs:
         readers = list(readers[0].outputs[0].outputs)

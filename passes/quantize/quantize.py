@@ -200,7 +200,7 @@ class Quantize(Pass):
         state = RunState(placement, notes=[*notes, *placement.notes])
         calibration = self._calibrate(model, state, data, calibration_indices, activation_type, ctx)
         self._quantize_weights(model, state, calibration, activation_type is not None)
-        widened = widen_output_groups(state, {t.name for t in model.graph.outputs}) if options.wide_outputs else []
+        widened = widen_output_groups(state, {t.name for t in model.graph.outputs}, {t.name for t in model.graph.inputs}) if options.wide_outputs else []
         pairs = weighted_pairs(model, state)
         decisions = decide(state, *unify_settings(state, pairs, planned_settings(state)))
         sensitivity, promoted = find_offenders(model, reference, state, decisions, data, holdout_indices, calibration["collection"], self._sensitivity_config(), ctx.report_progress)

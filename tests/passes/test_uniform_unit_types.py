@@ -179,3 +179,13 @@ def test_random_graphs_with_16_bit_outputs_end_with_uniform_units_and_the_same_o
 def test_float_graphs_are_left_alone(proto):
     _, records = assert_pass_preserves(proto, ["uniform-unit-types"])
     assert records[0].counters["units_widened"] == 0
+
+
+def test_a_matmul_of_two_activations_reads_both_at_the_wide_type():
+    """Attention's P·V with an 8-bit P and a 16-bit V: HTP refuses uint8 x uint16 (error 3110)."""
+    proto = model_of([stem("a", U8, "ad"), stem("b", U16, "bd"), qdq("p", U16, "y")], [helper.make_node("MatMul", ["ad", "bd"], ["p"])], {"a": [2, 4, 8], "b": [2, 8, 4]})
+    model, counters, before, after = rewrite(proto)
+    assert counters["inputs_converted"] == 1 and mixed_units(model) == []
+    [matmul] = [n for n in model.graph.nodes if n.op == "MatMul"]
+    assert {t.inputs[0].inputs[2].values.dtype for t in matmul.inputs} == {np.dtype(np.uint16)}
+    assert np.abs(after["y"] - before["y"]).max() <= U16[1] * 1.001
