@@ -142,8 +142,8 @@ class UniformUnitTypes(Pass):
             if narrow is None or WIDER[narrow][0] not in types:
                 continue
             wide, factor = WIDER[narrow]
-            converting_data = any(slot == 0 and _code_type(dq.inputs[2]) == narrow for slot, dq in inputs)
-            if converting_data and not self._rescale_biases(model, node, factor):
+            data = next((dq for slot, dq in inputs if slot == 0 and _code_type(dq.inputs[2]) == narrow), None)
+            if data is not None and not self._rescale_biases(model, node, factor, data.inputs[1]):
                 left_mixed += 1
                 continue
             done_in = sum(self._widen_input(model, node, slot, dq, wide, factor) for slot, dq in inputs if _code_type(dq.inputs[2]) == narrow)
@@ -157,9 +157,12 @@ class UniformUnitTypes(Pass):
             toposort(graph)
         return PassResult(changed=bool(widened), counters={"units_widened": widened, "inputs_converted": converted_in, "outputs_converted": converted_out, "units_left_mixed": left_mixed})
 
-    def _rescale_biases(self, model: Model, node: gs.Node, factor: int) -> bool:
+    def _rescale_biases(self, model: Model, node: gs.Node, factor: int, input_scale: gs.Tensor) -> bool:
         """Give ``node``'s int32 biases the scale of its widened data input (``s_in · s_w / f``):
-        the same values at ``f`` times the codes. False (nothing changed) if a code would overflow."""
+        the same values at ``f`` times the codes, unless the quantizer already computed them at
+        that scale (its bias-to-weight scale ratio then is ``s_in / f``, not ``s_in``). False
+        (nothing changed) if a code would overflow."""
+        weight = _dequantizer(node.inputs[1]) if len(node.inputs) > 1 else None
         rescaled = []
         for slot in sorted(WEIGHT_SLOTS.get(node.op, frozenset())):
             dq = _dequantizer(node.inputs[slot]) if slot < len(node.inputs) else None
@@ -168,6 +171,8 @@ class UniformUnitTypes(Pass):
             codes, scale = dq.inputs[0], dq.inputs[1]
             if not isinstance(codes, gs.Constant) or not isinstance(scale, gs.Constant):
                 return False
+            if _at_widened_scale(scale, weight, input_scale):
+                continue
             wide = np.asarray(codes.values, np.int64) * factor
             if wide.size and np.abs(wide).max() > np.iinfo(np.int32).max:
                 return False
@@ -206,6 +211,15 @@ class UniformUnitTypes(Pass):
         node.outputs[node.outputs.index(tensor)] = written
         _dequantize(model, _quantize(model, written, params, wide, q.attrs, tensor.name), params, q.attrs, tensor)
         return True
+
+
+def _at_widened_scale(bias_scale: gs.Constant, weight: gs.Node | None, input_scale: gs.Tensor) -> bool:
+    """The bias's scale over the weight's (first channel) is the narrow input's scale divided by
+    the widening factor (257 or 256) rather than the input's scale itself: far below it."""
+    if weight is None or len(weight.inputs) < 2 or not isinstance(weight.inputs[1], gs.Constant) or not isinstance(input_scale, gs.Constant):
+        return False
+    ratio = float(np.ravel(bias_scale.values)[0]) / float(np.ravel(weight.inputs[1].values)[0])
+    return ratio < float(np.ravel(input_scale.values)[0]) / 16
 
 
 def _quantize(model: Model, source: gs.Tensor, params: tuple[gs.Constant, gs.Constant], wide: np.dtype, attrs: dict, base: str) -> gs.Variable:

@@ -167,3 +167,15 @@ def fold_is_exact(fold: Fold, params: ActivationParams | None) -> bool:
     if fold.high is not None and int(quantize(np.float32(fold.high), params.scale, params.zero_point, qtype)) != qtype.qmax:
         return False
     return True
+
+
+def read_params(input_params: ActivationParams, output_params: ActivationParams | None) -> ActivationParams:
+    """The parameters a weighted op reads its input at: the input's own, or, when its output is
+    quantized at a wider type, the same grid in that type (scale ``s / f``, zero point ``z * f``),
+    since :mod:`mapc.passes.uniform_unit_types` converts the input exactly to the unit's type.
+    Its int32 bias must use that scale (``s_in · s_w``)."""
+    if output_params is None or output_params.qtype.bits <= input_params.qtype.bits or input_params.qtype.bits != 8:
+        return input_params
+    factor = input_params.qtype.widening_factor
+    scale = float(np.float32(np.float64(np.float32(input_params.scale)) / factor))
+    return ActivationParams(input_params.qtype.wider(), scale, input_params.zero_point * factor)

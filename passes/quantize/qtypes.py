@@ -53,6 +53,12 @@ class QuantType:
         """The 16-bit type of the same signedness (what the accuracy target promotes to)."""
         return QUANT_TYPES["int16" if self.signed else "uint16"]
 
+    @property
+    def widening_factor(self) -> int:
+        """``f`` such that code ``q`` of this 8-bit type is code ``f * q`` of :meth:`wider` at scale
+        ``s / f`` and zero point ``z * f``: the same value, exactly (257 unsigned, 256 signed)."""
+        return 256 if self.signed else 257
+
     def __str__(self) -> str:
         return self.name
 

@@ -25,7 +25,7 @@ from mapc.passes.quantize.qtypes import MIN_REAL_RANGE, QUANT_TYPES
 from mapc.passes.quantize.ranges import HISTOGRAM_METHODS, METHODS, RangeChoice, choose_range
 from mapc.passes.quantize.schemes import Scheme, activation_type_for, get_scheme, wide_type_for
 from mapc.passes.quantize.state import BiasEntry, RunState, WeightEntry, decide, planned_settings
-from mapc.passes.quantize.unit_types import unify_settings, weighted_pairs, widen_output_groups
+from mapc.passes.quantize.unit_types import widen_output_groups
 from mapc.passes.quantize.weights import conv_bias_correction, gemm_bias_correction, quantize_weight, tap_coverage
 from mapc.passes.registry import register_pass
 from mapc.passes.shape_ops import SHAPES, ensure_shapes
@@ -201,10 +201,9 @@ class Quantize(Pass):
         calibration = self._calibrate(model, state, data, calibration_indices, activation_type, ctx)
         self._quantize_weights(model, state, calibration, activation_type is not None)
         widened = widen_output_groups(state, {t.name for t in model.graph.outputs}, {t.name for t in model.graph.inputs}) if options.wide_outputs else []
-        pairs = weighted_pairs(model, state)
-        decisions = decide(state, *unify_settings(state, pairs, planned_settings(state)))
+        decisions = decide(state, *planned_settings(state))
         sensitivity, promoted = find_offenders(model, reference, state, decisions, data, holdout_indices, calibration["collection"], self._sensitivity_config(), ctx.report_progress)
-        final = decide(state, *unify_settings(state, pairs, promoted or planned_settings(state)))
+        final = decide(state, *(promoted or planned_settings(state)))
         counts = write_qdq(model, final)
         if options.dedicated_dequantizers:
             counts["dequantize_linear"] += dedicate_dequantizers(model)

@@ -4,7 +4,8 @@
 weight quantization with its promoted variant, the biases and the notes so far.
 :func:`decide` turns a setting of the probe's switches (per quantized group and per weight:
 1 planned, 2 promoted) into concrete :class:`~.emit.Decisions`: activation parameters, the
-chosen weights, int32 biases (raising a weight's scales where a bias would overflow) and the
+chosen weights, int32 biases at the scale each op reads its input at (raising a weight's scales
+where a bias would overflow; see :func:`~.params.read_params`) and the
 Relu/Clip folds that are exact under the chosen parameters (an inexact fold's input is
 quantized with its output's parameters).
 """
@@ -18,7 +19,7 @@ import numpy as np
 
 from mapc.passes.base import Note
 from mapc.passes.quantize.emit import BiasDecision, Decisions
-from mapc.passes.quantize.params import Group, fold_is_exact
+from mapc.passes.quantize.params import Group, fold_is_exact, read_params
 from mapc.passes.quantize.placement import BiasSpec, Placement, WeightSpec
 from mapc.passes.quantize.weights import QuantizedWeight, quantize_bias, requantize
 
@@ -80,6 +81,7 @@ def decide(state: RunState, activation_state: np.ndarray, weight_state: np.ndarr
     for entry, setting in zip(state.weights, weight_state):
         chosen.append(entry.alternative if setting == 2 and entry.alternative is not None else entry.main)
     adjusted = []
+    folded = {fold.source: fold.output for fold in state.placement.folds.values() if fold.source}
     for bias in state.biases:
         weight = chosen[bias.weight]
         values = bias.corrected if bias.corrected is not None else bias.original
@@ -88,6 +90,8 @@ def decide(state: RunState, activation_state: np.ndarray, weight_state: np.ndarr
         params = decisions.activations.get(bias.spec.activation)
         if params is None:
             continue
+        node = bias.use[0]  # the op's key: its first output's name
+        params = read_params(params, decisions.activations.get(node) or decisions.activations.get(folded.get(node, "")))
         quantized_bias = quantize_bias(values, params.scale, weight.scale, bias.spec)
         if quantized_bias.new_weight_scale is not None:
             entry = state.weights[bias.weight]

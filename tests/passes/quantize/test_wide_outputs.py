@@ -1,5 +1,6 @@
-"""wide_outputs: graph outputs at 16 bits under 8-bit activations, a weighted producer reading 16
-bits too, and a graph output tied to a graph input (a KV cache) left at its width."""
+"""wide_outputs: graph outputs at 16 bits under 8-bit activations, the int32 bias of a weighted
+producer at the scale it reads once converted, and a graph output tied to a graph input (a KV
+cache) left at its width."""
 
 from __future__ import annotations
 
@@ -30,16 +31,18 @@ def zero_point_type(model, output_name: str):
     return dq.inputs[2].values.dtype
 
 
-def test_the_output_and_the_gemms_input_are_16_bit_the_rest_8(tmp_path):
+def test_the_output_is_16_bit_and_its_gemms_bias_at_the_scale_the_gemm_will_read(tmp_path):
     samples = tmp_path / "samples.npz"
     np.savez(samples, x=np.random.default_rng(1).uniform(-1, 1, [64, 1, 3, 8, 8]).astype(np.float32))
     options = {"scheme": "a8w8", "wide_activation_type": "uint16", "calibration": str(samples)}
     model, record = quantize(classifier(), wide_outputs=True, **options)
     assert zero_point_type(model, "y") == np.uint16
     [gemm] = [n for n in model.graph.nodes if n.op == "Gemm"]
-    assert gemm.inputs[0].inputs[0].inputs[2].values.dtype == np.uint16
-    [conv] = [n for n in model.graph.nodes if n.op == "Conv"]
-    assert conv.inputs[0].inputs[0].inputs[2].values.dtype == np.uint8
+    data, weight, bias = (t.inputs[0] for t in gemm.inputs)
+    assert data.inputs[2].values.dtype == np.uint8  # uniform-unit-types converts it exactly later
+    expected = np.float32(np.float64(data.inputs[1].values) / 257) * weight.inputs[1].values
+    np.testing.assert_allclose(bias.inputs[1].values, expected, rtol=1e-6)  # the scale the Gemm will read
+    assert {n.inputs[0].inputs[0].inputs[2].values.dtype for n in model.graph.nodes if n.op == "Conv"} == {np.dtype(np.uint8)}
     assert record.counters["outputs_widened"] == 1
     narrow, narrow_record = quantize(classifier(), **options)
     assert zero_point_type(narrow, "y") == np.uint8 and "outputs_widened" not in narrow_record.counters
