@@ -14,7 +14,9 @@ Produces the same op computing in the wide type:
   ``f`` = 257 unsigned, 256 signed; code ``q`` becomes ``f * q``), so the value is unchanged;
   a narrow constant input (an Add's quantized operand) gets its 16-bit codes directly, and a
   graph input is quantized at 16 bits directly (a second boundary QuantizeLinear, which the EP
-  keeps on the host as it does the first: a convert after the boundary pair is refused);
+  keeps on the host as it does the first: a convert after the boundary pair is refused); a
+  Reshape, Flatten, Squeeze, Unsqueeze or Transpose that alone feeds the input is re-typed and
+  the convert moves before it (the same values, and QNN fails to finalize one shape with it after);
 * a narrow **output** is written wide at the matching grid and converted down after it:
   ``op -> Q16 -> DQ16 -> Q8`` (the Q8 and its readers unchanged). Rounding twice differs from
   rounding once only where a value lies within half a 16-bit step of an 8-bit rounding boundary,
@@ -191,6 +193,12 @@ class UniformUnitTypes(Pass):
         if params is None:
             return False
         codes, quantizer = dq.inputs[0], producer(dq.inputs[0])
+        mover = _exclusive_mover(quantizer, dq)
+        if mover is not None:  # re-type the data movement before it and convert its input instead
+            for node_ in (quantizer, dq):
+                node_.inputs[1], node_.inputs[2] = params
+            codes.dtype = wide
+            return self._widen_input(model, mover, 0, _dequantizer(mover.inputs[0]), wide, factor)
         if quantizer is not None and quantizer.op == "QuantizeLinear" and is_graph_input(model.graph, quantizer.inputs[0]):
             wide_codes = _quantize(model, quantizer.inputs[0], params, wide, dq.attrs, tensor.name)  # a second boundary Q
         elif isinstance(codes, gs.Constant):
@@ -211,6 +219,29 @@ class UniformUnitTypes(Pass):
         node.outputs[node.outputs.index(tensor)] = written
         _dequantize(model, _quantize(model, written, params, wide, q.attrs, tensor.name), params, q.attrs, tensor)
         return True
+
+
+#: Ops that move data without changing it, quantized with their input's parameters.
+MOVERS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"})
+
+
+def _exclusive_mover(quantizer: gs.Node | None, dq: gs.Node) -> gs.Node | None:
+    """The data-movement op whose output ``quantizer`` alone reads, for ``dq`` alone, when that
+    op reads a DequantizeLinear of the same parameters: converting before it instead of after it
+    is the same values, one Convert fewer, and it reaches a graph input's boundary pair (QNN
+    fails to finalize ``Q(input) -> DQ -> Reshape -> Q -> DQ -> Convert -> FullyConnected`` at
+    ``[1, 8, 16] -> [8, 16]`` with MEM_ALLOC, and builds it with the Convert before the Reshape)."""
+    if quantizer is None or quantizer.op != "QuantizeLinear" or list(quantizer.outputs[0].outputs) != [dq]:
+        return None
+    mover = producer(quantizer.inputs[0])
+    if mover is None or mover.op not in MOVERS or not is_default_domain(mover) or list(mover.outputs[0].outputs) != [quantizer]:
+        return None
+    source = _dequantizer(mover.inputs[0])
+    if source is None or len(source.inputs) < 3 or len(quantizer.inputs) < 3:
+        return None
+    same = all(isinstance(a, gs.Constant) and isinstance(b, gs.Constant) and np.array_equal(a.values, b.values) and a.values.dtype == b.values.dtype
+               for a, b in zip(source.inputs[1:3], quantizer.inputs[1:3]))
+    return mover if same else None
 
 
 def _at_widened_scale(bias_scale: gs.Constant, weight: gs.Node | None, input_scale: gs.Tensor) -> bool:

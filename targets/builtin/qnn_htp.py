@@ -45,13 +45,14 @@ requirements, ``htp_arch``, EPContext), and the emulator itself (onnxruntime-qnn
   4.3-4.6 dB on ZFNet, AlexNet and VGG-19 a8w8 and 9.4-10 dB in a16w8, 10.6 dB on SqueezeNet
   a8w8, 0.6 dB on ResNet-50 a8w8 (3.5 in a16w8); the transformer fixtures' Gemms read
   LayerNorm outputs of mean about 0 and are unchanged (Whisper a8w8: -0.02 ± 0.04 dB).
-* Under 8-bit activations the graph outputs are **uint16** (``wide_outputs``): their own 8-bit
-  rounding is the one error no later op hides, and the CPU dequantizes them anyway. A Conv,
-  Gemm, MatMul or normalization writing 16 bits reads its data input at 16 bits too, and the
-  ops left mixed (8-bit in, 16-bit out, or a 16-bit mask path into an 8-bit Add) compute in
-  16 bits between exact converts (``uniform-unit-types`` in ``finish``): onnxruntime forms no
-  QDQ node unit of a mixed op, so QNN built it in fp16 and refused its per-channel weights.
-  Inception-v1 a8w8 on the emulator: 42.86 -> 82.7 dB (the recipe 42.87); BERT 30.0 -> 31.3.
+* Under 8-bit activations the graph outputs are **uint16** (``wide_outputs``; not a KV cache
+  tied to a graph input): their own 8-bit rounding is the one error no later op hides, and the
+  CPU dequantizes them anyway. An op whose activations mix 8 and 16 bits (the op writing such an
+  output, a promoted tensor's producer and readers, a 16-bit mask path into an 8-bit Add)
+  computes in 16 bits between exact converts (``uniform-unit-types`` in ``finish``; a Gemm's
+  int32 bias at the converted input's scale): onnxruntime forms no QDQ node unit of a mixed op,
+  so QNN built it in fp16 and refused its per-channel weights. Inception-v1 a8w8 on the
+  emulator: 42.86 -> 81.5 dB (the recipe 42.87).
 * 4-bit weights (``a16w4``, v69 and later): int4 blocks on MatMul only (``int4_ops``); a Gemm's
   int4 blocks leave a standalone per-channel DQ on the CPU, so Gemm and Conv keep int8 weights.
   v68 refuses the block-quantized MatMul and runs no 4-bit scheme.

@@ -189,3 +189,17 @@ def test_a_matmul_of_two_activations_reads_both_at_the_wide_type():
     [matmul] = [n for n in model.graph.nodes if n.op == "MatMul"]
     assert {t.inputs[0].inputs[2].values.dtype for t in matmul.inputs} == {np.dtype(np.uint16)}
     assert np.abs(after["y"] - before["y"]).max() <= U16[1] * 1.001
+
+
+def test_the_convert_moves_before_a_reshape_that_alone_feeds_the_op():
+    """Tanh -> (u8) -> Reshape -> (u8) -> Relu -> (u16): the Reshape is re-typed and the convert
+    sits before it (QNN fails to finalize a Convert after a graph input's Reshape at [1, 8, 16])."""
+    shape = numpy_helper.from_array(np.array([8, 16], np.int64), "shape")
+    pieces = [stem("x", U8, "xd"), qdq("r", U8, "rd"), qdq("o", U16, "y")]
+    nodes = [helper.make_node("Reshape", ["xd", "shape"], ["r"])] + pieces[1][0] + [helper.make_node("Relu", ["rd"], ["o"])]
+    proto = model_of([pieces[0], (pieces[2][0], pieces[1][1] + pieces[2][1])], nodes, {"x": [1, 8, 16]}, extra_inits=[shape])
+    model, counters, before, after = rewrite(proto)
+    assert counters["inputs_converted"] == 1 and mixed_units(model) == []
+    [reshape] = [n for n in model.graph.nodes if n.op == "Reshape"]
+    assert reshape.inputs[0].inputs[0].inputs[2].values.dtype == np.uint16
+    assert np.abs(after["y"] - before["y"]).max() <= U16[1] * 1.001
