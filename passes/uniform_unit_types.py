@@ -39,6 +39,7 @@ import onnx_graphsurgeon as gs
 
 from mapc.ir import Model, is_default_domain, is_graph_input, is_graph_output, producer, toposort
 from mapc.passes.base import Pass, PassContext, PassResult
+from mapc.passes.quantize.qtypes import QUANT_TYPES
 from mapc.passes.registry import register_pass
 
 #: Inputs that hold weights, biases or normalization parameters (when constant), not
@@ -56,8 +57,15 @@ WEIGHT_SLOTS = {
     "BatchNormalization": frozenset({1, 2, 3, 4}),
 }
 
-#: The 16-bit type each 8-bit one widens to, and the factor that maps its codes exactly.
-WIDER = {np.dtype(np.uint8): (np.dtype(np.uint16), 257), np.dtype(np.int8): (np.dtype(np.int16), 256)}
+
+
+def _widening(narrow: np.dtype) -> tuple[np.dtype, int] | None:
+    """The 16-bit type an 8-bit one widens to and the factor that maps its codes exactly
+    (:attr:`~mapc.passes.quantize.qtypes.QuantType.widening_factor`), or None for another type."""
+    qtype = QUANT_TYPES.get(narrow.name)
+    if qtype is None or qtype.bits != 8:
+        return None
+    return np.dtype(qtype.wider().numpy_dtype), qtype.widening_factor
 
 
 def _dequantizer(tensor: gs.Tensor) -> gs.Node | None:
@@ -140,10 +148,10 @@ class UniformUnitTypes(Pass):
             types = activation_types(node)
             if len(types) != 2:
                 continue
-            narrow = next((t for t in types if t in WIDER), None)
-            if narrow is None or WIDER[narrow][0] not in types:
+            narrow = next((t for t in types if t is not None and _widening(t) is not None), None)
+            if narrow is None or _widening(narrow)[0] not in types:
                 continue
-            wide, factor = WIDER[narrow]
+            wide, factor = _widening(narrow)
             data = next((dq for slot, dq in inputs if slot == 0 and _code_type(dq.inputs[2]) == narrow), None)
             if data is not None and not self._rescale_biases(model, node, factor, data.inputs[1]):
                 left_mixed += 1

@@ -632,10 +632,11 @@ def constraint_standalone_per_axis(node: NodeView, target: Target) -> Result:
     Qualcomm HTP takes per-channel weights as part of a Conv, ConvTranspose, Gemm or MatMul unit;
     when no unit takes the DequantizeLinear (another reader, a Gemm whose bias is not a 1-D
     int32 DequantizeLinear, an op whose output is not quantized, or one whose data input and
-    output types differ, which the EP builds in float), the QNN EP refuses it ("QNN EP does not support a standalone DQ op with per-channel
-    quantization"). A Conv -> Relu/Clip -> QuantizeLinear chain is a unit when the quantizer
-    makes the activation redundant (the EP's ``conv_activation_fusion.cc``: Relu when the
-    quantized range starts at or above 0, Clip when its bounds enclose the quantized range).
+    output types differ, which the EP builds in float), the QNN EP refuses it ("QNN EP does not
+    support a standalone DQ op with per-channel quantization"). A Conv -> Relu/Clip ->
+    QuantizeLinear chain is a unit when the quantizer makes the activation redundant (the EP's
+    ``conv_activation_fusion.cc``: Relu when the quantized range starts at or above 0, Clip when
+    its bounds enclose the quantized range).
     """
     scale = node.node.inputs[1] if len(node.node.inputs) > 1 else None
     if scale is None or not node.node.outputs or not is_static(scale.shape) or int(np.prod([int(d) for d in scale.shape])) <= 1:

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from mapc.ir import Runner, load
 from mapc.passes import PassContext
 from mapc.passes.pipeline import PassManager
-from mapc.passes.uniform_unit_types import unit_types
+from mapc.passes.uniform_unit_types import activation_types, unit_types
 from mapc.testing import assert_pass_preserves, onnx_models
 from tests.conftest import make_model
 from tests.passes.quantize.support import quantize
@@ -63,17 +63,7 @@ def rewrite(proto, feeds=None):
 
 def mixed_units(model) -> list[str]:
     """Ops whose activation inputs and outputs still carry more than one integer type."""
-    mixed = []
-    for node in model.graph.nodes:
-        found = unit_types(model.graph, node)
-        if found is None:
-            continue
-        inputs, outputs = found
-        types = {np.dtype(dq.inputs[2].values.dtype) for _, dq in inputs}
-        types |= {np.dtype(q.inputs[2].values.dtype) for q in outputs}
-        if len(types) > 1:
-            mixed.append(node.name)
-    return mixed
+    return [node.name for node in model.graph.nodes if unit_types(model.graph, node) is not None and len(activation_types(node)) > 1]
 
 
 def test_an_op_reading_8_bits_and_writing_16_reads_its_input_converted_exactly():
